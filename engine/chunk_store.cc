@@ -1,0 +1,420 @@
+#include "engine/chunk_store.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_format.h"
+#include "engine/chunk_codec.h"
+
+namespace voxdb::engine {
+namespace {
+
+constexpr const char* kTableNames[kTableCount] = {"meta",    "chunks", "fills",
+                                                  "journal", "lod",    "s2index"};
+constexpr std::string_view kMetaFormatVersion = "format_version";
+constexpr std::string_view kMetaWorldFrame = "world_frame";
+constexpr std::string_view kMetaCreated = "created_us";
+
+MDB_val Val(std::span<const uint8_t> s) {
+  return MDB_val{s.size(), const_cast<uint8_t*>(s.data())};
+}
+std::span<const uint8_t> Span(const MDB_val& v) {
+  return {static_cast<const uint8_t*>(v.mv_data), v.mv_size};
+}
+std::span<const uint8_t> Bytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+int CompareBytes(std::span<const uint8_t> a, std::span<const uint8_t> b) {
+  const size_t n = std::min(a.size(), b.size());
+  const int c = n ? std::memcmp(a.data(), b.data(), n) : 0;
+  if (c != 0) return c;
+  return a.size() < b.size() ? -1 : a.size() > b.size() ? 1 : 0;
+}
+
+std::string HumanBytes(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int u = 0;
+  double v = static_cast<double>(n);
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  return absl::StrFormat("%.4g %s", v, units[u]);
+}
+
+// Whether the file system holding dir has at least `bytes` (plus a margin
+// for LMDB's page overhead) available.
+bool HasRoomFor(const std::string& dir, size_t bytes) {
+  struct statvfs st;
+  if (statvfs(dir.c_str(), &st) != 0) return true;  // unknown: do not guess "full"
+  const uint64_t avail = uint64_t{st.f_bavail} * st.f_frsize;
+  return avail >= bytes + (uint64_t{1} << 20);
+}
+
+// Aborts a write transaction unless committed.
+struct TxnGuard {
+  MDB_txn* txn = nullptr;
+  ~TxnGuard() {
+    if (txn) mdb_txn_abort(txn);
+  }
+};
+
+}  // namespace
+
+const char* TableName(Table table) { return kTableNames[static_cast<int>(table)]; }
+
+Status LmdbStatus(int rc, std::string_view context) {
+  if (rc == MDB_SUCCESS) return absl::OkStatus();
+  const std::string msg = absl::StrFormat("%s: %s", context, mdb_strerror(rc));
+  switch (rc) {
+    case MDB_NOTFOUND:
+      return absl::NotFoundError(msg);
+    case MDB_MAP_FULL:
+      return StorageFullError(msg);
+    case ENOSPC:
+    case EDQUOT:
+      return StorageFullError(absl::StrFormat("%s: the disk is full", context));
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+      return CorruptError(msg);
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+      return MismatchError(msg);
+    case MDB_READERS_FULL:
+      return BusyError(
+          absl::StrFormat("%s: every LMDB reader slot is in use (raise max_readers)", context));
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(msg);
+    case ENOENT:
+      return absl::NotFoundError(msg);
+    case MDB_MAP_RESIZED:
+    case MDB_PANIC:
+    default:
+      return IoError(msg);
+  }
+}
+
+// --- WriteBatch ------------------------------------------------------------
+
+void WriteBatch::Put(Table table, std::span<const uint8_t> key, std::span<const uint8_t> value) {
+  Put(table, key, std::vector<uint8_t>(value.begin(), value.end()));
+}
+
+void WriteBatch::Put(Table table, std::span<const uint8_t> key, std::vector<uint8_t>&& value) {
+  bytes_ += key.size() + value.size();
+  ops_.push_back(Op{table, false, std::vector<uint8_t>(key.begin(), key.end()), std::move(value)});
+}
+
+void WriteBatch::Delete(Table table, std::span<const uint8_t> key) {
+  bytes_ += key.size();
+  ops_.push_back(Op{table, true, std::vector<uint8_t>(key.begin(), key.end()), {}});
+}
+
+void WriteBatch::PutChunk(ChunkKey key, std::vector<uint8_t>&& record) {
+  Put(Table::kChunks, key.Encode(), std::move(record));
+}
+void WriteBatch::PutChunk(ChunkKey key, std::span<const uint8_t> record) {
+  Put(Table::kChunks, key.Encode(), record);
+}
+void WriteBatch::DeleteChunk(ChunkKey key) { Delete(Table::kChunks, key.Encode()); }
+
+// --- Snapshot ----------------------------------------------------------------
+
+ChunkStore::Snapshot::~Snapshot() { mdb_txn_abort(txn_); }
+
+StatusOr<std::span<const uint8_t>> ChunkStore::Snapshot::Get(Table table,
+                                                             std::span<const uint8_t> key) const {
+  MDB_val k = Val(key), v;
+  const int rc = mdb_get(txn_, store_->dbi(table), &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    return absl::NotFoundError(absl::StrFormat("no such key in table %s", TableName(table)));
+  }
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(rc, "get"));
+  return Span(v);
+}
+
+StatusOr<std::span<const uint8_t>> ChunkStore::Snapshot::GetChunk(ChunkKey key) const {
+  const auto bytes = key.Encode();
+  auto got = Get(Table::kChunks, bytes);
+  if (absl::IsNotFound(got.status())) {
+    return absl::NotFoundError(absl::StrFormat("chunk %s is not stored", key.ToString()));
+  }
+  return got;
+}
+
+Status ChunkStore::Snapshot::Scan(
+    Table table, std::span<const uint8_t> begin, std::span<const uint8_t> end,
+    const std::function<bool(std::span<const uint8_t>, std::span<const uint8_t>)>& fn) const {
+  MDB_cursor* cursor = nullptr;
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_cursor_open(txn_, store_->dbi(table), &cursor), "scan"));
+  MDB_val k = Val(begin), v;
+  int rc = begin.empty() ? mdb_cursor_get(cursor, &k, &v, MDB_FIRST)
+                         : mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+  while (rc == MDB_SUCCESS) {
+    if (!end.empty() && CompareBytes(Span(k), end) >= 0) break;
+    if (!fn(Span(k), Span(v))) break;
+    rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(cursor);
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+  return LmdbStatus(rc, "scan");
+}
+
+Status ChunkStore::Snapshot::ScanChunks(
+    const MortonRange& range,
+    const std::function<bool(ChunkKey, std::span<const uint8_t>)>& fn) const {
+  if (range.empty()) return absl::OkStatus();
+  const auto begin = ChunkKey::FromCode(range.begin).Encode();
+  std::array<uint8_t, 8> end{};
+  const bool to_end = range.end > ChunkKey::kMaxCode;
+  if (!to_end) end = ChunkKey::FromCode(range.end).Encode();
+  Status inner;
+  Status s = Scan(Table::kChunks, begin, to_end ? std::span<const uint8_t>() : end,
+                  [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+                    std::optional<ChunkKey> key = ChunkKey::Decode(k);
+                    if (!key) {
+                      inner = CorruptError("a key in table chunks is not an 8-byte Morton code");
+                      return false;
+                    }
+                    return fn(*key, v);
+                  });
+  VOXDB_RETURN_IF_ERROR(s);
+  return inner;
+}
+
+StatusOr<uint64_t> ChunkStore::Snapshot::Count(Table table) const {
+  MDB_stat st;
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_stat(txn_, store_->dbi(table), &st), "stat"));
+  return uint64_t{st.ms_entries};
+}
+
+// --- ChunkStore ------------------------------------------------------------
+
+StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& dir,
+                                                       const StoreOptions& options) {
+  if (options.initial_map_size == 0 || options.max_map_size < options.initial_map_size) {
+    return absl::InvalidArgumentError(
+        "max_map_size must be at least initial_map_size, and both non-zero");
+  }
+  std::error_code ec;
+  const bool exists = std::filesystem::exists(std::filesystem::path(dir) / "data.mdb", ec);
+  if (!exists) {
+    if (!options.create_if_missing) {
+      return absl::NotFoundError(absl::StrFormat("no voxdb database in %s", dir));
+    }
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      return IoError(absl::StrFormat("cannot create directory %s: %s", dir, ec.message()));
+    }
+  }
+  std::unique_ptr<ChunkStore> store(new ChunkStore());
+  store->dir_ = dir;
+  store->options_ = options;
+
+  if (options.exclusive) {
+    const std::string lock_path = dir + "/LOCK";
+    store->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (store->lock_fd_ < 0) return LmdbStatus(errno, "open " + lock_path);
+    if (::flock(store->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      return BusyError(absl::StrFormat("database %s is in use by another process", dir));
+    }
+  }
+  VOXDB_RETURN_IF_ERROR(store->OpenEnv(options));
+  VOXDB_RETURN_IF_ERROR(store->InitMeta(options));
+  return store;
+}
+
+Status ChunkStore::OpenEnv(const StoreOptions& options) {
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_create(&env_), "create environment"));
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_set_maxdbs(env_, kTableCount), "set max dbs"));
+  VOXDB_RETURN_IF_ERROR(
+      LmdbStatus(mdb_env_set_maxreaders(env_, options.max_readers), "set max readers"));
+  VOXDB_RETURN_IF_ERROR(
+      LmdbStatus(mdb_env_set_mapsize(env_, options.initial_map_size), "set map size"));
+  // No MDB_WRITEMAP, ever (see the header). MDB_NOTLS: snapshots are not
+  // tied to threads. MDB_NORDAHEAD: chunk access is random.
+  unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
+  if (!options.sync) flags |= MDB_NOSYNC;
+  VOXDB_RETURN_IF_ERROR(
+      LmdbStatus(mdb_env_open(env_, dir_.c_str(), flags, 0640), "open environment in " + dir_));
+  int dead = 0;
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_reader_check(env_, &dead), "check stale readers"));
+  stale_readers_cleared_ = static_cast<uint32_t>(dead);
+  MDB_envinfo info;
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_info(env_, &info), "env info"));
+  map_size_ = info.me_mapsize;
+
+  MDB_txn* txn = nullptr;
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_txn_begin(env_, nullptr, 0, &txn), "begin open txn"));
+  TxnGuard guard{txn};
+  for (int t = 0; t < kTableCount; ++t) {
+    VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_dbi_open(txn, kTableNames[t], MDB_CREATE, &dbis_[t]),
+                                     absl::StrFormat("open table %s", kTableNames[t])));
+  }
+  guard.txn = nullptr;
+  return LmdbStatus(mdb_txn_commit(txn), "commit open txn");
+}
+
+Status ChunkStore::InitMeta(const StoreOptions& options) {
+  std::optional<uint32_t> version;
+  std::optional<WorldFrame> stored_frame;
+  {
+    VOXDB_ASSIGN_OR_RETURN(auto snap, BeginRead());
+    auto v = snap->Get(Table::kMeta, Bytes(kMetaFormatVersion));
+    if (v.ok()) {
+      if (v->size() != 4) return CorruptError("meta format_version is not 4 bytes");
+      version = static_cast<uint32_t>((*v)[0] | (*v)[1] << 8 | (*v)[2] << 16 | (*v)[3] << 24);
+    } else if (!absl::IsNotFound(v.status())) {
+      return v.status();
+    }
+    auto f = snap->Get(Table::kMeta, Bytes(kMetaWorldFrame));
+    if (f.ok()) {
+      VOXDB_ASSIGN_OR_RETURN(WorldFrame frame, WorldFrame::Decode(*f));
+      stored_frame = frame;
+    }
+    if (!version) {
+      // A database whose creation was cut short has tables but no meta yet;
+      // anything with data in it and no format version is not ours.
+      VOXDB_ASSIGN_OR_RETURN(uint64_t chunks, snap->Count(Table::kChunks));
+      VOXDB_ASSIGN_OR_RETURN(uint64_t metas, snap->Count(Table::kMeta));
+      if (chunks != 0 || metas != 0) {
+        return MismatchError(absl::StrFormat(
+            "%s holds an LMDB environment that is not a voxdb database (no format version)", dir_));
+      }
+    }
+  }
+  if (version) {
+    if (*version > kStoreFormatVersion) {
+      return UnsupportedError(absl::StrFormat(
+          "database %s has store format %u; this build reads format %u: upgrade voxdb", dir_,
+          *version, kStoreFormatVersion));
+    }
+    if (*version != kStoreFormatVersion) {
+      return MismatchError(
+          absl::StrFormat("database %s has store format %u; this build reads format %u", dir_,
+                          *version, kStoreFormatVersion));
+    }
+    if (!stored_frame) return CorruptError("meta has a format version but no world frame");
+    if (options.frame && !(*options.frame == *stored_frame)) {
+      return MismatchError(absl::StrFormat(
+          "database %s was created with world frame [%s]; refusing to open it with [%s]", dir_,
+          stored_frame->ToString(), options.frame->ToString()));
+    }
+    frame_ = *stored_frame;
+    return absl::OkStatus();
+  }
+  // A new database: record the format and the frame.
+  frame_ = options.frame ? *options.frame : WorldFrame::Earth();
+  WriteBatch batch;
+  const uint8_t v[4] = {kStoreFormatVersion & 0xff, 0, 0, 0};
+  batch.Put(Table::kMeta, Bytes(kMetaFormatVersion), std::span<const uint8_t>(v, 4));
+  batch.Put(Table::kMeta, Bytes(kMetaWorldFrame), frame_.Encode());
+  uint8_t created_us[8];
+  const int64_t now = NowMicros();
+  for (int i = 0; i < 8; ++i)
+    created_us[i] = static_cast<uint8_t>(static_cast<uint64_t>(now) >> (8 * i));
+  batch.Put(Table::kMeta, Bytes(kMetaCreated), std::span<const uint8_t>(created_us, 8));
+  return Write(batch);
+}
+
+ChunkStore::~ChunkStore() {
+  if (env_) mdb_env_close(env_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+StatusOr<std::unique_ptr<ChunkStore::Snapshot>> ChunkStore::BeginRead() const {
+  std::shared_lock<std::shared_timed_mutex> lock(resize_mu_);
+  MDB_txn* txn = nullptr;
+  VOXDB_RETURN_IF_ERROR(
+      LmdbStatus(mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn), "begin read transaction"));
+  return std::unique_ptr<Snapshot>(new Snapshot(this, txn, std::move(lock)));
+}
+
+Status ChunkStore::GrowMap(size_t needed) {
+  const size_t current = map_size_;
+  if (current >= options_.max_map_size) {
+    return StorageFullError(absl::StrFormat(
+        "the database map is at its maximum of %s (max_map_size); writes are refused, reads go "
+        "on",
+        HumanBytes(options_.max_map_size)));
+  }
+  size_t target = std::max(current * 2, current + 2 * needed);
+  target = (target + (size_t{1} << 20) - 1) & ~((size_t{1} << 20) - 1);  // whole MiB
+  target = std::min(target, options_.max_map_size);
+  std::unique_lock<std::shared_timed_mutex> lock(resize_mu_, std::defer_lock);
+  if (!lock.try_lock_for(options_.grow_wait)) {
+    return BusyError("growing the database map waited too long for open read transactions");
+  }
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_set_mapsize(env_, target), "grow map"));
+  MDB_envinfo info;
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_info(env_, &info), "env info"));
+  map_size_ = info.me_mapsize;
+  ++map_grows_;
+  return absl::OkStatus();
+}
+
+Status ChunkStore::Write(const WriteBatch& batch) {
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  for (;;) {
+    int rc = MDB_SUCCESS;
+    {
+      std::shared_lock<std::shared_timed_mutex> lock(resize_mu_);
+      MDB_txn* txn = nullptr;
+      VOXDB_RETURN_IF_ERROR(
+          LmdbStatus(mdb_txn_begin(env_, nullptr, 0, &txn), "begin write transaction"));
+      TxnGuard guard{txn};
+      for (const WriteBatch::Op& op : batch.ops_) {
+        MDB_val k = Val(op.key);
+        if (op.is_delete) {
+          rc = mdb_del(txn, dbi(op.table), &k, nullptr);
+          if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+        } else {
+          MDB_val v = Val(op.value);
+          rc = mdb_put(txn, dbi(op.table), &k, &v, 0);
+        }
+        if (rc != MDB_SUCCESS) break;
+      }
+      if (rc == MDB_SUCCESS) {
+        guard.txn = nullptr;
+        rc = mdb_txn_commit(txn);  // aborts the transaction itself on failure
+      }
+    }
+    if (rc == MDB_MAP_FULL) {
+      VOXDB_RETURN_IF_ERROR(GrowMap(batch.ByteSize()));
+      continue;
+    }
+    // LMDB reports a short write as EIO; when the file system has no room
+    // for the batch, that short write was the disk filling up.
+    if (rc == EIO && !HasRoomFor(dir_, batch.ByteSize())) rc = ENOSPC;
+    return LmdbStatus(rc, absl::StrFormat("write batch of %u operations", batch.size()));
+  }
+}
+
+StatusOr<StoreStats> ChunkStore::Stats() const {
+  StoreStats s;
+  MDB_envinfo info;
+  MDB_stat st;
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_info(env_, &info), "env info"));
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_stat(env_, &st), "env stat"));
+  s.map_size = info.me_mapsize;
+  s.max_map_size = options_.max_map_size;
+  s.used_bytes = uint64_t{info.me_last_pgno + 1} * st.ms_psize;
+  s.max_readers = info.me_maxreaders;
+  s.readers_in_use = info.me_numreaders;
+  s.stale_readers_cleared = stale_readers_cleared_;
+  s.map_grows = map_grows_;
+  VOXDB_ASSIGN_OR_RETURN(auto snap, BeginRead());
+  VOXDB_ASSIGN_OR_RETURN(s.chunk_count, snap->Count(Table::kChunks));
+  return s;
+}
+
+}  // namespace voxdb::engine

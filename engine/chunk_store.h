@@ -1,0 +1,218 @@
+// ChunkStore: one database directory, one LMDB environment with named
+// sub-databases ("tables"), and the chunk records keyed by Morton code.
+//
+// Tables (engine/FORMAT.md describes each key and value):
+//   meta    format version, world frame, creation time
+//   chunks  8-byte big-endian Morton key -> chunk record (engine/chunk_codec.h)
+//   fills, journal, lod, s2index   reserved for the layers above
+//
+// Reads go through a Snapshot (an LMDB read transaction): Get returns a
+// zero-copy view of the stored bytes inside LMDB's memory map, valid until the
+// Snapshot ends. Writes go through WriteBatch, applied atomically in one write
+// transaction. When a write hits MDB_MAP_FULL the store aborts it, grows the
+// map (doubling, up to StoreOptions::max_map_size) and retries; at the maximum
+// the write fails with STORAGE_FULL while reads go on. MDB_WRITEMAP is never
+// used: with it a full disk kills the process with SIGBUS; without it a full
+// disk is an ENOSPC from write(), reported as STORAGE_FULL.
+//
+// Example:
+//   StoreOptions options;
+//   VOXDB_ASSIGN_OR_RETURN(auto store, ChunkStore::Open("data", options));
+//   WriteBatch batch;
+//   batch.PutChunk(key, EncodeChunk(chunk, 1, NowMicros()));
+//   VOXDB_RETURN_IF_ERROR(store->Write(batch));
+//   VOXDB_ASSIGN_OR_RETURN(auto snap, store->BeginRead());
+//   VOXDB_ASSIGN_OR_RETURN(std::span<const uint8_t> rec, snap->GetChunk(key));
+//
+// Thread-safety: ChunkStore is thread-safe. Writes are serialised inside.
+// A Snapshot may move between threads but is used by one at a time.
+// Growing the map waits for open Snapshots to end (up to
+// StoreOptions::grow_wait), so keep snapshots short, and never hold one
+// while calling Write on the same thread (that write would wait, then fail
+// with BUSY if it needs to grow the map).
+#ifndef VOXDB_ENGINE_CHUNK_STORE_H_
+#define VOXDB_ENGINE_CHUNK_STORE_H_
+
+#include <lmdb.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/morton.h"
+#include "engine/status.h"
+#include "engine/world_frame.h"
+
+namespace voxdb::engine {
+
+inline constexpr uint32_t kStoreFormatVersion = 1;
+
+enum class Table : int { kMeta = 0, kChunks, kFills, kJournal, kLod, kS2Index };
+inline constexpr int kTableCount = 6;
+const char* TableName(Table table);
+
+struct StoreOptions {
+  // The frame for a new database; when set, an existing database must have
+  // been created with an equal frame (else MISMATCH). DEFAULT: unset: new
+  // databases get WorldFrame::Earth(), existing ones keep theirs.
+  std::optional<WorldFrame> frame;
+  // Create the directory and database when missing. DEFAULT: true.
+  bool create_if_missing = true;
+  // Map size of a new environment, in bytes. DEFAULT: 64 MiB.
+  size_t initial_map_size = size_t{64} << 20;
+  // The map never grows past this; writes then fail with STORAGE_FULL.
+  // DEFAULT: 1 TiB (address space, not disk: the file grows with the data).
+  size_t max_map_size = size_t{1} << 40;
+  // LMDB reader slots: at least the number of threads that read at once.
+  // DEFAULT: 126 (LMDB's own default).
+  unsigned max_readers = 126;
+  // fsync on every commit. false (MDB_NOSYNC) survives a process crash but
+  // not power loss. DEFAULT: true.
+  bool sync = true;
+  // Take an exclusive lock on the directory (one process at a time).
+  // DEFAULT: true.
+  bool exclusive = true;
+  // How long a write that must grow the map waits for open snapshots.
+  // DEFAULT: 10 s, then BUSY.
+  std::chrono::milliseconds grow_wait{10'000};
+};
+
+struct StoreStats {
+  uint64_t map_size = 0;      // bytes currently mapped
+  uint64_t max_map_size = 0;  // StoreOptions::max_map_size
+  uint64_t used_bytes = 0;    // pages in use * page size
+  uint64_t chunk_count = 0;   // records in `chunks`
+  uint32_t max_readers = 0;
+  uint32_t readers_in_use = 0;
+  uint32_t stale_readers_cleared = 0;  // by mdb_reader_check at open
+  uint64_t map_grows = 0;              // since open
+};
+
+// Ordered puts and deletes, applied atomically by ChunkStore::Write.
+class WriteBatch {
+ public:
+  void Put(Table table, std::span<const uint8_t> key, std::span<const uint8_t> value);
+  void Put(Table table, std::span<const uint8_t> key, std::vector<uint8_t>&& value);
+  void Delete(Table table, std::span<const uint8_t> key);
+  void PutChunk(ChunkKey key, std::vector<uint8_t>&& record);
+  void PutChunk(ChunkKey key, std::span<const uint8_t> record);
+  void DeleteChunk(ChunkKey key);
+
+  size_t size() const { return ops_.size(); }
+  bool empty() const { return ops_.empty(); }
+  // Sum of key and value bytes.
+  size_t ByteSize() const { return bytes_; }
+  void Clear() {
+    ops_.clear();
+    bytes_ = 0;
+  }
+
+ private:
+  friend class ChunkStore;
+  struct Op {
+    Table table;
+    bool is_delete;
+    std::vector<uint8_t> key;
+    std::vector<uint8_t> value;
+  };
+  std::vector<Op> ops_;
+  size_t bytes_ = 0;
+};
+
+class ChunkStore {
+ public:
+  // A consistent read-only view (one LMDB read transaction).
+  class Snapshot {
+   public:
+    ~Snapshot();
+    Snapshot(const Snapshot&) = delete;
+    Snapshot& operator=(const Snapshot&) = delete;
+
+    // The stored value, zero-copy; valid until this Snapshot ends.
+    // Returns NOT_FOUND when the key is absent.
+    StatusOr<std::span<const uint8_t>> Get(Table table, std::span<const uint8_t> key) const;
+    StatusOr<std::span<const uint8_t>> GetChunk(ChunkKey key) const;
+
+    // Calls fn(key, value) for each entry with begin <= key < end in key
+    // order (end empty: to the end of the table) until fn returns false.
+    Status Scan(
+        Table table, std::span<const uint8_t> begin, std::span<const uint8_t> end,
+        const std::function<bool(std::span<const uint8_t>, std::span<const uint8_t>)>& fn) const;
+    // The chunks with keys in range, in Morton order.
+    Status ScanChunks(const MortonRange& range,
+                      const std::function<bool(ChunkKey, std::span<const uint8_t>)>& fn) const;
+    // Number of entries in a table.
+    StatusOr<uint64_t> Count(Table table) const;
+
+   private:
+    friend class ChunkStore;
+    Snapshot(const ChunkStore* store, MDB_txn* txn, std::shared_lock<std::shared_timed_mutex> lock)
+        : store_(store), txn_(txn), lock_(std::move(lock)) {}
+    const ChunkStore* store_;
+    MDB_txn* txn_;
+    std::shared_lock<std::shared_timed_mutex> lock_;
+  };
+
+  // Opens (or creates, see StoreOptions) the database in directory `dir`.
+  // Returns NOT_FOUND when missing and !create_if_missing; MISMATCH when the
+  // directory holds a database of another world frame or store format, or is
+  // not a voxdb database; UNSUPPORTED when its format is newer than this
+  // build; BUSY when another process holds it (exclusive); IO_ERROR or
+  // PERMISSION_DENIED from the file system.
+  static StatusOr<std::unique_ptr<ChunkStore>> Open(const std::string& dir,
+                                                    const StoreOptions& options);
+  ~ChunkStore();
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
+
+  const WorldFrame& frame() const { return frame_; }
+  const std::string& dir() const { return dir_; }
+
+  // Starts a read transaction. BUSY when every reader slot is taken.
+  StatusOr<std::unique_ptr<Snapshot>> BeginRead() const;
+
+  // Applies the batch atomically. Returns STORAGE_FULL when the map is at its
+  // maximum or the disk is full (nothing of the batch is applied); BUSY when
+  // growing the map waited too long for readers; IO_ERROR otherwise.
+  Status Write(const WriteBatch& batch);
+
+  StatusOr<StoreStats> Stats() const;
+
+ private:
+  ChunkStore() = default;
+  Status OpenEnv(const StoreOptions& options);
+  Status InitMeta(const StoreOptions& options);
+  Status GrowMap(size_t needed);
+  MDB_dbi dbi(Table t) const { return dbis_[static_cast<int>(t)]; }
+
+  std::string dir_;
+  StoreOptions options_;
+  WorldFrame frame_ = WorldFrame::Earth();
+  MDB_env* env_ = nullptr;
+  MDB_dbi dbis_[kTableCount] = {};
+  int lock_fd_ = -1;
+  uint32_t stale_readers_cleared_ = 0;
+
+  std::mutex write_mu_;  // serialises write transactions
+  // Shared by every transaction; exclusive while the map is resized.
+  mutable std::shared_timed_mutex resize_mu_;
+  std::atomic<size_t> map_size_{0};  // written under write_mu_ + exclusive resize_mu_
+  std::atomic<uint64_t> map_grows_{0};
+};
+
+// Translates an LMDB (or errno) return code to a status: the one place that
+// does. `context` names the operation, e.g. "put chunk".
+Status LmdbStatus(int rc, std::string_view context);
+
+}  // namespace voxdb::engine
+
+#endif  // VOXDB_ENGINE_CHUNK_STORE_H_
