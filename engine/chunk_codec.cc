@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "absl/strings/str_format.h"
+#include "engine/coding.h"
 #include "engine/crc32c.h"
 
 namespace voxdb::engine {
@@ -15,23 +16,6 @@ namespace {
 // Brick stream limits: 512 tags, at most 17 palette bytes and 4096 voxel
 // bytes per brick.
 constexpr size_t kMaxStreamSize = kBricksPerChunk * (1 + 1 + kMaxPalette + kBrickVoxels);
-
-void PutU32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void PutU64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint32_t GetU32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t GetU64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
 
 uint32_t RecordChecksum(std::span<const uint8_t> record) {
   uint32_t crc = Crc32cExtend(0, record.data(), 4);
@@ -44,10 +28,10 @@ std::vector<uint8_t> FinishRecord(std::vector<uint8_t> rec, ChunkEncoding encodi
   p[0] = kChunkFormatVersion;
   p[1] = static_cast<uint8_t>(encoding);
   p[2] = p[3] = 0;
-  PutU64(p + 8, version);
-  PutU64(p + 16, static_cast<uint64_t>(mtime_us));
-  PutU32(p + 24, static_cast<uint32_t>(rec.size() - kChunkHeaderSize));
-  PutU32(p + 4, RecordChecksum(rec));
+  EncodeFixed64(p + 8, version);
+  EncodeFixed64(p + 16, static_cast<uint64_t>(mtime_us));
+  EncodeFixed32(p + 24, static_cast<uint32_t>(rec.size() - kChunkHeaderSize));
+  EncodeFixed32(p + 4, RecordChecksum(rec));
   return rec;
 }
 
@@ -80,7 +64,7 @@ Status Corrupt(std::string_view what) {
 // thread's scratch stream).
 Status ParseBricks(std::span<const uint8_t> payload, BrickRefs* refs) {
   if (payload.size() < 4) return Corrupt("brick payload shorter than its size field");
-  const uint32_t stream_size = GetU32(payload.data());
+  const uint32_t stream_size = DecodeFixed32(payload.data());
   if (stream_size < kBricksPerChunk || stream_size > kMaxStreamSize) {
     return Corrupt("brick stream size out of range");
   }
@@ -181,7 +165,7 @@ std::vector<uint8_t> EncodeChunk(const Chunk& chunk, uint64_t version, int64_t m
   const int level = options.zstd_level ? options.zstd_level : CodecOptions::kDefaultZstdLevel;
   const size_t bound = ZSTD_compressBound(stream.size());
   std::vector<uint8_t> rec(kChunkHeaderSize + 4 + bound);
-  PutU32(rec.data() + kChunkHeaderSize, static_cast<uint32_t>(stream.size()));
+  EncodeFixed32(rec.data() + kChunkHeaderSize, static_cast<uint32_t>(stream.size()));
   const size_t n = ZSTD_compressCCtx(ctx.cctx.get(), rec.data() + kChunkHeaderSize + 4, bound,
                                      stream.data(), stream.size(), level);
   VOXDB_CHECK(!ZSTD_isError(n));
@@ -195,7 +179,7 @@ StatusOr<ChunkRecordView> ParseChunkRecord(std::span<const uint8_t> record) {
                                         record.size(), kChunkHeaderSize));
   }
   const uint8_t* p = record.data();
-  const uint32_t stored = GetU32(p + 4);
+  const uint32_t stored = DecodeFixed32(p + 4);
   const uint32_t actual = RecordChecksum(record);
   if (stored != actual) {
     return CorruptError(absl::StrFormat(
@@ -214,9 +198,9 @@ StatusOr<ChunkRecordView> ParseChunkRecord(std::span<const uint8_t> record) {
         absl::StrFormat("chunk record encoding %u is not supported by this build", p[1]));
   }
   view.header.encoding = static_cast<ChunkEncoding>(p[1]);
-  view.header.version = GetU64(p + 8);
-  view.header.mtime_us = static_cast<int64_t>(GetU64(p + 16));
-  view.header.payload_size = GetU32(p + 24);
+  view.header.version = DecodeFixed64(p + 8);
+  view.header.mtime_us = static_cast<int64_t>(DecodeFixed64(p + 16));
+  view.header.payload_size = DecodeFixed32(p + 24);
   if (p[2] != 0 || p[3] != 0 || view.header.payload_size != record.size() - kChunkHeaderSize) {
     return CorruptError("chunk record header is inconsistent");
   }

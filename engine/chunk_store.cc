@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/chunk_codec.h"
+#include "engine/coding.h"
 
 namespace voxdb::engine {
 namespace {
@@ -272,7 +273,7 @@ Status ChunkStore::InitMeta(const StoreOptions& options) {
     auto v = snap->Get(Table::kMeta, Bytes(kMetaFormatVersion));
     if (v.ok()) {
       if (v->size() != 4) return CorruptError("meta format_version is not 4 bytes");
-      version = static_cast<uint32_t>((*v)[0] | (*v)[1] << 8 | (*v)[2] << 16 | (*v)[3] << 24);
+      version = DecodeFixed32(v->data());
     } else if (!absl::IsNotFound(v.status())) {
       return v.status();
     }
@@ -315,14 +316,12 @@ Status ChunkStore::InitMeta(const StoreOptions& options) {
   // A new database: record the format and the frame.
   frame_ = options.frame ? *options.frame : WorldFrame::Earth();
   WriteBatch batch;
-  const uint8_t v[4] = {kStoreFormatVersion & 0xff, 0, 0, 0};
-  batch.Put(Table::kMeta, Bytes(kMetaFormatVersion), std::span<const uint8_t>(v, 4));
+  std::vector<uint8_t> version_bytes, created_bytes;
+  PutFixed32(version_bytes, kStoreFormatVersion);
+  batch.Put(Table::kMeta, Bytes(kMetaFormatVersion), std::move(version_bytes));
   batch.Put(Table::kMeta, Bytes(kMetaWorldFrame), frame_.Encode());
-  uint8_t created_us[8];
-  const int64_t now = NowMicros();
-  for (int i = 0; i < 8; ++i)
-    created_us[i] = static_cast<uint8_t>(static_cast<uint64_t>(now) >> (8 * i));
-  batch.Put(Table::kMeta, Bytes(kMetaCreated), std::span<const uint8_t>(created_us, 8));
+  PutFixed64(created_bytes, static_cast<uint64_t>(NowMicros()));
+  batch.Put(Table::kMeta, Bytes(kMetaCreated), std::move(created_bytes));
   return Write(batch);
 }
 

@@ -6,29 +6,13 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/chunk.h"
+#include "engine/coding.h"
 
 namespace voxdb::engine {
 namespace {
 
 constexpr double kPi = std::numbers::pi;
 constexpr double kDegPerRad = 180.0 / kPi;
-
-void PutU32(std::vector<uint8_t>& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
-void PutU64(std::vector<uint8_t>& out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
-uint32_t GetU32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t GetU64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
 
 constexpr size_t kEncodedFrameSize = 56;
 constexpr uint32_t kFrameMagic = 0x46584f56;  // "VOXF" little-endian
@@ -184,34 +168,35 @@ StatusOr<VoxelCoord> WorldFrame::GeoToVoxel(const GeoCoord& g) const {
 std::vector<uint8_t> WorldFrame::Encode() const {
   std::vector<uint8_t> out;
   out.reserve(kEncodedFrameSize);
-  PutU32(out, kFrameMagic);
-  PutU32(out, kFormatVersion);
-  PutU64(out, extent_[0]);
-  PutU64(out, extent_[1]);
-  PutU64(out, extent_[2]);
+  PutFixed32(out, kFrameMagic);
+  PutFixed32(out, kFormatVersion);
+  PutFixed64(out, extent_[0]);
+  PutFixed64(out, extent_[1]);
+  PutFixed64(out, extent_[2]);
   uint64_t bits;
   std::memcpy(&bits, &voxel_size_m_, sizeof bits);
-  PutU64(out, bits);
-  PutU32(out, chunk_edge_);
-  PutU32(out, 0);  // reserved
-  PutU64(out, sea_level_z_);
+  PutFixed64(out, bits);
+  PutFixed32(out, chunk_edge_);
+  PutFixed32(out, 0);  // reserved
+  PutFixed64(out, sea_level_z_);
   return out;
 }
 
 StatusOr<WorldFrame> WorldFrame::Decode(std::span<const uint8_t> bytes) {
-  if (bytes.size() != kEncodedFrameSize || GetU32(bytes.data()) != kFrameMagic) {
+  if (bytes.size() != kEncodedFrameSize || DecodeFixed32(bytes.data()) != kFrameMagic) {
     return CorruptError(
         absl::StrFormat("world frame record is malformed (%u bytes)", bytes.size()));
   }
-  const uint32_t version = GetU32(bytes.data() + 4);
+  const uint32_t version = DecodeFixed32(bytes.data() + 4);
   if (version != kFormatVersion) {
     return CorruptError(absl::StrFormat("world frame record has unknown version %u", version));
   }
   double voxel_size;
-  const uint64_t bits = GetU64(bytes.data() + 32);
+  const uint64_t bits = DecodeFixed64(bytes.data() + 32);
   std::memcpy(&voxel_size, &bits, sizeof voxel_size);
-  return Create(GetU64(bytes.data() + 8), GetU64(bytes.data() + 16), GetU64(bytes.data() + 24),
-                voxel_size, GetU32(bytes.data() + 40), GetU64(bytes.data() + 48));
+  return Create(DecodeFixed64(bytes.data() + 8), DecodeFixed64(bytes.data() + 16),
+                DecodeFixed64(bytes.data() + 24), voxel_size, DecodeFixed32(bytes.data() + 40),
+                DecodeFixed64(bytes.data() + 48));
 }
 
 std::string WorldFrame::ToString() const {
