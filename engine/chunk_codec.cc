@@ -193,7 +193,7 @@ StatusOr<ChunkRecordView> ParseChunkRecord(std::span<const uint8_t> record) {
         "upgrade voxdb",
         p[0], kChunkFormatVersion));
   }
-  if (p[1] > static_cast<uint8_t>(ChunkEncoding::kBricks)) {
+  if (p[1] > static_cast<uint8_t>(ChunkEncoding::kFills)) {
     return UnsupportedError(
         absl::StrFormat("chunk record encoding %u is not supported by this build", p[1]));
   }
@@ -208,11 +208,26 @@ StatusOr<ChunkRecordView> ParseChunkRecord(std::span<const uint8_t> record) {
   if (view.header.encoding == ChunkEncoding::kUniform && view.payload.size() != 1) {
     return CorruptError("uniform chunk record must have a 1-byte payload");
   }
+  if (view.header.encoding == ChunkEncoding::kFills && !view.payload.empty()) {
+    return CorruptError("fills marker record must have an empty payload");
+  }
   return view;
 }
 
+std::vector<uint8_t> EncodeFillsMarker(uint64_t version, int64_t mtime_us) {
+  return FinishRecord(std::vector<uint8_t>(kChunkHeaderSize), ChunkEncoding::kFills, version,
+                      mtime_us);
+}
+
+namespace {
+Status FillsMarkerError() {
+  return MismatchError("chunk record reads as the fills; only the database can rasterise it");
+}
+}  // namespace
+
 StatusOr<Chunk> DecodeChunk(std::span<const uint8_t> record) {
   VOXDB_ASSIGN_OR_RETURN(ChunkRecordView view, ParseChunkRecord(record));
+  if (view.header.encoding == ChunkEncoding::kFills) return FillsMarkerError();
   if (view.header.encoding == ChunkEncoding::kUniform) return Chunk(view.payload[0]);
   auto refs = std::make_unique<BrickRefs>();
   VOXDB_RETURN_IF_ERROR(ParseBricks(view.payload, refs.get()));
@@ -232,6 +247,7 @@ StatusOr<Chunk> DecodeChunk(std::span<const uint8_t> record) {
 
 Status DecodeChunkToDense(std::span<const uint8_t> record, uint8_t* dense) {
   VOXDB_ASSIGN_OR_RETURN(ChunkRecordView view, ParseChunkRecord(record));
+  if (view.header.encoding == ChunkEncoding::kFills) return FillsMarkerError();
   if (view.header.encoding == ChunkEncoding::kUniform) {
     std::memset(dense, view.payload[0], kChunkVoxels);
     return absl::OkStatus();

@@ -35,6 +35,7 @@ inline constexpr size_t kChunkHeaderSize = 28;
 enum class ChunkEncoding : uint8_t {
   kUniform = 0,  // payload: 1 byte, the material
   kBricks = 1,   // payload: u32 stream size + zstd frame of the brick stream
+  kFills = 2,    // payload: none; the chunk reads as the fills (a deleted chunk)
 };
 
 struct ChunkRecordHeader {
@@ -63,6 +64,10 @@ struct CodecOptions {
 std::vector<uint8_t> EncodeChunk(const Chunk& chunk, uint64_t version, int64_t mtime_us,
                                  const CodecOptions& options = {});
 
+// A kFills record: the chunk reads as the fills intersecting it. Written
+// for a deleted chunk so that its version keeps growing.
+std::vector<uint8_t> EncodeFillsMarker(uint64_t version, int64_t mtime_us);
+
 // Verifies size and checksum and parses the header.
 // Returns CORRUPT (kDataLoss) for a short record, a checksum mismatch or an
 // inconsistent header; UNSUPPORTED (kUnimplemented) for a record whose
@@ -71,7 +76,8 @@ std::vector<uint8_t> EncodeChunk(const Chunk& chunk, uint64_t version, int64_t m
 StatusOr<ChunkRecordView> ParseChunkRecord(std::span<const uint8_t> record);
 
 // Parse + decode. Same errors as ParseChunkRecord, plus CORRUPT for a
-// payload that does not decode.
+// payload that does not decode and MISMATCH for a kFills record (which only
+// the Database, knowing the fills, can rasterise).
 StatusOr<Chunk> DecodeChunk(std::span<const uint8_t> record);
 // Decodes straight into a dense array of kChunkVoxels bytes (x fastest).
 Status DecodeChunkToDense(std::span<const uint8_t> record, uint8_t* dense);

@@ -60,6 +60,25 @@ bool HasRoomFor(const std::string& dir, size_t bytes) {
   return avail >= bytes + (uint64_t{1} << 20);
 }
 
+// Deletes keys in [begin, end) with a cursor; returns an LMDB code.
+int DeleteRangeInTxn(MDB_txn* txn, MDB_dbi dbi, std::span<const uint8_t> begin,
+                     std::span<const uint8_t> end) {
+  MDB_cursor* cursor = nullptr;
+  int rc = mdb_cursor_open(txn, dbi, &cursor);
+  if (rc != MDB_SUCCESS) return rc;
+  MDB_val k = Val(begin), v;
+  rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+  while (rc == MDB_SUCCESS && CompareBytes(Span(k), end) < 0) {
+    rc = mdb_cursor_del(cursor, 0);
+    if (rc != MDB_SUCCESS) break;
+    // After a delete LMDB leaves the cursor on the following entry, and
+    // MDB_NEXT returns that entry rather than skipping it.
+    rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(cursor);
+  return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+}
+
 // Aborts a write transaction unless committed.
 struct TxnGuard {
   MDB_txn* txn = nullptr;
@@ -112,12 +131,20 @@ void WriteBatch::Put(Table table, std::span<const uint8_t> key, std::span<const 
 
 void WriteBatch::Put(Table table, std::span<const uint8_t> key, std::vector<uint8_t>&& value) {
   bytes_ += key.size() + value.size();
-  ops_.push_back(Op{table, false, std::vector<uint8_t>(key.begin(), key.end()), std::move(value)});
+  ops_.push_back(
+      Op{table, Kind::kPut, std::vector<uint8_t>(key.begin(), key.end()), std::move(value)});
 }
 
 void WriteBatch::Delete(Table table, std::span<const uint8_t> key) {
   bytes_ += key.size();
-  ops_.push_back(Op{table, true, std::vector<uint8_t>(key.begin(), key.end()), {}});
+  ops_.push_back(Op{table, Kind::kDelete, std::vector<uint8_t>(key.begin(), key.end()), {}});
+}
+
+void WriteBatch::DeleteRange(Table table, std::span<const uint8_t> begin,
+                             std::span<const uint8_t> end) {
+  bytes_ += begin.size() + end.size();
+  ops_.push_back(Op{table, Kind::kDeleteRange, std::vector<uint8_t>(begin.begin(), begin.end()),
+                    std::vector<uint8_t>(end.begin(), end.end())});
 }
 
 void WriteBatch::PutChunk(ChunkKey key, std::vector<uint8_t>&& record) {
@@ -190,6 +217,21 @@ Status ChunkStore::Snapshot::ScanChunks(
                   });
   VOXDB_RETURN_IF_ERROR(s);
   return inner;
+}
+
+StatusOr<std::vector<uint8_t>> ChunkStore::Snapshot::LastKey(Table table) const {
+  MDB_cursor* cursor = nullptr;
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_cursor_open(txn_, store_->dbi(table), &cursor), "last"));
+  MDB_val k, v;
+  const int rc = mdb_cursor_get(cursor, &k, &v, MDB_LAST);
+  std::vector<uint8_t> key;
+  if (rc == MDB_SUCCESS) key.assign(Span(k).begin(), Span(k).end());
+  mdb_cursor_close(cursor);
+  if (rc == MDB_NOTFOUND) {
+    return absl::NotFoundError(absl::StrFormat("table %s is empty", TableName(table)));
+  }
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(rc, "last key"));
+  return key;
 }
 
 StatusOr<uint64_t> ChunkStore::Snapshot::Count(Table table) const {
@@ -373,9 +415,11 @@ Status ChunkStore::Write(const WriteBatch& batch) {
       TxnGuard guard{txn};
       for (const WriteBatch::Op& op : batch.ops_) {
         MDB_val k = Val(op.key);
-        if (op.is_delete) {
+        if (op.kind == WriteBatch::Kind::kDelete) {
           rc = mdb_del(txn, dbi(op.table), &k, nullptr);
           if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+        } else if (op.kind == WriteBatch::Kind::kDeleteRange) {
+          rc = DeleteRangeInTxn(txn, dbi(op.table), op.key, op.value);
         } else {
           MDB_val v = Val(op.value);
           rc = mdb_put(txn, dbi(op.table), &k, &v, 0);

@@ -103,6 +103,8 @@ class WriteBatch {
   void Put(Table table, std::span<const uint8_t> key, std::span<const uint8_t> value);
   void Put(Table table, std::span<const uint8_t> key, std::vector<uint8_t>&& value);
   void Delete(Table table, std::span<const uint8_t> key);
+  // Deletes every key in [begin, end) of the table.
+  void DeleteRange(Table table, std::span<const uint8_t> begin, std::span<const uint8_t> end);
   void PutChunk(ChunkKey key, std::vector<uint8_t>&& record);
   void PutChunk(ChunkKey key, std::span<const uint8_t> record);
   void DeleteChunk(ChunkKey key);
@@ -118,11 +120,12 @@ class WriteBatch {
 
  private:
   friend class ChunkStore;
+  enum class Kind : uint8_t { kPut, kDelete, kDeleteRange };
   struct Op {
     Table table;
-    bool is_delete;
+    Kind kind;
     std::vector<uint8_t> key;
-    std::vector<uint8_t> value;
+    std::vector<uint8_t> value;  // kDeleteRange: the end key
   };
   std::vector<Op> ops_;
   size_t bytes_ = 0;
@@ -150,6 +153,8 @@ class ChunkStore {
     // The chunks with keys in range, in Morton order.
     Status ScanChunks(const MortonRange& range,
                       const std::function<bool(ChunkKey, std::span<const uint8_t>)>& fn) const;
+    // The last (largest) key of a table, copied; NOT_FOUND when empty.
+    StatusOr<std::vector<uint8_t>> LastKey(Table table) const;
     // Number of entries in a table.
     StatusOr<uint64_t> Count(Table table) const;
 

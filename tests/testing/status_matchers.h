@@ -9,23 +9,27 @@
 #define VOXDB_TESTING_CONCAT_INNER_(a, b) a##b
 #define VOXDB_TESTING_CONCAT_(a, b) VOXDB_TESTING_CONCAT_INNER_(a, b)
 
-#define EXPECT_OK(expr)                                               \
-  do {                                                                \
-    const ::absl::Status voxdb_s_ = ::voxdb::testing::ToStatus(expr); \
-    EXPECT_TRUE(voxdb_s_.ok()) << voxdb_s_;                           \
+// Variables are named by line so that the macros nest (an EXPECT_OK inside a
+// lambda passed to an EXPECT_OK).
+#define EXPECT_OK(expr) VOXDB_EXPECT_OK_IMPL_(VOXDB_TESTING_CONCAT_(voxdb_s_, __LINE__), expr)
+#define VOXDB_EXPECT_OK_IMPL_(var, expr)                         \
+  do {                                                           \
+    const ::absl::Status var = ::voxdb::testing::ToStatus(expr); \
+    EXPECT_TRUE(var.ok()) << var;                                \
   } while (0)
-#define ASSERT_OK(expr)                                               \
-  do {                                                                \
-    const ::absl::Status voxdb_s_ = ::voxdb::testing::ToStatus(expr); \
-    ASSERT_TRUE(voxdb_s_.ok()) << voxdb_s_;                           \
+#define ASSERT_OK(expr) VOXDB_ASSERT_OK_IMPL_(VOXDB_TESTING_CONCAT_(voxdb_s_, __LINE__), expr)
+#define VOXDB_ASSERT_OK_IMPL_(var, expr)                         \
+  do {                                                           \
+    const ::absl::Status var = ::voxdb::testing::ToStatus(expr); \
+    ASSERT_TRUE(var.ok()) << var;                                \
   } while (0)
 
 // ASSERT_OK_AND_ASSIGN(auto x, Foo()); fails the test on an error status.
 #define ASSERT_OK_AND_ASSIGN(lhs, expr) \
-  ASSERT_OK_AND_ASSIGN_IMPL_(VOXDB_TESTING_CONCAT_(voxdb_sor_, __LINE__), lhs, expr)
-#define ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr) \
-  auto tmp = (expr);                               \
-  ASSERT_TRUE(tmp.ok()) << tmp.status();           \
+  VOXDB_ASSERT_OK_AND_ASSIGN_IMPL_(VOXDB_TESTING_CONCAT_(voxdb_sor_, __LINE__), lhs, expr)
+#define VOXDB_ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr) \
+  auto tmp = (expr);                                     \
+  ASSERT_TRUE(tmp.ok()) << tmp.status();                 \
   lhs = std::move(tmp).value()
 
 namespace voxdb::testing {

@@ -1,0 +1,1321 @@
+#include "engine/database.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <future>
+#include <list>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "absl/strings/str_format.h"
+#include "engine/coding.h"
+#include "engine/fills.h"
+#include "engine/journal.h"
+#include "engine/morton_box.h"
+
+namespace voxdb::engine {
+namespace {
+
+// Memory charged for a cache entry that holds no chunk (reads as fills).
+constexpr size_t kVirtualEntryBytes = 64;
+constexpr std::string_view kMetaLastSeq = "last_seq";
+
+int64_t SteadyMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::span<const uint8_t> Bytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+size_t EntryBytes(const std::shared_ptr<Chunk>& chunk) {
+  return chunk ? chunk->MemoryUsage() + kVirtualEntryBytes : kVirtualEntryBytes;
+}
+
+LocalBox ToLocal(const VoxelBox& part, const VoxelCoord& origin) {
+  return LocalBox{
+      {static_cast<uint32_t>(part.lo.x - origin.x), static_cast<uint32_t>(part.lo.y - origin.y),
+       static_cast<uint32_t>(part.lo.z - origin.z)},
+      {static_cast<uint32_t>(part.hi.x - origin.x), static_cast<uint32_t>(part.hi.y - origin.y),
+       static_cast<uint32_t>(part.hi.z - origin.z)}};
+}
+
+// The chunks a voxel box touches.
+ChunkBox ChunksOf(const WorldFrame& frame, const VoxelBox& box) {
+  return ChunkBox{frame.ChunkOf(box.lo), frame.ChunkOf({box.hi.x - 1, box.hi.y - 1, box.hi.z - 1})};
+}
+
+}  // namespace
+
+class Database::Impl {
+ public:
+  explicit Impl(const DatabaseOptions& options) : options_(options) {
+    shards_ = std::vector<Shard>(static_cast<size_t>(std::max(1, options.cache_shards)));
+  }
+  ~Impl() { Close(); }
+
+  Status Open(const std::string& dir);
+  void Close();
+  const WorldFrame& frame() const { return store_->frame(); }
+  ChunkStore& store() { return *store_; }
+
+  Status GetChunks(std::span<const ChunkKey> keys,
+                   const std::function<void(size_t, const ChunkRead&)>& fn);
+  Status GetVoxels(std::span<const VoxelCoord> at, uint8_t* out);
+  Status ReadBox(const VoxelBox& box, uint8_t* out);
+
+  void SetVoxels(std::span<const VoxelEdit> edits, WriteDone done);
+  void WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels, WriteDone done);
+  void FillBox(const VoxelBox& box, uint8_t material, WriteDone done);
+  void PutChunk(ChunkKey key, std::span<const uint8_t> record,
+                std::optional<uint64_t> expected_version, WriteDone done);
+  void DeleteChunk(ChunkKey key, WriteDone done);
+  Status Flush();
+  DatabaseStats Stats() const;
+
+ private:
+  struct Entry {
+    std::shared_ptr<Chunk> chunk;  // null: the chunk reads as the fills
+    uint64_t version = 0;
+    size_t bytes = kVirtualEntryBytes;
+    bool dirty = false;
+    bool pinned = false;  // held by a writer between load and apply
+    bool in_lru = false;
+    std::list<uint64_t>::iterator lru;
+  };
+  struct Shard {
+    mutable std::mutex mu;
+    std::unordered_map<uint64_t, Entry> map;  // node-based: Entry* stay valid
+    std::list<uint64_t> lru;                  // clean, unpinned entries; front = newest
+    uint64_t epoch = 0;                       // bumps when an entry leaves or turns clean
+  };
+  struct DirtyInfo {
+    uint64_t first_seq = 0;  // oldest edit not yet flushed
+    uint64_t last_seq = 0;   // newest edit
+    int64_t since_us = 0;    // when first_seq was applied
+    bool in_flight = false;  // a flush holds a snapshot
+    uint64_t snapshot_seq = 0;
+    uint64_t pending_first = 0;  // first edit after the snapshot
+  };
+  struct Pending {
+    uint64_t seq;
+    std::vector<uint8_t> record;
+    WriteDone done;  // null in async mode (already acknowledged)
+  };
+  // A chunk as read: the cached/stored chunk, or null for "reads as fills".
+  struct ChunkRef {
+    std::shared_ptr<const Chunk> chunk;
+    uint64_t version = 0;
+    bool virtual_chunk = false;
+  };
+
+  Shard& ShardOf(uint64_t code) {
+    return shards_[(code * 0x9E3779B97F4A7C15ull >> 32) % shards_.size()];
+  }
+  std::shared_ptr<const FillSet> FillsSnapshot() const {
+    std::lock_guard<std::mutex> l(fills_mu_);
+    return fills_;
+  }
+
+  // What a writer needs of the chunk it is about to change.
+  enum class Need { kContent, kVersion, kNothing };
+  // Reads the chunk from the store (not the cache). Virtual for a chunk that
+  // is not stored or is a kFills marker. With kVersion only the header is
+  // read; with kNothing a corrupt record is read as a virtual version 0.
+  Status LoadFromStore(uint64_t code, ChunkRef* out, Need need = Need::kContent);
+  // Cache first, then the store; caches what it decoded.
+  Status ReadChunk(uint64_t code, ChunkRef* out);
+  void InsertClean(Shard& shard, uint64_t code, ChunkRef ref, uint64_t epoch);
+  void TouchLocked(Shard& shard, Entry& e);
+  void MaybeEvict();
+
+  // --- Writes: all under edit_mu_ ---
+  // Loads and pins the entry for `code`.
+  Status PinForWrite(uint64_t code, Entry** out, Need need = Need::kContent)
+      /* REQUIRES edit_mu_ */;
+  void Unpin(uint64_t code, Entry* e) /* REQUIRES edit_mu_ */;
+  // Gives the entry a private, materialised chunk to mutate. Shard lock held.
+  Chunk& MutableChunk(uint64_t code, Entry* e);
+  // Records the change of a pinned entry (new bytes, dirty state, version).
+  void Commit(uint64_t code, Entry* e, uint64_t seq) /* REQUIRES edit_mu_ */;
+
+  template <typename Fn>
+  void Submit(std::vector<uint8_t> record, WriteDone done, Fn&& apply);
+  Status WaitForRoom();
+
+  Status ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits>& edits);
+  Status ApplyWriteBox(uint64_t seq, const VoxelBox& box, std::span<const uint8_t> voxels);
+  Status ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t material);
+  Status ApplyPutChunk(uint64_t seq, uint64_t code, std::span<const uint8_t> record,
+                       std::optional<uint64_t> expected);
+  Status ApplyDeleteChunk(uint64_t seq, uint64_t code);
+  Status ApplyRecord(uint64_t seq, const JournalRecord& rec);
+  Status Replay();
+
+  // --- Committer and flusher ---
+  void CommitterLoop();
+  void FlusherLoop();
+  // Flushes up to one batch of dirty chunks whose first_seq <= max_first_seq
+  // and that became dirty before `dirty_before_us`; sets *more when more such
+  // chunks remain.
+  Status FlushBatch(uint64_t max_first_seq, int64_t dirty_before_us, size_t max_bytes, bool* more);
+  Status WaitCommitted(uint64_t seq);
+
+  const DatabaseOptions options_;
+  std::unique_ptr<ChunkStore> store_;
+  std::vector<Shard> shards_;
+  std::atomic<int64_t> cache_bytes_{0};
+  std::atomic<int64_t> dirty_bytes_{0};
+  std::atomic<uint64_t> hits_{0}, misses_{0}, evictions_{0};
+  std::atomic<size_t> evict_cursor_{0};
+
+  // Fills: an immutable snapshot replaced on every FILL_BOX.
+  mutable std::mutex fills_mu_;
+  std::shared_ptr<const FillSet> fills_ = std::make_shared<FillSet>();
+
+  // Writes.
+  mutable std::mutex edit_mu_;
+  uint64_t next_seq_ = 1;                                // GUARDED_BY(edit_mu_)
+  std::map<uint64_t, DirtyInfo> dirty_;                  // GUARDED_BY(edit_mu_)
+  std::set<std::pair<uint64_t, uint64_t>> dirty_order_;  // (first_seq, code)
+  std::vector<Fill> unpersisted_fills_;                  // GUARDED_BY(edit_mu_)
+  bool closing_ = false;                                 // GUARDED_BY(edit_mu_)
+  uint64_t journal_floor_ = 0;  // GUARDED_BY(edit_mu_): journal keys below are gone
+  std::atomic<uint64_t> last_seq_{0};
+  std::atomic<uint64_t> dirty_chunks_{0};
+
+  // Group committer.
+  std::mutex commit_mu_;
+  std::condition_variable commit_cv_;     // work for the committer
+  std::condition_variable committed_cv_;  // committed_seq_ moved
+  std::vector<Pending> pending_;          // GUARDED_BY(commit_mu_)
+  bool commit_now_ = false;               // GUARDED_BY(commit_mu_)
+  bool stop_committer_ = false;           // GUARDED_BY(commit_mu_)
+  std::atomic<uint64_t> committed_seq_{0};
+  std::atomic<uint64_t> journal_records_{0}, journal_bytes_{0}, journal_commits_{0};
+  std::thread committer_;
+
+  // Flusher.
+  std::mutex flush_mu_;
+  std::condition_variable flush_cv_;    // work for the flusher
+  std::condition_variable flushed_cv_;  // a requested flush finished
+  // Flush() requests: generation numbers, and the seq they must cover.
+  uint64_t flush_requested_ = 0;  // GUARDED_BY(flush_mu_)
+  uint64_t flush_served_ = 0;     // GUARDED_BY(flush_mu_)
+  uint64_t flush_target_ = 0;     // GUARDED_BY(flush_mu_): flush all with first_seq <= this
+  Status flush_status_;           // GUARDED_BY(flush_mu_): of the last requested flush
+  bool stop_flusher_ = false;     // GUARDED_BY(flush_mu_)
+  std::atomic<uint64_t> flushes_{0}, flushed_chunks_{0}, flushed_bytes_{0};
+  std::thread flusher_;
+
+  // Back-pressure.
+  std::mutex room_mu_;
+  std::condition_variable room_cv_;
+  std::atomic<uint64_t> write_waits_{0}, busy_rejections_{0};
+
+  uint64_t replayed_ = 0;
+  bool open_ = false;
+};
+
+// --- Open, replay, close ------------------------------------------------------
+
+Status Database::Impl::Open(const std::string& dir) {
+  if (options_.dirty_bytes == 0 || options_.dirty_bytes > options_.cache_bytes) {
+    return absl::InvalidArgumentError("dirty_bytes must be in (0, cache_bytes]");
+  }
+  if (!(options_.flush_high_water > 0 && options_.flush_high_water <= 1)) {
+    return absl::InvalidArgumentError("flush_high_water must be in (0, 1]");
+  }
+  VOXDB_ASSIGN_OR_RETURN(store_, ChunkStore::Open(dir, options_.store));
+  {
+    VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
+    auto fills = std::make_shared<FillSet>();
+    Status inner;
+    VOXDB_RETURN_IF_ERROR(snap->Scan(Table::kFills, {}, {},
+                                     [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+                                       auto f = Fill::Decode(DecodeJournalKey(k), v);
+                                       if (!f.ok()) {
+                                         inner = f.status();
+                                         return false;
+                                       }
+                                       fills->Add(*f);
+                                       return true;
+                                     }));
+    VOXDB_RETURN_IF_ERROR(inner);
+    fills_ = std::move(fills);
+    uint64_t last = 0;
+    auto meta = snap->Get(Table::kMeta, Bytes(kMetaLastSeq));
+    if (meta.ok() && meta->size() == 8) last = DecodeFixed64(meta->data());
+    auto journal_last = snap->LastKey(Table::kJournal);
+    if (journal_last.ok()) last = std::max(last, DecodeJournalKey(*journal_last));
+    for (const Fill& f : fills_->fills()) last = std::max(last, f.seq);
+    next_seq_ = last + 1;
+    last_seq_ = last;
+  }
+  VOXDB_RETURN_IF_ERROR(Replay());
+  committed_seq_ = next_seq_ - 1;
+  committer_ = std::thread([this] { CommitterLoop(); });
+  flusher_ = std::thread([this] { FlusherLoop(); });
+  open_ = true;
+  return absl::OkStatus();
+}
+
+Status Database::Impl::Replay() {
+  VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
+  std::lock_guard<std::mutex> lock(edit_mu_);
+  Status inner;
+  VOXDB_RETURN_IF_ERROR(snap->Scan(
+      Table::kJournal, {}, {}, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+        const uint64_t seq = DecodeJournalKey(k);
+        auto rec = DecodeJournalRecord(v);
+        if (!rec.ok()) {
+          inner =
+              CorruptError(absl::StrFormat("journal record %u: %s", seq, rec.status().message()));
+          return false;
+        }
+        // A record whose apply fails failed the same way when it was written
+        // (a corrupt stored chunk): keep going, as the live write did.
+        (void)ApplyRecord(seq, *rec);
+        ++replayed_;
+        return true;
+      }));
+  return inner;
+}
+
+void Database::Impl::Close() {
+  if (!open_) return;
+  {
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    closing_ = true;
+  }
+  room_cv_.notify_all();
+  (void)Flush();
+  {
+    std::lock_guard<std::mutex> l(flush_mu_);
+    stop_flusher_ = true;
+  }
+  flush_cv_.notify_all();
+  flusher_.join();
+  {
+    std::lock_guard<std::mutex> l(commit_mu_);
+    stop_committer_ = true;
+  }
+  commit_cv_.notify_all();
+  committer_.join();
+  open_ = false;
+}
+
+// --- Cache ---------------------------------------------------------------------
+
+Status Database::Impl::LoadFromStore(uint64_t code, ChunkRef* out, Need need) {
+  const ChunkCoord c = MortonDecode(code);
+  VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
+  auto got = snap->GetChunk(ChunkKey::FromCode(code));
+  if (absl::IsNotFound(got.status())) {
+    out->chunk = nullptr;
+    out->virtual_chunk = true;
+    out->version = FillsSnapshot()->VersionOf(frame(), c);
+    return absl::OkStatus();
+  }
+  VOXDB_RETURN_IF_ERROR(got.status());
+  auto parsed = ParseChunkRecord(*got);
+  if (!parsed.ok() && need == Need::kNothing) {
+    // Being replaced whole: a corrupt record does not stand in the way.
+    out->chunk = nullptr;
+    out->virtual_chunk = true;
+    out->version = 0;
+    return absl::OkStatus();
+  }
+  VOXDB_RETURN_IF_ERROR(parsed.status());
+  const ChunkRecordView view = *parsed;
+  if (view.header.encoding == ChunkEncoding::kFills) {
+    out->chunk = nullptr;
+    out->virtual_chunk = true;
+    out->version = std::max(view.header.version, FillsSnapshot()->VersionOf(frame(), c));
+    return absl::OkStatus();
+  }
+  if (need != Need::kContent) {  // about to be replaced whole: the version is enough
+    out->chunk = nullptr;
+    out->virtual_chunk = true;
+    out->version = view.header.version;
+    return absl::OkStatus();
+  }
+  VOXDB_ASSIGN_OR_RETURN(Chunk chunk, DecodeChunk(*got));
+  out->chunk = std::make_shared<Chunk>(std::move(chunk));
+  out->virtual_chunk = false;
+  out->version = view.header.version;
+  return absl::OkStatus();
+}
+
+void Database::Impl::TouchLocked(Shard& shard, Entry& e) {
+  if (e.in_lru) shard.lru.splice(shard.lru.begin(), shard.lru, e.lru);
+}
+
+void Database::Impl::InsertClean(Shard& shard, uint64_t code, ChunkRef ref, uint64_t epoch) {
+  if (ref.virtual_chunk) return;  // fills change; virtual entries are not cached clean
+  {
+    std::lock_guard<std::mutex> l(shard.mu);
+    if (shard.epoch != epoch || shard.map.count(code)) return;
+    Entry& e = shard.map[code];
+    e.chunk = std::const_pointer_cast<Chunk>(ref.chunk);
+    e.version = ref.version;
+    e.bytes = EntryBytes(e.chunk);
+    shard.lru.push_front(code);
+    e.lru = shard.lru.begin();
+    e.in_lru = true;
+    cache_bytes_ += static_cast<int64_t>(e.bytes);
+  }
+  MaybeEvict();
+}
+
+void Database::Impl::MaybeEvict() {
+  const int64_t budget = static_cast<int64_t>(options_.cache_bytes);
+  for (size_t tries = 0; cache_bytes_.load() > budget && tries < shards_.size(); ++tries) {
+    Shard& shard = shards_[evict_cursor_++ % shards_.size()];
+    std::lock_guard<std::mutex> l(shard.mu);
+    while (cache_bytes_.load() > budget && !shard.lru.empty()) {
+      const uint64_t code = shard.lru.back();
+      shard.lru.pop_back();
+      auto it = shard.map.find(code);
+      VOXDB_CHECK(it != shard.map.end() && !it->second.dirty && !it->second.pinned);
+      cache_bytes_ -= static_cast<int64_t>(it->second.bytes);
+      shard.map.erase(it);
+      ++shard.epoch;
+      ++evictions_;
+    }
+  }
+}
+
+Status Database::Impl::ReadChunk(uint64_t code, ChunkRef* out) {
+  Shard& shard = ShardOf(code);
+  uint64_t epoch;
+  {
+    std::lock_guard<std::mutex> l(shard.mu);
+    auto it = shard.map.find(code);
+    if (it != shard.map.end()) {
+      ++hits_;
+      out->chunk = it->second.chunk;
+      out->version = it->second.version;
+      out->virtual_chunk = it->second.chunk == nullptr;
+      TouchLocked(shard, it->second);
+      return absl::OkStatus();
+    }
+    epoch = shard.epoch;
+  }
+  ++misses_;
+  ChunkRef ref;
+  VOXDB_RETURN_IF_ERROR(LoadFromStore(code, &ref));
+  InsertClean(shard, code, ref, epoch);
+  *out = std::move(ref);
+  return absl::OkStatus();
+}
+
+// --- Reads ------------------------------------------------------------------------
+
+Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
+                                 const std::function<void(size_t, const ChunkRead&)>& fn) {
+  VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
+  const CodecOptions codec{options_.zstd_level};
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ChunkRead read;
+    read.key = keys[i];
+    const uint64_t code = keys[i].code();
+    const ChunkCoord c = keys[i].coord();
+    if (Status s = frame().CheckChunk(c); !s.ok()) {
+      read.status = s;
+      fn(i, read);
+      continue;
+    }
+    // Dirty chunks come from the cache.
+    ChunkRef dirty;
+    bool is_dirty = false;
+    {
+      Shard& shard = ShardOf(code);
+      std::lock_guard<std::mutex> l(shard.mu);
+      auto it = shard.map.find(code);
+      if (it != shard.map.end() && it->second.dirty) {
+        is_dirty = true;
+        dirty.chunk = it->second.chunk;
+        dirty.version = it->second.version;
+        ++hits_;
+      }
+    }
+    std::vector<uint8_t> owned;
+    if (is_dirty) {
+      read.source = ChunkRead::Source::kCache;
+      read.version = dirty.version;
+      if (dirty.chunk) {
+        owned = EncodeChunk(*dirty.chunk, dirty.version, NowMicros(), codec);
+      } else {
+        uint64_t unused;
+        owned = EncodeChunk(FillsSnapshot()->Rasterise(frame(), c, &unused), dirty.version,
+                            NowMicros(), codec);
+      }
+      read.record = owned;
+      fn(i, read);
+      continue;
+    }
+    // Clean: straight from the memory map when stored as chunk data.
+    auto got = snap->GetChunk(keys[i]);
+    uint64_t marker_version = 0;
+    if (got.ok()) {
+      auto view = ParseChunkRecord(*got);
+      if (!view.ok()) {
+        read.status = view.status();
+        fn(i, read);
+        continue;
+      }
+      if (view->header.encoding != ChunkEncoding::kFills) {
+        read.version = view->header.version;
+        read.record = *got;
+        read.source = ChunkRead::Source::kStore;
+        fn(i, read);
+        continue;
+      }
+      marker_version = view->header.version;
+    } else if (!absl::IsNotFound(got.status())) {
+      read.status = got.status();
+      fn(i, read);
+      continue;
+    }
+    uint64_t fill_version = 0;
+    Chunk raster = FillsSnapshot()->Rasterise(frame(), c, &fill_version);
+    read.version = std::max(marker_version, fill_version);
+    owned = EncodeChunk(raster, read.version, NowMicros(), codec);
+    read.record = owned;
+    read.source = ChunkRead::Source::kFills;
+    fn(i, read);
+  }
+  return absl::OkStatus();
+}
+
+Status Database::Impl::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
+  for (const VoxelCoord& v : at) VOXDB_RETURN_IF_ERROR(frame().CheckVoxel(v));
+  std::unordered_map<uint64_t, std::shared_ptr<const Chunk>> chunks;
+  for (size_t i = 0; i < at.size(); ++i) {
+    const ChunkCoord c = frame().ChunkOf(at[i]);
+    const uint64_t code = MortonEncode(c.x, c.y, c.z);
+    auto it = chunks.find(code);
+    if (it == chunks.end()) {
+      ChunkRef ref;
+      VOXDB_RETURN_IF_ERROR(ReadChunk(code, &ref));
+      if (ref.virtual_chunk) {
+        ref.chunk = std::make_shared<Chunk>(FillsSnapshot()->Rasterise(frame(), c, nullptr));
+      }
+      it = chunks.emplace(code, ref.chunk).first;
+    }
+    const ChunkCoord o = frame().OffsetInChunk(at[i]);
+    out[i] = it->second->Get(o.x, o.y, o.z);
+  }
+  return absl::OkStatus();
+}
+
+Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out) {
+  VOXDB_RETURN_IF_ERROR(frame().CheckBox(box));
+  if (box.volume() > options_.max_box_voxels) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "box of %u voxels is larger than the limit of %u", box.volume(), options_.max_box_voxels));
+  }
+  const uint64_t sx = box.hi.x - box.lo.x, sy = box.hi.y - box.lo.y;
+  const ChunkBox chunks = ChunksOf(frame(), box);
+  std::vector<uint8_t> part;
+  for (uint32_t cz = chunks.lo.z; cz <= chunks.hi.z; ++cz) {
+    for (uint32_t cy = chunks.lo.y; cy <= chunks.hi.y; ++cy) {
+      for (uint32_t cx = chunks.lo.x; cx <= chunks.hi.x; ++cx) {
+        const ChunkCoord c{cx, cy, cz};
+        ChunkRef ref;
+        VOXDB_RETURN_IF_ERROR(ReadChunk(MortonEncode(cx, cy, cz), &ref));
+        if (ref.virtual_chunk) {
+          ref.chunk = std::make_shared<Chunk>(FillsSnapshot()->Rasterise(frame(), c, nullptr));
+        }
+        const VoxelBox pbox = Intersect(box, frame().ChunkBox(c));
+        const LocalBox local = ToLocal(pbox, frame().ChunkOrigin(c));
+        part.resize(local.volume());
+        ref.chunk->ReadBox(local, part.data());
+        const uint64_t px = pbox.hi.x - pbox.lo.x, py = pbox.hi.y - pbox.lo.y;
+        for (uint64_t z = pbox.lo.z; z < pbox.hi.z; ++z) {
+          for (uint64_t y = pbox.lo.y; y < pbox.hi.y; ++y) {
+            std::memcpy(out + (pbox.lo.x - box.lo.x) + sx * ((y - box.lo.y) + sy * (z - box.lo.z)),
+                        part.data() + px * ((y - pbox.lo.y) + py * (z - pbox.lo.z)), px);
+          }
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// --- Writes ------------------------------------------------------------------------
+
+Status Database::Impl::PinForWrite(uint64_t code, Entry** out, Need need) {
+  Shard& shard = ShardOf(code);
+  {
+    std::lock_guard<std::mutex> l(shard.mu);
+    auto it = shard.map.find(code);
+    if (it != shard.map.end()) {
+      Entry& e = it->second;
+      if (e.in_lru) {
+        shard.lru.erase(e.lru);
+        e.in_lru = false;
+      }
+      e.pinned = true;
+      if (!e.dirty) ++hits_;
+      *out = &e;
+      return absl::OkStatus();
+    }
+  }
+  ++misses_;
+  ChunkRef ref;
+  VOXDB_RETURN_IF_ERROR(LoadFromStore(code, &ref, need));
+  std::lock_guard<std::mutex> l(shard.mu);
+  auto [it, inserted] = shard.map.try_emplace(code);
+  Entry& e = it->second;
+  if (inserted) {
+    e.chunk = std::const_pointer_cast<Chunk>(ref.chunk);
+    e.version = ref.version;
+    e.bytes = EntryBytes(e.chunk);
+    cache_bytes_ += static_cast<int64_t>(e.bytes);
+  } else if (e.in_lru) {  // a reader cached it meanwhile: the same stored state
+    shard.lru.erase(e.lru);
+    e.in_lru = false;
+  }
+  e.pinned = true;
+  *out = &e;
+  return absl::OkStatus();
+}
+
+void Database::Impl::Unpin(uint64_t code, Entry* e) {
+  Shard& shard = ShardOf(code);
+  std::lock_guard<std::mutex> l(shard.mu);
+  e->pinned = false;
+  if (!e->dirty) {
+    if (!e->chunk) {  // virtual and clean: not cached
+      cache_bytes_ -= static_cast<int64_t>(e->bytes);
+      shard.map.erase(code);
+      ++shard.epoch;
+      return;
+    }
+    shard.lru.push_front(code);
+    e->lru = shard.lru.begin();
+    e->in_lru = true;
+  }
+}
+
+Chunk& Database::Impl::MutableChunk(uint64_t code, Entry* e) {
+  if (!e->chunk) {
+    e->chunk =
+        std::make_shared<Chunk>(FillsSnapshot()->Rasterise(frame(), MortonDecode(code), nullptr));
+  } else if (e->chunk.use_count() > 1) {
+    // A reader or the flusher holds this state: copy on write.
+    e->chunk = std::make_shared<Chunk>(*e->chunk);
+  }
+  return *e->chunk;
+}
+
+void Database::Impl::Commit(uint64_t code, Entry* e, uint64_t seq) {
+  Shard& shard = ShardOf(code);
+  {
+    std::lock_guard<std::mutex> l(shard.mu);
+    const size_t bytes = EntryBytes(e->chunk);
+    const int64_t delta = static_cast<int64_t>(bytes) - static_cast<int64_t>(e->bytes);
+    cache_bytes_ += delta;
+    if (e->dirty) {
+      dirty_bytes_ += delta;
+    } else {
+      dirty_bytes_ += static_cast<int64_t>(bytes);
+      e->dirty = true;
+    }
+    e->bytes = bytes;
+    e->version = seq;
+    e->pinned = false;
+  }
+  auto [it, inserted] = dirty_.try_emplace(code);
+  DirtyInfo& d = it->second;
+  if (inserted) {
+    d.first_seq = d.last_seq = seq;
+    d.since_us = SteadyMicros();
+    dirty_order_.insert({seq, code});
+    ++dirty_chunks_;
+  } else {
+    d.last_seq = seq;
+    if (d.in_flight && d.pending_first == 0) d.pending_first = seq;
+  }
+}
+
+Status Database::Impl::WaitForRoom() {
+  const int64_t budget = static_cast<int64_t>(options_.dirty_bytes);
+  if (dirty_bytes_.load() < budget) return absl::OkStatus();
+  ++write_waits_;
+  const auto deadline = std::chrono::steady_clock::now() + options_.busy_timeout;
+  std::unique_lock<std::mutex> l(room_mu_);
+  while (dirty_bytes_.load() >= budget) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ++busy_rejections_;
+      return BusyError(absl::StrFormat(
+          "dirty data is at its budget of %u bytes and the flusher did not make room within %d ms",
+          options_.dirty_bytes, static_cast<int>(options_.busy_timeout.count())));
+    }
+    flush_cv_.notify_all();
+    room_cv_.wait_for(l, std::chrono::milliseconds(5));
+  }
+  return absl::OkStatus();
+}
+
+template <typename Fn>
+void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, Fn&& apply) {
+  if (Status s = WaitForRoom(); !s.ok()) {
+    if (done) done({s, 0});
+    return;
+  }
+  uint64_t seq;
+  {
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    if (closing_) {
+      if (done) done({absl::UnavailableError("the database is closing"), 0});
+      return;
+    }
+    seq = next_seq_++;
+    last_seq_ = seq;
+    if (Status s = apply(seq); !s.ok()) {
+      if (done) done({s, 0});
+      return;
+    }
+    const bool sync = options_.durability == Durability::kSync;
+    {
+      std::lock_guard<std::mutex> l(commit_mu_);
+      pending_.push_back(Pending{seq, std::move(record), sync ? std::move(done) : WriteDone()});
+    }
+    commit_cv_.notify_one();
+    if (sync) return;
+  }
+  if (done) done({absl::OkStatus(), seq});
+}
+
+Status Database::Impl::ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits>& edits) {
+  std::vector<Entry*> entries(edits.size());
+  for (size_t i = 0; i < edits.size(); ++i) {
+    if (Status s = PinForWrite(edits[i].code, &entries[i]); !s.ok()) {
+      for (size_t j = 0; j < i; ++j) Unpin(edits[j].code, entries[j]);
+      return s;
+    }
+  }
+  for (size_t i = 0; i < edits.size(); ++i) {
+    {
+      std::lock_guard<std::mutex> l(ShardOf(edits[i].code).mu);
+      Chunk& chunk = MutableChunk(edits[i].code, entries[i]);
+      for (uint32_t p : edits[i].packed) {
+        const uint32_t idx = EditIndex(p);
+        chunk.Set(idx & 127, (idx >> 7) & 127, idx >> 14, EditMaterial(p));
+      }
+    }
+    Commit(edits[i].code, entries[i], seq);
+  }
+  return absl::OkStatus();
+}
+
+Status Database::Impl::ApplyWriteBox(uint64_t seq, const VoxelBox& box,
+                                     std::span<const uint8_t> voxels) {
+  const ChunkBox cb = ChunksOf(frame(), box);
+  std::vector<std::pair<uint64_t, Entry*>> pinned;
+  for (uint32_t cz = cb.lo.z; cz <= cb.hi.z; ++cz)
+    for (uint32_t cy = cb.lo.y; cy <= cb.hi.y; ++cy)
+      for (uint32_t cx = cb.lo.x; cx <= cb.hi.x; ++cx) {
+        const uint64_t code = MortonEncode(cx, cy, cz);
+        Entry* e;
+        if (Status s = PinForWrite(code, &e); !s.ok()) {
+          for (auto& [c, pe] : pinned) Unpin(c, pe);
+          return s;
+        }
+        pinned.push_back({code, e});
+      }
+  const uint64_t sx = box.hi.x - box.lo.x, sy = box.hi.y - box.lo.y;
+  std::vector<uint8_t> part;
+  for (auto& [code, e] : pinned) {
+    const ChunkCoord c = MortonDecode(code);
+    const VoxelBox pbox = Intersect(box, frame().ChunkBox(c));
+    const LocalBox local = ToLocal(pbox, frame().ChunkOrigin(c));
+    part.resize(local.volume());
+    const uint64_t px = pbox.hi.x - pbox.lo.x, py = pbox.hi.y - pbox.lo.y;
+    for (uint64_t z = pbox.lo.z; z < pbox.hi.z; ++z)
+      for (uint64_t y = pbox.lo.y; y < pbox.hi.y; ++y)
+        std::memcpy(
+            part.data() + px * ((y - pbox.lo.y) + py * (z - pbox.lo.z)),
+            voxels.data() + (pbox.lo.x - box.lo.x) + sx * ((y - box.lo.y) + sy * (z - box.lo.z)),
+            px);
+    {
+      std::lock_guard<std::mutex> l(ShardOf(code).mu);
+      if (local.volume() == kChunkVoxels) {
+        e->chunk = std::make_shared<Chunk>(Chunk::FromDense(part));
+      } else {
+        MutableChunk(code, e).WriteBox(local, part.data());
+      }
+    }
+    Commit(code, e, seq);
+  }
+  return absl::OkStatus();
+}
+
+Status Database::Impl::ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t material) {
+  // The fill itself: every chunk that is not stored now reads through it.
+  {
+    auto fills = std::make_shared<FillSet>(*FillsSnapshot());
+    fills->Add(Fill{seq, box, material});
+    std::lock_guard<std::mutex> l(fills_mu_);
+    fills_ = std::move(fills);
+  }
+  unpersisted_fills_.push_back(Fill{seq, box, material});
+  // The stored and dirty chunks it touches, in Morton order.
+  const ChunkBox cb = ChunksOf(frame(), box);
+  std::set<uint64_t> touched;
+  for (const auto& [code, info] : dirty_) {
+    if (cb.ContainsCode(code)) touched.insert(code);
+  }
+  {
+    VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
+    std::optional<uint64_t> next = cb.NextInBox(0);
+    while (next) {
+      const auto begin = ChunkKey::FromCode(*next).Encode();
+      std::optional<uint64_t> resume;
+      VOXDB_RETURN_IF_ERROR(snap->Scan(
+          Table::kChunks, begin, {}, [&](std::span<const uint8_t> k, std::span<const uint8_t>) {
+            const uint64_t code = DecodeJournalKey(k);  // same big-endian u64
+            if (code > cb.MaxCode()) return false;
+            if (cb.ContainsCode(code)) {
+              touched.insert(code);
+              return true;
+            }
+            resume = cb.NextInBox(code);  // BIGMIN: skip the gap with one seek
+            return false;
+          }));
+      next = resume;
+    }
+  }
+  for (uint64_t code : touched) {
+    const ChunkCoord c = MortonDecode(code);
+    const VoxelBox chunk_box = frame().ChunkBox(c);
+    const VoxelBox pbox = Intersect(box, chunk_box);
+    Entry* e;
+    // A chunk that fails to load (corrupt) is left as it is; the fill
+    // still covers everything else.
+    if (!PinForWrite(code, &e).ok()) continue;
+    {
+      std::lock_guard<std::mutex> l(ShardOf(code).mu);
+      if (BoxContains(box, chunk_box) || !e->chunk) {
+        e->chunk = nullptr;  // reads as the fills, this one on top
+      } else {
+        MutableChunk(code, e).FillBox(ToLocal(pbox, frame().ChunkOrigin(c)), material);
+      }
+    }
+    Commit(code, e, seq);
+  }
+  return absl::OkStatus();
+}
+
+Status Database::Impl::ApplyPutChunk(uint64_t seq, uint64_t code, std::span<const uint8_t> record,
+                                     std::optional<uint64_t> expected) {
+  VOXDB_ASSIGN_OR_RETURN(ChunkRecordView view, ParseChunkRecord(record));
+  std::shared_ptr<Chunk> chunk;
+  if (view.header.encoding != ChunkEncoding::kFills) {
+    VOXDB_ASSIGN_OR_RETURN(Chunk decoded, DecodeChunk(record));
+    decoded.Compact();
+    chunk = std::make_shared<Chunk>(std::move(decoded));
+  }
+  Entry* e;
+  VOXDB_RETURN_IF_ERROR(PinForWrite(code, &e, expected ? Need::kVersion : Need::kNothing));
+  if (expected && *expected != e->version) {
+    const uint64_t current = e->version;
+    Unpin(code, e);
+    return ConflictError(absl::StrFormat("chunk %s is at version %u, not the expected %u",
+                                         ChunkKey::FromCode(code).ToString(), current, *expected));
+  }
+  {
+    std::lock_guard<std::mutex> l(ShardOf(code).mu);
+    e->chunk = std::move(chunk);
+  }
+  Commit(code, e, seq);
+  return absl::OkStatus();
+}
+
+Status Database::Impl::ApplyDeleteChunk(uint64_t seq, uint64_t code) {
+  Entry* e;
+  VOXDB_RETURN_IF_ERROR(PinForWrite(code, &e, Need::kNothing));
+  {
+    std::lock_guard<std::mutex> l(ShardOf(code).mu);
+    e->chunk = nullptr;
+  }
+  Commit(code, e, seq);
+  return absl::OkStatus();
+}
+
+Status Database::Impl::ApplyRecord(uint64_t seq, const JournalRecord& rec) {
+  if (seq >= next_seq_) {
+    next_seq_ = seq + 1;
+    last_seq_ = seq;
+  }
+  switch (rec.op) {
+    case JournalOp::kSetVoxels:
+      return ApplySetVoxels(seq, rec.edits);
+    case JournalOp::kWriteBox:
+      return ApplyWriteBox(seq, rec.box, rec.voxels);
+    case JournalOp::kFillBox:
+      return ApplyFillBox(seq, rec.box, rec.material);
+    case JournalOp::kPutChunk:
+      return ApplyPutChunk(seq, rec.code, rec.record, std::nullopt);
+    case JournalOp::kDeleteChunk:
+      return ApplyDeleteChunk(seq, rec.code);
+  }
+  return CorruptError("unknown journal op");
+}
+
+void Database::Impl::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done) {
+  // Validate everything, group by chunk (keeping order within a chunk).
+  std::vector<ChunkEdits> groups;
+  std::unordered_map<uint64_t, size_t> index;
+  uint64_t last_code = UINT64_MAX;
+  size_t last_group = 0;
+  for (const VoxelEdit& e : edits) {
+    if (Status s = frame().CheckVoxel(e.at); !s.ok()) {
+      if (done) done({s, 0});
+      return;
+    }
+    const ChunkCoord c = frame().ChunkOf(e.at);
+    const uint64_t code = MortonEncode(c.x, c.y, c.z);
+    if (code != last_code) {
+      auto [it, inserted] = index.try_emplace(code, groups.size());
+      if (inserted) groups.push_back(ChunkEdits{code, {}});
+      last_code = code;
+      last_group = it->second;
+    }
+    const ChunkCoord o = frame().OffsetInChunk(e.at);
+    groups[last_group].packed.push_back(PackEdit(o.x | (o.y << 7) | (o.z << 14), e.material));
+  }
+  if (groups.empty()) {
+    if (done) done({absl::InvalidArgumentError("no voxel edits"), 0});
+    return;
+  }
+  std::vector<uint8_t> record = EncodeSetVoxels(groups);
+  Submit(std::move(record), std::move(done),
+         [&](uint64_t seq) { return ApplySetVoxels(seq, groups); });
+}
+
+void Database::Impl::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels,
+                              WriteDone done) {
+  Status s = frame().CheckBox(box);
+  if (s.ok() && box.volume() > options_.max_box_voxels) {
+    s = absl::InvalidArgumentError(absl::StrFormat(
+        "box of %u voxels is larger than the limit of %u", box.volume(), options_.max_box_voxels));
+  }
+  if (s.ok() && voxels.size() != box.volume()) {
+    s = absl::InvalidArgumentError(absl::StrFormat("box holds %u voxels but %u bytes were given",
+                                                   box.volume(), voxels.size()));
+  }
+  if (!s.ok()) {
+    if (done) done({s, 0});
+    return;
+  }
+  Submit(EncodeWriteBox(box, voxels), std::move(done),
+         [&](uint64_t seq) { return ApplyWriteBox(seq, box, voxels); });
+}
+
+void Database::Impl::FillBox(const VoxelBox& box, uint8_t material, WriteDone done) {
+  if (Status s = frame().CheckBox(box); !s.ok()) {
+    if (done) done({s, 0});
+    return;
+  }
+  Submit(EncodeFillBox(box, material), std::move(done),
+         [&](uint64_t seq) { return ApplyFillBox(seq, box, material); });
+}
+
+void Database::Impl::PutChunk(ChunkKey key, std::span<const uint8_t> record,
+                              std::optional<uint64_t> expected_version, WriteDone done) {
+  Status s = frame().CheckChunk(key.coord());
+  if (s.ok()) {
+    auto view = ParseChunkRecord(record);
+    s = view.status();
+    if (s.ok() && view->header.encoding == ChunkEncoding::kFills) {
+      s = absl::InvalidArgumentError("PUT_CHUNK takes chunk data; use DELETE_CHUNK to revert");
+    } else if (s.ok() && view->header.encoding == ChunkEncoding::kBricks) {
+      s = DecodeChunk(record).status();  // a payload that does not decode is refused up front
+    }
+  }
+  if (!s.ok()) {
+    if (done) done({s, 0});
+    return;
+  }
+  Submit(EncodePutChunk(key, record), std::move(done),
+         [&](uint64_t seq) { return ApplyPutChunk(seq, key.code(), record, expected_version); });
+}
+
+void Database::Impl::DeleteChunk(ChunkKey key, WriteDone done) {
+  if (Status s = frame().CheckChunk(key.coord()); !s.ok()) {
+    if (done) done({s, 0});
+    return;
+  }
+  Submit(EncodeDeleteChunk(key), std::move(done),
+         [&](uint64_t seq) { return ApplyDeleteChunk(seq, key.code()); });
+}
+
+// --- Group committer ------------------------------------------------------------
+
+void Database::Impl::CommitterLoop() {
+  const bool async = options_.durability == Durability::kAsync;
+  for (;;) {
+    std::vector<Pending> batch;
+    {
+      std::unique_lock<std::mutex> l(commit_mu_);
+      commit_cv_.wait(l, [&] { return stop_committer_ || commit_now_ || !pending_.empty(); });
+      if (pending_.empty()) {
+        commit_now_ = false;
+        committed_cv_.notify_all();
+        if (stop_committer_) return;
+        continue;
+      }
+      if (async && !stop_committer_ && !commit_now_) {
+        // Gather for one interval: in async mode nobody waits for the commit.
+        commit_cv_.wait_for(l, options_.commit_interval,
+                            [&] { return stop_committer_ || commit_now_; });
+      }
+      commit_now_ = false;
+      batch.swap(pending_);
+    }
+    WriteBatch wb;
+    uint64_t bytes = 0;
+    for (Pending& p : batch) {
+      bytes += p.record.size();
+      wb.Put(Table::kJournal, JournalKey(p.seq), std::move(p.record));
+    }
+    const Status s = store_->Write(wb);
+    journal_records_ += batch.size();
+    journal_bytes_ += bytes;
+    ++journal_commits_;
+    {
+      std::lock_guard<std::mutex> l(commit_mu_);
+      committed_seq_ = std::max(committed_seq_.load(), batch.back().seq);
+    }
+    committed_cv_.notify_all();
+    for (Pending& p : batch) {
+      if (p.done) p.done({s, s.ok() ? p.seq : 0});
+    }
+  }
+}
+
+Status Database::Impl::WaitCommitted(uint64_t seq) {
+  std::unique_lock<std::mutex> l(commit_mu_);
+  commit_now_ = true;
+  commit_cv_.notify_all();
+  committed_cv_.wait(l, [&] { return committed_seq_.load() >= seq || stop_committer_; });
+  return absl::OkStatus();
+}
+
+// --- Flusher --------------------------------------------------------------------
+
+Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_us, size_t max_bytes,
+                                  bool* more) {
+  struct Item {
+    uint64_t code;
+    std::shared_ptr<const Chunk> chunk;
+    uint64_t version;
+  };
+  std::vector<Item> items;
+  std::vector<Fill> fills_to_persist;
+  std::shared_ptr<const FillSet> fills;
+  uint64_t low_water, last_seq, journal_floor;
+  *more = false;
+  {
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    const uint64_t committed = committed_seq_.load();
+    size_t bytes = 0;
+    low_water = std::min(committed + 1, next_seq_);
+    for (const auto& [first_seq, code] : dirty_order_) {
+      DirtyInfo& d = dirty_[code];
+      const bool eligible = first_seq <= max_first_seq && d.since_us <= dirty_before_us;
+      if (!eligible || bytes >= max_bytes) {
+        // dirty_order_ is by first_seq: everything from here stays dirty.
+        low_water = std::min(low_water, first_seq);
+        *more = eligible;
+        break;
+      }
+      Shard& shard = ShardOf(code);
+      std::lock_guard<std::mutex> l(shard.mu);
+      Entry& e = shard.map.at(code);
+      items.push_back(Item{code, e.chunk, e.version});
+      bytes += e.bytes;
+      d.in_flight = true;
+      d.snapshot_seq = d.last_seq;
+      d.pending_first = 0;
+    }
+    for (const Fill& f : unpersisted_fills_) {
+      if (f.seq <= committed) fills_to_persist.push_back(f);
+    }
+    fills = FillsSnapshot();
+    last_seq = next_seq_ - 1;
+    journal_floor = journal_floor_;
+  }
+  if (items.empty() && fills_to_persist.empty() && low_water <= journal_floor) {
+    return absl::OkStatus();
+  }
+
+  // Encode outside every lock: the snapshots are immutable (copy on write).
+  WriteBatch batch;
+  const CodecOptions codec{options_.zstd_level};
+  const int64_t now = NowMicros();
+  uint64_t bytes = 0;
+  for (const Item& it : items) {
+    const ChunkKey key = ChunkKey::FromCode(it.code);
+    if (!it.chunk) {
+      // A deleted chunk: a marker keeps its version when that is newer than
+      // the fills it reads as; otherwise nothing needs storing.
+      if (it.version > fills->VersionOf(frame(), key.coord())) {
+        batch.PutChunk(key, EncodeFillsMarker(it.version, now));
+      } else {
+        batch.DeleteChunk(key);
+      }
+      continue;
+    }
+    Chunk compact = *it.chunk;
+    compact.Compact();
+    std::vector<uint8_t> rec = EncodeChunk(compact, it.version, now, codec);
+    bytes += rec.size();
+    batch.PutChunk(key, std::move(rec));
+  }
+  for (const Fill& f : fills_to_persist) {
+    batch.Put(Table::kFills, JournalKey(f.seq), f.Encode());
+  }
+  std::vector<uint8_t> last(8);
+  EncodeFixed64(last.data(), last_seq);
+  batch.Put(Table::kMeta, Bytes(kMetaLastSeq), std::move(last));
+  // The journal records every flushed state covers, in the same transaction.
+  batch.DeleteRange(Table::kJournal, JournalKey(0), JournalKey(low_water));
+  const Status s = store_->Write(batch);
+
+  {
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    if (s.ok()) {
+      for (const Fill& f : fills_to_persist) {
+        std::erase_if(unpersisted_fills_, [&](const Fill& u) { return u.seq == f.seq; });
+      }
+    }
+    for (const Item& it : items) {
+      auto dit = dirty_.find(it.code);
+      DirtyInfo& d = dit->second;
+      d.in_flight = false;
+      if (!s.ok()) continue;  // stays dirty; the next flush retries
+      dirty_order_.erase({d.first_seq, it.code});
+      if (d.last_seq == d.snapshot_seq) {
+        dirty_.erase(dit);
+        --dirty_chunks_;
+        Shard& shard = ShardOf(it.code);
+        std::lock_guard<std::mutex> l(shard.mu);
+        Entry& e = shard.map.at(it.code);
+        e.dirty = false;
+        dirty_bytes_ -= static_cast<int64_t>(e.bytes);
+        ++shard.epoch;
+        if (!e.pinned) {
+          if (!e.chunk) {
+            cache_bytes_ -= static_cast<int64_t>(e.bytes);
+            shard.map.erase(it.code);
+          } else {
+            shard.lru.push_front(it.code);
+            e.lru = shard.lru.begin();
+            e.in_lru = true;
+          }
+        }
+      } else {
+        d.first_seq = d.pending_first;
+        d.since_us = SteadyMicros();
+        d.pending_first = 0;
+        dirty_order_.insert({d.first_seq, it.code});
+      }
+    }
+    if (s.ok()) journal_floor_ = low_water;
+  }
+  if (s.ok()) {
+    ++flushes_;
+    flushed_chunks_ += items.size();
+    flushed_bytes_ += bytes;
+  }
+  room_cv_.notify_all();
+  MaybeEvict();
+  return s;
+}
+
+void Database::Impl::FlusherLoop() {
+  const auto tick =
+      std::chrono::milliseconds(std::clamp<int64_t>(options_.max_dirty_age.count() / 4, 10, 1000));
+  const int64_t high_water =
+      static_cast<int64_t>(options_.flush_high_water * static_cast<double>(options_.dirty_bytes));
+  for (;;) {
+    uint64_t target = 0, generation = 0;
+    bool requested = false;
+    {
+      std::unique_lock<std::mutex> l(flush_mu_);
+      flush_cv_.wait_for(l, tick, [&] {
+        return stop_flusher_ || flush_requested_ > flush_served_ ||
+               dirty_bytes_.load() > high_water;
+      });
+      if (stop_flusher_ && flush_requested_ <= flush_served_) return;
+      if (flush_requested_ > flush_served_) {
+        requested = true;
+        generation = flush_requested_;
+        target = flush_target_;
+      }
+    }
+    Status status;
+    bool more = true;
+    if (requested) {
+      // Everything dirty at the time of the request.
+      while (more && status.ok()) {
+        status = FlushBatch(target, INT64_MAX, options_.flush_batch_bytes, &more);
+      }
+      std::lock_guard<std::mutex> l(flush_mu_);
+      flush_served_ = generation;
+      flush_status_ = status;
+      flushed_cv_.notify_all();
+      continue;
+    }
+    // Oldest first, until below the high-water mark.
+    while (more && status.ok() && dirty_bytes_.load() > high_water) {
+      status = FlushBatch(UINT64_MAX, INT64_MAX, options_.flush_batch_bytes, &more);
+    }
+    // Then anything older than the maximum age.
+    const int64_t cutoff = SteadyMicros() - options_.max_dirty_age.count() * 1000;
+    more = true;
+    while (more && status.ok()) {
+      status = FlushBatch(UINT64_MAX, cutoff, options_.flush_batch_bytes, &more);
+    }
+    if (!status.ok()) {
+      // Storage full or an I/O error: back off; writers meet back-pressure.
+      std::unique_lock<std::mutex> l(flush_mu_);
+      flush_cv_.wait_for(l, tick,
+                         [&] { return stop_flusher_ || flush_requested_ > flush_served_; });
+    }
+  }
+}
+
+Status Database::Impl::Flush() {
+  uint64_t target;
+  {
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    target = next_seq_ - 1;
+  }
+  VOXDB_RETURN_IF_ERROR(WaitCommitted(target));
+  std::unique_lock<std::mutex> l(flush_mu_);
+  const uint64_t generation = ++flush_requested_;
+  flush_target_ = std::max(flush_target_, target);
+  flush_cv_.notify_all();
+  flushed_cv_.wait(l, [&] { return flush_served_ >= generation; });
+  return flush_status_;
+}
+
+DatabaseStats Database::Impl::Stats() const {
+  DatabaseStats s;
+  s.cache_hits = hits_;
+  s.cache_misses = misses_;
+  s.cache_evictions = evictions_;
+  s.cache_bytes = static_cast<uint64_t>(std::max<int64_t>(0, cache_bytes_.load()));
+  s.dirty_bytes = static_cast<uint64_t>(std::max<int64_t>(0, dirty_bytes_.load()));
+  s.dirty_chunks = dirty_chunks_;
+  for (const Shard& shard : shards_) {
+    std::lock_guard<std::mutex> l(shard.mu);
+    s.cache_chunks += shard.map.size();
+  }
+  {
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    if (!dirty_order_.empty()) {
+      int64_t oldest = INT64_MAX;
+      for (const auto& [code, d] : dirty_) oldest = std::min(oldest, d.since_us);
+      s.oldest_dirty_age_s = static_cast<double>(SteadyMicros() - oldest) / 1e6;
+    }
+    s.fills = FillsSnapshot()->size();
+  }
+  s.journal_records = journal_records_;
+  s.journal_bytes = journal_bytes_;
+  s.journal_commits = journal_commits_;
+  s.last_seq = last_seq_;
+  s.committed_seq = committed_seq_;
+  s.replayed_records = replayed_;
+  s.flushes = flushes_;
+  s.flushed_chunks = flushed_chunks_;
+  s.flushed_bytes = flushed_bytes_;
+  s.write_waits = write_waits_;
+  s.busy_rejections = busy_rejections_;
+  return s;
+}
+
+// --- Database -----------------------------------------------------------------
+
+Database::Database(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Database::~Database() = default;
+
+StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& dir,
+                                                   const DatabaseOptions& options) {
+  auto impl = std::make_unique<Impl>(options);
+  VOXDB_RETURN_IF_ERROR(impl->Open(dir));
+  return std::unique_ptr<Database>(new Database(std::move(impl)));
+}
+
+const WorldFrame& Database::frame() const { return impl_->frame(); }
+ChunkStore& Database::store() { return impl_->store(); }
+
+Status Database::GetChunks(std::span<const ChunkKey> keys,
+                           const std::function<void(size_t, const ChunkRead&)>& fn) {
+  return impl_->GetChunks(keys, fn);
+}
+Status Database::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
+  return impl_->GetVoxels(at, out);
+}
+Status Database::ReadBox(const VoxelBox& box, uint8_t* out) { return impl_->ReadBox(box, out); }
+void Database::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done) {
+  impl_->SetVoxels(edits, std::move(done));
+}
+void Database::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels, WriteDone done) {
+  impl_->WriteBox(box, voxels, std::move(done));
+}
+void Database::FillBox(const VoxelBox& box, uint8_t material, WriteDone done) {
+  impl_->FillBox(box, material, std::move(done));
+}
+void Database::PutChunk(ChunkKey key, std::span<const uint8_t> record,
+                        std::optional<uint64_t> expected_version, WriteDone done) {
+  impl_->PutChunk(key, record, expected_version, std::move(done));
+}
+void Database::DeleteChunk(ChunkKey key, WriteDone done) {
+  impl_->DeleteChunk(key, std::move(done));
+}
+Status Database::Flush() { return impl_->Flush(); }
+DatabaseStats Database::Stats() const { return impl_->Stats(); }
+
+namespace {
+template <typename Submit>
+WriteResult Wait(Submit&& submit) {
+  std::promise<WriteResult> promise;
+  auto future = promise.get_future();
+  submit([&promise](const WriteResult& r) { promise.set_value(r); });
+  return future.get();
+}
+}  // namespace
+
+WriteResult Database::SetVoxelsAndWait(std::span<const VoxelEdit> edits) {
+  return Wait([&](WriteDone d) { SetVoxels(edits, std::move(d)); });
+}
+WriteResult Database::WriteBoxAndWait(const VoxelBox& box, std::span<const uint8_t> voxels) {
+  return Wait([&](WriteDone d) { WriteBox(box, voxels, std::move(d)); });
+}
+WriteResult Database::FillBoxAndWait(const VoxelBox& box, uint8_t material) {
+  return Wait([&](WriteDone d) { FillBox(box, material, std::move(d)); });
+}
+WriteResult Database::PutChunkAndWait(ChunkKey key, std::span<const uint8_t> record,
+                                      std::optional<uint64_t> expected_version) {
+  return Wait([&](WriteDone d) { PutChunk(key, record, expected_version, std::move(d)); });
+}
+WriteResult Database::DeleteChunkAndWait(ChunkKey key) {
+  return Wait([&](WriteDone d) { DeleteChunk(key, std::move(d)); });
+}
+
+}  // namespace voxdb::engine

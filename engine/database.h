@@ -1,0 +1,198 @@
+// engine::Database: the engine's front door. A write-back cache of chunks
+// over the ChunkStore, a durable journal with a group committer, a
+// background flusher, fills, recovery and back-pressure (DESIGN.md 2a, 4).
+//
+// Writes are validated, applied to the cached chunk (loaded on a miss), and
+// their edit appended to the journal (table `journal`, keyed by a sequence
+// number). The group committer commits every pending journal record in one
+// LMDB transaction. In Durability::kSync (the default) a write completes
+// only after its journal commit is on disk; in kAsync it completes once
+// applied, and is on disk within `commit_interval`. The flusher writes dirty
+// chunks back in large transactions (high-water mark of dirty bytes, maximum
+// age, Flush(), close), and deletes the journal records it covers in the same
+// transaction. On open, the journal left by a crash is replayed.
+//
+// Versions: every write gets the next sequence number, and every chunk it
+// changes takes that number as its version, so versions grow with each change
+// and across deletes. A chunk that is not stored reads as the fills that
+// intersect it (else air), with the newest such fill's number as version.
+//
+// Example:
+//   DatabaseOptions options;
+//   VOXDB_ASSIGN_OR_RETURN(auto db, Database::Open("data", options));
+//   db->SetVoxels(edits, [](const WriteResult& r) { /* r.status, r.version */ });
+//   Status s = db->SetVoxelsAndWait(edits).status;   // blocking form
+//
+// Thread-safety: every method is thread-safe. Completion callbacks run on an
+// engine thread (the committer) or inline on the caller's thread; they must
+// not block and must not call back into the Database's write methods
+// synchronously with waits.
+#ifndef VOXDB_ENGINE_DATABASE_H_
+#define VOXDB_ENGINE_DATABASE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/chunk_codec.h"
+#include "engine/chunk_store.h"
+#include "engine/morton.h"
+#include "engine/status.h"
+#include "engine/world_frame.h"
+
+namespace voxdb::engine {
+
+enum class Durability {
+  kSync,   // acknowledged after the journal commit is on disk
+  kAsync,  // acknowledged when applied; on disk within commit_interval
+};
+
+struct DatabaseOptions {
+  StoreOptions store;  // the LMDB store (frame, map sizes, readers)
+  // DEFAULT: kSync.
+  Durability durability = Durability::kSync;
+  // Memory for cached chunks, clean and dirty, in bytes. DEFAULT: 1 GiB.
+  size_t cache_bytes = size_t{1} << 30;
+  // Dirty chunks may hold at most this much; writers then wait for the
+  // flusher (back-pressure). REQUIRES: <= cache_bytes. DEFAULT: 256 MiB.
+  size_t dirty_bytes = size_t{256} << 20;
+  // The flusher starts when dirty bytes pass this fraction of dirty_bytes.
+  // DEFAULT: 0.5.
+  double flush_high_water = 0.5;
+  // A chunk dirty for longer than this is flushed. DEFAULT: 30 s.
+  std::chrono::milliseconds max_dirty_age{30'000};
+  // kAsync: the journal is committed at least this often. kSync commits as
+  // soon as the previous commit finishes. DEFAULT: 5 ms.
+  std::chrono::milliseconds commit_interval{5};
+  // How long a write waits on back-pressure before failing with BUSY.
+  // DEFAULT: 10 s.
+  std::chrono::milliseconds busy_timeout{10'000};
+  // Encoded bytes per flush transaction. DEFAULT: 16 MiB.
+  size_t flush_batch_bytes = size_t{16} << 20;
+  // Cache shards (locks). DEFAULT: 16.
+  int cache_shards = 16;
+  // zstd level of chunk records. DEFAULT: 3.
+  int zstd_level = CodecOptions::kDefaultZstdLevel;
+  // Largest box ReadBox / WriteBox / a GET accepts, in voxels. DEFAULT: 2^28.
+  uint64_t max_box_voxels = uint64_t{1} << 28;
+};
+
+struct WriteResult {
+  Status status;
+  uint64_t version = 0;  // the write's sequence number: the new version of what it changed
+};
+using WriteDone = std::function<void(const WriteResult&)>;
+
+struct VoxelEdit {
+  VoxelCoord at;
+  uint8_t material = 0;
+};
+
+// One chunk of a GetChunks call; `record` is valid only inside the callback.
+struct ChunkRead {
+  ChunkKey key;
+  Status status;                    // OK, OUT_OF_BOUNDS, CORRUPT, ...
+  uint64_t version = 0;             // 0: never written and no fill
+  std::span<const uint8_t> record;  // a chunk record (engine/FORMAT.md), never kFills
+  enum class Source { kStore, kCache, kFills } source = Source::kStore;
+};
+
+struct DatabaseStats {
+  // Cache.
+  uint64_t cache_hits = 0, cache_misses = 0, cache_evictions = 0;
+  uint64_t cache_bytes = 0, cache_chunks = 0;
+  uint64_t dirty_bytes = 0, dirty_chunks = 0;
+  double oldest_dirty_age_s = 0;
+  // Journal and group commit.
+  uint64_t journal_records = 0, journal_bytes = 0, journal_commits = 0;
+  uint64_t last_seq = 0, committed_seq = 0;
+  uint64_t replayed_records = 0;  // at open
+  // Flusher.
+  uint64_t flushes = 0, flushed_chunks = 0, flushed_bytes = 0;
+  // Back-pressure.
+  uint64_t write_waits = 0, busy_rejections = 0;
+  uint64_t fills = 0;
+};
+
+class Database {
+ public:
+  // Opens (creating if allowed) the database in `dir` and replays its
+  // journal. Returns the store's errors (ChunkStore::Open), INVALID for bad
+  // options, CORRUPT for an unreadable journal record.
+  static StatusOr<std::unique_ptr<Database>> Open(const std::string& dir,
+                                                  const DatabaseOptions& options);
+  // Flushes everything and closes. Writes still running complete first.
+  ~Database();
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+
+  const WorldFrame& frame() const;
+
+  // --- Reads (blocking, never wait on the journal) ------------------------
+
+  // Calls fn(i, read) for each key in order. A dirty chunk comes from the
+  // cache (encoded), a clean stored one zero-copy from LMDB, an unstored one
+  // rasterised from the fills. Per-chunk problems are in read.status; the
+  // return value is for failures of the whole call.
+  Status GetChunks(std::span<const ChunkKey> keys,
+                   const std::function<void(size_t, const ChunkRead&)>& fn);
+  // Voxel values, out[i] for at[i]. OUT_OF_BOUNDS (nothing read) if any
+  // coordinate is outside the world; CORRUPT if a chunk does not decode.
+  Status GetVoxels(std::span<const VoxelCoord> at, uint8_t* out);
+  // A dense copy of the box (x fastest, then y, then z) into out
+  // (box.volume() bytes). OUT_OF_BOUNDS / INVALID for a bad box or one over
+  // max_box_voxels.
+  Status ReadBox(const VoxelBox& box, uint8_t* out);
+
+  // --- Writes (asynchronous) -----------------------------------------------
+  // `done` is called exactly once. Validation errors (OUT_OF_BOUNDS,
+  // INVALID, CONFLICT) complete inline before anything is applied; BUSY when
+  // back-pressure waited longer than busy_timeout; UNAVAILABLE after close
+  // began; STORAGE_FULL / IO_ERROR when the journal commit failed (the edit
+  // is then applied in memory but not durable).
+
+  void SetVoxels(std::span<const VoxelEdit> edits, WriteDone done);
+  // voxels: box.volume() bytes, x fastest.
+  void WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels, WriteDone done);
+  // Records a fill and rewrites the stored chunks it touches (DESIGN 2a).
+  void FillBox(const VoxelBox& box, uint8_t material, WriteDone done);
+  // Replaces a whole chunk with a chunk record (its version and mtime
+  // fields are ignored). CONFLICT when expected_version is set and differs
+  // from the chunk's current version; CORRUPT for a record that does not
+  // decode.
+  void PutChunk(ChunkKey key, std::span<const uint8_t> record,
+                std::optional<uint64_t> expected_version, WriteDone done);
+  // The chunk reverts to the fills (else air); its version still grows.
+  void DeleteChunk(ChunkKey key, WriteDone done);
+
+  // Blocking forms of the writes, for tools and tests.
+  WriteResult SetVoxelsAndWait(std::span<const VoxelEdit> edits);
+  WriteResult WriteBoxAndWait(const VoxelBox& box, std::span<const uint8_t> voxels);
+  WriteResult FillBoxAndWait(const VoxelBox& box, uint8_t material);
+  WriteResult PutChunkAndWait(ChunkKey key, std::span<const uint8_t> record,
+                              std::optional<uint64_t> expected_version);
+  WriteResult DeleteChunkAndWait(ChunkKey key);
+
+  // Commits the journal and writes every chunk dirty at the time of the call
+  // back to the store. Returns the first error of those writes.
+  Status Flush();
+
+  DatabaseStats Stats() const;
+  // The underlying store (for stats, tools and tests).
+  ChunkStore& store();
+
+  class Impl;
+
+ private:
+  explicit Database(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace voxdb::engine
+
+#endif  // VOXDB_ENGINE_DATABASE_H_

@@ -1,0 +1,435 @@
+#include "engine/database.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <random>
+#include <vector>
+
+#include "engine/chunk_codec.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/terrain.h"
+
+namespace voxdb::engine {
+namespace {
+
+using testing::TempDir;
+
+// A region near sea level: chunk z 312500 starts at the datum.
+constexpr uint64_t kX0 = 1'000'000 * 128, kY0 = 400'000 * 128, kZ0 = 40'000'000;
+
+DatabaseOptions TestOptions() {
+  DatabaseOptions o;
+  o.store.sync = false;  // durability itself is the crash tests' business
+  o.durability = Durability::kSync;
+  return o;
+}
+
+uint64_t StoredChunks(Database& db) {
+  auto snap = db.store().BeginRead();
+  EXPECT_TRUE(snap.ok());
+  auto n = (*snap)->Count(Table::kChunks);
+  EXPECT_TRUE(n.ok());
+  return *n;
+}
+
+uint64_t JournalRecords(Database& db) {
+  auto snap = db.store().BeginRead();
+  auto n = (*snap)->Count(Table::kJournal);
+  return n.ok() ? *n : ~uint64_t{0};
+}
+
+uint8_t Voxel(Database& db, VoxelCoord v) {
+  uint8_t out = 0xEE;
+  EXPECT_OK(db.GetVoxels({&v, 1}, &out));
+  return out;
+}
+
+struct ReadOne {
+  Status status;
+  uint64_t version = 0;
+  ChunkRead::Source source = ChunkRead::Source::kStore;
+  std::vector<uint8_t> dense;
+};
+
+ReadOne GetChunk(Database& db, ChunkKey key) {
+  ReadOne r;
+  EXPECT_OK(db.GetChunks({&key, 1}, [&](size_t, const ChunkRead& read) {
+    r.status = read.status;
+    r.version = read.version;
+    r.source = read.source;
+    if (read.status.ok()) {
+      r.dense.resize(kChunkVoxels);
+      EXPECT_OK(DecodeChunkToDense(read.record, r.dense.data()));
+      auto view = ParseChunkRecord(read.record);
+      EXPECT_TRUE(view.ok());
+      EXPECT_EQ(view->header.version, read.version);
+    }
+  }));
+  return r;
+}
+
+TEST(DatabaseTest, UnwrittenWorldIsAirAtVersionZero) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 0);
+  const ReadOne r = GetChunk(*db, ChunkKey::FromCoord({1'000'000, 400'000, 312'500}));
+  ASSERT_OK(r.status);
+  EXPECT_EQ(r.version, 0u);
+  EXPECT_EQ(r.source, ChunkRead::Source::kFills);
+  EXPECT_EQ(r.dense, std::vector<uint8_t>(kChunkVoxels, 0));
+}
+
+TEST(DatabaseTest, SetVoxelsReadYourWritesThenFlushToStore) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  std::vector<VoxelEdit> edits = {{{kX0, kY0, kZ0}, 5},
+                                  {{kX0 + 127, kY0, kZ0}, 6},
+                                  {{kX0 + 128, kY0, kZ0}, 7},  // next chunk
+                                  {{kX0, kY0, kZ0}, 8}};       // same voxel again: last wins
+  const WriteResult w = db->SetVoxelsAndWait(edits);
+  ASSERT_OK(w.status);
+  EXPECT_GT(w.version, 0u);
+  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 8);
+  EXPECT_EQ(Voxel(*db, {kX0 + 127, kY0, kZ0}), 6);
+  EXPECT_EQ(Voxel(*db, {kX0 + 128, kY0, kZ0}), 7);
+  const ChunkKey key = ChunkKey::FromCoord({1'000'000, 400'000, 312'500});
+  ReadOne r = GetChunk(*db, key);
+  EXPECT_EQ(r.source, ChunkRead::Source::kCache);
+  EXPECT_EQ(r.version, w.version);
+  EXPECT_EQ(r.dense[0], 8);
+  EXPECT_EQ(StoredChunks(*db), 0u);
+  EXPECT_GE(JournalRecords(*db), 1u);
+
+  ASSERT_OK(db->Flush());
+  EXPECT_EQ(StoredChunks(*db), 2u);
+  EXPECT_EQ(JournalRecords(*db), 0u);  // the flush covered every record
+  r = GetChunk(*db, key);
+  EXPECT_EQ(r.source, ChunkRead::Source::kStore);  // clean: zero-copy from LMDB
+  EXPECT_EQ(r.version, w.version);
+  EXPECT_EQ(r.dense[0], 8);
+
+  // Versions grow with every change.
+  const WriteResult w2 = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX0, kY0, kZ0}, 9}});
+  ASSERT_OK(w2.status);
+  EXPECT_GT(w2.version, w.version);
+  EXPECT_EQ(GetChunk(*db, key).version, w2.version);
+  const DatabaseStats stats = db->Stats();
+  EXPECT_GT(stats.journal_commits, 0u);
+  EXPECT_GT(stats.flushed_chunks, 0u);
+}
+
+TEST(DatabaseTest, DataSurvivesReopen) {
+  TempDir dir;
+  uint64_t version;
+  {
+    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+    const WriteResult w = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX0 + 1, kY0, kZ0}, 3}});
+    ASSERT_OK(w.status);
+    version = w.version;
+  }  // close flushes
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  EXPECT_EQ(Voxel(*db, {kX0 + 1, kY0, kZ0}), 3);
+  EXPECT_EQ(db->Stats().replayed_records, 0u);
+  // Sequence numbers continue past everything stored.
+  const WriteResult w = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX0 + 2, kY0, kZ0}, 3}});
+  EXPECT_GT(w.version, version);
+}
+
+TEST(DatabaseTest, JournalIsReplayedAfterAProcessDiesUnflushed) {
+  TempDir dir;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    DatabaseOptions o = TestOptions();
+    o.store.sync = true;
+    auto db = Database::Open(dir.path(), o);
+    if (!db.ok()) _exit(2);
+    for (uint64_t i = 0; i < 100; ++i) {
+      const VoxelEdit e{{kX0 + i, kY0, kZ0}, static_cast<uint8_t>(1 + i % 200)};
+      if (!(*db)->SetVoxelsAndWait({&e, 1}).status.ok()) _exit(3);
+    }
+    _exit(0);  // no destructor: nothing flushed, the journal holds everything
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  EXPECT_EQ(db->Stats().replayed_records, 100u);
+  for (uint64_t i = 0; i < 100; ++i) {
+    EXPECT_EQ(Voxel(*db, {kX0 + i, kY0, kZ0}), 1 + i % 200) << i;
+  }
+}
+
+TEST(DatabaseTest, WriteBoxAndReadBoxAcrossChunks) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  const VoxelBox box{{kX0 + 100, kY0 + 120, kZ0 + 5}, {kX0 + 300, kY0 + 140, kZ0 + 9}};
+  std::vector<uint8_t> voxels(box.volume());
+  std::mt19937 rng(1);
+  for (auto& v : voxels) v = static_cast<uint8_t>(rng() % 6);
+  ASSERT_OK(db->WriteBoxAndWait(box, voxels).status);
+  std::vector<uint8_t> out(box.volume());
+  ASSERT_OK(db->ReadBox(box, out.data()));
+  EXPECT_EQ(out, voxels);
+  ASSERT_OK(db->Flush());
+  std::fill(out.begin(), out.end(), 0xEE);
+  ASSERT_OK(db->ReadBox(box, out.data()));
+  EXPECT_EQ(out, voxels);
+  // A box around it reads air outside.
+  const VoxelBox bigger{{kX0 + 99, kY0 + 120, kZ0 + 5}, {kX0 + 101, kY0 + 121, kZ0 + 6}};
+  uint8_t two[2];
+  ASSERT_OK(db->ReadBox(bigger, two));
+  EXPECT_EQ(two[0], 0);
+  EXPECT_EQ(two[1], voxels[0]);
+  // A whole chunk written at once.
+  const VoxelBox chunk_box{{kX0, kY0, kZ0 + 128}, {kX0 + 128, kY0 + 128, kZ0 + 256}};
+  const std::vector<uint8_t> surface = testing::SampleSurfaceChunk(1);
+  ASSERT_OK(db->WriteBoxAndWait(chunk_box, surface).status);
+  EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'000, 400'000, 312'501})).dense, surface);
+}
+
+TEST(DatabaseTest, InvalidWritesAreRefusedBeforeAnythingIsApplied) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  const std::vector<VoxelEdit> edits = {{{kX0, kY0, kZ0}, 1}, {{0, 0, 80'000'000}, 1}};
+  EXPECT_TRUE(IsOutOfBounds(db->SetVoxelsAndWait(edits).status));
+  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 0);  // the valid edit was not applied either
+  EXPECT_TRUE(absl::IsInvalidArgument(db->SetVoxelsAndWait({}).status));
+  const VoxelBox box{{0, 0, 0}, {2, 2, 2}};
+  EXPECT_TRUE(absl::IsInvalidArgument(db->WriteBoxAndWait(box, std::vector<uint8_t>(7)).status));
+  EXPECT_TRUE(IsOutOfBounds(db->FillBoxAndWait({{0, 0, 0}, {1, 1, 80'000'001}}, 1).status));
+  EXPECT_TRUE(IsOutOfBounds(db->DeleteChunkAndWait(ChunkKey::FromCoord({1'252'345, 0, 0})).status));
+  std::vector<uint8_t> bad = EncodeChunk(Chunk(1), 1, 1);
+  bad.back() ^= 1;
+  EXPECT_TRUE(
+      IsCorrupt(db->PutChunkAndWait(ChunkKey::FromCoord({1, 1, 1}), bad, std::nullopt).status));
+  uint8_t v;
+  const VoxelCoord outside{160'300'080, 0, 0};
+  EXPECT_TRUE(IsOutOfBounds(db->GetVoxels({&outside, 1}, &v)));
+}
+
+TEST(DatabaseTest, PutChunkWithExpectedVersion) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  const ChunkKey key = ChunkKey::FromCoord({1'000'000, 400'000, 312'500});
+  const std::vector<uint8_t> surface = testing::SampleSurfaceChunk(2);
+  const std::vector<uint8_t> rec = EncodeChunk(Chunk::FromDense(surface), 999, 1);
+  // A chunk never written is at version 0.
+  EXPECT_TRUE(IsConflict(db->PutChunkAndWait(key, rec, 5).status));
+  const WriteResult first = db->PutChunkAndWait(key, rec, 0);
+  ASSERT_OK(first.status);
+  EXPECT_EQ(GetChunk(*db, key).version, first.version);  // the record's own 999 is ignored
+  EXPECT_EQ(GetChunk(*db, key).dense, surface);
+  const WriteResult stale = db->PutChunkAndWait(key, EncodeChunk(Chunk(1), 1, 1), 0);
+  EXPECT_TRUE(IsConflict(stale.status)) << stale.status;
+  EXPECT_EQ(GetChunk(*db, key).dense, surface);
+  ASSERT_OK(db->PutChunkAndWait(key, EncodeChunk(Chunk(1), 1, 1), first.version).status);
+  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 1);
+  ASSERT_OK(db->Flush());
+  ASSERT_OK(db->PutChunkAndWait(key, rec, std::nullopt).status);  // unconditional
+  EXPECT_EQ(GetChunk(*db, key).dense, surface);
+}
+
+TEST(DatabaseTest, FillsOverlapNewestWins) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  const WriteResult a = db->FillBoxAndWait({{kX0, kY0, kZ0}, {kX0 + 200, kY0 + 10, kZ0 + 10}}, 1);
+  const WriteResult b =
+      db->FillBoxAndWait({{kX0 + 100, kY0, kZ0}, {kX0 + 300, kY0 + 10, kZ0 + 10}}, 2);
+  ASSERT_OK(a.status);
+  ASSERT_OK(b.status);
+  EXPECT_EQ(Voxel(*db, {kX0 + 50, kY0, kZ0}), 1);
+  EXPECT_EQ(Voxel(*db, {kX0 + 150, kY0, kZ0}), 2);  // overlap: newest
+  EXPECT_EQ(Voxel(*db, {kX0 + 250, kY0 + 9, kZ0 + 9}), 2);
+  EXPECT_EQ(Voxel(*db, {kX0 + 250, kY0 + 10, kZ0}), 0);
+  // Version of an unstored chunk: its newest fill.
+  EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'000, 400'000, 312'500})).version, b.version);
+  EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'002, 400'000, 312'500})).version, b.version);
+  ASSERT_OK(db->Flush());
+  EXPECT_EQ(StoredChunks(*db), 0u);  // fills store no chunks
+  db.reset();
+  ASSERT_OK_AND_ASSIGN(db, Database::Open(dir.path(), TestOptions()));
+  EXPECT_EQ(db->Stats().fills, 2u);
+  EXPECT_EQ(Voxel(*db, {kX0 + 150, kY0, kZ0}), 2);
+}
+
+TEST(DatabaseTest, WriteInsideAFillMaterialisesOnlyThatChunk) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  // 4 x 4 x 4 chunks of rock.
+  const VoxelBox rock{{kX0, kY0, kZ0}, {kX0 + 512, kY0 + 512, kZ0 + 512}};
+  ASSERT_OK(db->FillBoxAndWait(rock, testing::kStone).status);
+  const VoxelCoord dig{kX0 + 200, kY0 + 200, kZ0 + 200};
+  ASSERT_OK(db->SetVoxelsAndWait(std::vector<VoxelEdit>{{dig, 0}}).status);
+  EXPECT_EQ(Voxel(*db, dig), 0);
+  EXPECT_EQ(Voxel(*db, {dig.x + 1, dig.y, dig.z}), testing::kStone);
+  ASSERT_OK(db->Flush());
+  EXPECT_EQ(StoredChunks(*db), 1u);
+  EXPECT_EQ(Voxel(*db, {dig.x + 1, dig.y, dig.z}), testing::kStone);
+
+  // Deleting it reverts to the fill, with a newer version.
+  const ChunkKey key = ChunkKey::FromCoord(db->frame().ChunkOf(dig));
+  const uint64_t before = GetChunk(*db, key).version;
+  const WriteResult del = db->DeleteChunkAndWait(key);
+  ASSERT_OK(del.status);
+  EXPECT_GT(del.version, before);
+  EXPECT_EQ(Voxel(*db, dig), testing::kStone);
+  EXPECT_EQ(GetChunk(*db, key).version, del.version);
+  ASSERT_OK(db->Flush());
+  EXPECT_EQ(GetChunk(*db, key).version, del.version);  // kept by a fills marker
+  EXPECT_EQ(Voxel(*db, dig), testing::kStone);
+}
+
+TEST(DatabaseTest, FillDeletesChunksWhollyInsideAndRewritesPartlyInside) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  // Two stored chunks side by side.
+  const VoxelBox two{{kX0, kY0, kZ0}, {kX0 + 256, kY0 + 128, kZ0 + 128}};
+  std::vector<uint8_t> noise(two.volume());
+  std::mt19937 rng(2);
+  for (auto& v : noise) v = static_cast<uint8_t>(1 + rng() % 4);
+  ASSERT_OK(db->WriteBoxAndWait(two, noise).status);
+  ASSERT_OK(db->Flush());
+  ASSERT_EQ(StoredChunks(*db), 2u);
+  // A fill covering the first chunk wholly and the second one's first 10 x-columns.
+  const VoxelBox fill{{kX0 - 5, kY0, kZ0}, {kX0 + 138, kY0 + 128, kZ0 + 128}};
+  const WriteResult f = db->FillBoxAndWait(fill, 9);
+  ASSERT_OK(f.status);
+  EXPECT_EQ(Voxel(*db, {kX0 + 64, kY0 + 64, kZ0 + 64}), 9);
+  EXPECT_EQ(Voxel(*db, {kX0 + 137, kY0 + 5, kZ0 + 5}), 9);
+  const size_t i = 138 + 256 * (5 + 128 * 5);
+  EXPECT_EQ(Voxel(*db, {kX0 + 138, kY0 + 5, kZ0 + 5}), noise[i]);
+  ASSERT_OK(db->Flush());
+  EXPECT_EQ(StoredChunks(*db), 1u);  // the wholly covered chunk was deleted
+  EXPECT_EQ(Voxel(*db, {kX0 + 64, kY0 + 64, kZ0 + 64}), 9);
+  EXPECT_EQ(Voxel(*db, {kX0 + 138, kY0 + 5, kZ0 + 5}), noise[i]);
+  EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'000, 400'000, 312'500})).version, f.version);
+  EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'001, 400'000, 312'500})).version, f.version);
+}
+
+// "Everything more than 10 km below sea level is rock, planet-wide": one
+// fill record and milliseconds (tests/bench/database_bench measures it).
+TEST(DatabaseTest, PlanetWideFillIsOneSmallRecord) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  // Some terrain near the surface, which the fill must not touch.
+  ASSERT_OK(db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX0, kY0, kZ0}, 3}}).status);
+  ASSERT_OK(db->Flush());
+  const WorldFrame& f = db->frame();
+  const uint64_t ten_km = 10'000 * 4;  // voxels
+  const VoxelBox deep{{0, 0, 0}, {f.extent_x(), f.extent_y(), f.sea_level_z() - ten_km}};
+  const auto start = std::chrono::steady_clock::now();
+  const WriteResult w = db->FillBoxAndWait(deep, testing::kStone);
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_OK(w.status);
+  EXPECT_LT(ms, 1000.0);  // milliseconds in practice; generous for sanitizer builds
+  const DatabaseStats stats = db->Stats();
+  EXPECT_LE(stats.journal_bytes, 256u);
+  ASSERT_OK(db->Flush());
+  auto snap = db->store().BeginRead();
+  uint64_t fill_bytes = 0;
+  ASSERT_OK((*snap)->Scan(Table::kFills, {}, {},
+                          [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+                            fill_bytes += k.size() + v.size();
+                            return true;
+                          }));
+  EXPECT_LE(fill_bytes, 100u);
+  EXPECT_EQ(Voxel(*db, {12'345, 67'890, 1'000}), testing::kStone);
+  EXPECT_EQ(Voxel(*db, {12'345, 67'890, f.sea_level_z() - ten_km}), 0);
+  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 3);
+  EXPECT_EQ(StoredChunks(*db), 1u);
+}
+
+TEST(DatabaseTest, EvictionUnderASmallBudgetKeepsData) {
+  TempDir dir;
+  DatabaseOptions o = TestOptions();
+  o.cache_bytes = 4 << 20;
+  o.dirty_bytes = 2 << 20;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), o));
+  // 24 chunks of noise-ish terrain, ~ 0.4-2 MiB each in memory.
+  std::vector<std::vector<uint8_t>> written;
+  for (uint32_t i = 0; i < 24; ++i) {
+    std::vector<uint8_t> dense = i % 2 ? testing::NoiseChunk(i) : testing::SampleSurfaceChunk(i);
+    const VoxelBox box{{kX0 + 128 * i, kY0, kZ0}, {kX0 + 128 * i + 128, kY0 + 128, kZ0 + 128}};
+    ASSERT_OK(db->WriteBoxAndWait(box, dense).status);
+    written.push_back(std::move(dense));
+    EXPECT_LE(db->Stats().cache_bytes, o.cache_bytes + (3u << 20));
+  }
+  ASSERT_OK(db->Flush());
+  for (uint32_t i = 0; i < 24; ++i) {
+    EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'000 + i, 400'000, 312'500})).dense,
+              written[i]);
+    uint8_t v;
+    const VoxelCoord at{kX0 + 128 * i + 3, kY0 + 4, kZ0 + 5};
+    ASSERT_OK(db->GetVoxels({&at, 1}, &v));  // decodes into the cache, evicting others
+    EXPECT_EQ(v, written[i][3 + 128 * (4 + 128 * 5)]);
+  }
+  const DatabaseStats stats = db->Stats();
+  EXPECT_GT(stats.cache_evictions, 0u);
+  EXPECT_GT(stats.cache_misses, 0u);
+  EXPECT_LE(stats.cache_bytes, o.cache_bytes);
+}
+
+TEST(DatabaseTest, AsyncModeAcknowledgesBeforeTheCommit) {
+  TempDir dir;
+  DatabaseOptions o = TestOptions();
+  o.durability = Durability::kAsync;
+  o.commit_interval = std::chrono::milliseconds(50);
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), o));
+  const WriteResult w = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX0, kY0, kZ0}, 4}});
+  ASSERT_OK(w.status);
+  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 4);
+  EXPECT_LT(db->Stats().committed_seq, w.version);  // not yet committed: within the interval
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (db->Stats().committed_seq < w.version && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_GE(db->Stats().committed_seq, w.version);
+}
+
+TEST(DatabaseTest, CorruptStoredChunkIsReportedAndTheRestServes) {
+  TempDir dir;
+  const ChunkKey bad = ChunkKey::FromCoord({1'000'000, 400'000, 312'500});
+  const ChunkKey good = ChunkKey::FromCoord({1'000'001, 400'000, 312'500});
+  {
+    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+    ASSERT_OK(db->SetVoxelsAndWait(
+                    std::vector<VoxelEdit>{{{kX0, kY0, kZ0}, 1}, {{kX0 + 128, kY0, kZ0}, 2}})
+                  .status);
+  }
+  {
+    // Flip a byte of one record behind the database's back.
+    StoreOptions so;
+    so.sync = false;
+    ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(dir.path(), so));
+    std::vector<uint8_t> rec;
+    {
+      ASSERT_OK_AND_ASSIGN(auto snap, store->BeginRead());
+      ASSERT_OK_AND_ASSIGN(auto got, snap->GetChunk(bad));
+      rec.assign(got.begin(), got.end());
+    }
+    rec[rec.size() / 2] ^= 0x40;
+    WriteBatch batch;
+    batch.PutChunk(bad, rec);
+    ASSERT_OK(store->Write(batch));
+  }
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  EXPECT_TRUE(IsCorrupt(GetChunk(*db, bad).status));
+  uint8_t v;
+  const VoxelCoord at{kX0, kY0, kZ0};
+  EXPECT_TRUE(IsCorrupt(db->GetVoxels({&at, 1}, &v)));
+  EXPECT_TRUE(IsCorrupt(db->SetVoxelsAndWait(std::vector<VoxelEdit>{{at, 3}}).status));
+  EXPECT_EQ(Voxel(*db, {kX0 + 128, kY0, kZ0}), 2);
+  EXPECT_OK(GetChunk(*db, good).status);
+  // Replacing the corrupt chunk whole is allowed.
+  ASSERT_OK(db->PutChunkAndWait(bad, EncodeChunk(Chunk(6), 1, 1), std::nullopt).status);
+  EXPECT_EQ(Voxel(*db, at), 6);
+}
+
+}  // namespace
+}  // namespace voxdb::engine
