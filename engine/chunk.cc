@@ -245,7 +245,7 @@ void Widen(Brick* b) {
 
 }  // namespace
 
-Chunk::Chunk(const Chunk& other) : uniform_(other.uniform_) {
+Chunk::Chunk(const Chunk& other) : uniform_(other.uniform_), bits_bytes_(other.bits_bytes_) {
   if (other.bricks_) {
     bricks_ = std::make_unique<Brick[]>(kBricksPerChunk);
     for (int i = 0; i < kBricksPerChunk; ++i) CopyBrick(other.bricks_[i], &bricks_[i]);
@@ -284,7 +284,14 @@ Chunk Chunk::FromDense(std::span<const uint8_t> dense) {
 Chunk Chunk::FromBricks(std::unique_ptr<Brick[]> bricks) {
   Chunk chunk;
   chunk.bricks_ = std::move(bricks);
+  chunk.RecountBits();
   return chunk;
+}
+
+void Chunk::RecountBits() {
+  bits_bytes_ = 0;
+  if (!bricks_) return;
+  for (int i = 0; i < kBricksPerChunk; ++i) bits_bytes_ += bricks_[i].BitsBytes();
 }
 
 uint8_t Chunk::Get(uint32_t x, uint32_t y, uint32_t z) const {
@@ -318,6 +325,7 @@ void Chunk::Set(uint32_t x, uint32_t y, uint32_t z, uint8_t material) {
     b.count = 2;
     b.palette[1] = material;
     b.bits.reset(new uint8_t[512]());
+    bits_bytes_ += 512;
     brick::SetPackedIndex(b.bits.get(), 1, i, 1);
     return;
   }
@@ -334,6 +342,7 @@ void Chunk::Set(uint32_t x, uint32_t y, uint32_t z, uint8_t material) {
   }
   if (index < 0) {
     if (b.count == (1 << b.width)) {
+      bits_bytes_ += b.BitsBytes();  // Widen doubles the width
       Widen(&b);
       if (b.width == 8) {
         b.bits[i] = material;
@@ -394,7 +403,9 @@ void Chunk::WriteBox(const LocalBox& box, const uint8_t* in) {
                         x1 - x0);
           }
         }
+        bits_bytes_ -= b.BitsBytes();
         brick::Build(voxels, &b);
+        bits_bytes_ += b.BitsBytes();
       }
     }
   }
@@ -405,6 +416,7 @@ void Chunk::FillBox(const LocalBox& box, uint8_t material) {
   if (box.empty()) return;
   if (box.volume() == kChunkVoxels) {
     bricks_.reset();
+    bits_bytes_ = 0;
     uniform_ = material;
     return;
   }
@@ -419,6 +431,7 @@ void Chunk::FillBox(const LocalBox& box, uint8_t material) {
         const uint32_t y0 = std::max(box.lo.y, by * 16), y1 = std::min(box.hi.y, by * 16 + 16);
         const uint32_t z0 = std::max(box.lo.z, bz * 16), z1 = std::min(box.hi.z, bz * 16 + 16);
         if (x1 - x0 == 16 && y1 - y0 == 16 && z1 - z0 == 16) {
+          bits_bytes_ -= b.BitsBytes();
           b.bits.reset();
           b.width = 0;
           b.count = 1;
@@ -432,7 +445,9 @@ void Chunk::FillBox(const LocalBox& box, uint8_t material) {
             std::memset(voxels + (x0 & 15) + 16 * ((y & 15) + 16 * (z & 15)), material, x1 - x0);
           }
         }
+        bits_bytes_ -= b.BitsBytes();
         brick::Build(voxels, &b);
+        bits_bytes_ += b.BitsBytes();
       }
     }
   }
@@ -489,21 +504,18 @@ void Chunk::Compact() {
     ExpandBrickContiguous(b, voxels);
     brick::Build(voxels, &b);
   }
+  RecountBits();
   const uint8_t first = bricks_[0].palette[0];
   for (int i = 0; i < kBricksPerChunk; ++i) {
     if (bricks_[i].width != 0 || bricks_[i].palette[0] != first) return;
   }
   bricks_.reset();
+  bits_bytes_ = 0;
   uniform_ = first;
 }
 
 size_t Chunk::MemoryUsage() const {
-  size_t bytes = sizeof(Chunk);
-  if (bricks_) {
-    bytes += sizeof(Brick) * kBricksPerChunk;
-    for (int i = 0; i < kBricksPerChunk; ++i) bytes += bricks_[i].BitsBytes();
-  }
-  return bytes;
+  return sizeof(Chunk) + (bricks_ ? sizeof(Brick) * kBricksPerChunk + bits_bytes_ : 0);
 }
 
 bool operator==(const Chunk& a, const Chunk& b) {

@@ -119,8 +119,11 @@ class Chunk {
   void EnsureGrid();
   Brick& MutableBrick(uint32_t x, uint32_t y, uint32_t z);
 
+  void RecountBits();
+
   uint8_t uniform_ = 0;              // the material when bricks_ is null
   std::unique_ptr<Brick[]> bricks_;  // kBricksPerChunk bricks, or null when uniform
+  size_t bits_bytes_ = 0;            // sum of the bricks' BitsBytes()
 };
 
 // Brick index of in-chunk voxel (x, y, z), bx fastest.

@@ -876,22 +876,40 @@ Status Database::Impl::ApplyRecord(uint64_t seq, const JournalRecord& rec) {
 
 void Database::Impl::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done) {
   // Validate everything, group by chunk (keeping order within a chunk).
+  // Batches usually touch a handful of chunks: a short list searched
+  // linearly beats a hash map until it grows.
   std::vector<ChunkEdits> groups;
-  std::unordered_map<uint64_t, size_t> index;
+  std::vector<uint64_t> group_codes;
+  std::unordered_map<uint64_t, size_t> index;  // once there are many groups
   uint64_t last_code = UINT64_MAX;
   size_t last_group = 0;
   for (const VoxelEdit& e : edits) {
-    if (Status s = frame().CheckVoxel(e.at); !s.ok()) {
-      if (done) done({s, 0});
+    if (!frame().Contains(e.at)) {
+      if (done) done({frame().CheckVoxel(e.at), 0});
       return;
     }
     const ChunkCoord c = frame().ChunkOf(e.at);
     const uint64_t code = MortonEncode(c.x, c.y, c.z);
     if (code != last_code) {
-      auto [it, inserted] = index.try_emplace(code, groups.size());
-      if (inserted) groups.push_back(ChunkEdits{code, {}});
+      size_t g = 0;
+      if (index.empty()) {
+        while (g < group_codes.size() && group_codes[g] != code) ++g;
+      } else {
+        auto it = index.find(code);
+        g = it == index.end() ? groups.size() : it->second;
+      }
+      if (g == groups.size()) {
+        groups.push_back(ChunkEdits{code, {}});
+        group_codes.push_back(code);
+        if (!index.empty() || groups.size() > 32) {
+          if (index.empty()) {
+            for (size_t i = 0; i < group_codes.size(); ++i) index[group_codes[i]] = i;
+          }
+          index[code] = g;
+        }
+      }
       last_code = code;
-      last_group = it->second;
+      last_group = g;
     }
     const ChunkCoord o = frame().OffsetInChunk(e.at);
     groups[last_group].packed.push_back(PackEdit(o.x | (o.y << 7) | (o.z << 14), e.material));

@@ -34,6 +34,7 @@ StatusOr<WorldFrame> WorldFrame::Create(uint64_t extent_x, uint64_t extent_y, ui
     return absl::InvalidArgumentError(absl::StrFormat(
         "chunk edge %u is not supported (this build uses %d)", chunk_edge, kChunkEdge));
   }
+  static_assert(kChunkEdge == 1 << kChunkShift);
   if (!(voxel_size_m > 0) || !std::isfinite(voxel_size_m)) {
     return absl::InvalidArgumentError("voxel size must be a positive number of metres");
   }

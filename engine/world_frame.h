@@ -110,15 +110,16 @@ class WorldFrame {
 
   // --- Voxel <-> chunk ----------------------------------------------------
   ChunkCoord ChunkOf(const VoxelCoord& v) const {
-    return ChunkCoord{static_cast<uint32_t>(v.x / chunk_edge_),
-                      static_cast<uint32_t>(v.y / chunk_edge_),
-                      static_cast<uint32_t>(v.z / chunk_edge_)};
+    // chunk_edge_ is always kChunkEdge, 128 (Create enforces it): shifts.
+    return ChunkCoord{static_cast<uint32_t>(v.x >> kChunkShift),
+                      static_cast<uint32_t>(v.y >> kChunkShift),
+                      static_cast<uint32_t>(v.z >> kChunkShift)};
   }
   // Offset of v inside its chunk, each axis in [0, chunk_edge).
   ChunkCoord OffsetInChunk(const VoxelCoord& v) const {
-    return ChunkCoord{static_cast<uint32_t>(v.x % chunk_edge_),
-                      static_cast<uint32_t>(v.y % chunk_edge_),
-                      static_cast<uint32_t>(v.z % chunk_edge_)};
+    constexpr uint64_t kMask = (uint64_t{1} << kChunkShift) - 1;
+    return ChunkCoord{static_cast<uint32_t>(v.x & kMask), static_cast<uint32_t>(v.y & kMask),
+                      static_cast<uint32_t>(v.z & kMask)};
   }
   VoxelCoord ChunkOrigin(const ChunkCoord& c) const {
     return VoxelCoord{uint64_t{c.x} * chunk_edge_, uint64_t{c.y} * chunk_edge_,
@@ -159,6 +160,7 @@ class WorldFrame {
 
  private:
   WorldFrame() = default;
+  static constexpr int kChunkShift = 7;  // log2 of the chunk edge, 128
   uint64_t extent_[3] = {0, 0, 0};
   uint32_t chunks_[3] = {0, 0, 0};
   double voxel_size_m_ = 0;

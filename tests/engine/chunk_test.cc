@@ -14,6 +14,14 @@ size_t Idx(uint32_t x, uint32_t y, uint32_t z) {
   return x + size_t{kChunkEdge} * (y + size_t{kChunkEdge} * z);
 }
 
+// MemoryUsage is kept incrementally; this recounts it from the bricks.
+size_t RecountedMemory(const Chunk& c) {
+  if (!c.HasGrid()) return sizeof(Chunk);
+  size_t bytes = sizeof(Chunk) + sizeof(Brick) * kBricksPerChunk;
+  for (int i = 0; i < kBricksPerChunk; ++i) bytes += c.brick(i).BitsBytes();
+  return bytes;
+}
+
 std::vector<uint8_t> Dense(const Chunk& c) {
   std::vector<uint8_t> out(kChunkVoxels);
   c.ToDense(out.data());
@@ -43,6 +51,7 @@ TEST(ChunkTest, SetGetAgainstDenseModel) {
       model[Idx(x, y, z)] = m;
     }
     ASSERT_EQ(Dense(c), model) << "round " << round;
+    ASSERT_EQ(c.MemoryUsage(), RecountedMemory(c));
     for (int i = 0; i < 1000; ++i) {
       const uint32_t x = rng() % 128, y = rng() % 128, z = rng() % 128;
       ASSERT_EQ(c.Get(x, y, z), model[Idx(x, y, z)]);
@@ -98,6 +107,7 @@ TEST(ChunkTest, BoxReadWriteFill) {
     for (uint32_t y = 120; y < 128; ++y)
       for (uint32_t x = 120; x < 128; ++x) ASSERT_EQ(corner[i++], model[Idx(x, y, z)]);
 
+  EXPECT_EQ(c.MemoryUsage(), RecountedMemory(c));
   c.FillBox(LocalBox::Whole(), 4);
   EXPECT_EQ(c.UniformMaterial(), 4);
   EXPECT_LE(c.MemoryUsage(), 64u);
