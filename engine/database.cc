@@ -88,6 +88,9 @@ class Database::Impl {
     bool dirty = false;
     bool pinned = false;  // held by a writer between load and apply
     bool in_lru = false;
+    // A reader or the flusher took a reference to `chunk` (under the shard
+    // lock): the next writer copies it instead of mutating in place.
+    bool shared = false;
     std::list<uint64_t>::iterator lru;
   };
   struct Shard {
@@ -146,9 +149,18 @@ class Database::Impl {
   // Records the change of a pinned entry (new bytes, dirty state, version).
   void Commit(uint64_t code, Entry* e, uint64_t seq) /* REQUIRES edit_mu_ */;
 
+  // Applies a validated write: waits for room for `estimate` more dirty
+  // bytes, takes a sequence number, runs apply(seq) under edit_mu_ and queues
+  // the journal record.
   template <typename Fn>
-  void Submit(std::vector<uint8_t> record, WriteDone done, Fn&& apply);
-  Status WaitForRoom();
+  void Submit(std::vector<uint8_t> record, WriteDone done, size_t estimate, Fn&& apply);
+  // Back-pressure: reserves `estimate` bytes of the dirty budget, waiting for
+  // the flusher when they do not fit. BUSY after busy_timeout.
+  Status ReserveRoom(size_t estimate);
+  void ReleaseRoom(size_t estimate);
+  // What making `code` dirty costs in memory on top of today: 0 if it is
+  // dirty, its size if cached clean, else an estimate from its stored record.
+  size_t DirtyCost(uint64_t code, std::unique_ptr<ChunkStore::Snapshot>* snap);
 
   Status ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits>& edits);
   Status ApplyWriteBox(uint64_t seq, const VoxelBox& box, std::span<const uint8_t> voxels);
@@ -166,7 +178,8 @@ class Database::Impl {
   // and that became dirty before `dirty_before_us`; sets *more when more such
   // chunks remain.
   Status FlushBatch(uint64_t max_first_seq, int64_t dirty_before_us, size_t max_bytes, bool* more);
-  Status WaitCommitted(uint64_t seq);
+  // Returns once the journal records up to seq are committed (or failed).
+  void WaitCommitted(uint64_t seq);
 
   const DatabaseOptions options_;
   std::unique_ptr<ChunkStore> store_;
@@ -202,6 +215,15 @@ class Database::Impl {
   std::atomic<uint64_t> journal_records_{0}, journal_bytes_{0}, journal_commits_{0};
   std::thread committer_;
 
+  // Acknowledgements run on their own thread, so that waking the writers of
+  // one commit overlaps the next commit's fsync.
+  std::mutex ack_mu_;
+  std::condition_variable ack_cv_;
+  std::vector<std::pair<Status, std::vector<Pending>>> acks_;  // GUARDED_BY(ack_mu_)
+  bool stop_acker_ = false;                                    // GUARDED_BY(ack_mu_)
+  std::thread acker_;
+  void AckerLoop();
+
   // Flusher.
   std::mutex flush_mu_;
   std::condition_variable flush_cv_;    // work for the flusher
@@ -213,11 +235,15 @@ class Database::Impl {
   Status flush_status_;           // GUARDED_BY(flush_mu_): of the last requested flush
   bool stop_flusher_ = false;     // GUARDED_BY(flush_mu_)
   std::atomic<uint64_t> flushes_{0}, flushed_chunks_{0}, flushed_bytes_{0};
+  // Bumped after each flush commits, before its chunks turn clean.
+  std::atomic<uint64_t> flush_generation_{0};
   std::thread flusher_;
 
   // Back-pressure.
   std::mutex room_mu_;
   std::condition_variable room_cv_;
+  int64_t reserved_ = 0;                 // GUARDED_BY(room_mu_): admitted, not yet applied
+  std::atomic<int> waiting_writers_{0};  // writers blocked on back-pressure
   std::atomic<uint64_t> write_waits_{0}, busy_rejections_{0};
 
   uint64_t replayed_ = 0;
@@ -262,14 +288,16 @@ Status Database::Impl::Open(const std::string& dir) {
   VOXDB_RETURN_IF_ERROR(Replay());
   committed_seq_ = next_seq_ - 1;
   committer_ = std::thread([this] { CommitterLoop(); });
+  acker_ = std::thread([this] { AckerLoop(); });
   flusher_ = std::thread([this] { FlusherLoop(); });
   open_ = true;
   return absl::OkStatus();
 }
 
 Status Database::Impl::Replay() {
-  VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
+  // edit_mu_ before any snapshot, the order every write uses.
   std::lock_guard<std::mutex> lock(edit_mu_);
+  VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
   Status inner;
   VOXDB_RETURN_IF_ERROR(snap->Scan(
       Table::kJournal, {}, {}, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
@@ -309,6 +337,12 @@ void Database::Impl::Close() {
   }
   commit_cv_.notify_all();
   committer_.join();
+  {
+    std::lock_guard<std::mutex> l(ack_mu_);
+    stop_acker_ = true;
+  }
+  ack_cv_.notify_all();
+  acker_.join();
   open_ = false;
 }
 
@@ -367,6 +401,7 @@ void Database::Impl::InsertClean(Shard& shard, uint64_t code, ChunkRef ref, uint
     e.chunk = std::const_pointer_cast<Chunk>(ref.chunk);
     e.version = ref.version;
     e.bytes = EntryBytes(e.chunk);
+    e.shared = true;  // the reader keeps its reference
     shard.lru.push_front(code);
     e.lru = shard.lru.begin();
     e.in_lru = true;
@@ -402,6 +437,7 @@ Status Database::Impl::ReadChunk(uint64_t code, ChunkRef* out) {
     if (it != shard.map.end()) {
       ++hits_;
       out->chunk = it->second.chunk;
+      it->second.shared = true;
       out->version = it->second.version;
       out->virtual_chunk = it->second.chunk == nullptr;
       TouchLocked(shard, it->second);
@@ -421,7 +457,11 @@ Status Database::Impl::ReadChunk(uint64_t code, ChunkRef* out) {
 
 Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
                                  const std::function<void(size_t, const ChunkRead&)>& fn) {
-  VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
+  // One read transaction for the call, renewed when a flush has committed
+  // since it began: a chunk found clean in the cache may have been written
+  // by that flush, after the transaction's snapshot.
+  std::unique_ptr<ChunkStore::Snapshot> snap;
+  uint64_t snap_generation = 0;
   const CodecOptions codec{options_.zstd_level};
   for (size_t i = 0; i < keys.size(); ++i) {
     ChunkRead read;
@@ -443,6 +483,7 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
       if (it != shard.map.end() && it->second.dirty) {
         is_dirty = true;
         dirty.chunk = it->second.chunk;
+        it->second.shared = true;
         dirty.version = it->second.version;
         ++hits_;
       }
@@ -463,6 +504,12 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
       continue;
     }
     // Clean: straight from the memory map when stored as chunk data.
+    const uint64_t generation = flush_generation_.load(std::memory_order_acquire);
+    if (!snap || snap_generation != generation) {
+      snap.reset();
+      VOXDB_ASSIGN_OR_RETURN(snap, store_->BeginRead());
+      snap_generation = generation;
+    }
     auto got = snap->GetChunk(keys[i]);
     uint64_t marker_version = 0;
     if (got.ok()) {
@@ -612,10 +659,12 @@ Chunk& Database::Impl::MutableChunk(uint64_t code, Entry* e) {
   if (!e->chunk) {
     e->chunk =
         std::make_shared<Chunk>(FillsSnapshot()->Rasterise(frame(), MortonDecode(code), nullptr));
-  } else if (e->chunk.use_count() > 1) {
-    // A reader or the flusher holds this state: copy on write.
+  } else if (e->shared) {
+    // A reader or the flusher may hold this state: copy on write. (The flag,
+    // not use_count(), orders their reads before our writes.)
     e->chunk = std::make_shared<Chunk>(*e->chunk);
   }
+  e->shared = false;
   return *e->chunk;
 }
 
@@ -649,53 +698,101 @@ void Database::Impl::Commit(uint64_t code, Entry* e, uint64_t seq) {
   }
 }
 
-Status Database::Impl::WaitForRoom() {
-  const int64_t budget = static_cast<int64_t>(options_.dirty_bytes);
-  if (dirty_bytes_.load() < budget) return absl::OkStatus();
-  ++write_waits_;
-  const auto deadline = std::chrono::steady_clock::now() + options_.busy_timeout;
-  std::unique_lock<std::mutex> l(room_mu_);
-  while (dirty_bytes_.load() >= budget) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      ++busy_rejections_;
-      return BusyError(absl::StrFormat(
-          "dirty data is at its budget of %u bytes and the flusher did not make room within %d ms",
-          options_.dirty_bytes, static_cast<int>(options_.busy_timeout.count())));
-    }
-    flush_cv_.notify_all();
-    room_cv_.wait_for(l, std::chrono::milliseconds(5));
+size_t Database::Impl::DirtyCost(uint64_t code, std::unique_ptr<ChunkStore::Snapshot>* snap) {
+  {
+    Shard& shard = ShardOf(code);
+    std::lock_guard<std::mutex> l(shard.mu);
+    auto it = shard.map.find(code);
+    if (it != shard.map.end()) return it->second.dirty ? 0 : it->second.bytes;
   }
+  if (!*snap) {
+    auto opened = store_->BeginRead();
+    if (!opened.ok()) return kVirtualEntryBytes;
+    *snap = std::move(*opened);
+  }
+  auto got = (*snap)->GetChunk(ChunkKey::FromCode(code));
+  if (!got.ok() || got->size() < kChunkHeaderSize + 4 ||
+      (*got)[1] != static_cast<uint8_t>(ChunkEncoding::kBricks)) {
+    return kVirtualEntryBytes + sizeof(Chunk);
+  }
+  // The brick stream's size is about the bricks' memory.
+  return DecodeFixed32(got->data() + kChunkHeaderSize) + sizeof(Brick) * kBricksPerChunk +
+         kVirtualEntryBytes;
+}
+
+Status Database::Impl::ReserveRoom(size_t estimate) {
+  const int64_t budget = static_cast<int64_t>(options_.dirty_bytes);
+  const int64_t want = static_cast<int64_t>(estimate);
+  std::unique_lock<std::mutex> l(room_mu_);
+  auto fits = [&] {
+    const int64_t used = dirty_bytes_.load() + reserved_;
+    // A write larger than the whole budget goes alone.
+    return used + want <= budget || (used <= 0 && reserved_ == 0);
+  };
+  if (!fits()) {
+    ++write_waits_;
+    ++waiting_writers_;
+    const auto deadline = std::chrono::steady_clock::now() + options_.busy_timeout;
+    while (!fits()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        --waiting_writers_;
+        ++busy_rejections_;
+        return BusyError(absl::StrFormat(
+            "dirty data is at its budget of %u bytes and the flusher did not make room within "
+            "%d ms",
+            options_.dirty_bytes, static_cast<int>(options_.busy_timeout.count())));
+      }
+      flush_cv_.notify_all();
+      room_cv_.wait_for(l, std::chrono::milliseconds(5));
+    }
+    --waiting_writers_;
+  }
+  reserved_ += want;
   return absl::OkStatus();
 }
 
+void Database::Impl::ReleaseRoom(size_t estimate) {
+  {
+    std::lock_guard<std::mutex> l(room_mu_);
+    reserved_ -= static_cast<int64_t>(estimate);
+  }
+  room_cv_.notify_all();
+}
+
 template <typename Fn>
-void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, Fn&& apply) {
-  if (Status s = WaitForRoom(); !s.ok()) {
+void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t estimate,
+                            Fn&& apply) {
+  if (Status s = ReserveRoom(estimate); !s.ok()) {
     if (done) done({s, 0});
     return;
   }
-  uint64_t seq;
+  uint64_t seq = 0;
+  Status status;
+  const bool sync = options_.durability == Durability::kSync;
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
     if (closing_) {
-      if (done) done({absl::UnavailableError("the database is closing"), 0});
-      return;
+      status = absl::UnavailableError("the database is closing");
+    } else {
+      seq = next_seq_++;
+      last_seq_ = seq;
+      status = apply(seq);
     }
-    seq = next_seq_++;
-    last_seq_ = seq;
-    if (Status s = apply(seq); !s.ok()) {
-      if (done) done({s, 0});
-      return;
+    if (status.ok()) {
+      {
+        std::lock_guard<std::mutex> l(commit_mu_);
+        pending_.push_back(Pending{seq, std::move(record), sync ? std::move(done) : WriteDone()});
+      }
+      commit_cv_.notify_one();
     }
-    const bool sync = options_.durability == Durability::kSync;
-    {
-      std::lock_guard<std::mutex> l(commit_mu_);
-      pending_.push_back(Pending{seq, std::move(record), sync ? std::move(done) : WriteDone()});
-    }
-    commit_cv_.notify_one();
-    if (sync) return;
   }
-  if (done) done({absl::OkStatus(), seq});
+  ReleaseRoom(estimate);
+  MaybeEvict();  // the write may have grown the cache past its budget
+  if (!status.ok()) {
+    if (done) done({status, 0});
+  } else if (!sync && done) {
+    done({absl::OkStatus(), seq});
+  }
 }
 
 Status Database::Impl::ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits>& edits) {
@@ -919,7 +1016,14 @@ void Database::Impl::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done)
     return;
   }
   std::vector<uint8_t> record = EncodeSetVoxels(groups);
-  Submit(std::move(record), std::move(done),
+  // Each edit may add or widen a brick (about 1 KiB on average).
+  std::unique_ptr<ChunkStore::Snapshot> snap;
+  size_t estimate = 0;
+  for (const ChunkEdits& g : groups) {
+    estimate += DirtyCost(g.code, &snap) + std::min(g.packed.size() * 1024, kChunkVoxels);
+  }
+  snap.reset();
+  Submit(std::move(record), std::move(done), estimate,
          [&](uint64_t seq) { return ApplySetVoxels(seq, groups); });
 }
 
@@ -938,7 +1042,16 @@ void Database::Impl::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxe
     if (done) done({s, 0});
     return;
   }
-  Submit(EncodeWriteBox(box, voxels), std::move(done),
+  // At most the box's voxels as raw bricks, plus each chunk's brick table.
+  std::unique_ptr<ChunkStore::Snapshot> snap;
+  size_t estimate = box.volume();
+  const ChunkBox cb = ChunksOf(frame(), box);
+  for (uint32_t cz = cb.lo.z; cz <= cb.hi.z; ++cz)
+    for (uint32_t cy = cb.lo.y; cy <= cb.hi.y; ++cy)
+      for (uint32_t cx = cb.lo.x; cx <= cb.hi.x; ++cx)
+        estimate += DirtyCost(MortonEncode(cx, cy, cz), &snap) + sizeof(Brick) * kBricksPerChunk;
+  snap.reset();
+  Submit(EncodeWriteBox(box, voxels), std::move(done), estimate,
          [&](uint64_t seq) { return ApplyWriteBox(seq, box, voxels); });
 }
 
@@ -947,12 +1060,14 @@ void Database::Impl::FillBox(const VoxelBox& box, uint8_t material, WriteDone do
     if (done) done({s, 0});
     return;
   }
-  Submit(EncodeFillBox(box, material), std::move(done),
+  // Fills make bricks uniform: they shrink chunks more often than not.
+  Submit(EncodeFillBox(box, material), std::move(done), 0,
          [&](uint64_t seq) { return ApplyFillBox(seq, box, material); });
 }
 
 void Database::Impl::PutChunk(ChunkKey key, std::span<const uint8_t> record,
                               std::optional<uint64_t> expected_version, WriteDone done) {
+  size_t memory = sizeof(Chunk);
   Status s = frame().CheckChunk(key.coord());
   if (s.ok()) {
     auto view = ParseChunkRecord(record);
@@ -960,14 +1075,17 @@ void Database::Impl::PutChunk(ChunkKey key, std::span<const uint8_t> record,
     if (s.ok() && view->header.encoding == ChunkEncoding::kFills) {
       s = absl::InvalidArgumentError("PUT_CHUNK takes chunk data; use DELETE_CHUNK to revert");
     } else if (s.ok() && view->header.encoding == ChunkEncoding::kBricks) {
-      s = DecodeChunk(record).status();  // a payload that does not decode is refused up front
+      // A payload that does not decode is refused up front.
+      auto decoded = DecodeChunk(record);
+      s = decoded.status();
+      if (s.ok()) memory = decoded->MemoryUsage();
     }
   }
   if (!s.ok()) {
     if (done) done({s, 0});
     return;
   }
-  Submit(EncodePutChunk(key, record), std::move(done),
+  Submit(EncodePutChunk(key, record), std::move(done), memory + kVirtualEntryBytes,
          [&](uint64_t seq) { return ApplyPutChunk(seq, key.code(), record, expected_version); });
 }
 
@@ -976,7 +1094,7 @@ void Database::Impl::DeleteChunk(ChunkKey key, WriteDone done) {
     if (done) done({s, 0});
     return;
   }
-  Submit(EncodeDeleteChunk(key), std::move(done),
+  Submit(EncodeDeleteChunk(key), std::move(done), kVirtualEntryBytes,
          [&](uint64_t seq) { return ApplyDeleteChunk(seq, key.code()); });
 }
 
@@ -1018,18 +1136,38 @@ void Database::Impl::CommitterLoop() {
       committed_seq_ = std::max(committed_seq_.load(), batch.back().seq);
     }
     committed_cv_.notify_all();
-    for (Pending& p : batch) {
-      if (p.done) p.done({s, s.ok() ? p.seq : 0});
+    if (std::any_of(batch.begin(), batch.end(), [](const Pending& p) { return bool(p.done); })) {
+      {
+        std::lock_guard<std::mutex> l(ack_mu_);
+        acks_.emplace_back(s, std::move(batch));
+      }
+      ack_cv_.notify_one();
     }
   }
 }
 
-Status Database::Impl::WaitCommitted(uint64_t seq) {
+void Database::Impl::AckerLoop() {
+  for (;;) {
+    std::vector<std::pair<Status, std::vector<Pending>>> work;
+    {
+      std::unique_lock<std::mutex> l(ack_mu_);
+      ack_cv_.wait(l, [&] { return stop_acker_ || !acks_.empty(); });
+      if (acks_.empty()) return;  // stopping, nothing left
+      work.swap(acks_);
+    }
+    for (auto& [status, batch] : work) {
+      for (Pending& p : batch) {
+        if (p.done) p.done({status, status.ok() ? p.seq : 0});
+      }
+    }
+  }
+}
+
+void Database::Impl::WaitCommitted(uint64_t seq) {
   std::unique_lock<std::mutex> l(commit_mu_);
   commit_now_ = true;
   commit_cv_.notify_all();
   committed_cv_.wait(l, [&] { return committed_seq_.load() >= seq || stop_committer_; });
-  return absl::OkStatus();
 }
 
 // --- Flusher --------------------------------------------------------------------
@@ -1048,9 +1186,8 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
   *more = false;
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
-    const uint64_t committed = committed_seq_.load();
     size_t bytes = 0;
-    low_water = std::min(committed + 1, next_seq_);
+    low_water = std::min(committed_seq_.load() + 1, next_seq_);
     for (const auto& [first_seq, code] : dirty_order_) {
       DirtyInfo& d = dirty_[code];
       const bool eligible = first_seq <= max_first_seq && d.since_us <= dirty_before_us;
@@ -1064,17 +1201,29 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
       std::lock_guard<std::mutex> l(shard.mu);
       Entry& e = shard.map.at(code);
       items.push_back(Item{code, e.chunk, e.version});
+      e.shared = true;
       bytes += e.bytes;
       d.in_flight = true;
       d.snapshot_seq = d.last_seq;
       d.pending_first = 0;
     }
-    for (const Fill& f : unpersisted_fills_) {
-      if (f.seq <= committed) fills_to_persist.push_back(f);
-    }
     fills = FillsSnapshot();
     last_seq = next_seq_ - 1;
     journal_floor = journal_floor_;
+  }
+  // The snapshots may include edits whose journal records are not committed
+  // yet. Write nothing before they are: a flushed state must never be ahead
+  // of the journal (a fill's chunk deletes without the fill, a write box
+  // half on disk). Then every fill up to there is committed too.
+  uint64_t included = 0;
+  for (const Item& it : items) included = std::max(included, it.version);
+  for (const Fill& f : fills->fills()) included = std::max(included, f.seq);
+  if (included > committed_seq_.load()) WaitCommitted(included);
+  {
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    for (const Fill& f : unpersisted_fills_) {
+      if (f.seq <= included) fills_to_persist.push_back(f);
+    }
   }
   if (items.empty() && fills_to_persist.empty() && low_water <= journal_floor) {
     return absl::OkStatus();
@@ -1112,6 +1261,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
   // The journal records every flushed state covers, in the same transaction.
   batch.DeleteRange(Table::kJournal, JournalKey(0), JournalKey(low_water));
   const Status s = store_->Write(batch);
+  if (s.ok()) flush_generation_.fetch_add(1, std::memory_order_release);
 
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
@@ -1176,7 +1326,8 @@ void Database::Impl::FlusherLoop() {
       std::unique_lock<std::mutex> l(flush_mu_);
       flush_cv_.wait_for(l, tick, [&] {
         return stop_flusher_ || flush_requested_ > flush_served_ ||
-               dirty_bytes_.load() > high_water;
+               dirty_bytes_.load() > high_water ||
+               (waiting_writers_.load() > 0 && dirty_bytes_.load() > 0);
       });
       if (stop_flusher_ && flush_requested_ <= flush_served_) return;
       if (flush_requested_ > flush_served_) {
@@ -1198,8 +1349,11 @@ void Database::Impl::FlusherLoop() {
       flushed_cv_.notify_all();
       continue;
     }
-    // Oldest first, until below the high-water mark.
-    while (more && status.ok() && dirty_bytes_.load() > high_water) {
+    // Oldest first, until below the high-water mark, or further while
+    // writers wait for room.
+    while (more && status.ok() &&
+           (dirty_bytes_.load() > high_water ||
+            (waiting_writers_.load() > 0 && dirty_bytes_.load() > 0))) {
       status = FlushBatch(UINT64_MAX, INT64_MAX, options_.flush_batch_bytes, &more);
     }
     // Then anything older than the maximum age.
@@ -1223,7 +1377,7 @@ Status Database::Impl::Flush() {
     std::lock_guard<std::mutex> lock(edit_mu_);
     target = next_seq_ - 1;
   }
-  VOXDB_RETURN_IF_ERROR(WaitCommitted(target));
+  WaitCommitted(target);
   std::unique_lock<std::mutex> l(flush_mu_);
   const uint64_t generation = ++flush_requested_;
   flush_target_ = std::max(flush_target_, target);
