@@ -287,6 +287,7 @@ Status ChunkStore::OpenEnv(const StoreOptions& options) {
   // tied to threads. MDB_NORDAHEAD: chunk access is random.
   unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
   if (!options.sync) flags |= MDB_NOSYNC;
+  if (options.sync && options.lazy_meta_sync) flags |= MDB_NOMETASYNC;
   VOXDB_RETURN_IF_ERROR(
       LmdbStatus(mdb_env_open(env_, dir_.c_str(), flags, 0640), "open environment in " + dir_));
   int dead = 0;
@@ -440,6 +441,11 @@ Status ChunkStore::Write(const WriteBatch& batch) {
     if (rc == EIO && !HasRoomFor(dir_, batch.ByteSize())) rc = ENOSPC;
     return LmdbStatus(rc, absl::StrFormat("write batch of %u operations", batch.size()));
   }
+}
+
+Status ChunkStore::Sync() {
+  if (!options_.sync) return absl::OkStatus();
+  return LmdbStatus(mdb_env_sync(env_, 1), "sync");
 }
 
 StatusOr<StoreStats> ChunkStore::Stats() const {

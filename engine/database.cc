@@ -1102,12 +1102,34 @@ void Database::Impl::DeleteChunk(ChunkKey key, WriteDone done) {
 
 void Database::Impl::CommitterLoop() {
   const bool async = options_.durability == Durability::kAsync;
+  // With lazy meta sync, a commit is durable once the next commit (or a
+  // Sync) returns: its acknowledgements wait in `unacked` until then.
+  std::vector<Pending> unacked;
+  auto acknowledge = [&](Status s, std::vector<Pending> batch) {
+    if (std::none_of(batch.begin(), batch.end(), [](const Pending& p) { return bool(p.done); })) {
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> l(ack_mu_);
+      acks_.emplace_back(std::move(s), std::move(batch));
+    }
+    ack_cv_.notify_one();
+  };
   for (;;) {
     std::vector<Pending> batch;
     {
       std::unique_lock<std::mutex> l(commit_mu_);
-      commit_cv_.wait(l, [&] { return stop_committer_ || commit_now_ || !pending_.empty(); });
+      if (unacked.empty()) {
+        commit_cv_.wait(l, [&] { return stop_committer_ || commit_now_ || !pending_.empty(); });
+      }
       if (pending_.empty()) {
+        if (!unacked.empty()) {
+          // Idle: make the last commit durable now rather than wait.
+          l.unlock();
+          acknowledge(store_->Sync(), std::move(unacked));
+          unacked.clear();
+          continue;
+        }
         commit_now_ = false;
         committed_cv_.notify_all();
         if (stop_committer_) return;
@@ -1127,7 +1149,8 @@ void Database::Impl::CommitterLoop() {
       bytes += p.record.size();
       wb.Put(Table::kJournal, JournalKey(p.seq), std::move(p.record));
     }
-    const Status s = store_->Write(wb);
+    Status s = store_->Write(wb);
+    if (s.ok() && async) s = store_->Sync();  // durable within the interval
     journal_records_ += batch.size();
     journal_bytes_ += bytes;
     ++journal_commits_;
@@ -1136,12 +1159,13 @@ void Database::Impl::CommitterLoop() {
       committed_seq_ = std::max(committed_seq_.load(), batch.back().seq);
     }
     committed_cv_.notify_all();
-    if (std::any_of(batch.begin(), batch.end(), [](const Pending& p) { return bool(p.done); })) {
-      {
-        std::lock_guard<std::mutex> l(ack_mu_);
-        acks_.emplace_back(s, std::move(batch));
-      }
-      ack_cv_.notify_one();
+    // This commit's data sync also flushed the previous commit's meta page.
+    if (!unacked.empty()) acknowledge(s, std::move(unacked));
+    unacked.clear();
+    if (!s.ok() || !options_.store.lazy_meta_sync || async) {
+      acknowledge(s, std::move(batch));
+    } else {
+      unacked = std::move(batch);
     }
   }
 }
