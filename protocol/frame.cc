@@ -1,0 +1,179 @@
+#include "protocol/frame.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+
+namespace voxdb::protocol {
+namespace {
+
+void Put16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
+void Put32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+void Put64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint16_t Get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+uint32_t Get32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+uint64_t Get64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+}  // namespace
+
+WireStatus ToWireStatus(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kOk:
+      return WireStatus::kOk;
+    case absl::StatusCode::kInvalidArgument:
+      return WireStatus::kInvalid;
+    case absl::StatusCode::kOutOfRange:
+      return WireStatus::kOutOfBounds;
+    case absl::StatusCode::kNotFound:
+      return WireStatus::kNotFound;
+    case absl::StatusCode::kAborted:
+      return WireStatus::kConflict;
+    case absl::StatusCode::kDataLoss:
+      return WireStatus::kCorrupt;
+    case absl::StatusCode::kResourceExhausted:
+      return WireStatus::kStorageFull;
+    case absl::StatusCode::kUnavailable:
+      return WireStatus::kBusy;
+    case absl::StatusCode::kCancelled:
+      return WireStatus::kUnavailable;
+    case absl::StatusCode::kUnauthenticated:
+      return WireStatus::kUnauthenticated;
+    case absl::StatusCode::kPermissionDenied:
+      return WireStatus::kPermissionDenied;
+    case absl::StatusCode::kUnimplemented:
+      return WireStatus::kUnsupported;
+    case absl::StatusCode::kFailedPrecondition:
+      return WireStatus::kMismatch;
+    default:
+      return WireStatus::kInternal;
+  }
+}
+
+absl::Status FromWireStatus(WireStatus code, std::string_view message) {
+  const absl::string_view m(message.data(), message.size());
+  switch (code) {
+    case WireStatus::kOk:
+      return absl::OkStatus();
+    case WireStatus::kInvalid:
+    case WireStatus::kTooLarge:
+      return absl::InvalidArgumentError(m);
+    case WireStatus::kOutOfBounds:
+      return absl::OutOfRangeError(m);
+    case WireStatus::kNotFound:
+      return absl::NotFoundError(m);
+    case WireStatus::kConflict:
+      return absl::AbortedError(m);
+    case WireStatus::kCorrupt:
+      return absl::DataLossError(m);
+    case WireStatus::kStorageFull:
+      return absl::ResourceExhaustedError(m);
+    case WireStatus::kBusy:
+      return absl::UnavailableError(m);
+    case WireStatus::kUnavailable:
+      return absl::CancelledError(m);
+    case WireStatus::kUnauthenticated:
+      return absl::UnauthenticatedError(m);
+    case WireStatus::kPermissionDenied:
+      return absl::PermissionDeniedError(m);
+    case WireStatus::kUnsupported:
+      return absl::UnimplementedError(m);
+    case WireStatus::kMismatch:
+      return absl::FailedPreconditionError(m);
+    case WireStatus::kInternal:
+      break;
+  }
+  return absl::InternalError(m);
+}
+
+void EncodeFrame(const FrameHeader& h, std::span<const uint8_t> payload,
+                 std::vector<uint8_t>* out) {
+  const size_t at = out->size();
+  out->resize(at + kHeaderSize + payload.size());
+  uint8_t* p = out->data() + at;
+  Put32(p, kMagic);
+  p[4] = h.version;
+  p[5] = h.opcode;
+  Put16(p + 6, h.flags);
+  Put64(p + 8, h.request_id);
+  Put16(p + 16, h.status);
+  Put16(p + 18, 0);
+  Put32(p + 20, static_cast<uint32_t>(payload.size()));
+  if (!payload.empty()) std::memcpy(p + kHeaderSize, payload.data(), payload.size());
+}
+
+FrameDecoder::Result FrameDecoder::Feed(std::span<const uint8_t> in, size_t* consumed,
+                                        Frame* frame) {
+  *consumed = 0;
+  if (!error_.ok()) return Result::kError;
+  size_t pos = 0;
+  if (!have_header_) {
+    const size_t take = std::min(kHeaderSize - header_fill_, in.size());
+    std::memcpy(header_bytes_ + header_fill_, in.data(), take);
+    header_fill_ += take;
+    pos += take;
+    *consumed = pos;
+    if (header_fill_ < kHeaderSize) return Result::kNeedMore;
+    const uint8_t* p = header_bytes_;
+    if (Get32(p) != kMagic) {
+      error_ = absl::InvalidArgumentError("bad magic: this is not a voxdb protocol stream");
+      return Result::kError;
+    }
+    header_.version = p[4];
+    header_.opcode = p[5];
+    header_.flags = Get16(p + 6);
+    header_.request_id = Get64(p + 8);
+    header_.status = Get16(p + 16);
+    header_.payload_length = Get32(p + 20);
+    error_request_id_ = header_.request_id;
+    if (header_.version != kProtocolVersion) {
+      error_ = absl::UnimplementedError(
+          absl::StrFormat("protocol version %u is not supported (this server speaks %u)",
+                          header_.version, kProtocolVersion));
+      return Result::kError;
+    }
+    if (Get16(p + 18) != 0 || (header_.flags & ~kFlagReply) != 0) {
+      error_ = absl::InvalidArgumentError("reserved header bits are set");
+      return Result::kError;
+    }
+    if (header_.payload_length > max_payload_) {
+      error_ = absl::InvalidArgumentError(
+          absl::StrFormat("frame payload of %u bytes is over the limit of %u",
+                          header_.payload_length, max_payload_));
+      return Result::kError;
+    }
+    have_header_ = true;
+    payload_.clear();
+    payload_.reserve(header_.payload_length);  // bounded by max_payload_
+  }
+  const size_t want = header_.payload_length - payload_.size();
+  const size_t take = std::min(want, in.size() - pos);
+  payload_.insert(payload_.end(), in.begin() + static_cast<ptrdiff_t>(pos),
+                  in.begin() + static_cast<ptrdiff_t>(pos + take));
+  pos += take;
+  *consumed = pos;
+  if (payload_.size() < header_.payload_length) return Result::kNeedMore;
+  frame->header = header_;
+  frame->payload = std::move(payload_);
+  payload_ = {};
+  have_header_ = false;
+  header_fill_ = 0;
+  return Result::kFrame;
+}
+
+}  // namespace voxdb::protocol

@@ -1,0 +1,142 @@
+#include "protocol/frame.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <vector>
+
+namespace voxdb::protocol {
+namespace {
+
+std::vector<uint8_t> Encoded(uint8_t opcode, uint64_t id, std::vector<uint8_t> payload) {
+  std::vector<uint8_t> out;
+  FrameHeader h;
+  h.opcode = opcode;
+  h.request_id = id;
+  EncodeFrame(h, payload, &out);
+  return out;
+}
+
+// Feeds `bytes` in chunks of `step` and collects the frames.
+std::vector<Frame> FeedAll(FrameDecoder& d, const std::vector<uint8_t>& bytes, size_t step,
+                           FrameDecoder::Result* last) {
+  std::vector<Frame> frames;
+  *last = FrameDecoder::Result::kNeedMore;
+  for (size_t at = 0; at < bytes.size();) {
+    const size_t n = std::min(step, bytes.size() - at);
+    std::span<const uint8_t> in(bytes.data() + at, n);
+    while (!in.empty()) {
+      size_t used = 0;
+      Frame f;
+      *last = d.Feed(in, &used, &f);
+      if (*last == FrameDecoder::Result::kError) return frames;
+      if (*last == FrameDecoder::Result::kFrame) frames.push_back(std::move(f));
+      in = in.subspan(used);
+      if (used == 0 && *last == FrameDecoder::Result::kNeedMore) break;
+    }
+    at += n;
+  }
+  return frames;
+}
+
+TEST(FrameTest, HeaderLayoutIsExact) {
+  const std::vector<uint8_t> bytes = Encoded(2, 0x0102030405060708ull, {0xAA, 0xBB});
+  const std::vector<uint8_t> expected = {0x56, 0x58, 0x44, 0x42,  // "VXDB"
+                                         0x01, 0x02, 0x00, 0x00,  // version, opcode, flags
+                                         0x08, 0x07, 0x06, 0x05,
+                                         0x04, 0x03, 0x02, 0x01,  // request id
+                                         0x00, 0x00, 0x00, 0x00,  // status, reserved
+                                         0x02, 0x00, 0x00, 0x00,  // payload length
+                                         0xAA, 0xBB};
+  EXPECT_EQ(bytes, expected);
+}
+
+TEST(FrameTest, PipelinedFramesSurviveAnySplit) {
+  std::vector<uint8_t> stream;
+  std::mt19937 rng(1);
+  std::vector<std::vector<uint8_t>> payloads;
+  for (int i = 0; i < 50; ++i) {
+    std::vector<uint8_t> p(rng() % 300);
+    for (auto& b : p) b = static_cast<uint8_t>(rng());
+    payloads.push_back(p);
+    const auto f = Encoded(static_cast<uint8_t>(i % 12 + 1), static_cast<uint64_t>(i), p);
+    stream.insert(stream.end(), f.begin(), f.end());
+  }
+  for (size_t step : {size_t{1}, size_t{7}, size_t{24}, size_t{4096}}) {
+    FrameDecoder d(1 << 20);
+    FrameDecoder::Result last;
+    const auto frames = FeedAll(d, stream, step, &last);
+    ASSERT_EQ(frames.size(), payloads.size()) << step;
+    for (size_t i = 0; i < frames.size(); ++i) {
+      EXPECT_EQ(frames[i].header.request_id, i);
+      EXPECT_EQ(frames[i].payload, payloads[i]);
+    }
+    EXPECT_EQ(d.buffered(), 0u);
+  }
+}
+
+TEST(FrameTest, UntrustworthyFramesAreStickyErrors) {
+  {
+    FrameDecoder d(100);
+    auto bytes = Encoded(1, 7, {});
+    bytes[0] = 'X';
+    FrameDecoder::Result last;
+    FeedAll(d, bytes, 5, &last);
+    EXPECT_EQ(last, FrameDecoder::Result::kError);
+    EXPECT_TRUE(absl::IsInvalidArgument(d.error()));
+    size_t used;
+    Frame f;
+    EXPECT_EQ(d.Feed(Encoded(1, 8, {}), &used, &f), FrameDecoder::Result::kError);
+  }
+  {
+    FrameDecoder d(100);
+    auto bytes = Encoded(1, 7, {});
+    bytes[4] = 2;  // a future protocol version
+    FrameDecoder::Result last;
+    FeedAll(d, bytes, 100, &last);
+    EXPECT_EQ(last, FrameDecoder::Result::kError);
+    EXPECT_TRUE(absl::IsUnimplemented(d.error()));
+    EXPECT_EQ(d.error_request_id(), 7u);
+  }
+  {
+    FrameDecoder d(100);  // a length over the limit: refused before any allocation
+    FrameDecoder::Result last;
+    FeedAll(d, Encoded(1, 9, std::vector<uint8_t>(101)), 24, &last);
+    EXPECT_EQ(last, FrameDecoder::Result::kError);
+    EXPECT_LE(d.buffered(), kHeaderSize);
+  }
+}
+
+TEST(FrameTest, RandomGarbageNeverCrashesOrGrowsUnbounded) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::vector<uint8_t> bytes(rng() % 200);
+    for (auto& b : bytes) b = static_cast<uint8_t>(rng());
+    if (trial % 2 && bytes.size() >= 6) {  // often a valid-looking prefix
+      const auto h = Encoded(3, 1, {});
+      std::copy(h.begin(), h.begin() + 6, bytes.begin());
+    }
+    FrameDecoder d(64);
+    FrameDecoder::Result last;
+    FeedAll(d, bytes, 1 + rng() % 30, &last);
+    EXPECT_LE(d.buffered(), kHeaderSize + 64);
+  }
+}
+
+TEST(FrameTest, StatusCodesRoundTrip) {
+  for (const absl::Status& s :
+       {absl::OkStatus(), absl::InvalidArgumentError("a"), absl::OutOfRangeError("b"),
+        absl::NotFoundError("c"), absl::AbortedError("d"), absl::DataLossError("e"),
+        absl::ResourceExhaustedError("f"), absl::UnavailableError("g"),
+        absl::UnauthenticatedError("h"), absl::PermissionDeniedError("i"),
+        absl::UnimplementedError("j"), absl::FailedPreconditionError("k"),
+        absl::InternalError("l")}) {
+    const absl::Status back =
+        FromWireStatus(ToWireStatus(s), std::string_view(s.message().data(), s.message().size()));
+    EXPECT_EQ(back.code(), s.code()) << s;
+    EXPECT_EQ(back.message(), s.message());
+  }
+}
+
+}  // namespace
+}  // namespace voxdb::protocol
