@@ -1,4 +1,6 @@
-// libFuzzer target: everything that parses bytes from a file or the network.
+// libFuzzer target: everything that parses bytes from a file or the network:
+// chunk and journal records, world frame and fill records, protocol frames and
+// request/reply payloads.
 //
 //   CXX=clang++ cmake -S . -B build-fuzz -DVOXDB_FUZZ=ON && cmake --build build-fuzz
 //   build-fuzz/tests/decode_fuzzer -max_total_time=60
@@ -18,6 +20,7 @@
 #include "engine/journal.h"
 #include "engine/world_frame.h"
 #include "protocol/frame.h"
+#include "protocol/messages.h"
 
 namespace {
 
@@ -78,7 +81,7 @@ void FuzzFrames(const uint8_t* data, size_t size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  const uint8_t which = data[0] % 6;
+  const uint8_t which = data[0] % 7;
   ++data;
   --size;
   switch (which) {
@@ -99,6 +102,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)engine::WorldFrame::Decode({data, size});
       (void)engine::Fill::Decode(1, {data, size});
       break;
+    case 6: {
+      const std::span<const uint8_t> p(data, size);
+      (void)protocol::HelloRequest::Decode(p);
+      (void)protocol::HelloReply::Decode(p);
+      (void)protocol::GetChunksRequest::Decode(p);
+      (void)protocol::GetChunksReply::Decode(p);
+      (void)protocol::PutChunkRequest::Decode(p);
+      (void)protocol::GetVoxelsRequest::Decode(p);
+      (void)protocol::SetVoxelsRequest::Decode(p);
+      (void)protocol::BoxRequest::DecodeReadBox(p);
+      (void)protocol::BoxRequest::DecodeWriteBox(p);
+      (void)protocol::BoxRequest::DecodeFillBox(p);
+      (void)protocol::DecodeU64(p);
+      break;
+    }
   }
   return 0;
 }

@@ -1,0 +1,334 @@
+#include "protocol/messages.h"
+
+#include "absl/strings/str_format.h"
+
+namespace voxdb::protocol {
+namespace {
+
+class Writer {
+ public:
+  void U8(uint8_t v) { out_.push_back(v); }
+  void U16(uint16_t v) { Int(v, 2); }
+  void U32(uint32_t v) { Int(v, 4); }
+  void U64(uint64_t v) { Int(v, 8); }
+  void Bytes(std::span<const uint8_t> b) { out_.insert(out_.end(), b.begin(), b.end()); }
+  void Str16(const std::string& s) {
+    U16(static_cast<uint16_t>(s.size()));
+    out_.insert(out_.end(), s.begin(), s.end());
+  }
+  void Voxel(const Voxel3& v) {
+    U64(v.x);
+    U64(v.y);
+    U64(v.z);
+  }
+  std::vector<uint8_t> Take() { return std::move(out_); }
+
+ private:
+  void Int(uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) out_.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  std::vector<uint8_t> out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::span<const uint8_t> p) : p_(p) {}
+  bool ok() const { return ok_; }
+  size_t left() const { return p_.size() - at_; }
+  uint8_t U8() { return static_cast<uint8_t>(Int(1)); }
+  uint16_t U16() { return static_cast<uint16_t>(Int(2)); }
+  uint32_t U32() { return static_cast<uint32_t>(Int(4)); }
+  uint64_t U64() { return Int(8); }
+  Voxel3 Voxel() {
+    Voxel3 v;
+    v.x = U64();
+    v.y = U64();
+    v.z = U64();
+    return v;
+  }
+  std::vector<uint8_t> Bytes(size_t n) {
+    if (left() < n) {
+      ok_ = false;
+      return {};
+    }
+    std::vector<uint8_t> b(p_.begin() + static_cast<ptrdiff_t>(at_),
+                           p_.begin() + static_cast<ptrdiff_t>(at_ + n));
+    at_ += n;
+    return b;
+  }
+  std::vector<uint8_t> Rest() { return Bytes(left()); }
+  std::string Str16() {
+    const size_t n = U16();
+    const std::vector<uint8_t> b = Bytes(n);
+    return std::string(b.begin(), b.end());
+  }
+  // A count of items of `item_size` bytes each that must fit what is left.
+  bool Count(uint32_t n, size_t item_size) {
+    if (left() / item_size < n) ok_ = false;
+    return ok_;
+  }
+  absl::Status Finish(const char* what) const {
+    if (ok_ && at_ == p_.size()) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrFormat("malformed %s payload", what));
+  }
+
+ private:
+  uint64_t Int(int n) {
+    if (left() < static_cast<size_t>(n)) {
+      ok_ = false;
+      at_ = p_.size();
+      return 0;
+    }
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; --i) v = (v << 8) | p_[at_ + static_cast<size_t>(i)];
+    at_ += static_cast<size_t>(n);
+    return v;
+  }
+  std::span<const uint8_t> p_;
+  size_t at_ = 0;
+  bool ok_ = true;
+};
+
+}  // namespace
+
+const char* OpcodeName(Opcode op) {
+  switch (op) {
+    case Opcode::kHello:
+      return "HELLO";
+    case Opcode::kPing:
+      return "PING";
+    case Opcode::kGetChunks:
+      return "GET_CHUNKS";
+    case Opcode::kPutChunk:
+      return "PUT_CHUNK";
+    case Opcode::kDeleteChunk:
+      return "DELETE_CHUNK";
+    case Opcode::kGetVoxels:
+      return "GET_VOXELS";
+    case Opcode::kSetVoxels:
+      return "SET_VOXELS";
+    case Opcode::kReadBox:
+      return "READ_BOX";
+    case Opcode::kWriteBox:
+      return "WRITE_BOX";
+    case Opcode::kFillBox:
+      return "FILL_BOX";
+    case Opcode::kFlush:
+      return "FLUSH";
+    case Opcode::kStats:
+      return "STATS";
+  }
+  return "UNKNOWN";
+}
+
+std::vector<uint8_t> HelloRequest::Encode() const {
+  Writer w;
+  w.U8(min_version);
+  w.U8(max_version);
+  w.Str16(token);
+  w.Str16(client);
+  return w.Take();
+}
+absl::StatusOr<HelloRequest> HelloRequest::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  HelloRequest h;
+  h.min_version = r.U8();
+  h.max_version = r.U8();
+  h.token = r.Str16();
+  h.client = r.Str16();
+  if (absl::Status s = r.Finish("HELLO"); !s.ok()) return s;
+  return h;
+}
+
+std::vector<uint8_t> HelloReply::Encode() const {
+  Writer w;
+  w.U8(version);
+  w.U16(static_cast<uint16_t>(world_frame.size()));
+  w.Bytes(world_frame);
+  w.Str16(server_version);
+  w.U32(max_payload);
+  w.U32(max_batch);
+  w.U64(max_box_voxels);
+  return w.Take();
+}
+absl::StatusOr<HelloReply> HelloReply::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  HelloReply h;
+  h.version = r.U8();
+  h.world_frame = r.Bytes(r.U16());
+  h.server_version = r.Str16();
+  h.max_payload = r.U32();
+  h.max_batch = r.U32();
+  h.max_box_voxels = r.U64();
+  if (absl::Status s = r.Finish("HELLO reply"); !s.ok()) return s;
+  return h;
+}
+
+std::vector<uint8_t> GetChunksRequest::Encode() const {
+  Writer w;
+  w.U32(static_cast<uint32_t>(codes.size()));
+  for (uint64_t c : codes) w.U64(c);
+  return w.Take();
+}
+absl::StatusOr<GetChunksRequest> GetChunksRequest::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  GetChunksRequest g;
+  const uint32_t n = r.U32();
+  if (r.Count(n, 8)) {
+    g.codes.resize(n);
+    for (auto& c : g.codes) c = r.U64();
+  }
+  if (absl::Status s = r.Finish("GET_CHUNKS"); !s.ok()) return s;
+  return g;
+}
+
+std::vector<uint8_t> GetChunksReply::Encode() const {
+  Writer w;
+  w.U32(static_cast<uint32_t>(results.size()));
+  for (const ChunkResult& c : results) {
+    w.U16(c.status);
+    w.U64(c.version);
+    w.U32(static_cast<uint32_t>(c.bytes.size()));
+    w.Bytes(c.bytes);
+  }
+  return w.Take();
+}
+absl::StatusOr<GetChunksReply> GetChunksReply::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  GetChunksReply g;
+  const uint32_t n = r.U32();
+  if (r.Count(n, 14)) {
+    g.results.resize(n);
+    for (ChunkResult& c : g.results) {
+      c.status = r.U16();
+      c.version = r.U64();
+      c.bytes = r.Bytes(r.U32());
+    }
+  }
+  if (absl::Status s = r.Finish("GET_CHUNKS reply"); !s.ok()) return s;
+  return g;
+}
+
+std::vector<uint8_t> PutChunkRequest::Encode() const {
+  Writer w;
+  w.U64(code);
+  w.U8(expected_version ? 1 : 0);
+  w.U64(expected_version.value_or(0));
+  w.Bytes(record);
+  return w.Take();
+}
+absl::StatusOr<PutChunkRequest> PutChunkRequest::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  PutChunkRequest put;
+  put.code = r.U64();
+  const uint8_t has = r.U8();
+  const uint64_t expected = r.U64();
+  if (has > 1) return absl::InvalidArgumentError("malformed PUT_CHUNK payload");
+  if (has) put.expected_version = expected;
+  put.record = r.Rest();
+  if (absl::Status s = r.Finish("PUT_CHUNK"); !s.ok()) return s;
+  return put;
+}
+
+std::vector<uint8_t> GetVoxelsRequest::Encode() const {
+  Writer w;
+  w.U32(static_cast<uint32_t>(at.size()));
+  for (const Voxel3& v : at) w.Voxel(v);
+  return w.Take();
+}
+absl::StatusOr<GetVoxelsRequest> GetVoxelsRequest::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  GetVoxelsRequest g;
+  const uint32_t n = r.U32();
+  if (r.Count(n, 24)) {
+    g.at.resize(n);
+    for (Voxel3& v : g.at) v = r.Voxel();
+  }
+  if (absl::Status s = r.Finish("GET_VOXELS"); !s.ok()) return s;
+  return g;
+}
+
+std::vector<uint8_t> SetVoxelsRequest::Encode() const {
+  Writer w;
+  w.U32(static_cast<uint32_t>(edits.size()));
+  for (const Edit& e : edits) {
+    w.Voxel(e.at);
+    w.U8(e.material);
+  }
+  return w.Take();
+}
+absl::StatusOr<SetVoxelsRequest> SetVoxelsRequest::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  SetVoxelsRequest s;
+  const uint32_t n = r.U32();
+  if (r.Count(n, 25)) {
+    s.edits.resize(n);
+    for (Edit& e : s.edits) {
+      e.at = r.Voxel();
+      e.material = r.U8();
+    }
+  }
+  if (absl::Status st = r.Finish("SET_VOXELS"); !st.ok()) return st;
+  return s;
+}
+
+std::vector<uint8_t> BoxRequest::EncodeReadBox() const {
+  Writer w;
+  w.Voxel(box.lo);
+  w.Voxel(box.hi);
+  return w.Take();
+}
+std::vector<uint8_t> BoxRequest::EncodeWriteBox() const {
+  Writer w;
+  w.Voxel(box.lo);
+  w.Voxel(box.hi);
+  w.Bytes(voxels);
+  return w.Take();
+}
+std::vector<uint8_t> BoxRequest::EncodeFillBox() const {
+  Writer w;
+  w.Voxel(box.lo);
+  w.Voxel(box.hi);
+  w.U8(material);
+  return w.Take();
+}
+absl::StatusOr<BoxRequest> BoxRequest::DecodeReadBox(std::span<const uint8_t> p) {
+  Reader r(p);
+  BoxRequest b;
+  b.box.lo = r.Voxel();
+  b.box.hi = r.Voxel();
+  if (absl::Status s = r.Finish("READ_BOX"); !s.ok()) return s;
+  return b;
+}
+absl::StatusOr<BoxRequest> BoxRequest::DecodeWriteBox(std::span<const uint8_t> p) {
+  Reader r(p);
+  BoxRequest b;
+  b.box.lo = r.Voxel();
+  b.box.hi = r.Voxel();
+  b.voxels = r.Rest();  // the server checks it against the box's volume
+  if (absl::Status s = r.Finish("WRITE_BOX"); !s.ok()) return s;
+  return b;
+}
+absl::StatusOr<BoxRequest> BoxRequest::DecodeFillBox(std::span<const uint8_t> p) {
+  Reader r(p);
+  BoxRequest b;
+  b.box.lo = r.Voxel();
+  b.box.hi = r.Voxel();
+  b.material = r.U8();
+  if (absl::Status s = r.Finish("FILL_BOX"); !s.ok()) return s;
+  return b;
+}
+
+std::vector<uint8_t> EncodeU64(uint64_t v) {
+  Writer w;
+  w.U64(v);
+  return w.Take();
+}
+absl::StatusOr<uint64_t> DecodeU64(std::span<const uint8_t> p) {
+  Reader r(p);
+  const uint64_t v = r.U64();
+  if (absl::Status s = r.Finish("u64"); !s.ok()) return s;
+  return v;
+}
+
+}  // namespace voxdb::protocol

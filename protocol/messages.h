@@ -1,0 +1,123 @@
+// Request and reply payloads of the voxdb wire protocol, version 1
+// (protocol/PROTOCOL.md, "Requests"). Every Decode is bounds-checked and
+// refuses a malformed payload with INVALID; counts are checked against the
+// payload's size before anything is allocated.
+//
+// Thread-safety: value types and pure functions.
+#ifndef VOXDB_PROTOCOL_MESSAGES_H_
+#define VOXDB_PROTOCOL_MESSAGES_H_
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace voxdb::protocol {
+
+enum class Opcode : uint8_t {
+  kHello = 1,
+  kPing = 2,
+  kGetChunks = 3,
+  kPutChunk = 4,
+  kDeleteChunk = 5,
+  kGetVoxels = 6,
+  kSetVoxels = 7,
+  kReadBox = 8,
+  kWriteBox = 9,
+  kFillBox = 10,
+  kFlush = 11,
+  kStats = 12,
+};
+const char* OpcodeName(Opcode op);  // "GET_CHUNKS", ...; "UNKNOWN" otherwise
+
+struct Voxel3 {
+  uint64_t x = 0, y = 0, z = 0;
+  friend bool operator==(const Voxel3&, const Voxel3&) = default;
+};
+struct Box {
+  Voxel3 lo, hi;  // hi exclusive
+  friend bool operator==(const Box&, const Box&) = default;
+};
+
+struct HelloRequest {
+  uint8_t min_version = 1, max_version = 1;
+  std::string token;   // empty: none
+  std::string client;  // free text, for logs
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<HelloRequest> Decode(std::span<const uint8_t> p);
+};
+struct HelloReply {
+  uint8_t version = 1;
+  std::vector<uint8_t> world_frame;  // the 56-byte record of engine/FORMAT.md
+  std::string server_version;
+  uint32_t max_payload = 0;     // largest frame payload accepted
+  uint32_t max_batch = 0;       // most items in one GET_CHUNKS / GET_VOXELS / SET_VOXELS
+  uint64_t max_box_voxels = 0;  // largest READ_BOX / WRITE_BOX
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<HelloReply> Decode(std::span<const uint8_t> p);
+};
+
+struct GetChunksRequest {
+  std::vector<uint64_t> codes;  // chunk Morton codes
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<GetChunksRequest> Decode(std::span<const uint8_t> p);
+};
+struct ChunkResult {
+  uint16_t status = 0;  // WireStatus
+  uint64_t version = 0;
+  std::vector<uint8_t> bytes;  // OK: the chunk record; else the error message
+};
+struct GetChunksReply {
+  std::vector<ChunkResult> results;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<GetChunksReply> Decode(std::span<const uint8_t> p);
+};
+
+struct PutChunkRequest {
+  uint64_t code = 0;
+  std::optional<uint64_t> expected_version;
+  std::vector<uint8_t> record;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<PutChunkRequest> Decode(std::span<const uint8_t> p);
+};
+
+struct GetVoxelsRequest {
+  std::vector<Voxel3> at;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<GetVoxelsRequest> Decode(std::span<const uint8_t> p);
+};
+
+struct SetVoxelsRequest {
+  struct Edit {
+    Voxel3 at;
+    uint8_t material = 0;
+    friend bool operator==(const Edit&, const Edit&) = default;
+  };
+  std::vector<Edit> edits;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<SetVoxelsRequest> Decode(std::span<const uint8_t> p);
+};
+
+struct BoxRequest {  // READ_BOX (no voxels), WRITE_BOX (voxels), FILL_BOX (material)
+  Box box;
+  std::vector<uint8_t> voxels;
+  uint8_t material = 0;
+  std::vector<uint8_t> EncodeReadBox() const;
+  std::vector<uint8_t> EncodeWriteBox() const;
+  std::vector<uint8_t> EncodeFillBox() const;
+  static absl::StatusOr<BoxRequest> DecodeReadBox(std::span<const uint8_t> p);
+  static absl::StatusOr<BoxRequest> DecodeWriteBox(std::span<const uint8_t> p);
+  static absl::StatusOr<BoxRequest> DecodeFillBox(std::span<const uint8_t> p);
+};
+
+// Single u64 payloads: DELETE_CHUNK requests (a chunk code) and the replies
+// of writes (the new version).
+std::vector<uint8_t> EncodeU64(uint64_t v);
+absl::StatusOr<uint64_t> DecodeU64(std::span<const uint8_t> p);
+
+}  // namespace voxdb::protocol
+
+#endif  // VOXDB_PROTOCOL_MESSAGES_H_
