@@ -1,0 +1,14 @@
+// The one include of Boost.Asio. Boost 1.74's awaitable.hpp misses
+// #include <utility> under C++20; including it first fixes that.
+#ifndef VOXDB_DAEMON_ASIO_H_
+#define VOXDB_DAEMON_ASIO_H_
+
+#include <boost/asio.hpp>
+#include <utility>
+
+namespace voxdb::daemon {
+namespace asio = boost::asio;
+using tcp = boost::asio::ip::tcp;
+}  // namespace voxdb::daemon
+
+#endif  // VOXDB_DAEMON_ASIO_H_

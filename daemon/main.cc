@@ -1,0 +1,185 @@
+// voxdbd: the voxdb daemon.
+//
+//   voxdbd [--config FILE] [--data DIR] [--listen HOST:PORT] [...]; voxdbd --help
+//
+// Prints "voxdbd listening on HOST:PORT" once it serves. SIGTERM/SIGINT:
+// stop accepting, answer what is in flight, flush, exit 0.
+#include <signal.h>
+
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "daemon/server.h"
+#include "engine/database.h"
+
+namespace po = boost::program_options;
+using namespace voxdb;
+
+namespace {
+
+constexpr const char* kVersion = "voxdbd 0.1.0";
+
+// "64GiB", "512MiB", "1000", "10k": bytes. Returns false on anything else.
+bool ParseSize(const std::string& s, uint64_t* out) {
+  size_t i = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+  if (i == 0 || i > 19) return false;
+  uint64_t n = std::stoull(s.substr(0, i));
+  const std::string unit = s.substr(i);
+  uint64_t mul = 1;
+  if (unit.empty() || unit == "B")
+    mul = 1;
+  else if (unit == "k" || unit == "KB")
+    mul = 1000;
+  else if (unit == "KiB")
+    mul = uint64_t{1} << 10;
+  else if (unit == "MB")
+    mul = 1000 * 1000;
+  else if (unit == "MiB")
+    mul = uint64_t{1} << 20;
+  else if (unit == "GB")
+    mul = 1000ull * 1000 * 1000;
+  else if (unit == "GiB")
+    mul = uint64_t{1} << 30;
+  else if (unit == "TiB")
+    mul = uint64_t{1} << 40;
+  else
+    return false;
+  if (n > UINT64_MAX / mul) return false;
+  *out = n * mul;
+  return true;
+}
+
+int Fail(const std::string& option, const std::string& why) {
+  std::fprintf(stderr, "voxdbd: invalid value for --%s: %s\n", option.c_str(), why.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config, data, listen, durability, cache, dirty, max_map;
+  int threads = 0;
+  po::options_description desc("voxdbd options (also accepted in the config file as name = value)");
+  desc.add_options()("help", "show this help and exit")("version", "print the version and exit")(
+      "config", po::value(&config), "read options from this file (command line wins)")(
+      "data", po::value(&data)->default_value("voxdb-data"), "database directory")(
+      "listen", po::value(&listen)->default_value("127.0.0.1:7390"),
+      "address:port to serve the protocol on (port 0: any free port)")(
+      "threads", po::value(&threads)->default_value(0), "I/O threads (0: the core count)")(
+      "durability", po::value(&durability)->default_value("sync"),
+      "sync: acknowledge writes after the journal fsync; async: when applied")(
+      "cache-bytes", po::value(&cache)->default_value("1GiB"), "memory for cached chunks")(
+      "dirty-bytes", po::value(&dirty)->default_value("256MiB"),
+      "dirty chunks at most; writers wait beyond")(
+      "max-map-size", po::value(&max_map)->default_value("1TiB"),
+      "largest the LMDB map may grow; then writes fail with STORAGE_FULL");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    if (vm.count("config")) {
+      std::ifstream in(vm["config"].as<std::string>());
+      if (!in) {
+        std::fprintf(stderr, "voxdbd: cannot read config file %s\n",
+                     vm["config"].as<std::string>().c_str());
+        return 2;
+      }
+      po::store(po::parse_config_file(in, desc), vm);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::fprintf(stderr, "voxdbd: %s (see voxdbd --help)\n", e.what());
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (vm.count("version")) {
+    std::printf("%s\n", kVersion);
+    return 0;
+  }
+
+  engine::DatabaseOptions db_options;
+  uint64_t n;
+  if (durability == "sync") {
+    db_options.durability = engine::Durability::kSync;
+  } else if (durability == "async") {
+    db_options.durability = engine::Durability::kAsync;
+  } else {
+    return Fail("durability", "'" + durability + "' is not sync or async");
+  }
+  if (!ParseSize(cache, &n) || n == 0) return Fail("cache-bytes", "'" + cache + "' is not a size");
+  db_options.cache_bytes = n;
+  if (!ParseSize(dirty, &n) || n == 0 || n > db_options.cache_bytes) {
+    return Fail("dirty-bytes", "'" + dirty + "' is not a size up to --cache-bytes");
+  }
+  db_options.dirty_bytes = n;
+  if (!ParseSize(max_map, &n) || n < db_options.store.initial_map_size) {
+    return Fail("max-map-size", "'" + max_map + "' is not a size of at least 64MiB");
+  }
+  db_options.store.max_map_size = n;
+  if (threads < 0 || threads > 1024) return Fail("threads", "must be in 0..1024");
+
+  daemon::ServerOptions server_options;
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return Fail("listen", "'" + listen + "' is not HOST:PORT");
+  server_options.listen_address = listen.substr(0, colon);
+  try {
+    const int port = std::stoi(listen.substr(colon + 1));
+    if (port < 0 || port > 65535) throw std::out_of_range("port");
+    server_options.listen_port = static_cast<uint16_t>(port);
+  } catch (const std::exception&) {
+    return Fail("listen", "'" + listen + "' has no valid port");
+  }
+  server_options.io_threads = threads;
+
+  // A closed stdout or socket must not kill the daemon.
+  signal(SIGPIPE, SIG_IGN);
+  // Signals are handled by a thread of our own, so block them everywhere.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto db = engine::Database::Open(data, db_options);
+  if (!db.ok()) {
+    std::fprintf(stderr, "voxdbd: cannot open %s: %s\n", data.c_str(),
+                 std::string(db.status().message()).c_str());
+    return 1;
+  }
+  auto server = std::make_unique<daemon::Server>(server_options, db->get());
+  auto port = server->Listen();
+  if (!port.ok()) {
+    std::fprintf(stderr, "voxdbd: %s\n", std::string(port.status().message()).c_str());
+    return 1;
+  }
+  std::printf("voxdbd listening on %s:%u (data %s, %llu journal records replayed)\n",
+              server_options.listen_address.c_str(), *port, data.c_str(),
+              static_cast<unsigned long long>((*db)->Stats().replayed_records));
+  std::fflush(stdout);
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    server->Stop();
+  });
+  server->Run();
+  // Order matters: the database's last acknowledgements post to the
+  // server's (stopped) loop, so the database goes first.
+  const absl::Status flushed = (*db)->Flush();
+  db->reset();
+  server.reset();
+  if (signal_thread.joinable()) signal_thread.join();
+  if (!flushed.ok()) {
+    std::fprintf(stderr, "voxdbd: final flush failed: %s\n",
+                 std::string(flushed.message()).c_str());
+    return 1;
+  }
+  std::printf("voxdbd: flushed and stopped\n");
+  return 0;
+}

@@ -1,0 +1,225 @@
+// Integration tests against the real voxdbd binary on an ephemeral loopback
+// port with a temporary data directory.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <random>
+#include <set>
+#include <thread>
+
+#include "engine/chunk_codec.h"
+#include "engine/world_frame.h"
+#include "protocol/client.h"
+#include "tests/testing/daemon_process.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace voxdb {
+namespace {
+
+using protocol::Client;
+using protocol::Opcode;
+using testing::DaemonProcess;
+using testing::TempDir;
+
+constexpr uint64_t kX = 128'000'000, kY = 51'200'000, kZ = 40'000'000;
+
+std::unique_ptr<Client> Connect(const DaemonProcess& d) {
+  auto c = Client::Connect("127.0.0.1", d.port());
+  EXPECT_TRUE(c.ok()) << c.status();
+  return std::move(*c);
+}
+
+TEST(DaemonTest, EveryRequestTypeThroughTheClient) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  auto c = Connect(daemon);
+  ASSERT_OK_AND_ASSIGN(protocol::HelloReply hello, c->Hello(""));
+  ASSERT_OK_AND_ASSIGN(engine::WorldFrame frame, engine::WorldFrame::Decode(hello.world_frame));
+  EXPECT_EQ(frame, engine::WorldFrame::Earth());
+  const std::vector<uint8_t> ping = {1, 2, 3};
+  ASSERT_OK_AND_ASSIGN(auto pong, c->Call(Opcode::kPing, ping));
+  EXPECT_EQ(pong, ping);
+
+  protocol::SetVoxelsRequest set{{{{kX, kY, kZ}, 7}, {{kX + 1, kY, kZ}, 8}}};
+  ASSERT_OK_AND_ASSIGN(uint64_t v1, c->SetVoxels(set));
+  ASSERT_OK_AND_ASSIGN(auto got,
+                       c->GetVoxels({{{kX, kY, kZ}, {kX + 1, kY, kZ}, {kX + 2, kY, kZ}}}));
+  EXPECT_EQ(got, (std::vector<uint8_t>{7, 8, 0}));
+
+  const uint64_t code = engine::ChunkKey::FromCoord({1'000'000, 400'000, 312'500}).code();
+  ASSERT_OK_AND_ASSIGN(auto chunks_raw,
+                       c->Call(Opcode::kGetChunks, protocol::GetChunksRequest{{code}}.Encode()));
+  ASSERT_OK_AND_ASSIGN(auto chunks, protocol::GetChunksReply::Decode(chunks_raw));
+  ASSERT_EQ(chunks.results.size(), 1u);
+  EXPECT_EQ(chunks.results[0].status, 0);
+  EXPECT_EQ(chunks.results[0].version, v1);
+  std::vector<uint8_t> dense(engine::kChunkVoxels);
+  ASSERT_OK(engine::DecodeChunkToDense(chunks.results[0].bytes, dense.data()));
+  EXPECT_EQ(dense[0], 7);
+
+  protocol::BoxRequest box;
+  box.box = {{kX, kY + 10, kZ}, {kX + 4, kY + 12, kZ + 1}};
+  box.voxels = {1, 2, 3, 4, 5, 6, 7, 8};
+  ASSERT_OK(c->Call(Opcode::kWriteBox, box.EncodeWriteBox()));
+  ASSERT_OK_AND_ASSIGN(auto read, c->Call(Opcode::kReadBox, box.EncodeReadBox()));
+  EXPECT_EQ(read, box.voxels);
+  box.material = 9;
+  ASSERT_OK(c->Call(Opcode::kFillBox, box.EncodeFillBox()));
+  ASSERT_OK_AND_ASSIGN(read, c->Call(Opcode::kReadBox, box.EncodeReadBox()));
+  EXPECT_EQ(read, std::vector<uint8_t>(8, 9));
+
+  protocol::PutChunkRequest put{code, v1, engine::EncodeChunk(engine::Chunk(4), 1, 1)};
+  auto stale = c->Call(Opcode::kPutChunk, put.Encode());
+  EXPECT_TRUE(absl::IsAborted(stale.status())) << stale.status();  // CONFLICT: the fill moved it
+  put.expected_version.reset();
+  ASSERT_OK_AND_ASSIGN(auto put_reply, c->Call(Opcode::kPutChunk, put.Encode()));
+  ASSERT_OK_AND_ASSIGN(uint64_t v_put, protocol::DecodeU64(put_reply));
+  EXPECT_GT(v_put, v1);
+  ASSERT_OK_AND_ASSIGN(got, c->GetVoxels({{{kX, kY, kZ}}}));
+  EXPECT_EQ(got[0], 4);
+  ASSERT_OK(c->Call(Opcode::kDeleteChunk, protocol::EncodeU64(code)));
+  ASSERT_OK_AND_ASSIGN(got, c->GetVoxels({{{kX, kY, kZ}}}));
+  EXPECT_EQ(got[0], 0);
+  ASSERT_OK(c->Call(Opcode::kFlush, {}));
+  ASSERT_OK_AND_ASSIGN(auto stats, c->Call(Opcode::kStats, {}));
+  EXPECT_NE(std::string(stats.begin(), stats.end()).find("flushes "), std::string::npos);
+  // Errors come back as statuses, and the connection stays.
+  auto oob = c->GetVoxels({{{0, 0, 80'000'000}}});
+  EXPECT_TRUE(absl::IsOutOfRange(oob.status())) << oob.status();
+  auto unknown = c->Call(static_cast<Opcode>(200), {});
+  EXPECT_TRUE(absl::IsUnimplemented(unknown.status())) << unknown.status();
+  auto malformed = c->Call(Opcode::kSetVoxels, std::vector<uint8_t>{1, 2});
+  EXPECT_TRUE(absl::IsInvalidArgument(malformed.status())) << malformed.status();
+  EXPECT_OK(c->Call(Opcode::kPing, {}));
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+}
+
+TEST(DaemonTest, ThousandPipelinedRequestsOnOneConnection) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  auto c = Connect(daemon);
+  std::vector<uint64_t> ids;
+  for (uint64_t i = 0; i < 1000; ++i) {
+    protocol::SetVoxelsRequest set{{{{kX + i, kY, kZ}, static_cast<uint8_t>(1 + i % 250)}}};
+    ASSERT_OK_AND_ASSIGN(uint64_t id, c->Send(Opcode::kSetVoxels, set.Encode()));
+    ids.push_back(id);
+  }
+  std::set<uint64_t> answered;
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_OK_AND_ASSIGN(protocol::Frame f, c->Receive());
+    EXPECT_EQ(f.header.status, 0);
+    EXPECT_TRUE(f.header.is_reply());
+    answered.insert(f.header.request_id);
+  }
+  EXPECT_EQ(answered, std::set<uint64_t>(ids.begin(), ids.end()));
+  protocol::GetVoxelsRequest get;
+  for (uint64_t i = 0; i < 1000; ++i) get.at.push_back({kX + i, kY, kZ});
+  ASSERT_OK_AND_ASSIGN(auto got, c->GetVoxels(get));
+  for (uint64_t i = 0; i < 1000; ++i) EXPECT_EQ(got[i], 1 + i % 250);
+}
+
+TEST(DaemonTest, HostileInputClosesOnlyThatConnection) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  auto healthy = Connect(daemon);
+  ASSERT_OK(healthy->Call(Opcode::kPing, {}));
+  {
+    auto bad = Connect(daemon);  // bad magic
+    const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    ASSERT_EQ(send(bad->fd(), junk, sizeof junk - 1, MSG_NOSIGNAL), ssize_t{sizeof junk - 1});
+    auto r = bad->Receive();
+    if (r.ok()) {
+      EXPECT_NE(r->header.status, 0);
+    }
+    EXPECT_FALSE(bad->Receive().ok());  // closed
+  }
+  {
+    auto big = Connect(daemon);  // a length over the maximum
+    protocol::FrameHeader h;
+    h.opcode = static_cast<uint8_t>(Opcode::kPing);
+    h.request_id = 77;
+    std::vector<uint8_t> bytes;
+    protocol::EncodeFrame(h, {}, &bytes);
+    bytes[20] = bytes[21] = bytes[22] = bytes[23] = 0xff;  // payload_length = 4 GiB - 1
+    ASSERT_EQ(send(big->fd(), bytes.data(), bytes.size(), MSG_NOSIGNAL), ssize_t(bytes.size()));
+    ASSERT_OK_AND_ASSIGN(protocol::Frame f, big->Receive());
+    EXPECT_EQ(f.header.request_id, 77u);
+    EXPECT_EQ(f.header.status, static_cast<uint16_t>(protocol::WireStatus::kTooLarge));
+    EXPECT_FALSE(big->Receive().ok());
+  }
+  {
+    auto garbage = Connect(daemon);  // random bytes
+    std::mt19937 rng(1);
+    std::vector<uint8_t> noise(10'000);
+    for (auto& b : noise) b = static_cast<uint8_t>(rng());
+    send(garbage->fd(), noise.data(), noise.size(), MSG_NOSIGNAL);
+  }
+  ASSERT_OK(healthy->Call(Opcode::kPing, {}));
+  auto fresh = Connect(daemon);
+  ASSERT_OK(fresh->Call(Opcode::kPing, {}));
+}
+
+TEST(DaemonTest, SigtermFlushesAndEveryAcknowledgedWriteSurvives) {
+  TempDir dir;
+  std::vector<protocol::SetVoxelsRequest::Edit> acked;
+  {
+    DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+    auto c = Connect(daemon);
+    for (uint64_t i = 0; i < 200; ++i) {
+      protocol::SetVoxelsRequest set{{{{kX + i, kY + 3, kZ}, static_cast<uint8_t>(i % 200 + 1)}}};
+      ASSERT_OK(c->SetVoxels(set));
+      acked.push_back(set.edits[0]);
+    }
+    const int status = daemon.StopWith(SIGTERM);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  auto c = Connect(daemon);
+  protocol::GetVoxelsRequest get;
+  for (const auto& e : acked) get.at.push_back(e.at);
+  ASSERT_OK_AND_ASSIGN(auto got, c->GetVoxels(get));
+  for (size_t i = 0; i < acked.size(); ++i) EXPECT_EQ(got[i], acked[i].material) << i;
+}
+
+TEST(DaemonTest, KillNineKeepsEveryAcknowledgedWrite) {
+  TempDir dir;
+  std::vector<protocol::SetVoxelsRequest::Edit> acked;
+  {
+    DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+    auto c = Connect(daemon);
+    for (uint64_t i = 0; i < 300; ++i) {
+      protocol::SetVoxelsRequest set{{{{kX, kY + i, kZ + 5}, static_cast<uint8_t>(i % 100 + 1)}}};
+      ASSERT_OK(c->SetVoxels(set));
+      acked.push_back(set.edits[0]);
+    }
+    daemon.StopWith(SIGKILL);
+  }
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  auto c = Connect(daemon);
+  protocol::GetVoxelsRequest get;
+  for (const auto& e : acked) get.at.push_back(e.at);
+  ASSERT_OK_AND_ASSIGN(auto got, c->GetVoxels(get));
+  for (size_t i = 0; i < acked.size(); ++i) EXPECT_EQ(got[i], acked[i].material) << i;
+}
+
+TEST(DaemonTest, InvalidOptionsExitTwoNamingTheOption) {
+  for (const char* bad : {"--durability=maybe", "--cache-bytes=12XB", "--listen=nowhere"}) {
+    const std::string cmd = std::string(VOXDBD_PATH) + " " + bad + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    char buf[512] = {};
+    const size_t n = fread(buf, 1, sizeof buf - 1, p);
+    const int status = pclose(p);
+    EXPECT_EQ(WEXITSTATUS(status), 2) << bad;
+    const std::string out(buf, n);
+    const std::string option = std::string(bad).substr(2, std::string(bad).find('=') - 2);
+    EXPECT_NE(out.find("--" + option), std::string::npos) << out;
+  }
+}
+
+}  // namespace
+}  // namespace voxdb
