@@ -3,8 +3,10 @@
 #ifndef VOXDB_DAEMON_ASIO_H_
 #define VOXDB_DAEMON_ASIO_H_
 
-#include <boost/asio.hpp>
+// clang-format off
 #include <utility>
+#include <boost/asio.hpp>
+// clang-format on
 
 namespace voxdb::daemon {
 namespace asio = boost::asio;
