@@ -168,13 +168,13 @@ int main(int argc, char** argv) {
     sigwait(&signals, &sig);
     server->Stop();
   });
-  server->Run();
+  server->Run();  // returns after the signal thread's Stop()
+  signal_thread.join();
   // Order matters: the database's last acknowledgements post to the
   // server's (stopped) loop, so the database goes first.
   const absl::Status flushed = (*db)->Flush();
   db->reset();
   server.reset();
-  if (signal_thread.joinable()) signal_thread.join();
   if (!flushed.ok()) {
     std::fprintf(stderr, "voxdbd: final flush failed: %s\n",
                  std::string(flushed.message()).c_str());
