@@ -170,6 +170,7 @@ int main(int argc, char** argv) {
   });
   server->Run();  // returns after the signal thread's Stop()
   signal_thread.join();
+  server->JoinBackground();
   // Order matters: the database's last acknowledgements post to the
   // server's (stopped) loop, so the database goes first.
   const absl::Status flushed = (*db)->Flush();

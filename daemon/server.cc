@@ -185,14 +185,14 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         // Flush waits on the disk: run it off the I/O threads.
         auto self = shared_from_this();
         ++in_flight_;
-        std::thread([self, db, op, id] {
+        server_->RunBackground([self, db, op, id] {
           const absl::Status s = db->Flush();
           asio::post(self->socket_.get_executor(), [self, s, op, id] {
             --self->in_flight_;
             self->Reply(op, id, protocol::ToWireStatus(s),
                         s.ok() ? std::vector<uint8_t>() : MessageBytes(s));
           });
-        }).detach();
+        });
         return;
       }
       case Opcode::kStats: {
@@ -281,9 +281,23 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
 };
 
 Server::Server(const ServerOptions& options, engine::Database* db)
-    : options_(options), db_(db), acceptor_(io_) {}
+    : options_(options), db_(db), acceptor_(io_) {
+  background_ = std::thread([this] {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock<std::mutex> l(background_mu_);
+        background_cv_.wait(l, [&] { return background_stop_ || !background_tasks_.empty(); });
+        if (background_tasks_.empty()) return;  // stopping, all done
+        task = std::move(background_tasks_.front());
+        background_tasks_.pop_front();
+      }
+      task();
+    }
+  });
+}
 
-Server::~Server() = default;
+Server::~Server() { JoinBackground(); }
 
 StatusOr<uint16_t> Server::Listen() {
   boost::system::error_code ec;
@@ -335,6 +349,24 @@ void Server::Run() {
   // Stop() releases the guard by stopping the context after in-flight work.
   io_.run();
   for (auto& t : pool) t.join();
+}
+
+void Server::RunBackground(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> l(background_mu_);
+    background_tasks_.push_back(std::move(task));
+  }
+  background_cv_.notify_one();
+}
+
+void Server::JoinBackground() {
+  {
+    std::lock_guard<std::mutex> l(background_mu_);
+    if (background_stop_) return;
+    background_stop_ = true;
+  }
+  background_cv_.notify_all();
+  background_.join();
 }
 
 void Server::Stop() {

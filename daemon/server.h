@@ -9,9 +9,15 @@
 #define VOXDB_DAEMON_SERVER_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "daemon/asio.h"
 #include "engine/database.h"
@@ -38,6 +44,9 @@ class Server {
   // (up to 30 s), and returns.
   void Run();
   void Stop();
+  // Waits for requests that run off the I/O threads (FLUSH). Call after
+  // Run() returns and before the database goes away.
+  void JoinBackground();
 
   class Connection;
 
@@ -50,6 +59,14 @@ class Server {
   tcp::acceptor acceptor_;
   std::atomic<int> connections_{0};
   std::atomic<bool> stopping_{false};
+  // One worker for requests that wait on the disk (FLUSH), so that no I/O
+  // thread does and a client spamming FLUSH cannot spawn threads.
+  void RunBackground(std::function<void()> task);
+  std::mutex background_mu_;
+  std::condition_variable background_cv_;
+  std::deque<std::function<void()>> background_tasks_;  // GUARDED_BY(background_mu_)
+  bool background_stop_ = false;                        // GUARDED_BY(background_mu_)
+  std::thread background_;
 };
 
 }  // namespace voxdb::daemon
