@@ -5,9 +5,15 @@
 // Prints "voxdbd listening on HOST:PORT" once it serves. SIGTERM/SIGINT:
 // stop accepting, answer what is in flight, flush, exit 0.
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
+#include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -52,6 +58,23 @@ bool ParseSize(const std::string& s, uint64_t* out) {
   if (n > UINT64_MAX / mul) return false;
   *out = n * mul;
   return true;
+}
+
+// systemd readiness (Type=notify): one datagram to $NOTIFY_SOCKET, a path
+// or an abstract socket ("@name"). Nothing happens without systemd.
+void Notify(const char* state) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || (path[0] != '/' && path[0] != '@')) return;
+  const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const size_t len = std::min(std::strlen(path), sizeof addr.sun_path - 1);
+  std::memcpy(addr.sun_path, path, len);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';
+  sendto(fd, state, std::strlen(state), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr),
+         static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
+  close(fd);
 }
 
 int Fail(const std::string& option, const std::string& why) {
@@ -163,9 +186,11 @@ int main(int argc, char** argv) {
               server_options.listen_address.c_str(), *port, data.c_str(),
               static_cast<unsigned long long>((*db)->Stats().replayed_records));
   std::fflush(stdout);
+  Notify("READY=1");
   std::thread signal_thread([&] {
     int sig = 0;
     sigwait(&signals, &sig);
+    Notify("STOPPING=1");
     server->Stop();
   });
   server->Run();  // returns after the signal thread's Stop()

@@ -3,11 +3,15 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "engine/chunk_codec.h"
@@ -219,6 +223,60 @@ TEST(DaemonTest, InvalidOptionsExitTwoNamingTheOption) {
     const std::string option = std::string(bad).substr(2, std::string(bad).find('=') - 2);
     EXPECT_NE(out.find("--" + option), std::string::npos) << out;
   }
+}
+
+// conf/voxdb.conf is loadable as shipped, every option in it is one the
+// daemon knows with the default it documents, and the command line wins.
+TEST(DaemonTest, ShippedConfigFileMatchesTheDaemon) {
+  std::ifstream in(VOXDB_CONF_PATH);
+  ASSERT_TRUE(in) << VOXDB_CONF_PATH;
+  std::string help;
+  {
+    FILE* p = popen((std::string(VOXDBD_PATH) + " --help").c_str(), "r");
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) help.append(buf, n);
+    pclose(p);
+  }
+  std::string line;
+  int options = 0;
+  while (std::getline(in, line)) {
+    // "# name = value" lines are the commented defaults.
+    const size_t eq = line.find(" = ");
+    if (line.rfind("# ", 0) != 0 || eq == std::string::npos || line.find(' ', 2) != eq) continue;
+    const std::string name = line.substr(2, eq - 2), value = line.substr(eq + 3);
+    ++options;
+    EXPECT_NE(help.find("--" + name + " arg (=" + value + ")"), std::string::npos)
+        << name << " = " << value << " is not the daemon's default";
+  }
+  EXPECT_GE(options, 7);
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"), {"--config", VOXDB_CONF_PATH});
+  auto c = Connect(daemon);
+  EXPECT_OK(c->Call(Opcode::kPing, {}));
+}
+
+// Type=notify: READY=1 once it listens, STOPPING=1 on SIGTERM.
+TEST(DaemonTest, NotifiesSystemdReadiness) {
+  TempDir dir;
+  const std::string path = dir.Sub("notify");
+  const int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  setenv("NOTIFY_SOCKET", path.c_str(), 1);
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  unsetenv("NOTIFY_SOCKET");
+  char buf[256] = {};
+  ASSERT_GT(recv(fd, buf, sizeof buf - 1, 0), 0);
+  EXPECT_EQ(std::string(buf), "READY=1");
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+  std::memset(buf, 0, sizeof buf);
+  ASSERT_GT(recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT), 0);
+  EXPECT_EQ(std::string(buf), "STOPPING=1");
+  close(fd);
 }
 
 }  // namespace
