@@ -137,7 +137,9 @@ class Database::Impl {
   Status ReadChunk(uint64_t code, ChunkRef* out);
   void InsertClean(Shard& shard, uint64_t code, ChunkRef ref, uint64_t epoch);
   void TouchLocked(Shard& shard, Entry& e);
-  void MaybeEvict();
+  // Evicts clean chunks until the cache, plus `headroom` bytes about to be
+  // added, fits cache_bytes (or nothing clean is left).
+  void MaybeEvict(size_t headroom = 0);
 
   // --- Writes: all under edit_mu_ ---
   // Loads and pins the entry for `code`.
@@ -410,8 +412,9 @@ void Database::Impl::InsertClean(Shard& shard, uint64_t code, ChunkRef ref, uint
   MaybeEvict();
 }
 
-void Database::Impl::MaybeEvict() {
-  const int64_t budget = static_cast<int64_t>(options_.cache_bytes);
+void Database::Impl::MaybeEvict(size_t headroom) {
+  const int64_t budget =
+      static_cast<int64_t>(options_.cache_bytes) - static_cast<int64_t>(headroom);
   for (size_t tries = 0; cache_bytes_.load() > budget && tries < shards_.size(); ++tries) {
     Shard& shard = shards_[evict_cursor_++ % shards_.size()];
     std::lock_guard<std::mutex> l(shard.mu);
@@ -776,6 +779,9 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
     } else {
       seq = next_seq_++;
       last_seq_ = seq;
+      // Writes are serialised here: make room for this one's growth first,
+      // so that concurrent writers cannot overshoot the cache together.
+      MaybeEvict(estimate);
       status = apply(seq);
     }
     if (status.ok()) {
