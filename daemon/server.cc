@@ -51,11 +51,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       if (result == protocol::FrameDecoder::Result::kError) {
         // An untrusted frame: answer if we can, then close this connection.
         const absl::Status& e = decoder_.error();
-        const WireStatus code = absl::IsInvalidArgument(e) && e.message().find("over the limit") !=
-                                                                  absl::string_view::npos
-                                    ? WireStatus::kTooLarge
-                                    : protocol::ToWireStatus(e);
-        Reply(0, decoder_.error_request_id(), code, MessageBytes(e));
+        Reply(0, decoder_.error_request_id(), decoder_.error_wire_status(), MessageBytes(e));
         close_after_write_ = true;
         return;
       }

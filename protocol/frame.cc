@@ -132,6 +132,7 @@ FrameDecoder::Result FrameDecoder::Feed(std::span<const uint8_t> in, size_t* con
     const uint8_t* p = header_bytes_;
     if (Get32(p) != kMagic) {
       error_ = absl::InvalidArgumentError("bad magic: this is not a voxdb protocol stream");
+      error_wire_status_ = WireStatus::kInvalid;
       return Result::kError;
     }
     header_.version = p[4];
@@ -145,16 +146,19 @@ FrameDecoder::Result FrameDecoder::Feed(std::span<const uint8_t> in, size_t* con
       error_ = absl::UnimplementedError(
           absl::StrFormat("protocol version %u is not supported (this server speaks %u)",
                           header_.version, kProtocolVersion));
+      error_wire_status_ = WireStatus::kUnsupported;
       return Result::kError;
     }
     if (Get16(p + 18) != 0 || (header_.flags & ~kFlagReply) != 0) {
       error_ = absl::InvalidArgumentError("reserved header bits are set");
+      error_wire_status_ = WireStatus::kInvalid;
       return Result::kError;
     }
     if (header_.payload_length > max_payload_) {
       error_ = absl::InvalidArgumentError(
           absl::StrFormat("frame payload of %u bytes is over the limit of %u",
                           header_.payload_length, max_payload_));
+      error_wire_status_ = WireStatus::kTooLarge;
       return Result::kError;
     }
     have_header_ = true;

@@ -95,6 +95,9 @@ class FrameDecoder {
   Result Feed(std::span<const uint8_t> in, size_t* consumed, Frame* frame);
 
   const absl::Status& error() const { return error_; }
+  // The wire status for error(): TOO_LARGE for an oversized length,
+  // UNSUPPORTED for a protocol version, INVALID otherwise.
+  WireStatus error_wire_status() const { return error_wire_status_; }
   // The request id of the frame being decoded when the error occurred, if
   // its header was read (so the error reply can name it), else 0.
   uint64_t error_request_id() const { return error_request_id_; }
@@ -109,6 +112,7 @@ class FrameDecoder {
   FrameHeader header_;
   std::vector<uint8_t> payload_;
   absl::Status error_;
+  WireStatus error_wire_status_ = WireStatus::kOk;
   uint64_t error_request_id_ = 0;
 };
 

@@ -96,6 +96,7 @@ TEST(FrameTest, UntrustworthyFramesAreStickyErrors) {
     FeedAll(d, bytes, 100, &last);
     EXPECT_EQ(last, FrameDecoder::Result::kError);
     EXPECT_TRUE(absl::IsUnimplemented(d.error()));
+    EXPECT_EQ(d.error_wire_status(), WireStatus::kUnsupported);
     EXPECT_EQ(d.error_request_id(), 7u);
   }
   {
@@ -104,6 +105,7 @@ TEST(FrameTest, UntrustworthyFramesAreStickyErrors) {
     FeedAll(d, Encoded(1, 9, std::vector<uint8_t>(101)), 24, &last);
     EXPECT_EQ(last, FrameDecoder::Result::kError);
     EXPECT_LE(d.buffered(), kHeaderSize);
+    EXPECT_EQ(d.error_wire_status(), WireStatus::kTooLarge);
   }
 }
 
