@@ -775,7 +775,7 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
     if (closing_) {
-      status = absl::UnavailableError("the database is closing");
+      status = ClosingError("the database is closing");
     } else {
       seq = next_seq_++;
       last_seq_ = seq;

@@ -157,7 +157,7 @@ class Database {
   // --- Writes (asynchronous) -----------------------------------------------
   // `done` is called exactly once. Validation errors (OUT_OF_BOUNDS,
   // INVALID, CONFLICT) complete inline before anything is applied; BUSY when
-  // back-pressure waited longer than busy_timeout; UNAVAILABLE after close
+  // back-pressure waited longer than busy_timeout; CLOSING (kCancelled) after close
   // began; STORAGE_FULL / IO_ERROR when the journal commit failed (the edit
   // is then applied in memory but not durable).
 

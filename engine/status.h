@@ -12,6 +12,7 @@
 //   NOT_FOUND       kNotFound              no such chunk / key
 //   CONFLICT        kAborted               an expected version did not match
 //   BUSY            kUnavailable           back-pressure; retry later
+//   CLOSING         kCancelled             the database or server is shutting down
 //   INVALID         kInvalidArgument       malformed request or option
 //   MISMATCH        kFailedPrecondition    database created with another frame / format
 //   UNSUPPORTED     kUnimplemented         a record or file written by a newer format
@@ -38,6 +39,7 @@ inline Status CorruptError(absl::string_view msg) { return absl::DataLossError(m
 inline Status StorageFullError(absl::string_view msg) { return absl::ResourceExhaustedError(msg); }
 inline Status ConflictError(absl::string_view msg) { return absl::AbortedError(msg); }
 inline Status BusyError(absl::string_view msg) { return absl::UnavailableError(msg); }
+inline Status ClosingError(absl::string_view msg) { return absl::CancelledError(msg); }
 inline Status MismatchError(absl::string_view msg) { return absl::FailedPreconditionError(msg); }
 inline Status UnsupportedError(absl::string_view msg) { return absl::UnimplementedError(msg); }
 inline Status IoError(absl::string_view msg) { return absl::InternalError(msg); }

@@ -129,7 +129,7 @@ TEST(FrameTest, StatusCodesRoundTrip) {
   for (const absl::Status& s :
        {absl::OkStatus(), absl::InvalidArgumentError("a"), absl::OutOfRangeError("b"),
         absl::NotFoundError("c"), absl::AbortedError("d"), absl::DataLossError("e"),
-        absl::ResourceExhaustedError("f"), absl::UnavailableError("g"),
+        absl::ResourceExhaustedError("f"), absl::UnavailableError("g"), absl::CancelledError("m"),
         absl::UnauthenticatedError("h"), absl::PermissionDeniedError("i"),
         absl::UnimplementedError("j"), absl::FailedPreconditionError("k"),
         absl::InternalError("l")}) {
