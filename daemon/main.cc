@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <boost/program_options.hpp>
+#include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +19,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "daemon/server.h"
 #include "engine/database.h"
@@ -60,6 +62,28 @@ bool ParseSize(const std::string& s, uint64_t* out) {
   return true;
 }
 
+// "300s", "5m", "250ms", "1h", "0": a duration. Returns false on anything else.
+bool ParseDuration(const std::string& s, std::chrono::milliseconds* out) {
+  size_t i = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+  if (i == 0 || i > 9) return false;
+  const int64_t n = std::stoll(s.substr(0, i));
+  const std::string unit = s.substr(i);
+  int64_t ms;
+  if (unit == "ms")
+    ms = n;
+  else if (unit == "s" || (unit.empty() && n == 0))
+    ms = n * 1000;
+  else if (unit == "m" || unit == "min")
+    ms = n * 60'000;
+  else if (unit == "h")
+    ms = n * 3'600'000;
+  else
+    return false;
+  *out = std::chrono::milliseconds(ms);
+  return true;
+}
+
 // systemd readiness (Type=notify): one datagram to $NOTIFY_SOCKET, a path
 // or an abstract socket ("@name"). Nothing happens without systemd.
 void Notify(const char* state) {
@@ -86,7 +110,9 @@ int Fail(const std::string& option, const std::string& why) {
 
 int main(int argc, char** argv) {
   std::string config, data, listen, durability, cache, dirty, max_map;
-  int threads = 0;
+  std::string max_frame, max_buffered, idle_timeout, send_timeout, shutdown_timeout;
+  std::vector<std::string> tokens;
+  int threads = 0, max_connections = 0;
   po::options_description desc("voxdbd options (also accepted in the config file as name = value)");
   desc.add_options()("help", "show this help and exit")("version", "print the version and exit")(
       "config", po::value(&config), "read options from this file (command line wins)")(
@@ -100,7 +126,22 @@ int main(int argc, char** argv) {
       "dirty-bytes", po::value(&dirty)->default_value("256MiB"),
       "dirty chunks at most; writers wait beyond")(
       "max-map-size", po::value(&max_map)->default_value("1TiB"),
-      "largest the LMDB map may grow; then writes fail with STORAGE_FULL");
+      "largest the LMDB map may grow; then writes fail with STORAGE_FULL")(
+      "token", po::value(&tokens)->composing(),
+      "ROLE:SECRET, repeatable; ROLE is read, write or admin; with any token every client "
+      "must authenticate (required unless --listen is loopback)")(
+      "max-connections", po::value(&max_connections)->default_value(1024),
+      "connections served at once; more are refused with BUSY")(
+      "max-frame-bytes", po::value(&max_frame)->default_value("64MiB"),
+      "largest request payload (4KiB before a client has authenticated)")(
+      "max-buffered-bytes", po::value(&max_buffered)->default_value("64MiB"),
+      "reply bytes queued per connection before its requests stop being read")(
+      "idle-timeout", po::value(&idle_timeout)->default_value("5m"),
+      "close a connection without a whole request for this long (0: never)")(
+      "send-timeout", po::value(&send_timeout)->default_value("30s"),
+      "close a connection whose replies make no progress for this long (0: never)")(
+      "shutdown-timeout", po::value(&shutdown_timeout)->default_value("30s"),
+      "on SIGTERM, wait this long at most for requests in flight");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -160,6 +201,48 @@ int main(int argc, char** argv) {
     return Fail("listen", "'" + listen + "' has no valid port");
   }
   server_options.io_threads = threads;
+  if (max_connections < 1) return Fail("max-connections", "must be at least 1");
+  server_options.max_connections = max_connections;
+  if (!ParseSize(max_frame, &n) || n < 4096 || n > (uint64_t{1} << 31)) {
+    return Fail("max-frame-bytes", "'" + max_frame + "' is not a size in 4KiB..2GiB");
+  }
+  server_options.max_frame_payload = static_cast<uint32_t>(n);
+  if (!ParseSize(max_buffered, &n) || n == 0) {
+    return Fail("max-buffered-bytes", "'" + max_buffered + "' is not a size");
+  }
+  server_options.max_buffered_bytes = n;
+  if (!ParseDuration(idle_timeout, &server_options.idle_timeout)) {
+    return Fail("idle-timeout", "'" + idle_timeout + "' is not a duration like 300s or 5m");
+  }
+  if (!ParseDuration(send_timeout, &server_options.send_timeout)) {
+    return Fail("send-timeout", "'" + send_timeout + "' is not a duration like 30s");
+  }
+  if (!ParseDuration(shutdown_timeout, &server_options.shutdown_timeout)) {
+    return Fail("shutdown-timeout", "'" + shutdown_timeout + "' is not a duration like 30s");
+  }
+  for (const std::string& t : tokens) {
+    const size_t c = t.find(':');
+    const std::string role = t.substr(0, c == std::string::npos ? 0 : c);
+    daemon::Token token;
+    if (role == "read") {
+      token.role = protocol::Role::kRead;
+    } else if (role == "write") {
+      token.role = protocol::Role::kWrite;
+    } else if (role == "admin") {
+      token.role = protocol::Role::kAdmin;
+    } else {
+      return Fail("token", "expected ROLE:SECRET with ROLE read, write or admin");
+    }
+    token.secret = t.substr(c + 1);
+    if (token.secret.size() < 16) {
+      return Fail("token", "a " + role + " token's secret has fewer than 16 characters");
+    }
+    server_options.tokens.push_back(std::move(token));
+  }
+  if (server_options.tokens.empty() && daemon::RequiresTokens(server_options.listen_address)) {
+    return Fail("listen", server_options.listen_address +
+                              " is beyond loopback: configure at least one --token ROLE:SECRET");
+  }
 
   // A closed stdout or socket must not kill the daemon.
   signal(SIGPIPE, SIG_IGN);

@@ -1,5 +1,6 @@
 #include "daemon/server.h"
 
+#include <algorithm>
 #include <deque>
 #include <sstream>
 #include <thread>
@@ -12,62 +13,154 @@
 namespace voxdb::daemon {
 namespace {
 
+using Clock = std::chrono::steady_clock;
 using protocol::Opcode;
+using protocol::Role;
 using protocol::WireStatus;
 
 engine::VoxelCoord ToVoxel(const protocol::Voxel3& v) { return {v.x, v.y, v.z}; }
 engine::VoxelBox ToBox(const protocol::Box& b) { return {ToVoxel(b.lo), ToVoxel(b.hi)}; }
 
-std::vector<uint8_t> MessageBytes(const absl::Status& s) {
-  const absl::string_view m = s.message();
-  return std::vector<uint8_t>(m.begin(), m.end());
+// A frame buffer whose payload is appended after room for the header;
+// SealFrame() writes the header once the payload is complete. Replies are
+// built in place this way so that a chunk record is copied once, from the
+// LMDB map (or the cache) into the socket's buffer.
+std::vector<uint8_t> NewFrame(size_t payload_hint) {
+  std::vector<uint8_t> bytes;
+  bytes.reserve(protocol::kHeaderSize + payload_hint);
+  bytes.resize(protocol::kHeaderSize);
+  return bytes;
+}
+
+void SealFrame(uint8_t op, uint64_t id, WireStatus status, std::vector<uint8_t>* bytes) {
+  protocol::FrameHeader h;
+  h.opcode = op;
+  h.flags = protocol::kFlagReply;
+  h.request_id = id;
+  h.status = static_cast<uint16_t>(status);
+  protocol::EncodeHeader(h, static_cast<uint32_t>(bytes->size() - protocol::kHeaderSize),
+                         bytes->data());
+}
+
+void Append(std::vector<uint8_t>* out, const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  out->insert(out->end(), b, b + n);
+}
+template <typename T>
+void AppendLE(std::vector<uint8_t>* out, T v) {
+  uint8_t b[sizeof(T)];
+  for (size_t i = 0; i < sizeof(T); ++i) b[i] = static_cast<uint8_t>(v >> (8 * i));
+  Append(out, b, sizeof b);
 }
 
 }  // namespace
+
+bool RequiresTokens(const std::string& address) {
+  boost::system::error_code ec;
+  const auto a = asio::ip::make_address(address, ec);
+  return ec || !a.is_loopback();
+}
 
 // One client connection. All its state lives on its strand.
 class Server::Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(Server* server, tcp::socket socket)
-      : server_(server), socket_(std::move(socket)), decoder_(server->options_.max_frame_payload) {}
+      : server_(server),
+        options_(server->options_),
+        socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        role_(options_.tokens.empty() ? Role::kAdmin : Role::kNone),
+        decoder_(role_ == Role::kNone
+                     ? std::min(options_.unauthenticated_max_payload, options_.max_frame_payload)
+                     : options_.max_frame_payload),
+        last_request_(Clock::now()) {}
 
-  void Start() { Read(); }
+  void Start() {
+    ArmTimer();
+    Read();
+  }
 
  private:
   void Read() {
+    if (closed_ || paused_ || close_after_write_) return;
     auto self = shared_from_this();
     socket_.async_read_some(asio::buffer(buffer_), [self](boost::system::error_code ec, size_t n) {
       if (ec) return self->Close();
+      self->server_->bytes_in_ += n;
       self->OnBytes(std::span<const uint8_t>(self->buffer_.data(), n));
+      if (!self->paused_) self->Read();
     });
   }
 
+  // Decodes and dispatches the frames in `in`. Stops early (keeping the rest
+  // in pending_input_) when this connection owes too many reply bytes; the
+  // writer resumes it.
   void OnBytes(std::span<const uint8_t> in) {
-    while (!in.empty()) {
+    while (!in.empty() && !closed_ && !close_after_write_) {
+      if (outbox_bytes_ > options_.max_buffered_bytes) {
+        paused_ = true;
+        pending_input_.assign(in.begin(), in.end());
+        return;
+      }
       size_t used = 0;
       protocol::Frame frame;
       const auto result = decoder_.Feed(in, &used, &frame);
       in = in.subspan(used);
       if (result == protocol::FrameDecoder::Result::kError) {
         // An untrusted frame: answer if we can, then close this connection.
-        const absl::Status& e = decoder_.error();
-        Reply(0, decoder_.error_request_id(), decoder_.error_wire_status(), MessageBytes(e));
+        ++server_->protocol_errors_;
+        std::string message(decoder_.error().message());
+        if (role_ == Role::kNone && decoder_.error_wire_status() == WireStatus::kTooLarge) {
+          message += absl::StrFormat(
+              " (before authenticating, frames may carry at most %u bytes: send HELLO with a "
+              "token first)",
+              options_.unauthenticated_max_payload);
+        }
+        ReplyError(0, decoder_.error_request_id(), decoder_.error_wire_status(), message);
         close_after_write_ = true;
         return;
       }
-      if (result == protocol::FrameDecoder::Result::kFrame) Dispatch(std::move(frame));
+      if (result == protocol::FrameDecoder::Result::kFrame) {
+        last_request_ = Clock::now();
+        ++server_->requests_;
+        Dispatch(std::move(frame));
+      }
     }
-    Read();
+  }
+
+  // Called by the writer when the outbox shrank.
+  void MaybeResume() {
+    if (!paused_ || outbox_bytes_ > options_.max_buffered_bytes) return;
+    paused_ = false;
+    std::vector<uint8_t> in = std::move(pending_input_);
+    pending_input_.clear();
+    OnBytes(in);
+    if (!paused_) Read();
   }
 
   void Dispatch(protocol::Frame frame) {
     const uint8_t op = frame.header.opcode;
     const uint64_t id = frame.header.request_id;
     engine::Database* db = server_->db_;
-    auto fail = [&](const absl::Status& s) {
-      Reply(op, id, protocol::ToWireStatus(s), MessageBytes(s));
-    };
+    auto fail = [&](const absl::Status& s) { Reply(op, id, s); };
     if (frame.header.is_reply()) return fail(absl::InvalidArgumentError("a client sent a reply"));
+    if (server_->stopping_) {
+      close_after_write_ = true;
+      return fail(absl::CancelledError("voxdbd is shutting down"));
+    }
+    const Role need = protocol::RequiredRole(static_cast<Opcode>(op));
+    if (role_ < need) {
+      const char* name = protocol::OpcodeName(static_cast<Opcode>(op));
+      if (role_ == Role::kNone) {
+        ++server_->auth_failures_;
+        return fail(absl::UnauthenticatedError(
+            absl::StrFormat("%s needs authentication: send HELLO with a token first", name)));
+      }
+      ++server_->permission_denied_;
+      return fail(absl::PermissionDeniedError(
+          absl::StrFormat("this token's role '%s' may not %s (needs '%s')",
+                          protocol::RoleName(role_), name, protocol::RoleName(need))));
+    }
     const std::span<const uint8_t> p = frame.payload;
     switch (static_cast<Opcode>(op)) {
       case Opcode::kHello: {
@@ -78,51 +171,39 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
           return fail(absl::UnimplementedError(absl::StrFormat(
               "this server speaks protocol version %u only", protocol::kProtocolVersion)));
         }
+        if (!options_.tokens.empty()) {
+          const Role granted = server_->Authenticate(req->token);
+          if (granted == Role::kNone) {
+            ++server_->auth_failures_;
+            close_after_write_ = true;
+            return fail(absl::UnauthenticatedError(req->token.empty() ? "this server needs a token"
+                                                                      : "wrong token"));
+          }
+          role_ = granted;
+          decoder_.set_max_payload(options_.max_frame_payload);
+        }
         protocol::HelloReply reply;
         reply.version = protocol::kProtocolVersion;
         reply.world_frame = db->frame().Encode();
         reply.server_version = "voxdbd 0.1.0";
-        reply.max_payload = server_->options_.max_frame_payload;
-        reply.max_batch = server_->options_.max_batch;
+        reply.max_payload = options_.max_frame_payload;
+        reply.max_batch = options_.max_batch;
         reply.max_box_voxels = uint64_t{1} << 28;
+        reply.role = static_cast<uint8_t>(role_);
         return Reply(op, id, WireStatus::kOk, reply.Encode());
       }
       case Opcode::kPing:
         return Reply(op, id, WireStatus::kOk, std::move(frame.payload));
-      case Opcode::kGetChunks: {
-        auto req = protocol::GetChunksRequest::Decode(p);
-        if (!req.ok()) return fail(req.status());
-        if (req->codes.size() > server_->options_.max_batch) {
-          return fail(absl::InvalidArgumentError("too many chunks in one GET_CHUNKS"));
-        }
-        std::vector<engine::ChunkKey> keys;
-        for (uint64_t c : req->codes) {
-          if (c > engine::ChunkKey::kMaxCode)
-            return fail(absl::InvalidArgumentError("bad chunk key"));
-          keys.push_back(engine::ChunkKey::FromCode(c));
-        }
-        protocol::GetChunksReply reply;
-        reply.results.resize(keys.size());
-        absl::Status s = db->GetChunks(keys, [&](size_t i, const engine::ChunkRead& read) {
-          protocol::ChunkResult& r = reply.results[i];
-          r.status = static_cast<uint16_t>(protocol::ToWireStatus(read.status));
-          r.version = read.version;
-          if (read.status.ok()) {
-            r.bytes.assign(read.record.begin(), read.record.end());
-          } else {
-            r.bytes = MessageBytes(read.status);
-          }
-        });
-        if (!s.ok()) return fail(s);
-        return Reply(op, id, WireStatus::kOk, reply.Encode());
-      }
+      case Opcode::kGetChunks:
+        return GetChunks(op, id, p);
       case Opcode::kGetVoxels: {
         auto req = protocol::GetVoxelsRequest::Decode(p);
         if (!req.ok()) return fail(req.status());
-        if (req->at.size() > server_->options_.max_batch) {
+        if (req->at.size() > options_.max_batch) {
           return fail(absl::InvalidArgumentError("too many voxels in one GET_VOXELS"));
         }
         std::vector<engine::VoxelCoord> at;
+        at.reserve(req->at.size());
         for (const auto& v : req->at) at.push_back(ToVoxel(v));
         std::vector<uint8_t> out(at.size());
         if (absl::Status s = db->GetVoxels(at, out.data()); !s.ok()) return fail(s);
@@ -133,20 +214,25 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         if (!req.ok()) return fail(req.status());
         const engine::VoxelBox box = ToBox(req->box);
         if (absl::Status s = db->frame().CheckBox(box); !s.ok()) return fail(s);
-        if (box.volume() > server_->options_.max_frame_payload) {
+        if (box.volume() > options_.max_frame_payload) {
           return fail(absl::InvalidArgumentError("box is larger than the largest frame"));
         }
-        std::vector<uint8_t> out(box.volume());
-        if (absl::Status s = db->ReadBox(box, out.data()); !s.ok()) return fail(s);
-        return Reply(op, id, WireStatus::kOk, std::move(out));
+        std::vector<uint8_t> out = NewFrame(box.volume());
+        out.resize(protocol::kHeaderSize + box.volume());
+        if (absl::Status s = db->ReadBox(box, out.data() + protocol::kHeaderSize); !s.ok()) {
+          return fail(s);
+        }
+        SealFrame(op, id, WireStatus::kOk, &out);
+        return Enqueue(std::move(out));
       }
       case Opcode::kSetVoxels: {
         auto req = protocol::SetVoxelsRequest::Decode(p);
         if (!req.ok()) return fail(req.status());
-        if (req->edits.size() > server_->options_.max_batch) {
+        if (req->edits.size() > options_.max_batch) {
           return fail(absl::InvalidArgumentError("too many edits in one SET_VOXELS"));
         }
         std::vector<engine::VoxelEdit> edits;
+        edits.reserve(req->edits.size());
         for (const auto& e : req->edits) edits.push_back({ToVoxel(e.at), e.material});
         return db->SetVoxels(edits, WriteDone(op, id));
       }
@@ -180,80 +266,217 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       case Opcode::kFlush: {
         // Flush waits on the disk: run it off the I/O threads.
         auto self = shared_from_this();
-        ++in_flight_;
+        BeginAsync();
         server_->RunBackground([self, db, op, id] {
           const absl::Status s = db->Flush();
           asio::post(self->socket_.get_executor(), [self, s, op, id] {
-            --self->in_flight_;
-            self->Reply(op, id, protocol::ToWireStatus(s),
-                        s.ok() ? std::vector<uint8_t>() : MessageBytes(s));
+            self->EndAsync();
+            self->Reply(op, id, s);
           });
         });
         return;
       }
-      case Opcode::kStats: {
-        const engine::DatabaseStats st = db->Stats();
-        std::ostringstream out;
-        out << "cache_hits " << st.cache_hits << "\ncache_misses " << st.cache_misses
-            << "\ncache_evictions " << st.cache_evictions << "\ncache_bytes " << st.cache_bytes
-            << "\ncache_chunks " << st.cache_chunks << "\ndirty_bytes " << st.dirty_bytes
-            << "\ndirty_chunks " << st.dirty_chunks << "\noldest_dirty_age_seconds "
-            << st.oldest_dirty_age_s << "\njournal_records " << st.journal_records
-            << "\njournal_commits " << st.journal_commits << "\nlast_seq " << st.last_seq
-            << "\ncommitted_seq " << st.committed_seq << "\nreplayed_records "
-            << st.replayed_records << "\nflushes " << st.flushes << "\nflushed_chunks "
-            << st.flushed_chunks << "\nfills " << st.fills << "\nconnections "
-            << server_->connections_.load() << "\n";
-        const std::string text = out.str();
-        return Reply(op, id, WireStatus::kOk, std::vector<uint8_t>(text.begin(), text.end()));
-      }
+      case Opcode::kStats:
+        return Reply(op, id, WireStatus::kOk, StatsText());
     }
     fail(absl::UnimplementedError(absl::StrFormat("unknown opcode %u", op)));
   }
 
+  // GET_CHUNKS: the reply is built in place. A reply that would pass the
+  // frame limit carries TOO_LARGE for the chunks that did not fit, so one
+  // request cannot make the server buffer more than a frame.
+  void GetChunks(uint8_t op, uint64_t id, std::span<const uint8_t> p) {
+    auto req = protocol::GetChunksRequest::Decode(p);
+    if (!req.ok()) return Reply(op, id, req.status());
+    if (req->codes.size() > options_.max_batch) {
+      return Reply(op, id, absl::InvalidArgumentError("too many chunks in one GET_CHUNKS"));
+    }
+    std::vector<engine::ChunkKey> keys;
+    keys.reserve(req->codes.size());
+    for (uint64_t c : req->codes) {
+      if (c > engine::ChunkKey::kMaxCode) {
+        return Reply(op, id, absl::InvalidArgumentError("bad chunk key"));
+      }
+      keys.push_back(engine::ChunkKey::FromCode(c));
+    }
+    std::vector<uint8_t> out =
+        NewFrame(std::min<size_t>(4 + keys.size() * (48 << 10), options_.max_frame_payload));
+    AppendLE<uint32_t>(&out, static_cast<uint32_t>(keys.size()));
+    const size_t limit = protocol::kHeaderSize + options_.max_frame_payload;
+    absl::Status s = server_->db_->GetChunks(keys, [&](size_t, const engine::ChunkRead& read) {
+      WireStatus wire = protocol::ToWireStatus(read.status);
+      std::span<const uint8_t> bytes = read.record;
+      if (!read.status.ok()) {
+        const absl::string_view m = read.status.message();
+        bytes = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(m.data()), m.size());
+      } else if (out.size() + 14 + bytes.size() > limit) {
+        wire = WireStatus::kTooLarge;  // no message: 14 bytes per chunk left out
+        bytes = {};
+      }
+      AppendLE<uint16_t>(&out, static_cast<uint16_t>(wire));
+      AppendLE<uint64_t>(&out, read.version);
+      AppendLE<uint32_t>(&out, static_cast<uint32_t>(bytes.size()));
+      Append(&out, bytes.data(), bytes.size());
+    });
+    if (!s.ok()) return Reply(op, id, s);
+    SealFrame(op, id, WireStatus::kOk, &out);
+    Enqueue(std::move(out));
+  }
+
+  std::vector<uint8_t> StatsText() const {
+    const engine::DatabaseStats st = server_->db_->Stats();
+    const ServerStats ss = server_->stats();
+    std::ostringstream out;
+    out << "cache_hits " << st.cache_hits << "\ncache_misses " << st.cache_misses
+        << "\ncache_evictions " << st.cache_evictions << "\ncache_bytes " << st.cache_bytes
+        << "\ncache_chunks " << st.cache_chunks << "\ndirty_bytes " << st.dirty_bytes
+        << "\ndirty_chunks " << st.dirty_chunks << "\noldest_dirty_age_seconds "
+        << st.oldest_dirty_age_s << "\njournal_records " << st.journal_records
+        << "\njournal_commits " << st.journal_commits << "\nlast_seq " << st.last_seq
+        << "\ncommitted_seq " << st.committed_seq << "\nreplayed_records " << st.replayed_records
+        << "\nflushes " << st.flushes << "\nflushed_chunks " << st.flushed_chunks << "\nfills "
+        << st.fills << "\nconnections " << ss.connections_open << "\nconnections_accepted "
+        << ss.connections_accepted << "\nconnections_rejected " << ss.connections_rejected
+        << "\nauth_failures " << ss.auth_failures << "\npermission_denied " << ss.permission_denied
+        << "\nidle_closed " << ss.idle_closed << "\nslow_closed " << ss.slow_closed
+        << "\nprotocol_errors " << ss.protocol_errors << "\nrequests " << ss.requests
+        << "\nbytes_in " << ss.bytes_in << "\nbytes_out " << ss.bytes_out << "\nin_flight "
+        << ss.in_flight << "\n";
+    const std::string text = out.str();
+    return std::vector<uint8_t>(text.begin(), text.end());
+  }
+
+  void BeginAsync() {
+    ++in_flight_;
+    ++server_->in_flight_;
+  }
+  void EndAsync() {
+    --in_flight_;
+    --server_->in_flight_;
+  }
+
   // A completion for an engine write: posts the reply back to this strand.
   engine::WriteDone WriteDone(uint8_t op, uint64_t id) {
-    ++in_flight_;
+    BeginAsync();
     auto self = shared_from_this();
     return [self, op, id](const engine::WriteResult& r) {
       asio::post(self->socket_.get_executor(), [self, r, op, id] {
-        --self->in_flight_;
+        self->EndAsync();
         if (r.status.ok()) {
           self->Reply(op, id, WireStatus::kOk, protocol::EncodeU64(r.version));
         } else {
-          self->Reply(op, id, protocol::ToWireStatus(r.status), MessageBytes(r.status));
+          self->Reply(op, id, r.status);
         }
       });
     };
   }
 
+  void Reply(uint8_t op, uint64_t id, const absl::Status& s) {
+    if (s.ok()) return Reply(op, id, WireStatus::kOk, {});
+    ReplyError(op, id, protocol::ToWireStatus(s), s.message());
+  }
+  void ReplyError(uint8_t op, uint64_t id, WireStatus status, absl::string_view message) {
+    Reply(op, id, status, std::vector<uint8_t>(message.begin(), message.end()));
+  }
   void Reply(uint8_t op, uint64_t id, WireStatus status, std::vector<uint8_t> payload) {
-    protocol::FrameHeader h;
-    h.opcode = op;
-    h.flags = protocol::kFlagReply;
-    h.request_id = id;
-    h.status = static_cast<uint16_t>(status);
-    std::vector<uint8_t> bytes;
-    bytes.reserve(protocol::kHeaderSize + payload.size());
-    protocol::EncodeFrame(h, payload, &bytes);
-    outbox_.push_back(std::move(bytes));
+    std::vector<uint8_t> bytes = NewFrame(payload.size());
+    Append(&bytes, payload.data(), payload.size());
+    SealFrame(op, id, status, &bytes);
+    Enqueue(std::move(bytes));
+  }
+
+  void Enqueue(std::vector<uint8_t> frame) {
+    if (closed_) return;
+    if (outbox_.empty()) last_send_progress_ = Clock::now();
+    outbox_bytes_ += frame.size();
+    server_->unsent_ += frame.size();
+    outbox_.push_back(std::move(frame));
     if (!writing_) Write();
   }
 
+  // Writes as much of the outbox as the socket takes, many frames per
+  // system call.
   void Write() {
+    if (closed_) {
+      writing_ = false;
+      return ReleaseOutbox();
+    }
     if (outbox_.empty()) {
       writing_ = false;
-      if (close_after_write_) Close();
+      if (close_after_write_ && in_flight_ == 0) Close();
       return;
     }
     writing_ = true;
+    std::vector<asio::const_buffer> buffers;
+    size_t offset = front_offset_;
+    for (const auto& f : outbox_) {
+      buffers.emplace_back(f.data() + offset, f.size() - offset);
+      offset = 0;
+      if (buffers.size() == 64) break;
+    }
     auto self = shared_from_this();
-    asio::async_write(socket_, asio::buffer(outbox_.front()),
-                      [self](boost::system::error_code ec, size_t) {
-                        if (ec) return self->Close();
-                        self->outbox_.pop_front();
-                        self->Write();
-                      });
+    socket_.async_write_some(buffers, [self](boost::system::error_code ec, size_t n) {
+      if (ec || self->closed_) {
+        // The buffers were in use until now: only now may they go.
+        self->writing_ = false;
+        self->Close();
+        self->ReleaseOutbox();
+        return;
+      }
+      self->OnWritten(n);
+    });
+  }
+
+  void OnWritten(size_t n) {
+    last_send_progress_ = Clock::now();
+    server_->bytes_out_ += n;
+    server_->unsent_ -= n;
+    outbox_bytes_ -= n;
+    while (n > 0) {
+      const size_t left = outbox_.front().size() - front_offset_;
+      if (n < left) {
+        front_offset_ += n;
+        break;
+      }
+      n -= left;
+      front_offset_ = 0;
+      outbox_.pop_front();
+    }
+    MaybeResume();
+    Write();
+  }
+
+  // The idle and send timeouts, checked on one periodic timer.
+  void ArmTimer() {
+    auto period = std::chrono::milliseconds::max();
+    for (auto t : {options_.idle_timeout, options_.send_timeout}) {
+      if (t.count() > 0) period = std::min(period, t);
+    }
+    if (period == std::chrono::milliseconds::max()) return;
+    period = std::max(period / 4, std::chrono::milliseconds(10));
+    timer_.expires_after(period);
+    auto self = shared_from_this();
+    timer_.async_wait([self](boost::system::error_code ec) {
+      if (ec || self->closed_) return;
+      self->CheckTimeouts();
+    });
+  }
+
+  void CheckTimeouts() {
+    const auto now = Clock::now();
+    if (options_.send_timeout.count() > 0 && !outbox_.empty() &&
+        now - last_send_progress_ > options_.send_timeout) {
+      // The client stopped reading its replies.
+      ++server_->slow_closed_;
+      return Close();
+    }
+    if (options_.idle_timeout.count() > 0 && outbox_.empty() && in_flight_ == 0 &&
+        now - last_request_ > options_.idle_timeout) {
+      // No whole request for that long (an idle or a trickling client).
+      ++server_->idle_closed_;
+      return Close();
+    }
+    ArmTimer();
   }
 
   void Close() {
@@ -262,18 +485,37 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     boost::system::error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
+    timer_.cancel();
+    pending_input_.clear();
+    if (!writing_) ReleaseOutbox();  // else when the write completes
     --server_->connections_;
   }
 
+  void ReleaseOutbox() {
+    server_->unsent_ -= outbox_bytes_;
+    outbox_bytes_ = 0;
+    outbox_.clear();
+    front_offset_ = 0;
+  }
+
   Server* server_;
+  const ServerOptions& options_;
   tcp::socket socket_;
+  asio::steady_timer timer_;
+  Role role_;
   protocol::FrameDecoder decoder_;
   std::array<uint8_t, 64 * 1024> buffer_{};
+  std::vector<uint8_t> pending_input_;  // read but not decoded while paused_
+  bool paused_ = false;                 // not reading: too many reply bytes owed
   std::deque<std::vector<uint8_t>> outbox_;
+  size_t front_offset_ = 0;  // bytes of outbox_.front() already sent
+  uint64_t outbox_bytes_ = 0;
   bool writing_ = false;
   bool close_after_write_ = false;
   bool closed_ = false;
   int in_flight_ = 0;
+  Clock::time_point last_request_;
+  Clock::time_point last_send_progress_;
 };
 
 Server::Server(const ServerOptions& options, engine::Database* db)
@@ -315,24 +557,52 @@ StatusOr<uint16_t> Server::Listen() {
   return acceptor_.local_endpoint().port();
 }
 
+Role Server::Authenticate(const std::string& token) const {
+  Role granted = Role::kNone;
+  for (const Token& t : options_.tokens) {
+    uint8_t diff = t.secret.size() == token.size() ? 0 : 1;
+    for (size_t i = 0; i < t.secret.size(); ++i) {
+      diff |= static_cast<uint8_t>(t.secret[i] ^ (i < token.size() ? token[i] : 0));
+    }
+    if (diff == 0 && t.role > granted) granted = t.role;
+  }
+  return granted;
+}
+
 void Server::Accept() {
-  acceptor_.async_accept(asio::make_strand(io_),
-                         [this](boost::system::error_code ec, tcp::socket socket) {
-                           if (ec) {
-                             if (!stopping_) Accept();
-                             return;
-                           }
-                           if (connections_.load() >= options_.max_connections) {
-                             boost::system::error_code ignored;
-                             socket.close(ignored);
-                           } else {
-                             ++connections_;
-                             boost::system::error_code ignored;
-                             socket.set_option(tcp::no_delay(true), ignored);
-                             std::make_shared<Connection>(this, std::move(socket))->Start();
-                           }
-                           Accept();
-                         });
+  acceptor_.async_accept(
+      asio::make_strand(io_), [this](boost::system::error_code ec, tcp::socket socket) {
+        if (ec) {
+          if (!stopping_) Accept();
+          return;
+        }
+        if (connections_.load() >= static_cast<uint64_t>(options_.max_connections)) {
+          Reject(std::move(socket));
+        } else {
+          ++connections_;
+          ++accepted_;
+          boost::system::error_code ignored;
+          socket.set_option(tcp::no_delay(true), ignored);
+          std::make_shared<Connection>(this, std::move(socket))->Start();
+        }
+        Accept();
+      });
+}
+
+// Over the connection limit: one BUSY frame (request id 0), if the socket
+// takes it at once, then close.
+void Server::Reject(tcp::socket socket) {
+  ++rejected_;
+  const std::string message = absl::StrFormat("too many connections (the limit is %d); retry later",
+                                              options_.max_connections);
+  std::vector<uint8_t> bytes = NewFrame(message.size());
+  Append(&bytes, message.data(), message.size());
+  SealFrame(0, 0, WireStatus::kBusy, &bytes);
+  boost::system::error_code ignored;
+  socket.non_blocking(true, ignored);
+  socket.write_some(asio::buffer(bytes), ignored);
+  socket.shutdown(tcp::socket::shutdown_both, ignored);
+  socket.close(ignored);
 }
 
 void Server::Run() {
@@ -342,7 +612,7 @@ void Server::Run() {
   auto guard = asio::make_work_guard(io_);
   std::vector<std::thread> pool;
   for (int i = 1; i < threads; ++i) pool.emplace_back([this] { io_.run(); });
-  // Stop() releases the guard by stopping the context after in-flight work.
+  // Drain() stops the context once what was in flight at Stop() is answered.
   io_.run();
   for (auto& t : pool) t.join();
 }
@@ -365,15 +635,42 @@ void Server::JoinBackground() {
   background_.join();
 }
 
+ServerStats Server::stats() const {
+  ServerStats s;
+  s.connections_open = connections_;
+  s.connections_accepted = accepted_;
+  s.connections_rejected = rejected_;
+  s.auth_failures = auth_failures_;
+  s.permission_denied = permission_denied_;
+  s.idle_closed = idle_closed_;
+  s.slow_closed = slow_closed_;
+  s.protocol_errors = protocol_errors_;
+  s.requests = requests_;
+  s.bytes_in = bytes_in_;
+  s.bytes_out = bytes_out_;
+  s.in_flight = in_flight_;
+  return s;
+}
+
 void Server::Stop() {
   if (stopping_.exchange(true)) return;
   asio::post(io_, [this] {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
-    // Give in-flight requests a moment to be answered, then stop the loop.
-    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
-    timer->async_wait([this, timer](boost::system::error_code) { io_.stop(); });
+    drain_timer_ = std::make_unique<asio::steady_timer>(io_);
+    Drain(Clock::now() + options_.shutdown_timeout);
   });
+}
+
+// Polls until every request in flight is answered and its reply written
+// (or the deadline passes), then stops the loop.
+void Server::Drain(Clock::time_point deadline) {
+  if ((in_flight_ == 0 && unsent_ == 0) || Clock::now() >= deadline) {
+    io_.stop();
+    return;
+  }
+  drain_timer_->expires_after(std::chrono::milliseconds(5));
+  drain_timer_->async_wait([this, deadline](boost::system::error_code) { Drain(deadline); });
 }
 
 }  // namespace voxdb::daemon

@@ -3,12 +3,19 @@
 // through the engine's callbacks (posted back to the connection's strand),
 // so no I/O thread waits on a journal commit.
 //
+// Limits (protocol/PROTOCOL.md, "Limits"): frame size (smaller before a
+// connection has authenticated), connections, reply bytes buffered per
+// connection (past it the server stops reading that connection's requests;
+// a client whose replies make no progress for send_timeout is cut off), and
+// an idle timeout (no complete request and nothing owed for that long).
+//
 // Thread-safety: Run() blocks the calling thread until Stop(); Stop() may be
-// called from any thread (e.g. a signal handler's strand).
+// called from any thread; stats() from any thread.
 #ifndef VOXDB_DAEMON_SERVER_H_
 #define VOXDB_DAEMON_SERVER_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -21,16 +28,43 @@
 
 #include "daemon/asio.h"
 #include "engine/database.h"
+#include "protocol/messages.h"
 
 namespace voxdb::daemon {
 
+struct Token {
+  std::string secret;
+  protocol::Role role = protocol::Role::kRead;
+};
+
 struct ServerOptions {
-  std::string listen_address = "127.0.0.1";  // DEFAULT: loopback only
-  uint16_t listen_port = 7390;               // 0: an ephemeral port
-  int io_threads = 0;                        // 0: the core count
-  uint32_t max_frame_payload = 64u << 20;    // bytes
-  uint32_t max_batch = 65536;                // items per GET_CHUNKS / GET_VOXELS / SET_VOXELS
+  std::string listen_address = "127.0.0.1";     // DEFAULT: loopback only
+  uint16_t listen_port = 7390;                  // 0: an ephemeral port
+  int io_threads = 0;                           // 0: the core count
+  uint32_t max_frame_payload = 64u << 20;       // bytes
+  uint32_t unauthenticated_max_payload = 4096;  // bytes, before a good HELLO
+  uint32_t max_batch = 65536;                   // items per GET_CHUNKS / GET_VOXELS / SET_VOXELS
   int max_connections = 1024;
+  uint64_t max_buffered_bytes = 64u << 20;             // reply bytes queued per connection
+  std::chrono::milliseconds idle_timeout{300'000};     // 0: never
+  std::chrono::milliseconds send_timeout{30'000};      // 0: never
+  std::chrono::milliseconds shutdown_timeout{30'000};  // for in-flight requests
+  // Empty: no authentication, every connection may do everything (allowed
+  // only on loopback; see RequiresTokens).
+  std::vector<Token> tokens;
+};
+
+// True when `address` is not a loopback address (127.0.0.0/8, ::1), i.e.
+// when voxdbd refuses to listen on it without tokens.
+bool RequiresTokens(const std::string& address);
+
+// Counters since start, for STATS (and, with issue 6, metrics).
+struct ServerStats {
+  uint64_t connections_open = 0, connections_accepted = 0, connections_rejected = 0;
+  uint64_t auth_failures = 0, permission_denied = 0;
+  uint64_t idle_closed = 0, slow_closed = 0, protocol_errors = 0;
+  uint64_t requests = 0, bytes_in = 0, bytes_out = 0;
+  uint64_t in_flight = 0;
 };
 
 class Server {
@@ -40,25 +74,43 @@ class Server {
 
   // Binds and listens. Returns the bound port (useful with port 0).
   StatusOr<uint16_t> Listen();
-  // Serves until Stop(): stops accepting, lets in-flight requests finish
-  // (up to 30 s), and returns.
+  // Serves until Stop() has drained: returns once every request in flight
+  // when Stop() was called has been answered and its reply sent (or after
+  // shutdown_timeout).
   void Run();
+  // Stops accepting; requests that arrive from now on are answered
+  // UNAVAILABLE and their connection closed.
   void Stop();
   // Waits for requests that run off the I/O threads (FLUSH). Call after
   // Run() returns and before the database goes away.
   void JoinBackground();
 
+  ServerStats stats() const;
+
   class Connection;
 
  private:
   void Accept();
+  void Reject(tcp::socket socket);
+  void Drain(std::chrono::steady_clock::time_point deadline);
+  // The role a HELLO token grants (kNone if none matches). Compares every
+  // token in full so timing does not reveal a matching prefix.
+  protocol::Role Authenticate(const std::string& token) const;
 
   ServerOptions options_;
   engine::Database* db_;
   asio::io_context io_;
   tcp::acceptor acceptor_;
-  std::atomic<int> connections_{0};
   std::atomic<bool> stopping_{false};
+  std::unique_ptr<asio::steady_timer> drain_timer_;  // used on io_ only
+
+  std::atomic<uint64_t> connections_{0}, accepted_{0}, rejected_{0};
+  std::atomic<uint64_t> auth_failures_{0}, permission_denied_{0};
+  std::atomic<uint64_t> idle_closed_{0}, slow_closed_{0}, protocol_errors_{0};
+  std::atomic<uint64_t> requests_{0}, bytes_in_{0}, bytes_out_{0};
+  std::atomic<uint64_t> in_flight_{0};  // requests answered later (writes, FLUSH)
+  std::atomic<uint64_t> unsent_{0};     // reply bytes queued on all connections
+
   // One worker for requests that wait on the disk (FLUSH), so that no I/O
   // thread does and a client spamming FLUSH cannot spawn threads.
   void RunBackground(std::function<void()> task);

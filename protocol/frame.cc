@@ -101,11 +101,7 @@ absl::Status FromWireStatus(WireStatus code, std::string_view message) {
   return absl::InternalError(m);
 }
 
-void EncodeFrame(const FrameHeader& h, std::span<const uint8_t> payload,
-                 std::vector<uint8_t>* out) {
-  const size_t at = out->size();
-  out->resize(at + kHeaderSize + payload.size());
-  uint8_t* p = out->data() + at;
+void EncodeHeader(const FrameHeader& h, uint32_t payload_length, uint8_t* p) {
   Put32(p, kMagic);
   p[4] = h.version;
   p[5] = h.opcode;
@@ -113,7 +109,15 @@ void EncodeFrame(const FrameHeader& h, std::span<const uint8_t> payload,
   Put64(p + 8, h.request_id);
   Put16(p + 16, h.status);
   Put16(p + 18, 0);
-  Put32(p + 20, static_cast<uint32_t>(payload.size()));
+  Put32(p + 20, payload_length);
+}
+
+void EncodeFrame(const FrameHeader& h, std::span<const uint8_t> payload,
+                 std::vector<uint8_t>* out) {
+  const size_t at = out->size();
+  out->resize(at + kHeaderSize + payload.size());
+  uint8_t* p = out->data() + at;
+  EncodeHeader(h, static_cast<uint32_t>(payload.size()), p);
   if (!payload.empty()) std::memcpy(p + kHeaderSize, payload.data(), payload.size());
 }
 

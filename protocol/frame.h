@@ -76,6 +76,10 @@ struct Frame {
   std::vector<uint8_t> payload;
 };
 
+// Writes the 24-byte header of a frame with `payload_length` bytes of
+// payload to out[0..24) (header.payload_length is ignored).
+void EncodeHeader(const FrameHeader& header, uint32_t payload_length, uint8_t* out);
+
 // Appends header + payload to out.
 void EncodeFrame(const FrameHeader& header, std::span<const uint8_t> payload,
                  std::vector<uint8_t>* out);

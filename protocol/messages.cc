@@ -121,6 +121,42 @@ const char* OpcodeName(Opcode op) {
   return "UNKNOWN";
 }
 
+const char* RoleName(Role role) {
+  switch (role) {
+    case Role::kNone:
+      return "none";
+    case Role::kRead:
+      return "read";
+    case Role::kWrite:
+      return "write";
+    case Role::kAdmin:
+      return "admin";
+  }
+  return "unknown";
+}
+
+Role RequiredRole(Opcode op) {
+  switch (op) {
+    case Opcode::kHello:
+    case Opcode::kPing:
+      return Role::kNone;
+    case Opcode::kGetChunks:
+    case Opcode::kGetVoxels:
+    case Opcode::kReadBox:
+    case Opcode::kStats:
+      return Role::kRead;
+    case Opcode::kPutChunk:
+    case Opcode::kDeleteChunk:
+    case Opcode::kSetVoxels:
+    case Opcode::kWriteBox:
+    case Opcode::kFillBox:
+      return Role::kWrite;
+    case Opcode::kFlush:
+      return Role::kAdmin;
+  }
+  return Role::kNone;  // unknown opcodes are answered UNSUPPORTED
+}
+
 std::vector<uint8_t> HelloRequest::Encode() const {
   Writer w;
   w.U8(min_version);
@@ -149,6 +185,7 @@ std::vector<uint8_t> HelloReply::Encode() const {
   w.U32(max_payload);
   w.U32(max_batch);
   w.U64(max_box_voxels);
+  w.U8(role);
   return w.Take();
 }
 absl::StatusOr<HelloReply> HelloReply::Decode(std::span<const uint8_t> p) {
@@ -160,6 +197,7 @@ absl::StatusOr<HelloReply> HelloReply::Decode(std::span<const uint8_t> p) {
   h.max_payload = r.U32();
   h.max_batch = r.U32();
   h.max_box_voxels = r.U64();
+  h.role = r.U8();
   if (absl::Status s = r.Finish("HELLO reply"); !s.ok()) return s;
   return h;
 }

@@ -42,6 +42,13 @@ struct Box {
   friend bool operator==(const Box&, const Box&) = default;
 };
 
+// What a token allows (PROTOCOL.md, "Authentication"); each role includes
+// the ones below it.
+enum class Role : uint8_t { kNone = 0, kRead = 1, kWrite = 2, kAdmin = 3 };
+const char* RoleName(Role role);  // "none", "read", "write", "admin"
+// The least role a request needs.
+Role RequiredRole(Opcode op);
+
 struct HelloRequest {
   uint8_t min_version = 1, max_version = 1;
   std::string token;   // empty: none
@@ -56,6 +63,7 @@ struct HelloReply {
   uint32_t max_payload = 0;     // largest frame payload accepted
   uint32_t max_batch = 0;       // most items in one GET_CHUNKS / GET_VOXELS / SET_VOXELS
   uint64_t max_box_voxels = 0;  // largest READ_BOX / WRITE_BOX
+  uint8_t role = 0;             // the connection's Role after this HELLO
   std::vector<uint8_t> Encode() const;
   static absl::StatusOr<HelloReply> Decode(std::span<const uint8_t> p);
 };

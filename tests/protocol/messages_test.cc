@@ -4,6 +4,8 @@
 
 #include <random>
 
+#include "protocol/frame.h"
+
 namespace voxdb::protocol {
 namespace {
 
@@ -41,8 +43,10 @@ TEST(MessagesTest, HelloRoundTrip) {
   r.max_payload = 64 << 20;
   r.max_batch = 65536;
   r.max_box_voxels = uint64_t{1} << 28;
+  r.role = 2;
   auto rb = HelloReply::Decode(r.Encode());
   ASSERT_TRUE(rb.ok());
+  EXPECT_EQ(rb->role, 2);
   EXPECT_EQ(rb->world_frame, r.world_frame);
   EXPECT_EQ(rb->max_box_voxels, r.max_box_voxels);
   ExpectPrefixesRefused(r.Encode(), HelloReply::Decode, false);
@@ -129,6 +133,42 @@ TEST(MessagesTest, CountsThatLieAreRefusedBeforeAllocating) {
     (void)HelloRequest::Decode(junk);
     (void)PutChunkRequest::Decode(junk);
   }
+}
+
+}  // namespace
+}  // namespace voxdb::protocol
+
+namespace voxdb::protocol {
+namespace {
+
+// PROTOCOL.md, "Authentication": the HELLO example frame, byte for byte.
+TEST(MessagesTest, HelloExampleOfProtocolMdIsPinned) {
+  HelloRequest hello;
+  hello.token = "abc";
+  hello.client = "x";
+  FrameHeader h;
+  h.opcode = static_cast<uint8_t>(Opcode::kHello);
+  h.request_id = 1;
+  std::vector<uint8_t> bytes;
+  EncodeFrame(h, hello.Encode(), &bytes);
+  const std::vector<uint8_t> expected = {0x56, 0x58, 0x44, 0x42, 0x01, 0x01, 0x00, 0x00, 0x01,
+                                         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                         0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x01, 0x01, 0x03,
+                                         0x00, 0x61, 0x62, 0x63, 0x01, 0x00, 0x78};
+  EXPECT_EQ(bytes, expected);
+}
+
+TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
+  EXPECT_EQ(RequiredRole(Opcode::kHello), Role::kNone);
+  EXPECT_EQ(RequiredRole(Opcode::kPing), Role::kNone);
+  EXPECT_EQ(RequiredRole(Opcode::kGetChunks), Role::kRead);
+  EXPECT_EQ(RequiredRole(Opcode::kStats), Role::kRead);
+  EXPECT_EQ(RequiredRole(Opcode::kSetVoxels), Role::kWrite);
+  EXPECT_EQ(RequiredRole(Opcode::kDeleteChunk), Role::kWrite);
+  EXPECT_EQ(RequiredRole(Opcode::kFlush), Role::kAdmin);
+  EXPECT_LT(Role::kRead, Role::kWrite);
+  EXPECT_LT(Role::kWrite, Role::kAdmin);
+  EXPECT_STREQ(RoleName(Role::kAdmin), "admin");
 }
 
 }  // namespace
