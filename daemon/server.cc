@@ -231,20 +231,25 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         if (req->edits.size() > options_.max_batch) {
           return fail(absl::InvalidArgumentError("too many edits in one SET_VOXELS"));
         }
-        std::vector<engine::VoxelEdit> edits;
-        edits.reserve(req->edits.size());
-        for (const auto& e : req->edits) edits.push_back({ToVoxel(e.at), e.material});
-        return db->SetVoxels(edits, WriteDone(op, id));
+        auto edits = std::make_shared<std::vector<engine::VoxelEdit>>();
+        edits->reserve(req->edits.size());
+        for (const auto& e : req->edits) edits->push_back({ToVoxel(e.at), e.material});
+        return SubmitWrite([db, edits, done = WriteDone(op, id)] { db->SetVoxels(*edits, done); });
       }
       case Opcode::kWriteBox: {
         auto req = protocol::BoxRequest::DecodeWriteBox(p);
         if (!req.ok()) return fail(req.status());
-        return db->WriteBox(ToBox(req->box), req->voxels, WriteDone(op, id));
+        auto r = std::make_shared<protocol::BoxRequest>(std::move(*req));
+        return SubmitWrite(
+            [db, r, done = WriteDone(op, id)] { db->WriteBox(ToBox(r->box), r->voxels, done); });
       }
       case Opcode::kFillBox: {
         auto req = protocol::BoxRequest::DecodeFillBox(p);
         if (!req.ok()) return fail(req.status());
-        return db->FillBox(ToBox(req->box), req->material, WriteDone(op, id));
+        const engine::VoxelBox box = ToBox(req->box);
+        const uint8_t material = req->material;
+        return SubmitWrite(
+            [db, box, material, done = WriteDone(op, id)] { db->FillBox(box, material, done); });
       }
       case Opcode::kPutChunk: {
         auto req = protocol::PutChunkRequest::Decode(p);
@@ -252,8 +257,10 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         if (req->code > engine::ChunkKey::kMaxCode) {
           return fail(absl::InvalidArgumentError("bad chunk key"));
         }
-        return db->PutChunk(engine::ChunkKey::FromCode(req->code), req->record,
-                            req->expected_version, WriteDone(op, id));
+        auto r = std::make_shared<protocol::PutChunkRequest>(std::move(*req));
+        return SubmitWrite([db, r, done = WriteDone(op, id)] {
+          db->PutChunk(engine::ChunkKey::FromCode(r->code), r->record, r->expected_version, done);
+        });
       }
       case Opcode::kDeleteChunk: {
         auto code = protocol::DecodeU64(p);
@@ -261,7 +268,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         if (*code > engine::ChunkKey::kMaxCode) {
           return fail(absl::InvalidArgumentError("bad chunk key"));
         }
-        return db->DeleteChunk(engine::ChunkKey::FromCode(*code), WriteDone(op, id));
+        const engine::ChunkKey key = engine::ChunkKey::FromCode(*code);
+        return SubmitWrite([db, key, done = WriteDone(op, id)] { db->DeleteChunk(key, done); });
       }
       case Opcode::kFlush: {
         // Flush waits on the disk: run it off the I/O threads.
@@ -340,8 +348,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         << "\nauth_failures " << ss.auth_failures << "\npermission_denied " << ss.permission_denied
         << "\nidle_closed " << ss.idle_closed << "\nslow_closed " << ss.slow_closed
         << "\nprotocol_errors " << ss.protocol_errors << "\nrequests " << ss.requests
-        << "\nbytes_in " << ss.bytes_in << "\nbytes_out " << ss.bytes_out << "\nin_flight "
-        << ss.in_flight << "\n";
+        << "\ndeferred_writes " << ss.deferred_writes << "\nbytes_in " << ss.bytes_in
+        << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight << "\n";
     const std::string text = out.str();
     return std::vector<uint8_t>(text.begin(), text.end());
   }
@@ -353,6 +361,21 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   void EndAsync() {
     --in_flight_;
     --server_->in_flight_;
+  }
+
+  // Runs a write now, on this I/O thread, unless the database says it would
+  // wait on back-pressure: then (and for this connection's later writes,
+  // while any are queued, to keep their order) on the background worker, so
+  // that no I/O thread waits for the flusher.
+  void SubmitWrite(std::function<void()> submit) {
+    if (deferred_writes_ == 0 && !server_->db_->WritesWouldWait()) return submit();
+    ++deferred_writes_;
+    ++server_->deferred_writes_;
+    auto self = shared_from_this();
+    server_->RunBackground([self, submit = std::move(submit)] {
+      submit();
+      asio::post(self->socket_.get_executor(), [self] { --self->deferred_writes_; });
+    });
   }
 
   // A completion for an engine write: posts the reply back to this strand.
@@ -514,6 +537,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   bool close_after_write_ = false;
   bool closed_ = false;
   int in_flight_ = 0;
+  int deferred_writes_ = 0;  // writes queued on the background worker
   Clock::time_point last_request_;
   Clock::time_point last_send_progress_;
 };
@@ -649,6 +673,7 @@ ServerStats Server::stats() const {
   s.bytes_in = bytes_in_;
   s.bytes_out = bytes_out_;
   s.in_flight = in_flight_;
+  s.deferred_writes = deferred_writes_;
   return s;
 }
 

@@ -65,6 +65,7 @@ struct ServerStats {
   uint64_t idle_closed = 0, slow_closed = 0, protocol_errors = 0;
   uint64_t requests = 0, bytes_in = 0, bytes_out = 0;
   uint64_t in_flight = 0;
+  uint64_t deferred_writes = 0;  // writes handed to the worker under back-pressure
 };
 
 class Server {
@@ -110,9 +111,11 @@ class Server {
   std::atomic<uint64_t> requests_{0}, bytes_in_{0}, bytes_out_{0};
   std::atomic<uint64_t> in_flight_{0};  // requests answered later (writes, FLUSH)
   std::atomic<uint64_t> unsent_{0};     // reply bytes queued on all connections
+  std::atomic<uint64_t> deferred_writes_{0};
 
-  // One worker for requests that wait on the disk (FLUSH), so that no I/O
-  // thread does and a client spamming FLUSH cannot spawn threads.
+  // One worker for requests that wait on the disk (FLUSH, writes under
+  // back-pressure), so that no I/O thread does and a client spamming them
+  // cannot spawn threads.
   void RunBackground(std::function<void()> task);
   std::mutex background_mu_;
   std::condition_variable background_cv_;

@@ -80,6 +80,11 @@ class Database::Impl {
   Status Flush();
   DatabaseStats Stats() const;
 
+  bool WritesWouldWait() const {
+    return waiting_writers_.load() > 0 ||
+           dirty_bytes_.load() >= static_cast<int64_t>(options_.dirty_bytes);
+  }
+
  private:
   struct Entry {
     std::shared_ptr<Chunk> chunk;  // null: the chunk reads as the fills
@@ -1492,6 +1497,8 @@ void Database::DeleteChunk(ChunkKey key, WriteDone done) {
 }
 Status Database::Flush() { return impl_->Flush(); }
 DatabaseStats Database::Stats() const { return impl_->Stats(); }
+
+bool Database::WritesWouldWait() const { return impl_->WritesWouldWait(); }
 
 namespace {
 template <typename Submit>

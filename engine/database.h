@@ -188,6 +188,11 @@ class Database {
   Status Flush();
 
   DatabaseStats Stats() const;
+  // True when a write submitted now would likely wait on back-pressure
+  // (dirty data at its budget, or writers already waiting). A hint for
+  // callers that must not block, e.g. an event loop handing such writes to
+  // a worker thread; a write can still wait briefly when this said false.
+  bool WritesWouldWait() const;
   // The underlying store (for stats, tools and tests).
   ChunkStore& store();
 
