@@ -1,0 +1,231 @@
+#include "cli/args.h"
+
+#include <charconv>
+#include <limits>
+#include <system_error>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_format.h"
+
+namespace voxdb::cli {
+namespace {
+
+constexpr char kUsagePayloadUrl[] = "type.voxdb.dev/voxdb.cli.UsageError";
+constexpr uint64_t kMaxTimeoutS = 1'000'000;  // 11.6 days; poll() takes an int of ms
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// "-5", "-0": a negative number given where an argument is expected.
+bool LooksNegative(std::string_view arg) {
+  return arg.size() >= 2 && arg[0] == '-' && IsDigit(arg[1]);
+}
+
+}  // namespace
+
+absl::Status UsageError(std::string_view message) {
+  absl::Status status =
+      absl::InvalidArgumentError(absl::string_view(message.data(), message.size()));
+  status.SetPayload(kUsagePayloadUrl, absl::Cord());
+  return status;
+}
+
+bool IsUsageError(const absl::Status& status) {
+  return !status.ok() && status.GetPayload(kUsagePayloadUrl).has_value();
+}
+
+absl::StatusOr<uint64_t> ParseU64(std::string_view text, std::string_view what) {
+  if (text.empty()) return UsageError(absl::StrFormat("%s is empty", what));
+  if (text[0] == '-') {
+    return UsageError(absl::StrFormat("%s '%s' is negative", what, text));
+  }
+  uint64_t value = 0;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  // from_chars takes neither a sign nor spaces; it stops at the first
+  // character that is not a digit.
+  if (ec == std::errc::result_out_of_range) {
+    return UsageError(absl::StrFormat("%s '%s' is larger than %u", what, text,
+                                      std::numeric_limits<uint64_t>::max()));
+  }
+  if (ec != std::errc() || ptr != end) {
+    return UsageError(absl::StrFormat("%s '%s' is not a decimal number", what, text));
+  }
+  return value;
+}
+
+absl::StatusOr<uint8_t> ParseMaterial(std::string_view text) {
+  auto value = ParseU64(text, "MATERIAL");
+  if (!value.ok()) return value.status();
+  if (*value > 255) {
+    return UsageError(absl::StrFormat("MATERIAL '%s' is not in 0..255", text));
+  }
+  return static_cast<uint8_t>(*value);
+}
+
+absl::StatusOr<Address> ParseAddress(std::string_view text, std::string_view source) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos) {
+    return UsageError(absl::StrFormat("%s '%s' is not HOST:PORT", source, text));
+  }
+  Address address;
+  std::string_view host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);  // [::1]:7390
+  } else if (host.find(':') != std::string_view::npos) {
+    return UsageError(
+        absl::StrFormat("%s '%s': write an IPv6 address in brackets, [::1]:7390", source, text));
+  }
+  if (host.empty()) return UsageError(absl::StrFormat("%s '%s' has no host", source, text));
+  address.host = std::string(host);
+  auto port = ParseU64(text.substr(colon + 1), absl::StrFormat("the port of %s", source));
+  if (!port.ok()) return port.status();
+  if (*port == 0 || *port > 65535) {
+    return UsageError(absl::StrFormat("%s '%s': the port is not in 1..65535", source, text));
+  }
+  address.port = static_cast<uint16_t>(*port);
+  return address;
+}
+
+absl::StatusOr<engine::ChunkKey> ParseChunk(std::string_view text) {
+  if (text.find(',') == std::string_view::npos) {
+    auto code = ParseU64(text, "CHUNK");
+    if (!code.ok()) return code.status();
+    if (*code > engine::ChunkKey::kMaxCode) {
+      return UsageError(absl::StrFormat("CHUNK %u is not a chunk's Morton code (at most %u)", *code,
+                                        engine::ChunkKey::kMaxCode));
+    }
+    return engine::ChunkKey::FromCode(*code);
+  }
+  uint32_t axes[3];
+  std::string_view rest = text;
+  for (int i = 0; i < 3; ++i) {
+    const size_t comma = rest.find(',');
+    if ((i < 2) != (comma != std::string_view::npos)) {
+      return UsageError(absl::StrFormat("CHUNK '%s' is not CX,CY,CZ", text));
+    }
+    const std::string_view part = rest.substr(0, comma);
+    auto value = ParseU64(part, absl::StrFormat("the %c of CHUNK", "xyz"[i]));
+    if (!value.ok()) return value.status();
+    if (*value > engine::kMaxChunkAxis) {
+      return UsageError(absl::StrFormat("CHUNK '%s': %u is over the largest chunk coordinate, %u",
+                                        text, *value, engine::kMaxChunkAxis));
+    }
+    axes[i] = static_cast<uint32_t>(*value);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
+  return engine::ChunkKey::FromCoord({axes[0], axes[1], axes[2]});
+}
+
+absl::StatusOr<protocol::Box> ParseBox(std::span<const std::string> six) {
+  static constexpr const char* kNames[6] = {"X0", "Y0", "Z0", "X1", "Y1", "Z1"};
+  uint64_t v[6];
+  for (int i = 0; i < 6; ++i) {
+    auto value = ParseU64(six[static_cast<size_t>(i)], kNames[i]);
+    if (!value.ok()) return value.status();
+    v[i] = *value;
+  }
+  protocol::Box box{{v[0], v[1], v[2]}, {v[3], v[4], v[5]}};
+  uint64_t volume = 1;
+  for (int i = 0; i < 3; ++i) {
+    if (v[i] >= v[i + 3]) {
+      return UsageError(
+          absl::StrFormat("the box is empty: %s %u is not below %s %u (hi is exclusive)", kNames[i],
+                          v[i], kNames[i + 3], v[i + 3]));
+    }
+    const uint64_t edge = v[i + 3] - v[i];
+    if (volume > std::numeric_limits<uint64_t>::max() / edge) {
+      return UsageError("the box has more than 2^64 voxels");
+    }
+    volume *= edge;
+  }
+  return box;
+}
+
+uint64_t BoxVolume(const protocol::Box& box) {
+  return (box.hi.x - box.lo.x) * (box.hi.y - box.lo.y) * (box.hi.z - box.lo.z);
+}
+
+absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
+                                             const char* env_address, const char* env_token) {
+  CommandLine cl;
+  if (env_address != nullptr && *env_address != '\0') {
+    cl.address = env_address;
+    cl.address_source = "VOXDB_ADDRESS";
+  }
+  if (env_token != nullptr) cl.token = env_token;
+  bool options_done = false;
+  auto positional = [&](std::string arg) {
+    if (cl.command.empty()) {
+      cl.command = std::move(arg);
+    } else {
+      cl.args.push_back(std::move(arg));
+    }
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (options_done || arg.size() < 2 || arg[0] != '-' || LooksNegative(arg)) {
+      positional(std::string(arg));
+      continue;
+    }
+    if (arg == "--") {
+      options_done = true;
+      continue;
+    }
+    if (arg == "-h") {
+      cl.help = true;
+      continue;
+    }
+    // --name, --name=value, --name value.
+    const size_t eq = arg.find('=');
+    const std::string_view name = arg.substr(0, eq);
+    std::optional<std::string_view> inline_value;
+    if (eq != std::string_view::npos) inline_value = arg.substr(eq + 1);
+    auto flag = [&](bool* out) -> absl::Status {
+      if (inline_value.has_value()) {
+        return UsageError(absl::StrFormat("option %s takes no value", name));
+      }
+      *out = true;
+      return absl::OkStatus();
+    };
+    auto value = [&]() -> absl::StatusOr<std::string> {
+      if (inline_value.has_value()) return std::string(*inline_value);
+      if (i + 1 >= argc) return UsageError(absl::StrFormat("option %s needs a value", name));
+      return std::string(argv[++i]);
+    };
+    absl::Status status;
+    if (name == "--help") {
+      status = flag(&cl.help);
+    } else if (name == "--version") {
+      status = flag(&cl.version);
+    } else if (name == "--json") {
+      status = flag(&cl.json);
+    } else if (name == "--address" || name == "--token" || name == "--timeout" ||
+               name == "--expect-version") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (name == "--address") {
+        cl.address = *v;
+        cl.address_source = "--address";
+      } else if (name == "--token") {
+        cl.token = *v;
+      } else {
+        auto n = ParseU64(*v, name);
+        if (!n.ok()) return n.status();
+        if (name == "--timeout") {
+          if (*n > kMaxTimeoutS) {
+            return UsageError(absl::StrFormat("--timeout %u is over %u seconds", *n, kMaxTimeoutS));
+          }
+          cl.timeout_s = *n;
+        } else {
+          cl.expect_version = *n;
+        }
+      }
+    } else {
+      return UsageError(absl::StrFormat("unknown option '%s'", arg));
+    }
+    if (!status.ok()) return status;
+  }
+  return cl;
+}
+
+}  // namespace voxdb::cli

@@ -1,0 +1,577 @@
+#include "cli/commands.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/files.h"
+#include "cli/output.h"
+#include "engine/chunk_codec.h"
+#include "engine/status.h"
+#include "engine/world_frame.h"
+#include "protocol/client.h"
+
+#ifndef VOXDB_VERSION
+#define VOXDB_VERSION "unknown"
+#endif
+
+namespace voxdb::cli {
+namespace {
+
+using protocol::Box;
+using protocol::Opcode;
+using protocol::Voxel3;
+using protocol::WireStatus;
+
+// Without --timeout: how long to wait for the TCP handshake. Replies are
+// waited for as long as they take (a FLUSH may take a while).
+constexpr std::chrono::seconds kDefaultConnectTimeout{10};
+// A box's bytes in READ_BOX / WRITE_BOX payloads (PROTOCOL.md, "Requests").
+constexpr uint64_t kBoxBytes = 48;
+// When HELLO names no frame limit: the daemon's default.
+constexpr uint64_t kDefaultMaxPayload = 64u << 20;
+
+// A connection that has said HELLO.
+struct Session {
+  std::unique_ptr<protocol::Client> client;
+  protocol::HelloReply hello;
+  std::string address;  // as given: "127.0.0.1:7390"
+};
+
+// Connects to cl.address and sends HELLO with cl.token.
+absl::StatusOr<Session> Connect(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(Address address, ParseAddress(cl.address, cl.address_source));
+  protocol::ClientOptions options;
+  options.connect_timeout = cl.timeout_s > 0 ? std::chrono::seconds(cl.timeout_s)
+                                             : std::chrono::seconds(kDefaultConnectTimeout);
+  options.io_timeout = std::chrono::seconds(cl.timeout_s);
+  Session s;
+  s.address = cl.address;
+  VOXDB_ASSIGN_OR_RETURN(s.client, protocol::Client::Connect(address.host, address.port, options));
+  VOXDB_ASSIGN_OR_RETURN(s.hello, s.client->Hello(cl.token, "voxdb " VOXDB_VERSION));
+  return s;
+}
+
+// The same error with `prefix` before its message (payloads kept, so the
+// exit code and status name stay).
+absl::Status Annotate(const absl::Status& status, std::string_view prefix) {
+  absl::Status out(status.code(), std::string(prefix) + std::string(status.message()));
+  status.ForEachPayload(
+      [&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
+}
+
+absl::StatusOr<Voxel3> ParseVoxel(std::span<const std::string> xyz) {
+  VOXDB_ASSIGN_OR_RETURN(uint64_t x, ParseU64(xyz[0], "X"));
+  VOXDB_ASSIGN_OR_RETURN(uint64_t y, ParseU64(xyz[1], "Y"));
+  VOXDB_ASSIGN_OR_RETURN(uint64_t z, ParseU64(xyz[2], "Z"));
+  return Voxel3{x, y, z};
+}
+
+std::string BoxString(const Box& b) {
+  return absl::StrFormat("(%u, %u, %u)..(%u, %u, %u)", b.lo.x, b.lo.y, b.lo.z, b.hi.x, b.hi.y,
+                         b.hi.z);
+}
+
+// Prints `object` with --json, else `text` (which ends in a newline).
+void Emit(const CommandLine& cl, const JsonObject& object, const std::string& text) {
+  if (cl.json) {
+    PrintJson(object);
+  } else {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  }
+}
+
+// "ok version N" for a write.
+void EmitVersion(const CommandLine& cl, JsonObject object, uint64_t version) {
+  object.Num("version", version);
+  Emit(cl, object, absl::StrFormat("ok version %u\n", version));
+}
+
+JsonObject CommandObject(const CommandLine& cl) {
+  JsonObject o;
+  o.Str("command", cl.command);
+  return o;
+}
+
+// STATS text ("name value" lines) as a JSON object; numbers stay numbers.
+JsonObject StatsJson(std::string_view text) {
+  JsonObject o;
+  while (!text.empty()) {
+    const size_t nl = text.find('\n');
+    const std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    if (line.empty()) continue;
+    const size_t space = line.find(' ');
+    const std::string_view name = line.substr(0, space);
+    const std::string_view value =
+        space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
+    if (IsJsonNumber(value)) {
+      o.Raw(name, value);
+    } else {
+      o.Str(name, value);
+    }
+  }
+  return o;
+}
+
+// The most voxels one READ_BOX or WRITE_BOX may carry on this connection.
+uint64_t VoxelsPerRequest(const protocol::HelloReply& hello) {
+  const uint64_t max_payload = hello.max_payload > 0 ? hello.max_payload : kDefaultMaxPayload;
+  return std::max<uint64_t>(max_payload, 2 * kBoxBytes) - kBoxBytes;
+}
+
+// TOO_LARGE, as the server would answer, for a box over its advertised limit.
+absl::Status CheckBoxLimit(const Session& s, const Box& box) {
+  const uint64_t volume = BoxVolume(box);
+  if (s.hello.max_box_voxels > 0 && volume > s.hello.max_box_voxels) {
+    return protocol::ServerError(
+        WireStatus::kTooLarge,
+        absl::StrFormat("the box has %u voxels; the server takes at most %u in one read or write",
+                        volume, s.hello.max_box_voxels));
+  }
+  return absl::OkStatus();
+}
+
+// Copies the voxels of `part` (a box inside `box`) between the dense array
+// of `box` and the dense array of `part`, both x fastest.
+void CopyPart(const Box& box, const Box& part, uint8_t* whole, uint8_t* piece, bool to_whole) {
+  const uint64_t dx = box.hi.x - box.lo.x, dy = box.hi.y - box.lo.y;
+  const uint64_t px = part.hi.x - part.lo.x, py = part.hi.y - part.lo.y;
+  for (uint64_t z = part.lo.z; z < part.hi.z; ++z) {
+    for (uint64_t y = part.lo.y; y < part.hi.y; ++y) {
+      const uint64_t w = ((z - box.lo.z) * dy + (y - box.lo.y)) * dx + (part.lo.x - box.lo.x);
+      const uint64_t p = ((z - part.lo.z) * py + (y - part.lo.y)) * px;
+      if (to_whole) {
+        std::memcpy(whole + w, piece + p, px);
+      } else {
+        std::memcpy(piece + p, whole + w, px);
+      }
+    }
+  }
+}
+
+// "part 2 of 5, (..)..(..): " for errors of split requests.
+std::string PartPrefix(size_t i, size_t n, const Box& part) {
+  if (n == 1) return "";
+  return absl::StrFormat("request %u of %u, box %s: ", i + 1, n, BoxString(part));
+}
+
+std::string FormatMicros(int64_t us) {
+  const int64_t secs = us >= 0 ? us / 1'000'000 : -((-us + 999'999) / 1'000'000);
+  const int64_t frac = us - secs * 1'000'000;
+  const time_t t = static_cast<time_t>(secs);
+  tm utc{};
+  if (gmtime_r(&t, &utc) == nullptr) return std::to_string(us) + " us";
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
+  return absl::StrFormat("%s.%06dZ", buf, frac);
+}
+
+const char* EncodingName(engine::ChunkEncoding e) {
+  switch (e) {
+    case engine::ChunkEncoding::kUniform:
+      return "uniform";
+    case engine::ChunkEncoding::kBricks:
+      return "bricks";
+    case engine::ChunkEncoding::kFills:
+      return "fills";
+  }
+  return "unknown";
+}
+
+// --- The commands ------------------------------------------------------------
+
+absl::Status Ping(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  const auto start = std::chrono::steady_clock::now();
+  std::array<uint8_t, 8> bytes;
+  const uint64_t stamp = static_cast<uint64_t>(start.time_since_epoch().count());
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(stamp >> (8 * i));
+  VOXDB_RETURN_IF_ERROR(s.client->Ping(bytes));
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  JsonObject o = CommandObject(cl);
+  o.Str("address", s.address).Double("rtt_ms", std::round(ms * 1000) / 1000);
+  Emit(cl, o, absl::StrFormat("PONG %.3f ms\n", ms));
+  return absl::OkStatus();
+}
+
+absl::Status Info(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_ASSIGN_OR_RETURN(std::string stats, s.client->Stats());
+  const protocol::HelloReply& h = s.hello;
+  const char* role = protocol::RoleName(static_cast<protocol::Role>(h.role));
+  JsonObject o = CommandObject(cl);
+  o.Str("address", s.address)
+      .Str("server_version", h.server_version)
+      .Num("protocol_version", h.version)
+      .Str("role", role);
+  std::string text =
+      absl::StrFormat("# server\naddress %s\nserver_version %s\nprotocol_version %u\nrole %s\n",
+                      s.address, h.server_version, h.version, role);
+  auto frame = engine::WorldFrame::Decode(h.world_frame);
+  if (frame.ok()) {
+    JsonObject f;
+    f.Num("extent_x", frame->extent_x())
+        .Num("extent_y", frame->extent_y())
+        .Num("extent_z", frame->extent_z())
+        .Double("voxel_size_m", frame->voxel_size_m())
+        .Num("chunk_edge", frame->chunk_edge())
+        .Num("chunks_x", frame->chunks_x())
+        .Num("chunks_y", frame->chunks_y())
+        .Num("chunks_z", frame->chunks_z())
+        .Num("sea_level_z", frame->sea_level_z());
+    o.Object("world_frame", f);
+    absl::StrAppendFormat(&text,
+                          "# world frame\nextent_x %u\nextent_y %u\nextent_z %u\nvoxel_size_m %g\n"
+                          "chunk_edge %u\nchunks_x %u\nchunks_y %u\nchunks_z %u\nsea_level_z %u\n",
+                          frame->extent_x(), frame->extent_y(), frame->extent_z(),
+                          frame->voxel_size_m(), frame->chunk_edge(), frame->chunks_x(),
+                          frame->chunks_y(), frame->chunks_z(), frame->sea_level_z());
+  } else {
+    o.Str("world_frame_error", std::string(frame.status().message()));
+    absl::StrAppendFormat(&text, "# world frame\nerror %s\n", frame.status().message());
+  }
+  JsonObject limits;
+  limits.Num("max_payload", h.max_payload)
+      .Num("max_batch", h.max_batch)
+      .Num("max_box_voxels", h.max_box_voxels);
+  o.Object("limits", limits);
+  absl::StrAppendFormat(&text, "# limits\nmax_payload %u\nmax_batch %u\nmax_box_voxels %u\n",
+                        h.max_payload, h.max_batch, h.max_box_voxels);
+  o.Object("stats", StatsJson(stats));
+  absl::StrAppend(&text, "# stats\n", stats);
+  if (!text.empty() && text.back() != '\n') text += '\n';
+  Emit(cl, o, text);
+  return absl::OkStatus();
+}
+
+absl::Status GetVoxel(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(Voxel3 at, ParseVoxel(cl.args));
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_ASSIGN_OR_RETURN(std::vector<uint8_t> got, s.client->GetVoxels({{at}}));
+  if (got.size() != 1) {
+    return absl::InternalError(
+        absl::StrFormat("GET_VOXELS of one voxel was answered with %u bytes", got.size()));
+  }
+  JsonObject o = CommandObject(cl);
+  o.Num("x", at.x).Num("y", at.y).Num("z", at.z).Num("material", got[0]);
+  Emit(cl, o, absl::StrFormat("%u\n", got[0]));
+  return absl::OkStatus();
+}
+
+absl::Status SetVoxel(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(Voxel3 at, ParseVoxel(cl.args));
+  VOXDB_ASSIGN_OR_RETURN(uint8_t material, ParseMaterial(cl.args[3]));
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_ASSIGN_OR_RETURN(uint64_t version, s.client->SetVoxels({{{at, material}}}));
+  EmitVersion(cl, CommandObject(cl), version);
+  return absl::OkStatus();
+}
+
+absl::Status GetChunk(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(engine::ChunkKey key, ParseChunk(cl.args[0]));
+  VOXDB_ASSIGN_OR_RETURN(OutputFile out, OutputFile::Create(cl.args[1]));
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  const uint64_t code = key.code();
+  VOXDB_ASSIGN_OR_RETURN(protocol::GetChunksReply reply, s.client->GetChunks({&code, 1}));
+  const protocol::ChunkResult& r = reply.results[0];
+  if (r.status != 0) {
+    return protocol::ServerError(
+        static_cast<WireStatus>(r.status),
+        std::string_view(reinterpret_cast<const char*>(r.bytes.data()), r.bytes.size()));
+  }
+  VOXDB_RETURN_IF_ERROR(out.Commit(r.bytes));
+  const engine::ChunkCoord c = key.coord();
+  JsonObject o = CommandObject(cl);
+  o.Num("key", code).Num("cx", c.x).Num("cy", c.y).Num("cz", c.z).Num("version", r.version);
+  std::string text =
+      absl::StrFormat("key %u\nchunk %u,%u,%u\nversion %u\n", code, c.x, c.y, c.z, r.version);
+  auto view = engine::ParseChunkRecord(r.bytes);
+  if (view.ok()) {
+    o.Str("encoding", EncodingName(view->header.encoding)).Num("bytes", r.bytes.size());
+    o.Raw("mtime_us", std::to_string(view->header.mtime_us));
+    absl::StrAppendFormat(&text, "encoding %s\nbytes %u\nmtime %s\n",
+                          EncodingName(view->header.encoding), r.bytes.size(),
+                          FormatMicros(view->header.mtime_us));
+  } else {
+    // Saved all the same: the bytes are what the server has.
+    o.Str("encoding", "invalid").Str("record_error", std::string(view.status().message()));
+    o.Num("bytes", r.bytes.size());
+    absl::StrAppendFormat(&text, "encoding invalid (%s)\nbytes %u\n", view.status().message(),
+                          r.bytes.size());
+  }
+  o.Str("file", out.path());
+  absl::StrAppendFormat(&text, "file %s\n", out.path());
+  Emit(cl, o, text);
+  return absl::OkStatus();
+}
+
+absl::Status PutChunk(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(engine::ChunkKey key, ParseChunk(cl.args[0]));
+  protocol::PutChunkRequest req;
+  req.code = key.code();
+  req.expected_version = cl.expect_version;
+  VOXDB_ASSIGN_OR_RETURN(req.record, ReadInputFile(cl.args[1], std::nullopt, "FILE"));
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_ASSIGN_OR_RETURN(uint64_t version, s.client->PutChunk(req));
+  JsonObject o = CommandObject(cl);
+  o.Num("key", req.code);
+  EmitVersion(cl, o, version);
+  return absl::OkStatus();
+}
+
+absl::Status DeleteChunk(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(engine::ChunkKey key, ParseChunk(cl.args[0]));
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_ASSIGN_OR_RETURN(uint64_t version, s.client->DeleteChunk(key.code()));
+  JsonObject o = CommandObject(cl);
+  o.Num("key", key.code());
+  EmitVersion(cl, o, version);
+  return absl::OkStatus();
+}
+
+absl::Status ReadBox(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(Box box, ParseBox(std::span(cl.args).first(6)));
+  VOXDB_ASSIGN_OR_RETURN(OutputFile out, OutputFile::Create(cl.args[6]));
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_RETURN_IF_ERROR(CheckBoxLimit(s, box));
+  const uint64_t volume = BoxVolume(box);
+  const std::vector<Box> parts = SplitBox(box, VoxelsPerRequest(s.hello));
+  std::vector<uint8_t> voxels;
+  if (parts.size() == 1) {
+    VOXDB_ASSIGN_OR_RETURN(voxels, s.client->ReadBox(box));
+  } else {
+    std::vector<protocol::Request> requests;
+    for (const Box& part : parts) {
+      protocol::BoxRequest req;
+      req.box = part;
+      requests.push_back({Opcode::kReadBox, req.EncodeReadBox()});
+    }
+    auto results = s.client->CallBatch(requests);
+    voxels.resize(volume);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const std::string prefix = PartPrefix(i, parts.size(), parts[i]);
+      if (!results[i].ok()) return Annotate(results[i].status(), prefix);
+      if (results[i]->size() != BoxVolume(parts[i])) {
+        return absl::InternalError(
+            absl::StrFormat("%sREAD_BOX of %u voxels was answered with %u bytes", prefix,
+                            BoxVolume(parts[i]), results[i]->size()));
+      }
+      CopyPart(box, parts[i], voxels.data(), results[i]->data(), /*to_whole=*/true);
+      *results[i] = {};
+    }
+  }
+  if (voxels.size() != volume) {
+    return absl::InternalError(
+        absl::StrFormat("READ_BOX of %u voxels was answered with %u bytes", volume, voxels.size()));
+  }
+  VOXDB_RETURN_IF_ERROR(out.Commit(voxels));
+  JsonObject o = CommandObject(cl);
+  o.Num("voxels", volume).Num("requests", parts.size()).Str("file", out.path());
+  Emit(cl, o, absl::StrFormat("ok %u voxels to %s\n", volume, out.path()));
+  return absl::OkStatus();
+}
+
+absl::Status WriteBox(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(Box box, ParseBox(std::span(cl.args).first(6)));
+  const uint64_t volume = BoxVolume(box);
+  VOXDB_ASSIGN_OR_RETURN(std::vector<uint8_t> voxels, ReadInputFile(cl.args[6], volume, "FILE"));
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_RETURN_IF_ERROR(CheckBoxLimit(s, box));
+  const std::vector<Box> parts = SplitBox(box, VoxelsPerRequest(s.hello));
+  uint64_t version = 0;
+  if (parts.size() == 1) {
+    VOXDB_ASSIGN_OR_RETURN(version, s.client->WriteBox(box, voxels));
+  } else {
+    std::vector<protocol::Request> requests;
+    for (const Box& part : parts) {
+      protocol::BoxRequest req;
+      req.box = part;
+      std::vector<uint8_t> payload = req.EncodeReadBox();  // WRITE_BOX: the box, then voxels
+      payload.resize(kBoxBytes + BoxVolume(part));
+      CopyPart(box, part, voxels.data(), payload.data() + kBoxBytes, /*to_whole=*/false);
+      requests.push_back({Opcode::kWriteBox, std::move(payload)});
+    }
+    voxels = {};
+    auto results = s.client->CallBatch(requests);
+    size_t failed = 0;
+    absl::Status first;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      absl::StatusOr<uint64_t> v =
+          results[i].ok() ? protocol::DecodeU64(*results[i]) : results[i].status();
+      if (v.ok()) {
+        version = std::max(version, *v);
+      } else if (failed++ == 0) {
+        first = Annotate(v.status(), PartPrefix(i, parts.size(), parts[i]));
+      }
+    }
+    if (failed > 0) {
+      return Annotate(first, absl::StrFormat("%u of %u requests failed (the others were written); ",
+                                             failed, parts.size()));
+    }
+  }
+  JsonObject o = CommandObject(cl);
+  o.Num("voxels", volume).Num("requests", parts.size());
+  EmitVersion(cl, o, version);
+  return absl::OkStatus();
+}
+
+absl::Status Fill(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(Box box, ParseBox(std::span(cl.args).first(6)));
+  VOXDB_ASSIGN_OR_RETURN(uint8_t material, ParseMaterial(cl.args[6]));
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_ASSIGN_OR_RETURN(uint64_t version, s.client->FillBox(box, material));
+  JsonObject o = CommandObject(cl);
+  o.Num("voxels", BoxVolume(box));
+  EmitVersion(cl, o, version);
+  return absl::OkStatus();
+}
+
+absl::Status Flush(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_RETURN_IF_ERROR(s.client->Flush());
+  JsonObject o = CommandObject(cl);
+  o.Bool("ok", true);
+  Emit(cl, o, "ok\n");
+  return absl::OkStatus();
+}
+
+absl::Status Stats(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_ASSIGN_OR_RETURN(std::string stats, s.client->Stats());
+  if (!stats.empty() && stats.back() != '\n') stats += '\n';
+  JsonObject o = CommandObject(cl);
+  o.Object("stats", StatsJson(stats));
+  Emit(cl, o, stats);
+  return absl::OkStatus();
+}
+
+constexpr char kBoxHelp[] =
+    "X0 Y0 Z0 is the box's low corner (inclusive), X1 Y1 Z1 its high corner (exclusive).\n";
+constexpr char kBoxFileHelp[] =
+    "FILE holds the box's voxels as raw uint8 material ids, one byte per voxel, x fastest,\n"
+    "then y, then z: voxel (x, y, z) is at byte ((z - Z0) * (Y1 - Y0) + (y - Y0)) * (X1 - X0)\n"
+    "+ (x - X0).\n";
+constexpr char kChunkHelp[] =
+    "CHUNK is a chunk's Morton code in decimal (x -> bit 3i, y -> 3i+1, z -> 3i+2) or its\n"
+    "chunk coordinates CX,CY,CZ (voxel coordinates divided by 128), e.g. 1000000,400000,312500.\n";
+
+const CommandSpec kCommands[] = {
+    {"ping", "", "measure the round trip to the server",
+     "Sends HELLO, then one PING, and prints the PING's round trip: PONG 0.123 ms.\n", 0, false,
+     Ping},
+    {"info", "", "the server's version, world frame, limits and stats",
+     "Prints the HELLO reply (server and protocol version, this token's role, the world frame,\n"
+     "the request limits) and the STATS counters, one \"name value\" line each, in sections\n"
+     "starting with #.\n",
+     0, false, Info},
+    {"get-voxel", "X Y Z", "print the material of one voxel",
+     "Prints the material id (0..255) of voxel (X, Y, Z).\n", 3, false, GetVoxel},
+    {"set-voxel", "X Y Z MATERIAL", "set one voxel",
+     "Sets voxel (X, Y, Z) to MATERIAL (0..255) and prints the write's version:\n"
+     "ok version N.\n",
+     4, false, SetVoxel},
+    {"get-chunk", "CHUNK FILE", "save a chunk's record to FILE",
+     "Writes the chunk's record, as GET_CHUNKS returns it (engine/FORMAT.md), to FILE and\n"
+     "prints its key, coordinates, version, encoding, size and modification time.\n",
+     2, false, GetChunk},
+    {"put-chunk", "CHUNK FILE [--expect-version V]", "store the chunk record in FILE as CHUNK",
+     "Stores the chunk record in FILE (e.g. from get-chunk, of any chunk) as chunk CHUNK and\n"
+     "prints the write's version. With --expect-version V the server refuses the write\n"
+     "(CONFLICT) unless the chunk's version is V.\n",
+     2, true, PutChunk},
+    {"delete-chunk", "CHUNK", "delete a chunk (it reads as the fills again)",
+     "Deletes the chunk's record; it reads as the fills that cover it (air when none).\n"
+     "Prints the write's version.\n",
+     1, false, DeleteChunk},
+    {"read-box", "X0 Y0 Z0 X1 Y1 Z1 FILE", "save a box of voxels to FILE",
+     "Reads the box's voxels into FILE. A box larger than one frame is read in several\n"
+     "pipelined requests; FILE is replaced only once all of them succeeded.\n",
+     7, false, ReadBox},
+    {"write-box", "X0 Y0 Z0 X1 Y1 Z1 FILE", "write a box of voxels from FILE",
+     "Writes the voxels in FILE into the box and prints the write's version. FILE must have\n"
+     "exactly one byte per voxel of the box. A box larger than one frame is written in\n"
+     "several pipelined requests, each atomic on its own (the version printed is the newest).\n",
+     7, false, WriteBox},
+    {"fill", "X0 Y0 Z0 X1 Y1 Z1 MATERIAL", "fill a box with one material",
+     "Fills the box with MATERIAL (0..255) and prints the write's version. Any size: a fill\n"
+     "is one record, however many chunks it covers.\n",
+     7, false, Fill},
+    {"flush", "", "write every dirty chunk to the store",
+     "Asks the server to write every dirty chunk back to its store now; prints ok when done.\n", 0,
+     false, Flush},
+    {"stats", "", "print the server's counters",
+     "Prints the STATS text: one \"name value\" line per counter.\n", 0, false, Stats},
+};
+
+}  // namespace
+
+std::span<const CommandSpec> Commands() { return kCommands; }
+
+const CommandSpec* FindCommand(std::string_view name) {
+  for (const CommandSpec& c : kCommands) {
+    if (name == c.name) return &c;
+  }
+  return nullptr;
+}
+
+std::string CommandHelpDetails(const CommandSpec& spec) {
+  std::string args;
+  const std::string_view synopsis = spec.synopsis;
+  if (synopsis.find("X0") != std::string_view::npos) {
+    args += kBoxHelp;
+    if (synopsis.find("FILE") != std::string_view::npos) args += kBoxFileHelp;
+  } else if (synopsis.find('X') != std::string_view::npos) {
+    args += "X Y Z are voxel coordinates (see voxdb info for the world's extent).\n";
+  }
+  if (synopsis.find("CHUNK") != std::string_view::npos) args += kChunkHelp;
+  return args.empty() ? spec.help : absl::StrCat(spec.help, "\n", args);
+}
+
+std::vector<Box> SplitBox(const Box& box, uint64_t max_voxels) {
+  const uint64_t dx = box.hi.x - box.lo.x, dy = box.hi.y - box.lo.y;
+  std::vector<Box> parts;
+  if (dx * dy <= max_voxels) {  // slabs of whole layers
+    const uint64_t step = max_voxels / (dx * dy);
+    for (uint64_t z = box.lo.z; z < box.hi.z;) {
+      const uint64_t n = std::min(step, box.hi.z - z);
+      parts.push_back({{box.lo.x, box.lo.y, z}, {box.hi.x, box.hi.y, z + n}});
+      z += n;
+    }
+  } else if (dx <= max_voxels) {  // rows of one layer
+    const uint64_t step = max_voxels / dx;
+    for (uint64_t z = box.lo.z; z < box.hi.z; ++z) {
+      for (uint64_t y = box.lo.y; y < box.hi.y;) {
+        const uint64_t n = std::min(step, box.hi.y - y);
+        parts.push_back({{box.lo.x, y, z}, {box.hi.x, y + n, z + 1}});
+        y += n;
+      }
+    }
+  } else {  // runs of one row
+    for (uint64_t z = box.lo.z; z < box.hi.z; ++z) {
+      for (uint64_t y = box.lo.y; y < box.hi.y; ++y) {
+        for (uint64_t x = box.lo.x; x < box.hi.x;) {
+          const uint64_t n = std::min(max_voxels, box.hi.x - x);
+          parts.push_back({{x, y, z}, {x + n, y + 1, z + 1}});
+          x += n;
+        }
+      }
+    }
+  }
+  return parts;
+}
+
+}  // namespace voxdb::cli

@@ -1,0 +1,46 @@
+// The subcommands of the voxdb CLI. Each one checks its arguments and
+// opens its files first (usage errors), then connects, sends HELLO with the
+// token, does its work and prints its result (human text, or one JSON
+// object with --json).
+//
+// Thread-safety: run from main's thread only.
+#ifndef VOXDB_CLI_COMMANDS_H_
+#define VOXDB_CLI_COMMANDS_H_
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "cli/args.h"
+#include "protocol/messages.h"
+
+namespace voxdb::cli {
+
+struct CommandSpec {
+  const char* name;      // "set-voxel"
+  const char* synopsis;  // its arguments: "X Y Z MATERIAL"
+  const char* summary;   // one line for `voxdb --help`
+  const char* help;      // the paragraphs of `voxdb NAME --help`
+  size_t arg_count;      // positional arguments, exactly
+  bool takes_expect_version;
+  absl::Status (*run)(const CommandLine& cl);
+};
+
+// Every command, in the order of `voxdb --help`.
+std::span<const CommandSpec> Commands();
+// nullptr when there is no such command.
+const CommandSpec* FindCommand(std::string_view name);
+// spec.help and the meaning of its arguments, for `voxdb NAME --help`.
+std::string CommandHelpDetails(const CommandSpec& spec);
+
+// Splits `box` into boxes of at most `max_voxels` voxels each (whole z
+// slabs when a layer fits, else rows, else runs of a row), in z, y, x
+// order. REQUIRES: a non-empty box, max_voxels >= 1.
+std::vector<protocol::Box> SplitBox(const protocol::Box& box, uint64_t max_voxels);
+
+}  // namespace voxdb::cli
+
+#endif  // VOXDB_CLI_COMMANDS_H_

@@ -1,0 +1,71 @@
+// What the voxdb CLI prints: JSON objects (--json), status names, and the
+// exit code of an error.
+//
+// Exit codes: 0 success; 1 the server refused the request (or answered
+// something this client cannot use); 2 a usage error (cli/args.h); 3 the
+// server cannot be reached or the connection was lost or timed out.
+//
+// Thread-safety: value types and functions of one thread.
+#ifndef VOXDB_CLI_OUTPUT_H_
+#define VOXDB_CLI_OUTPUT_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "protocol/frame.h"
+
+namespace voxdb::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitServerError = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitUnreachable = 3;
+
+// A JSON object built field by field, in insertion order:
+//   JsonObject o;
+//   o.Str("command", "get-voxel").Num("material", 7);
+//   o.ToString()  // {"command":"get-voxel","material":7}
+class JsonObject {
+ public:
+  JsonObject& Str(std::string_view key, std::string_view value);
+  JsonObject& Num(std::string_view key, uint64_t value);
+  JsonObject& Double(std::string_view key, double value);  // shortest round-trip form
+  JsonObject& Bool(std::string_view key, bool value);
+  JsonObject& Object(std::string_view key, const JsonObject& value);
+  // `json` must be one JSON value.
+  JsonObject& Raw(std::string_view key, std::string_view json);
+  std::string ToString() const { return "{" + body_ + "}"; }
+
+ private:
+  std::string body_;
+};
+
+// `text` as a JSON string, quotes included. Bytes that are not UTF-8 become
+// U+FFFD so that the output is always valid JSON.
+std::string JsonQuote(std::string_view text);
+// True when `text` is a JSON number (so that it can be emitted as one).
+bool IsJsonNumber(std::string_view text);
+
+// "OK", "INVALID", "OUT_OF_BOUNDS", ... (protocol/PROTOCOL.md, "Status codes").
+const char* WireStatusName(protocol::WireStatus code);
+
+// The exit code for `status` (see the file comment) and the status name
+// printed with it: the server's wire status name; USAGE; UNREACHABLE; or,
+// for an error of this client, the name of its nearest wire status.
+int ExitCodeOf(const absl::Status& status);
+std::string StatusNameOf(const absl::Status& status);
+
+// Prints an error: "voxdb: NAME: message" on stderr (a usage error:
+// "voxdb: message" and `usage_hint` on the next line); with `json` also
+// {"command":...,"error":...,"status":...} on stdout. Returns the exit code.
+int ReportError(const absl::Status& status, std::string_view command, bool json,
+                std::string_view usage_hint);
+
+// Prints `object` and a newline on stdout.
+void PrintJson(const JsonObject& object);
+
+}  // namespace voxdb::cli
+
+#endif  // VOXDB_CLI_OUTPUT_H_

@@ -1,0 +1,959 @@
+// The voxdb CLI (and the client calls it is built on) against the real
+// voxdbd binary on an ephemeral loopback port with a temporary data
+// directory. The CLI runs as a child process; its stdout, stderr and exit
+// code are checked.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "engine/chunk.h"
+#include "engine/chunk_codec.h"
+#include "engine/morton.h"
+#include "protocol/client.h"
+#include "tests/testing/daemon_process.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace voxdb {
+namespace {
+
+using protocol::Client;
+using protocol::Opcode;
+using protocol::WireStatus;
+using testing::DaemonProcess;
+using testing::TempDir;
+
+// A voxel in Europe, at sea level: the origin of chunk (1000000, 400000, 312500).
+constexpr uint64_t kX = 128'000'000, kY = 51'200'000, kZ = 40'000'000;
+constexpr engine::ChunkCoord kChunkA{1'000'000, 400'000, 312'500};
+constexpr engine::ChunkCoord kChunkB{1'000'002, 400'000, 312'500};
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::ostream& operator<<(std::ostream& os, const CliResult& r) {
+  return os << "exit " << r.exit_code << "\n--- stdout\n" << r.out << "--- stderr\n" << r.err;
+}
+
+// Runs the voxdb binary with `args` and the environment of this process
+// minus VOXDB_ADDRESS and VOXDB_TOKEN, plus `env`.
+CliResult RunCli(const std::vector<std::string>& args,
+                 const std::vector<std::pair<std::string, std::string>>& env = {}) {
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view entry = *e;
+    if (entry.starts_with("VOXDB_ADDRESS=") || entry.starts_with("VOXDB_TOKEN=")) continue;
+    env_strings.emplace_back(entry);
+  }
+  for (const auto& [name, value] : env) env_strings.push_back(name + "=" + value);
+  std::vector<std::string> argv_strings = {VOXDB_CLI_PATH};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv, envp;
+  for (auto& a : argv_strings) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  int out[2], err[2];
+  if (pipe(out) != 0 || pipe(err) != 0) std::abort();
+  const pid_t pid = fork();
+  if (pid < 0) std::abort();
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    dup2(err[1], STDERR_FILENO);
+    close(out[0]);
+    close(out[1]);
+    close(err[0]);
+    close(err[1]);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+  CliResult result;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  std::string* sinks[2] = {&result.out, &result.err};
+  int open = 2;
+  while (open > 0) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      std::abort();
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buf[65536];
+      const ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+      }
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+std::vector<uint8_t> ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteBytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> bytes(n);
+  for (auto& b : bytes) b = static_cast<uint8_t>(rng() % 6);  // a few materials, like terrain
+  return bytes;
+}
+
+// (std::regex is avoided: GCC 12 warns inside it under ASan, and the CI
+// builds with -Werror.)
+bool AllDigits(std::string_view s) {
+  return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+// `text` is exactly `prefix` + digits + `suffix`; returns the digits.
+std::optional<std::string> Between(std::string_view text, std::string_view prefix,
+                                   std::string_view suffix) {
+  if (!text.starts_with(prefix) || !text.ends_with(suffix) ||
+      text.size() < prefix.size() + suffix.size()) {
+    return std::nullopt;
+  }
+  const std::string_view middle =
+      text.substr(prefix.size(), text.size() - prefix.size() - suffix.size());
+  if (!AllDigits(middle)) return std::nullopt;
+  return std::string(middle);
+}
+
+// The N of "ok version N\n", or nullopt.
+std::optional<uint64_t> OkVersion(const std::string& out) {
+  const auto digits = Between(out, "ok version ", "\n");
+  if (!digits.has_value()) return std::nullopt;
+  return std::stoull(*digits);
+}
+
+// The value of the "name value" line of STATS text, or nullopt.
+std::optional<uint64_t> StatValue(const std::string& stats, const std::string& name) {
+  const size_t at = ("\n" + stats).find("\n" + name + " ");
+  if (at == std::string::npos) return std::nullopt;
+  const size_t from = at + name.size() + 1;
+  const std::string value = stats.substr(from, stats.find('\n', from) - from);
+  if (!AllDigits(value)) return std::nullopt;
+  return std::stoull(value);
+}
+
+// A minimal JSON reader, enough to check that the CLI prints well-formed
+// JSON: ParseObject validates one object and returns its members as raw
+// JSON text (strings with their quotes).
+class JsonReader {
+ public:
+  static std::optional<std::map<std::string, std::string>> ParseObject(std::string_view text) {
+    JsonReader r(text);
+    std::map<std::string, std::string> members;
+    r.Space();
+    if (!r.Object(&members)) return std::nullopt;
+    r.Space();
+    if (r.i_ != text.size()) return std::nullopt;
+    return members;
+  }
+
+ private:
+  explicit JsonReader(std::string_view s) : s_(s) {}
+  void Space() {
+    while (i_ < s_.size() && std::strchr(" \t\r\n", s_[i_]) != nullptr) ++i_;
+  }
+  bool Take(std::string_view word) {
+    if (s_.substr(i_, word.size()) != word) return false;
+    i_ += word.size();
+    return true;
+  }
+  bool String(std::string* out) {
+    if (!Take("\"")) return false;
+    while (i_ < s_.size()) {
+      const char c = s_[i_++];
+      if (c == '"') return true;
+      if (static_cast<unsigned char>(c) < 0x20) return false;
+      if (c != '\\') {
+        *out += c;
+        continue;
+      }
+      if (i_ >= s_.size()) return false;
+      const char e = s_[i_++];
+      if (e == 'u') {
+        if (i_ + 4 > s_.size()) return false;
+        for (int k = 0; k < 4; ++k) {
+          if (!std::isxdigit(static_cast<unsigned char>(s_[i_++]))) return false;
+        }
+        *out += '?';
+      } else if (std::strchr("\"\\/bfnrt", e) != nullptr) {
+        *out += e == 'n' ? '\n' : e;
+      } else {
+        return false;
+      }
+    }
+    return false;
+  }
+  bool Digits() {
+    const size_t from = i_;
+    while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
+    return i_ > from;
+  }
+  bool Number() {
+    Take("-");
+    if (!Take("0") && !Digits()) return false;
+    if (Take(".") && !Digits()) return false;
+    if (Take("e") || Take("E")) {
+      if (!Take("+")) Take("-");
+      if (!Digits()) return false;
+    }
+    return true;
+  }
+  bool Value() {
+    Space();
+    if (i_ >= s_.size()) return false;
+    switch (s_[i_]) {
+      case '{':
+        return Object(nullptr);
+      case '[': {
+        ++i_;
+        Space();
+        if (Take("]")) return true;
+        do {
+          if (!Value()) return false;
+          Space();
+        } while (Take(","));
+        return Take("]");
+      }
+      case '"': {
+        std::string ignored;
+        return String(&ignored);
+      }
+      default:
+        return Take("true") || Take("false") || Take("null") || Number();
+    }
+  }
+  bool Object(std::map<std::string, std::string>* members) {
+    if (!Take("{")) return false;
+    Space();
+    if (Take("}")) return true;
+    do {
+      Space();
+      std::string key;
+      if (!String(&key)) return false;
+      Space();
+      if (!Take(":")) return false;
+      Space();
+      const size_t from = i_;
+      if (!Value()) return false;
+      if (members != nullptr) (*members)[key] = std::string(s_.substr(from, i_ - from));
+      Space();
+    } while (Take(","));
+    return Take("}");
+  }
+
+  std::string_view s_;
+  size_t i_ = 0;
+};
+
+// The one JSON object the CLI printed (exactly one line), or a test failure.
+std::map<std::string, std::string> JsonOf(const CliResult& r) {
+  EXPECT_FALSE(r.out.empty()) << r;
+  EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "not one line: " << r;
+  auto members = JsonReader::ParseObject(r.out);
+  EXPECT_TRUE(members.has_value()) << "not a JSON object: " << r;
+  return members.value_or(std::map<std::string, std::string>());
+}
+
+// A port on which nothing listens: bound, then closed.
+uint16_t DeadPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  CliTest() : daemon_(VOXDBD_PATH, dir_.Sub("data")) {}
+
+  std::string Address() const { return "127.0.0.1:" + std::to_string(daemon_.port()); }
+  // The CLI against this test's daemon.
+  CliResult Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--address", Address()});
+    return RunCli(args);
+  }
+  std::unique_ptr<Client> Connect() {
+    auto c = Client::Connect("127.0.0.1", daemon_.port());
+    EXPECT_TRUE(c.ok()) << c.status();
+    if (!c.ok()) return nullptr;
+    EXPECT_OK((*c)->Hello(""));
+    return std::move(*c);
+  }
+  std::string File(const std::string& name) const { return dir_.Sub(name); }
+
+  TempDir dir_;
+  DaemonProcess daemon_;
+};
+
+const char* const kAllCommands[] = {"ping",      "info",      "get-voxel",    "set-voxel",
+                                    "get-chunk", "put-chunk", "delete-chunk", "read-box",
+                                    "write-box", "fill",      "flush",        "stats"};
+
+TEST_F(CliTest, HelpListsEveryCommandAndExitsZero) {
+  for (const char* help : {"--help", "-h", "help"}) {
+    const CliResult r = RunCli({help});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(r.err.empty()) << r;
+    for (const char* command : kAllCommands) {
+      EXPECT_NE(r.out.find(std::string("\n  ") + command + " "), std::string::npos)
+          << command << " is not listed:\n"
+          << r;
+    }
+    for (const char* option : {"--address", "VOXDB_ADDRESS", "--token", "VOXDB_TOKEN", "--json"}) {
+      EXPECT_NE(r.out.find(option), std::string::npos) << option;
+    }
+  }
+  CliResult r = RunCli({"set-voxel", "--help"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.out.find("usage: voxdb [options] set-voxel X Y Z MATERIAL"), std::string::npos) << r;
+  r = RunCli({"help", "get-chunk"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.out.find("CX,CY,CZ"), std::string::npos) << r;
+  for (const char* command : kAllCommands) {
+    r = RunCli({command, "-h"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_NE(r.out.find(std::string("usage: voxdb [options] ") + command), std::string::npos) << r;
+  }
+  r = RunCli({"--version"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(r.out.starts_with("voxdb 0.") && r.out.ends_with("\n")) << r;
+}
+
+TEST_F(CliTest, PingAndInfoDescribeTheServer) {
+  CliResult r = Cli({"ping"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  // PONG 0.123 ms
+  const size_t dot = r.out.find('.');
+  ASSERT_NE(dot, std::string::npos) << r;
+  EXPECT_TRUE(Between(r.out.substr(0, dot), "PONG ", "").has_value()) << r;
+  EXPECT_TRUE(Between(r.out.substr(dot), ".", " ms\n").has_value()) << r;
+  EXPECT_EQ(r.out.size() - dot, 8u) << r;  // three decimals
+  r = Cli({"info"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  for (const char* line :
+       {"\nserver_version voxdbd ", "\nprotocol_version 1\n", "\nrole admin\n",
+        "\nextent_x 160300080\n", "\nextent_y 80150040\n", "\nextent_z 80000000\n",
+        "\nvoxel_size_m 0.25\n", "\nchunk_edge 128\n", "\nsea_level_z 40000000\n",
+        "\nmax_payload 67108864\n", "\nmax_box_voxels 268435456\n", "\n# stats\n", "\nflushes ",
+        "\ndirty_chunks "}) {
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << " missing from\n" << r;
+  }
+}
+
+TEST_F(CliTest, SetVoxelThenGetVoxelReturnsTheMaterial) {
+  const std::string x = std::to_string(kX + 5), y = std::to_string(kY + 6),
+                    z = std::to_string(kZ + 7);
+  CliResult r = Cli({"set-voxel", x, y, z, "7"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const std::optional<uint64_t> v1 = OkVersion(r.out);
+  ASSERT_TRUE(v1.has_value()) << r;
+  // Options after the command work as well.
+  r = RunCli({"get-voxel", x, y, z, "--address", Address()});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "7\n");
+  r = Cli({"set-voxel", x, y, z, "255"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const std::optional<uint64_t> v2 = OkVersion(r.out);
+  ASSERT_TRUE(v2.has_value()) << r;
+  EXPECT_GT(*v2, *v1);
+  r = Cli({"get-voxel", x, y, z});
+  EXPECT_EQ(r.out, "255\n") << r;
+  r = Cli({"get-voxel", x, y, std::to_string(kZ + 8)});  // untouched: air
+  EXPECT_EQ(r.out, "0\n") << r;
+  // The daemon agrees.
+  auto c = Connect();
+  ASSERT_OK_AND_ASSIGN(auto got, c->GetVoxels({{{kX + 5, kY + 6, kZ + 7}}}));
+  EXPECT_EQ(got[0], 255);
+}
+
+TEST_F(CliTest, WriteBoxThenReadBoxRoundTripsXFastest) {
+  const std::vector<uint8_t> voxels = RandomBytes(8 * 6 * 5, 1);
+  WriteBytes(File("in.raw"), voxels);
+  const std::vector<std::string> box = {std::to_string(kX),     std::to_string(kY),
+                                        std::to_string(kZ),     std::to_string(kX + 8),
+                                        std::to_string(kY + 6), std::to_string(kZ + 5)};
+  std::vector<std::string> args = {"write-box"};
+  args.insert(args.end(), box.begin(), box.end());
+  args.push_back(File("in.raw"));
+  CliResult r = Cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(OkVersion(r.out).has_value()) << r;
+  args[0] = "read-box";
+  args.back() = File("out.raw");
+  r = Cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "ok 240 voxels to " + File("out.raw") + "\n");
+  EXPECT_EQ(ReadBytes(File("out.raw")), voxels);
+  // The layout is x fastest, then y, then z: voxel (3, 2, 4) of the box.
+  r = Cli({"get-voxel", std::to_string(kX + 3), std::to_string(kY + 2), std::to_string(kZ + 4)});
+  EXPECT_EQ(r.out, std::to_string(voxels[(4 * 6 + 2) * 8 + 3]) + "\n") << r;
+  auto c = Connect();
+  ASSERT_OK_AND_ASSIGN(auto read, c->ReadBox({{kX, kY, kZ}, {kX + 8, kY + 6, kZ + 5}}));
+  EXPECT_EQ(read, voxels);
+}
+
+TEST_F(CliTest, FillThenReadBoxIsAllTheMaterial) {
+  // A box across four chunks.
+  const std::vector<std::string> box = {std::to_string(kX + 100), std::to_string(kY + 120),
+                                        std::to_string(kZ),       std::to_string(kX + 160),
+                                        std::to_string(kY + 140), std::to_string(kZ + 3)};
+  std::vector<std::string> args = {"fill"};
+  args.insert(args.end(), box.begin(), box.end());
+  args.push_back("42");
+  CliResult r = Cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(OkVersion(r.out).has_value()) << r;
+  args[0] = "read-box";
+  args.back() = File("fill.raw");
+  r = Cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(ReadBytes(File("fill.raw")), std::vector<uint8_t>(60 * 20 * 3, 42));
+  r = Cli({"get-voxel", std::to_string(kX + 99), std::to_string(kY + 120), std::to_string(kZ)});
+  EXPECT_EQ(r.out, "0\n") << r;  // just outside
+}
+
+// A server with a small frame limit: boxes go in several pipelined requests
+// (whole layers, rows, runs of a row), and come back the same.
+TEST(CliLargeBoxTest, BoxesLargerThanAFrameTravelInSeveralRequests) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"), {"--max-frame-bytes", "4KiB"});
+  const std::string address = "127.0.0.1:" + std::to_string(daemon.port());
+  struct Case {
+    uint64_t dx, dy, dz;
+    int min_requests;
+  };
+  uint32_t seed = 1;
+  for (const Case& c : {Case{10, 10, 300, 8}, Case{100, 100, 3, 9}, Case{5000, 2, 1, 4}}) {
+    const std::vector<uint8_t> voxels = RandomBytes(c.dx * c.dy * c.dz, seed++);
+    WriteBytes(dir.Sub("in.raw"), voxels);
+    const std::vector<std::string> box = {std::to_string(kX),        std::to_string(kY),
+                                          std::to_string(kZ),        std::to_string(kX + c.dx),
+                                          std::to_string(kY + c.dy), std::to_string(kZ + c.dz)};
+    std::vector<std::string> args = {"--json", "--address", address, "write-box"};
+    args.insert(args.end(), box.begin(), box.end());
+    args.push_back(dir.Sub("in.raw"));
+    CliResult r = RunCli(args);
+    ASSERT_EQ(r.exit_code, 0) << r;
+    auto json = JsonOf(r);
+    EXPECT_GE(std::stoi(json["requests"]), c.min_requests) << r;
+    EXPECT_EQ(json["voxels"], std::to_string(voxels.size()));
+    args[3] = "read-box";
+    args.back() = dir.Sub("out.raw");
+    r = RunCli(args);
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_GE(std::stoi(JsonOf(r)["requests"]), c.min_requests) << r;
+    EXPECT_EQ(ReadBytes(dir.Sub("out.raw")), voxels) << c.dx << "x" << c.dy << "x" << c.dz;
+  }
+}
+
+TEST_F(CliTest, GetChunkThenPutChunkCopiesAChunk) {
+  // Some voxels in chunk A.
+  const std::vector<uint8_t> voxels = RandomBytes(16 * 16 * 16, 2);
+  WriteBytes(File("in.raw"), voxels);
+  CliResult r = Cli({"write-box", std::to_string(kX), std::to_string(kY), std::to_string(kZ),
+                     std::to_string(kX + 16), std::to_string(kY + 16), std::to_string(kZ + 16),
+                     File("in.raw")});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const std::optional<uint64_t> written = OkVersion(r.out);
+  ASSERT_TRUE(written.has_value()) << r;
+
+  // CHUNK as coordinates.
+  r = Cli({"get-chunk", "1000000,400000,312500", File("a.rec")});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const std::vector<uint8_t> record = ReadBytes(File("a.rec"));
+  const uint64_t code_a = engine::ChunkKey::FromCoord(kChunkA).code();
+  EXPECT_NE(r.out.find("key " + std::to_string(code_a) + "\n"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("chunk 1000000,400000,312500\n"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("version " + std::to_string(*written) + "\n"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("encoding bricks\n"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("bytes " + std::to_string(record.size()) + "\n"), std::string::npos) << r;
+  // The file is the chunk's record.
+  std::vector<uint8_t> dense(engine::kChunkVoxels);
+  ASSERT_OK(engine::DecodeChunkToDense(record, dense.data()));
+  for (int z = 0; z < 16; ++z) {
+    for (int y = 0; y < 16; ++y) {
+      for (int x = 0; x < 16; ++x) {
+        ASSERT_EQ(dense[(z * 128 + y) * 128 + x], voxels[(z * 16 + y) * 16 + x]);
+      }
+    }
+  }
+  EXPECT_EQ(dense[(20 * 128 + 20) * 128 + 20], 0);
+
+  // CHUNK as a Morton code: chunk B becomes a copy of A.
+  const uint64_t code_b = engine::ChunkKey::FromCoord(kChunkB).code();
+  r = Cli({"put-chunk", std::to_string(code_b), File("a.rec")});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const std::optional<uint64_t> put = OkVersion(r.out);
+  ASSERT_TRUE(put.has_value()) << r;
+  EXPECT_GT(*put, *written);
+  const uint64_t bx = kX + 2 * 128;
+  for (const auto& [x, y, z] :
+       {std::tuple{0, 0, 0}, std::tuple{15, 15, 15}, std::tuple{3, 9, 12}}) {
+    r = Cli({"get-voxel", std::to_string(bx + x), std::to_string(kY + y), std::to_string(kZ + z)});
+    EXPECT_EQ(r.out, std::to_string(voxels[(z * 16 + y) * 16 + x]) + "\n") << r;
+  }
+  r = Cli({"read-box", std::to_string(bx), std::to_string(kY), std::to_string(kZ),
+           std::to_string(bx + 16), std::to_string(kY + 16), std::to_string(kZ + 16),
+           File("b.raw")});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(ReadBytes(File("b.raw")), voxels);
+
+  // --expect-version: a stale version is a CONFLICT, the current one works.
+  r = Cli({"put-chunk", "1000002,400000,312500", File("a.rec"), "--expect-version",
+           std::to_string(*put - 1)});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: CONFLICT: ")) << r;
+  r = Cli({"put-chunk", "--expect-version=" + std::to_string(*put), "1000002,400000,312500",
+           File("a.rec")});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(OkVersion(r.out).has_value()) << r;
+
+  // delete-chunk: B reads as air again.
+  r = Cli({"delete-chunk", "1000002,400000,312500"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(OkVersion(r.out).has_value()) << r;
+  r = Cli({"read-box", std::to_string(bx), std::to_string(kY), std::to_string(kZ),
+           std::to_string(bx + 16), std::to_string(kY + 16), std::to_string(kZ + 16),
+           File("b.raw")});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(ReadBytes(File("b.raw")), std::vector<uint8_t>(voxels.size(), 0));
+}
+
+TEST_F(CliTest, FlushWritesDirtyChunksAndStatsShowIt) {
+  CliResult r = Cli({"set-voxel", std::to_string(kX), std::to_string(kY), std::to_string(kZ), "3"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  r = Cli({"stats"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.out.find("\ndirty_chunks 1\n"), std::string::npos) << r;
+  r = Cli({"flush"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "ok\n");
+  r = Cli({"stats"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(r.out.starts_with("cache_hits ")) << r;
+  EXPECT_NE(r.out.find("\ndirty_chunks 0\n"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("\nflushed_chunks 1\n"), std::string::npos) << r;
+  EXPECT_GE(StatValue(r.out, "flushes").value_or(0), 1u) << r;
+}
+
+TEST_F(CliTest, JsonOutputIsOneObjectPerCommand) {
+  auto json = JsonOf(Cli({"--json", "ping"}));
+  EXPECT_EQ(json["command"], "\"ping\"");
+  EXPECT_EQ(json["address"], "\"" + Address() + "\"");
+  EXPECT_TRUE(json.count("rtt_ms"));
+
+  const std::string x = std::to_string(kX), y = std::to_string(kY), z = std::to_string(kZ);
+  CliResult r = Cli({"set-voxel", x, y, z, "9", "--json"});  // --json after the command
+  json = JsonOf(r);
+  EXPECT_EQ(json["command"], "\"set-voxel\"");
+  const std::string version = json["version"];
+  EXPECT_GT(std::stoull(version), 0u) << r;
+
+  json = JsonOf(Cli({"--json", "get-voxel", x, y, z}));
+  EXPECT_EQ(json["material"], "9");
+  EXPECT_EQ(json["x"], x);
+
+  r = Cli({"--json", "get-chunk", std::to_string(engine::ChunkKey::FromCoord(kChunkA).code()),
+           File("a.rec")});
+  json = JsonOf(r);
+  EXPECT_EQ(json["cx"], "1000000");
+  EXPECT_EQ(json["cy"], "400000");
+  EXPECT_EQ(json["cz"], "312500");
+  EXPECT_EQ(json["version"], version);
+  EXPECT_EQ(json["encoding"], "\"bricks\"");
+  EXPECT_EQ(json["bytes"], std::to_string(ReadBytes(File("a.rec")).size()));
+
+  json = JsonOf(Cli({"--json", "fill", x, y, z, std::to_string(kX + 2), std::to_string(kY + 2),
+                     std::to_string(kZ + 2), "4"}));
+  EXPECT_EQ(json["voxels"], "8");
+  EXPECT_GT(std::stoull(json["version"]), std::stoull(version));
+  json = JsonOf(Cli({"--json", "read-box", x, y, z, std::to_string(kX + 2), std::to_string(kY + 2),
+                     std::to_string(kZ + 2), File("box.raw")}));
+  EXPECT_EQ(json["voxels"], "8");
+  EXPECT_EQ(ReadBytes(File("box.raw")), std::vector<uint8_t>(8, 4));
+
+  json = JsonOf(Cli({"--json", "flush"}));
+  EXPECT_EQ(json["ok"], "true");
+  json = JsonOf(Cli({"--json", "stats"}));
+  auto stats = JsonReader::ParseObject(json["stats"]);
+  ASSERT_TRUE(stats.has_value());
+  EXPECT_GE(std::stoi((*stats)["flushes"]), 1);
+  EXPECT_EQ((*stats)["dirty_chunks"], "0");
+
+  json = JsonOf(Cli({"--json", "info"}));
+  EXPECT_EQ(json["server_version"], "\"voxdbd 0.1.0\"");
+  auto frame = JsonReader::ParseObject(json["world_frame"]);
+  ASSERT_TRUE(frame.has_value());
+  EXPECT_EQ((*frame)["extent_x"], "160300080");
+  EXPECT_EQ((*frame)["voxel_size_m"], "0.25");
+  auto limits = JsonReader::ParseObject(json["limits"]);
+  ASSERT_TRUE(limits.has_value());
+  EXPECT_EQ((*limits)["max_box_voxels"], "268435456");
+  EXPECT_TRUE(JsonReader::ParseObject(json["stats"]).has_value());
+
+  // Errors are JSON too, with the status.
+  r = Cli({"--json", "get-voxel", "0", "0", "80000000"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  json = JsonOf(r);
+  EXPECT_EQ(json["status"], "\"OUT_OF_BOUNDS\"");
+  EXPECT_TRUE(json.count("error"));
+  r = Cli({"--json", "get-voxel", "zero", "0", "0"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_EQ(JsonOf(r)["status"], "\"USAGE\"");
+}
+
+TEST_F(CliTest, AddressComesFromTheEnvironmentUnlessGiven) {
+  const std::string dead = "127.0.0.1:" + std::to_string(DeadPort());
+  CliResult r = RunCli({"ping"}, {{"VOXDB_ADDRESS", Address()}});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(r.out.starts_with("PONG ")) << r;
+  r = RunCli({"ping", "--address", Address()}, {{"VOXDB_ADDRESS", dead}});
+  EXPECT_EQ(r.exit_code, 0) << r;  // the option wins
+  r = RunCli({"ping", "--address", dead}, {{"VOXDB_ADDRESS", Address()}});
+  EXPECT_EQ(r.exit_code, 3) << r;
+  r = RunCli({"ping"}, {{"VOXDB_ADDRESS", "nonsense"}});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_NE(r.err.find("VOXDB_ADDRESS"), std::string::npos) << r;
+}
+
+TEST_F(CliTest, UsageErrorsExitTwoBeforeConnecting) {
+  WriteBytes(File("63.raw"), std::vector<uint8_t>(63, 1));
+  WriteBytes(File("65.raw"), std::vector<uint8_t>(65, 1));
+  const std::vector<std::vector<std::string>> cases = {
+      {},
+      {"frobnicate"},
+      {"--frobnicate", "ping"},
+      {"ping", "extra"},
+      {"get-voxel", "1", "2"},
+      {"get-voxel", "1", "2", "3", "4"},
+      {"get-voxel", "1", "2", "x"},
+      {"get-voxel", "1", "2", "3x"},
+      {"get-voxel", "1", "2", "-3"},
+      {"get-voxel", "1", "2", "+3"},
+      {"get-voxel", "1", "2", "0x10"},
+      {"get-voxel", "1", "2", "3.0"},
+      {"get-voxel", "1", "2", ""},
+      {"get-voxel", "18446744073709551616", "2", "3"},
+      {"set-voxel", "1", "2", "3", "256"},
+      {"set-voxel", "1", "2", "3"},
+      {"fill", "0", "0", "0", "4", "4", "4", "-1"},
+      {"fill", "4", "0", "0", "4", "4", "4", "1"},  // empty box
+      {"read-box", "0", "0", "0", "4", "4"},
+      {"get-chunk", "1,2", "x"},
+      {"get-chunk", "1,2,3,4", "x"},
+      {"get-chunk", "2097152,0,0", "x"},
+      {"get-chunk", "9223372036854775808", "x"},
+      {"put-chunk", "1,2,3", "/nonexistent/record"},
+      {"get-chunk", "1,2,3", "/nonexistent/dir/record"},
+      {"get-voxel", "1", "2", "3", "--expect-version", "4"},
+      {"put-chunk", "1,2,3", "x", "--expect-version", "v4"},
+      {"ping", "--address"},
+      {"ping", "--json=yes"},
+      {"ping", "--timeout", "soon"},
+      {"write-box", "0", "0", "0", "4", "4", "4", File("63.raw")},
+      {"write-box", "0", "0", "0", "4", "4", "4", File("65.raw")},
+  };
+  for (std::vector<std::string> args : cases) {
+    std::string shown;
+    for (const auto& a : args) shown += " '" + a + "'";
+    // The daemon is not asked: usage errors come first.
+    args.insert(args.begin(), {"--address", "127.0.0.1:1"});
+    const CliResult r = RunCli(args);
+    EXPECT_EQ(r.exit_code, 2) << "voxdb" << shown << "\n" << r;
+    EXPECT_TRUE(r.out.empty()) << shown << "\n" << r;
+    EXPECT_TRUE(r.err.starts_with("voxdb: ")) << shown << "\n" << r;
+    EXPECT_NE(r.err.find("see voxdb --help"), std::string::npos) << shown << "\n" << r;
+  }
+  // The message names the problem.
+  CliResult r = RunCli({"write-box", "0", "0", "0", "4", "4", "4", File("63.raw")});
+  EXPECT_NE(r.err.find("has 63 bytes; the box needs exactly 64"), std::string::npos) << r;
+  r = RunCli({"get-voxel", "1", "2", "3x"});
+  EXPECT_NE(r.err.find("Z '3x' is not a decimal number"), std::string::npos) << r;
+  r = RunCli({"frobnicate"});
+  EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos) << r;
+  r = RunCli({"get-voxel", "1", "2"});
+  EXPECT_NE(r.err.find("usage: voxdb get-voxel X Y Z"), std::string::npos) << r;
+  // Nothing was written to the server by the wrong-size write-box.
+  r = Cli({"read-box", "0", "0", "0", "4", "4", "4", File("zero.raw")});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(ReadBytes(File("zero.raw")), std::vector<uint8_t>(64, 0));
+}
+
+TEST_F(CliTest, ServerErrorsExitOneWithTheStatusName) {
+  CliResult r = Cli({"get-voxel", "0", "0", "80000000"});  // z = extent_z
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.out.empty()) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: OUT_OF_BOUNDS: ")) << r;
+  r = Cli({"set-voxel", "160300080", "0", "0", "1"});  // x = extent_x
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: OUT_OF_BOUNDS: ")) << r;
+  r = Cli({"fill", "0", "0", "79999999", "1", "1", "80000001", "5"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: OUT_OF_BOUNDS: ")) << r;
+  // Larger than the server takes in one read.
+  r = Cli({"read-box", "0", "0", "0", "65536", "65536", "1", File("huge.raw")});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: TOO_LARGE: ")) << r;
+  // A record that is not one.
+  WriteBytes(File("junk.rec"), std::vector<uint8_t>(40, 0xab));
+  r = Cli({"put-chunk", "1000000,400000,312500", File("junk.rec")});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: CORRUPT: ")) << r;
+}
+
+TEST_F(CliTest, FailedReadLeavesTheOutputFileAlone) {
+  WriteBytes(File("keep.raw"), {1, 2, 3});
+  CliResult r = Cli({"read-box", "0", "0", "79999999", "2", "2", "80000001", File("keep.raw")});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_EQ(ReadBytes(File("keep.raw")), (std::vector<uint8_t>{1, 2, 3}));
+  r = Cli({"get-chunk", "1,2,99999999", File("keep.raw")});
+  EXPECT_EQ(r.exit_code, 2) << r;  // over the largest chunk coordinate
+  EXPECT_EQ(ReadBytes(File("keep.raw")), (std::vector<uint8_t>{1, 2, 3}));
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_.path())) {
+    files += entry.is_regular_file();
+  }
+  EXPECT_EQ(files, 1);  // no temporary file left behind
+}
+
+TEST(CliUnreachableTest, NothingListeningExitsThree) {
+  const std::string dead = "127.0.0.1:" + std::to_string(DeadPort());
+  for (const char* command : {"ping", "info", "stats", "flush"}) {
+    const CliResult r = RunCli({"--address", dead, command});
+    EXPECT_EQ(r.exit_code, 3) << command << "\n" << r;
+    EXPECT_TRUE(r.err.starts_with("voxdb: UNREACHABLE: cannot connect to " + dead)) << r;
+  }
+  CliResult r = RunCli({"--address", dead, "--json", "get-voxel", "1", "2", "3"});
+  EXPECT_EQ(r.exit_code, 3) << r;
+  EXPECT_EQ(JsonOf(r)["status"], "\"UNREACHABLE\"");
+  r = RunCli({"--address", "no-such-host.invalid:7390", "ping"});
+  EXPECT_EQ(r.exit_code, 3) << r;
+}
+
+TEST(CliTokenTest, TheTokenIsSentWithHello) {
+  const std::string admin = "aaaaaaaaaaaaaaaaaaaa", read = "rrrrrrrrrrrrrrrrrrrr";
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"),
+                       {"--token", "admin:" + admin, "--token", "read:" + read});
+  const std::string address = "127.0.0.1:" + std::to_string(daemon.port());
+  CliResult r = RunCli({"--address", address, "stats"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: UNAUTHENTICATED: ")) << r;
+  r = RunCli({"--address", address, "--token", "wrong-token-wrong-token", "stats"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: UNAUTHENTICATED: ")) << r;
+  r = RunCli({"--address", address, "--token", admin, "set-voxel", "1", "2", "3", "4"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  r = RunCli({"get-voxel", "1", "2", "3"}, {{"VOXDB_ADDRESS", address}, {"VOXDB_TOKEN", read}});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "4\n");
+  r = RunCli({"set-voxel", "1", "2", "3", "5"},
+             {{"VOXDB_ADDRESS", address}, {"VOXDB_TOKEN", read}});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: PERMISSION_DENIED: ")) << r;
+  r = RunCli({"--address", address, "--token", read, "info"});
+  EXPECT_NE(r.out.find("\nrole read\n"), std::string::npos) << r;
+}
+
+// --- The client calls the CLI is built on -----------------------------------
+
+TEST_F(CliTest, ClientCallBatchAnswersInRequestOrder) {
+  for (size_t in_flight : {size_t{1}, size_t{16}, size_t{128}}) {
+    protocol::ClientOptions options;
+    options.max_in_flight = in_flight;
+    ASSERT_OK_AND_ASSIGN(auto c, Client::Connect("127.0.0.1", daemon_.port(), options));
+    ASSERT_OK(c->Hello(""));
+    std::vector<protocol::Request> requests;
+    for (uint64_t i = 0; i < 500; ++i) {
+      const protocol::Voxel3 at{kX + i, kY + in_flight, kZ};
+      requests.push_back(
+          {Opcode::kSetVoxels,
+           protocol::SetVoxelsRequest{{{at, static_cast<uint8_t>(i % 250 + 1)}}}.Encode()});
+      requests.push_back({Opcode::kGetVoxels, protocol::GetVoxelsRequest{{at}}.Encode()});
+    }
+    requests[301] = {Opcode::kGetVoxels, protocol::GetVoxelsRequest{{{0, 0, 80'000'000}}}.Encode()};
+    requests.push_back({Opcode::kPing, {1, 2, 3}});
+    const auto results = c->CallBatch(requests);
+    ASSERT_EQ(results.size(), requests.size());
+    for (size_t i = 0; i + 1 < requests.size(); i += 2) {
+      ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].status();
+      ASSERT_OK_AND_ASSIGN(uint64_t version, protocol::DecodeU64(*results[i]));
+      EXPECT_GT(version, 0u);
+      if (i + 1 == 301) {
+        EXPECT_TRUE(absl::IsOutOfRange(results[i + 1].status())) << results[i + 1].status();
+        EXPECT_EQ(protocol::ServerStatusOf(results[i + 1].status()), WireStatus::kOutOfBounds);
+        continue;
+      }
+      ASSERT_TRUE(results[i + 1].ok()) << i + 1 << ": " << results[i + 1].status();
+      EXPECT_EQ(*results[i + 1], std::vector<uint8_t>{static_cast<uint8_t>(i / 2 % 250 + 1)}) << i;
+    }
+    EXPECT_EQ(results.back().value(), (std::vector<uint8_t>{1, 2, 3}));
+  }
+}
+
+// Large requests and large replies interleaved, against a server that stops
+// reading a connection while it owes it more than 256 KiB: the client reads
+// replies while it sends, so neither side waits for the other forever.
+TEST(CliClientTest, CallBatchReadsRepliesWhileSending) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"),
+                       {"--max-buffered-bytes", "256KiB", "--send-timeout", "5s"});
+  protocol::ClientOptions options;
+  options.io_timeout = std::chrono::seconds(60);
+  ASSERT_OK_AND_ASSIGN(auto c, Client::Connect("127.0.0.1", daemon.port(), options));
+  ASSERT_OK(c->Hello(""));
+  // Small socket buffers, so that the kernel cannot absorb the replies.
+  const int small = 64 * 1024;
+  setsockopt(c->fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  setsockopt(c->fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  const protocol::Box box{{kX, kY, kZ}, {kX + 64, kY + 64, kZ + 64}};  // 256 KiB
+  const std::vector<uint8_t> voxels = RandomBytes(64 * 64 * 64, 3);
+  protocol::BoxRequest read;
+  read.box = box;
+  protocol::BoxRequest write = read;
+  write.voxels = voxels;
+  std::vector<protocol::Request> requests;
+  for (int i = 0; i < 100; ++i) {
+    requests.push_back({Opcode::kReadBox, read.EncodeReadBox()});
+    requests.push_back({Opcode::kWriteBox, write.EncodeWriteBox()});
+  }
+  const auto results = c->CallBatch(requests);
+  for (size_t i = 0; i < results.size(); ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].status();
+    if (i % 2 == 0) {
+      EXPECT_EQ(results[i]->size(), voxels.size());
+    }
+  }
+  ASSERT_OK_AND_ASSIGN(auto back, c->ReadBox(box));
+  EXPECT_EQ(back, voxels);
+}
+
+TEST_F(CliTest, ClientTypedCallsRoundTrip) {
+  auto c = Connect();
+  EXPECT_OK(c->Ping(std::vector<uint8_t>{9, 8, 7}));
+  const protocol::Box box{{kX, kY, kZ}, {kX + 4, kY + 2, kZ + 1}};
+  ASSERT_OK_AND_ASSIGN(uint64_t v1, c->WriteBox(box, std::vector<uint8_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+  ASSERT_OK_AND_ASSIGN(auto read, c->ReadBox(box));
+  EXPECT_EQ(read, (std::vector<uint8_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+  ASSERT_OK_AND_ASSIGN(uint64_t v2, c->FillBox(box, 6));
+  EXPECT_GT(v2, v1);
+  ASSERT_OK_AND_ASSIGN(read, c->ReadBox(box));
+  EXPECT_EQ(read, std::vector<uint8_t>(8, 6));
+
+  const uint64_t a = engine::ChunkKey::FromCoord(kChunkA).code();
+  const uint64_t b = engine::ChunkKey::FromCoord(kChunkB).code();
+  const uint64_t codes[] = {a, b};
+  ASSERT_OK_AND_ASSIGN(protocol::GetChunksReply chunks, c->GetChunks(codes));
+  ASSERT_EQ(chunks.results.size(), 2u);
+  EXPECT_EQ(chunks.results[0].status, 0);
+  EXPECT_EQ(chunks.results[0].version, v2);
+  ASSERT_OK_AND_ASSIGN(uint64_t v3, c->PutChunk({b, std::nullopt, chunks.results[0].bytes}));
+  EXPECT_GT(v3, v2);
+  auto stale = c->PutChunk({b, v2, chunks.results[0].bytes});
+  EXPECT_EQ(protocol::ServerStatusOf(stale.status()), WireStatus::kConflict) << stale.status();
+  ASSERT_OK_AND_ASSIGN(auto got, c->GetVoxels({{{kX + 256 + 3, kY + 1, kZ}}}));
+  EXPECT_EQ(got[0], 6);
+  ASSERT_OK_AND_ASSIGN(uint64_t v4, c->DeleteChunk(b));
+  EXPECT_GT(v4, v3);
+  ASSERT_OK_AND_ASSIGN(got, c->GetVoxels({{{kX + 256 + 3, kY + 1, kZ}}}));
+  EXPECT_EQ(got[0], 0);
+  EXPECT_OK(c->Flush());
+  ASSERT_OK_AND_ASSIGN(std::string stats, c->Stats());
+  EXPECT_NE(stats.find("\nflushes "), std::string::npos) << stats;
+}
+
+TEST(CliClientTest, TransportErrorsCarryNoWireStatus) {
+  auto refused = Client::Connect("127.0.0.1", DeadPort());
+  EXPECT_TRUE(absl::IsUnavailable(refused.status())) << refused.status();
+  EXPECT_FALSE(protocol::ServerStatusOf(refused.status()).has_value());
+
+  TempDir dir;
+  auto daemon = std::make_unique<DaemonProcess>(VOXDBD_PATH, dir.Sub("data"));
+  ASSERT_OK_AND_ASSIGN(auto c, Client::Connect("127.0.0.1", daemon->port()));
+  ASSERT_OK(c->Hello(""));
+  daemon.reset();  // SIGKILL
+  auto lost = c->Call(Opcode::kPing, {});
+  EXPECT_TRUE(absl::IsUnavailable(lost.status())) << lost.status();
+  EXPECT_FALSE(protocol::ServerStatusOf(lost.status()).has_value());
+  const auto batch = c->CallBatch(std::vector<protocol::Request>(3));
+  for (const auto& r : batch) {
+    EXPECT_TRUE(absl::IsUnavailable(r.status())) << r.status();
+  }
+  EXPECT_EQ(protocol::ServerStatusOf(protocol::ServerError(WireStatus::kBusy, "later")),
+            WireStatus::kBusy);
+  EXPECT_TRUE(absl::IsUnavailable(protocol::ServerError(WireStatus::kBusy, "later")));
+}
+
+TEST(CliClientTest, ReceiveTimesOutWhenTheServerIsSilent) {
+  // A listener that accepts (the kernel does) but never answers.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  protocol::ClientOptions options;
+  options.io_timeout = std::chrono::milliseconds(200);
+  ASSERT_OK_AND_ASSIGN(auto c, Client::Connect("127.0.0.1", ntohs(addr.sin_port), options));
+  auto hello = c->Hello("");
+  EXPECT_TRUE(absl::IsDeadlineExceeded(hello.status())) << hello.status();
+  EXPECT_FALSE(protocol::ServerStatusOf(hello.status()).has_value());
+  // The CLI with --timeout: unreachable, exit 3.
+  const CliResult r = RunCli(
+      {"--timeout", "1", "--address", "127.0.0.1:" + std::to_string(ntohs(addr.sin_port)), "ping"});
+  EXPECT_EQ(r.exit_code, 3) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: UNREACHABLE: ")) << r;
+  close(fd);
+}
+
+}  // namespace
+}  // namespace voxdb
