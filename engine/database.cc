@@ -80,6 +80,33 @@ class Database::Impl {
   Status Flush();
   DatabaseStats Stats() const;
 
+  std::shared_ptr<const FillSet> Fills() const { return FillsSnapshot(); }
+
+  std::vector<Database::DirtyChunk> DirtyChunks() const {
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    std::vector<Database::DirtyChunk> out;
+    out.reserve(dirty_.size());
+    for (const auto& [code, info] : dirty_) {
+      const Shard& shard = ShardOf(code);
+      std::lock_guard<std::mutex> l(shard.mu);
+      auto it = shard.map.find(code);
+      if (it == shard.map.end()) continue;
+      out.push_back({ChunkKey::FromCode(code), it->second.version, it->second.chunk != nullptr});
+    }
+    return out;
+  }
+
+  Status RebuildFromStore(
+      const std::function<Status(const ChunkStore::Snapshot&, WriteBatch*)>& build) {
+    std::lock_guard<std::mutex> l(store_write_mu_);
+    WriteBatch batch;
+    {
+      VOXDB_ASSIGN_OR_RETURN(auto snapshot, store_->BeginRead());
+      VOXDB_RETURN_IF_ERROR(build(*snapshot, &batch));
+    }
+    return store_->Write(batch);
+  }
+
   bool WritesWouldWait() const {
     return waiting_writers_.load() > 0 ||
            dirty_bytes_.load() >= static_cast<int64_t>(options_.dirty_bytes);
@@ -125,6 +152,9 @@ class Database::Impl {
   };
 
   Shard& ShardOf(uint64_t code) {
+    return shards_[(code * 0x9E3779B97F4A7C15ull >> 32) % shards_.size()];
+  }
+  const Shard& ShardOf(uint64_t code) const {
     return shards_[(code * 0x9E3779B97F4A7C15ull >> 32) % shards_.size()];
   }
   std::shared_ptr<const FillSet> FillsSnapshot() const {
@@ -233,6 +263,8 @@ class Database::Impl {
 
   // Flusher.
   std::mutex flush_mu_;
+  // Held around the flusher's store writes and RebuildFromStore.
+  std::mutex store_write_mu_;
   std::condition_variable flush_cv_;    // work for the flusher
   std::condition_variable flushed_cv_;  // a requested flush finished
   // Flush() requests: generation numbers, and the seq they must cover.
@@ -1279,6 +1311,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
       } else {
         batch.DeleteChunk(key);
       }
+      for (ChunkObserver* o : options_.observers) o->OnChunkRemoved(key, &batch);
       continue;
     }
     Chunk compact = *it.chunk;
@@ -1286,6 +1319,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
     std::vector<uint8_t> rec = EncodeChunk(compact, it.version, now, codec);
     bytes += rec.size();
     batch.PutChunk(key, std::move(rec));
+    for (ChunkObserver* o : options_.observers) o->OnChunkStored(key, it.version, &batch);
   }
   for (const Fill& f : fills_to_persist) {
     batch.Put(Table::kFills, JournalKey(f.seq), f.Encode());
@@ -1295,7 +1329,11 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
   batch.Put(Table::kMeta, Bytes(kMetaLastSeq), std::move(last));
   // The journal records every flushed state covers, in the same transaction.
   batch.DeleteRange(Table::kJournal, JournalKey(0), JournalKey(low_water));
-  const Status s = store_->Write(batch);
+  Status s;
+  {
+    std::lock_guard<std::mutex> l(store_write_mu_);
+    s = store_->Write(batch);
+  }
   if (s.ok()) flush_generation_.fetch_add(1, std::memory_order_release);
 
   {
@@ -1499,6 +1537,12 @@ Status Database::Flush() { return impl_->Flush(); }
 DatabaseStats Database::Stats() const { return impl_->Stats(); }
 
 bool Database::WritesWouldWait() const { return impl_->WritesWouldWait(); }
+std::vector<Database::DirtyChunk> Database::DirtyChunks() const { return impl_->DirtyChunks(); }
+std::shared_ptr<const FillSet> Database::Fills() const { return impl_->Fills(); }
+Status Database::RebuildFromStore(
+    const std::function<Status(const ChunkStore::Snapshot&, WriteBatch*)>& build) {
+  return impl_->RebuildFromStore(build);
+}
 
 namespace {
 template <typename Submit>

@@ -41,6 +41,7 @@
 
 #include "engine/chunk_codec.h"
 #include "engine/chunk_store.h"
+#include "engine/fills.h"
 #include "engine/morton.h"
 #include "engine/status.h"
 #include "engine/world_frame.h"
@@ -50,6 +51,20 @@ namespace voxdb::engine {
 enum class Durability {
   kSync,   // acknowledged after the journal commit is on disk
   kAsync,  // acknowledged when applied; on disk within commit_interval
+};
+
+// A secondary structure kept in step with the stored chunks (the S2 index,
+// the LOD pyramid): the flusher calls it for every chunk it stores or
+// removes, and what it adds to `batch` commits in the same LMDB transaction
+// as the chunk. Called on the flusher thread only; must not block.
+class ChunkObserver {
+ public:
+  virtual ~ChunkObserver() = default;
+  // `key` now holds a chunk record of this version.
+  virtual void OnChunkStored(ChunkKey key, uint64_t version, WriteBatch* batch) = 0;
+  // `key` no longer holds a chunk (deleted, or a fills marker: it reads as
+  // the fills). May be called for a key that held none.
+  virtual void OnChunkRemoved(ChunkKey key, WriteBatch* batch) = 0;
 };
 
 struct DatabaseOptions {
@@ -85,6 +100,9 @@ struct DatabaseOptions {
   int zstd_level = CodecOptions::kDefaultZstdLevel;
   // Largest box ReadBox / WriteBox / a GET accepts, in voxels. DEFAULT: 2^28.
   uint64_t max_box_voxels = uint64_t{1} << 28;
+  // Told about every chunk the flusher stores or removes. Not owned; must
+  // outlive the Database. DEFAULT: none.
+  std::vector<ChunkObserver*> observers;
 };
 
 struct WriteResult {
@@ -188,6 +206,25 @@ class Database {
   Status Flush();
 
   DatabaseStats Stats() const;
+
+  // Chunks edited since their last flush, in Morton order: `present` false
+  // for a deleted chunk (it reads as the fills). With a store snapshot taken
+  // after this call, the newest state of every chunk (for queries that must
+  // see writes not yet flushed).
+  struct DirtyChunk {
+    ChunkKey key;
+    uint64_t version = 0;
+    bool present = false;
+  };
+  std::vector<DirtyChunk> DirtyChunks() const;
+  // The fills, in sequence order.
+  std::shared_ptr<const FillSet> Fills() const;
+
+  // Runs build(snapshot, batch) and writes the batch, with no flush between
+  // the snapshot and the write (flushes wait): for rebuilding a structure an
+  // observer keeps, e.g. the S2 index, from the chunks.
+  Status RebuildFromStore(
+      const std::function<Status(const ChunkStore::Snapshot&, WriteBatch*)>& build);
   // True when a write submitted now would likely wait on back-pressure
   // (dirty data at its budget, or writers already waiting). A hint for
   // callers that must not block, e.g. an event loop handing such writes to

@@ -1,0 +1,450 @@
+#include "index/s2_index.h"
+
+#include <s2/s1angle.h>
+#include <s2/s2cap.h>
+#include <s2/s2cell.h>
+#include <s2/s2cell_union.h>
+#include <s2/s2region_coverer.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_format.h"
+#include "engine/coding.h"
+#include "engine/morton_box.h"
+
+namespace voxdb::index {
+namespace {
+
+using engine::ChunkKey;
+using engine::Table;
+
+// In the meta table: the index's format, present once it has been built.
+constexpr char kMetaIndexFormat[] = "s2index_format";
+constexpr uint32_t kIndexFormat = 1;
+constexpr uint32_t kMaxLimit = 65536;
+constexpr int kCoveringCells = 16;
+// The covering is computed for the region grown by this much, so that a
+// point on a covering cell's boundary (whose leaf cell may lie on the other
+// side) is never missed; the exact test decides.
+constexpr double kCoveringSlackRad = 1e-12;
+
+std::span<const uint8_t> Bytes(const char* s) {
+  return {reinterpret_cast<const uint8_t*>(s), std::strlen(s)};
+}
+
+void PutBE64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (56 - 8 * i));
+}
+uint64_t GetBE64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+engine::VoxelBox ChunkVoxels(const engine::WorldFrame& frame, ChunkKey key) {
+  return frame.ChunkBox(key.coord());
+}
+
+bool BandMeets(const std::optional<AltitudeBand>& band, double bottom, double top) {
+  return !band || (bottom <= band->max_m && top > band->min_m);
+}
+
+bool BoxesMeet(const engine::VoxelBox& a, const engine::VoxelBox& b) {
+  return a.lo.x < b.hi.x && b.lo.x < a.hi.x && a.lo.y < b.hi.y && b.lo.y < a.hi.y &&
+         a.lo.z < b.hi.z && b.lo.z < a.hi.z;
+}
+
+S1Angle RadiusAngle(double radius_m) { return S1Angle::Radians(radius_m / engine::kEarthRadiusM); }
+bool IsFullSphere(double radius_m) { return radius_m / engine::kEarthRadiusM >= M_PI; }
+
+// A chunk record's encoding and version, read from its header (the CRC is
+// checked when the chunk itself is read).
+bool StoredChunkVersion(std::span<const uint8_t> record, uint64_t* version) {
+  if (record.size() < engine::kChunkHeaderSize) return false;
+  if (record[1] == static_cast<uint8_t>(engine::ChunkEncoding::kFills)) return false;
+  *version = engine::DecodeFixed64(record.data() + 8);
+  return true;
+}
+
+Status CheckOptions(const QueryOptions& o, size_t cursor_size) {
+  if (o.limit == 0 || o.limit > kMaxLimit) {
+    return absl::InvalidArgumentError(absl::StrFormat("limit must be in 1..%u", kMaxLimit));
+  }
+  if (o.band && (!std::isfinite(o.band->min_m) || !std::isfinite(o.band->max_m) ||
+                 o.band->min_m > o.band->max_m)) {
+    return absl::InvalidArgumentError("the altitude band must be finite with min <= max");
+  }
+  if (!o.cursor.empty() && o.cursor.size() != cursor_size) {
+    return absl::InvalidArgumentError("the cursor does not belong to this kind of query");
+  }
+  return absl::OkStatus();
+}
+
+Status CheckRegion(const engine::WorldFrame& frame, const Region& region) {
+  if (const auto* r = std::get_if<RadiusRegion>(&region)) {
+    if (!r->centre.is_valid() || !std::isfinite(r->radius_m) || r->radius_m < 0) {
+      return absl::InvalidArgumentError(
+          "a radius query needs a valid lat/lon and a finite radius >= 0");
+    }
+  } else if (const auto* c = std::get_if<CellRegion>(&region)) {
+    if (!c->cell.is_valid()) return absl::InvalidArgumentError("not a valid S2 cell");
+  } else if (const auto* q = std::get_if<RectRegion>(&region)) {
+    if (!q->rect.is_valid() || q->rect.is_empty()) {
+      return absl::InvalidArgumentError(
+          "a rectangle needs lat in [-90, 90] with lo <= hi and lon in [-180, 180]");
+    }
+  } else {
+    return frame.CheckBox(std::get<BoxRegion>(region).box);
+  }
+  return absl::OkStatus();
+}
+
+// A candidate of the merge: its order key and what it reports.
+struct Hit {
+  std::array<uint8_t, kIndexKeySize> order;  // box queries: the code in the first 8 bytes
+  ChunkHit hit;
+};
+
+// Merges the sorted index (or chunk table) scan with the sorted dirty
+// candidates into pages.
+class PageBuilder {
+ public:
+  PageBuilder(uint32_t limit, std::vector<Hit> dirty, size_t order_size)
+      : limit_(limit), dirty_(std::move(dirty)), order_size_(order_size) {}
+
+  // Offers the next stored hit (in order). Returns false once the page and
+  // one more are known (the scan can stop).
+  bool Add(const Hit& h) {
+    while (next_dirty_ < dirty_.size() && Less(dirty_[next_dirty_].order, h.order)) {
+      if (!Emit(dirty_[next_dirty_++])) return false;
+    }
+    return Emit(h);
+  }
+  QueryResult Finish() {
+    while (next_dirty_ < dirty_.size() && Emit(dirty_[next_dirty_++])) {
+    }
+    QueryResult r;
+    r.chunks = std::move(out_);
+    if (more_) r.next_cursor.assign(last_.begin(), last_.begin() + order_size_);
+    return r;
+  }
+
+ private:
+  bool Less(const std::array<uint8_t, kIndexKeySize>& a,
+            const std::array<uint8_t, kIndexKeySize>& b) const {
+    return std::memcmp(a.data(), b.data(), order_size_) < 0;
+  }
+  bool Emit(const Hit& h) {
+    if (out_.size() == limit_) {
+      more_ = true;
+      return false;
+    }
+    out_.push_back(h.hit);
+    last_ = h.order;
+    return true;
+  }
+
+  uint32_t limit_;
+  std::vector<Hit> dirty_;
+  size_t next_dirty_ = 0;
+  size_t order_size_;
+  std::vector<ChunkHit> out_;
+  std::array<uint8_t, kIndexKeySize> last_{};
+  bool more_ = false;
+};
+
+// The cursor as the first key to scan from (cursor + 1), or zeros.
+std::array<uint8_t, kIndexKeySize> ResumeKey(const std::vector<uint8_t>& cursor) {
+  std::array<uint8_t, kIndexKeySize> k{};
+  if (cursor.empty()) return k;
+  std::copy(cursor.begin(), cursor.end(), k.begin());
+  for (int i = static_cast<int>(cursor.size()) - 1; i >= 0; --i) {
+    if (++k[i] != 0) break;
+  }
+  return k;
+}
+
+StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
+                                 const QueryOptions& options) {
+  const engine::WorldFrame& frame = db.frame();
+  S2CellUnion covering;
+  if (const auto* r = std::get_if<RadiusRegion>(&region)) {
+    if (IsFullSphere(r->radius_m)) {
+      covering = S2CellUnion::WholeSphere();
+    } else {
+      S2RegionCoverer::Options o;
+      o.set_max_cells(kCoveringCells);
+      S2RegionCoverer coverer(o);
+      const S2Cap cap(r->centre.Normalized().ToPoint(),
+                      RadiusAngle(r->radius_m) + S1Angle::Radians(kCoveringSlackRad));
+      covering = coverer.GetCovering(cap);
+    }
+  } else if (const auto* c = std::get_if<CellRegion>(&region)) {
+    covering = S2CellUnion({c->cell});
+  } else {
+    S2RegionCoverer::Options o;
+    o.set_max_cells(kCoveringCells);
+    S2RegionCoverer coverer(o);
+    covering = coverer.GetCovering(std::get<RectRegion>(region).rect.Expanded(
+        S2LatLng::FromRadians(kCoveringSlackRad, kCoveringSlackRad)));
+  }
+
+  // Chunks not flushed yet: their newest state wins over the index.
+  const std::vector<engine::Database::DirtyChunk> dirty = db.DirtyChunks();
+  const std::array<uint8_t, kIndexKeySize> resume = ResumeKey(options.cursor);
+  std::vector<Hit> dirty_hits;
+  for (const auto& d : dirty) {
+    if (!d.present || !ChunkInRegion(frame, d.key, region, options.band)) continue;
+    Hit h{IndexKey(ChunkCell(frame, d.key), d.key), {d.key, d.version}};
+    if (std::memcmp(h.order.data(), resume.data(), kIndexKeySize) >= 0) dirty_hits.push_back(h);
+  }
+  std::sort(dirty_hits.begin(), dirty_hits.end(), [](const Hit& a, const Hit& b) {
+    return std::memcmp(a.order.data(), b.order.data(), kIndexKeySize) < 0;
+  });
+  auto is_dirty = [&](uint64_t code) {
+    auto it = std::lower_bound(
+        dirty.begin(), dirty.end(), code,
+        [](const engine::Database::DirtyChunk& d, uint64_t c) { return d.key.code() < c; });
+    return it != dirty.end() && it->key.code() == code;
+  };
+
+  PageBuilder page(options.limit, std::move(dirty_hits), kIndexKeySize);
+  VOXDB_ASSIGN_OR_RETURN(auto snapshot, db.store().BeginRead());
+  bool stopped = false;
+  for (const S2CellId cell : covering) {
+    if (stopped) break;
+    std::array<uint8_t, kIndexKeySize> begin{}, end{};
+    PutBE64(begin.data(), cell.range_min().id());
+    PutBE64(end.data(), cell.range_max().id() + 1);
+    if (std::memcmp(end.data(), resume.data(), kIndexKeySize) <= 0) continue;
+    if (std::memcmp(begin.data(), resume.data(), kIndexKeySize) < 0) begin = resume;
+    VOXDB_RETURN_IF_ERROR(snapshot->Scan(
+        Table::kS2Index, begin, end, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+          if (k.size() != kIndexKeySize || v.size() != 8) return true;  // not an entry
+          const uint64_t code = GetBE64(k.data() + 8);
+          if (code > ChunkKey::kMaxCode || is_dirty(code)) return true;
+          const ChunkKey key = ChunkKey::FromCode(code);
+          if (!ChunkInRegion(frame, key, region, options.band)) return true;
+          Hit h;
+          std::copy(k.begin(), k.end(), h.order.begin());
+          h.hit = {key, engine::DecodeFixed64(v.data())};
+          if (!page.Add(h)) {
+            stopped = true;
+            return false;
+          }
+          return true;
+        }));
+  }
+  return page.Finish();
+}
+
+StatusOr<QueryResult> QueryBox(engine::Database& db, const engine::VoxelBox& box,
+                               const QueryOptions& options) {
+  const engine::WorldFrame& frame = db.frame();
+  const engine::ChunkCoord lo = frame.ChunkOf(box.lo);
+  const engine::ChunkCoord hi =
+      frame.ChunkOf(engine::VoxelCoord{box.hi.x - 1, box.hi.y - 1, box.hi.z - 1});
+  const engine::ChunkBox chunks{lo, hi};
+  const Region region = BoxRegion{box};
+  const std::array<uint8_t, kIndexKeySize> resume = ResumeKey(options.cursor);
+  const uint64_t from = options.cursor.empty() ? 0 : GetBE64(resume.data());
+  if (!options.cursor.empty() && from == 0) return QueryResult{};  // the cursor was the last key
+
+  const std::vector<engine::Database::DirtyChunk> dirty = db.DirtyChunks();
+  std::vector<Hit> dirty_hits;
+  for (const auto& d : dirty) {
+    if (!d.present || d.key.code() < from || !chunks.Contains(d.key.coord()) ||
+        !ChunkInRegion(frame, d.key, region, options.band)) {
+      continue;
+    }
+    Hit h{};
+    PutBE64(h.order.data(), d.key.code());
+    h.hit = {d.key, d.version};
+    dirty_hits.push_back(h);  // DirtyChunks is in Morton order already
+  }
+  auto is_dirty = [&](uint64_t code) {
+    auto it = std::lower_bound(
+        dirty.begin(), dirty.end(), code,
+        [](const engine::Database::DirtyChunk& d, uint64_t c) { return d.key.code() < c; });
+    return it != dirty.end() && it->key.code() == code;
+  };
+
+  PageBuilder page(options.limit, std::move(dirty_hits), 8);
+  VOXDB_ASSIGN_OR_RETURN(auto snapshot, db.store().BeginRead());
+  // Walk the stored chunks inside the box: scan while keys stay in it, and
+  // jump (BIGMIN) over each stretch of the Morton curve outside it.
+  std::optional<uint64_t> next = chunks.NextInBox(std::max(from, chunks.MinCode()));
+  bool stopped = false;
+  while (next && !stopped) {
+    const uint64_t start = *next;
+    next.reset();
+    VOXDB_RETURN_IF_ERROR(
+        snapshot->ScanChunks(engine::MortonRange{start, chunks.MaxCode() + 1},
+                             [&](ChunkKey key, std::span<const uint8_t> record) {
+                               if (!chunks.Contains(key.coord())) {
+                                 next = chunks.NextInBox(key.code());
+                                 return false;
+                               }
+                               uint64_t version;
+                               if (is_dirty(key.code()) || !StoredChunkVersion(record, &version) ||
+                                   !BandMeets(options.band, ChunkAltitudes(frame, key).first,
+                                              ChunkAltitudes(frame, key).second)) {
+                                 return true;
+                               }
+                               Hit h{};
+                               PutBE64(h.order.data(), key.code());
+                               h.hit = {key, version};
+                               if (!page.Add(h)) {
+                                 stopped = true;
+                                 return false;
+                               }
+                               return true;
+                             }));
+  }
+  return page.Finish();
+}
+
+}  // namespace
+
+S2LatLng ChunkCentre(const engine::WorldFrame& frame, ChunkKey key) {
+  const engine::VoxelBox b = ChunkVoxels(frame, key);
+  const double vs = frame.voxel_size_m();
+  const engine::MetreCoord m{(static_cast<double>(b.lo.x) + static_cast<double>(b.hi.x)) / 2 * vs,
+                             (static_cast<double>(b.lo.y) + static_cast<double>(b.hi.y)) / 2 * vs,
+                             0};
+  const engine::GeoCoord g = frame.MetresToGeo(m);
+  return S2LatLng::FromDegrees(g.lat_deg, g.lon_deg);
+}
+
+S2CellId ChunkCell(const engine::WorldFrame& frame, ChunkKey key) {
+  return S2CellId(ChunkCentre(frame, key));
+}
+
+std::pair<double, double> ChunkAltitudes(const engine::WorldFrame& frame, ChunkKey key) {
+  const engine::VoxelBox b = ChunkVoxels(frame, key);
+  return {frame.AltitudeOfZ(b.lo.z), frame.AltitudeOfZ(b.hi.z)};
+}
+
+S2LatLngRect BoxFootprint(const engine::WorldFrame& frame, const engine::VoxelBox& box) {
+  const double vs = frame.voxel_size_m();
+  const engine::GeoCoord lo = frame.MetresToGeo(
+      {static_cast<double>(box.lo.x) * vs, static_cast<double>(box.lo.y) * vs, 0});
+  const engine::GeoCoord hi = frame.MetresToGeo(
+      {static_cast<double>(box.hi.x) * vs, static_cast<double>(box.hi.y) * vs, 0});
+  return S2LatLngRect(S2LatLng::FromDegrees(lo.lat_deg, lo.lon_deg),
+                      S2LatLng::FromDegrees(hi.lat_deg, hi.lon_deg));
+}
+
+std::array<uint8_t, kIndexKeySize> IndexKey(S2CellId cell, ChunkKey key) {
+  std::array<uint8_t, kIndexKeySize> k;
+  PutBE64(k.data(), cell.id());
+  PutBE64(k.data() + 8, key.code());
+  return k;
+}
+
+void S2Index::OnChunkStored(ChunkKey key, uint64_t version, engine::WriteBatch* batch) {
+  std::vector<uint8_t> value(8);
+  engine::EncodeFixed64(value.data(), version);
+  batch->Put(Table::kS2Index, IndexKey(ChunkCell(frame_, key), key), std::move(value));
+}
+
+void S2Index::OnChunkRemoved(ChunkKey key, engine::WriteBatch* batch) {
+  batch->Delete(Table::kS2Index, IndexKey(ChunkCell(frame_, key), key));
+}
+
+Status Rebuild(engine::Database* db, uint64_t* entries) {
+  const engine::WorldFrame frame = db->frame();
+  *entries = 0;
+  return db->RebuildFromStore(
+      [&](const engine::ChunkStore::Snapshot& snapshot, engine::WriteBatch* batch) -> Status {
+        std::array<uint8_t, kIndexKeySize + 1> past_last;
+        past_last.fill(0xff);
+        batch->DeleteRange(Table::kS2Index, std::array<uint8_t, 1>{0}, past_last);
+        VOXDB_RETURN_IF_ERROR(snapshot.ScanChunks(
+            engine::MortonRange{0, ChunkKey::kMaxCode + 1},
+            [&](ChunkKey key, std::span<const uint8_t> record) {
+              uint64_t version;
+              if (!StoredChunkVersion(record, &version)) return true;
+              std::vector<uint8_t> value(8);
+              engine::EncodeFixed64(value.data(), version);
+              batch->Put(Table::kS2Index, IndexKey(ChunkCell(frame, key), key), std::move(value));
+              ++*entries;
+              return true;
+            }));
+        std::vector<uint8_t> format(4);
+        engine::EncodeFixed32(format.data(), kIndexFormat);
+        batch->Put(Table::kMeta, Bytes(kMetaIndexFormat), std::move(format));
+        return absl::OkStatus();
+      });
+}
+
+Status EnsureBuilt(engine::Database* db) {
+  {
+    VOXDB_ASSIGN_OR_RETURN(auto snapshot, db->store().BeginRead());
+    auto format = snapshot->Get(Table::kMeta, Bytes(kMetaIndexFormat));
+    if (format.ok()) {
+      if (format->size() != 4 || engine::DecodeFixed32(format->data()) != kIndexFormat) {
+        return absl::FailedPreconditionError(
+            "the S2 index has an unknown format: rebuild it with voxdb reindex");
+      }
+      return absl::OkStatus();
+    }
+    if (!absl::IsNotFound(format.status())) return format.status();
+  }
+  uint64_t entries;
+  return Rebuild(db, &entries);
+}
+
+bool ChunkInRegion(const engine::WorldFrame& frame, ChunkKey key, const Region& region,
+                   const std::optional<AltitudeBand>& band) {
+  const auto [bottom, top] = ChunkAltitudes(frame, key);
+  if (!BandMeets(band, bottom, top)) return false;
+  if (const auto* b = std::get_if<BoxRegion>(&region)) {
+    return BoxesMeet(ChunkVoxels(frame, key), b->box);
+  }
+  const S2LatLng centre = ChunkCentre(frame, key);
+  if (const auto* r = std::get_if<RadiusRegion>(&region)) {
+    if (IsFullSphere(r->radius_m)) return true;
+    return S2Cap(r->centre.Normalized().ToPoint(), RadiusAngle(r->radius_m))
+        .Contains(centre.ToPoint());
+  }
+  if (const auto* c = std::get_if<CellRegion>(&region)) {
+    return c->cell.contains(S2CellId(centre));
+  }
+  return std::get<RectRegion>(region).rect.Contains(centre);
+}
+
+bool FillInRegion(const engine::WorldFrame& frame, const engine::Fill& fill, const Region& region,
+                  const std::optional<AltitudeBand>& band) {
+  if (!BandMeets(band, frame.AltitudeOfZ(fill.box.lo.z), frame.AltitudeOfZ(fill.box.hi.z))) {
+    return false;
+  }
+  if (const auto* b = std::get_if<BoxRegion>(&region)) return BoxesMeet(fill.box, b->box);
+  const S2LatLngRect footprint = BoxFootprint(frame, fill.box);
+  if (const auto* r = std::get_if<RadiusRegion>(&region)) {
+    if (IsFullSphere(r->radius_m)) return true;
+    return footprint.GetDistance(r->centre.Normalized()) <= RadiusAngle(r->radius_m);
+  }
+  if (const auto* c = std::get_if<CellRegion>(&region)) {
+    return footprint.Intersects(S2Cell(c->cell));
+  }
+  return footprint.Intersects(std::get<RectRegion>(region).rect);
+}
+
+StatusOr<QueryResult> Query(engine::Database& db, const Region& region,
+                            const QueryOptions& options) {
+  VOXDB_RETURN_IF_ERROR(CheckRegion(db.frame(), region));
+  const bool box = std::holds_alternative<BoxRegion>(region);
+  VOXDB_RETURN_IF_ERROR(CheckOptions(options, box ? 8 : kIndexKeySize));
+  StatusOr<QueryResult> result = box ? QueryBox(db, std::get<BoxRegion>(region).box, options)
+                                     : QueryCells(db, region, options);
+  if (result.ok() && options.cursor.empty()) {
+    for (const engine::Fill& f : db.Fills()->fills()) {
+      if (FillInRegion(db.frame(), f, region, options.band)) result->fills.push_back(f);
+    }
+  }
+  return result;
+}
+
+}  // namespace voxdb::index

@@ -1,0 +1,452 @@
+// The S2 index and the spatial queries against brute force: every query's
+// answer (all pages) must equal the stored chunks that the region's
+// definition selects, found by scanning the whole chunks table.
+#include "index/s2_index.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "engine/chunk_codec.h"
+#include "engine/coding.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace voxdb::index {
+namespace {
+
+using engine::ChunkCoord;
+using engine::ChunkKey;
+using engine::Database;
+using engine::DatabaseOptions;
+using engine::Table;
+using testing::TempDir;
+
+const engine::WorldFrame kFrame = engine::WorldFrame::Earth();
+constexpr uint32_t kSeaCz = 312'500;  // the chunk layer starting at altitude 0
+
+struct Db {
+  explicit Db(const std::string& dir) : index(kFrame) {
+    DatabaseOptions o;
+    o.store.sync = false;
+    o.observers = {&index};
+    auto d = Database::Open(dir, o);
+    EXPECT_TRUE(d.ok()) << d.status();
+    db = std::move(*d);
+    EXPECT_OK(EnsureBuilt(db.get()));
+  }
+  S2Index index;
+  std::unique_ptr<Database> db;
+};
+
+std::vector<uint8_t> Uniform(uint8_t material) {
+  return engine::EncodeChunk(engine::Chunk(material), 1, 1);
+}
+
+// Brute force: the stored chunks (not fills markers) and their versions.
+std::map<uint64_t, uint64_t> StoredChunks(Database& db) {
+  std::map<uint64_t, uint64_t> out;
+  auto snap = db.store().BeginRead();
+  EXPECT_TRUE(snap.ok());
+  EXPECT_OK((*snap)->ScanChunks(engine::MortonRange{0, ChunkKey::kMaxCode + 1},
+                                [&](ChunkKey key, std::span<const uint8_t> rec) {
+                                  auto view = engine::ParseChunkRecord(rec);
+                                  EXPECT_TRUE(view.ok()) << view.status();
+                                  if (view->header.encoding != engine::ChunkEncoding::kFills) {
+                                    out[key.code()] = view->header.version;
+                                  }
+                                  return true;
+                                }));
+  return out;
+}
+
+// The index table holds exactly one entry per stored chunk, under its
+// centre's leaf cell, with its version.
+void ExpectIndexMatchesChunks(Database& db) {
+  std::map<std::array<uint8_t, kIndexKeySize>, uint64_t> want, got;
+  for (auto [code, version] : StoredChunks(db)) {
+    const ChunkKey key = ChunkKey::FromCode(code);
+    want[IndexKey(ChunkCell(kFrame, key), key)] = version;
+  }
+  auto snap = db.store().BeginRead();
+  ASSERT_TRUE(snap.ok());
+  ASSERT_OK((*snap)->Scan(Table::kS2Index, std::array<uint8_t, 1>{0}, {},
+                          [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+                            EXPECT_EQ(k.size(), kIndexKeySize);
+                            EXPECT_EQ(v.size(), 8u);
+                            std::array<uint8_t, kIndexKeySize> key{};
+                            std::copy(k.begin(), k.end(), key.begin());
+                            got[key] = engine::DecodeFixed64(v.data());
+                            return true;
+                          }));
+  EXPECT_EQ(got.size(), want.size());
+  EXPECT_TRUE(got == want) << "the index disagrees with the chunks";
+}
+
+// Every page of a query, concatenated; checks the pages' sizes.
+QueryResult AllPages(Database& db, const Region& region, QueryOptions options) {
+  QueryResult all;
+  for (int page = 0;; ++page) {
+    auto r = Query(db, region, options);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return all;
+    EXPECT_LE(r->chunks.size(), options.limit);
+    if (!r->next_cursor.empty()) {
+      EXPECT_EQ(r->chunks.size(), options.limit);
+    }
+    if (page > 0) {
+      EXPECT_TRUE(r->fills.empty());
+    }
+    all.chunks.insert(all.chunks.end(), r->chunks.begin(), r->chunks.end());
+    all.fills.insert(all.fills.end(), r->fills.begin(), r->fills.end());
+    if (r->next_cursor.empty()) return all;
+    options.cursor = r->next_cursor;
+  }
+}
+
+// The oracle: the stored chunks in the region, in the query's order.
+std::vector<ChunkHit> Expected(const std::map<uint64_t, uint64_t>& stored, const Region& region,
+                               const std::optional<AltitudeBand>& band) {
+  std::vector<std::pair<std::array<uint8_t, kIndexKeySize>, ChunkHit>> hits;
+  const bool box = std::holds_alternative<BoxRegion>(region);
+  for (auto [code, version] : stored) {
+    const ChunkKey key = ChunkKey::FromCode(code);
+    if (!ChunkInRegion(kFrame, key, region, band)) continue;
+    std::array<uint8_t, kIndexKeySize> order{};
+    if (box) {
+      for (int i = 0; i < 8; ++i) order[i] = static_cast<uint8_t>(code >> (56 - 8 * i));
+    } else {
+      order = IndexKey(ChunkCell(kFrame, key), key);
+    }
+    hits.push_back({order, ChunkHit{key, version}});
+  }
+  std::sort(hits.begin(), hits.end(), [](auto& a, auto& b) { return a.first < b.first; });
+  std::vector<ChunkHit> out;
+  for (auto& h : hits) out.push_back(h.second);
+  return out;
+}
+
+// Clusters of chunks at the poles, on both sides of the antimeridian and at
+// random places, around sea level.
+std::vector<ChunkCoord> RandomWorld(std::mt19937_64& rng, int clusters, int per_cluster) {
+  const uint32_t nx = kFrame.chunks_x(), ny = kFrame.chunks_y();
+  std::vector<std::pair<uint32_t, uint32_t>> centres = {
+      {20, ny / 2}, {nx - 21, ny / 2}, {nx / 3, 10}, {nx / 3, ny - 11}, {nx / 2, ny - 1}};
+  while (static_cast<int>(centres.size()) < clusters) {
+    centres.push_back({static_cast<uint32_t>(rng() % nx), static_cast<uint32_t>(rng() % ny)});
+  }
+  std::vector<ChunkCoord> out;
+  for (auto [cx, cy] : centres) {
+    for (int i = 0; i < per_cluster; ++i) {
+      const int64_t x = static_cast<int64_t>(cx) + static_cast<int64_t>(rng() % 81) - 40;
+      const int64_t y = static_cast<int64_t>(cy) + static_cast<int64_t>(rng() % 81) - 40;
+      if (x < 0 || y < 0 || x >= nx || y >= ny) continue;
+      out.push_back({static_cast<uint32_t>(x), static_cast<uint32_t>(y),
+                     static_cast<uint32_t>(kSeaCz - 3 + rng() % 7)});
+    }
+  }
+  return out;
+}
+
+S2LatLng Jitter(std::mt19937_64& rng, const S2LatLng& p, double deg) {
+  std::uniform_real_distribution<double> u(-deg, deg);
+  return S2LatLng::FromDegrees(std::clamp(p.lat().degrees() + u(rng), -90.0, 90.0),
+                               std::clamp(p.lng().degrees() + u(rng), -180.0, 180.0));
+}
+
+Region RandomRegion(std::mt19937_64& rng, const std::vector<ChunkCoord>& world) {
+  const ChunkKey near = ChunkKey::FromCoord(world[rng() % world.size()]);
+  const S2LatLng c = ChunkCentre(kFrame, near);
+  std::uniform_real_distribution<double> u(0, 1);
+  switch (rng() % 4) {
+    case 0: {
+      const double radii[] = {0, 1, 50, 400, 1000, 3000, 20'000, 1e6, 1.2e7, 2.1e7};
+      return RadiusRegion{Jitter(rng, c, 0.01), radii[rng() % 10] * (0.5 + u(rng))};
+    }
+    case 1:
+      return CellRegion{ChunkCell(kFrame, near).parent(static_cast<int>(rng() % 31))};
+    case 2: {
+      const double span = std::pow(10.0, -4 + 4 * u(rng));  // 0.0001 to 1 degree
+      const S2LatLng a = Jitter(rng, c, span), b = Jitter(rng, c, span);
+      return RectRegion{S2LatLngRect::FromPointPair(a, b)};
+    }
+    default: {
+      const engine::VoxelCoord o = kFrame.ChunkOrigin(near.coord());
+      const uint64_t w = 1 + rng() % (128 * 60), h = 1 + rng() % (128 * 60), d = 1 + rng() % 1000;
+      const uint64_t x0 = o.x > w / 2 ? o.x - w / 2 : 0, y0 = o.y > h / 2 ? o.y - h / 2 : 0;
+      engine::VoxelBox box{
+          {x0, y0, o.z - std::min<uint64_t>(o.z, 500)},
+          {std::min(x0 + w, kFrame.extent_x()), std::min(y0 + h, kFrame.extent_y()), o.z + d}};
+      return BoxRegion{box};
+    }
+  }
+}
+
+std::optional<AltitudeBand> RandomBand(std::mt19937_64& rng) {
+  if (rng() % 2) return std::nullopt;
+  std::uniform_real_distribution<double> u(-150, 150);
+  double a = u(rng), b = u(rng);
+  if (a > b) std::swap(a, b);
+  return AltitudeBand{a, b};
+}
+
+TEST(S2IndexTest, QueriesEqualBruteForceOnRandomWorlds) {
+  TempDir dir;
+  Db d(dir.Sub("db"));
+  std::mt19937_64 rng(42);
+  const std::vector<ChunkCoord> world = RandomWorld(rng, 9, 250);
+  for (const ChunkCoord& c : world) {
+    ASSERT_OK(
+        d.db->PutChunkAndWait(ChunkKey::FromCoord(c), Uniform(1 + rng() % 9), std::nullopt).status);
+  }
+  ASSERT_OK(d.db->Flush());
+  // Some deletes, rewrites and a fill of stored chunks, so the index loses
+  // and changes entries too.
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_OK(d.db->DeleteChunkAndWait(ChunkKey::FromCoord(world[rng() % world.size()])).status);
+    ASSERT_OK(d.db->PutChunkAndWait(ChunkKey::FromCoord(world[rng() % world.size()]), Uniform(7),
+                                    std::nullopt)
+                  .status);
+  }
+  const engine::VoxelCoord o = kFrame.ChunkOrigin(world[0]);
+  ASSERT_OK(
+      d.db->FillBoxAndWait({{o.x, o.y, o.z}, {o.x + 128 * 6, o.y + 128 * 6, o.z + 200}}, 5).status);
+  ASSERT_OK(d.db->Flush());
+  ExpectIndexMatchesChunks(*d.db);
+  const auto stored = StoredChunks(*d.db);
+  ASSERT_GT(stored.size(), 1500u);
+
+  int nonempty = 0;
+  for (int q = 0; q < 400; ++q) {
+    const Region region = RandomRegion(rng, world);
+    QueryOptions options;
+    options.band = RandomBand(rng);
+    options.limit = q % 3 == 0 ? 1 + static_cast<uint32_t>(rng() % 7) : 65536;
+    const QueryResult got = AllPages(*d.db, region, options);
+    const std::vector<ChunkHit> want = Expected(stored, region, options.band);
+    ASSERT_EQ(got.chunks.size(), want.size()) << "query " << q << " kind " << region.index();
+    EXPECT_TRUE(got.chunks == want) << "query " << q << " kind " << region.index();
+    nonempty += !want.empty();
+    std::vector<uint64_t> fills_want, fills_got;
+    for (const auto& f : d.db->Fills()->fills()) {
+      if (FillInRegion(kFrame, f, region, options.band)) fills_want.push_back(f.seq);
+    }
+    for (const auto& f : got.fills) fills_got.push_back(f.seq);
+    EXPECT_EQ(fills_got, fills_want) << "query " << q;
+  }
+  EXPECT_GT(nonempty, 150);  // the regions are not all empty
+}
+
+TEST(S2IndexTest, EdgeCases) {
+  TempDir dir;
+  Db d(dir.Sub("db"));
+  std::mt19937_64 rng(7);
+  const std::vector<ChunkCoord> world = RandomWorld(rng, 5, 100);
+  for (const ChunkCoord& c : world) {
+    ASSERT_OK(d.db->PutChunkAndWait(ChunkKey::FromCoord(c), Uniform(3), std::nullopt).status);
+  }
+  ASSERT_OK(d.db->Flush());
+  const auto stored = StoredChunks(*d.db);
+  auto keys = [](const QueryResult& r) {
+    std::set<uint64_t> s;
+    for (const auto& h : r.chunks) s.insert(h.key.code());
+    return s;
+  };
+  // Radius 0 at a chunk's centre: that chunk.
+  const ChunkKey one = ChunkKey::FromCoord(world[17]);
+  auto r0 = AllPages(*d.db, RadiusRegion{ChunkCentre(kFrame, one), 0}, {});
+  EXPECT_EQ(keys(r0), std::set<uint64_t>{one.code()});
+  // More than half the circumference: everything.
+  auto all = AllPages(*d.db, RadiusRegion{S2LatLng::FromDegrees(10, 20), 2.1e7}, {});
+  EXPECT_EQ(all.chunks.size(), stored.size());
+  // The whole world as a rectangle, and as the six face cells.
+  all = AllPages(*d.db, RectRegion{S2LatLngRect::Full()}, {});
+  EXPECT_EQ(all.chunks.size(), stored.size());
+  size_t in_faces = 0;
+  for (int face = 0; face < 6; ++face) {
+    in_faces += AllPages(*d.db, CellRegion{S2CellId::FromFace(face)}, {}).chunks.size();
+  }
+  EXPECT_EQ(in_faces, stored.size());
+  // A rectangle across the antimeridian holds both sides' clusters.
+  const S2LatLngRect across(R1Interval(-0.1, 0.1), S1Interval(M_PI - 0.01, -M_PI + 0.01));
+  auto both = AllPages(*d.db, RectRegion{across}, {});
+  bool east = false, west = false;
+  for (const auto& h : both.chunks) {
+    (h.key.coord().x < kFrame.chunks_x() / 2 ? west : east) = true;
+  }
+  EXPECT_TRUE(east && west) << both.chunks.size();
+  EXPECT_EQ(both.chunks, Expected(stored, RectRegion{across}, std::nullopt));
+  // The poles: a cap around each pole.
+  for (double lat : {90.0, -90.0}) {
+    const Region cap = RadiusRegion{S2LatLng::FromDegrees(lat, 0), 30'000};
+    auto polar = AllPages(*d.db, cap, {});
+    EXPECT_FALSE(polar.chunks.empty()) << lat;
+    EXPECT_EQ(polar.chunks, Expected(stored, cap, std::nullopt)) << lat;
+  }
+  // Empty regions.
+  EXPECT_TRUE(
+      AllPages(*d.db, RadiusRegion{S2LatLng::FromDegrees(-33, 151), 10'000}, {}).chunks.empty());
+  QueryOptions high;
+  high.band = AltitudeBand{5000, 6000};
+  EXPECT_TRUE(AllPages(*d.db, RectRegion{S2LatLngRect::Full()}, high).chunks.empty());
+  // Bad arguments.
+  QueryOptions zero;
+  zero.limit = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      Query(*d.db, RadiusRegion{S2LatLng::FromDegrees(0, 0), 1}, zero).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      Query(*d.db, RadiusRegion{S2LatLng::FromDegrees(0, 0), -1}, {}).status()));
+  QueryOptions bad_cursor;
+  bad_cursor.cursor = {1, 2, 3};
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      Query(*d.db, RadiusRegion{S2LatLng::FromDegrees(0, 0), 1}, bad_cursor).status()));
+  EXPECT_TRUE(absl::IsOutOfRange(
+      Query(*d.db, BoxRegion{{{0, 0, 0}, {1, 1, kFrame.extent_z() + 1}}}, {}).status()));
+}
+
+// The predicate itself, against independent arithmetic: haversine distance
+// for radius queries, plain lat/lon comparison for rectangles.
+TEST(S2IndexTest, RegionDefinitionsAgreeWithPlainGeometry) {
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<double> u(0, 1);
+  int inside = 0;
+  for (int i = 0; i < 20'000; ++i) {
+    const ChunkKey key =
+        ChunkKey::FromCoord({static_cast<uint32_t>(rng() % kFrame.chunks_x()),
+                             static_cast<uint32_t>(rng() % kFrame.chunks_y()), kSeaCz});
+    const S2LatLng c = ChunkCentre(kFrame, key);
+    const S2LatLng q = Jitter(rng, c, 0.2);
+    const double lat1 = c.lat().radians(), lat2 = q.lat().radians();
+    const double dlat = lat2 - lat1, dlon = q.lng().radians() - c.lng().radians();
+    const double h = std::sin(dlat / 2) * std::sin(dlat / 2) +
+                     std::cos(lat1) * std::cos(lat2) * std::sin(dlon / 2) * std::sin(dlon / 2);
+    const double dist = 2 * engine::kEarthRadiusM * std::asin(std::min(1.0, std::sqrt(h)));
+    const double radius = 30'000 * u(rng);
+    if (std::abs(dist - radius) < 1e-3) continue;  // too close to call
+    const bool in = ChunkInRegion(kFrame, key, RadiusRegion{q, radius}, std::nullopt);
+    EXPECT_EQ(in, dist <= radius) << dist << " " << radius;
+    inside += in;
+    // The chunk's centre, by the frame's own conversion.
+    const engine::VoxelBox b = kFrame.ChunkBox(key.coord());
+    const engine::GeoCoord g =
+        kFrame.MetresToGeo({(b.lo.x + b.hi.x) / 2.0 * kFrame.voxel_size_m(),
+                            (b.lo.y + b.hi.y) / 2.0 * kFrame.voxel_size_m(), 0});
+    EXPECT_NEAR(c.lat().degrees(), g.lat_deg, 1e-9);
+    EXPECT_NEAR(c.lng().degrees(), g.lon_deg, 1e-9);
+    const double lat_lo = g.lat_deg - 0.01 * u(rng), lon_lo = g.lon_deg - 0.01 * u(rng);
+    EXPECT_TRUE(ChunkInRegion(
+        kFrame, key,
+        RectRegion{S2LatLngRect(S2LatLng::FromDegrees(lat_lo, lon_lo),
+                                S2LatLng::FromDegrees(std::min(90.0, g.lat_deg + 0.01),
+                                                      std::min(180.0, g.lon_deg + 0.01)))},
+        std::nullopt));
+    EXPECT_FALSE(
+        ChunkInRegion(kFrame, key,
+                      RectRegion{S2LatLngRect(S2LatLng::FromDegrees(lat_lo, lon_lo),
+                                              S2LatLng::FromDegrees(lat_lo + 1e-9, lon_lo + 1e-9))},
+                      std::nullopt));
+  }
+  EXPECT_GT(inside, 1000);
+}
+
+TEST(S2IndexTest, UnflushedWritesAndDeletesAreSeen) {
+  TempDir dir;
+  Db d(dir.Sub("db"));
+  const ChunkKey a = ChunkKey::FromCoord({1'000'000, 400'000, kSeaCz});
+  const ChunkKey b = ChunkKey::FromCoord({1'000'001, 400'000, kSeaCz});
+  ASSERT_OK(d.db->PutChunkAndWait(a, Uniform(2), std::nullopt).status);
+  ASSERT_OK(d.db->Flush());
+  const Region around = RadiusRegion{ChunkCentre(kFrame, a), 100};
+  auto r = AllPages(*d.db, around, {});
+  ASSERT_EQ(r.chunks.size(), 1u);
+  // Not flushed: b appears, then a disappears once deleted.
+  const uint64_t vb = d.db->PutChunkAndWait(b, Uniform(3), std::nullopt).version;
+  r = AllPages(*d.db, around, {});
+  ASSERT_EQ(r.chunks.size(), 2u);
+  EXPECT_EQ(r.chunks,
+            Expected({{a.code(), r.chunks[0].key == a ? r.chunks[0].version : r.chunks[1].version},
+                      {b.code(), vb}},
+                     around, std::nullopt));
+  ASSERT_OK(d.db->DeleteChunkAndWait(a).status);
+  r = AllPages(*d.db, around, {});
+  ASSERT_EQ(r.chunks.size(), 1u);
+  EXPECT_EQ(r.chunks[0].key, b);
+  auto box = AllPages(*d.db, BoxRegion{kFrame.ChunkBox(a.coord())}, {});
+  EXPECT_TRUE(box.chunks.empty());
+  ASSERT_OK(d.db->Flush());
+  ExpectIndexMatchesChunks(*d.db);
+  EXPECT_EQ(AllPages(*d.db, around, {}).chunks, r.chunks);
+}
+
+TEST(S2IndexTest, RebuildAndEnsureBuiltRecreateTheIndex) {
+  TempDir dir;
+  std::mt19937_64 rng(11);
+  const std::vector<ChunkCoord> world = RandomWorld(rng, 6, 60);
+  {
+    // A database written without the index (as before it existed).
+    DatabaseOptions o;
+    o.store.sync = false;
+    auto db = Database::Open(dir.Sub("db"), o);
+    ASSERT_TRUE(db.ok());
+    for (const ChunkCoord& c : world) {
+      ASSERT_OK((*db)->PutChunkAndWait(ChunkKey::FromCoord(c), Uniform(4), std::nullopt).status);
+    }
+  }
+  Db d(dir.Sub("db"));  // EnsureBuilt builds it
+  ExpectIndexMatchesChunks(*d.db);
+  // Damage it, then rebuild.
+  engine::WriteBatch damage;
+  damage.Delete(Table::kS2Index, IndexKey(ChunkCell(kFrame, ChunkKey::FromCoord(world[0])),
+                                          ChunkKey::FromCoord(world[0])));
+  damage.Put(Table::kS2Index,
+             IndexKey(S2CellId::FromFace(2).child_begin(30), ChunkKey::FromCode(5)),
+             std::vector<uint8_t>(8, 0));
+  ASSERT_OK(d.db->store().Write(damage));
+  uint64_t entries = 0;
+  ASSERT_OK(Rebuild(d.db.get(), &entries));
+  EXPECT_EQ(entries, StoredChunks(*d.db).size());
+  ExpectIndexMatchesChunks(*d.db);
+}
+
+// kill -9 while writing and flushing: after reopening, the index agrees
+// with the chunks (they commit in one transaction).
+TEST(S2IndexTest, IndexSurvivesKillNineWithTheChunks) {
+  TempDir dir;
+  for (int round = 0; round < 4; ++round) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      Db d(dir.Sub("db"));
+      std::mt19937_64 rng(round);
+      for (uint64_t i = 0;; ++i) {
+        const ChunkKey key =
+            ChunkKey::FromCoord({static_cast<uint32_t>(500'000 + rng() % 64),
+                                 static_cast<uint32_t>(300'000 + rng() % 64), kSeaCz});
+        if (rng() % 4 == 0) {
+          (void)d.db->DeleteChunkAndWait(key);
+        } else {
+          (void)d.db->PutChunkAndWait(key, Uniform(1 + rng() % 9), std::nullopt);
+        }
+        if (i % 50 == 0) (void)d.db->Flush();
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300 + 100 * round));
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    Db d(dir.Sub("db"));
+    ASSERT_OK(d.db->Flush());  // the replayed journal, flushed with its index entries
+    ExpectIndexMatchesChunks(*d.db);
+    EXPECT_GT(StoredChunks(*d.db).size(), 0u);
+  }
+}
+
+}  // namespace
+}  // namespace voxdb::index
