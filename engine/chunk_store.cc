@@ -6,6 +6,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -154,6 +155,17 @@ void WriteBatch::PutChunk(ChunkKey key, std::span<const uint8_t> record) {
   Put(Table::kChunks, key.Encode(), record);
 }
 void WriteBatch::DeleteChunk(ChunkKey key) { Delete(Table::kChunks, key.Encode()); }
+
+void WriteBatch::AppendSorted(WriteBatch&& other) {
+  std::sort(other.ops_.begin(), other.ops_.end(), [](const Op& a, const Op& b) {
+    if (a.table != b.table) return a.table < b.table;
+    return a.key < b.key;
+  });
+  ops_.reserve(ops_.size() + other.ops_.size());
+  for (Op& op : other.ops_) ops_.push_back(std::move(op));
+  bytes_ += other.bytes_;
+  other.Clear();
+}
 
 // --- Snapshot ----------------------------------------------------------------
 

@@ -1298,6 +1298,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
 
   // Encode outside every lock: the snapshots are immutable (copy on write).
   WriteBatch batch;
+  WriteBatch observed;  // what the observers add, applied in key order
   const CodecOptions codec{options_.zstd_level};
   const int64_t now = NowMicros();
   uint64_t bytes = 0;
@@ -1311,7 +1312,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
       } else {
         batch.DeleteChunk(key);
       }
-      for (ChunkObserver* o : options_.observers) o->OnChunkRemoved(key, &batch);
+      for (ChunkObserver* o : options_.observers) o->OnChunkRemoved(key, &observed);
       continue;
     }
     Chunk compact = *it.chunk;
@@ -1319,8 +1320,9 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
     std::vector<uint8_t> rec = EncodeChunk(compact, it.version, now, codec);
     bytes += rec.size();
     batch.PutChunk(key, std::move(rec));
-    for (ChunkObserver* o : options_.observers) o->OnChunkStored(key, it.version, &batch);
+    for (ChunkObserver* o : options_.observers) o->OnChunkStored(key, it.version, &observed);
   }
+  batch.AppendSorted(std::move(observed));
   for (const Fill& f : fills_to_persist) {
     batch.Put(Table::kFills, JournalKey(f.seq), f.Encode());
   }

@@ -1,6 +1,7 @@
 #include "index/s2_index.h"
 
 #include <s2/s1angle.h>
+#include <s2/s1chord_angle.h>
 #include <s2/s2cap.h>
 #include <s2/s2cell.h>
 #include <s2/s2cell_union.h>
@@ -23,7 +24,7 @@ using engine::Table;
 constexpr char kMetaIndexFormat[] = "s2index_format";
 constexpr uint32_t kIndexFormat = 1;
 constexpr uint32_t kMaxLimit = 65536;
-constexpr int kCoveringCells = 16;
+constexpr int kCoveringCells = 32;
 // The covering is computed for the region grown by this much, so that a
 // point on a covering cell's boundary (whose leaf cell may lie on the other
 // side) is never missed; the exact test decides.
@@ -209,11 +210,40 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
     return it != dirty.end() && it->key.code() == code;
   };
 
+  // Per covering cell: whether the region contains all of it (then only
+  // the altitude band needs checking per entry).
+  const auto* radius = std::get_if<RadiusRegion>(&region);
+  const auto* rect = std::get_if<RectRegion>(&region);
+  std::optional<S2Cap> cap;
+  S1ChordAngle inner, outer;  // surely inside / outside, for leaf cell centres
+  if (radius && !IsFullSphere(radius->radius_m)) {
+    cap = S2Cap(radius->centre.Normalized().ToPoint(), RadiusAngle(radius->radius_m));
+    // A leaf cell's centre is within 2e-9 radians of any point in it.
+    const S1Angle margin = S1Angle::Radians(4e-9);
+    inner = S1ChordAngle(std::max(S1Angle::Zero(), RadiusAngle(radius->radius_m) - margin));
+    outer = S1ChordAngle(std::min(S1Angle::Radians(M_PI), RadiusAngle(radius->radius_m) + margin));
+  }
+  auto contains_cell = [&](S2CellId cell) {
+    if (cap) return cap->Contains(S2Cell(cell));
+    if (rect) return rect->rect.Contains(S2Cell(cell));
+    return true;  // the cell region itself, or the whole sphere
+  };
+  // Whether the entry's chunk is in the region; `leaf` is its centre's cell.
+  auto in_region = [&](S2CellId leaf, ChunkKey key) {
+    if (cap && radius->radius_m > 0) {
+      const S1ChordAngle d(leaf.ToPoint(), cap->center());
+      if (d < inner) return true;
+      if (d > outer) return false;
+    }
+    return ChunkInRegion(frame, key, region, std::nullopt);
+  };
+
   PageBuilder page(options.limit, std::move(dirty_hits), kIndexKeySize);
   VOXDB_ASSIGN_OR_RETURN(auto snapshot, db.store().BeginRead());
   bool stopped = false;
   for (const S2CellId cell : covering) {
     if (stopped) break;
+    const bool interior = contains_cell(cell);
     std::array<uint8_t, kIndexKeySize> begin{}, end{};
     PutBE64(begin.data(), cell.range_min().id());
     PutBE64(end.data(), cell.range_max().id() + 1);
@@ -225,7 +255,11 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
           const uint64_t code = GetBE64(k.data() + 8);
           if (code > ChunkKey::kMaxCode || is_dirty(code)) return true;
           const ChunkKey key = ChunkKey::FromCode(code);
-          if (!ChunkInRegion(frame, key, region, options.band)) return true;
+          if (options.band) {
+            const auto [bottom, top] = ChunkAltitudes(frame, key);
+            if (!BandMeets(options.band, bottom, top)) return true;
+          }
+          if (!interior && !in_region(S2CellId(GetBE64(k.data())), key)) return true;
           Hit h;
           std::copy(k.begin(), k.end(), h.order.begin());
           h.hit = {key, engine::DecodeFixed64(v.data())};
