@@ -1,6 +1,7 @@
 #include "cli/args.h"
 
 #include <charconv>
+#include <cmath>
 #include <limits>
 #include <system_error>
 
@@ -60,6 +61,37 @@ absl::StatusOr<uint8_t> ParseMaterial(std::string_view text) {
     return UsageError(absl::StrFormat("MATERIAL '%s' is not in 0..255", text));
   }
   return static_cast<uint8_t>(*value);
+}
+
+absl::StatusOr<double> ParseDouble(std::string_view text, std::string_view what) {
+  if (text.empty()) return UsageError(absl::StrFormat("%s is empty", what));
+  double value = 0;
+  const char* end = text.data() + text.size();
+  // from_chars takes no "+", spaces or "0x" prefix (chars_format::general).
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value, std::chars_format::general);
+  if (ec == std::errc::result_out_of_range) {
+    return UsageError(absl::StrFormat("%s '%s' is out of range", what, text));
+  }
+  if (ec != std::errc() || ptr != end || !std::isfinite(value)) {
+    return UsageError(absl::StrFormat("%s '%s' is not a finite decimal number", what, text));
+  }
+  return value;
+}
+
+absl::StatusOr<std::vector<uint8_t>> ParseHex(std::string_view text, std::string_view what) {
+  if (text.empty()) return UsageError(absl::StrFormat("%s is empty", what));
+  if (text.size() % 2 != 0) {
+    return UsageError(absl::StrFormat("%s '%s' has an odd number of hex digits", what, text));
+  }
+  std::vector<uint8_t> bytes(text.size() / 2);
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    const auto [ptr, ec] =
+        std::from_chars(text.data() + 2 * i, text.data() + 2 * i + 2, bytes[i], 16);
+    if (ec != std::errc() || ptr != text.data() + 2 * i + 2) {
+      return UsageError(absl::StrFormat("%s '%s' is not hex digits", what, text));
+    }
+  }
+  return bytes;
 }
 
 absl::StatusOr<Address> ParseAddress(std::string_view text, std::string_view source) {
@@ -145,6 +177,15 @@ uint64_t BoxVolume(const protocol::Box& box) {
   return (box.hi.x - box.lo.x) * (box.hi.y - box.lo.y) * (box.hi.z - box.lo.z);
 }
 
+const char* CommandLine::FirstQueryOption() const {
+  if (alt_min.has_value()) return "--alt-min";
+  if (alt_max.has_value()) return "--alt-max";
+  if (limit.has_value()) return "--limit";
+  if (all) return "--all";
+  if (cursor.has_value()) return "--cursor";
+  return nullptr;
+}
+
 absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
                                              const char* env_address, const char* env_token) {
   CommandLine cl;
@@ -199,6 +240,26 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
       status = flag(&cl.version);
     } else if (name == "--json") {
       status = flag(&cl.json);
+    } else if (name == "--all") {
+      status = flag(&cl.all);
+    } else if (name == "--alt-min" || name == "--alt-max" || name == "--limit" ||
+               name == "--cursor") {
+      // The value may be negative (--alt-min -100): it is taken as it is.
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (name == "--limit") {
+        auto n = ParseU64(*v, name);
+        if (!n.ok()) return n.status();
+        cl.limit = *n;
+      } else if (name == "--cursor") {
+        auto bytes = ParseHex(*v, name);
+        if (!bytes.ok()) return bytes.status();
+        cl.cursor = std::move(*bytes);
+      } else {
+        auto metres = ParseDouble(*v, name);
+        if (!metres.ok()) return metres.status();
+        (name == "--alt-min" ? cl.alt_min : cl.alt_max) = *metres;
+      }
     } else if (name == "--address" || name == "--token" || name == "--timeout" ||
                name == "--expect-version") {
       auto v = value();

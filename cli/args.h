@@ -33,6 +33,11 @@ bool IsUsageError(const absl::Status& status);
 absl::StatusOr<uint64_t> ParseU64(std::string_view text, std::string_view what);
 // A material id, 0..255.
 absl::StatusOr<uint8_t> ParseMaterial(std::string_view text);
+// A finite decimal number ("45.8", "-6.9", "1e3"): the whole text, no
+// leading "+" or space, no hex, inf or nan.
+absl::StatusOr<double> ParseDouble(std::string_view text, std::string_view what);
+// Bytes as hex digits, two per byte, either case; not empty.
+absl::StatusOr<std::vector<uint8_t>> ParseHex(std::string_view text, std::string_view what);
 
 struct Address {
   std::string host;
@@ -62,8 +67,16 @@ struct CommandLine {
   bool version = false;                    // --version
   uint64_t timeout_s = 0;                  // --timeout; 0: none
   std::optional<uint64_t> expect_version;  // --expect-version (put-chunk only)
-  std::string command;                     // empty: none given
-  std::vector<std::string> args;           // the command's arguments
+  // The options of `voxdb query` (checked there: both or neither of
+  // --alt-min and --alt-max, --limit's range).
+  std::optional<double> alt_min, alt_max;      // --alt-min M, --alt-max M (metres)
+  std::optional<uint64_t> limit;               // --limit N: chunks per page
+  bool all = false;                            // --all: every page
+  std::optional<std::vector<uint8_t>> cursor;  // --cursor HEX
+  // The first query option given ("--limit"), or nullptr when none is.
+  const char* FirstQueryOption() const;
+  std::string command;            // empty: none given
+  std::vector<std::string> args;  // the command's arguments
 };
 
 // Parses argv[1..argc). env_address and env_token are $VOXDB_ADDRESS and

@@ -1,5 +1,6 @@
 #include "cli/commands.h"
 
+#include <s2/s2cell_id.h>
 #include <time.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "cli/files.h"
 #include "cli/output.h"
 #include "engine/chunk_codec.h"
@@ -459,6 +461,206 @@ absl::Status Stats(const CommandLine& cl) {
   return absl::OkStatus();
 }
 
+absl::Status Reindex(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_ASSIGN_OR_RETURN(uint64_t entries, s.client->Reindex());
+  JsonObject o = CommandObject(cl);
+  o.Num("entries", entries);
+  Emit(cl, o, absl::StrFormat("entries %u\n", entries));
+  return absl::OkStatus();
+}
+
+// --- voxdb query -------------------------------------------------------------
+
+constexpr uint32_t kDefaultQueryLimit = 1000;
+
+struct QueryKindSpec {
+  const char* name;
+  const char* synopsis;
+  size_t arg_count;
+  protocol::QueryKind kind;
+};
+constexpr QueryKindSpec kQueryKinds[] = {
+    {"radius", "LAT LON METRES", 3, protocol::QueryKind::kRadius},
+    {"cell", "TOKEN", 1, protocol::QueryKind::kCell},
+    {"rect", "LAT_LO LON_LO LAT_HI LON_HI", 4, protocol::QueryKind::kRect},
+    {"box", "X0 Y0 Z0 X1 Y1 Z1", 6, protocol::QueryKind::kBox},
+};
+
+absl::StatusOr<double> ParseLatitude(std::string_view text, std::string_view what) {
+  VOXDB_ASSIGN_OR_RETURN(double deg, ParseDouble(text, what));
+  if (deg < -90 || deg > 90) {
+    return UsageError(absl::StrFormat("%s '%s' is not a latitude in -90..90", what, text));
+  }
+  return deg;
+}
+
+absl::StatusOr<double> ParseLongitude(std::string_view text, std::string_view what) {
+  VOXDB_ASSIGN_OR_RETURN(double deg, ParseDouble(text, what));
+  if (deg < -180 || deg > 180) {
+    return UsageError(absl::StrFormat("%s '%s' is not a longitude in -180..180", what, text));
+  }
+  return deg;
+}
+
+// The first page's request of `voxdb query KIND ARGS... [options]`.
+absl::StatusOr<protocol::QueryRequest> ParseQuery(const CommandLine& cl) {
+  if (cl.args.empty()) return UsageError("needs a KIND: radius, cell, rect or box");
+  const QueryKindSpec* spec = nullptr;
+  for (const QueryKindSpec& k : kQueryKinds) {
+    if (cl.args[0] == k.name) spec = &k;
+  }
+  if (spec == nullptr) {
+    return UsageError(absl::StrFormat("unknown KIND '%s': radius, cell, rect or box", cl.args[0]));
+  }
+  const std::span<const std::string> args = std::span(cl.args).subspan(1);
+  if (args.size() != spec->arg_count) {
+    return UsageError(absl::StrFormat("%s takes %u argument%s (%s), not %u", spec->name,
+                                      spec->arg_count, spec->arg_count == 1 ? "" : "s",
+                                      spec->synopsis, args.size()));
+  }
+  protocol::QueryRequest q;
+  q.kind = spec->kind;
+  switch (spec->kind) {
+    case protocol::QueryKind::kRadius: {
+      VOXDB_ASSIGN_OR_RETURN(q.lat, ParseLatitude(args[0], "LAT"));
+      VOXDB_ASSIGN_OR_RETURN(q.lon, ParseLongitude(args[1], "LON"));
+      VOXDB_ASSIGN_OR_RETURN(q.radius, ParseDouble(args[2], "METRES"));
+      if (q.radius < 0) {
+        return UsageError(absl::StrFormat("METRES '%s' is negative", args[2]));
+      }
+      break;
+    }
+    case protocol::QueryKind::kCell: {
+      const std::string& token = args[0];
+      // FromToken takes any case and stops at nothing: check the digits first.
+      const bool hex = !token.empty() && token.size() <= 16 &&
+                       token.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
+      const S2CellId cell = hex ? S2CellId::FromToken(token) : S2CellId::None();
+      if (!cell.is_valid()) {
+        return UsageError(absl::StrFormat(
+            "TOKEN '%s' is not an S2 cell token (hex digits of a valid cell id, e.g. 47a1cbd4)",
+            token));
+      }
+      q.cell = cell.id();
+      break;
+    }
+    case protocol::QueryKind::kRect: {
+      VOXDB_ASSIGN_OR_RETURN(q.rect.lat_lo, ParseLatitude(args[0], "LAT_LO"));
+      VOXDB_ASSIGN_OR_RETURN(q.rect.lon_lo, ParseLongitude(args[1], "LON_LO"));
+      VOXDB_ASSIGN_OR_RETURN(q.rect.lat_hi, ParseLatitude(args[2], "LAT_HI"));
+      VOXDB_ASSIGN_OR_RETURN(q.rect.lon_hi, ParseLongitude(args[3], "LON_HI"));
+      if (q.rect.lat_lo > q.rect.lat_hi) {
+        return UsageError(absl::StrFormat("LAT_LO %s is north of LAT_HI %s", args[0], args[2]));
+      }
+      break;
+    }
+    case protocol::QueryKind::kBox: {
+      VOXDB_ASSIGN_OR_RETURN(q.box, ParseBox(args));
+      break;
+    }
+  }
+  if (cl.alt_min.has_value() != cl.alt_max.has_value()) {
+    return UsageError("--alt-min and --alt-max go together: give both or neither");
+  }
+  if (cl.alt_min.has_value()) {
+    if (*cl.alt_min > *cl.alt_max) {
+      return UsageError(
+          absl::StrFormat("--alt-min %g is above --alt-max %g", *cl.alt_min, *cl.alt_max));
+    }
+    q.band = protocol::AltitudeBand{*cl.alt_min, *cl.alt_max};
+  }
+  q.limit = kDefaultQueryLimit;
+  if (cl.limit.has_value()) {
+    if (*cl.limit == 0 || *cl.limit > protocol::kMaxQueryLimit) {
+      return UsageError(
+          absl::StrFormat("--limit %u is not in 1..%u", *cl.limit, protocol::kMaxQueryLimit));
+    }
+    q.limit = static_cast<uint32_t>(*cl.limit);
+  }
+  if (cl.cursor.has_value()) {
+    if (cl.cursor->size() > UINT16_MAX) return UsageError("--cursor is too long");
+    q.cursor = *cl.cursor;
+  }
+  return q;
+}
+
+std::string Hex(std::span<const uint8_t> bytes) {
+  std::string out;
+  out.reserve(2 * bytes.size());
+  for (uint8_t b : bytes) absl::StrAppendFormat(&out, "%02x", b);
+  return out;
+}
+
+// [a,b,c] of the JSON texts.
+std::string JsonArray(const std::vector<std::string>& items) {
+  return absl::StrCat("[", absl::StrJoin(items, ","), "]");
+}
+
+absl::Status Query(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(protocol::QueryRequest request, ParseQuery(cl));
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  protocol::QueryReply result;
+  size_t pages = 0;
+  for (;;) {
+    VOXDB_ASSIGN_OR_RETURN(protocol::QueryReply page, s.client->Query(request));
+    ++pages;
+    result.chunks.insert(result.chunks.end(), page.chunks.begin(), page.chunks.end());
+    result.fills.insert(result.fills.end(), page.fills.begin(), page.fills.end());
+    result.next_cursor = std::move(page.next_cursor);
+    if (!cl.all || result.next_cursor.empty()) break;
+    if (result.next_cursor == request.cursor) {
+      return absl::InternalError("the server answered a page with its own cursor");
+    }
+    request.cursor = result.next_cursor;
+  }
+  std::string text;
+  std::vector<std::string> chunks, fills;
+  for (const protocol::QueryChunk& c : result.chunks) {
+    if (c.code > engine::ChunkKey::kMaxCode) {
+      return absl::InternalError(absl::StrFormat("the server answered chunk key %u", c.code));
+    }
+    const engine::ChunkCoord xyz = engine::ChunkKey::FromCode(c.code).coord();
+    absl::StrAppendFormat(&text, "%u,%u,%u key %u version %u\n", xyz.x, xyz.y, xyz.z, c.code,
+                          c.version);
+    if (cl.json) {
+      JsonObject o;
+      o.Num("cx", xyz.x)
+          .Num("cy", xyz.y)
+          .Num("cz", xyz.z)
+          .Num("key", c.code)
+          .Num("version", c.version);
+      chunks.push_back(o.ToString());
+    }
+  }
+  for (const protocol::QueryFill& f : result.fills) {
+    const Box& b = f.box;
+    absl::StrAppendFormat(&text, "fill %u box %u %u %u %u %u %u material %u\n", f.seq, b.lo.x,
+                          b.lo.y, b.lo.z, b.hi.x, b.hi.y, b.hi.z, f.material);
+    if (cl.json) {
+      JsonObject o;
+      o.Num("seq", f.seq)
+          .Raw("lo", absl::StrFormat("[%u,%u,%u]", b.lo.x, b.lo.y, b.lo.z))
+          .Raw("hi", absl::StrFormat("[%u,%u,%u]", b.hi.x, b.hi.y, b.hi.z))
+          .Num("material", f.material);
+      fills.push_back(o.ToString());
+    }
+  }
+  if (!result.next_cursor.empty()) {
+    absl::StrAppendFormat(&text, "next-cursor %s\n", Hex(result.next_cursor));
+  }
+  JsonObject o = CommandObject(cl);
+  o.Str("kind", cl.args[0]).Num("pages", pages);
+  o.Raw("chunks", JsonArray(chunks)).Raw("fills", JsonArray(fills));
+  if (result.next_cursor.empty()) {
+    o.Raw("next_cursor", "null");
+  } else {
+    o.Str("next_cursor", Hex(result.next_cursor));
+  }
+  Emit(cl, o, text);
+  return absl::OkStatus();
+}
+
 constexpr char kBoxHelp[] =
     "X0 Y0 Z0 is the box's low corner (inclusive), X1 Y1 Z1 its high corner (exclusive).\n";
 constexpr char kBoxFileHelp[] =
@@ -472,49 +674,80 @@ constexpr char kChunkHelp[] =
 const CommandSpec kCommands[] = {
     {"ping", "", "measure the round trip to the server",
      "Sends HELLO, then one PING, and prints the PING's round trip: PONG 0.123 ms.\n", 0, false,
-     Ping},
+     false, Ping},
     {"info", "", "the server's version, world frame, limits and stats",
      "Prints the HELLO reply (server and protocol version, this token's role, the world frame,\n"
      "the request limits) and the STATS counters, one \"name value\" line each, in sections\n"
      "starting with #.\n",
-     0, false, Info},
+     0, false, false, Info},
     {"get-voxel", "X Y Z", "print the material of one voxel",
-     "Prints the material id (0..255) of voxel (X, Y, Z).\n", 3, false, GetVoxel},
+     "Prints the material id (0..255) of voxel (X, Y, Z).\n", 3, false, false, GetVoxel},
     {"set-voxel", "X Y Z MATERIAL", "set one voxel",
      "Sets voxel (X, Y, Z) to MATERIAL (0..255) and prints the write's version:\n"
      "ok version N.\n",
-     4, false, SetVoxel},
+     4, false, false, SetVoxel},
     {"get-chunk", "CHUNK FILE", "save a chunk's record to FILE",
      "Writes the chunk's record, as GET_CHUNKS returns it (engine/FORMAT.md), to FILE and\n"
      "prints its key, coordinates, version, encoding, size and modification time.\n",
-     2, false, GetChunk},
+     2, false, false, GetChunk},
     {"put-chunk", "CHUNK FILE [--expect-version V]", "store the chunk record in FILE as CHUNK",
      "Stores the chunk record in FILE (e.g. from get-chunk, of any chunk) as chunk CHUNK and\n"
      "prints the write's version. With --expect-version V the server refuses the write\n"
      "(CONFLICT) unless the chunk's version is V.\n",
-     2, true, PutChunk},
+     2, true, false, PutChunk},
     {"delete-chunk", "CHUNK", "delete a chunk (it reads as the fills again)",
      "Deletes the chunk's record; it reads as the fills that cover it (air when none).\n"
      "Prints the write's version.\n",
-     1, false, DeleteChunk},
+     1, false, false, DeleteChunk},
     {"read-box", "X0 Y0 Z0 X1 Y1 Z1 FILE", "save a box of voxels to FILE",
      "Reads the box's voxels into FILE. A box larger than one frame is read in several\n"
      "pipelined requests; FILE is replaced only once all of them succeeded.\n",
-     7, false, ReadBox},
+     7, false, false, ReadBox},
     {"write-box", "X0 Y0 Z0 X1 Y1 Z1 FILE", "write a box of voxels from FILE",
      "Writes the voxels in FILE into the box and prints the write's version. FILE must have\n"
      "exactly one byte per voxel of the box. A box larger than one frame is written in\n"
      "several pipelined requests, each atomic on its own (the version printed is the newest).\n",
-     7, false, WriteBox},
+     7, false, false, WriteBox},
     {"fill", "X0 Y0 Z0 X1 Y1 Z1 MATERIAL", "fill a box with one material",
      "Fills the box with MATERIAL (0..255) and prints the write's version. Any size: a fill\n"
      "is one record, however many chunks it covers.\n",
-     7, false, Fill},
+     7, false, false, Fill},
     {"flush", "", "write every dirty chunk to the store",
      "Asks the server to write every dirty chunk back to its store now; prints ok when done.\n", 0,
-     false, Flush},
+     false, false, Flush},
+    {"query", "radius|cell|rect|box ARGS...", "chunks and fills in a region (S2 index)",
+     "Asks the server's spatial index for the chunks in a region and prints one line per\n"
+     "chunk, CX,CY,CZ key KEY version V, then the fills that meet the region,\n"
+     "fill SEQ box X0 Y0 Z0 X1 Y1 Z1 material M, then next-cursor HEX when there are more\n"
+     "pages (nothing after the last page). The forms:\n"
+     "\n"
+     "  query radius LAT LON METRES  chunks whose centre is within METRES of the point\n"
+     "  query cell TOKEN             chunks whose centre is in the S2 cell (e.g. 47a1cbd4)\n"
+     "  query rect LAT_LO LON_LO LAT_HI LON_HI\n"
+     "                               chunks whose centre is in the rectangle (LON_LO >\n"
+     "                               LON_HI: it crosses the antimeridian)\n"
+     "  query box X0 Y0 Z0 X1 Y1 Z1  chunks that intersect the voxel box (X1 exclusive)\n"
+     "\n"
+     "A chunk's centre is the middle of its voxel box, as latitude and longitude. Chunks\n"
+     "written but not flushed yet are found too. Results come in a fixed order (S2 cell, then\n"
+     "Morton code; Morton code for box), a page at a time; fills come with the first page.\n"
+     "\n"
+     "options:\n"
+     "  --alt-min MIN --alt-max MAX  only chunks and fills whose altitude range (metres\n"
+     "                               above sea level) meets [MIN, MAX]; both or neither\n"
+     "  --limit N                    chunks per page, 1..65536 (default 1000)\n"
+     "  --all                        follow the cursors: every page, then no next-cursor\n"
+     "  --cursor HEX                 start at this page (a next-cursor printed before)\n"
+     "\n"
+     "With --json: {\"chunks\":[{\"cx\",\"cy\",\"cz\",\"key\",\"version\"}...],\"fills\":\n"
+     "[{\"seq\",\"lo\",\"hi\",\"material\"}...],\"next_cursor\":HEX or null}.\n",
+     kVariableArgs, false, true, Query},
+    {"reindex", "", "rebuild the spatial index from the stored chunks",
+     "Asks the server to rebuild its S2 index from the stored chunks (admin role) and prints\n"
+     "the number of entries: entries N. Queries give the same answers before and after.\n",
+     0, false, false, Reindex},
     {"stats", "", "print the server's counters",
-     "Prints the STATS text: one \"name value\" line per counter.\n", 0, false, Stats},
+     "Prints the STATS text: one \"name value\" line per counter.\n", 0, false, false, Stats},
 };
 
 }  // namespace

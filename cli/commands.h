@@ -19,13 +19,17 @@
 
 namespace voxdb::cli {
 
+// CommandSpec::arg_count of a command that checks its arguments itself.
+inline constexpr size_t kVariableArgs = static_cast<size_t>(-1);
+
 struct CommandSpec {
   const char* name;      // "set-voxel"
   const char* synopsis;  // its arguments: "X Y Z MATERIAL"
   const char* summary;   // one line for `voxdb --help`
   const char* help;      // the paragraphs of `voxdb NAME --help`
-  size_t arg_count;      // positional arguments, exactly
+  size_t arg_count;      // positional arguments, exactly; or kVariableArgs
   bool takes_expect_version;
+  bool takes_query_options;  // --alt-min, --alt-max, --limit, --all, --cursor
   absl::Status (*run)(const CommandLine& cl);
 };
 

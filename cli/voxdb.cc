@@ -69,6 +69,8 @@ void PrintUsage() {
       "                 (voxel coordinates / 128), e.g. 1000000,400000,312500\n"
       "  FILE           for boxes: raw uint8 voxels, x fastest, then y, then z; for chunks:\n"
       "                 a chunk record (engine/FORMAT.md)\n"
+      "  LAT LON        degrees: latitude -90..90 (north positive), longitude -180..180\n"
+      "                 (east positive)\n"
       "\n";
   text += kOptionsHelp;
   text += "\n";
@@ -140,12 +142,15 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
   absl::Status status;
-  if (cl.args.size() != spec->arg_count) {
+  if (spec->arg_count != kVariableArgs && cl.args.size() != spec->arg_count) {
     status = UsageError(absl::StrFormat(
         "takes %u argument%s (%s), not %u", spec->arg_count, spec->arg_count == 1 ? "" : "s",
         spec->arg_count == 0 ? "none" : spec->synopsis, cl.args.size()));
   } else if (cl.expect_version.has_value() && !spec->takes_expect_version) {
     status = UsageError("there is no option --expect-version for this command");
+  } else if (cl.FirstQueryOption() != nullptr && !spec->takes_query_options) {
+    status = UsageError(
+        absl::StrFormat("there is no option %s for this command", cl.FirstQueryOption()));
   } else {
     status = spec->run(cl);
   }

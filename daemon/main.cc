@@ -23,6 +23,8 @@
 
 #include "daemon/server.h"
 #include "engine/database.h"
+#include "engine/world_frame.h"
+#include "index/s2_index.h"
 
 namespace po = boost::program_options;
 using namespace voxdb;
@@ -253,10 +255,23 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // The S2 index, kept by the flusher in the chunks' transactions. voxdbd
+  // serves Earth-frame databases only (a database of another frame is
+  // refused with MISMATCH), so the index's frame is known before opening.
+  // Declared before the database, which must not outlive it.
+  db_options.store.frame = engine::WorldFrame::Earth();
+  index::S2Index s2(*db_options.store.frame);
+  db_options.observers.push_back(&s2);
   auto db = engine::Database::Open(data, db_options);
   if (!db.ok()) {
     std::fprintf(stderr, "voxdbd: cannot open %s: %s\n", data.c_str(),
                  std::string(db.status().message()).c_str());
+    return 1;
+  }
+  // A database from before the index: build it now (once).
+  if (absl::Status s = index::EnsureBuilt(db->get()); !s.ok()) {
+    std::fprintf(stderr, "voxdbd: cannot build the S2 index of %s: %s\n", data.c_str(),
+                 std::string(s.message()).c_str());
     return 1;
   }
   auto server = std::make_unique<daemon::Server>(server_options, db->get());

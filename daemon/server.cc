@@ -1,5 +1,11 @@
 #include "daemon/server.h"
 
+#include <s2/r1interval.h>
+#include <s2/s1interval.h>
+#include <s2/s2cell_id.h>
+#include <s2/s2latlng.h>
+#include <s2/s2latlng_rect.h>
+
 #include <algorithm>
 #include <deque>
 #include <sstream>
@@ -7,6 +13,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/chunk_codec.h"
+#include "index/s2_index.h"
 #include "protocol/frame.h"
 #include "protocol/messages.h"
 
@@ -51,6 +58,43 @@ void AppendLE(std::vector<uint8_t>* out, T v) {
   uint8_t b[sizeof(T)];
   for (size_t i = 0; i < sizeof(T); ++i) b[i] = static_cast<uint8_t>(v >> (8 * i));
   Append(out, b, sizeof b);
+}
+
+protocol::Voxel3 FromVoxel(const engine::VoxelCoord& v) { return {v.x, v.y, v.z}; }
+protocol::Box FromBox(const engine::VoxelBox& b) { return {FromVoxel(b.lo), FromVoxel(b.hi)}; }
+
+bool IsLatitude(double deg) { return deg >= -90 && deg <= 90; }
+bool IsLongitude(double deg) { return deg >= -180 && deg <= 180; }
+
+// A QUERY_* request as the index's region. Latitudes and longitudes are
+// checked here, before S2 sees them (its constructors assume valid angles).
+StatusOr<index::Region> ToRegion(const protocol::QueryRequest& q) {
+  switch (q.kind) {
+    case protocol::QueryKind::kRadius:
+      if (!IsLatitude(q.lat) || !IsLongitude(q.lon)) {
+        return absl::InvalidArgumentError(
+            "the centre needs a latitude in [-90, 90] and a longitude in [-180, 180]");
+      }
+      return index::RadiusRegion{S2LatLng::FromDegrees(q.lat, q.lon), q.radius};
+    case protocol::QueryKind::kCell:
+      return index::CellRegion{S2CellId(q.cell)};
+    case protocol::QueryKind::kRect: {
+      const protocol::LatLngRect& r = q.rect;
+      if (!IsLatitude(r.lat_lo) || !IsLatitude(r.lat_hi) || r.lat_lo > r.lat_hi ||
+          !IsLongitude(r.lon_lo) || !IsLongitude(r.lon_hi)) {
+        return absl::InvalidArgumentError(
+            "a rectangle needs latitudes in [-90, 90] with lat_lo <= lat_hi and longitudes in "
+            "[-180, 180]");
+      }
+      const S2LatLng lo = S2LatLng::FromDegrees(r.lat_lo, r.lon_lo);
+      const S2LatLng hi = S2LatLng::FromDegrees(r.lat_hi, r.lon_hi);
+      return index::RectRegion{S2LatLngRect(R1Interval(lo.lat().radians(), hi.lat().radians()),
+                                            S1Interval(lo.lng().radians(), hi.lng().radians()))};
+    }
+    case protocol::QueryKind::kBox:
+      return index::BoxRegion{ToBox(q.box)};
+  }
+  return absl::InvalidArgumentError("unknown kind of query");
 }
 
 }  // namespace
@@ -286,6 +330,27 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       }
       case Opcode::kStats:
         return Reply(op, id, WireStatus::kOk, StatsText());
+      case Opcode::kQueryRadius:
+      case Opcode::kQueryCell:
+      case Opcode::kQueryRect:
+      case Opcode::kQueryBox:
+        // A read of the index and the cache: on this I/O thread.
+        return Query(op, id, p);
+      case Opcode::kReindex: {
+        // One write transaction over every chunk: off the I/O threads.
+        auto self = shared_from_this();
+        BeginAsync();
+        server_->RunBackground([self, db, op, id] {
+          uint64_t entries = 0;
+          const absl::Status s = index::Rebuild(db, &entries);
+          asio::post(self->socket_.get_executor(), [self, s, entries, op, id] {
+            self->EndAsync();
+            if (!s.ok()) return self->Reply(op, id, s);
+            self->Reply(op, id, WireStatus::kOk, protocol::EncodeU64(entries));
+          });
+        });
+        return;
+      }
     }
     fail(absl::UnimplementedError(absl::StrFormat("unknown opcode %u", op)));
   }
@@ -329,6 +394,31 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     if (!s.ok()) return Reply(op, id, s);
     SealFrame(op, id, WireStatus::kOk, &out);
     Enqueue(std::move(out));
+  }
+
+  // QUERY_RADIUS, QUERY_CELL, QUERY_RECT, QUERY_BOX: one page of the index.
+  void Query(uint8_t op, uint64_t id, std::span<const uint8_t> p) {
+    auto req = protocol::QueryRequest::Decode(static_cast<Opcode>(op), p);
+    if (!req.ok()) return Reply(op, id, req.status());
+    auto region = ToRegion(*req);
+    if (!region.ok()) return Reply(op, id, region.status());
+    index::QueryOptions options;
+    if (req->band) options.band = index::AltitudeBand{req->band->min_m, req->band->max_m};
+    options.limit = req->limit;
+    options.cursor = std::move(req->cursor);
+    auto result = index::Query(*server_->db_, *region, options);
+    if (!result.ok()) return Reply(op, id, result.status());
+    protocol::QueryReply reply;
+    reply.chunks.reserve(result->chunks.size());
+    for (const index::ChunkHit& c : result->chunks) {
+      reply.chunks.push_back({c.key.code(), c.version});
+    }
+    reply.fills.reserve(result->fills.size());
+    for (const engine::Fill& f : result->fills) {
+      reply.fills.push_back({f.seq, FromBox(f.box), f.material});
+    }
+    reply.next_cursor = std::move(result->next_cursor);
+    Reply(op, id, WireStatus::kOk, reply.Encode());
   }
 
   std::vector<uint8_t> StatsText() const {

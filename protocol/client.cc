@@ -417,6 +417,18 @@ absl::StatusOr<uint64_t> Client::FillBox(const Box& box, uint8_t material) {
   return DecodeU64(*reply);
 }
 
+absl::StatusOr<QueryReply> Client::Query(const QueryRequest& request) {
+  auto reply = Call(QueryOpcode(request.kind), request.Encode());
+  if (!reply.ok()) return reply.status();
+  return QueryReply::Decode(*reply);
+}
+
+absl::StatusOr<uint64_t> Client::Reindex() {
+  auto reply = Call(Opcode::kReindex, {});
+  if (!reply.ok()) return reply.status();
+  return DecodeU64(*reply);
+}
+
 absl::Status Client::Flush() { return Call(Opcode::kFlush, {}).status(); }
 
 absl::StatusOr<std::string> Client::Stats() {

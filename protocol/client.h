@@ -4,6 +4,8 @@
 //   auto hello = (*client)->Hello("");             // negotiate, learn limits
 //   auto reply = (*client)->Call(Opcode::kPing, bytes);
 //   auto version = (*client)->FillBox({{0, 0, 0}, {128, 128, 1}}, 3);
+//   auto page = (*client)->Query({.kind = QueryKind::kRadius, .lat = 45.8,
+//                                 .lon = 6.9, .radius = 500});
 //
 // Pipelining: CallBatch() sends many requests without waiting and returns
 // their results in request order; or Send() several requests, then
@@ -114,6 +116,12 @@ class Client {
   // voxels: box volume bytes, x fastest.
   absl::StatusOr<uint64_t> WriteBox(const Box& box, std::span<const uint8_t> voxels);
   absl::StatusOr<uint64_t> FillBox(const Box& box, uint8_t material);
+
+  // QUERY_RADIUS / QUERY_CELL / QUERY_RECT / QUERY_BOX (by request.kind):
+  // one page of the chunks in the region (PROTOCOL.md, "Queries").
+  absl::StatusOr<QueryReply> Query(const QueryRequest& request);
+  // REINDEX: rebuilds the spatial index; returns its number of entries.
+  absl::StatusOr<uint64_t> Reindex();
 
   // Flushes every dirty chunk to the store; returns when done.
   absl::Status Flush();

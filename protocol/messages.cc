@@ -1,5 +1,8 @@
 #include "protocol/messages.h"
 
+#include <bit>
+#include <cmath>
+
 #include "absl/strings/str_format.h"
 
 namespace voxdb::protocol {
@@ -11,6 +14,7 @@ class Writer {
   void U16(uint16_t v) { Int(v, 2); }
   void U32(uint32_t v) { Int(v, 4); }
   void U64(uint64_t v) { Int(v, 8); }
+  void F64(double v) { U64(std::bit_cast<uint64_t>(v)); }
   void Bytes(std::span<const uint8_t> b) { out_.insert(out_.end(), b.begin(), b.end()); }
   void Str16(const std::string& s) {
     U16(static_cast<uint16_t>(s.size()));
@@ -20,6 +24,10 @@ class Writer {
     U64(v.x);
     U64(v.y);
     U64(v.z);
+  }
+  void BoxOf(const Box& b) {
+    Voxel(b.lo);
+    Voxel(b.hi);
   }
   std::vector<uint8_t> Take() { return std::move(out_); }
 
@@ -34,11 +42,21 @@ class Reader {
  public:
   explicit Reader(std::span<const uint8_t> p) : p_(p) {}
   bool ok() const { return ok_; }
+  void Fail() { ok_ = false; }
   size_t left() const { return p_.size() - at_; }
   uint8_t U8() { return static_cast<uint8_t>(Int(1)); }
   uint16_t U16() { return static_cast<uint16_t>(Int(2)); }
   uint32_t U32() { return static_cast<uint32_t>(Int(4)); }
   uint64_t U64() { return Int(8); }
+  // A finite double; a NaN or an infinity makes the payload malformed.
+  double F64() {
+    const double v = std::bit_cast<double>(Int(8));
+    if (!std::isfinite(v)) {
+      ok_ = false;
+      return 0;
+    }
+    return v;
+  }
   Voxel3 Voxel() {
     Voxel3 v;
     v.x = U64();
@@ -54,6 +72,12 @@ class Reader {
     std::vector<uint8_t> b(p_.begin() + static_cast<ptrdiff_t>(at_),
                            p_.begin() + static_cast<ptrdiff_t>(at_ + n));
     at_ += n;
+    return b;
+  }
+  Box BoxOf() {
+    Box b;
+    b.lo = Voxel();
+    b.hi = Voxel();
     return b;
   }
   std::vector<uint8_t> Rest() { return Bytes(left()); }
@@ -117,6 +141,16 @@ const char* OpcodeName(Opcode op) {
       return "FLUSH";
     case Opcode::kStats:
       return "STATS";
+    case Opcode::kQueryRadius:
+      return "QUERY_RADIUS";
+    case Opcode::kQueryCell:
+      return "QUERY_CELL";
+    case Opcode::kQueryRect:
+      return "QUERY_RECT";
+    case Opcode::kQueryBox:
+      return "QUERY_BOX";
+    case Opcode::kReindex:
+      return "REINDEX";
   }
   return "UNKNOWN";
 }
@@ -144,6 +178,10 @@ Role RequiredRole(Opcode op) {
     case Opcode::kGetVoxels:
     case Opcode::kReadBox:
     case Opcode::kStats:
+    case Opcode::kQueryRadius:
+    case Opcode::kQueryCell:
+    case Opcode::kQueryRect:
+    case Opcode::kQueryBox:
       return Role::kRead;
     case Opcode::kPutChunk:
     case Opcode::kDeleteChunk:
@@ -152,6 +190,7 @@ Role RequiredRole(Opcode op) {
     case Opcode::kFillBox:
       return Role::kWrite;
     case Opcode::kFlush:
+    case Opcode::kReindex:
       return Role::kAdmin;
   }
   return Role::kNone;  // unknown opcodes are answered UNSUPPORTED
@@ -355,6 +394,146 @@ absl::StatusOr<BoxRequest> BoxRequest::DecodeFillBox(std::span<const uint8_t> p)
   b.material = r.U8();
   if (absl::Status s = r.Finish("FILL_BOX"); !s.ok()) return s;
   return b;
+}
+
+Opcode QueryOpcode(QueryKind kind) {
+  switch (kind) {
+    case QueryKind::kRadius:
+      return Opcode::kQueryRadius;
+    case QueryKind::kCell:
+      return Opcode::kQueryCell;
+    case QueryKind::kRect:
+      return Opcode::kQueryRect;
+    case QueryKind::kBox:
+      return Opcode::kQueryBox;
+  }
+  return Opcode::kQueryRadius;
+}
+
+std::optional<QueryKind> QueryKindOf(Opcode op) {
+  switch (op) {
+    case Opcode::kQueryRadius:
+      return QueryKind::kRadius;
+    case Opcode::kQueryCell:
+      return QueryKind::kCell;
+    case Opcode::kQueryRect:
+      return QueryKind::kRect;
+    case Opcode::kQueryBox:
+      return QueryKind::kBox;
+    default:
+      return std::nullopt;
+  }
+}
+
+std::vector<uint8_t> QueryRequest::Encode() const {
+  Writer w;
+  switch (kind) {
+    case QueryKind::kRadius:
+      w.F64(lat);
+      w.F64(lon);
+      w.F64(radius);
+      break;
+    case QueryKind::kCell:
+      w.U64(cell);
+      break;
+    case QueryKind::kRect:
+      w.F64(rect.lat_lo);
+      w.F64(rect.lon_lo);
+      w.F64(rect.lat_hi);
+      w.F64(rect.lon_hi);
+      break;
+    case QueryKind::kBox:
+      w.BoxOf(box);
+      break;
+  }
+  // The trailer common to the four.
+  w.U8(band ? 1 : 0);
+  w.F64(band ? band->min_m : 0);
+  w.F64(band ? band->max_m : 0);
+  w.U32(limit);
+  w.U16(static_cast<uint16_t>(cursor.size()));
+  w.Bytes(cursor);
+  return w.Take();
+}
+
+absl::StatusOr<QueryRequest> QueryRequest::Decode(Opcode op, std::span<const uint8_t> p) {
+  const std::optional<QueryKind> kind = QueryKindOf(op);
+  if (!kind) return absl::InvalidArgumentError("not a query opcode");
+  Reader r(p);
+  QueryRequest q;
+  q.kind = *kind;
+  switch (q.kind) {
+    case QueryKind::kRadius:
+      q.lat = r.F64();
+      q.lon = r.F64();
+      q.radius = r.F64();
+      break;
+    case QueryKind::kCell:
+      q.cell = r.U64();
+      break;
+    case QueryKind::kRect:
+      q.rect.lat_lo = r.F64();
+      q.rect.lon_lo = r.F64();
+      q.rect.lat_hi = r.F64();
+      q.rect.lon_hi = r.F64();
+      break;
+    case QueryKind::kBox:
+      q.box = r.BoxOf();
+      break;
+  }
+  const uint8_t has_band = r.U8();
+  AltitudeBand band;
+  band.min_m = r.F64();
+  band.max_m = r.F64();
+  if (has_band > 1) r.Fail();
+  if (has_band == 1) q.band = band;
+  q.limit = r.U32();
+  q.cursor = r.Bytes(r.U16());
+  if (absl::Status s = r.Finish(OpcodeName(op)); !s.ok()) return s;
+  return q;
+}
+
+std::vector<uint8_t> QueryReply::Encode() const {
+  Writer w;
+  w.U32(static_cast<uint32_t>(chunks.size()));
+  for (const QueryChunk& c : chunks) {
+    w.U64(c.code);
+    w.U64(c.version);
+  }
+  w.U32(static_cast<uint32_t>(fills.size()));
+  for (const QueryFill& f : fills) {
+    w.U64(f.seq);
+    w.BoxOf(f.box);
+    w.U8(f.material);
+  }
+  w.U16(static_cast<uint16_t>(next_cursor.size()));
+  w.Bytes(next_cursor);
+  return w.Take();
+}
+
+absl::StatusOr<QueryReply> QueryReply::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  QueryReply q;
+  const uint32_t n = r.U32();
+  if (r.Count(n, 16)) {
+    q.chunks.resize(n);
+    for (QueryChunk& c : q.chunks) {
+      c.code = r.U64();
+      c.version = r.U64();
+    }
+  }
+  const uint32_t m = r.U32();
+  if (r.Count(m, 57)) {
+    q.fills.resize(m);
+    for (QueryFill& f : q.fills) {
+      f.seq = r.U64();
+      f.box = r.BoxOf();
+      f.material = r.U8();
+    }
+  }
+  q.next_cursor = r.Bytes(r.U16());
+  if (absl::Status s = r.Finish("query reply"); !s.ok()) return s;
+  return q;
 }
 
 std::vector<uint8_t> EncodeU64(uint64_t v) {

@@ -30,6 +30,11 @@ enum class Opcode : uint8_t {
   kFillBox = 10,
   kFlush = 11,
   kStats = 12,
+  kQueryRadius = 13,
+  kQueryCell = 14,
+  kQueryRect = 15,
+  kQueryBox = 16,
+  kReindex = 17,
 };
 const char* OpcodeName(Opcode op);  // "GET_CHUNKS", ...; "UNKNOWN" otherwise
 
@@ -121,8 +126,66 @@ struct BoxRequest {  // READ_BOX (no voxels), WRITE_BOX (voxels), FILL_BOX (mate
   static absl::StatusOr<BoxRequest> DecodeFillBox(std::span<const uint8_t> p);
 };
 
-// Single u64 payloads: DELETE_CHUNK requests (a chunk code) and the replies
-// of writes (the new version).
+// QUERY_RADIUS, QUERY_CELL, QUERY_RECT, QUERY_BOX (PROTOCOL.md, "Queries"):
+// one struct for the four; `kind` says which region fields count. Floats
+// travel as the IEEE-754 bits of a double in a u64; Decode refuses
+// non-finite ones. Ranges (latitudes, limit) are the server's to check.
+enum class QueryKind : uint8_t { kRadius, kCell, kRect, kBox };
+// The most chunks one query reply may carry (its `limit`).
+inline constexpr uint32_t kMaxQueryLimit = 65536;
+// The opcode of a kind of query, and the kind of a query opcode (nullopt
+// for other opcodes).
+Opcode QueryOpcode(QueryKind kind);
+std::optional<QueryKind> QueryKindOf(Opcode op);
+
+struct AltitudeBand {
+  double min_m = 0, max_m = 0;  // metres above sea level, inclusive
+  friend bool operator==(const AltitudeBand&, const AltitudeBand&) = default;
+};
+struct LatLngRect {
+  double lat_lo = 0, lon_lo = 0, lat_hi = 0, lon_hi = 0;  // degrees
+  friend bool operator==(const LatLngRect&, const LatLngRect&) = default;
+};
+
+struct QueryRequest {
+  QueryKind kind = QueryKind::kRadius;
+  double lat = 0, lon = 0, radius = 0;  // kRadius: centre (degrees) and metres
+  uint64_t cell = 0;                    // kCell: an S2 cell id
+  LatLngRect rect;                      // kRect: lon_lo > lon_hi crosses the antimeridian
+  Box box;                              // kBox
+  std::optional<AltitudeBand> band;
+  uint32_t limit = 1000;        // chunks per page
+  std::vector<uint8_t> cursor;  // empty: the first page
+  friend bool operator==(const QueryRequest&, const QueryRequest&) = default;
+
+  // The payload of QueryOpcode(kind).
+  std::vector<uint8_t> Encode() const;
+  // `op` must be one of the four query opcodes (else INVALID).
+  static absl::StatusOr<QueryRequest> Decode(Opcode op, std::span<const uint8_t> p);
+};
+
+struct QueryChunk {
+  uint64_t code = 0;  // Morton code
+  uint64_t version = 0;
+  friend bool operator==(const QueryChunk&, const QueryChunk&) = default;
+};
+struct QueryFill {
+  uint64_t seq = 0;
+  Box box;
+  uint8_t material = 0;
+  friend bool operator==(const QueryFill&, const QueryFill&) = default;
+};
+struct QueryReply {
+  std::vector<QueryChunk> chunks;
+  std::vector<QueryFill> fills;      // the first page only
+  std::vector<uint8_t> next_cursor;  // empty: the last page
+  friend bool operator==(const QueryReply&, const QueryReply&) = default;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<QueryReply> Decode(std::span<const uint8_t> p);
+};
+
+// Single u64 payloads: DELETE_CHUNK requests (a chunk code), the replies of
+// writes (the new version) and of REINDEX (the index entries).
 std::vector<uint8_t> EncodeU64(uint64_t v);
 absl::StatusOr<uint64_t> DecodeU64(std::span<const uint8_t> p);
 

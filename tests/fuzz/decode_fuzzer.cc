@@ -5,11 +5,14 @@
 //   CXX=clang++ cmake -S . -B build-fuzz -DVOXDB_FUZZ=ON && cmake --build build-fuzz
 //   build-fuzz/tests/decode_fuzzer -max_total_time=60
 //
-// The first input byte picks the parser. Chunk and journal records are
-// resealed (payload size and CRC fixed up) before decoding, so the fuzzer
-// reaches the payload parsers instead of stopping at the checksum.
+// The first input byte picks the parser (7: the spatial query payloads).
+// Chunk and journal records are resealed (payload size and CRC fixed up)
+// before decoding, so the fuzzer reaches the payload parsers instead of
+// stopping at the checksum.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "engine/chunk.h"
@@ -77,11 +80,33 @@ void FuzzFrames(const uint8_t* data, size_t size) {
   }
 }
 
+// The spatial query payloads: the first byte picks the opcode. Whatever
+// decodes must encode and decode to the same message; a reply's encoding is
+// canonical, so it must give back the very bytes.
+void FuzzQueries(const uint8_t* data, size_t size) {
+  if (size == 0) return;
+  static constexpr protocol::Opcode kOps[] = {
+      protocol::Opcode::kQueryRadius, protocol::Opcode::kQueryCell, protocol::Opcode::kQueryRect,
+      protocol::Opcode::kQueryBox};
+  const protocol::Opcode op = kOps[data[0] % 4];
+  const std::span<const uint8_t> p(data + 1, size - 1);
+  auto request = protocol::QueryRequest::Decode(op, p);
+  if (request.ok()) {
+    auto again = protocol::QueryRequest::Decode(op, request->Encode());
+    if (!again.ok() || !(*again == *request)) __builtin_trap();
+  }
+  auto reply = protocol::QueryReply::Decode(p);
+  if (reply.ok()) {
+    const std::vector<uint8_t> bytes = reply->Encode();
+    if (!std::equal(bytes.begin(), bytes.end(), p.begin(), p.end())) __builtin_trap();
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  const uint8_t which = data[0] % 7;
+  const uint8_t which = data[0] % 8;
   ++data;
   --size;
   switch (which) {
@@ -117,6 +142,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)protocol::DecodeU64(p);
       break;
     }
+    case 7:
+      FuzzQueries(data, size);
+      break;
   }
   return 0;
 }

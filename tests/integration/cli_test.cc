@@ -5,10 +5,14 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <s2/s2cell_id.h>
+#include <s2/s2latlng.h>
+#include <s2/s2latlng_rect.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -23,11 +27,15 @@
 #include <string_view>
 #include <tuple>
 #include <utility>
+#include <variant>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "engine/chunk.h"
 #include "engine/chunk_codec.h"
 #include "engine/morton.h"
+#include "engine/world_frame.h"
+#include "index/s2_index.h"
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/status_matchers.h"
@@ -332,9 +340,9 @@ class CliTest : public ::testing::Test {
   DaemonProcess daemon_;
 };
 
-const char* const kAllCommands[] = {"ping",      "info",      "get-voxel",    "set-voxel",
-                                    "get-chunk", "put-chunk", "delete-chunk", "read-box",
-                                    "write-box", "fill",      "flush",        "stats"};
+const char* const kAllCommands[] = {
+    "ping",     "info",      "get-voxel", "set-voxel", "get-chunk", "put-chunk", "delete-chunk",
+    "read-box", "write-box", "fill",      "flush",     "stats",     "query",     "reindex"};
 
 TEST_F(CliTest, HelpListsEveryCommandAndExitsZero) {
   for (const char* help : {"--help", "-h", "help"}) {
@@ -699,6 +707,45 @@ TEST_F(CliTest, UsageErrorsExitTwoBeforeConnecting) {
       {"ping", "--timeout", "soon"},
       {"write-box", "0", "0", "0", "4", "4", "4", File("63.raw")},
       {"write-box", "0", "0", "0", "4", "4", "4", File("65.raw")},
+      {"query"},
+      {"query", "circle", "1", "2", "3"},
+      {"query", "radius", "45", "7"},
+      {"query", "radius", "45", "7", "100", "5"},
+      {"query", "radius", "91", "7", "100"},
+      {"query", "radius", "45", "-180.5", "100"},
+      {"query", "radius", "45", "7", "-1"},
+      {"query", "radius", "45", "7", "nan"},
+      {"query", "radius", "45", "7", "inf"},
+      {"query", "radius", "45", "7", "1e999"},
+      {"query", "radius", "45", "7", "100m"},
+      {"query", "radius", "+45", "7", "100"},
+      {"query", "radius", "45", "0x7", "100"},
+      {"query", "radius", "45", "7", ""},
+      {"query", "radius", "45", "7", "100", "--alt-min", "0"},
+      {"query", "radius", "45", "7", "100", "--alt-max", "0"},
+      {"query", "radius", "45", "7", "100", "--alt-min", "10", "--alt-max", "-10"},
+      {"query", "radius", "45", "7", "100", "--alt-min", "low", "--alt-max", "10"},
+      {"query", "radius", "45", "7", "100", "--limit", "0"},
+      {"query", "radius", "45", "7", "100", "--limit", "65537"},
+      {"query", "radius", "45", "7", "100", "--limit", "-1"},
+      {"query", "radius", "45", "7", "100", "--all=yes"},
+      {"query", "radius", "45", "7", "100", "--cursor", "abc"},
+      {"query", "radius", "45", "7", "100", "--cursor", "zz"},
+      {"query", "radius", "45", "7", "100", "--cursor", ""},
+      {"query", "cell", "X"},
+      {"query", "cell", "0"},
+      {"query", "cell", "4"},
+      {"query", "cell", "47a1cbd4x"},
+      {"query", "cell", "47a1cbd4000000000"},
+      {"query", "cell", "47a1cbd4", "47a1cbd4"},
+      {"query", "rect", "10", "0", "-10", "1"},
+      {"query", "rect", "-10", "0", "10"},
+      {"query", "box", "0", "0", "0", "4", "4", "0"},
+      {"query", "box", "0", "0", "0", "4", "4", "4.5"},
+      {"ping", "--limit", "5"},
+      {"get-voxel", "1", "2", "3", "--all"},
+      {"reindex", "--alt-min", "0", "--alt-max", "1"},
+      {"reindex", "extra"},
   };
   for (std::vector<std::string> args : cases) {
     std::string shown;
@@ -720,6 +767,14 @@ TEST_F(CliTest, UsageErrorsExitTwoBeforeConnecting) {
   EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos) << r;
   r = RunCli({"get-voxel", "1", "2"});
   EXPECT_NE(r.err.find("usage: voxdb get-voxel X Y Z"), std::string::npos) << r;
+  r = RunCli({"query", "radius", "45", "7"});
+  EXPECT_NE(r.err.find("radius takes 3 arguments (LAT LON METRES), not 2"), std::string::npos) << r;
+  r = RunCli({"query", "radius", "45", "7", "nan"});
+  EXPECT_NE(r.err.find("METRES 'nan' is not a finite decimal number"), std::string::npos) << r;
+  r = RunCli({"query", "rect", "10", "0", "-10", "1"});
+  EXPECT_NE(r.err.find("LAT_LO 10 is north of LAT_HI -10"), std::string::npos) << r;
+  r = RunCli({"ping", "--limit", "5"});
+  EXPECT_NE(r.err.find("there is no option --limit for this command"), std::string::npos) << r;
   // Nothing was written to the server by the wrong-size write-box.
   r = Cli({"read-box", "0", "0", "0", "4", "4", "4", File("zero.raw")});
   ASSERT_EQ(r.exit_code, 0) << r;
@@ -800,6 +855,268 @@ TEST(CliTokenTest, TheTokenIsSentWithHello) {
   EXPECT_TRUE(r.err.starts_with("voxdb: PERMISSION_DENIED: ")) << r;
   r = RunCli({"--address", address, "--token", read, "info"});
   EXPECT_NE(r.out.find("\nrole read\n"), std::string::npos) << r;
+}
+
+// --- voxdb query and reindex ------------------------------------------------
+
+std::string Degrees(double d) { return absl::StrFormat("%.17g", d); }
+
+// A 3 x 3 patch of chunks from kChunkA at sea level and one 100 chunks
+// (3.2 km) above its middle; the expected output of a query is computed
+// from them with the index's own definitions.
+class CliQueryTest : public CliTest {
+ protected:
+  void WriteChunks() {
+    auto c = Connect();
+    ASSERT_NE(c, nullptr);
+    std::vector<engine::ChunkCoord> chunks;
+    for (uint32_t dy = 0; dy < 3; ++dy) {
+      for (uint32_t dx = 0; dx < 3; ++dx) {
+        chunks.push_back({kChunkA.x + dx, kChunkA.y + dy, kChunkA.z});
+      }
+    }
+    chunks.push_back({kChunkA.x + 1, kChunkA.y + 1, kChunkA.z + 100});
+    for (const engine::ChunkCoord& chunk : chunks) {
+      const engine::VoxelCoord o = frame_.ChunkOrigin(chunk);
+      ASSERT_OK_AND_ASSIGN(uint64_t v, c->SetVoxels({{{{o.x + 3, o.y + 2, o.z + 1}, 5}}}));
+      versions_[engine::ChunkKey::FromCoord(chunk).code()] = v;
+    }
+  }
+  // The middle chunk's centre.
+  S2LatLng Middle() const {
+    return index::ChunkCentre(
+        frame_, engine::ChunkKey::FromCoord({kChunkA.x + 1, kChunkA.y + 1, kChunkA.z}));
+  }
+  // The chunk lines `voxdb query` must print, in the index's order.
+  std::string ExpectedLines(const index::Region& region,
+                            const std::optional<index::AltitudeBand>& band = std::nullopt) const {
+    std::vector<std::pair<uint64_t, uint64_t>> order;  // (leaf cell or 0, code)
+    for (const auto& [code, version] : versions_) {
+      const auto key = engine::ChunkKey::FromCode(code);
+      if (!index::ChunkInRegion(frame_, key, region, band)) continue;
+      const bool box = std::holds_alternative<index::BoxRegion>(region);
+      order.emplace_back(box ? 0 : index::ChunkCell(frame_, key).id(), code);
+    }
+    std::sort(order.begin(), order.end());
+    std::string out;
+    for (const auto& [cell, code] : order) {
+      const engine::ChunkCoord c = engine::ChunkKey::FromCode(code).coord();
+      out +=
+          absl::StrFormat("%u,%u,%u key %u version %u\n", c.x, c.y, c.z, code, versions_.at(code));
+    }
+    return out;
+  }
+  size_t LineCount(const std::string& text) const {
+    return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+  }
+
+  const engine::WorldFrame frame_ = engine::WorldFrame::Earth();
+  std::map<uint64_t, uint64_t> versions_;
+};
+
+TEST_F(CliQueryTest, EachKindPrintsExactlyItsChunks) {
+  WriteChunks();
+  ASSERT_EQ(Cli({"flush"}).exit_code, 0);
+  const S2LatLng m = Middle();
+  const std::string lat = Degrees(m.lat().degrees()), lon = Degrees(m.lng().degrees());
+  // radius: 40 m around the middle takes a part of the patch.
+  index::Region radius =
+      index::RadiusRegion{S2LatLng::FromDegrees(std::stod(lat), std::stod(lon)), 40};
+  CliResult r = Cli({"query", "radius", lat, lon, "40"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, ExpectedLines(radius)) << r;
+  EXPECT_GT(LineCount(r.out), 1u) << r;
+  EXPECT_LT(LineCount(r.out), versions_.size()) << r;
+  // cell: the middle's leaf cell, a few levels up.
+  const S2CellId cell = index::ChunkCell(
+      frame_, engine::ChunkKey::FromCoord({kChunkA.x + 1, kChunkA.y + 1, kChunkA.z}));
+  for (int level : {30, 18, 14, 0}) {
+    r = Cli({"query", "cell", cell.parent(level).ToToken()});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_EQ(r.out, ExpectedLines(index::CellRegion{cell.parent(level)})) << level << "\n" << r;
+  }
+  // rect: the whole world, and a rectangle far away.
+  r = Cli({"query", "rect", "-90", "-180", "90", "180"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(LineCount(r.out), versions_.size()) << r;
+  EXPECT_EQ(r.out, ExpectedLines(index::RectRegion{S2LatLngRect::Full()})) << r;
+  r = Cli({"query", "rect", "-10", "170", "10", "-170"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "") << r;
+  // box: the patch's first two columns, the sea-level layer only.
+  const engine::VoxelCoord o = frame_.ChunkOrigin(kChunkA);
+  const engine::VoxelBox box{{o.x + 1, o.y, o.z}, {o.x + 256, o.y + 384, o.z + 128}};
+  r = Cli({"query", "box", std::to_string(box.lo.x), std::to_string(box.lo.y),
+           std::to_string(box.lo.z), std::to_string(box.hi.x), std::to_string(box.hi.y),
+           std::to_string(box.hi.z)});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, ExpectedLines(index::BoxRegion{box})) << r;
+  EXPECT_EQ(LineCount(r.out), 6u) << r;
+}
+
+TEST_F(CliQueryTest, PagesFollowTheCursor) {
+  WriteChunks();
+  const std::vector<std::string> world = {"query", "rect", "-90", "-180", "90", "180"};
+  const CliResult whole = Cli(world);
+  ASSERT_EQ(whole.exit_code, 0) << whole;
+  ASSERT_EQ(LineCount(whole.out), versions_.size()) << whole;
+  // --limit 1 --all: the same, in one output.
+  std::vector<std::string> args = world;
+  args.insert(args.end(), {"--limit", "1", "--all"});
+  CliResult r = Cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, whole.out);
+  // --limit 3: a page and its cursor; --cursor resumes, until no cursor.
+  std::string pages;
+  std::optional<std::string> cursor;
+  for (int page = 0; page < 10; ++page) {
+    args = world;
+    args.insert(args.end(), {"--limit", "3"});
+    if (cursor.has_value()) args.insert(args.end(), {"--cursor", *cursor});
+    r = Cli(args);
+    ASSERT_EQ(r.exit_code, 0) << r;
+    const size_t at = r.out.find("next-cursor ");
+    if (at == std::string::npos) {
+      pages += r.out;
+      cursor.reset();
+      break;
+    }
+    EXPECT_EQ(LineCount(r.out.substr(0, at)), 3u) << r;
+    cursor = r.out.substr(at + 12, r.out.size() - at - 13);
+    EXPECT_EQ(cursor->size(), 32u) << r;  // 16 bytes in hex
+    EXPECT_EQ(cursor->find_first_not_of("0123456789abcdef"), std::string::npos) << r;
+    pages += r.out.substr(0, at);
+  }
+  EXPECT_FALSE(cursor.has_value());
+  EXPECT_EQ(pages, whole.out);
+  // A cursor that is not one of this query: the server says INVALID.
+  args = world;
+  args.insert(args.end(), {"--cursor", "00"});
+  r = Cli(args);
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: INVALID: ")) << r;
+}
+
+TEST_F(CliQueryTest, AltitudeBandsAndUnflushedWrites) {
+  WriteChunks();  // not flushed: the queries see the cache
+  const std::vector<std::string> world = {"query", "rect", "-90", "-180", "90", "180"};
+  const index::Region all = index::RectRegion{S2LatLngRect::Full()};
+  std::vector<std::string> args = world;
+  args.insert(args.end(), {"--alt-min", "3000", "--alt-max", "4000"});
+  CliResult r = Cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, ExpectedLines(all, index::AltitudeBand{3000, 4000})) << r;
+  EXPECT_EQ(LineCount(r.out), 1u) << r;
+  args = world;
+  args.insert(args.end(), {"--alt-min=-10", "--alt-max", "10"});
+  r = Cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, ExpectedLines(all, index::AltitudeBand{-10, 10})) << r;
+  EXPECT_EQ(LineCount(r.out), 9u) << r;
+  // A fill below the patch: reported with the first page when it meets the band.
+  const engine::VoxelCoord o = frame_.ChunkOrigin(kChunkA);
+  r = Cli({"fill", std::to_string(o.x), std::to_string(o.y), std::to_string(o.z - 4000),
+           std::to_string(o.x + 300), std::to_string(o.y + 300), std::to_string(o.z - 400), "3"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const std::optional<uint64_t> seq = OkVersion(r.out);
+  ASSERT_TRUE(seq.has_value()) << r;
+  const std::string fill_line =
+      absl::StrFormat("fill %u box %u %u %u %u %u %u material 3\n", *seq, o.x, o.y, o.z - 4000,
+                      o.x + 300, o.y + 300, o.z - 400);
+  args = world;
+  args.insert(args.end(), {"--alt-min", "-500", "--alt-max", "-200"});
+  r = Cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, fill_line) << r;  // no chunk that deep
+  args.insert(args.end(), {"--limit", "1", "--all"});
+  r = Cli(args);
+  EXPECT_EQ(r.out, fill_line) << r;
+  r = Cli(world);
+  EXPECT_EQ(r.out, ExpectedLines(all) + fill_line) << r;
+  args = world;
+  args.insert(args.end(), {"--alt-min", "0", "--alt-max", "10"});
+  r = Cli(args);
+  EXPECT_EQ(r.out.find("fill "), std::string::npos) << r;
+}
+
+TEST_F(CliQueryTest, JsonHasChunksFillsAndTheCursor) {
+  WriteChunks();
+  const engine::VoxelCoord o = frame_.ChunkOrigin(kChunkA);
+  CliResult r =
+      Cli({"fill", std::to_string(o.x), std::to_string(o.y), std::to_string(o.z - 10),
+           std::to_string(o.x + 10), std::to_string(o.y + 10), std::to_string(o.z - 5), "4"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const uint64_t seq = OkVersion(r.out).value_or(0);
+  r = Cli({"--json", "query", "rect", "-90", "-180", "90", "180"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  auto json = JsonOf(r);
+  EXPECT_EQ(json["command"], "\"query\"");
+  EXPECT_EQ(json["kind"], "\"rect\"");
+  EXPECT_EQ(json["next_cursor"], "null");
+  const uint64_t a = engine::ChunkKey::FromCoord(kChunkA).code();
+  EXPECT_NE(json["chunks"].find(
+                absl::StrFormat("{\"cx\":%u,\"cy\":%u,\"cz\":%u,\"key\":%u,\"version\":%u}",
+                                kChunkA.x, kChunkA.y, kChunkA.z, a, versions_.at(a))),
+            std::string::npos)
+      << r;
+  EXPECT_EQ(json["fills"],
+            absl::StrFormat("[{\"seq\":%u,\"lo\":[%u,%u,%u],\"hi\":[%u,%u,%u],\"material\":4}]",
+                            seq, o.x, o.y, o.z - 10, o.x + 10, o.y + 10, o.z - 5))
+      << r;
+  size_t objects = 0;
+  for (size_t at = 0; (at = json["chunks"].find("{", at)) != std::string::npos; ++at) ++objects;
+  EXPECT_EQ(objects, versions_.size());
+  r = Cli({"--json", "query", "rect", "-90", "-180", "90", "180", "--limit", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  json = JsonOf(r);
+  EXPECT_EQ(json["next_cursor"].size(), 34u) << r;  // "32 hex digits"
+  r = Cli({"--json", "query", "cell", "X"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_EQ(JsonOf(r)["status"], "\"USAGE\"");
+}
+
+TEST_F(CliQueryTest, ReindexPrintsTheEntriesAndQueriesAgree) {
+  WriteChunks();
+  const std::vector<std::string> world = {"query", "rect", "-90", "-180", "90", "180"};
+  const CliResult before = Cli(world);
+  ASSERT_EQ(before.exit_code, 0) << before;
+  CliResult r = Cli({"reindex"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "entries 0\n");  // nothing stored yet
+  ASSERT_EQ(Cli({"flush"}).exit_code, 0);
+  r = Cli({"reindex"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "entries " + std::to_string(versions_.size()) + "\n");
+  r = Cli({"--json", "reindex"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  auto json = JsonOf(r);
+  EXPECT_EQ(json["command"], "\"reindex\"");
+  EXPECT_EQ(json["entries"], std::to_string(versions_.size()));
+  EXPECT_EQ(Cli(world).out, before.out);
+}
+
+TEST(CliTokenTest, ReadTokensMayQueryButNotReindex) {
+  const std::string admin = "aaaaaaaaaaaaaaaaaaaa", read = "rrrrrrrrrrrrrrrrrrrr";
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"),
+                       {"--token", "admin:" + admin, "--token", "read:" + read});
+  const std::string address = "127.0.0.1:" + std::to_string(daemon.port());
+  CliResult r = RunCli({"--address", address, "--token", admin, "set-voxel", std::to_string(kX),
+                        std::to_string(kY), std::to_string(kZ), "4"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const std::vector<std::pair<std::string, std::string>> env = {{"VOXDB_ADDRESS", address},
+                                                                {"VOXDB_TOKEN", read}};
+  r = RunCli({"query", "box", std::to_string(kX), std::to_string(kY), std::to_string(kZ),
+              std::to_string(kX + 1), std::to_string(kY + 1), std::to_string(kZ + 1)},
+             env);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(r.out.starts_with("1000000,400000,312500 key ")) << r;
+  r = RunCli({"reindex"}, env);
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: PERMISSION_DENIED: ")) << r;
+  r = RunCli({"--address", address, "--token", admin, "reindex"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "entries 0\n") << r;
 }
 
 // --- The client calls the CLI is built on -----------------------------------

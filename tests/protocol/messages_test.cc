@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
+#include <limits>
 #include <random>
 
 #include "protocol/frame.h"
@@ -116,6 +118,129 @@ TEST(MessagesTest, VoxelAndBoxMessagesRoundTrip) {
   ExpectPrefixesRefused(b.EncodeFillBox(), BoxRequest::DecodeFillBox, false);
 }
 
+// One request of each kind of query, with and without the optional parts.
+std::vector<QueryRequest> SampleQueries() {
+  std::vector<QueryRequest> out;
+  QueryRequest q;
+  q.kind = QueryKind::kRadius;
+  q.lat = 45.8;
+  q.lon = -6.9;
+  q.radius = 1234.5;
+  out.push_back(q);
+  q.band = AltitudeBand{-100.25, 4000};
+  q.limit = 65536;
+  q.cursor = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  out.push_back(q);
+  q = QueryRequest();
+  q.kind = QueryKind::kCell;
+  q.cell = 0x47a1cbd595522b39ull;
+  q.limit = 1;
+  out.push_back(q);
+  q.band = AltitudeBand{-0.0, 0.0};
+  out.push_back(q);
+  q = QueryRequest();
+  q.kind = QueryKind::kRect;
+  q.rect = {-10.5, 170, 20.25, -170};  // across the antimeridian
+  out.push_back(q);
+  q.cursor = {0xff};
+  out.push_back(q);
+  q = QueryRequest();
+  q.kind = QueryKind::kBox;
+  q.box = {{1, 2, 3}, {0xffffffffffffffffull, 5, 6}};
+  q.band = AltitudeBand{-1e300, 1e300};
+  q.limit = 0;  // the server refuses it; the format does not care
+  q.cursor = {0, 0, 0, 0, 0, 0, 0, 7};
+  out.push_back(q);
+  return out;
+}
+
+TEST(MessagesTest, QueryRequestsRoundTrip) {
+  for (const QueryRequest& q : SampleQueries()) {
+    const Opcode op = QueryOpcode(q.kind);
+    EXPECT_EQ(QueryKindOf(op), q.kind);
+    const std::vector<uint8_t> bytes = q.Encode();
+    auto back = QueryRequest::Decode(op, bytes);
+    ASSERT_TRUE(back.ok()) << OpcodeName(op) << ": " << back.status();
+    EXPECT_EQ(*back, q) << OpcodeName(op);
+    ExpectPrefixesRefused(
+        bytes, [op](std::span<const uint8_t> p) { return QueryRequest::Decode(op, p); }, false);
+  }
+  // Sizes of PROTOCOL.md: the region, then 23 bytes of trailer and the cursor.
+  QueryRequest q;
+  EXPECT_EQ(q.Encode().size(), 24u + 23u);
+  q.kind = QueryKind::kCell;
+  EXPECT_EQ(q.Encode().size(), 8u + 23u);
+  q.kind = QueryKind::kRect;
+  EXPECT_EQ(q.Encode().size(), 32u + 23u);
+  q.kind = QueryKind::kBox;
+  q.cursor = {1, 2};
+  EXPECT_EQ(q.Encode().size(), 48u + 23u + 2u);
+  // Another opcode is not a query.
+  EXPECT_FALSE(QueryKindOf(Opcode::kReadBox).has_value());
+  EXPECT_TRUE(absl::IsInvalidArgument(QueryRequest::Decode(Opcode::kReadBox, q.Encode()).status()));
+}
+
+TEST(MessagesTest, QueryRequestsRefuseNonFiniteFloatsAndBadFlags) {
+  constexpr double kBad[] = {std::numeric_limits<double>::quiet_NaN(),
+                             std::numeric_limits<double>::infinity(),
+                             -std::numeric_limits<double>::infinity()};
+  for (double bad : kBad) {
+    for (int field = 0; field < 5; ++field) {
+      QueryRequest q;
+      q.band = AltitudeBand{0, 10};
+      double* fields[] = {&q.lat, &q.lon, &q.radius, &q.band->min_m, &q.band->max_m};
+      *fields[field] = bad;
+      auto r = QueryRequest::Decode(Opcode::kQueryRadius, q.Encode());
+      EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << field << " " << bad;
+    }
+    for (int field = 0; field < 4; ++field) {
+      QueryRequest q;
+      q.kind = QueryKind::kRect;
+      double* fields[] = {&q.rect.lat_lo, &q.rect.lon_lo, &q.rect.lat_hi, &q.rect.lon_hi};
+      *fields[field] = bad;
+      auto r = QueryRequest::Decode(Opcode::kQueryRect, q.Encode());
+      EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << field << " " << bad;
+    }
+    // Even when has_band is 0, the band's bytes must be finite.
+    QueryRequest q;
+    q.kind = QueryKind::kCell;
+    std::vector<uint8_t> bytes = q.Encode();
+    const uint64_t bits = std::bit_cast<uint64_t>(bad);
+    for (int i = 0; i < 8; ++i) bytes[8 + 1 + i] = static_cast<uint8_t>(bits >> (8 * i));
+    EXPECT_TRUE(absl::IsInvalidArgument(QueryRequest::Decode(Opcode::kQueryCell, bytes).status()));
+  }
+  // has_band is 0 or 1.
+  QueryRequest q;
+  q.kind = QueryKind::kCell;
+  std::vector<uint8_t> bytes = q.Encode();
+  bytes[8] = 2;
+  EXPECT_TRUE(absl::IsInvalidArgument(QueryRequest::Decode(Opcode::kQueryCell, bytes).status()));
+  bytes[8] = 1;
+  ASSERT_TRUE(QueryRequest::Decode(Opcode::kQueryCell, bytes).ok());
+  EXPECT_TRUE(QueryRequest::Decode(Opcode::kQueryCell, bytes)->band.has_value());
+  // A cursor length past the payload.
+  bytes = q.Encode();
+  bytes[bytes.size() - 2] = 0xff;
+  EXPECT_TRUE(absl::IsInvalidArgument(QueryRequest::Decode(Opcode::kQueryCell, bytes).status()));
+}
+
+TEST(MessagesTest, QueryReplyRoundTrips) {
+  QueryReply reply;
+  reply.chunks = {{1, 2}, {0x7fffffffffffffffull, 99}};
+  reply.fills = {{7, {{0, 0, 0}, {128, 128, 40000000}}, 3}, {9, {{1, 2, 3}, {4, 5, 6}}, 255}};
+  reply.next_cursor = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  EXPECT_EQ(reply.Encode().size(), 4u + 2 * 16 + 4 + 2 * 57 + 2 + 16);
+  auto back = QueryReply::Decode(reply.Encode());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, reply);
+  ExpectPrefixesRefused(reply.Encode(), QueryReply::Decode, false);
+  // The last page of nothing.
+  back = QueryReply::Decode(QueryReply().Encode());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, QueryReply());
+  EXPECT_EQ(QueryReply().Encode().size(), 10u);
+}
+
 TEST(MessagesTest, CountsThatLieAreRefusedBeforeAllocating) {
   // A count of 4 billion items in a 4-byte payload.
   const std::vector<uint8_t> lie = {0xff, 0xff, 0xff, 0xff};
@@ -123,6 +248,9 @@ TEST(MessagesTest, CountsThatLieAreRefusedBeforeAllocating) {
   EXPECT_FALSE(GetVoxelsRequest::Decode(lie).ok());
   EXPECT_FALSE(SetVoxelsRequest::Decode(lie).ok());
   EXPECT_FALSE(GetChunksReply::Decode(lie).ok());
+  EXPECT_FALSE(QueryReply::Decode(lie).ok());
+  // n = 0 chunks, then 4 billion fills.
+  EXPECT_FALSE(QueryReply::Decode(std::vector<uint8_t>{0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}).ok());
   std::mt19937 rng(3);
   for (int i = 0; i < 3000; ++i) {
     std::vector<uint8_t> junk(rng() % 64);
@@ -132,6 +260,11 @@ TEST(MessagesTest, CountsThatLieAreRefusedBeforeAllocating) {
     (void)SetVoxelsRequest::Decode(junk);
     (void)HelloRequest::Decode(junk);
     (void)PutChunkRequest::Decode(junk);
+    (void)QueryReply::Decode(junk);
+    for (Opcode op :
+         {Opcode::kQueryRadius, Opcode::kQueryCell, Opcode::kQueryRect, Opcode::kQueryBox}) {
+      (void)QueryRequest::Decode(op, junk);
+    }
   }
 }
 
@@ -158,6 +291,34 @@ TEST(MessagesTest, HelloExampleOfProtocolMdIsPinned) {
   EXPECT_EQ(bytes, expected);
 }
 
+// PROTOCOL.md, "Queries": the QUERY_RADIUS example frame, byte for byte.
+TEST(MessagesTest, QueryRadiusExampleOfProtocolMdIsPinned) {
+  QueryRequest q;
+  q.kind = QueryKind::kRadius;
+  q.lat = 45.8;
+  q.lon = 6.9;
+  q.radius = 1000;
+  q.band = AltitudeBand{-100, 4000};
+  q.limit = 100;
+  FrameHeader h;
+  h.opcode = static_cast<uint8_t>(Opcode::kQueryRadius);
+  h.request_id = 2;
+  std::vector<uint8_t> bytes;
+  EncodeFrame(h, q.Encode(), &bytes);
+  const std::vector<uint8_t> expected = {
+      0x56, 0x58, 0x44, 0x42, 0x01, 0x0d, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2f, 0x00, 0x00, 0x00,  // header
+      0x66, 0x66, 0x66, 0x66, 0x66, 0xe6, 0x46, 0x40,                          // lat_deg 45.8
+      0x9a, 0x99, 0x99, 0x99, 0x99, 0x99, 0x1b, 0x40,                          // lon_deg 6.9
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x8f, 0x40,                          // radius_m 1000
+      0x01,                                                                    // has_band
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x59, 0xc0,                          // band_min_m -100
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0xaf, 0x40,                          // band_max_m 4000
+      0x64, 0x00, 0x00, 0x00,                                                  // limit 100
+      0x00, 0x00};                                                             // cursor_len 0
+  EXPECT_EQ(bytes, expected);
+}
+
 TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
   EXPECT_EQ(RequiredRole(Opcode::kHello), Role::kNone);
   EXPECT_EQ(RequiredRole(Opcode::kPing), Role::kNone);
@@ -166,6 +327,17 @@ TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
   EXPECT_EQ(RequiredRole(Opcode::kSetVoxels), Role::kWrite);
   EXPECT_EQ(RequiredRole(Opcode::kDeleteChunk), Role::kWrite);
   EXPECT_EQ(RequiredRole(Opcode::kFlush), Role::kAdmin);
+  for (Opcode op :
+       {Opcode::kQueryRadius, Opcode::kQueryCell, Opcode::kQueryRect, Opcode::kQueryBox}) {
+    EXPECT_EQ(RequiredRole(op), Role::kRead) << OpcodeName(op);
+  }
+  EXPECT_EQ(RequiredRole(Opcode::kReindex), Role::kAdmin);
+  EXPECT_STREQ(OpcodeName(Opcode::kQueryRadius), "QUERY_RADIUS");
+  EXPECT_STREQ(OpcodeName(Opcode::kQueryCell), "QUERY_CELL");
+  EXPECT_STREQ(OpcodeName(Opcode::kQueryRect), "QUERY_RECT");
+  EXPECT_STREQ(OpcodeName(Opcode::kQueryBox), "QUERY_BOX");
+  EXPECT_STREQ(OpcodeName(Opcode::kReindex), "REINDEX");
+  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(18)), "UNKNOWN");
   EXPECT_LT(Role::kRead, Role::kWrite);
   EXPECT_LT(Role::kWrite, Role::kAdmin);
   EXPECT_STREQ(RoleName(Role::kAdmin), "admin");
