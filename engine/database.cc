@@ -591,6 +591,21 @@ Status Database::Impl::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
     const uint64_t code = MortonEncode(c.x, c.y, c.z);
     auto it = chunks.find(code);
     if (it == chunks.end()) {
+      // A cached chunk is read in place under its shard's lock (writers
+      // change chunks only under it), without marking it shared: taking a
+      // reference would make the next write copy the whole chunk.
+      Shard& shard = ShardOf(code);
+      {
+        std::lock_guard<std::mutex> l(shard.mu);
+        auto e = shard.map.find(code);
+        if (e != shard.map.end() && e->second.chunk) {
+          ++hits_;
+          TouchLocked(shard, e->second);
+          const ChunkCoord o = frame().OffsetInChunk(at[i]);
+          out[i] = e->second.chunk->Get(o.x, o.y, o.z);
+          continue;
+        }
+      }
       ChunkRef ref;
       VOXDB_RETURN_IF_ERROR(ReadChunk(code, &ref));
       if (ref.virtual_chunk) {

@@ -24,9 +24,10 @@ TEST(Crc32cTest, KnownVectors) {
 
 TEST(Crc32cTest, HardwareEqualsPortableAndExtendIsConcatenation) {
   std::mt19937 rng(1);
-  std::vector<uint8_t> data(10'000);
+  std::vector<uint8_t> data(100'003);
   for (auto& b : data) b = static_cast<uint8_t>(rng());
-  for (size_t n : {0u, 1u, 7u, 8u, 9u, 63u, 1000u, 10'000u}) {
+  for (size_t n : {0u, 1u, 7u, 8u, 9u, 63u, 767u, 768u, 769u, 1000u, 10'000u, 12'288u, 12'289u,
+                   40'000u, 100'003u}) {
     EXPECT_EQ(Crc32cExtend(0, data.data(), n), Crc32cExtendPortable(0, data.data(), n)) << n;
     const size_t cut = n / 3;
     EXPECT_EQ(Crc32cExtend(Crc32cExtend(0, data.data(), cut), data.data() + cut, n - cut),
