@@ -24,7 +24,9 @@ using engine::Table;
 constexpr char kMetaIndexFormat[] = "s2index_format";
 constexpr uint32_t kIndexFormat = 1;
 constexpr uint32_t kMaxLimit = 65536;
-constexpr int kCoveringCells = 32;
+constexpr int kCoveringCells = 128;
+// Cells below ~10 m gain nothing: chunk centres are 32 m apart.
+constexpr int kCoveringMaxLevel = 20;
 // The covering is computed for the region grown by this much, so that a
 // point on a covering cell's boundary (whose leaf cell may lie on the other
 // side) is never missed; the exact test decides.
@@ -112,7 +114,9 @@ struct Hit {
 class PageBuilder {
  public:
   PageBuilder(uint32_t limit, std::vector<Hit> dirty, size_t order_size)
-      : limit_(limit), dirty_(std::move(dirty)), order_size_(order_size) {}
+      : limit_(limit), dirty_(std::move(dirty)), order_size_(order_size) {
+    out_.reserve(std::min<uint32_t>(limit, 16384));
+  }
 
   // Offers the next stored hit (in order). Returns false once the page and
   // one more are known (the scan can stop).
@@ -176,6 +180,7 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
     } else {
       S2RegionCoverer::Options o;
       o.set_max_cells(kCoveringCells);
+      o.set_max_level(kCoveringMaxLevel);
       S2RegionCoverer coverer(o);
       const S2Cap cap(r->centre.Normalized().ToPoint(),
                       RadiusAngle(r->radius_m) + S1Angle::Radians(kCoveringSlackRad));
@@ -186,6 +191,7 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
   } else {
     S2RegionCoverer::Options o;
     o.set_max_cells(kCoveringCells);
+    o.set_max_level(kCoveringMaxLevel);
     S2RegionCoverer coverer(o);
     covering = coverer.GetCovering(std::get<RectRegion>(region).rect.Expanded(
         S2LatLng::FromRadians(kCoveringSlackRad, kCoveringSlackRad)));
