@@ -135,43 +135,6 @@ JsonObject& JsonObject::Object(std::string_view key, const JsonObject& value) {
   return Raw(key, value.ToString());
 }
 
-const char* WireStatusName(protocol::WireStatus code) {
-  using protocol::WireStatus;
-  switch (code) {
-    case WireStatus::kOk:
-      return "OK";
-    case WireStatus::kInvalid:
-      return "INVALID";
-    case WireStatus::kOutOfBounds:
-      return "OUT_OF_BOUNDS";
-    case WireStatus::kNotFound:
-      return "NOT_FOUND";
-    case WireStatus::kConflict:
-      return "CONFLICT";
-    case WireStatus::kCorrupt:
-      return "CORRUPT";
-    case WireStatus::kStorageFull:
-      return "STORAGE_FULL";
-    case WireStatus::kBusy:
-      return "BUSY";
-    case WireStatus::kUnavailable:
-      return "UNAVAILABLE";
-    case WireStatus::kUnauthenticated:
-      return "UNAUTHENTICATED";
-    case WireStatus::kPermissionDenied:
-      return "PERMISSION_DENIED";
-    case WireStatus::kUnsupported:
-      return "UNSUPPORTED";
-    case WireStatus::kMismatch:
-      return "MISMATCH";
-    case WireStatus::kTooLarge:
-      return "TOO_LARGE";
-    case WireStatus::kInternal:
-      return "INTERNAL";
-  }
-  return "UNKNOWN_STATUS";
-}
-
 namespace {
 
 // A failure of the connection itself rather than an answer: the client
@@ -194,7 +157,7 @@ std::string StatusNameOf(const absl::Status& status) {
   if (IsUsageError(status)) return "USAGE";
   if (IsTransportError(status)) return "UNREACHABLE";
   const auto wire = protocol::ServerStatusOf(status);
-  return WireStatusName(wire.has_value() ? *wire : protocol::ToWireStatus(status));
+  return protocol::WireStatusName(wire.has_value() ? *wire : protocol::ToWireStatus(status));
 }
 
 int ReportError(const absl::Status& status, std::string_view command, bool json,

@@ -48,9 +48,6 @@ std::string JsonQuote(std::string_view text);
 // True when `text` is a JSON number (so that it can be emitted as one).
 bool IsJsonNumber(std::string_view text);
 
-// "OK", "INVALID", "OUT_OF_BOUNDS", ... (protocol/PROTOCOL.md, "Status codes").
-const char* WireStatusName(protocol::WireStatus code);
-
 // The exit code for `status` (see the file comment) and the status name
 // printed with it: the server's wire status name; USAGE; UNREACHABLE; or,
 // for an error of this client, the name of its nearest wire status.

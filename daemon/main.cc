@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/log.h"
 #include "daemon/server.h"
 #include "engine/database.h"
 #include "engine/world_frame.h"
@@ -103,6 +104,31 @@ void Notify(const char* state) {
   close(fd);
 }
 
+// SIGHUP: the log level from the config file, if it names one (else the
+// level stays).
+void ReloadLogLevel(const std::string& config, const po::options_description& desc) {
+  if (config.empty()) {
+    daemon::Log(daemon::LogLevel::kWarn, "SIGHUP: no --config file to re-read");
+    return;
+  }
+  try {
+    std::ifstream in(config);
+    if (!in) throw std::runtime_error("cannot read " + config);
+    po::variables_map fresh;
+    po::store(po::parse_config_file(in, desc), fresh);
+    if (!fresh.count("log-level")) return;
+    const std::string name = fresh["log-level"].as<std::string>();
+    if (auto level = daemon::ParseLogLevel(name)) {
+      daemon::SetLogLevel(*level);
+      daemon::Log(daemon::LogLevel::kWarn, "SIGHUP: log level is now %s", name);
+    } else {
+      daemon::Log(daemon::LogLevel::kError, "SIGHUP: '%s' is not a log level; unchanged", name);
+    }
+  } catch (const std::exception& e) {
+    daemon::Log(daemon::LogLevel::kError, "SIGHUP: %s; log level unchanged", e.what());
+  }
+}
+
 int Fail(const std::string& option, const std::string& why) {
   std::fprintf(stderr, "voxdbd: invalid value for --%s: %s\n", option.c_str(), why.c_str());
   return 2;
@@ -114,6 +140,7 @@ int main(int argc, char** argv) {
   std::string config, data, listen, durability, cache, dirty, max_map;
   std::string max_frame, max_buffered, idle_timeout, send_timeout, shutdown_timeout;
   std::vector<std::string> tokens;
+  std::string log_level, slow_request;
   int threads = 0, max_connections = 0;
   po::options_description desc("voxdbd options (also accepted in the config file as name = value)");
   desc.add_options()("help", "show this help and exit")("version", "print the version and exit")(
@@ -143,7 +170,11 @@ int main(int argc, char** argv) {
       "send-timeout", po::value(&send_timeout)->default_value("30s"),
       "close a connection whose replies make no progress for this long (0: never)")(
       "shutdown-timeout", po::value(&shutdown_timeout)->default_value("30s"),
-      "on SIGTERM, wait this long at most for requests in flight");
+      "on SIGTERM, wait this long at most for requests in flight")(
+      "log-level", po::value(&log_level)->default_value("info"),
+      "debug, info, warn or error; SIGHUP re-reads it from --config")(
+      "slow-request", po::value(&slow_request)->default_value("100ms"),
+      "log requests that take longer than this at warn (0: never)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -222,6 +253,14 @@ int main(int argc, char** argv) {
   if (!ParseDuration(shutdown_timeout, &server_options.shutdown_timeout)) {
     return Fail("shutdown-timeout", "'" + shutdown_timeout + "' is not a duration like 30s");
   }
+  if (!ParseDuration(slow_request, &server_options.slow_request)) {
+    return Fail("slow-request", "'" + slow_request + "' is not a duration like 100ms");
+  }
+  if (auto level = daemon::ParseLogLevel(log_level)) {
+    daemon::SetLogLevel(*level);
+  } else {
+    return Fail("log-level", "'" + log_level + "' is not debug, info, warn or error");
+  }
   for (const std::string& t : tokens) {
     const size_t c = t.find(':');
     const std::string role = t.substr(0, c == std::string::npos ? 0 : c);
@@ -253,6 +292,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   // The S2 index, kept by the flusher in the chunks' transactions. voxdbd
@@ -284,12 +324,22 @@ int main(int argc, char** argv) {
               server_options.listen_address.c_str(), *port, data.c_str(),
               static_cast<unsigned long long>((*db)->Stats().replayed_records));
   std::fflush(stdout);
+  daemon::Log(daemon::LogLevel::kInfo, "%s serving %s on %s:%u, %s durability, log level %s",
+              kVersion, data, server_options.listen_address, *port, durability, log_level);
   Notify("READY=1");
   std::thread signal_thread([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    Notify("STOPPING=1");
-    server->Stop();
+    for (;;) {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      if (sig == SIGHUP) {
+        ReloadLogLevel(vm.count("config") ? vm["config"].as<std::string>() : std::string(), desc);
+        continue;
+      }
+      daemon::Log(daemon::LogLevel::kInfo, "signal %d: stopping", sig);
+      Notify("STOPPING=1");
+      server->Stop();
+      return;
+    }
   });
   server->Run();  // returns after the signal thread's Stop()
   signal_thread.join();
@@ -304,6 +354,7 @@ int main(int argc, char** argv) {
                  std::string(flushed.message()).c_str());
     return 1;
   }
+  daemon::Log(daemon::LogLevel::kInfo, "flushed and stopped");
   std::printf("voxdbd: flushed and stopped\n");
   return 0;
 }

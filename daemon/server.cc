@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_format.h"
+#include "daemon/log.h"
 #include "engine/chunk_codec.h"
 #include "index/s2_index.h"
 #include "protocol/frame.h"
@@ -120,6 +121,10 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         last_request_(Clock::now()) {}
 
   void Start() {
+    boost::system::error_code ec;
+    const tcp::endpoint remote = socket_.remote_endpoint(ec);
+    peer_ = ec ? "unknown" : absl::StrFormat("%s:%u", remote.address().to_string(), remote.port());
+    Log(LogLevel::kDebug, "connection from %s", peer_);
     ArmTimer();
     Read();
   }
@@ -154,6 +159,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         // An untrusted frame: answer if we can, then close this connection.
         ++server_->protocol_errors_;
         std::string message(decoder_.error().message());
+        Log(LogLevel::kWarn, "protocol error from %s, closing: %s", peer_, message);
         if (role_ == Role::kNone && decoder_.error_wire_status() == WireStatus::kTooLarge) {
           message += absl::StrFormat(
               " (before authenticating, frames may carry at most %u bytes: send HELLO with a "
@@ -182,7 +188,29 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     if (!paused_) Read();
   }
 
+  // Runs one request; logs it when slow (its reply may come later: see
+  // BeginAsync).
   void Dispatch(protocol::Frame frame) {
+    const uint8_t op = frame.header.opcode;
+    const uint64_t id = frame.header.request_id;
+    dispatch_start_ = Clock::now();
+    went_async_ = false;
+    DispatchRequest(std::move(frame));
+    if (!went_async_) Finished(op, id, dispatch_start_);
+  }
+
+  // The request's reply has been queued: the slow-request log.
+  void Finished(uint8_t op, uint64_t id, Clock::time_point start) {
+    const auto took = Clock::now() - start;
+    if (options_.slow_request.count() > 0 && took >= options_.slow_request) {
+      Log(LogLevel::kWarn, "slow request: %s id %u from %s took %.3f ms (%s)",
+          protocol::OpcodeName(static_cast<Opcode>(op)), id, peer_,
+          std::chrono::duration<double, std::milli>(took).count(),
+          protocol::WireStatusName(last_reply_status_));
+    }
+  }
+
+  void DispatchRequest(protocol::Frame frame) {
     const uint8_t op = frame.header.opcode;
     const uint64_t id = frame.header.request_id;
     engine::Database* db = server_->db_;
@@ -197,10 +225,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       const char* name = protocol::OpcodeName(static_cast<Opcode>(op));
       if (role_ == Role::kNone) {
         ++server_->auth_failures_;
+        Log(LogLevel::kWarn, "auth: %s sent %s before authenticating", peer_, name);
         return fail(absl::UnauthenticatedError(
             absl::StrFormat("%s needs authentication: send HELLO with a token first", name)));
       }
       ++server_->permission_denied_;
+      Log(LogLevel::kWarn, "auth: %s (role %s) may not %s", peer_, protocol::RoleName(role_), name);
       return fail(absl::PermissionDeniedError(
           absl::StrFormat("this token's role '%s' may not %s (needs '%s')",
                           protocol::RoleName(role_), name, protocol::RoleName(need))));
@@ -219,6 +249,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
           const Role granted = server_->Authenticate(req->token);
           if (granted == Role::kNone) {
             ++server_->auth_failures_;
+            Log(LogLevel::kWarn, "auth: %s token from %s, closing",
+                req->token.empty() ? "no" : "wrong", peer_);
             close_after_write_ = true;
             return fail(absl::UnauthenticatedError(req->token.empty() ? "this server needs a token"
                                                                       : "wrong token"));
@@ -318,12 +350,14 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       case Opcode::kFlush: {
         // Flush waits on the disk: run it off the I/O threads.
         auto self = shared_from_this();
-        BeginAsync();
-        server_->RunBackground([self, db, op, id] {
+        const Clock::time_point start = BeginAsync();
+        server_->RunBackground([self, db, op, id, start] {
           const absl::Status s = db->Flush();
-          asio::post(self->socket_.get_executor(), [self, s, op, id] {
+          if (!s.ok()) Log(LogLevel::kError, "flush failed: %s", s.ToString());
+          asio::post(self->socket_.get_executor(), [self, s, op, id, start] {
             self->EndAsync();
             self->Reply(op, id, s);
+            self->Finished(op, id, start);
           });
         });
         return;
@@ -339,14 +373,20 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       case Opcode::kReindex: {
         // One write transaction over every chunk: off the I/O threads.
         auto self = shared_from_this();
-        BeginAsync();
-        server_->RunBackground([self, db, op, id] {
+        const Clock::time_point start = BeginAsync();
+        server_->RunBackground([self, db, op, id, start] {
           uint64_t entries = 0;
           const absl::Status s = index::Rebuild(db, &entries);
-          asio::post(self->socket_.get_executor(), [self, s, entries, op, id] {
+          Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "reindex: %s, %u entries", s.ToString(),
+              entries);
+          asio::post(self->socket_.get_executor(), [self, s, entries, op, id, start] {
             self->EndAsync();
-            if (!s.ok()) return self->Reply(op, id, s);
-            self->Reply(op, id, WireStatus::kOk, protocol::EncodeU64(entries));
+            if (s.ok()) {
+              self->Reply(op, id, WireStatus::kOk, protocol::EncodeU64(entries));
+            } else {
+              self->Reply(op, id, s);
+            }
+            self->Finished(op, id, start);
           });
         });
         return;
@@ -444,9 +484,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     return std::vector<uint8_t>(text.begin(), text.end());
   }
 
-  void BeginAsync() {
+  // The current request is answered later; returns when it began.
+  Clock::time_point BeginAsync() {
     ++in_flight_;
     ++server_->in_flight_;
+    went_async_ = true;
+    return dispatch_start_;
   }
   void EndAsync() {
     --in_flight_;
@@ -470,16 +513,17 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
 
   // A completion for an engine write: posts the reply back to this strand.
   engine::WriteDone WriteDone(uint8_t op, uint64_t id) {
-    BeginAsync();
+    const Clock::time_point start = BeginAsync();
     auto self = shared_from_this();
-    return [self, op, id](const engine::WriteResult& r) {
-      asio::post(self->socket_.get_executor(), [self, r, op, id] {
+    return [self, op, id, start](const engine::WriteResult& r) {
+      asio::post(self->socket_.get_executor(), [self, r, op, id, start] {
         self->EndAsync();
         if (r.status.ok()) {
           self->Reply(op, id, WireStatus::kOk, protocol::EncodeU64(r.version));
         } else {
           self->Reply(op, id, r.status);
         }
+        self->Finished(op, id, start);
       });
     };
   }
@@ -499,6 +543,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void Enqueue(std::vector<uint8_t> frame) {
+    last_reply_status_ = static_cast<WireStatus>(frame[16] | frame[17] << 8);
     if (closed_) return;
     if (outbox_.empty()) last_send_progress_ = Clock::now();
     outbox_bytes_ += frame.size();
@@ -581,12 +626,16 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         now - last_send_progress_ > options_.send_timeout) {
       // The client stopped reading its replies.
       ++server_->slow_closed_;
+      Log(LogLevel::kInfo, "closing %s: its replies made no progress for %d ms", peer_,
+          static_cast<int>(options_.send_timeout.count()));
       return Close();
     }
     if (options_.idle_timeout.count() > 0 && outbox_.empty() && in_flight_ == 0 &&
         now - last_request_ > options_.idle_timeout) {
       // No whole request for that long (an idle or a trickling client).
       ++server_->idle_closed_;
+      Log(LogLevel::kInfo, "closing %s: idle for %d ms", peer_,
+          static_cast<int>(options_.idle_timeout.count()));
       return Close();
     }
     ArmTimer();
@@ -595,6 +644,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   void Close() {
     if (closed_) return;
     closed_ = true;
+    Log(LogLevel::kDebug, "connection from %s closed", peer_);
     boost::system::error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
@@ -628,6 +678,10 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   bool closed_ = false;
   int in_flight_ = 0;
   int deferred_writes_ = 0;  // writes queued on the background worker
+  std::string peer_;         // "address:port", for the log
+  Clock::time_point dispatch_start_;
+  bool went_async_ = false;  // the request being dispatched replies later
+  WireStatus last_reply_status_ = WireStatus::kOk;
   Clock::time_point last_request_;
   Clock::time_point last_send_progress_;
 };
@@ -707,6 +761,8 @@ void Server::Accept() {
 // takes it at once, then close.
 void Server::Reject(tcp::socket socket) {
   ++rejected_;
+  Log(LogLevel::kWarn, "refusing a connection: %d connections is the limit",
+      options_.max_connections);
   const std::string message = absl::StrFormat("too many connections (the limit is %d); retry later",
                                               options_.max_connections);
   std::vector<uint8_t> bytes = NewFrame(message.size());

@@ -49,6 +49,7 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{300'000};     // 0: never
   std::chrono::milliseconds send_timeout{30'000};      // 0: never
   std::chrono::milliseconds shutdown_timeout{30'000};  // for in-flight requests
+  std::chrono::milliseconds slow_request{100};         // logged at WARN; 0: never
   // Empty: no authentication, every connection may do everything (allowed
   // only on loopback; see RequiresTokens).
   std::vector<Token> tokens;

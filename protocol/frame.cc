@@ -32,6 +32,42 @@ uint64_t Get64(const uint8_t* p) {
 
 }  // namespace
 
+const char* WireStatusName(WireStatus code) {
+  switch (code) {
+    case WireStatus::kOk:
+      return "OK";
+    case WireStatus::kInvalid:
+      return "INVALID";
+    case WireStatus::kOutOfBounds:
+      return "OUT_OF_BOUNDS";
+    case WireStatus::kNotFound:
+      return "NOT_FOUND";
+    case WireStatus::kConflict:
+      return "CONFLICT";
+    case WireStatus::kCorrupt:
+      return "CORRUPT";
+    case WireStatus::kStorageFull:
+      return "STORAGE_FULL";
+    case WireStatus::kBusy:
+      return "BUSY";
+    case WireStatus::kUnavailable:
+      return "UNAVAILABLE";
+    case WireStatus::kUnauthenticated:
+      return "UNAUTHENTICATED";
+    case WireStatus::kPermissionDenied:
+      return "PERMISSION_DENIED";
+    case WireStatus::kUnsupported:
+      return "UNSUPPORTED";
+    case WireStatus::kMismatch:
+      return "MISMATCH";
+    case WireStatus::kTooLarge:
+      return "TOO_LARGE";
+    case WireStatus::kInternal:
+      return "INTERNAL";
+  }
+  return "UNKNOWN_STATUS";
+}
+
 WireStatus ToWireStatus(const absl::Status& s) {
   switch (s.code()) {
     case absl::StatusCode::kOk:

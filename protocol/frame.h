@@ -56,6 +56,9 @@ enum class WireStatus : uint16_t {
   kInternal = 14,
 };
 
+// "OK", "INVALID", ... as in PROTOCOL.md; "UNKNOWN_STATUS" otherwise.
+const char* WireStatusName(WireStatus code);
+
 // One status per absl code, both ways.
 WireStatus ToWireStatus(const absl::Status& status);
 absl::Status FromWireStatus(WireStatus code, std::string_view message);
