@@ -461,6 +461,17 @@ absl::Status Stats(const CommandLine& cl) {
   return absl::OkStatus();
 }
 
+absl::Status Backup(const CommandLine& cl) {
+  const std::string& dest = cl.args[0];
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_ASSIGN_OR_RETURN(uint64_t bytes, s.client->Backup(dest));
+  JsonObject o = CommandObject(cl);
+  o.Str("dest", dest);
+  o.Num("bytes", bytes);
+  Emit(cl, o, absl::StrFormat("ok backup %s, %u bytes\n", dest, bytes));
+  return absl::OkStatus();
+}
+
 absl::Status Reindex(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
   VOXDB_ASSIGN_OR_RETURN(uint64_t entries, s.client->Reindex());
@@ -742,6 +753,13 @@ const CommandSpec kCommands[] = {
      "With --json: {\"chunks\":[{\"cx\",\"cy\",\"cz\",\"key\",\"version\"}...],\"fills\":\n"
      "[{\"seq\",\"lo\",\"hi\",\"material\"}...],\"next_cursor\":HEX or null}.\n",
      kVariableArgs, false, true, Query},
+    {"backup", "DEST", "copy the database online into DEST (on the server)",
+     "Asks the server (admin role) for a consistent copy of its database, taken while\n"
+     "writes go on, in the directory DEST on the server's file system (it must not exist;\n"
+     "under systemd, inside a directory voxdbd may write, e.g. /var/lib/voxdb/backups/NAME).\n"
+     "The copy holds every write acknowledged before the backup started. Restore by starting\n"
+     "voxdbd with --data DEST (or a copy of it). Prints ok backup DEST, N bytes.\n",
+     1, false, false, Backup},
     {"reindex", "", "rebuild the spatial index from the stored chunks",
      "Asks the server to rebuild its S2 index from the stored chunks (admin role) and prints\n"
      "the number of entries: entries N. Queries give the same answers before and after.\n",

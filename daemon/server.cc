@@ -370,6 +370,28 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       case Opcode::kQueryBox:
         // A read of the index and the cache: on this I/O thread.
         return Query(op, id, p);
+      case Opcode::kBackup: {
+        // Copies the whole environment: off the I/O threads.
+        const std::string dest(p.begin(), p.end());
+        auto self = shared_from_this();
+        const Clock::time_point start = BeginAsync();
+        server_->RunBackground([self, db, op, id, start, dest] {
+          uint64_t bytes = 0;
+          const absl::Status s = db->Backup(dest, &bytes);
+          Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "backup to %s: %s, %u bytes", dest,
+              s.ToString(), bytes);
+          asio::post(self->socket_.get_executor(), [self, s, bytes, op, id, start] {
+            self->EndAsync();
+            if (s.ok()) {
+              self->Reply(op, id, WireStatus::kOk, protocol::EncodeU64(bytes));
+            } else {
+              self->Reply(op, id, s);
+            }
+            self->Finished(op, id, start);
+          });
+        });
+        return;
+      }
       case Opcode::kReindex: {
         // One write transaction over every chunk: off the I/O threads.
         auto self = shared_from_this();

@@ -460,6 +460,22 @@ Status ChunkStore::Sync() {
   return LmdbStatus(mdb_env_sync(env_, 1), "sync");
 }
 
+Status ChunkStore::CopyTo(const std::string& dest_dir, bool compact) const {
+  std::shared_lock<std::shared_timed_mutex> lock(resize_mu_);
+  VOXDB_RETURN_IF_ERROR(LmdbStatus(
+      mdb_env_copy2(env_, dest_dir.c_str(), compact ? MDB_CP_COMPACT : 0), "copy environment"));
+  // mdb_env_copy2 writes through an ordinary descriptor: make it durable.
+  const std::string file = dest_dir + "/data.mdb";
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    return LmdbStatus(err, "sync the copy");
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
 StatusOr<StoreStats> ChunkStore::Stats() const {
   StoreStats s;
   MDB_envinfo info;
@@ -474,7 +490,13 @@ StatusOr<StoreStats> ChunkStore::Stats() const {
   s.stale_readers_cleared = stale_readers_cleared_;
   s.map_grows = map_grows_;
   VOXDB_ASSIGN_OR_RETURN(auto snap, BeginRead());
-  VOXDB_ASSIGN_OR_RETURN(s.chunk_count, snap->Count(Table::kChunks));
+  MDB_stat chunks;
+  VOXDB_RETURN_IF_ERROR(
+      LmdbStatus(mdb_stat(snap->txn_, dbi(Table::kChunks), &chunks), "stat chunks"));
+  s.chunk_count = chunks.ms_entries;
+  s.chunk_bytes =
+      uint64_t{chunks.ms_branch_pages + chunks.ms_leaf_pages + chunks.ms_overflow_pages} *
+      chunks.ms_psize;
   return s;
 }
 

@@ -97,6 +97,7 @@ struct StoreStats {
   uint64_t max_map_size = 0;  // StoreOptions::max_map_size
   uint64_t used_bytes = 0;    // pages in use * page size
   uint64_t chunk_count = 0;   // records in `chunks`
+  uint64_t chunk_bytes = 0;   // pages of `chunks` (branch, leaf, overflow) * page size
   uint32_t max_readers = 0;
   uint32_t readers_in_use = 0;
   uint32_t stale_readers_cleared = 0;  // by mdb_reader_check at open
@@ -202,6 +203,13 @@ class ChunkStore {
   Status Write(const WriteBatch& batch);
 
   StatusOr<StoreStats> Stats() const;
+
+  // Writes a consistent copy of the environment as it is now (one read
+  // transaction: every commit so far, none after) to `dest_dir`/data.mdb
+  // while writes go on; compact leaves free pages out (MDB_CP_COMPACT).
+  // `dest_dir` must exist without a data.mdb. The copy is fsynced. Map
+  // growth waits until the copy is done.
+  Status CopyTo(const std::string& dest_dir, bool compact) const;
 
   // Makes every commit so far durable (mdb_env_sync). A no-op without
   // StoreOptions::sync. IO_ERROR / STORAGE_FULL on failure.

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <list>
 #include <map>
@@ -81,6 +82,16 @@ class Database::Impl {
   DatabaseStats Stats() const;
 
   std::shared_ptr<const FillSet> Fills() const { return FillsSnapshot(); }
+
+  // Waits until every write submitted so far is in a journal commit.
+  void WaitForSubmitted() {
+    uint64_t target;
+    {
+      std::lock_guard<std::mutex> lock(edit_mu_);
+      target = next_seq_ - 1;
+    }
+    WaitCommitted(target);
+  }
 
   std::vector<Database::DirtyChunk> DirtyChunks() const {
     std::lock_guard<std::mutex> lock(edit_mu_);
@@ -1207,11 +1218,17 @@ void Database::Impl::CommitterLoop() {
       bytes += p.record.size();
       wb.Put(Table::kJournal, JournalKey(p.seq), std::move(p.record));
     }
+    const auto commit_start = std::chrono::steady_clock::now();
     Status s = store_->Write(wb);
     if (s.ok() && async) s = store_->Sync();  // durable within the interval
     journal_records_ += batch.size();
     journal_bytes_ += bytes;
     ++journal_commits_;
+    if (options_.on_commit) {
+      options_.on_commit(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_start).count(),
+          batch.size());
+    }
     {
       std::lock_guard<std::mutex> l(commit_mu_);
       committed_seq_ = std::max(committed_seq_.load(), batch.back().seq);
@@ -1256,6 +1273,7 @@ void Database::Impl::WaitCommitted(uint64_t seq) {
 
 Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_us, size_t max_bytes,
                                   bool* more) {
+  const auto start = std::chrono::steady_clock::now();
   struct Item {
     uint64_t code;
     std::shared_ptr<const Chunk> chunk;
@@ -1398,6 +1416,11 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
     ++flushes_;
     flushed_chunks_ += items.size();
     flushed_bytes_ += bytes;
+    if (options_.on_flush) {
+      options_.on_flush(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+          items.size(), bytes);
+    }
   }
   room_cv_.notify_all();
   MaybeEvict();
@@ -1554,6 +1577,33 @@ Status Database::Flush() { return impl_->Flush(); }
 DatabaseStats Database::Stats() const { return impl_->Stats(); }
 
 bool Database::WritesWouldWait() const { return impl_->WritesWouldWait(); }
+
+Status Database::Backup(const std::string& dest_dir, uint64_t* bytes) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (dest_dir.empty() || fs::exists(dest_dir, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("backup destination '%s' already exists (or is empty)", dest_dir));
+  }
+  impl_->WaitForSubmitted();
+  const std::string tmp = dest_dir + ".partial";
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directory(tmp, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("cannot create backup directory %s: %s", tmp, ec.message()));
+  }
+  if (Status s = store().CopyTo(tmp, /*compact=*/true); !s.ok()) {
+    fs::remove_all(tmp, ec);
+    return s;
+  }
+  fs::rename(tmp, dest_dir, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrFormat("cannot rename %s to %s: %s", tmp, dest_dir, ec.message()));
+  }
+  *bytes = fs::file_size(fs::path(dest_dir) / "data.mdb", ec);
+  return absl::OkStatus();
+}
 std::vector<Database::DirtyChunk> Database::DirtyChunks() const { return impl_->DirtyChunks(); }
 std::shared_ptr<const FillSet> Database::Fills() const { return impl_->Fills(); }
 Status Database::RebuildFromStore(

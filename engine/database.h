@@ -103,6 +103,14 @@ struct DatabaseOptions {
   // Told about every chunk the flusher stores or removes. Not owned; must
   // outlive the Database. DEFAULT: none.
   std::vector<ChunkObserver*> observers;
+  // For metrics: called by the group committer after each journal commit
+  // with the commit's duration (its LMDB write, and in kAsync its sync) and
+  // the writes it holds (its group size); and by the flusher after each
+  // flush transaction that succeeded with its duration, chunks and encoded
+  // bytes. On those engine threads: must be thread-safe, must not block and
+  // must not call into the Database. DEFAULT: none.
+  std::function<void(double seconds, size_t writes)> on_commit;
+  std::function<void(double seconds, size_t chunks, size_t bytes)> on_flush;
 };
 
 struct WriteResult {
@@ -206,6 +214,14 @@ class Database {
   Status Flush();
 
   DatabaseStats Stats() const;
+
+  // An online backup: waits until every write submitted before the call is
+  // in a journal commit, then copies the environment compacted (see
+  // ChunkStore::CopyTo) into `dest_dir`, which must not exist; the copy is
+  // built in a sibling temporary directory and renamed into place, so a
+  // crash leaves no half backup under that name. Restoring is opening the
+  // copy (the journal in it replays). *bytes gets the copy's size.
+  Status Backup(const std::string& dest_dir, uint64_t* bytes);
 
   // Chunks edited since their last flush, in Morton order: `present` false
   // for a deleted chunk (it reads as the fills). With a store snapshot taken

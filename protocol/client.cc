@@ -429,6 +429,14 @@ absl::StatusOr<uint64_t> Client::Reindex() {
   return DecodeU64(*reply);
 }
 
+absl::StatusOr<uint64_t> Client::Backup(const std::string& dest_dir) {
+  const std::span<const uint8_t> path(reinterpret_cast<const uint8_t*>(dest_dir.data()),
+                                      dest_dir.size());
+  auto reply = Call(Opcode::kBackup, path);
+  if (!reply.ok()) return reply.status();
+  return DecodeU64(*reply);
+}
+
 absl::Status Client::Flush() { return Call(Opcode::kFlush, {}).status(); }
 
 absl::StatusOr<std::string> Client::Stats() {

@@ -122,6 +122,8 @@ class Client {
   absl::StatusOr<QueryReply> Query(const QueryRequest& request);
   // REINDEX: rebuilds the spatial index; returns its number of entries.
   absl::StatusOr<uint64_t> Reindex();
+  // BACKUP into `dest_dir` on the server's file system; the copy's size.
+  absl::StatusOr<uint64_t> Backup(const std::string& dest_dir);
 
   // Flushes every dirty chunk to the store; returns when done.
   absl::Status Flush();

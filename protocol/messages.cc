@@ -151,6 +151,8 @@ const char* OpcodeName(Opcode op) {
       return "QUERY_BOX";
     case Opcode::kReindex:
       return "REINDEX";
+    case Opcode::kBackup:
+      return "BACKUP";
   }
   return "UNKNOWN";
 }
@@ -191,6 +193,7 @@ Role RequiredRole(Opcode op) {
       return Role::kWrite;
     case Opcode::kFlush:
     case Opcode::kReindex:
+    case Opcode::kBackup:
       return Role::kAdmin;
   }
   return Role::kNone;  // unknown opcodes are answered UNSUPPORTED

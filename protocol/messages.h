@@ -35,6 +35,7 @@ enum class Opcode : uint8_t {
   kQueryRect = 15,
   kQueryBox = 16,
   kReindex = 17,
+  kBackup = 18,
 };
 const char* OpcodeName(Opcode op);  // "GET_CHUNKS", ...; "UNKNOWN" otherwise
 
