@@ -260,6 +260,11 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
         if (!metres.ok()) return metres.status();
         (name == "--alt-min" ? cl.alt_min : cl.alt_max) = *metres;
       }
+    } else if (name == "--data") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (v->empty()) return UsageError("--data needs a directory");
+      cl.data = std::move(*v);
     } else if (name == "--address" || name == "--token" || name == "--timeout" ||
                name == "--expect-version") {
       auto v = value();

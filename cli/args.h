@@ -67,6 +67,9 @@ struct CommandLine {
   bool version = false;                    // --version
   uint64_t timeout_s = 0;                  // --timeout; 0: none
   std::optional<uint64_t> expect_version;  // --expect-version (put-chunk only)
+  // --data DIR: the database directory of the offline commands (verify,
+  // compact), which open it themselves instead of connecting.
+  std::optional<std::string> data;
   // The options of `voxdb query` (checked there: both or neither of
   // --alt-min and --alt-max, --limit's range).
   std::optional<double> alt_min, alt_max;      // --alt-min M, --alt-max M (metres)

@@ -18,6 +18,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/files.h"
+#include "cli/info.h"
+#include "cli/offline.h"
 #include "cli/output.h"
 #include "engine/chunk_codec.h"
 #include "engine/status.h"
@@ -213,50 +215,8 @@ absl::Status Ping(const CommandLine& cl) {
 absl::Status Info(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
   VOXDB_ASSIGN_OR_RETURN(std::string stats, s.client->Stats());
-  const protocol::HelloReply& h = s.hello;
-  const char* role = protocol::RoleName(static_cast<protocol::Role>(h.role));
-  JsonObject o = CommandObject(cl);
-  o.Str("address", s.address)
-      .Str("server_version", h.server_version)
-      .Num("protocol_version", h.version)
-      .Str("role", role);
-  std::string text =
-      absl::StrFormat("# server\naddress %s\nserver_version %s\nprotocol_version %u\nrole %s\n",
-                      s.address, h.server_version, h.version, role);
-  auto frame = engine::WorldFrame::Decode(h.world_frame);
-  if (frame.ok()) {
-    JsonObject f;
-    f.Num("extent_x", frame->extent_x())
-        .Num("extent_y", frame->extent_y())
-        .Num("extent_z", frame->extent_z())
-        .Double("voxel_size_m", frame->voxel_size_m())
-        .Num("chunk_edge", frame->chunk_edge())
-        .Num("chunks_x", frame->chunks_x())
-        .Num("chunks_y", frame->chunks_y())
-        .Num("chunks_z", frame->chunks_z())
-        .Num("sea_level_z", frame->sea_level_z());
-    o.Object("world_frame", f);
-    absl::StrAppendFormat(&text,
-                          "# world frame\nextent_x %u\nextent_y %u\nextent_z %u\nvoxel_size_m %g\n"
-                          "chunk_edge %u\nchunks_x %u\nchunks_y %u\nchunks_z %u\nsea_level_z %u\n",
-                          frame->extent_x(), frame->extent_y(), frame->extent_z(),
-                          frame->voxel_size_m(), frame->chunk_edge(), frame->chunks_x(),
-                          frame->chunks_y(), frame->chunks_z(), frame->sea_level_z());
-  } else {
-    o.Str("world_frame_error", std::string(frame.status().message()));
-    absl::StrAppendFormat(&text, "# world frame\nerror %s\n", frame.status().message());
-  }
-  JsonObject limits;
-  limits.Num("max_payload", h.max_payload)
-      .Num("max_batch", h.max_batch)
-      .Num("max_box_voxels", h.max_box_voxels);
-  o.Object("limits", limits);
-  absl::StrAppendFormat(&text, "# limits\nmax_payload %u\nmax_batch %u\nmax_box_voxels %u\n",
-                        h.max_payload, h.max_batch, h.max_box_voxels);
-  o.Object("stats", StatsJson(stats));
-  absl::StrAppend(&text, "# stats\n", stats);
-  if (!text.empty() && text.back() != '\n') text += '\n';
-  Emit(cl, o, text);
+  const std::vector<InfoSection> sections = BuildInfo(s.address, s.hello, stats);
+  Emit(cl, InfoJson(sections), InfoText(sections));
   return absl::OkStatus();
 }
 
@@ -687,9 +647,11 @@ const CommandSpec kCommands[] = {
      "Sends HELLO, then one PING, and prints the PING's round trip: PONG 0.123 ms.\n", 0, false,
      false, Ping},
     {"info", "", "the server's version, world frame, limits and stats",
-     "Prints the HELLO reply (server and protocol version, this token's role, the world frame,\n"
-     "the request limits) and the STATS counters, one \"name value\" line each, in sections\n"
-     "starting with #.\n",
+     "Prints what the server says about itself, from its HELLO reply (versions, this token's\n"
+     "role, the world frame, the request limits) and its STATS counters, one \"name value\"\n"
+     "line each, in sections: # server, # storage, # cache, # journal, # index, # clients\n"
+     "(and # other for counters of a newer server). With --json: one object with a member\n"
+     "per section.\n",
      0, false, false, Info},
     {"get-voxel", "X Y Z", "print the material of one voxel",
      "Prints the material id (0..255) of voxel (X, Y, Z).\n", 3, false, false, GetVoxel},
@@ -766,6 +728,22 @@ const CommandSpec kCommands[] = {
      0, false, false, Reindex},
     {"stats", "", "print the server's counters",
      "Prints the STATS text: one \"name value\" line per counter.\n", 0, false, false, Stats},
+    {"verify", "--data DIR", "check a stopped database's records and index (offline)",
+     "Opens the database in DIR itself (voxdbd must be stopped; refused while it runs) and\n"
+     "checks everything in it: the meta records; every chunk record's key, checksum and full\n"
+     "decode; that the S2 index has exactly one entry, with the right version, per stored\n"
+     "chunk; the fills; the journal records and their sequence numbers. Prints the counts,\n"
+     "then each problem (the first 20) and warning, then ok or DAMAGED. Exit 0 when there is\n"
+     "no problem, 1 otherwise (voxdb reindex repairs the index).\n",
+     0, false, false, Verify},
+    {"compact", "--data DIR", "rewrite a stopped database without its free pages (offline)",
+     "Rewrites DIR/data.mdb without the free pages that deletes leave (LMDB never shrinks\n"
+     "its file): a compacted copy is built next to DIR (DIR.compact-tmp, else inside DIR),\n"
+     "synced, checked to open with the same entries, then renamed over data.mdb. The\n"
+     "database's lock is held throughout, so voxdbd cannot start meanwhile (and compact is\n"
+     "refused while it runs); a crash at any point leaves the old or the new file, whole.\n"
+     "Needs free space for the copy. Prints the file's size before and after.\n",
+     0, false, false, Compact},
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cstdio>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_format.h"
 #include "cli/args.h"
 #include "protocol/client.h"
@@ -137,6 +138,9 @@ JsonObject& JsonObject::Object(std::string_view key, const JsonObject& value) {
 
 namespace {
 
+// The payload of WithJsonPrinted.
+constexpr char kJsonPrintedUrl[] = "voxdb.cli/json-printed";
+
 // A failure of the connection itself rather than an answer: the client
 // marks every answer of the server (protocol::ServerStatusOf).
 bool IsTransportError(const absl::Status& status) {
@@ -160,6 +164,11 @@ std::string StatusNameOf(const absl::Status& status) {
   return protocol::WireStatusName(wire.has_value() ? *wire : protocol::ToWireStatus(status));
 }
 
+absl::Status WithJsonPrinted(absl::Status status) {
+  status.SetPayload(kJsonPrintedUrl, absl::Cord());
+  return status;
+}
+
 int ReportError(const absl::Status& status, std::string_view command, bool json,
                 std::string_view usage_hint) {
   const std::string message(status.message());
@@ -169,7 +178,7 @@ int ReportError(const absl::Status& status, std::string_view command, bool json,
   } else {
     std::fprintf(stderr, "voxdb: %s: %s\n", name.c_str(), message.c_str());
   }
-  if (json) {
+  if (json && !status.GetPayload(kJsonPrintedUrl).has_value()) {
     JsonObject o;
     if (!command.empty()) o.Str("command", command);
     o.Str("error", message).Str("status", name);

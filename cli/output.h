@@ -56,9 +56,15 @@ std::string StatusNameOf(const absl::Status& status);
 
 // Prints an error: "voxdb: NAME: message" on stderr (a usage error:
 // "voxdb: message" and `usage_hint` on the next line); with `json` also
-// {"command":...,"error":...,"status":...} on stdout. Returns the exit code.
+// {"command":...,"error":...,"status":...} on stdout, unless the status is
+// marked WithJsonPrinted. Returns the exit code.
 int ReportError(const absl::Status& status, std::string_view command, bool json,
                 std::string_view usage_hint);
+
+// `status`, marked for a command that has already printed its JSON object
+// (e.g. `voxdb verify --json` reporting damage): ReportError then prints
+// only the stderr line, so that stdout keeps exactly one object.
+absl::Status WithJsonPrinted(absl::Status status);
 
 // Prints `object` and a newline on stdout.
 void PrintJson(const JsonObject& object);

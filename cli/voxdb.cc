@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/offline.h"
 #include "cli/output.h"
 
 #ifndef VOXDB_VERSION
@@ -28,6 +29,8 @@ constexpr char kOptionsHelp[] =
     "  --address HOST:PORT  the server; [::1]:PORT for IPv6 (env VOXDB_ADDRESS;\n"
     "                       default 127.0.0.1:7390)\n"
     "  --token T            the token sent with HELLO (env VOXDB_TOKEN; default none)\n"
+    "  --data DIR           the database directory, for verify and compact (offline:\n"
+    "                       they open it themselves, with voxdbd stopped)\n"
     "  --json               print one JSON object on stdout: the result, or\n"
     "                       {\"error\":..., \"status\":...}\n"
     "  --timeout SECONDS    give up when the server makes no progress for this long\n"
@@ -146,6 +149,8 @@ int Main(int argc, char** argv) {
     status = UsageError(absl::StrFormat(
         "takes %u argument%s (%s), not %u", spec->arg_count, spec->arg_count == 1 ? "" : "s",
         spec->arg_count == 0 ? "none" : spec->synopsis, cl.args.size()));
+  } else if (cl.data.has_value() && !TakesDataOption(spec->name)) {
+    status = UsageError("there is no option --data for this command (verify and compact take it)");
   } else if (cl.expect_version.has_value() && !spec->takes_expect_version) {
     status = UsageError("there is no option --expect-version for this command");
   } else if (cl.FirstQueryOption() != nullptr && !spec->takes_query_options) {

@@ -389,7 +389,7 @@ TEST_F(CliTest, PingAndInfoDescribeTheServer) {
        {"\nserver_version voxdbd ", "\nprotocol_version 1\n", "\nrole admin\n",
         "\nextent_x 160300080\n", "\nextent_y 80150040\n", "\nextent_z 80000000\n",
         "\nvoxel_size_m 0.25\n", "\nchunk_edge 128\n", "\nsea_level_z 40000000\n",
-        "\nmax_payload 67108864\n", "\nmax_box_voxels 268435456\n", "\n# stats\n", "\nflushes ",
+        "\nmax_payload 67108864\n", "\nmax_box_voxels 268435456\n", "\n# cache\n", "\nflushes ",
         "\ndirty_chunks "}) {
     EXPECT_NE(r.out.find(line), std::string::npos) << line << " missing from\n" << r;
   }
@@ -636,15 +636,17 @@ TEST_F(CliTest, JsonOutputIsOneObjectPerCommand) {
   EXPECT_EQ((*stats)["dirty_chunks"], "0");
 
   json = JsonOf(Cli({"--json", "info"}));
-  EXPECT_EQ(json["server_version"], "\"voxdbd 0.1.0\"");
-  auto frame = JsonReader::ParseObject(json["world_frame"]);
+  auto server = JsonReader::ParseObject(json["server"]);
+  ASSERT_TRUE(server.has_value());
+  EXPECT_EQ((*server)["server_version"], "\"voxdbd 0.1.0\"");
+  auto frame = JsonReader::ParseObject(json["storage"]);
   ASSERT_TRUE(frame.has_value());
   EXPECT_EQ((*frame)["extent_x"], "160300080");
   EXPECT_EQ((*frame)["voxel_size_m"], "0.25");
-  auto limits = JsonReader::ParseObject(json["limits"]);
+  auto limits = JsonReader::ParseObject(json["clients"]);
   ASSERT_TRUE(limits.has_value());
   EXPECT_EQ((*limits)["max_box_voxels"], "268435456");
-  EXPECT_TRUE(JsonReader::ParseObject(json["stats"]).has_value());
+  EXPECT_TRUE(JsonReader::ParseObject(json["cache"]).has_value());
 
   // Errors are JSON too, with the status.
   r = Cli({"--json", "get-voxel", "0", "0", "80000000"});

@@ -1,0 +1,52 @@
+// `voxdb info`: what the server says about itself, in sections like Redis
+// INFO, built from the HELLO reply and the STATS text.
+//
+//   # server    address, server_version, protocol_version, role (HELLO), uptime
+//   # storage   the world frame (HELLO), map and store sizes, fills
+//   # cache     cache_*, dirty_*, the flusher, back-pressure
+//   # journal   journal_*, last_seq, committed_seq, replayed_records
+//   # index     the S2 index's counters
+//   # clients   the request limits (HELLO), connections, requests, bytes
+//   # other     STATS names no section claims (only when there are some)
+//
+// STATS names go to a section by prefix (InfoSectionOf), so counters the
+// server adds later land somewhere sensible without a CLI change. Every
+// section but `other` is always printed, empty or not, so that scripts can
+// rely on the layout.
+//
+// Thread-safety: pure functions.
+#ifndef VOXDB_CLI_INFO_H_
+#define VOXDB_CLI_INFO_H_
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "cli/output.h"
+#include "protocol/messages.h"
+
+namespace voxdb::cli {
+
+struct InfoSection {
+  std::string name;                                         // "server"
+  std::vector<std::pair<std::string, std::string>> fields;  // name, value
+};
+
+// The section of a STATS name: "server", "storage", "cache", "journal",
+// "index", "clients" or "other".
+std::string_view InfoSectionOf(std::string_view stat_name);
+
+// The sections, in the order above. `address` is the one connected to;
+// `stats` the STATS text ("name value" lines).
+std::vector<InfoSection> BuildInfo(std::string_view address, const protocol::HelloReply& hello,
+                                   std::string_view stats);
+
+// "# server\naddress 127.0.0.1:7390\n...".
+std::string InfoText(const std::vector<InfoSection>& sections);
+// {"command":"info","server":{...},"storage":{...},...}: numbers stay numbers.
+JsonObject InfoJson(const std::vector<InfoSection>& sections);
+
+}  // namespace voxdb::cli
+
+#endif  // VOXDB_CLI_INFO_H_

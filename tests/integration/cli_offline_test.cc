@@ -1,0 +1,858 @@
+// The offline commands of the voxdb CLI (verify and compact, which open a
+// stopped database themselves) and the sections of `voxdb info`. The CLI
+// runs as a child process; databases are written through engine::Database
+// with the S2 index as voxdbd keeps it, damaged through the ChunkStore, and
+// read back through the real voxdbd.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "engine/chunk.h"
+#include "engine/chunk_codec.h"
+#include "engine/chunk_store.h"
+#include "engine/coding.h"
+#include "engine/database.h"
+#include "engine/journal.h"
+#include "engine/morton.h"
+#include "engine/world_frame.h"
+#include "index/s2_index.h"
+#include "protocol/client.h"
+#include "tests/testing/daemon_process.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace voxdb {
+namespace {
+
+using engine::ChunkCoord;
+using engine::ChunkKey;
+using engine::ChunkStore;
+using engine::Database;
+using engine::DatabaseOptions;
+using engine::Table;
+using testing::DaemonProcess;
+using testing::TempDir;
+
+const engine::WorldFrame kFrame = engine::WorldFrame::Earth();
+// Chunks around 45.8 N, 6.9 E at sea level.
+constexpr ChunkCoord kOrigin{1'000'000, 400'000, 312'500};
+
+ChunkKey KeyAt(uint32_t dx, uint32_t dy) {
+  return ChunkKey::FromCoord({kOrigin.x + dx, kOrigin.y + dy, kOrigin.z});
+}
+
+std::string CoordText(ChunkKey key) {
+  const ChunkCoord c = key.coord();
+  return std::to_string(c.x) + "," + std::to_string(c.y) + "," + std::to_string(c.z);
+}
+
+// --- Running the CLI ---------------------------------------------------------
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::ostream& operator<<(std::ostream& os, const CliResult& r) {
+  return os << "exit " << r.exit_code << "\n--- stdout\n" << r.out << "--- stderr\n" << r.err;
+}
+
+// Runs the voxdb binary with `args`, without VOXDB_ADDRESS and VOXDB_TOKEN.
+CliResult RunCli(const std::vector<std::string>& args) {
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view entry = *e;
+    if (entry.starts_with("VOXDB_ADDRESS=") || entry.starts_with("VOXDB_TOKEN=")) continue;
+    env_strings.emplace_back(entry);
+  }
+  std::vector<std::string> argv_strings = {VOXDB_CLI_PATH};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv, envp;
+  for (auto& a : argv_strings) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  int out[2], err[2];
+  if (pipe(out) != 0 || pipe(err) != 0) std::abort();
+  const pid_t pid = fork();
+  if (pid < 0) std::abort();
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    dup2(err[1], STDERR_FILENO);
+    close(out[0]);
+    close(out[1]);
+    close(err[0]);
+    close(err[1]);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+  CliResult result;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  std::string* sinks[2] = {&result.out, &result.err};
+  int open = 2;
+  while (open > 0) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      std::abort();
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buf[65536];
+      const ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+      }
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+// --- A small strict JSON reader ---------------------------------------------
+
+class Json {
+ public:
+  enum class Type { kNull, kBool, kNumber, kString, kArray, kObject };
+
+  // The value, or nullopt unless `text` is exactly one JSON value (with
+  // surrounding white space).
+  static std::optional<Json> Parse(std::string_view text) {
+    Parser p{text};
+    Json v;
+    if (!p.Value(&v)) return std::nullopt;
+    p.Space();
+    if (p.i != text.size()) return std::nullopt;
+    return v;
+  }
+
+  Type type() const { return type_; }
+  bool is_object() const { return type_ == Type::kObject; }
+  // A member; a null value when absent.
+  const Json& operator[](const std::string& key) const {
+    static const Json kNull;
+    auto it = members_.find(key);
+    return it == members_.end() ? kNull : it->second;
+  }
+  bool has(const std::string& key) const { return members_.count(key) != 0; }
+  const std::vector<Json>& items() const { return items_; }
+  const std::string& str() const { return text_; }
+  bool boolean() const { return type_ == Type::kBool && text_ == "true"; }
+  // A non-negative integer number, else ~0.
+  uint64_t u64() const {
+    if (type_ != Type::kNumber || text_.empty() ||
+        text_.find_first_not_of("0123456789") != std::string::npos) {
+      return ~uint64_t{0};
+    }
+    return std::stoull(text_);
+  }
+
+ private:
+  struct Parser {
+    std::string_view s;
+    size_t i = 0;
+    void Space() {
+      while (i < s.size() && std::strchr(" \t\r\n", s[i]) != nullptr) ++i;
+    }
+    bool Take(std::string_view w) {
+      if (s.substr(i, w.size()) != w) return false;
+      i += w.size();
+      return true;
+    }
+    bool String(std::string* out) {
+      if (!Take("\"")) return false;
+      while (i < s.size()) {
+        const char c = s[i++];
+        if (c == '"') return true;
+        if (static_cast<unsigned char>(c) < 0x20) return false;
+        if (c != '\\') {
+          *out += c;
+          continue;
+        }
+        if (i >= s.size()) return false;
+        const char e = s[i++];
+        if (e == 'u') {
+          for (int k = 0; k < 4; ++k) {
+            if (i >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i++]))) return false;
+          }
+          *out += '?';
+        } else if (std::strchr("\"\\/bfnrt", e) != nullptr) {
+          *out += e == 'n' ? '\n' : e == 't' ? '\t' : e;
+        } else {
+          return false;
+        }
+      }
+      return false;
+    }
+    bool Digits() {
+      const size_t from = i;
+      while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+      return i > from;
+    }
+    bool Value(Json* v) {
+      Space();
+      if (i >= s.size()) return false;
+      const char c = s[i];
+      if (c == '{') {
+        ++i;
+        v->type_ = Type::kObject;
+        Space();
+        if (Take("}")) return true;
+        do {
+          Space();
+          std::string key;
+          if (!String(&key)) return false;
+          Space();
+          if (!Take(":")) return false;
+          Json member;
+          if (!Value(&member)) return false;
+          if (!v->members_.emplace(key, std::move(member)).second) return false;  // duplicate
+          Space();
+        } while (Take(","));
+        return Take("}");
+      }
+      if (c == '[') {
+        ++i;
+        v->type_ = Type::kArray;
+        Space();
+        if (Take("]")) return true;
+        do {
+          Json item;
+          if (!Value(&item)) return false;
+          v->items_.push_back(std::move(item));
+          Space();
+        } while (Take(","));
+        return Take("]");
+      }
+      if (c == '"') {
+        v->type_ = Type::kString;
+        return String(&v->text_);
+      }
+      if (Take("true") || Take("false")) {
+        v->type_ = Type::kBool;
+        v->text_ = s[i - 1] == 'e' && s[i - 2] == 'u' ? "true" : "false";
+        return true;
+      }
+      if (Take("null")) return true;
+      const size_t from = i;
+      Take("-");
+      if (!Take("0") && !Digits()) return false;
+      if (Take(".") && !Digits()) return false;
+      if (Take("e") || Take("E")) {
+        if (!Take("+")) Take("-");
+        if (!Digits()) return false;
+      }
+      v->type_ = Type::kNumber;
+      v->text_ = std::string(s.substr(from, i - from));
+      return true;
+    }
+  };
+
+  Type type_ = Type::kNull;
+  std::string text_;  // string, number or bool
+  std::map<std::string, Json> members_;
+  std::vector<Json> items_;
+};
+
+// The one JSON object the CLI printed (exactly one line).
+Json JsonOf(const CliResult& r) {
+  EXPECT_FALSE(r.out.empty()) << r;
+  EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "not one line: " << r;
+  auto v = Json::Parse(r.out);
+  EXPECT_TRUE(v.has_value() && v->is_object()) << "not a JSON object: " << r;
+  return v.value_or(Json());
+}
+
+// --- Databases ---------------------------------------------------------------
+
+// A database as voxdbd keeps it: the S2 index as a flusher observer.
+struct Db {
+  explicit Db(const std::string& dir) : index(kFrame) {
+    DatabaseOptions o;
+    o.store.sync = false;
+    o.observers = {&index};
+    auto d = Database::Open(dir, o);
+    EXPECT_TRUE(d.ok()) << d.status();
+    if (!d.ok()) std::abort();
+    db = std::move(*d);
+    EXPECT_OK(index::EnsureBuilt(db.get()));
+  }
+  index::S2Index index;
+  std::unique_ptr<Database> db;  // closed (flushed) before the index goes
+};
+
+std::unique_ptr<ChunkStore> OpenStore(const std::string& dir) {
+  engine::StoreOptions o;
+  o.create_if_missing = false;
+  o.sync = false;
+  auto store = ChunkStore::Open(dir, o);
+  EXPECT_TRUE(store.ok()) << store.status();
+  if (!store.ok()) std::abort();
+  return std::move(*store);
+}
+
+// Voxels of `materials` materials, at random: bricks that do not compress.
+std::vector<uint8_t> Noise(uint32_t seed, int materials) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> dense(engine::kChunkVoxels);
+  for (uint8_t& v : dense) v = static_cast<uint8_t>(1 + rng() % static_cast<uint32_t>(materials));
+  return dense;
+}
+
+std::vector<uint8_t> Record(const engine::Chunk& chunk) { return engine::EncodeChunk(chunk, 1, 1); }
+
+void Put(Database& db, ChunkKey key, const engine::Chunk& chunk) {
+  ASSERT_OK(db.PutChunkAndWait(key, Record(chunk), std::nullopt).status);
+}
+
+// The standard small database: uniform chunks U0, U1 (U2 deleted: a fills
+// marker), bricks chunks B0..B2, one fill away from them, and two journal
+// records left as a crash leaves them.
+class SmallDb {
+ public:
+  static constexpr uint64_t kChunks = 6, kUniform = 2, kBricks = 3, kMarkers = 1;
+  static constexpr uint64_t kIndexed = kUniform + kBricks, kJournal = 2;
+  ChunkKey u[3] = {KeyAt(0, 0), KeyAt(1, 0), KeyAt(2, 0)};
+  ChunkKey b[3] = {KeyAt(0, 1), KeyAt(1, 1), KeyAt(2, 1)};
+  uint64_t journal_seq[2] = {0, 0};
+
+  explicit SmallDb(const std::string& dir) { Build(dir); }
+
+ private:
+  void Build(const std::string& dir) {
+    {
+      Db d(dir);
+      for (int i = 0; i < 3; ++i) {
+        Put(*d.db, u[i], engine::Chunk(static_cast<uint8_t>(i + 1)));
+        Put(*d.db, b[i], engine::Chunk::FromDense(Noise(static_cast<uint32_t>(i), 4)));
+      }
+      EXPECT_OK(d.db->DeleteChunkAndWait(u[2]).status);
+      const engine::VoxelCoord lo = kFrame.ChunkOrigin({kOrigin.x + 10, kOrigin.y + 10, kOrigin.z});
+      EXPECT_OK(d.db->FillBoxAndWait({lo, {lo.x + 4, lo.y + 4, lo.z + 4}}, 7).status);
+    }  // closing flushes every chunk and empties the journal
+    auto store = OpenStore(dir);
+    uint64_t last = 0;
+    {
+      auto snap = store->BeginRead();
+      ASSERT_TRUE(snap.ok());
+      const std::string_view name = "last_seq";
+      auto meta =
+          (*snap)->Get(Table::kMeta, {reinterpret_cast<const uint8_t*>(name.data()), name.size()});
+      ASSERT_TRUE(meta.ok()) << meta.status();
+      last = engine::DecodeFixed64(meta->data());
+    }
+    engine::WriteBatch batch;
+    for (int i = 0; i < 2; ++i) {
+      journal_seq[i] = last + 1 + static_cast<uint64_t>(i);
+      std::vector<engine::ChunkEdits> edits = {
+          {b[0].code(), {engine::PackEdit(static_cast<uint32_t>(i), 9)}}};
+      batch.Put(Table::kJournal, engine::JournalKey(journal_seq[i]),
+                engine::EncodeSetVoxels(edits));
+    }
+    EXPECT_OK(store->Write(batch));
+  }
+};
+
+using Dump = std::map<int, std::vector<std::pair<std::vector<uint8_t>, std::vector<uint8_t>>>>;
+
+// Every entry of every table.
+Dump DumpTables(const std::string& dir) {
+  auto store = OpenStore(dir);
+  auto snap = store->BeginRead();
+  EXPECT_TRUE(snap.ok());
+  Dump dump;
+  for (int t = 0; t < engine::kTableCount; ++t) {
+    EXPECT_OK((*snap)->Scan(static_cast<Table>(t), {}, {},
+                            [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+                              dump[t].emplace_back(std::vector<uint8_t>(k.begin(), k.end()),
+                                                   std::vector<uint8_t>(v.begin(), v.end()));
+                              return true;
+                            }));
+  }
+  return dump;
+}
+
+uint64_t FileSize(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return static_cast<uint64_t>(st.st_size);
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+// The whole chunk through voxdbd.
+std::vector<uint8_t> ReadChunkThroughDaemon(uint16_t port, ChunkKey key) {
+  auto client = protocol::Client::Connect("127.0.0.1", port);
+  EXPECT_TRUE(client.ok()) << client.status();
+  if (!client.ok()) return {};
+  EXPECT_TRUE((*client)->Hello("").ok());
+  const engine::VoxelCoord o = kFrame.ChunkOrigin(key.coord());
+  protocol::Box box{{o.x, o.y, o.z}, {o.x + 128, o.y + 128, o.z + 128}};
+  auto voxels = (*client)->ReadBox(box);
+  EXPECT_TRUE(voxels.ok()) << voxels.status();
+  return voxels.value_or(std::vector<uint8_t>());
+}
+
+// --- verify ------------------------------------------------------------------
+
+TEST(CliVerifyTest, CleanDatabasePassesWithItsCounts) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  SmallDb db(data);
+
+  CliResult r = RunCli({"verify", "--data", data});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(r.err.empty()) << r;
+  const std::string journal = "\njournal 2 records (2 ok, 0 corrupt, 0 gaps; seq " +
+                              std::to_string(db.journal_seq[0]) + ".." +
+                              std::to_string(db.journal_seq[1]) + ")\n";
+  for (const std::string& line : std::vector<std::string>{
+           "data " + data + "\n",
+           "\nmeta ok (format 1, created ",
+           "\nchunks 6 (6 ok, 0 corrupt, 0 bad keys; 3 bricks, 2 uniform, 1 fills markers)\n",
+           "\nindex 5 entries (5 ok, 0 missing, 0 extra, 0 wrong version, 0 malformed)\n",
+           "\nfills 1 (1 ok, 0 corrupt)\n",
+           journal,
+           "\nok: no problems (0 warnings)\n",
+       }) {
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << " missing from\n" << r;
+  }
+  EXPECT_EQ(r.out.find("PROBLEM"), std::string::npos) << r;
+
+  // --data=DIR and --json before the command work the same.
+  r = RunCli({"--json", "verify", "--data=" + data});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  const Json j = JsonOf(r);
+  EXPECT_EQ(j["command"].str(), "verify");
+  EXPECT_EQ(j["data"].str(), data);
+  EXPECT_TRUE(j["ok"].boolean()) << r;
+  EXPECT_TRUE(j["meta"]["ok"].boolean());
+  EXPECT_EQ(j["meta"]["format_version"].u64(), 1u);
+  EXPECT_EQ(j["chunks"]["total"].u64(), SmallDb::kChunks);
+  EXPECT_EQ(j["chunks"]["ok"].u64(), SmallDb::kChunks);
+  EXPECT_EQ(j["chunks"]["corrupt"].u64(), 0u);
+  EXPECT_EQ(j["chunks"]["uniform"].u64(), SmallDb::kUniform);
+  EXPECT_EQ(j["chunks"]["bricks"].u64(), SmallDb::kBricks);
+  EXPECT_EQ(j["chunks"]["fills_markers"].u64(), SmallDb::kMarkers);
+  EXPECT_TRUE(j["index"]["built"].boolean());
+  EXPECT_EQ(j["index"]["entries"].u64(), SmallDb::kIndexed);
+  EXPECT_EQ(j["index"]["ok"].u64(), SmallDb::kIndexed);
+  for (const char* bad : {"missing", "extra", "wrong_version", "malformed"}) {
+    EXPECT_EQ(j["index"][bad].u64(), 0u) << bad;
+  }
+  EXPECT_EQ(j["fills"]["total"].u64(), 1u);
+  EXPECT_EQ(j["journal"]["records"].u64(), SmallDb::kJournal);
+  EXPECT_EQ(j["journal"]["first_seq"].u64(), db.journal_seq[0]);
+  EXPECT_EQ(j["journal"]["last_seq"].u64(), db.journal_seq[1]);
+  EXPECT_EQ(j["problem_count"].u64(), 0u);
+  EXPECT_TRUE(j["problems"].items().empty());
+
+  // Verify changed nothing: the database opens and replays its journal.
+  Db d(data);
+  EXPECT_EQ(d.db->Stats().replayed_records, SmallDb::kJournal);
+}
+
+TEST(CliVerifyTest, CorruptRecordsAreNamedAndExitOne) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  SmallDb db(data);
+  {
+    auto store = OpenStore(data);
+    engine::WriteBatch batch;
+    auto snap = store->BeginRead();
+    ASSERT_TRUE(snap.ok());
+    // One flipped byte inside the zstd frame of a bricks chunk.
+    auto rec = (*snap)->GetChunk(db.b[1]);
+    ASSERT_TRUE(rec.ok());
+    std::vector<uint8_t> bad(rec->begin(), rec->end());
+    bad[bad.size() / 2] ^= 0x10;
+    batch.PutChunk(db.b[1], std::move(bad));
+    // A journal record with a flipped byte.
+    const auto jkey = engine::JournalKey(db.journal_seq[1]);
+    auto jrec = (*snap)->Get(Table::kJournal, jkey);
+    ASSERT_TRUE(jrec.ok());
+    std::vector<uint8_t> bad_journal(jrec->begin(), jrec->end());
+    bad_journal.back() ^= 0x01;
+    batch.Put(Table::kJournal, jkey, std::move(bad_journal));
+    // A fill of the wrong size.
+    batch.Put(Table::kFills, engine::JournalKey(db.journal_seq[1] + 100),
+              std::vector<uint8_t>(10, 1));
+    snap->reset();
+    ASSERT_OK(store->Write(batch));
+  }
+  CliResult r = RunCli({"verify", "--data", data});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_NE(r.out.find("\nPROBLEM chunk " + CoordText(db.b[1]) + " (key " +
+                       std::to_string(db.b[1].code()) + "): CORRUPT: "),
+            std::string::npos)
+      << r;
+  EXPECT_NE(
+      r.out.find("\nPROBLEM journal record " + std::to_string(db.journal_seq[1]) + ": CORRUPT: "),
+      std::string::npos)
+      << r;
+  EXPECT_NE(r.out.find("\nPROBLEM fill " + std::to_string(db.journal_seq[1] + 100) + ": CORRUPT"),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.out.find("\nchunks 6 (5 ok, 1 corrupt, "), std::string::npos) << r;
+  EXPECT_NE(r.out.find("\nDAMAGED: 3 problems, 0 warnings\n"), std::string::npos) << r;
+  EXPECT_EQ(r.err, "voxdb: CORRUPT: verify found 3 problems in " + data + "\n") << r;
+
+  // --json: still exactly one object on stdout, the report.
+  r = RunCli({"verify", "--data", data, "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  const Json j = JsonOf(r);
+  EXPECT_FALSE(j["ok"].boolean());
+  EXPECT_EQ(j["chunks"]["corrupt"].u64(), 1u);
+  EXPECT_EQ(j["journal"]["corrupt"].u64(), 1u);
+  EXPECT_EQ(j["fills"]["corrupt"].u64(), 1u);
+  EXPECT_EQ(j["problem_count"].u64(), 3u);
+  ASSERT_EQ(j["problems"].items().size(), 3u);
+  EXPECT_FALSE(j.has("error")) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: CORRUPT: verify found 3 problems")) << r;
+}
+
+TEST(CliVerifyTest, ProblemsPastTwentyAreCounted) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  SmallDb db(data);
+  {
+    auto store = OpenStore(data);
+    engine::WriteBatch batch;
+    for (uint64_t i = 0; i < 25; ++i) {
+      batch.Put(Table::kFills, engine::JournalKey(1'000'000 + i), std::vector<uint8_t>(3, 0));
+    }
+    ASSERT_OK(store->Write(batch));
+  }
+  const CliResult r = RunCli({"verify", "--data", data});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  size_t lines = 0;
+  for (size_t at = r.out.find("\nPROBLEM "); at != std::string::npos;
+       at = r.out.find("\nPROBLEM ", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 20u) << r;
+  EXPECT_NE(r.out.find("\n... 5 more\n"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("\nDAMAGED: 25 problems"), std::string::npos) << r;
+}
+
+TEST(CliVerifyTest, BrokenIndexReportsMissingExtraAndWrongVersion) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  SmallDb db(data);
+  const ChunkKey not_stored = KeyAt(5, 5);
+  {
+    auto store = OpenStore(data);
+    engine::WriteBatch batch;
+    // B0 loses its entry; U0's entry says another version; an entry for a
+    // chunk that was never stored; one for the deleted U2 (a fills marker).
+    batch.Delete(Table::kS2Index, index::IndexKey(index::ChunkCell(kFrame, db.b[0]), db.b[0]));
+    std::vector<uint8_t> version(8);
+    engine::EncodeFixed64(version.data(), 999'999);
+    batch.Put(Table::kS2Index, index::IndexKey(index::ChunkCell(kFrame, db.u[0]), db.u[0]),
+              version);
+    batch.Put(Table::kS2Index, index::IndexKey(index::ChunkCell(kFrame, not_stored), not_stored),
+              version);
+    batch.Put(Table::kS2Index, index::IndexKey(index::ChunkCell(kFrame, db.u[2]), db.u[2]),
+              version);
+    ASSERT_OK(store->Write(batch));
+  }
+  CliResult r = RunCli({"verify", "--data", data});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_NE(r.out.find("\nindex 6 entries (3 ok, 1 missing, 2 extra, 1 wrong version, 0 "
+                       "malformed)\n"),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.out.find("PROBLEM index: no entry for chunk " + CoordText(db.b[0])),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.out.find("PROBLEM index: chunk " + CoordText(db.u[0])), std::string::npos) << r;
+  EXPECT_NE(r.out.find("but its entry says 999999"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("PROBLEM index: extra entry for chunk " + CoordText(not_stored)),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.out.find("the chunk is not stored"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("the chunk is deleted (a fills marker)"), std::string::npos) << r;
+  // The chunks themselves are fine.
+  EXPECT_NE(r.out.find("\nchunks 6 (6 ok, 0 corrupt"), std::string::npos) << r;
+
+  const Json j = JsonOf(RunCli({"--json", "verify", "--data", data}));
+  EXPECT_EQ(j["index"]["entries"].u64(), 6u);
+  EXPECT_EQ(j["index"]["ok"].u64(), 3u);
+  EXPECT_EQ(j["index"]["missing"].u64(), 1u);
+  EXPECT_EQ(j["index"]["extra"].u64(), 2u);
+  EXPECT_EQ(j["index"]["wrong_version"].u64(), 1u);
+  EXPECT_EQ(j["problem_count"].u64(), 4u);
+
+  // What `voxdb reindex` does repairs it.
+  {
+    Db d(data);
+    uint64_t entries = 0;
+    ASSERT_OK(index::Rebuild(d.db.get(), &entries));
+    EXPECT_EQ(entries, SmallDb::kIndexed);
+  }
+  r = RunCli({"verify", "--data", data});
+  EXPECT_EQ(r.exit_code, 0) << r;
+}
+
+TEST(CliVerifyTest, UsageErrorsAndRefusals) {
+  TempDir dir;
+  CliResult r = RunCli({"verify"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_NE(r.err.find("needs --data DIR"), std::string::npos) << r;
+  r = RunCli({"compact", "--data"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  r = RunCli({"verify", "--data", dir.path(), "extra-argument"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  r = RunCli({"ping", "--data", dir.path()});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_NE(r.err.find("no option --data"), std::string::npos) << r;
+
+  // No database there: refused, and nothing is created.
+  r = RunCli({"verify", "--data", dir.Sub("none")});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: NOT_FOUND: no voxdb database in ")) << r;
+  r = RunCli({"compact", "--data", dir.path()});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_FALSE(Exists(dir.Sub("none"))) << r;
+  EXPECT_FALSE(Exists(dir.Sub("data.mdb")));
+
+  // Help.
+  r = RunCli({"--help"});
+  EXPECT_NE(r.out.find("\n  verify --data DIR "), std::string::npos) << r;
+  EXPECT_NE(r.out.find("\n  compact --data DIR "), std::string::npos) << r;
+  EXPECT_NE(r.out.find("\n  --data DIR "), std::string::npos) << r;
+  for (const char* command : {"verify", "compact"}) {
+    r = RunCli({command, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_NE(r.out.find(std::string("usage: voxdb [options] ") + command + " --data DIR"),
+              std::string::npos)
+        << r;
+  }
+}
+
+TEST(CliVerifyTest, OfflineCommandsRefuseWhileTheDaemonRuns) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  SmallDb db(data);
+  const uint64_t size = FileSize(data + "/data.mdb");
+  {
+    DaemonProcess daemon(VOXDBD_PATH, data);
+    for (const char* command : {"verify", "compact"}) {
+      CliResult r = RunCli({command, "--data", data});
+      EXPECT_EQ(r.exit_code, 1) << r;
+      EXPECT_TRUE(r.err.starts_with("voxdb: BUSY: database " + data + " is in use")) << r;
+      EXPECT_NE(r.err.find("stop it first"), std::string::npos) << r;
+      EXPECT_TRUE(r.out.empty()) << r;
+      r = RunCli({"--json", command, "--data", data});
+      EXPECT_EQ(r.exit_code, 1) << r;
+      EXPECT_EQ(JsonOf(r)["status"].str(), "BUSY") << r;
+    }
+    EXPECT_FALSE(Exists(data + ".compact-tmp"));
+    EXPECT_EQ(FileSize(data + "/data.mdb"), size);
+    EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+  }
+  // voxdbd replayed the journal and flushed at exit, and rebuilt nothing
+  // else: verify passes on what it left.
+  const CliResult r = RunCli({"verify", "--data", data});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.out.find("\njournal 0 records"), std::string::npos) << r;
+}
+
+// --- compact -----------------------------------------------------------------
+
+TEST(CliCompactTest, ShrinksADatabaseOfDeletedChunksAndKeepsEveryRecord) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  constexpr int kWritten = 40, kKept = 4;
+  std::vector<ChunkKey> keys;
+  std::vector<std::vector<uint8_t>> kept_voxels;
+  {
+    Db d(data);
+    for (int i = 0; i < kWritten; ++i) {
+      keys.push_back(KeyAt(static_cast<uint32_t>(i % 8), static_cast<uint32_t>(i / 8)));
+      std::vector<uint8_t> dense = Noise(static_cast<uint32_t>(100 + i), 2);
+      Put(*d.db, keys.back(), engine::Chunk::FromDense(dense));
+      if (i < kKept) kept_voxels.push_back(std::move(dense));
+    }
+    ASSERT_OK(d.db->Flush());
+    for (int i = kKept; i < kWritten; ++i) ASSERT_OK(d.db->DeleteChunkAndWait(keys[i]).status);
+  }
+  const Dump before = DumpTables(data);
+  const uint64_t size_before = FileSize(data + "/data.mdb");
+  struct stat mode_before;
+  ASSERT_EQ(::stat((data + "/data.mdb").c_str(), &mode_before), 0);
+
+  // What an interrupted compact leaves behind: a half-built copy and the
+  // old file's second name. Both go.
+  std::filesystem::create_directory(data + ".compact-tmp");
+  std::ofstream(data + ".compact-tmp/data.mdb") << "half a copy";
+  ASSERT_EQ(::link((data + "/data.mdb").c_str(), (data + "/data.mdb.compact-old").c_str()), 0);
+
+  CliResult r = RunCli({"compact", "--data", data});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  const uint64_t size_after = FileSize(data + "/data.mdb");
+  EXPECT_LT(size_after * 3, size_before) << r;
+  EXPECT_TRUE(r.out.starts_with("compacted " + data + ": data.mdb ")) << r;
+  EXPECT_NE(r.out.find(" -> "), std::string::npos) << r;
+  EXPECT_NE(r.out.find("% smaller), 40 chunks\n"), std::string::npos) << r;
+  EXPECT_FALSE(Exists(data + ".compact-tmp")) << r;
+  EXPECT_FALSE(Exists(data + "/compact.tmp")) << r;
+  EXPECT_FALSE(Exists(data + "/data.mdb.compact-old")) << r;
+  struct stat mode_after;
+  ASSERT_EQ(::stat((data + "/data.mdb").c_str(), &mode_after), 0);
+  EXPECT_EQ(mode_after.st_mode, mode_before.st_mode);
+
+  // Every entry of every table, byte for byte; and verify passes.
+  EXPECT_TRUE(DumpTables(data) == before);
+  r = RunCli({"verify", "--data", data});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.out.find("\nchunks 40 (40 ok, 0 corrupt, 0 bad keys; 4 bricks, 0 uniform, 36 fills "
+                       "markers)\n"),
+            std::string::npos)
+      << r;
+
+  // Again, with --json: already compact, about the same size.
+  r = RunCli({"--json", "compact", "--data", data});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  Json j = JsonOf(r);
+  EXPECT_EQ(j["command"].str(), "compact");
+  EXPECT_EQ(j["data"].str(), data);
+  EXPECT_EQ(j["bytes_before"].u64(), size_after);
+  EXPECT_EQ(j["bytes_after"].u64(), FileSize(data + "/data.mdb"));
+  EXPECT_LE(j["bytes_after"].u64(), size_after);
+  EXPECT_EQ(j["chunks"].u64(), static_cast<uint64_t>(kWritten));
+
+  // voxdbd serves the compacted database: the same voxels; and compact is
+  // refused while it runs.
+  {
+    DaemonProcess daemon(VOXDBD_PATH, data);
+    for (int i = 0; i < kKept; ++i) {
+      EXPECT_TRUE(ReadChunkThroughDaemon(daemon.port(), keys[i]) == kept_voxels[i]) << i;
+    }
+    EXPECT_TRUE(ReadChunkThroughDaemon(daemon.port(), keys[kKept]) ==
+                std::vector<uint8_t>(engine::kChunkVoxels, 0));
+    r = RunCli({"compact", "--data", data});
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_TRUE(r.err.starts_with("voxdb: BUSY: ")) << r;
+    EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+  }
+  // And through the engine.
+  Db d(data);
+  std::vector<uint8_t> got(engine::kChunkVoxels);
+  const engine::VoxelCoord o = kFrame.ChunkOrigin(keys[1].coord());
+  ASSERT_OK(d.db->ReadBox({o, {o.x + 128, o.y + 128, o.z + 128}}, got.data()));
+  EXPECT_TRUE(got == kept_voxels[1]);
+}
+
+TEST(CliCompactTest, RefusesToDeleteWhatItDidNotCreate) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  SmallDb db(data);
+  const Dump before = DumpTables(data);
+  std::filesystem::create_directory(data + ".compact-tmp");
+  std::ofstream(data + ".compact-tmp/notes.txt") << "mine";
+  CliResult r = RunCli({"compact", "--data", data});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_NE(r.err.find("notes.txt"), std::string::npos) << r;
+  EXPECT_TRUE(Exists(data + ".compact-tmp/notes.txt"));
+  EXPECT_TRUE(DumpTables(data) == before);
+  std::filesystem::remove_all(data + ".compact-tmp");
+  r = RunCli({"compact", "--data", data + "/"});  // a trailing slash is the same directory
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(DumpTables(data) == before);
+  EXPECT_FALSE(Exists(data + ".compact-tmp"));
+}
+
+// --- info --------------------------------------------------------------------
+
+TEST(CliInfoTest, PrintsEverySectionAndJsonHasOneMemberPerSection) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  const std::string address = "127.0.0.1:" + std::to_string(daemon.port());
+  CliResult r =
+      RunCli({"--address", address, "set-voxel", "128000000", "51200000", "40000000", "7"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+
+  r = RunCli({"--address", address, "info"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(r.out.starts_with("# server\naddress " + address + "\n")) << r;
+  // Each line in its section, sections in order.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> expected = {
+      {"server", {"server_version voxdbd ", "protocol_version 1", "role admin"}},
+      {"storage", {"extent_x 160300080", "voxel_size_m 0.25", "sea_level_z 40000000", "fills "}},
+      {"cache", {"cache_hits ", "dirty_chunks ", "flushes "}},
+      {"journal", {"journal_records ", "last_seq 1", "committed_seq "}},
+      {"index", {}},
+      {"clients",
+       {"max_payload 67108864", "max_box_voxels 268435456", "connections ", "requests ",
+        "bytes_in "}},
+  };
+  size_t previous = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const auto& [section, lines] = expected[i];
+    const size_t at = ("\n" + r.out).find("\n# " + section + "\n");
+    ASSERT_NE(at, std::string::npos) << section << " missing from\n" << r;
+    EXPECT_GE(at, previous) << section << " out of order";
+    previous = at;
+    const size_t end =
+        i + 1 < expected.size() ? r.out.find("\n# " + expected[i + 1].first + "\n") : r.out.size();
+    const std::string body = r.out.substr(at, end - at);
+    for (const std::string& line : lines) {
+      EXPECT_NE(body.find("\n" + line), std::string::npos)
+          << line << " not in # " << section << " of\n"
+          << r;
+    }
+  }
+  EXPECT_EQ(r.out.find("# other"), std::string::npos) << r;
+
+  r = RunCli({"--address", address, "--json", "info"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  const Json j = JsonOf(r);
+  EXPECT_EQ(j["command"].str(), "info");
+  for (const auto& [section, lines] : expected) {
+    EXPECT_TRUE(j[section].is_object()) << section << " in " << r;
+  }
+  EXPECT_EQ(j["server"]["address"].str(), address);
+  EXPECT_EQ(j["server"]["role"].str(), "admin");
+  EXPECT_EQ(j["server"]["protocol_version"].u64(), 1u);
+  EXPECT_EQ(j["storage"]["extent_x"].u64(), 160300080u);
+  EXPECT_EQ(j["storage"]["voxel_size_m"].str(), "0.25");
+  EXPECT_EQ(j["journal"]["last_seq"].u64(), 1u);
+  EXPECT_NE(j["cache"]["dirty_chunks"].u64(), ~uint64_t{0});
+  EXPECT_EQ(j["clients"]["max_payload"].u64(), 67108864u);
+  EXPECT_GE(j["clients"]["connections"].u64(), 1u);
+}
+
+}  // namespace
+}  // namespace voxdb
