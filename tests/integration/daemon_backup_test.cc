@@ -89,6 +89,10 @@ TEST(DaemonBackupTest, OnlineBackupUnderWritesHoldsEveryEarlierAcknowledgedWrite
   const std::string stat = "mdb_stat -a " + backup + " >/dev/null 2>&1";
   EXPECT_EQ(WEXITSTATUS(std::system(stat.c_str())), 0);
 
+  // voxdb verify finds it whole (checksums, index, fills, journal).
+  const std::string verify = std::string(VOXDB_CLI_PATH) + " verify --data " + backup;
+  EXPECT_EQ(WEXITSTATUS(std::system(verify.c_str())), 0) << verify;
+
   // Restore: voxdbd on the copy.
   DaemonProcess restored(VOXDBD_PATH, backup);
   auto c = Client::Connect("127.0.0.1", restored.port());
