@@ -332,12 +332,14 @@ TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
     EXPECT_EQ(RequiredRole(op), Role::kRead) << OpcodeName(op);
   }
   EXPECT_EQ(RequiredRole(Opcode::kReindex), Role::kAdmin);
+  EXPECT_EQ(RequiredRole(Opcode::kBackup), Role::kAdmin);
   EXPECT_STREQ(OpcodeName(Opcode::kQueryRadius), "QUERY_RADIUS");
   EXPECT_STREQ(OpcodeName(Opcode::kQueryCell), "QUERY_CELL");
   EXPECT_STREQ(OpcodeName(Opcode::kQueryRect), "QUERY_RECT");
   EXPECT_STREQ(OpcodeName(Opcode::kQueryBox), "QUERY_BOX");
   EXPECT_STREQ(OpcodeName(Opcode::kReindex), "REINDEX");
-  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(18)), "UNKNOWN");
+  EXPECT_STREQ(OpcodeName(Opcode::kBackup), "BACKUP");
+  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(19)), "UNKNOWN");
   EXPECT_LT(Role::kRead, Role::kWrite);
   EXPECT_LT(Role::kWrite, Role::kAdmin);
   EXPECT_STREQ(RoleName(Role::kAdmin), "admin");
