@@ -2,7 +2,8 @@
 //
 //   voxdbd [--config FILE] [--data DIR] [--listen HOST:PORT] [...]; voxdbd --help
 //
-// Prints "voxdbd listening on HOST:PORT" once it serves. SIGTERM/SIGINT:
+// Prints "voxdbd listening on HOST:PORT" once it serves (then "voxdbd
+// metrics on HOST:PORT" unless --metrics-listen off). SIGTERM/SIGINT:
 // stop accepting, answer what is in flight, flush, exit 0.
 #include <signal.h>
 #include <sys/socket.h>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "daemon/server.h"
 #include "engine/database.h"
 #include "engine/world_frame.h"
@@ -138,6 +140,7 @@ int Fail(const std::string& option, const std::string& why) {
 
 int main(int argc, char** argv) {
   std::string config, data, listen, durability, cache, dirty, max_map;
+  std::string metrics_listen;
   std::string max_frame, max_buffered, idle_timeout, send_timeout, shutdown_timeout;
   std::vector<std::string> tokens;
   std::string log_level, slow_request;
@@ -148,6 +151,8 @@ int main(int argc, char** argv) {
       "data", po::value(&data)->default_value("voxdb-data"), "database directory")(
       "listen", po::value(&listen)->default_value("127.0.0.1:7390"),
       "address:port to serve the protocol on (port 0: any free port)")(
+      "metrics-listen", po::value(&metrics_listen)->default_value("127.0.0.1:9464"),
+      "address:port of Prometheus metrics, GET /metrics (port 0: any free port; off: none)")(
       "threads", po::value(&threads)->default_value(0), "I/O threads (0: the core count)")(
       "durability", po::value(&durability)->default_value("sync"),
       "sync: acknowledge writes after the journal fsync; async: when applied")(
@@ -233,6 +238,22 @@ int main(int argc, char** argv) {
   } catch (const std::exception&) {
     return Fail("listen", "'" + listen + "' has no valid port");
   }
+  std::string metrics_address;
+  uint16_t metrics_port = 0;
+  if (metrics_listen != "off") {
+    const size_t c = metrics_listen.rfind(':');
+    if (c == std::string::npos || c == 0) {
+      return Fail("metrics-listen", "'" + metrics_listen + "' is not HOST:PORT or off");
+    }
+    metrics_address = metrics_listen.substr(0, c);
+    try {
+      const int port = std::stoi(metrics_listen.substr(c + 1));
+      if (port < 0 || port > 65535) throw std::out_of_range("port");
+      metrics_port = static_cast<uint16_t>(port);
+    } catch (const std::exception&) {
+      return Fail("metrics-listen", "'" + metrics_listen + "' has no valid port");
+    }
+  }
   server_options.io_threads = threads;
   if (max_connections < 1) return Fail("max-connections", "must be at least 1");
   server_options.max_connections = max_connections;
@@ -302,6 +323,13 @@ int main(int argc, char** argv) {
   db_options.store.frame = engine::WorldFrame::Earth();
   index::S2Index s2(*db_options.store.frame);
   db_options.observers.push_back(&s2);
+  // Prometheus metrics: declared before the database, whose hooks count into it.
+  std::unique_ptr<daemon::Metrics> metrics;
+  if (!metrics_address.empty()) {
+    metrics = std::make_unique<daemon::Metrics>();
+    metrics->HookEngine(&db_options);
+    server_options.metrics = metrics.get();
+  }
   auto db = engine::Database::Open(data, db_options);
   if (!db.ok()) {
     std::fprintf(stderr, "voxdbd: cannot open %s: %s\n", data.c_str(),
@@ -320,9 +348,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "voxdbd: %s\n", std::string(port.status().message()).c_str());
     return 1;
   }
+  if (metrics != nullptr) {
+    auto bound = metrics->Serve(metrics_address, metrics_port, db->get(), server.get());
+    if (!bound.ok()) {
+      std::fprintf(stderr, "voxdbd: %s\n", std::string(bound.status().message()).c_str());
+      return 1;
+    }
+    metrics_port = *bound;
+  }
   std::printf("voxdbd listening on %s:%u (data %s, %llu journal records replayed)\n",
               server_options.listen_address.c_str(), *port, data.c_str(),
               static_cast<unsigned long long>((*db)->Stats().replayed_records));
+  if (metrics != nullptr) {
+    std::printf("voxdbd metrics on %s:%u\n", metrics_address.c_str(), metrics_port);
+  }
   std::fflush(stdout);
   daemon::Log(daemon::LogLevel::kInfo, "%s serving %s on %s:%u, %s durability, log level %s",
               kVersion, data, server_options.listen_address, *port, durability, log_level);
@@ -347,6 +386,7 @@ int main(int argc, char** argv) {
   // Order matters: the database's last acknowledgements post to the
   // server's (stopped) loop, so the database goes first.
   const absl::Status flushed = (*db)->Flush();
+  if (metrics != nullptr) metrics->StopServing();  // scrapes read the database
   db->reset();
   server.reset();
   if (!flushed.ok()) {

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_format.h"
 #include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "engine/chunk_codec.h"
 #include "index/s2_index.h"
 #include "protocol/frame.h"
@@ -202,6 +203,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   // The request's reply has been queued: the slow-request log.
   void Finished(uint8_t op, uint64_t id, Clock::time_point start) {
     const auto took = Clock::now() - start;
+    if (options_.metrics != nullptr) options_.metrics->OnRequest(op, last_reply_status_, took);
     if (options_.slow_request.count() > 0 && took >= options_.slow_request) {
       Log(LogLevel::kWarn, "slow request: %s id %u from %s took %.3f ms (%s)",
           protocol::OpcodeName(static_cast<Opcode>(op)), id, peer_,
@@ -440,6 +442,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     const size_t limit = protocol::kHeaderSize + options_.max_frame_payload;
     absl::Status s = server_->db_->GetChunks(keys, [&](size_t, const engine::ChunkRead& read) {
       WireStatus wire = protocol::ToWireStatus(read.status);
+      if (wire != WireStatus::kOk && options_.metrics != nullptr) options_.metrics->OnError(wire);
       std::span<const uint8_t> bytes = read.record;
       if (!read.status.ok()) {
         const absl::string_view m = read.status.message();

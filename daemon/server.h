@@ -32,6 +32,8 @@
 
 namespace voxdb::daemon {
 
+class Metrics;
+
 struct Token {
   std::string secret;
   protocol::Role role = protocol::Role::kRead;
@@ -53,6 +55,9 @@ struct ServerOptions {
   // Empty: no authentication, every connection may do everything (allowed
   // only on loopback; see RequiresTokens).
   std::vector<Token> tokens;
+  // Counts every request's op, status and latency (daemon/metrics.h). Not
+  // owned; must outlive the Server. nullptr: nothing is counted.
+  Metrics* metrics = nullptr;
 };
 
 // True when `address` is not a loopback address (127.0.0.0/8, ::1), i.e.

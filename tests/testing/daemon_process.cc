@@ -13,6 +13,18 @@ namespace voxdb::testing {
 
 DaemonProcess::DaemonProcess(const std::string& binary, const std::string& data_dir,
                              const std::vector<std::string>& extra_args) {
+  // Metrics on an ephemeral port too, unless the caller chose.
+  std::string metrics = "127.0.0.1:0";
+  bool own_metrics = false;
+  for (size_t i = 0; i < extra_args.size(); ++i) {
+    if (extra_args[i] == "--metrics-listen" && i + 1 < extra_args.size()) {
+      own_metrics = true;
+      metrics = extra_args[i + 1];
+    } else if (extra_args[i].rfind("--metrics-listen=", 0) == 0) {
+      own_metrics = true;
+      metrics = extra_args[i].substr(17);
+    }
+  }
   int out[2];
   if (pipe(out) != 0) std::abort();
   pid_ = fork();
@@ -23,6 +35,7 @@ DaemonProcess::DaemonProcess(const std::string& binary, const std::string& data_
     close(out[1]);
     std::vector<std::string> args = {binary,        "--data",    data_dir, "--listen",
                                      "127.0.0.1:0", "--threads", "2"};
+    if (!own_metrics) args.insert(args.end(), {"--metrics-listen", metrics});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -32,7 +45,9 @@ DaemonProcess::DaemonProcess(const std::string& binary, const std::string& data_
     _exit(127);
   }
   close(out[1]);
-  // Read stdout until the "listening on HOST:PORT" line.
+  // Read stdout until the "listening on HOST:PORT" line, and the "metrics
+  // on HOST:PORT" line that follows it when metrics are on.
+  const bool want_metrics = metrics != "off";
   std::string line;
   char c;
   while (read(out[0], &c, 1) == 1) {
@@ -43,12 +58,16 @@ DaemonProcess::DaemonProcess(const std::string& binary, const std::string& data_
     const size_t at = line.find("listening on 127.0.0.1:");
     if (at != std::string::npos) {
       port_ = static_cast<uint16_t>(std::atoi(line.c_str() + at + 23));
+      if (!want_metrics) break;
+    }
+    if (line.rfind("voxdbd metrics on ", 0) == 0) {
+      metrics_port_ = static_cast<uint16_t>(std::atoi(line.c_str() + line.rfind(':') + 1));
       break;
     }
     line.clear();
   }
   close(out[0]);  // later output goes nowhere (the daemon ignores EPIPE on stdout)
-  if (port_ == 0) {
+  if (port_ == 0 || (want_metrics && metrics_port_ == 0)) {
     std::fprintf(stderr, "voxdbd did not start (last line: %s)\n", line.c_str());
     std::abort();
   }

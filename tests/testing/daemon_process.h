@@ -15,8 +15,10 @@ namespace voxdb::testing {
 
 class DaemonProcess {
  public:
-  // Starts `binary --data data_dir --listen 127.0.0.1:0 extra_args...` and
-  // waits (up to 30 s) for its "listening on" line. Crashes the test on
+  // Starts `binary --data data_dir --listen 127.0.0.1:0 --metrics-listen
+  // 127.0.0.1:0 extra_args...` (no --metrics-listen of its own when
+  // extra_args has one) and waits (up to 30 s) for its "listening on" line,
+  // then its "metrics on" line unless metrics are off. Crashes the test on
   // failure to start.
   DaemonProcess(const std::string& binary, const std::string& data_dir,
                 const std::vector<std::string>& extra_args = {});
@@ -24,6 +26,8 @@ class DaemonProcess {
   ~DaemonProcess();
 
   uint16_t port() const { return port_; }
+  // The Prometheus metrics port; 0 with --metrics-listen off.
+  uint16_t metrics_port() const { return metrics_port_; }
   pid_t pid() const { return pid_; }
   // Sends `signal` and waits for the exit; returns the exit status as
   // waitpid gives it.
@@ -32,6 +36,7 @@ class DaemonProcess {
  private:
   pid_t pid_ = -1;
   uint16_t port_ = 0;
+  uint16_t metrics_port_ = 0;
 };
 
 }  // namespace voxdb::testing

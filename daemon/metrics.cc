@@ -1,0 +1,402 @@
+#include "daemon/metrics.h"
+
+#include <prometheus/client_metric.h>
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/metric_type.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "daemon/asio.h"
+#include "daemon/server.h"
+#include "protocol/messages.h"
+
+#ifndef VOXDB_VERSION
+#define VOXDB_VERSION "unknown"
+#endif
+
+namespace voxdb::daemon {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+using protocol::WireStatus;
+
+// Seconds, 100 us to 10 s: requests and journal commits.
+std::vector<double> LatencyBounds() {
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+}
+
+MetricFamily Family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+// One sample: `value` as a counter or a gauge, as the family's type says.
+void AddSample(MetricFamily* f, double value, std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (f->type == MetricType::Counter) {
+    m.counter.value = value;
+  } else {
+    m.gauge.value = value;
+  }
+  f->metric.push_back(std::move(m));
+}
+
+// A family of one unlabelled sample.
+MetricFamily Single(std::string name, std::string help, MetricType type, double value) {
+  MetricFamily f = Family(std::move(name), std::move(help), type);
+  AddSample(&f, value);
+  return f;
+}
+
+// Adds one histogram sample (skipped while empty when skip_empty).
+void AddHistogram(MetricFamily* f, const AtomicHistogram& h,
+                  std::vector<ClientMetric::Label> labels, bool skip_empty) {
+  const std::vector<uint64_t> counts = h.BucketCounts();
+  ClientMetric m;
+  m.label = std::move(labels);
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    cumulative += counts[i];
+    ClientMetric::Bucket b;
+    b.cumulative_count = cumulative;
+    b.upper_bound =
+        i < h.upper_bounds().size() ? h.upper_bounds()[i] : std::numeric_limits<double>::infinity();
+    m.histogram.bucket.push_back(b);
+  }
+  if (skip_empty && cumulative == 0) return;
+  m.histogram.sample_count = cumulative;
+  m.histogram.sample_sum = h.sum();
+  f->metric.push_back(std::move(m));
+}
+
+// "STORAGE_FULL" -> "storage_full".
+std::string Lower(const char* name) {
+  std::string s(name);
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+}  // namespace
+
+// --- AtomicHistogram ----------------------------------------------------------
+
+AtomicHistogram::AtomicHistogram(std::vector<double> upper_bounds)
+    : bounds_(std::move(upper_bounds)),
+      counts_(std::make_unique<std::atomic<uint64_t>[]>(bounds_.size() + 1)) {}
+
+void AtomicHistogram::Observe(double value) {
+  // Prometheus buckets count the samples <= their upper bound.
+  const size_t i = std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin();
+  counts_[i].fetch_add(1, std::memory_order_relaxed);
+  sum_.fetch_add(value, std::memory_order_relaxed);
+}
+
+std::vector<uint64_t> AtomicHistogram::BucketCounts() const {
+  std::vector<uint64_t> out(bounds_.size() + 1);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = counts_[i].load(std::memory_order_relaxed);
+  return out;
+}
+
+// --- Collector ------------------------------------------------------------------
+
+// Builds every family at scrape time (on a civetweb thread).
+class Metrics::Collector : public prometheus::Collectable {
+ public:
+  explicit Collector(const Metrics* metrics) : metrics_(metrics) {}
+
+  void Attach(engine::Database* db, const Server* server) {
+    db_ = db;
+    server_ = server;
+  }
+
+  std::vector<MetricFamily> Collect() const override {
+    std::vector<MetricFamily> out;
+    MetricFamily info =
+        Family("voxdb_build_info", "voxdbd's version, as a label", MetricType::Gauge);
+    AddSample(&info, 1, {{"version", VOXDB_VERSION}});
+    out.push_back(std::move(info));
+    CollectRequests(&out);
+    if (server_ != nullptr) CollectServer(&out);
+    if (db_ != nullptr) CollectDatabase(&out);
+    return out;
+  }
+
+ private:
+  void CollectRequests(std::vector<MetricFamily>* out) const {
+    const Metrics& m = *metrics_;
+    MetricFamily requests =
+        Family("voxdb_requests_total", "Requests answered, by opcode and reply status",
+               MetricType::Counter);
+    MetricFamily latency =
+        Family("voxdb_request_duration_seconds",
+               "Time from a request's frame decoded to its reply queued", MetricType::Histogram);
+    for (size_t row = 0; row < m.opcode_of_row_.size(); ++row) {
+      const std::string op =
+          protocol::OpcodeName(static_cast<protocol::Opcode>(m.opcode_of_row_[row]));
+      for (int s = 0; s < kStatuses; ++s) {
+        const uint64_t n = m.requests_[row * kStatuses + s].load(std::memory_order_relaxed);
+        if (n == 0) continue;
+        const char* status =
+            s < kStatuses - 1 ? protocol::WireStatusName(static_cast<WireStatus>(s)) : "UNKNOWN";
+        AddSample(&requests, static_cast<double>(n), {{"op", op}, {"status", status}});
+      }
+      AddHistogram(&latency, *m.latency_[row], {{"op", op}}, /*skip_empty=*/true);
+    }
+    if (!requests.metric.empty()) out->push_back(std::move(requests));
+    if (!latency.metric.empty()) out->push_back(std::move(latency));
+
+    MetricFamily errors = Family("voxdb_errors_total",
+                                 "Error statuses sent, by kind: replies' and GET_CHUNKS entries'",
+                                 MetricType::Counter);
+    for (int s = 1; s < kStatuses; ++s) {
+      const char* name =
+          s < kStatuses - 1 ? protocol::WireStatusName(static_cast<WireStatus>(s)) : "UNKNOWN";
+      AddSample(&errors, static_cast<double>(m.errors_[s].load(std::memory_order_relaxed)),
+                {{"kind", Lower(name)}});
+    }
+    out->push_back(std::move(errors));
+  }
+
+  void CollectServer(std::vector<MetricFamily>* out) const {
+    const ServerStats s = server_->stats();
+    auto d = [](uint64_t v) { return static_cast<double>(v); };
+    out->push_back(
+        Single("voxdb_connections", "Connections open", MetricType::Gauge, d(s.connections_open)));
+    out->push_back(Single("voxdb_connections_accepted_total", "Connections accepted",
+                          MetricType::Counter, d(s.connections_accepted)));
+    out->push_back(Single("voxdb_connections_rejected_total",
+                          "Connections refused BUSY over max-connections", MetricType::Counter,
+                          d(s.connections_rejected)));
+    MetricFamily timed_out =
+        Family("voxdb_connections_timed_out_total",
+               "Connections closed by idle-timeout or send-timeout", MetricType::Counter);
+    AddSample(&timed_out, d(s.idle_closed), {{"timeout", "idle"}});
+    AddSample(&timed_out, d(s.slow_closed), {{"timeout", "send"}});
+    out->push_back(std::move(timed_out));
+    out->push_back(Single("voxdb_auth_failures_total",
+                          "Requests refused for a missing or wrong token", MetricType::Counter,
+                          d(s.auth_failures)));
+    out->push_back(Single("voxdb_permission_denied_total",
+                          "Requests refused for the role of their token", MetricType::Counter,
+                          d(s.permission_denied)));
+    out->push_back(Single("voxdb_protocol_errors_total",
+                          "Malformed frames (their connection is closed)", MetricType::Counter,
+                          d(s.protocol_errors)));
+    out->push_back(Single("voxdb_network_receive_bytes_total", "Bytes read from clients",
+                          MetricType::Counter, d(s.bytes_in)));
+    out->push_back(Single("voxdb_network_transmit_bytes_total", "Bytes written to clients",
+                          MetricType::Counter, d(s.bytes_out)));
+    out->push_back(Single("voxdb_requests_in_flight",
+                          "Requests answered later (writes, FLUSH) not answered yet",
+                          MetricType::Gauge, d(s.in_flight)));
+    out->push_back(Single("voxdb_deferred_writes_total",
+                          "Writes handed to the worker thread under back-pressure",
+                          MetricType::Counter, d(s.deferred_writes)));
+  }
+
+  void CollectDatabase(std::vector<MetricFamily>* out) const {
+    const engine::DatabaseStats s = db_->Stats();
+    auto d = [](uint64_t v) { return static_cast<double>(v); };
+    const MetricType counter = MetricType::Counter, gauge = MetricType::Gauge;
+    // Cache.
+    out->push_back(Single("voxdb_cache_hits_total", "Chunk lookups the cache answered", counter,
+                          d(s.cache_hits)));
+    out->push_back(Single("voxdb_cache_misses_total", "Chunk lookups that went to the store",
+                          counter, d(s.cache_misses)));
+    out->push_back(Single("voxdb_cache_evictions_total", "Clean chunks evicted from the cache",
+                          counter, d(s.cache_evictions)));
+    out->push_back(Single("voxdb_cache_bytes", "Memory of cached chunks, clean and dirty", gauge,
+                          d(s.cache_bytes)));
+    out->push_back(Single("voxdb_cache_chunks", "Cached chunks", gauge, d(s.cache_chunks)));
+    out->push_back(Single("voxdb_cache_dirty_bytes", "Memory of dirty (unflushed) chunks", gauge,
+                          d(s.dirty_bytes)));
+    out->push_back(
+        Single("voxdb_cache_dirty_chunks", "Dirty (unflushed) chunks", gauge, d(s.dirty_chunks)));
+    out->push_back(Single("voxdb_cache_oldest_dirty_age_seconds",
+                          "Age of the oldest unflushed change", gauge, s.oldest_dirty_age_s));
+    // Journal.
+    out->push_back(Single("voxdb_journal_records_total", "Journal records committed", counter,
+                          d(s.journal_records)));
+    out->push_back(Single("voxdb_journal_bytes_total", "Journal record bytes committed", counter,
+                          d(s.journal_bytes)));
+    out->push_back(Single("voxdb_journal_commits_total", "Journal commits (group commits)", counter,
+                          d(s.journal_commits)));
+    out->push_back(Single("voxdb_journal_last_sequence", "Sequence number of the newest write",
+                          gauge, d(s.last_seq)));
+    out->push_back(Single("voxdb_journal_committed_sequence",
+                          "Sequence number of the newest committed write", gauge,
+                          d(s.committed_seq)));
+    out->push_back(Single("voxdb_journal_replayed_records", "Journal records replayed at open",
+                          gauge, d(s.replayed_records)));
+    MetricFamily commit_seconds =
+        Family("voxdb_journal_commit_duration_seconds",
+               "Duration of a journal commit's LMDB transaction", MetricType::Histogram);
+    AddHistogram(&commit_seconds, metrics_->commit_seconds_, {}, /*skip_empty=*/false);
+    out->push_back(std::move(commit_seconds));
+    MetricFamily commit_writes =
+        Family("voxdb_journal_commit_writes", "Writes per journal commit (group size)",
+               MetricType::Histogram);
+    AddHistogram(&commit_writes, metrics_->commit_writes_, {}, /*skip_empty=*/false);
+    out->push_back(std::move(commit_writes));
+    // Flusher.
+    out->push_back(
+        Single("voxdb_flusher_runs_total", "Flush transactions written", counter, d(s.flushes)));
+    out->push_back(Single("voxdb_flusher_chunks_total", "Chunks written back by the flusher",
+                          counter, d(s.flushed_chunks)));
+    out->push_back(Single("voxdb_flusher_bytes_total",
+                          "Encoded chunk bytes written back by the flusher", counter,
+                          d(s.flushed_bytes)));
+    MetricFamily flush_seconds =
+        Family("voxdb_flusher_duration_seconds",
+               "Duration of a flush transaction, encoding included", MetricType::Histogram);
+    AddHistogram(&flush_seconds, metrics_->flush_seconds_, {}, /*skip_empty=*/false);
+    out->push_back(std::move(flush_seconds));
+    // Back-pressure and fills.
+    out->push_back(Single("voxdb_write_waits_total", "Writes that waited for the flusher", counter,
+                          d(s.write_waits)));
+    out->push_back(Single("voxdb_busy_rejections_total",
+                          "Writes failed BUSY after waiting busy_timeout", counter,
+                          d(s.busy_rejections)));
+    out->push_back(Single("voxdb_fills", "Fills recorded", gauge, d(s.fills)));
+    // LMDB.
+    auto store = db_->store().Stats();
+    if (!store.ok()) return;  // e.g. every reader slot taken: left out of this scrape
+    out->push_back(
+        Single("voxdb_lmdb_map_size_bytes", "Size of the LMDB map now", gauge, d(store->map_size)));
+    out->push_back(Single("voxdb_lmdb_max_map_size_bytes", "Largest the LMDB map may grow", gauge,
+                          d(store->max_map_size)));
+    out->push_back(Single("voxdb_lmdb_used_bytes", "Pages of the LMDB map in use", gauge,
+                          d(store->used_bytes)));
+    out->push_back(Single("voxdb_lmdb_map_grows_total", "Times the LMDB map grew", counter,
+                          d(store->map_grows)));
+    out->push_back(
+        Single("voxdb_lmdb_readers", "LMDB reader slots in use", gauge, d(store->readers_in_use)));
+    out->push_back(
+        Single("voxdb_lmdb_max_readers", "LMDB reader slots", gauge, d(store->max_readers)));
+    out->push_back(
+        Single("voxdb_stored_chunks", "Chunk records in the store", gauge, d(store->chunk_count)));
+    out->push_back(Single("voxdb_stored_chunk_bytes", "Pages of the chunks table", gauge,
+                          d(store->chunk_bytes)));
+  }
+
+  const Metrics* metrics_;
+  engine::Database* db_ = nullptr;
+  const Server* server_ = nullptr;
+};
+
+// --- Metrics --------------------------------------------------------------------
+
+Metrics::Metrics()
+    : commit_seconds_(LatencyBounds()),
+      commit_writes_({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384}),
+      flush_seconds_({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}),
+      collector_(std::make_shared<Collector>(this)) {
+  opcode_of_row_.push_back(0);  // row 0: "UNKNOWN"
+  for (int op = 0; op < 256; ++op) {
+    const char* name = protocol::OpcodeName(static_cast<protocol::Opcode>(op));
+    if (std::strcmp(name, "UNKNOWN") == 0) continue;
+    row_of_[op] = static_cast<uint8_t>(opcode_of_row_.size());
+    opcode_of_row_.push_back(static_cast<uint8_t>(op));
+  }
+  requests_ = std::make_unique<std::atomic<uint64_t>[]>(opcode_of_row_.size() * kStatuses);
+  for (size_t i = 0; i < opcode_of_row_.size(); ++i) {
+    latency_.push_back(std::make_unique<AtomicHistogram>(LatencyBounds()));
+  }
+}
+
+Metrics::~Metrics() { StopServing(); }
+
+void Metrics::HookEngine(engine::DatabaseOptions* options) {
+  options->on_commit = [this](double seconds, size_t writes) {
+    commit_seconds_.Observe(seconds);
+    commit_writes_.Observe(static_cast<double>(writes));
+  };
+  options->on_flush = [this](double seconds, size_t, size_t) { flush_seconds_.Observe(seconds); };
+}
+
+int Metrics::StatusIndex(WireStatus status) {
+  const int s = static_cast<int>(status);
+  return s < kStatuses - 1 ? s : kStatuses - 1;
+}
+
+void Metrics::OnRequest(uint8_t opcode, WireStatus status,
+                        std::chrono::steady_clock::duration elapsed) {
+  const size_t row = row_of_[opcode];
+  requests_[row * kStatuses + StatusIndex(status)].fetch_add(1, std::memory_order_relaxed);
+  latency_[row]->Observe(std::chrono::duration<double>(elapsed).count());
+  if (status != WireStatus::kOk) OnError(status);
+}
+
+void Metrics::OnError(WireStatus status) {
+  errors_[StatusIndex(status)].fetch_add(1, std::memory_order_relaxed);
+}
+
+StatusOr<uint16_t> Metrics::Serve(const std::string& address, uint16_t port, engine::Database* db,
+                                  const Server* server) {
+  StopServing();
+  collector_->Attach(db, server);
+  // civetweb's syntax: IPv6 addresses in brackets.
+  const std::string host = address.find(':') != std::string::npos ? "[" + address + "]" : address;
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(absl::StrFormat("%s:%u", host, port),
+                                                     /*num_threads=*/2);
+  } catch (const std::exception& e) {
+    // Debian's civetweb is built without IPv6.
+    return absl::UnavailableError(absl::StrFormat(
+        "cannot serve metrics on %s:%u (in use, not an address of this host%s): %s", address, port,
+        host == address ? "" : ", or IPv6 unsupported by civetweb", e.what()));
+  }
+  exposer_->RegisterCollectable(collector_);
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  if (ports.empty()) {
+    exposer_.reset();
+    return absl::UnavailableError(
+        absl::StrFormat("cannot serve metrics on %s:%u: no listening port", address, port));
+  }
+  boost::system::error_code ec;
+  wake_address_ = asio::ip::make_address(address, ec);
+  if (ec || wake_address_.is_unspecified()) {
+    wake_address_ =
+        asio::ip::make_address(address.find(':') != std::string::npos ? "::1" : "127.0.0.1");
+  }
+  wake_port_ = static_cast<uint16_t>(ports.front());
+  return wake_port_;
+}
+
+void Metrics::StopServing() {
+  if (exposer_ == nullptr) return;
+  // civetweb's listener polls with a 2 s timeout before it sees the stop;
+  // a connection wakes it, so stopping takes milliseconds instead.
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    exposer_.reset();
+    stopped = true;
+  });
+  asio::io_context io;
+  while (!stopped) {
+    tcp::socket socket(io);
+    boost::system::error_code ignored;
+    socket.connect(tcp::endpoint(wake_address_, wake_port_), ignored);
+    socket.close(ignored);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  stopper.join();
+}
+
+}  // namespace voxdb::daemon

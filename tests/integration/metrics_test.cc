@@ -1,0 +1,247 @@
+// voxdbd's Prometheus metrics: a real load through the client against the
+// real binary, then GET /metrics over a plain socket, its counters checked
+// against the load, and the page checked by `promtool check metrics`.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+
+#include "engine/morton.h"
+#include "protocol/client.h"
+#include "tests/testing/daemon_process.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace voxdb {
+namespace {
+
+using protocol::Client;
+using protocol::Opcode;
+using testing::DaemonProcess;
+using testing::TempDir;
+
+constexpr uint64_t kX = 128'000'000, kY = 51'200'000, kZ = 40'000'000;
+constexpr char kAdminToken[] = "admin:metrics-admin-secret-0123";
+constexpr char kReadToken[] = "read:metrics-read-secret-456789";
+
+std::string Secret(const std::string& token) { return token.substr(token.find(':') + 1); }
+
+std::unique_ptr<Client> Connect(const DaemonProcess& d) {
+  auto c = Client::Connect("127.0.0.1", d.port());
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+// GET `path` over HTTP/1.0 on a plain socket (the server closes after the
+// reply); empty on failure.
+struct HttpReply {
+  std::string status_line;
+  std::string body;
+};
+HttpReply HttpGet(uint16_t port, const std::string& path) {
+  HttpReply reply;
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return reply;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return reply;
+  }
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return reply;
+  }
+  std::string all;
+  char buf[8192];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) all.append(buf, static_cast<size_t>(n));
+  close(fd);
+  const size_t eol = all.find("\r\n");
+  const size_t head_end = all.find("\r\n\r\n");
+  if (eol == std::string::npos || head_end == std::string::npos) return reply;
+  reply.status_line = all.substr(0, eol);
+  reply.body = all.substr(head_end + 4);
+  return reply;
+}
+
+// The samples of a text exposition page: "name{labels}" -> value.
+std::map<std::string, double> ParseSamples(const std::string& page) {
+  std::map<std::string, double> samples;
+  std::istringstream in(page);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    if (space == std::string::npos) continue;
+    samples[line.substr(0, space)] = std::strtod(line.c_str() + space + 1, nullptr);
+  }
+  return samples;
+}
+
+// Runs `command` with `input` on its stdin; returns its exit status (as
+// waitpid gives it) and its stdout and stderr together.
+std::pair<int, std::string> RunWithInput(const std::string& command, const std::string& input,
+                                         const TempDir& dir) {
+  const std::string in_path = dir.Sub("stdin.txt");
+  std::ofstream(in_path) << input;
+  FILE* p = popen((command + " < " + in_path + " 2>&1").c_str(), "r");
+  if (p == nullptr) return {-1, ""};
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  return {pclose(p), out};
+}
+
+// One series' value; fails the test (and returns -1) when it is missing.
+double Value(const std::map<std::string, double>& samples, const std::string& series) {
+  auto it = samples.find(series);
+  EXPECT_NE(it, samples.end()) << series << " is not on the page";
+  return it == samples.end() ? -1 : it->second;
+}
+
+std::string Requests(const std::string& op, const std::string& status) {
+  return "voxdb_requests_total{op=\"" + op + "\",status=\"" + status + "\"}";
+}
+
+TEST(DaemonMetricsTest, CountersFollowALoadAndThePagePassesPromtool) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"),
+                       {"--token", kAdminToken, "--token", kReadToken});
+  ASSERT_NE(daemon.metrics_port(), 0);
+  constexpr int kPings = 5, kSets = 7, kGets = 3;
+
+  auto admin = Connect(daemon);
+  ASSERT_NE(admin, nullptr);
+  ASSERT_OK(admin->Hello(Secret(kAdminToken)).status());
+  for (int i = 0; i < kPings; ++i) ASSERT_OK(admin->Call(Opcode::kPing, {}).status());
+  for (int i = 0; i < kSets; ++i) {
+    const uint64_t x = kX + static_cast<uint64_t>(i) * 200;  // a few chunks
+    protocol::SetVoxelsRequest set{{{{x, kY, kZ}, static_cast<uint8_t>(1 + i)}}};
+    ASSERT_OK(admin->SetVoxels(set).status());
+  }
+  const uint64_t code = engine::ChunkKey::FromCoord({kX / 128, kY / 128, kZ / 128}).code();
+  for (int i = 0; i < kGets; ++i) {
+    ASSERT_OK(admin->Call(Opcode::kGetChunks, protocol::GetChunksRequest{{code}}.Encode()));
+  }
+  ASSERT_OK(admin->Call(Opcode::kFlush, {}).status());
+
+  // A read token may not write: PERMISSION_DENIED, the connection stays.
+  auto reader = Connect(daemon);
+  ASSERT_NE(reader, nullptr);
+  ASSERT_OK(reader->Hello(Secret(kReadToken)).status());
+  protocol::SetVoxelsRequest denied{{{{kX, kY, kZ}, 9}}};
+  EXPECT_TRUE(absl::IsPermissionDenied(reader->SetVoxels(denied).status()));
+  // A wrong token: UNAUTHENTICATED, then closed.
+  auto stranger = Connect(daemon);
+  ASSERT_NE(stranger, nullptr);
+  EXPECT_TRUE(absl::IsUnauthenticated(stranger->Hello("not-the-right-secret-at-all").status()));
+
+  const HttpReply reply = HttpGet(daemon.metrics_port(), "/metrics");
+  ASSERT_NE(reply.status_line.find(" 200"), std::string::npos) << reply.status_line;
+  const std::string& page = reply.body;
+  const auto m = ParseSamples(page);
+
+  EXPECT_EQ(Value(m, "voxdb_build_info{version=\"0.1.0\"}"), 1);
+  // Requests, exactly as sent.
+  EXPECT_EQ(Value(m, Requests("PING", "OK")), kPings);
+  EXPECT_EQ(Value(m, Requests("SET_VOXELS", "OK")), kSets);
+  EXPECT_EQ(Value(m, Requests("GET_CHUNKS", "OK")), kGets);
+  EXPECT_EQ(Value(m, Requests("FLUSH", "OK")), 1);
+  EXPECT_EQ(Value(m, Requests("HELLO", "OK")), 2);
+  EXPECT_EQ(Value(m, Requests("HELLO", "UNAUTHENTICATED")), 1);
+  EXPECT_EQ(Value(m, Requests("SET_VOXELS", "PERMISSION_DENIED")), 1);
+  EXPECT_EQ(m.count(Requests("GET_CHUNKS", "CORRUPT")), 0u);  // only what happened
+  EXPECT_EQ(Value(m, "voxdb_request_duration_seconds_count{op=\"SET_VOXELS\"}"), kSets + 1);
+  EXPECT_EQ(Value(m, "voxdb_request_duration_seconds_bucket{op=\"PING\",le=\"+Inf\"}"), kPings);
+  EXPECT_GT(Value(m, "voxdb_request_duration_seconds_sum{op=\"FLUSH\"}"), 0);
+  EXPECT_EQ(Value(m, "voxdb_errors_total{kind=\"permission_denied\"}"), 1);
+  EXPECT_EQ(Value(m, "voxdb_errors_total{kind=\"unauthenticated\"}"), 1);
+  EXPECT_EQ(Value(m, "voxdb_errors_total{kind=\"corrupt\"}"), 0);
+  EXPECT_EQ(Value(m, "voxdb_errors_total{kind=\"storage_full\"}"), 0);
+  // Connections and bytes.
+  EXPECT_EQ(Value(m, "voxdb_connections_accepted_total"), 3);
+  EXPECT_EQ(Value(m, "voxdb_connections_rejected_total"), 0);
+  EXPECT_EQ(Value(m, "voxdb_auth_failures_total"), 1);
+  EXPECT_EQ(Value(m, "voxdb_permission_denied_total"), 1);
+  EXPECT_GE(Value(m, "voxdb_connections"), 2);
+  EXPECT_LE(Value(m, "voxdb_connections"), 3);
+  EXPECT_EQ(Value(m, "voxdb_connections_timed_out_total{timeout=\"idle\"}"), 0);
+  EXPECT_GT(Value(m, "voxdb_network_receive_bytes_total"), 0);
+  EXPECT_GT(Value(m, "voxdb_network_transmit_bytes_total"), 0);
+  // The journal: one record per acknowledged write, in commits of some size.
+  EXPECT_GE(Value(m, "voxdb_journal_records_total"), kSets);
+  EXPECT_GT(Value(m, "voxdb_journal_bytes_total"), 0);
+  const double commits = Value(m, "voxdb_journal_commits_total");
+  EXPECT_GE(commits, 1);
+  EXPECT_EQ(Value(m, "voxdb_journal_commit_duration_seconds_count"), commits);
+  EXPECT_EQ(Value(m, "voxdb_journal_commit_writes_count"), commits);
+  EXPECT_EQ(Value(m, "voxdb_journal_commit_writes_sum"), Value(m, "voxdb_journal_records_total"));
+  // The flusher ran (FLUSH) and stored what was written.
+  const double flushes = Value(m, "voxdb_flusher_runs_total");
+  EXPECT_GE(flushes, 1);
+  EXPECT_GE(Value(m, "voxdb_flusher_chunks_total"), 1);
+  EXPECT_GT(Value(m, "voxdb_flusher_bytes_total"), 0);
+  EXPECT_EQ(Value(m, "voxdb_flusher_duration_seconds_count"), flushes);
+  EXPECT_EQ(Value(m, "voxdb_cache_dirty_chunks"), 0);
+  EXPECT_GE(Value(m, "voxdb_cache_hits_total") + Value(m, "voxdb_cache_misses_total"), 1);
+  // LMDB.
+  EXPECT_GE(Value(m, "voxdb_stored_chunks"), 1);
+  EXPECT_GT(Value(m, "voxdb_stored_chunk_bytes"), 0);
+  EXPECT_GT(Value(m, "voxdb_lmdb_map_size_bytes"), 0);
+  EXPECT_GT(Value(m, "voxdb_lmdb_used_bytes"), 0);
+  EXPECT_GT(Value(m, "voxdb_lmdb_max_readers"), 0);
+
+  // promtool (Debian package prometheus) lints the page: no findings.
+  const auto [status, findings] = RunWithInput("promtool check metrics", page, dir);
+  ASSERT_TRUE(WIFEXITED(status)) << findings;
+  ASSERT_NE(WEXITSTATUS(status), 127) << "promtool is missing: apt-get install prometheus";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << findings;
+  EXPECT_EQ(findings, "");
+
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+}
+
+TEST(DaemonMetricsTest, OffServesNoMetrics) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"), {"--metrics-listen", "off"});
+  EXPECT_EQ(daemon.metrics_port(), 0);
+  auto c = Connect(daemon);
+  ASSERT_NE(c, nullptr);
+  EXPECT_OK(c->Call(Opcode::kPing, {}).status());
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+}
+
+TEST(DaemonMetricsTest, BadAddressExitsTwoNamingTheOption) {
+  TempDir dir;
+  for (const char* bad : {"nowhere", ":9464", "127.0.0.1:99999"}) {
+    const std::string cmd = std::string(VOXDBD_PATH) + " --data " + dir.Sub("data") +
+                            " --metrics-listen " + bad + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    std::string out;
+    char buf[512];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    const int status = pclose(p);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << bad << ": " << out;
+    EXPECT_NE(out.find("--metrics-listen"), std::string::npos) << out;
+  }
+}
+
+}  // namespace
+}  // namespace voxdb
