@@ -89,6 +89,23 @@ bool ParseDuration(const std::string& s, std::chrono::milliseconds* out) {
   return true;
 }
 
+// "HOST:PORT" with a non-empty host and a port of 0..65535 in digits only.
+bool ParseHostPort(const std::string& s, std::string* host, uint16_t* port) {
+  const size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size() || s.size() - colon > 6) {
+    return false;
+  }
+  uint32_t p = 0;
+  for (size_t i = colon + 1; i < s.size(); ++i) {
+    if (!std::isdigit(static_cast<unsigned char>(s[i]))) return false;
+    p = p * 10 + static_cast<uint32_t>(s[i] - '0');
+  }
+  if (p > 65535) return false;
+  *host = s.substr(0, colon);
+  *port = static_cast<uint16_t>(p);
+  return true;
+}
+
 // systemd readiness (Type=notify): one datagram to $NOTIFY_SOCKET, a path
 // or an abstract socket ("@name"). Nothing happens without systemd.
 void Notify(const char* state) {
@@ -228,31 +245,14 @@ int main(int argc, char** argv) {
   if (threads < 0 || threads > 1024) return Fail("threads", "must be in 0..1024");
 
   daemon::ServerOptions server_options;
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) return Fail("listen", "'" + listen + "' is not HOST:PORT");
-  server_options.listen_address = listen.substr(0, colon);
-  try {
-    const int port = std::stoi(listen.substr(colon + 1));
-    if (port < 0 || port > 65535) throw std::out_of_range("port");
-    server_options.listen_port = static_cast<uint16_t>(port);
-  } catch (const std::exception&) {
-    return Fail("listen", "'" + listen + "' has no valid port");
+  if (!ParseHostPort(listen, &server_options.listen_address, &server_options.listen_port)) {
+    return Fail("listen", "'" + listen + "' is not HOST:PORT (port 0..65535)");
   }
   std::string metrics_address;
   uint16_t metrics_port = 0;
-  if (metrics_listen != "off") {
-    const size_t c = metrics_listen.rfind(':');
-    if (c == std::string::npos || c == 0) {
-      return Fail("metrics-listen", "'" + metrics_listen + "' is not HOST:PORT or off");
-    }
-    metrics_address = metrics_listen.substr(0, c);
-    try {
-      const int port = std::stoi(metrics_listen.substr(c + 1));
-      if (port < 0 || port > 65535) throw std::out_of_range("port");
-      metrics_port = static_cast<uint16_t>(port);
-    } catch (const std::exception&) {
-      return Fail("metrics-listen", "'" + metrics_listen + "' has no valid port");
-    }
+  if (metrics_listen != "off" && !ParseHostPort(metrics_listen, &metrics_address, &metrics_port)) {
+    return Fail("metrics-listen",
+                "'" + metrics_listen + "' is not HOST:PORT (port 0..65535) or off");
   }
   server_options.io_threads = threads;
   if (max_connections < 1) return Fail("max-connections", "must be at least 1");

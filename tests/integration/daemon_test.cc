@@ -169,7 +169,9 @@ TEST(DaemonTest, HostileInputClosesOnlyThatConnection) {
 }
 
 TEST(DaemonTest, InvalidOptionsExitTwoNamingTheOption) {
-  for (const char* bad : {"--durability=maybe", "--cache-bytes=12XB", "--listen=nowhere"}) {
+  for (const char* bad :
+       {"--durability=maybe", "--cache-bytes=12XB", "--listen=nowhere", "--listen=127.0.0.1:80x",
+        "--listen=127.0.0.1:65536", "--metrics-listen=127.0.0.1:9464x"}) {
     const std::string cmd = std::string(VOXDBD_PATH) + " " + bad + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     ASSERT_NE(p, nullptr);
