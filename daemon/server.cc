@@ -192,23 +192,23 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   // Runs one request; logs it when slow (its reply may come later: see
   // BeginAsync).
   void Dispatch(protocol::Frame frame) {
-    const uint8_t op = frame.header.opcode;
-    const uint64_t id = frame.header.request_id;
     dispatch_start_ = Clock::now();
-    went_async_ = false;
+    reply_start_ = dispatch_start_;  // a reply queued now answers this request
     DispatchRequest(std::move(frame));
-    if (!went_async_) Finished(op, id, dispatch_start_);
+    reply_start_.reset();  // answered later: its completion sets it again
   }
 
-  // The request's reply has been queued: the slow-request log.
-  void Finished(uint8_t op, uint64_t id, Clock::time_point start) {
+  // A request's reply is being queued (before any byte of it can reach the
+  // client, so a client that saw the reply sees it counted): metrics and the
+  // slow-request log.
+  void Finished(uint8_t op, uint64_t id, Clock::time_point start, WireStatus status) {
     const auto took = Clock::now() - start;
-    if (options_.metrics != nullptr) options_.metrics->OnRequest(op, last_reply_status_, took);
+    if (options_.metrics != nullptr) options_.metrics->OnRequest(op, status, took);
     if (options_.slow_request.count() > 0 && took >= options_.slow_request) {
       Log(LogLevel::kWarn, "slow request: %s id %u from %s took %.3f ms (%s)",
           protocol::OpcodeName(static_cast<Opcode>(op)), id, peer_,
           std::chrono::duration<double, std::milli>(took).count(),
-          protocol::WireStatusName(last_reply_status_));
+          protocol::WireStatusName(status));
     }
   }
 
@@ -358,8 +358,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
           if (!s.ok()) Log(LogLevel::kError, "flush failed: %s", s.ToString());
           asio::post(self->socket_.get_executor(), [self, s, op, id, start] {
             self->EndAsync();
+            self->reply_start_ = start;
             self->Reply(op, id, s);
-            self->Finished(op, id, start);
           });
         });
         return;
@@ -384,12 +384,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
               s.ToString(), bytes);
           asio::post(self->socket_.get_executor(), [self, s, bytes, op, id, start] {
             self->EndAsync();
+            self->reply_start_ = start;
             if (s.ok()) {
               self->Reply(op, id, WireStatus::kOk, protocol::EncodeU64(bytes));
             } else {
               self->Reply(op, id, s);
             }
-            self->Finished(op, id, start);
           });
         });
         return;
@@ -405,12 +405,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
               entries);
           asio::post(self->socket_.get_executor(), [self, s, entries, op, id, start] {
             self->EndAsync();
+            self->reply_start_ = start;
             if (s.ok()) {
               self->Reply(op, id, WireStatus::kOk, protocol::EncodeU64(entries));
             } else {
               self->Reply(op, id, s);
             }
-            self->Finished(op, id, start);
           });
         });
         return;
@@ -513,7 +513,6 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   Clock::time_point BeginAsync() {
     ++in_flight_;
     ++server_->in_flight_;
-    went_async_ = true;
     return dispatch_start_;
   }
   void EndAsync() {
@@ -543,12 +542,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     return [self, op, id, start](const engine::WriteResult& r) {
       asio::post(self->socket_.get_executor(), [self, r, op, id, start] {
         self->EndAsync();
+        self->reply_start_ = start;
         if (r.status.ok()) {
           self->Reply(op, id, WireStatus::kOk, protocol::EncodeU64(r.version));
         } else {
           self->Reply(op, id, r.status);
         }
-        self->Finished(op, id, start);
       });
     };
   }
@@ -568,7 +567,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void Enqueue(std::vector<uint8_t> frame) {
-    last_reply_status_ = static_cast<WireStatus>(frame[16] | frame[17] << 8);
+    if (reply_start_) {
+      uint64_t id = 0;
+      for (int i = 7; i >= 0; --i) id = id << 8 | frame[8 + i];
+      Finished(frame[5], id, *reply_start_, static_cast<WireStatus>(frame[16] | frame[17] << 8));
+      reply_start_.reset();
+    }
     if (closed_) return;
     if (outbox_.empty()) last_send_progress_ = Clock::now();
     outbox_bytes_ += frame.size();
@@ -705,8 +709,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   int deferred_writes_ = 0;  // writes queued on the background worker
   std::string peer_;         // "address:port", for the log
   Clock::time_point dispatch_start_;
-  bool went_async_ = false;  // the request being dispatched replies later
-  WireStatus last_reply_status_ = WireStatus::kOk;
+  // When the request a reply answers began; set while that reply is queued.
+  std::optional<Clock::time_point> reply_start_;
   Clock::time_point last_request_;
   Clock::time_point last_send_progress_;
 };
