@@ -505,6 +505,21 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         << "\nprotocol_errors " << ss.protocol_errors << "\nrequests " << ss.requests
         << "\ndeferred_writes " << ss.deferred_writes << "\nbytes_in " << ss.bytes_in
         << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight << "\n";
+    if (auto store = server_->db_->store().Stats(); store.ok()) {
+      out << "map_size_bytes " << store->map_size << "\nmax_map_size_bytes " << store->max_map_size
+          << "\nused_bytes " << store->used_bytes << "\nchunks_stored " << store->chunk_count
+          << "\nchunk_bytes " << store->chunk_bytes << "\nreaders_in_use " << store->readers_in_use
+          << "\n";
+    }
+    if (auto snap = server_->db_->store().BeginRead(); snap.ok()) {
+      if (auto n = (*snap)->Count(engine::Table::kS2Index); n.ok()) {
+        out << "index_entries " << *n << "\n";
+      }
+    }
+    out << "uptime_seconds "
+        << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - server_->started_)
+               .count()
+        << "\n";
     const std::string text = out.str();
     return std::vector<uint8_t>(text.begin(), text.end());
   }

@@ -109,6 +109,7 @@ class Server {
   asio::io_context io_;
   tcp::acceptor acceptor_;
   std::atomic<bool> stopping_{false};
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::unique_ptr<asio::steady_timer> drain_timer_;  // used on io_ only
 
   std::atomic<uint64_t> connections_{0}, accepted_{0}, rejected_{0};
