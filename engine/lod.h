@@ -1,0 +1,167 @@
+// The LOD pyramid (DESIGN.md 2): levels 1..N of downsampled chunks.
+//
+// The level-l LOD chunk of octree node `code >> 3l` is 128^3 voxels of
+// 0.25 m * 2^l: each voxel is the most common material of its 2x2x2
+// children at level l-1 (level 0: the chunks as Database::GetChunks reads
+// them, so dirty chunks, stored chunks and fills all count). Ties go to a
+// non-air material, and among non-air materials to the smallest id, so thin
+// surfaces survive. A level-l node is built from its 8 level-(l-1) children,
+// each child 128^3 -> one 64^3 octant of the parent (octant bits: x 1, y 2,
+// z 4, like the Morton code).
+//
+// Storage (table `lod`, engine/FORMAT.md): records keyed by level + node,
+// and dirty markers keyed by 0xFF + level + node. LodObserver marks the
+// level-1 parent of every chunk the flusher stores or removes, in the
+// flush's own transaction. LodPyramid's builder thread rebuilds dirty nodes
+// bottom-up (every dirty level-1 node, then level 2, ...), writing each
+// record, the parent's marker and the deletion of its own marker in one
+// store write; the marker is deleted only if it still holds the token read
+// before the build, so a chunk flushed during a build marks the node again.
+//
+// Example:
+//   LodObserver observer;
+//   options.observers.push_back(&observer);
+//   VOXDB_ASSIGN_OR_RETURN(auto db, Database::Open(dir, options));
+//   LodPyramid lod(db.get(), LodOptions{});
+//   lod.Start();
+//   ...
+//   lod.Stop();  // before db is destroyed
+//
+// Thread-safety: every method is thread-safe.
+#ifndef VOXDB_ENGINE_LOD_H_
+#define VOXDB_ENGINE_LOD_H_
+
+#include <array>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "engine/database.h"
+#include "engine/status.h"
+
+namespace voxdb::engine {
+
+inline constexpr int kDefaultLodLevels = 4;
+inline constexpr int kMaxLodLevels = 16;
+// The first byte of a dirty marker key (records start with their level).
+inline constexpr uint8_t kLodDirtyPrefix = 0xFF;
+// The one-byte key of the fill cursor: the newest fill seq whose nodes
+// were marked dirty (u64 big-endian).
+inline constexpr uint8_t kLodFillCursorKey = 0xFE;
+
+// Record key: level (u8) + node code (u64 big-endian).
+std::array<uint8_t, 9> LodRecordKey(int level, uint64_t node);
+// Dirty marker key: 0xFF + level (u8) + node code (u64 big-endian).
+std::array<uint8_t, 10> LodDirtyKey(int level, uint64_t node);
+
+// The mode of 8 materials: the most common; ties go to non-air, then to the
+// smallest material id.
+uint8_t LodMode8(const uint8_t* v);
+// Downsamples a dense 128^3 child (x fastest) into octant `octant` (0..7) of
+// a dense 128^3 parent.
+void LodDownsampleOctant(const uint8_t* child, int octant, uint8_t* parent);
+
+// Marks the level-1 parent of every chunk the flusher stores or removes,
+// with a fresh token. Two chunks of one node in the same flush give two
+// puts of the same marker key; whichever AppendSorted leaves last wins,
+// and both tokens are new, so that is harmless.
+class LodObserver : public ChunkObserver {
+ public:
+  void OnChunkStored(ChunkKey key, uint64_t version, WriteBatch* batch) override;
+  void OnChunkRemoved(ChunkKey key, WriteBatch* batch) override;
+};
+
+struct LodOptions {
+  // Levels 1..levels are kept. REQUIRES: 1 <= levels <= kMaxLodLevels.
+  // DEFAULT: 4.
+  int levels = kDefaultLodLevels;
+  // zstd level of LOD records. DEFAULT: the codec's.
+  int zstd_level = CodecOptions::kDefaultZstdLevel;
+  // Nodes rebuilt per store write by the builder. DEFAULT: 16.
+  int nodes_per_write = 16;
+  // RebuildAll refuses (RESOURCE_EXHAUSTED) worlds with more level-1 nodes
+  // than this under stored chunks and fills. DEFAULT: 2^20.
+  uint64_t max_rebuild_nodes = uint64_t{1} << 20;
+};
+
+struct LodRead {
+  uint64_t version = 0;         // max version of the level-0 chunks under it
+  std::vector<uint8_t> record;  // a chunk record (engine/FORMAT.md)
+  bool dirty = false;           // a rebuild is pending: this is the last built one
+};
+
+class LodPyramid {
+ public:
+  // REQUIRES: db outlives this object; the Database was opened with a
+  // LodObserver among its observers (else only RebuildAll updates it).
+  LodPyramid(Database* db, const LodOptions& options);
+  // Stops the builder.
+  ~LodPyramid();
+  LodPyramid(const LodPyramid&) = delete;
+  LodPyramid& operator=(const LodPyramid&) = delete;
+
+  // Starts / stops the background builder. Stop waits for the node being
+  // built; call it before the Database is destroyed.
+  void Start();
+  void Stop();
+
+  // The last built record of the node. NOT_FOUND when the node was never
+  // built: no stored chunk or fill lies under it (it reads as air), or its
+  // first build is still pending (see `dirty` of later reads and
+  // DirtyCount()). INVALID for a level outside 1..levels.
+  StatusOr<LodRead> GetLod(int level, uint64_t node_code);
+
+  // Drops every record and rebuilds the pyramid from the chunks: the
+  // ancestors of stored chunks, of dirty chunks and of the chunks fills
+  // touch (at most max_rebuild_nodes level-1 nodes). Reads may see
+  // NOT_FOUND meanwhile. Markers are left for the builder (harmless).
+  Status RebuildAll();
+
+  // Dirty markers in the store.
+  uint64_t DirtyCount();
+  // Blocks until no marker is left and the builder is idle (tests). Returns
+  // the builder's last error if it stopped progressing.
+  Status WaitIdle();
+
+ private:
+  struct Marker {
+    int level;
+    uint64_t node;
+    std::vector<uint8_t> token;
+  };
+  struct Built {
+    int level;
+    uint64_t node;
+    std::vector<uint8_t> record;
+  };
+  void Run();
+  // Marks the level-1 nodes under fills newer than the fill cursor dirty
+  // (the flusher reports only chunks it stores, not unstored ones a fill
+  // covers) and advances the cursor, in one write.
+  Status MarkNewFills();
+  // Calls fn(level-1 node) for each node a fill touches; RESOURCE_EXHAUSTED
+  // past max_rebuild_nodes.
+  Status ForEachFillNode(const Fill& fill, const std::function<Status(uint64_t)>& fn) const;
+  // One pass over the lowest dirty level; *did_work false when none is left.
+  Status BuildDirty(bool* did_work);
+  // Builds the node into *out (record with its version).
+  Status BuildNode(int level, uint64_t node, std::vector<uint8_t>* out);
+  Status BuildLevel1(uint64_t node, uint8_t* dense, uint64_t* version);
+  Status BuildUpper(int level, uint64_t node, uint8_t* dense, uint64_t* version);
+
+  Database* const db_;
+  const LodOptions options_;
+  std::mutex build_mu_;  // one build (builder pass or RebuildAll) at a time
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  Status last_error_;
+  std::thread thread_;
+};
+
+}  // namespace voxdb::engine
+
+#endif  // VOXDB_ENGINE_LOD_H_
