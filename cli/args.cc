@@ -260,6 +260,20 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
         if (!metres.ok()) return metres.status();
         (name == "--alt-min" ? cl.alt_min : cl.alt_max) = *metres;
       }
+    } else if (name == "--out" || name == "--compressor") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (v->empty()) return UsageError(absl::StrFormat("%s needs a value", name));
+      (name == "--out" ? cl.out : cl.compressor) = std::move(*v);
+    } else if (name == "--box") {
+      if (inline_value.has_value() || i + 6 >= argc) {
+        return UsageError("--box needs six values: X0 Y0 Z0 X1 Y1 Z1");
+      }
+      std::vector<std::string> six(argv + i + 1, argv + i + 7);
+      i += 6;
+      auto box = ParseBox(six);
+      if (!box.ok()) return box.status();
+      cl.box = *box;
     } else if (name == "--data") {
       auto v = value();
       if (!v.ok()) return v.status();

@@ -70,6 +70,10 @@ struct CommandLine {
   // --data DIR: the database directory of the offline commands (verify,
   // compact), which open it themselves instead of connecting.
   std::optional<std::string> data;
+  // The options of `voxdb export` / `voxdb import` (cli/zarr.h).
+  std::optional<std::string> out;         // --out DIR
+  std::optional<protocol::Box> box;       // --box X0 Y0 Z0 X1 Y1 Z1
+  std::optional<std::string> compressor;  // --compressor zstd|blosc
   // The options of `voxdb query` (checked there: both or neither of
   // --alt-min and --alt-max, --limit's range).
   std::optional<double> alt_min, alt_max;      // --alt-min M, --alt-max M (metres)

@@ -21,6 +21,7 @@
 #include "cli/info.h"
 #include "cli/offline.h"
 #include "cli/output.h"
+#include "cli/zarr.h"
 #include "engine/chunk_codec.h"
 #include "engine/status.h"
 #include "engine/world_frame.h"
@@ -402,6 +403,54 @@ absl::Status Fill(const CommandLine& cl) {
   return absl::OkStatus();
 }
 
+// The stats line of export / import, with its throughput.
+void EmitZarrStats(const CommandLine& cl, const ZarrStats& stats, const std::string& dir,
+                   double seconds) {
+  JsonObject o = CommandObject(cl);
+  o.Str("dir", dir).Num("chunks", stats.chunks).Num("raw_bytes", stats.raw_bytes);
+  o.Num("stored_bytes", stats.stored_bytes);
+  Emit(cl, o,
+       absl::StrFormat("ok %u chunks (%.1f MiB raw, %.1f MiB stored) in %.2f s (%.1f MB/s)\n",
+                       stats.chunks, stats.raw_bytes / 1048576.0, stats.stored_bytes / 1048576.0,
+                       seconds, seconds > 0 ? stats.raw_bytes / 1e6 / seconds : 0.0));
+}
+
+absl::Status Export(const CommandLine& cl) {
+  if (!cl.args.empty()) return UsageError("export takes no arguments (--out DIR)");
+  if (!cl.out.has_value()) return UsageError("export needs --out DIR");
+  ZarrExportOptions options;
+  options.out_dir = *cl.out;
+  options.box = cl.box;
+  const std::string compressor = cl.compressor.value_or("zstd");
+  if (compressor == "blosc") {
+    options.compressor = ZarrCompressor::kBlosc;
+  } else if (compressor != "zstd") {
+    return UsageError(absl::StrFormat("--compressor '%s': zstd or blosc", compressor));
+  }
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  const auto start = std::chrono::steady_clock::now();
+  VOXDB_ASSIGN_OR_RETURN(ZarrStats stats, ExportZarr(*s.client, s.hello, options));
+  EmitZarrStats(cl, stats, options.out_dir,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return absl::OkStatus();
+}
+
+absl::Status Import(const CommandLine& cl) {
+  if (cl.args.size() != 1) return UsageError("import takes one argument: DIR");
+  if (cl.out.has_value() || cl.compressor.has_value()) {
+    return UsageError("import takes no --out or --compressor");
+  }
+  ZarrImportOptions options;
+  options.in_dir = cl.args[0];
+  options.box = cl.box;
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  const auto start = std::chrono::steady_clock::now();
+  VOXDB_ASSIGN_OR_RETURN(ZarrStats stats, ImportZarr(*s.client, s.hello, options));
+  EmitZarrStats(cl, stats, options.in_dir,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return absl::OkStatus();
+}
+
 absl::Status Flush(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
   VOXDB_RETURN_IF_ERROR(s.client->Flush());
@@ -685,6 +734,24 @@ const CommandSpec kCommands[] = {
      "Fills the box with MATERIAL (0..255) and prints the write's version. Any size: a fill\n"
      "is one record, however many chunks it covers.\n",
      7, false, false, Fill},
+    {"export", "--out DIR [--box ..] [--compressor]",
+     "write the world (or a box) as a Zarr v2 array",
+     "Writes a Zarr v2 directory store into DIR: .zgroup, .zattrs (world_size_meters,\n"
+     "voxel_size_meters, coordinate_system EPSG:4087) and the array world_voxels, shape\n"
+     "[z, y, x] (x fastest), chunks 128^3 of |u1, fill value 0, compressor zstd (level 3,\n"
+     "the default) or blosc (zstd, clevel 5, no shuffle). Only chunks that are not all 0\n"
+     "are written, as files CZ.CY.CX; zarr[z, y, x] is voxel (x, y, z). With --box, voxels\n"
+     "outside the box are written as 0. Fills covering more than 2^20 chunks in the box\n"
+     "are refused (export a smaller box). Not a snapshot: the chunks are read in many\n"
+     "requests, so pause writes for a consistent export. DIR must not hold an array yet.\n",
+     kVariableArgs, false, false, Export},
+    {"import", "DIR [--box ..]", "write a Zarr v2 array made by export",
+     "Reads world_voxels of the Zarr v2 store DIR (as export writes it: shape [z, y, x] of\n"
+     "this world, chunks 128^3, |u1, zstd or blosc, dimension separator . or /) and\n"
+     "writes every chunk file with PUT_CHUNK (replacing the chunk); with --box, only the\n"
+     "voxels inside the box (WRITE_BOX for chunks partly inside). Chunks without a file\n"
+     "are left as they are.\n",
+     kVariableArgs, false, false, Import},
     {"flush", "", "write every dirty chunk to the store",
      "Asks the server to write every dirty chunk back to its store now; prints ok when done.\n", 0,
      false, false, Flush},

@@ -31,6 +31,8 @@ constexpr char kOptionsHelp[] =
     "  --token T            the token sent with HELLO (env VOXDB_TOKEN; default none)\n"
     "  --data DIR           the database directory, for verify and compact (offline:\n"
     "                       they open it themselves, with voxdbd stopped)\n"
+    "  --out DIR, --compressor zstd|blosc   for export\n"
+    "  --box X0 Y0 Z0 X1 Y1 Z1              for export and import: only this box\n"
     "  --json               print one JSON object on stdout: the result, or\n"
     "                       {\"error\":..., \"status\":...}\n"
     "  --timeout SECONDS    give up when the server makes no progress for this long\n"
@@ -153,6 +155,12 @@ int Main(int argc, char** argv) {
     status = UsageError("there is no option --data for this command (verify and compact take it)");
   } else if (cl.expect_version.has_value() && !spec->takes_expect_version) {
     status = UsageError("there is no option --expect-version for this command");
+  } else if ((cl.out.has_value() || cl.compressor.has_value()) &&
+             std::string_view(spec->name) != "export") {
+    status = UsageError("there is no option --out or --compressor for this command (export)");
+  } else if (cl.box.has_value() && std::string_view(spec->name) != "export" &&
+             std::string_view(spec->name) != "import") {
+    status = UsageError("there is no option --box for this command (export and import take it)");
   } else if (cl.FirstQueryOption() != nullptr && !spec->takes_query_options) {
     status = UsageError(
         absl::StrFormat("there is no option %s for this command", cl.FirstQueryOption()));

@@ -1,0 +1,591 @@
+#include "cli/zarr.h"
+
+#include <blosc.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "engine/chunk.h"
+#include "engine/chunk_codec.h"
+#include "engine/morton.h"
+#include "engine/status.h"
+#include "engine/world_frame.h"
+#include "protocol/frame.h"
+
+namespace voxdb::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using engine::ChunkCoord;
+using engine::kChunkEdge;
+using engine::kChunkVoxels;
+using protocol::Box;
+
+constexpr char kArrayName[] = "world_voxels";
+constexpr int kZstdLevel = 3;
+constexpr int kBloscLevel = 5;
+// Chunks per GET_CHUNKS and per CallBatch round of PUT_CHUNK / WRITE_BOX:
+// a dense chunk's record can be over 2 MiB, and the frame limit is 64 MiB.
+constexpr size_t kChunksPerBatch = 16;
+
+absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
+
+absl::Status WriteFile(const fs::path& path, std::span<const uint8_t> bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  f.close();
+  if (!f) return absl::UnavailableError(absl::StrCat("cannot write ", path.string()));
+  return absl::OkStatus();
+}
+
+absl::Status WriteText(const fs::path& path, std::string_view text) {
+  return WriteFile(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+}
+
+absl::StatusOr<std::vector<uint8_t>> ReadFile(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return bytes;
+}
+
+// The box clipped to the world; nullopt when they do not meet.
+std::optional<Box> Clip(const Box& b, const Box& world) {
+  Box c;
+  c.lo = {std::max(b.lo.x, world.lo.x), std::max(b.lo.y, world.lo.y), std::max(b.lo.z, world.lo.z)};
+  c.hi = {std::min(b.hi.x, world.hi.x), std::min(b.hi.y, world.hi.y), std::min(b.hi.z, world.hi.z)};
+  if (c.lo.x >= c.hi.x || c.lo.y >= c.hi.y || c.lo.z >= c.hi.z) return std::nullopt;
+  return c;
+}
+
+Box ChunkBox(const ChunkCoord& c) {
+  const uint64_t e = kChunkEdge;
+  return Box{{c.x * e, c.y * e, c.z * e}, {(c.x + 1) * e, (c.y + 1) * e, (c.z + 1) * e}};
+}
+
+bool Contains(const Box& outer, const Box& inner) {
+  return outer.lo.x <= inner.lo.x && outer.lo.y <= inner.lo.y && outer.lo.z <= inner.lo.z &&
+         inner.hi.x <= outer.hi.x && inner.hi.y <= outer.hi.y && inner.hi.z <= outer.hi.z;
+}
+
+// Sets to 0 the voxels of a chunk's dense bytes outside `keep` (world
+// coordinates).
+void CropDense(const ChunkCoord& c, const Box& keep, uint8_t* dense) {
+  const Box cb = ChunkBox(c);
+  if (Contains(keep, cb)) return;
+  for (int z = 0; z < kChunkEdge; ++z) {
+    for (int y = 0; y < kChunkEdge; ++y) {
+      uint8_t* row = dense + (static_cast<size_t>(z) * kChunkEdge + y) * kChunkEdge;
+      const uint64_t wy = cb.lo.y + y, wz = cb.lo.z + z;
+      if (wy < keep.lo.y || wy >= keep.hi.y || wz < keep.lo.z || wz >= keep.hi.z) {
+        std::memset(row, 0, kChunkEdge);
+        continue;
+      }
+      for (int x = 0; x < kChunkEdge; ++x) {
+        const uint64_t wx = cb.lo.x + x;
+        if (wx < keep.lo.x || wx >= keep.hi.x) row[x] = 0;
+      }
+    }
+  }
+}
+
+bool AllZero(std::span<const uint8_t> bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](uint8_t b) { return b == 0; });
+}
+
+absl::StatusOr<std::vector<uint8_t>> Compress(ZarrCompressor compressor,
+                                              std::span<const uint8_t> raw) {
+  std::vector<uint8_t> out;
+  if (compressor == ZarrCompressor::kZstd) {
+    out.resize(ZSTD_compressBound(raw.size()));
+    const size_t n = ZSTD_compress(out.data(), out.size(), raw.data(), raw.size(), kZstdLevel);
+    if (ZSTD_isError(n)) return absl::InternalError(ZSTD_getErrorName(n));
+    out.resize(n);
+    return out;
+  }
+  out.resize(raw.size() + BLOSC_MAX_OVERHEAD);
+  // The numcodecs Blosc codec: cname zstd, clevel 5, no shuffle, typesize 1,
+  // automatic block size; blosc_compress_ctx does not touch global state.
+  const int n = blosc_compress_ctx(kBloscLevel, BLOSC_NOSHUFFLE, 1, raw.size(), raw.data(),
+                                   out.data(), out.size(), "zstd", 0, 1);
+  if (n <= 0) return absl::InternalError("blosc_compress failed");
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+// Decompresses a chunk file into exactly kChunkVoxels bytes.
+absl::Status Decompress(ZarrCompressor compressor, std::span<const uint8_t> in, uint8_t* dense,
+                        const std::string& name) {
+  if (compressor == ZarrCompressor::kZstd) {
+    const size_t n = ZSTD_decompress(dense, kChunkVoxels, in.data(), in.size());
+    if (ZSTD_isError(n) || n != kChunkVoxels) {
+      return Invalid(absl::StrCat("chunk file ", name, ": not a zstd frame of 128^3 bytes"));
+    }
+    return absl::OkStatus();
+  }
+  size_t nbytes = 0, cbytes = 0, blocksize = 0;
+  if (in.size() < BLOSC_MIN_HEADER_LENGTH) {
+    return Invalid(absl::StrCat("chunk file ", name, ": not a blosc frame"));
+  }
+  // blosc_cbuffer_validate checks the header against the buffer's size
+  // before anything trusts it (the file is untrusted).
+  if (blosc_cbuffer_validate(in.data(), in.size(), &nbytes) != 0 || nbytes != kChunkVoxels) {
+    return Invalid(absl::StrCat("chunk file ", name, ": not a blosc frame of 128^3 bytes"));
+  }
+  blosc_cbuffer_sizes(in.data(), &nbytes, &cbytes, &blocksize);
+  if (nbytes != kChunkVoxels || cbytes != in.size()) {
+    return Invalid(absl::StrCat("chunk file ", name, ": not a blosc frame of 128^3 bytes"));
+  }
+  const int n = blosc_decompress_ctx(in.data(), dense, kChunkVoxels, 1);
+  if (n != static_cast<int>(kChunkVoxels)) {
+    return Invalid(absl::StrCat("chunk file ", name, ": blosc cannot decompress it"));
+  }
+  return absl::OkStatus();
+}
+
+// --- A small JSON reader, for .zarray -------------------------------------
+
+struct Json {
+  enum Kind { kNull, kBool, kNumber, kString, kArray, kObject } kind = kNull;
+  bool b = false;
+  double number = 0;
+  std::string text;  // kString; kNumber: its digits
+  std::vector<Json> items;
+  std::vector<std::pair<std::string, Json>> members;
+  const Json* Get(std::string_view key) const {
+    for (const auto& [k, v] : members) {
+      if (k == key) return &v;
+    }
+    return nullptr;
+  }
+};
+
+class JsonParser {
+ public:
+  explicit JsonParser(std::string_view s) : s_(s) {}
+  absl::StatusOr<Json> ParseDocument() {
+    VOXDB_ASSIGN_OR_RETURN(Json v, Parse(0));
+    Skip();
+    if (i_ != s_.size()) return Invalid("trailing bytes after the JSON value");
+    return v;
+  }
+
+ private:
+  void Skip() {
+    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
+  }
+  bool Literal(std::string_view word) {
+    if (s_.substr(i_, word.size()) != word) return false;
+    i_ += word.size();
+    return true;
+  }
+  absl::StatusOr<std::string> String() {
+    if (i_ >= s_.size() || s_[i_] != '"') return Invalid("expected a JSON string");
+    ++i_;
+    std::string out;
+    while (i_ < s_.size() && s_[i_] != '"') {
+      char c = s_[i_++];
+      if (c == '\\') {
+        if (i_ >= s_.size()) break;
+        c = s_[i_++];
+        switch (c) {
+          case 'n':
+            out += '\n';
+            break;
+          case 't':
+            out += '\t';
+            break;
+          case 'u':
+            i_ += 4;
+            out += '?';
+            break;  // not needed by .zarray
+          default:
+            out += c;
+        }
+        continue;
+      }
+      out += c;
+    }
+    if (i_ >= s_.size()) return Invalid("unterminated JSON string");
+    ++i_;
+    return out;
+  }
+  absl::StatusOr<Json> Parse(int depth) {
+    if (depth > 32) return Invalid("JSON nested too deeply");
+    Skip();
+    if (i_ >= s_.size()) return Invalid("unexpected end of JSON");
+    Json v;
+    const char c = s_[i_];
+    if (c == '{') {
+      v.kind = Json::kObject;
+      ++i_;
+      Skip();
+      if (i_ < s_.size() && s_[i_] == '}') {
+        ++i_;
+        return v;
+      }
+      while (true) {
+        Skip();
+        VOXDB_ASSIGN_OR_RETURN(std::string key, String());
+        Skip();
+        if (i_ >= s_.size() || s_[i_] != ':') return Invalid("expected ':' in a JSON object");
+        ++i_;
+        VOXDB_ASSIGN_OR_RETURN(Json item, Parse(depth + 1));
+        v.members.emplace_back(std::move(key), std::move(item));
+        Skip();
+        if (i_ < s_.size() && s_[i_] == ',') {
+          ++i_;
+          continue;
+        }
+        if (i_ < s_.size() && s_[i_] == '}') {
+          ++i_;
+          return v;
+        }
+        return Invalid("expected ',' or '}' in a JSON object");
+      }
+    }
+    if (c == '[') {
+      v.kind = Json::kArray;
+      ++i_;
+      Skip();
+      if (i_ < s_.size() && s_[i_] == ']') {
+        ++i_;
+        return v;
+      }
+      while (true) {
+        VOXDB_ASSIGN_OR_RETURN(Json item, Parse(depth + 1));
+        v.items.push_back(std::move(item));
+        Skip();
+        if (i_ < s_.size() && s_[i_] == ',') {
+          ++i_;
+          continue;
+        }
+        if (i_ < s_.size() && s_[i_] == ']') {
+          ++i_;
+          return v;
+        }
+        return Invalid("expected ',' or ']' in a JSON array");
+      }
+    }
+    if (c == '"') {
+      v.kind = Json::kString;
+      VOXDB_ASSIGN_OR_RETURN(v.text, String());
+      return v;
+    }
+    if (Literal("null")) return v;
+    if (Literal("true") || Literal("false")) {
+      v.kind = Json::kBool;
+      v.b = s_[i_ - 1] == 'e' && s_[i_ - 2] == 'u';
+      return v;
+    }
+    const size_t start = i_;
+    while (i_ < s_.size() && (std::isdigit(static_cast<unsigned char>(s_[i_])) ||
+                              std::strchr("+-.eE", s_[i_]) != nullptr)) {
+      ++i_;
+    }
+    v.kind = Json::kNumber;
+    v.text = std::string(s_.substr(start, i_ - start));
+    if (!absl::SimpleAtod(v.text, &v.number)) return Invalid("bad JSON value");
+    return v;
+  }
+
+  std::string_view s_;
+  size_t i_ = 0;
+};
+
+// What import needs of .zarray.
+struct ArrayMeta {
+  ZarrCompressor compressor = ZarrCompressor::kZstd;
+  char separator = '.';
+};
+
+absl::StatusOr<ArrayMeta> CheckArrayMeta(const Json& a, const engine::WorldFrame& frame) {
+  ArrayMeta meta;
+  auto fail = [](const std::string& what) {
+    return Invalid(
+        absl::StrCat("world_voxels/.zarray: ", what,
+                     " (expected a voxdb level-0 array: shape [z, y, x] of this world, chunks "
+                     "[128, 128, 128], dtype \"|u1\", order \"C\", no filters, zstd or blosc)"));
+  };
+  if (a.kind != Json::kObject) return fail("not a JSON object");
+  const Json* format = a.Get("zarr_format");
+  if (format == nullptr || format->number != 2) return fail("zarr_format is not 2");
+  const Json* dtype = a.Get("dtype");
+  if (dtype == nullptr || dtype->kind != Json::kString ||
+      (dtype->text != "|u1" && dtype->text != "<u1" && dtype->text != ">u1")) {
+    return fail("dtype is not \"|u1\"");
+  }
+  const Json* order = a.Get("order");
+  if (order == nullptr || order->text != "C") return fail("order is not \"C\"");
+  auto is_vec3 = [](const Json* j, uint64_t x0, uint64_t x1, uint64_t x2) {
+    return j != nullptr && j->kind == Json::kArray && j->items.size() == 3 &&
+           j->items[0].text == std::to_string(x0) && j->items[1].text == std::to_string(x1) &&
+           j->items[2].text == std::to_string(x2);
+  };
+  if (!is_vec3(a.Get("chunks"), kChunkEdge, kChunkEdge, kChunkEdge)) {
+    return fail("chunks are not [128, 128, 128]");
+  }
+  if (!is_vec3(a.Get("shape"), frame.extent_z(), frame.extent_y(), frame.extent_x())) {
+    return fail(absl::StrFormat("shape is not this world's [%u, %u, %u]", frame.extent_z(),
+                                frame.extent_y(), frame.extent_x()));
+  }
+  const Json* filters = a.Get("filters");
+  if (filters != nullptr && filters->kind != Json::kNull &&
+      !(filters->kind == Json::kArray && filters->items.empty())) {
+    return fail("filters are not null");
+  }
+  const Json* fill = a.Get("fill_value");
+  if (fill != nullptr && fill->kind != Json::kNull && fill->number != 0) {
+    return fail("fill_value is not 0");
+  }
+  const Json* sep = a.Get("dimension_separator");
+  if (sep != nullptr && sep->kind == Json::kString) {
+    if (sep->text != "." && sep->text != "/") return fail("dimension_separator is not . or /");
+    meta.separator = sep->text[0];
+  }
+  const Json* comp = a.Get("compressor");
+  const Json* id = comp == nullptr ? nullptr : comp->Get("id");
+  if (id == nullptr || (id->text != "zstd" && id->text != "blosc")) {
+    return fail("compressor is not zstd or blosc");
+  }
+  meta.compressor = id->text == "zstd" ? ZarrCompressor::kZstd : ZarrCompressor::kBlosc;
+  return meta;
+}
+
+// The chunk files of the array: their chunk coordinates and paths.
+absl::StatusOr<std::vector<std::pair<ChunkCoord, fs::path>>> ListChunkFiles(
+    const fs::path& array_dir, char separator, const engine::WorldFrame& frame) {
+  std::vector<std::pair<ChunkCoord, fs::path>> out;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(array_dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file()) continue;
+    std::string rel = fs::relative(it->path(), array_dir).generic_string();
+    if (rel.empty() || rel[0] == '.') continue;  // .zarray, .zattrs
+    std::vector<std::string> parts = absl::StrSplit(rel, separator);
+    uint32_t c[3];
+    bool ok = parts.size() == 3;
+    for (size_t i = 0; ok && i < 3; ++i) ok = absl::SimpleAtoi(parts[i], &c[i]);
+    if (!ok) {
+      return Invalid(absl::StrCat("world_voxels: '", rel, "' is not a chunk file name 'cz",
+                                  std::string(1, separator), "cy", std::string(1, separator),
+                                  "cx'"));
+    }
+    const ChunkCoord coord{c[2], c[1], c[0]};
+    if (!frame.ContainsChunk(coord)) {
+      return Invalid(absl::StrCat("world_voxels: chunk file '", rel, "' is outside the world"));
+    }
+    out.emplace_back(coord, it->path());
+  }
+  if (ec) return absl::NotFoundError(absl::StrCat("cannot list ", array_dir.string()));
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<ZarrStats> ExportZarr(protocol::Client& client, const protocol::HelloReply& hello,
+                                     const ZarrExportOptions& options) {
+  VOXDB_ASSIGN_OR_RETURN(engine::WorldFrame frame, engine::WorldFrame::Decode(hello.world_frame));
+  const Box world{{0, 0, 0}, {frame.extent_x(), frame.extent_y(), frame.extent_z()}};
+  const std::optional<Box> clipped = Clip(options.box.value_or(world), world);
+  if (!clipped.has_value()) return Invalid("--box is outside the world");
+  const Box box = *clipped;
+
+  // The chunks stored in the box, and every chunk position its fills cover.
+  std::set<uint64_t> codes;
+  protocol::QueryRequest q;
+  q.kind = protocol::QueryKind::kBox;
+  q.box = box;
+  q.limit = 4096;
+  uint64_t fill_chunks = 0;
+  bool first = true;
+  while (first || !q.cursor.empty()) {
+    VOXDB_ASSIGN_OR_RETURN(protocol::QueryReply page, client.Query(q));
+    for (const protocol::QueryChunk& c : page.chunks) codes.insert(c.code);
+    for (const protocol::QueryFill& f : page.fills) {
+      const std::optional<Box> fb = Clip(f.box, box);
+      if (!fb.has_value() || f.material == 0) continue;
+      const uint64_t lo_x = fb->lo.x / kChunkEdge, hi_x = (fb->hi.x - 1) / kChunkEdge;
+      const uint64_t lo_y = fb->lo.y / kChunkEdge, hi_y = (fb->hi.y - 1) / kChunkEdge;
+      const uint64_t lo_z = fb->lo.z / kChunkEdge, hi_z = (fb->hi.z - 1) / kChunkEdge;
+      fill_chunks += (hi_x - lo_x + 1) * (hi_y - lo_y + 1) * (hi_z - lo_z + 1);
+      if (fill_chunks > kMaxFillChunks) {
+        return Invalid(absl::StrFormat(
+            "the fills in the box cover more than %u chunks: export a smaller --box",
+            kMaxFillChunks));
+      }
+      for (uint64_t z = lo_z; z <= hi_z; ++z) {
+        for (uint64_t y = lo_y; y <= hi_y; ++y) {
+          for (uint64_t x = lo_x; x <= hi_x; ++x) {
+            codes.insert(engine::MortonEncode(static_cast<uint32_t>(x), static_cast<uint32_t>(y),
+                                              static_cast<uint32_t>(z)));
+          }
+        }
+      }
+    }
+    q.cursor = page.next_cursor;
+    first = false;
+  }
+
+  const fs::path root(options.out_dir);
+  const fs::path array_dir = root / kArrayName;
+  std::error_code ec;
+  // Chunk files of an earlier export would stay behind: refuse instead.
+  if (fs::exists(array_dir, ec)) {
+    return Invalid(absl::StrCat(array_dir.string(), " exists: export into a new directory"));
+  }
+  fs::create_directories(array_dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", array_dir.string()));
+  VOXDB_RETURN_IF_ERROR(WriteText(root / ".zgroup", "{\n    \"zarr_format\": 2\n}\n"));
+  VOXDB_RETURN_IF_ERROR(
+      WriteText(root / ".zattrs",
+                absl::StrFormat("{\n    \"coordinate_system\": \"EPSG:4087\",\n"
+                                "    \"voxel_size_meters\": %.17g,\n"
+                                "    \"world_size_meters\": [%.17g, %.17g, %.17g],\n"
+                                "    \"axis_order\": [\"z\", \"y\", \"x\"]\n}\n",
+                                frame.voxel_size_m(), frame.extent_x() * frame.voxel_size_m(),
+                                frame.extent_y() * frame.voxel_size_m(),
+                                frame.extent_z() * frame.voxel_size_m())));
+  const std::string compressor =
+      options.compressor == ZarrCompressor::kZstd
+          ? "{\"id\": \"zstd\", \"level\": 3}"
+          : "{\"id\": \"blosc\", \"cname\": \"zstd\", \"clevel\": 5, \"shuffle\": 0, "
+            "\"blocksize\": 0}";
+  VOXDB_RETURN_IF_ERROR(
+      WriteText(array_dir / ".zarray",
+                absl::StrFormat("{\n    \"zarr_format\": 2,\n    \"shape\": [%u, %u, %u],\n"
+                                "    \"chunks\": [128, 128, 128],\n    \"dtype\": \"|u1\",\n"
+                                "    \"fill_value\": 0,\n    \"order\": \"C\",\n"
+                                "    \"compressor\": %s,\n    \"filters\": null,\n"
+                                "    \"dimension_separator\": \".\"\n}\n",
+                                frame.extent_z(), frame.extent_y(), frame.extent_x(), compressor)));
+
+  ZarrStats stats;
+  std::vector<uint64_t> all(codes.begin(), codes.end());
+  std::vector<uint8_t> dense(kChunkVoxels);
+  size_t batch = kChunksPerBatch;
+  if (hello.max_batch > 0) batch = std::min<size_t>(batch, hello.max_batch);
+  for (size_t at = 0; at < all.size();) {
+    const size_t n = std::min(batch, all.size() - at);
+    std::span<const uint64_t> ask(all.data() + at, n);
+    VOXDB_ASSIGN_OR_RETURN(protocol::GetChunksReply reply, client.GetChunks(ask));
+    size_t done = 0;
+    for (size_t i = 0; i < reply.results.size() && i < n; ++i) {
+      const protocol::ChunkResult& r = reply.results[i];
+      const auto status = static_cast<protocol::WireStatus>(r.status);
+      if (status == protocol::WireStatus::kTooLarge) break;  // ask again
+      done = i + 1;
+      ++stats.chunks_asked;
+      if (status == protocol::WireStatus::kNotFound) continue;
+      if (status != protocol::WireStatus::kOk) {
+        return protocol::ServerError(status, std::string(r.bytes.begin(), r.bytes.end()));
+      }
+      VOXDB_RETURN_IF_ERROR(engine::DecodeChunkToDense(r.bytes, dense.data()));
+      const ChunkCoord c = engine::MortonDecode(ask[i]);
+      CropDense(c, box, dense.data());
+      if (AllZero(dense)) continue;
+      VOXDB_ASSIGN_OR_RETURN(std::vector<uint8_t> stored, Compress(options.compressor, dense));
+      VOXDB_RETURN_IF_ERROR(
+          WriteFile(array_dir / absl::StrFormat("%u.%u.%u", c.z, c.y, c.x), stored));
+      ++stats.chunks;
+      stats.raw_bytes += kChunkVoxels;
+      stats.stored_bytes += stored.size();
+    }
+    if (done == 0) return absl::InternalError("GET_CHUNKS returned no chunk of the batch");
+    at += done;
+  }
+  return stats;
+}
+
+absl::StatusOr<ZarrStats> ImportZarr(protocol::Client& client, const protocol::HelloReply& hello,
+                                     const ZarrImportOptions& options) {
+  VOXDB_ASSIGN_OR_RETURN(engine::WorldFrame frame, engine::WorldFrame::Decode(hello.world_frame));
+  const Box world{{0, 0, 0}, {frame.extent_x(), frame.extent_y(), frame.extent_z()}};
+  Box box = world;
+  if (options.box.has_value()) {
+    const std::optional<Box> clipped = Clip(*options.box, world);
+    if (!clipped.has_value()) return Invalid("--box is outside the world");
+    box = *clipped;
+  }
+  const fs::path array_dir = fs::path(options.in_dir) / kArrayName;
+  auto zarray_bytes = ReadFile(array_dir / ".zarray");
+  if (!zarray_bytes.ok()) {
+    return Invalid(
+        absl::StrCat(options.in_dir, " is not a voxdb Zarr store (no ", kArrayName, "/.zarray)"));
+  }
+  JsonParser parser(
+      std::string_view(reinterpret_cast<const char*>(zarray_bytes->data()), zarray_bytes->size()));
+  auto zarray = parser.ParseDocument();
+  if (!zarray.ok()) {
+    return Invalid(absl::StrCat("world_voxels/.zarray: ", zarray.status().message()));
+  }
+  VOXDB_ASSIGN_OR_RETURN(ArrayMeta meta, CheckArrayMeta(*zarray, frame));
+  VOXDB_ASSIGN_OR_RETURN(auto files, ListChunkFiles(array_dir, meta.separator, frame));
+
+  ZarrStats stats;
+  std::vector<uint8_t> dense(kChunkVoxels);
+  std::vector<protocol::Request> requests;
+  auto send = [&]() -> absl::Status {
+    auto results = client.CallBatch(requests);
+    requests.clear();
+    for (auto& r : results) {
+      if (!r.ok()) return r.status();
+    }
+    return absl::OkStatus();
+  };
+  for (const auto& [c, path] : files) {
+    const std::optional<Box> part = Clip(ChunkBox(c), box);
+    if (!part.has_value()) continue;
+    VOXDB_ASSIGN_OR_RETURN(std::vector<uint8_t> stored, ReadFile(path));
+    VOXDB_RETURN_IF_ERROR(Decompress(meta.compressor, stored, dense.data(), path.string()));
+    ++stats.chunks;
+    stats.raw_bytes += kChunkVoxels;
+    stats.stored_bytes += stored.size();
+    const Box cb = ChunkBox(c);
+    const std::optional<Box> in_world = Clip(cb, world);
+    if (Contains(*part, *in_world)) {
+      // The whole chunk (as far as the world goes): one PUT_CHUNK. Voxels past
+      // the world's edge are zeroed so that the record is canonical.
+      CropDense(c, world, dense.data());
+      engine::Chunk chunk = engine::Chunk::FromDense(dense);
+      chunk.Compact();
+      protocol::PutChunkRequest put;
+      put.code = engine::MortonEncode(c.x, c.y, c.z);
+      put.record = engine::EncodeChunk(chunk, 0, engine::NowMicros());
+      requests.push_back({protocol::Opcode::kPutChunk, put.Encode()});
+    } else {
+      protocol::BoxRequest write;
+      write.box = *part;
+      const uint64_t sx = part->hi.x - part->lo.x, sy = part->hi.y - part->lo.y;
+      const uint64_t sz = part->hi.z - part->lo.z;
+      write.voxels.resize(sx * sy * sz);
+      for (uint64_t z = 0; z < sz; ++z) {
+        for (uint64_t y = 0; y < sy; ++y) {
+          const uint64_t lz = part->lo.z - cb.lo.z + z, ly = part->lo.y - cb.lo.y + y;
+          const uint64_t lx = part->lo.x - cb.lo.x;
+          std::memcpy(write.voxels.data() + (z * sy + y) * sx,
+                      dense.data() + (lz * kChunkEdge + ly) * kChunkEdge + lx, sx);
+        }
+      }
+      requests.push_back({protocol::Opcode::kWriteBox, write.EncodeWriteBox()});
+    }
+    if (requests.size() >= kChunksPerBatch) VOXDB_RETURN_IF_ERROR(send());
+  }
+  if (!requests.empty()) VOXDB_RETURN_IF_ERROR(send());
+  return stats;
+}
+
+}  // namespace voxdb::cli

@@ -1,0 +1,263 @@
+// voxdb export / import (Zarr v2) against a real voxdbd, checked with
+// zarr-python (/usr/bin/python3, tests/integration/cli_zarr_check.py).
+// Skipped when python3-zarr is not installed.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/chunk.h"
+#include "engine/chunk_codec.h"
+#include "engine/morton.h"
+#include "engine/world_frame.h"
+#include "protocol/client.h"
+#include "tests/testing/daemon_process.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/terrain.h"
+
+namespace voxdb {
+namespace {
+
+using protocol::Box;
+using protocol::Client;
+
+constexpr uint64_t kEdge = engine::kChunkEdge;
+constexpr char kPython[] = "/usr/bin/python3";
+
+bool HaveZarr() {
+  return std::system(
+             absl::StrCat(kPython, " -c 'import zarr, numcodecs' >/dev/null 2>&1").c_str()) == 0;
+}
+
+// Runs a shell command; its exit status, its output in *out.
+int Shell(const std::string& command, std::string* out = nullptr) {
+  static int counter = 0;
+  const std::string file = absl::StrCat(std::filesystem::temp_directory_path().string(),
+                                        "/cli_zarr_test.", getpid(), ".", counter++, ".out");
+  const int status = std::system(absl::StrCat(command, " >", file, " 2>&1").c_str());
+  std::ifstream f(file);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(file);
+  if (out != nullptr) *out = text;
+  if (!text.empty()) std::fprintf(stderr, "$ %s\n%s", command.c_str(), text.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string BoxArgs(const Box& b) {
+  return absl::StrCat(b.lo.x, " ", b.lo.y, " ", b.lo.z, " ", b.hi.x, " ", b.hi.y, " ", b.hi.z);
+}
+
+uint64_t Volume(const Box& b) { return (b.hi.x - b.lo.x) * (b.hi.y - b.lo.y) * (b.hi.z - b.lo.z); }
+
+bool Inside(const Box& b, uint64_t x, uint64_t y, uint64_t z) {
+  return x >= b.lo.x && x < b.hi.x && y >= b.lo.y && y < b.hi.y && z >= b.lo.z && z < b.hi.z;
+}
+
+void WriteRaw(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(f.good()) << path;
+}
+
+std::vector<uint8_t> ReadRaw(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)),
+                              std::istreambuf_iterator<char>());
+}
+
+// A running voxdbd with a connected client.
+struct Server {
+  explicit Server(const std::string& data)
+      : daemon(VOXDBD_PATH, data, {"--metrics-listen", "off"}) {
+    auto c = Client::Connect("127.0.0.1", daemon.port());
+    EXPECT_TRUE(c.ok()) << c.status();
+    client = std::move(*c);
+    auto h = client->Hello("");
+    EXPECT_TRUE(h.ok()) << h.status();
+    auto f = engine::WorldFrame::Decode(h->world_frame);
+    EXPECT_TRUE(f.ok()) << f.status();
+    extent = {f->extent_x(), f->extent_y(), f->extent_z()};
+  }
+  std::string Cli(const std::string& args) const {
+    return absl::StrCat(VOXDB_CLI_PATH, " --address 127.0.0.1:", daemon.port(), " ", args);
+  }
+  std::string WorldArgs() const { return absl::StrCat(extent[0], " ", extent[1], " ", extent[2]); }
+  testing::DaemonProcess daemon;
+  std::unique_ptr<Client> client;
+  std::array<uint64_t, 3> extent{};
+};
+
+std::string Check(const std::string& store, const Box& box, const std::string& raw,
+                  const std::string& compressor) {
+  return absl::StrCat(kPython, " ", ZARR_CHECK_PY, " check ", store, " ", BoxArgs(box), " ", raw,
+                      " ", compressor);
+}
+
+TEST(CliZarrExport, ZarrPythonReadsTerrainAndFills) {
+  if (!HaveZarr()) GTEST_SKIP() << "python3-zarr is not installed";
+  testing::TempDir dir;
+  Server server(dir.Sub("db"));
+  const auto [cx, cy, cz] = testing::SampleSurfaceChunkCoords(1);
+  testing::TerrainGenerator terrain;
+
+  // R: 3 x 3 x 3 chunks; the bottom layer is stored terrain, a fill in the
+  // top layer, the middle layer empty.
+  const Box region{{cx * kEdge, cy * kEdge, cz * kEdge},
+                   {(cx + 3) * kEdge, (cy + 3) * kEdge, (cz + 3) * kEdge}};
+  const uint64_t sx = 3 * kEdge, sy = 3 * kEdge;
+  std::vector<uint8_t> expected(Volume(region), 0);
+  for (uint32_t j = 0; j < 3; ++j) {
+    for (uint32_t i = 0; i < 3; ++i) {
+      std::vector<uint8_t> dense = terrain.Chunk(cx + i, cy + j, cz);
+      engine::Chunk chunk = engine::Chunk::FromDense(dense);
+      chunk.Compact();
+      protocol::PutChunkRequest put;
+      put.code = engine::MortonEncode(cx + i, cy + j, cz);
+      put.record = engine::EncodeChunk(chunk, 0, engine::NowMicros());
+      ASSERT_TRUE(server.client->PutChunk(put).ok());
+      for (uint64_t z = 0; z < kEdge; ++z) {
+        for (uint64_t y = 0; y < kEdge; ++y) {
+          for (uint64_t x = 0; x < kEdge; ++x) {
+            expected[(z * sy + j * kEdge + y) * sx + i * kEdge + x] =
+                dense[(z * kEdge + y) * kEdge + x];
+          }
+        }
+      }
+    }
+  }
+  const Box fill{{region.lo.x + 100, region.lo.y + 5, region.lo.z + 2 * kEdge + 10},
+                 {region.lo.x + 2 * kEdge + 20, region.lo.y + 300, region.lo.z + 2 * kEdge + 40}};
+  ASSERT_TRUE(server.client->FillBox(fill, 9).ok());
+  for (uint64_t z = fill.lo.z; z < fill.hi.z; ++z) {
+    for (uint64_t y = fill.lo.y; y < fill.hi.y; ++y) {
+      for (uint64_t x = fill.lo.x; x < fill.hi.x; ++x) {
+        expected[((z - region.lo.z) * sy + y - region.lo.y) * sx + x - region.lo.x] = 9;
+      }
+    }
+  }
+  // The server agrees with what was written.
+  auto read = server.client->ReadBox(region);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_TRUE(*read == expected);
+  const std::string raw = dir.Sub("expected.raw");
+  WriteRaw(raw, expected);
+
+  for (const std::string compressor : {"zstd", "blosc"}) {
+    SCOPED_TRACE(compressor);
+    const std::string store = dir.Sub(absl::StrCat("export-", compressor));
+    ASSERT_EQ(Shell(server.Cli(absl::StrCat("export --out ", store, " --compressor ", compressor))),
+              0);
+    EXPECT_EQ(Shell(Check(store, region, raw, compressor)), 0);
+    // 9 terrain chunks (not all 0) and the 3 x 3 chunks of the fill.
+    size_t files = 0;
+    for (const auto& e : std::filesystem::directory_iterator(store + "/world_voxels")) {
+      if (e.path().filename().string()[0] != '.') ++files;
+    }
+    EXPECT_EQ(files, 18u);
+  }
+
+  // --box: voxels outside it are 0.
+  const Box box{{region.lo.x + 60, region.lo.y + 130, region.lo.z + 20},
+                {region.lo.x + 290, region.lo.y + 200, region.lo.z + 2 * kEdge + 30}};
+  std::vector<uint8_t> cropped = expected;
+  for (uint64_t z = 0; z < 3 * kEdge; ++z) {
+    for (uint64_t y = 0; y < sy; ++y) {
+      for (uint64_t x = 0; x < sx; ++x) {
+        if (!Inside(box, region.lo.x + x, region.lo.y + y, region.lo.z + z)) {
+          cropped[(z * sy + y) * sx + x] = 0;
+        }
+      }
+    }
+  }
+  const std::string cropped_raw = dir.Sub("cropped.raw");
+  WriteRaw(cropped_raw, cropped);
+  const std::string store = dir.Sub("export-box");
+  ASSERT_EQ(Shell(server.Cli(absl::StrCat("export --out ", store, " --box ", BoxArgs(box)))), 0);
+  EXPECT_EQ(Shell(Check(store, region, cropped_raw, "zstd")), 0);
+}
+
+TEST(CliZarrImport, ZstdAndBloscWithBothSeparators) {
+  if (!HaveZarr()) GTEST_SKIP() << "python3-zarr is not installed";
+  const auto [cx, cy, cz] = testing::SampleSurfaceChunkCoords(1);
+  // Partly covers 3 x 2 x 2 chunks.
+  const Box region{{cx * kEdge + 50, cy * kEdge + 20, cz * kEdge + 100},
+                   {cx * kEdge + 300, cy * kEdge + 150, cz * kEdge + 200}};
+  int seed = 1;
+  for (const std::string compressor : {"zstd", "blosc"}) {
+    for (const std::string sep : {".", "/"}) {
+      SCOPED_TRACE(absl::StrCat(compressor, " '", sep, "'"));
+      testing::TempDir dir;
+      Server server(dir.Sub("db"));
+      const std::string store = dir.Sub("store");
+      const std::string raw = dir.Sub("data.raw");
+      ASSERT_EQ(Shell(absl::StrCat(kPython, " ", ZARR_CHECK_PY, " make ", store, " ", compressor,
+                                   " ", sep, " ", server.WorldArgs(), " ", BoxArgs(region), " ",
+                                   raw, " ", seed++)),
+                0);
+      ASSERT_EQ(Shell(server.Cli(absl::StrCat("import ", store))), 0);
+      const std::vector<uint8_t> data = ReadRaw(raw);
+      auto read = server.client->ReadBox(region);
+      ASSERT_TRUE(read.ok()) << read.status();
+      EXPECT_TRUE(*read == data);
+      // The rest of the chunks written reads 0 (the array's fill value).
+      const Box beside{{region.lo.x - 40, region.lo.y, region.lo.z},
+                       {region.lo.x, region.lo.y + 10, region.lo.z + 10}};
+      auto zeros = server.client->ReadBox(beside);
+      ASSERT_TRUE(zeros.ok()) << zeros.status();
+      EXPECT_EQ(*zeros, std::vector<uint8_t>(Volume(beside), 0));
+
+      // --box into a server where everything is 7: only the box changes.
+      testing::TempDir dir2;
+      Server other(dir2.Sub("db"));
+      ASSERT_TRUE(other.client->FillBox(region, 7).ok());
+      const Box box{{region.lo.x + 70, region.lo.y + 1, region.lo.z + 3},
+                    {region.lo.x + 200, region.lo.y + 90, region.lo.z + 99}};
+      ASSERT_EQ(Shell(other.Cli(absl::StrCat("import ", store, " --box ", BoxArgs(box)))), 0);
+      auto got = other.client->ReadBox(region);
+      ASSERT_TRUE(got.ok()) << got.status();
+      const uint64_t sx = region.hi.x - region.lo.x, sy = region.hi.y - region.lo.y;
+      uint64_t wrong = 0;
+      for (uint64_t z = 0; z < region.hi.z - region.lo.z; ++z) {
+        for (uint64_t y = 0; y < sy; ++y) {
+          for (uint64_t x = 0; x < sx; ++x) {
+            const uint64_t at = (z * sy + y) * sx + x;
+            const uint8_t want =
+                Inside(box, region.lo.x + x, region.lo.y + y, region.lo.z + z) ? data[at] : 7;
+            wrong += (*got)[at] != want;
+          }
+        }
+      }
+      EXPECT_EQ(wrong, 0u);
+    }
+  }
+}
+
+TEST(CliZarrImport, RefusesOtherLayouts) {
+  if (!HaveZarr()) GTEST_SKIP() << "python3-zarr is not installed";
+  testing::TempDir dir;
+  Server server(dir.Sub("db"));
+  const std::string store = dir.Sub("bad");
+  ASSERT_EQ(Shell(absl::StrCat(kPython, " ", ZARR_CHECK_PY, " make-bad ", store, " ",
+                               server.WorldArgs())),
+            0);
+  std::string out;
+  EXPECT_EQ(Shell(server.Cli(absl::StrCat("import ", store)), &out), 1);
+  EXPECT_NE(out.find("chunks are not [128, 128, 128]"), std::string::npos) << out;
+  EXPECT_NE(Shell(server.Cli(absl::StrCat("import ", dir.Sub("missing")))), 0);
+  EXPECT_EQ(Shell(server.Cli(absl::StrCat("export --out ", dir.Sub("x"), " --compressor lz4"))), 2);
+}
+
+}  // namespace
+}  // namespace voxdb
