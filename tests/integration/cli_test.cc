@@ -4,7 +4,6 @@
 // code are checked.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <s2/s2cell_id.h>
 #include <s2/s2latlng.h>
 #include <s2/s2latlng_rect.h>
@@ -38,6 +37,7 @@
 #include "index/s2_index.h"
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/run_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -55,77 +55,15 @@ constexpr uint64_t kX = 128'000'000, kY = 51'200'000, kZ = 40'000'000;
 constexpr engine::ChunkCoord kChunkA{1'000'000, 400'000, 312'500};
 constexpr engine::ChunkCoord kChunkB{1'000'002, 400'000, 312'500};
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::ostream& operator<<(std::ostream& os, const CliResult& r) {
-  return os << "exit " << r.exit_code << "\n--- stdout\n" << r.out << "--- stderr\n" << r.err;
-}
+using CliResult = testing::ProcessResult;
 
 // Runs the voxdb binary with `args` and the environment of this process
 // minus VOXDB_ADDRESS and VOXDB_TOKEN, plus `env`.
 CliResult RunCli(const std::vector<std::string>& args,
                  const std::vector<std::pair<std::string, std::string>>& env = {}) {
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string_view entry = *e;
-    if (entry.starts_with("VOXDB_ADDRESS=") || entry.starts_with("VOXDB_TOKEN=")) continue;
-    env_strings.emplace_back(entry);
-  }
-  for (const auto& [name, value] : env) env_strings.push_back(name + "=" + value);
-  std::vector<std::string> argv_strings = {VOXDB_CLI_PATH};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv, envp;
-  for (auto& a : argv_strings) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-
-  int out[2], err[2];
-  if (pipe(out) != 0 || pipe(err) != 0) std::abort();
-  const pid_t pid = fork();
-  if (pid < 0) std::abort();
-  if (pid == 0) {
-    dup2(out[1], STDOUT_FILENO);
-    dup2(err[1], STDERR_FILENO);
-    close(out[0]);
-    close(out[1]);
-    close(err[0]);
-    close(err[1]);
-    execve(argv[0], argv.data(), envp.data());
-    _exit(127);
-  }
-  close(out[1]);
-  close(err[1]);
-  CliResult result;
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  std::string* sinks[2] = {&result.out, &result.err};
-  int open = 2;
-  while (open > 0) {
-    if (poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      std::abort();
-    }
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buf[65536];
-      const ssize_t n = read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        sinks[i]->append(buf, static_cast<size_t>(n));
-      } else if (n == 0 || errno != EINTR) {
-        close(fds[i].fd);
-        fds[i].fd = -1;
-        --open;
-      }
-    }
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return result;
+  std::vector<std::string> argv = {VOXDB_CLI_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return testing::RunProcess(argv, {"VOXDB_ADDRESS", "VOXDB_TOKEN"}, env);
 }
 
 std::vector<uint8_t> ReadBytes(const std::string& path) {

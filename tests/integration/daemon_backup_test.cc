@@ -12,6 +12,7 @@
 
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/pipelined_writes.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -38,29 +39,15 @@ TEST(DaemonBackupTest, OnlineBackupUnderWritesHoldsEveryEarlierAcknowledgedWrite
     std::vector<std::thread> writers;
     for (int t = 0; t < 4; ++t) {
       writers.emplace_back([&, t] {
-        auto c = Client::Connect("127.0.0.1", daemon.port());
-        if (!c.ok()) return;
-        std::map<uint64_t, protocol::SetVoxelsRequest::Edit> pending;
-        for (uint64_t i = 0;; ++i) {
-          while (go && pending.size() < 8) {
-            protocol::SetVoxelsRequest::Edit e{{kX + i, kY + uint64_t(t), kZ},
-                                               static_cast<uint8_t>(i % 200 + 1)};
-            ++i;
-            auto id = (*c)->Send(Opcode::kSetVoxels, protocol::SetVoxelsRequest{{e}}.Encode());
-            if (!id.ok()) return;
-            pending[*id] = e;
-          }
-          if (pending.empty()) return;
-          auto f = (*c)->Receive();
-          if (!f.ok()) return;
-          auto it = pending.find(f->header.request_id);
-          if (it == pending.end()) continue;
-          if (f->header.status == 0) {
-            std::lock_guard<std::mutex> l(mu);
-            acked.push_back(it->second);
-          }
-          pending.erase(it);
-        }
+        testing::WritePipelined(
+            daemon.port(), 8, go,
+            [t](uint64_t i) {
+              return testing::Edit{{kX + i, kY + uint64_t(t), kZ}, uint8_t(i % 200 + 1)};
+            },
+            [&](const testing::Edit& e) {
+              std::lock_guard<std::mutex> l(mu);
+              acked.push_back(e);
+            });
       });
     }
     // Some flushed data too, so the copy has chunks as well as journal.
