@@ -4,6 +4,7 @@
 //   net_bench --address ... --mode get-chunks --connections 16 --seconds 5
 //             [--pipeline 1] [--batch 1] [--client-threads 1] [--verify]
 //   net_bench --address ... --mode set-voxels --connections 64 --seconds 5
+//   net_bench --address ... --mode ping --connections 64 --seconds 5
 //   net_bench --mode smoke --voxdbd build/daemon/voxdbd
 //
 // "load" writes the first --chunks surface chunks of the terrain generator
@@ -107,7 +108,7 @@ struct Flags {
 [[noreturn]] void Usage(const std::string& why) {
   std::fprintf(stderr,
                "net_bench: %s\n"
-               "usage: net_bench --mode load|get-chunks|set-voxels --address HOST:PORT\n"
+               "usage: net_bench --mode load|get-chunks|set-voxels|ping --address HOST:PORT\n"
                "                 [--chunks N] [--seed S] [--connections C] [--client-threads T]\n"
                "                 [--seconds S] [--warmup S] [--pipeline P] [--batch B]\n"
                "                 [--verify] [--probe-interval-us U]\n"
@@ -411,7 +412,7 @@ absl::StatusOr<LoadResult> RunLoad(const Flags& f) {
 
 // --- The event-loop load generator ------------------------------------------------
 
-enum class Workload { kGetChunks, kSetVoxels };
+enum class Workload { kGetChunks, kSetVoxels, kPing };
 
 struct RunStats {
   uint64_t ops = 0;       // chunks or edits completed in the window
@@ -565,6 +566,9 @@ class Driver {
         req.codes.push_back(engine::ChunkKey::FromCoord(coords_[rng_() % coords_.size()]).code());
       }
       payload_ = req.Encode();
+    } else if (workload_ == Workload::kPing) {
+      op = Opcode::kPing;
+      payload_.push_back(static_cast<uint8_t>(rng_()));
     } else {
       op = Opcode::kSetVoxels;
       const engine::VoxelCoord v = RandomVoxel();
@@ -655,6 +659,12 @@ class Driver {
       } else {
         stats_.Error(bytes.status().ToString());
       }
+    } else if (workload_ == Workload::kPing) {
+      if (p.size() == 1) {
+        ops = 1;
+      } else {
+        stats_.Error("PING: the reply does not echo the payload");
+      }
     } else {
       auto version = protocol::DecodeU64(p);
       if (version.ok() && *version > 0) {
@@ -740,6 +750,23 @@ absl::StatusOr<RunStats> RunGetChunks(const Flags& f) {
       static_cast<unsigned long long>(s.errors));
   std::fflush(stdout);
   PrintErrors("get-chunks", s);
+  if (s.errors > 0) return absl::InternalError(s.first_error);
+  return s;
+}
+
+// --- ping ------------------------------------------------------------------------
+
+// The request rate of a round trip that does no work: the ceiling of any
+// request on this machine at this connection count.
+absl::StatusOr<RunStats> RunPing(const Flags& f) {
+  const RunStats s = Drive(f, Workload::kPing, {}, MakeWindow(f));
+  std::printf(
+      "RESULT ping conns=%d client_threads=%d ops_s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu\n",
+      f.connections, std::min(f.client_threads, f.connections),
+      static_cast<double>(s.ops) / f.seconds, s.latency.QuantileUs(0.5), s.latency.QuantileUs(0.99),
+      static_cast<unsigned long long>(s.errors));
+  std::fflush(stdout);
+  PrintErrors("ping", s);
   if (s.errors > 0) return absl::InternalError(s.first_error);
   return s;
 }
@@ -892,6 +919,10 @@ int RunSmoke(Flags f) {
   f.client_threads = 1;
   f.pipeline = 1;
   f.batch = 1;
+  auto pings = RunPing(f);
+  SMOKE_CHECK(pings.ok(), "ping: %s", pings.status().ToString().c_str());
+  SMOKE_CHECK(pings->ops > 0, "ping: no PING answered");
+
   auto sets = RunSetVoxels(f);
   SMOKE_CHECK(sets.ok(), "set-voxels: %s", sets.status().ToString().c_str());
   SMOKE_CHECK(sets->writes.ops > 0, "set-voxels: no write acknowledged");
@@ -940,6 +971,8 @@ int Main(int argc, char** argv) {
     s = RunGetChunks(f).status();
   } else if (f.mode == "set-voxels") {
     s = RunSetVoxels(f).status();
+  } else if (f.mode == "ping") {
+    s = RunPing(f).status();
   } else {
     Usage("unknown --mode " + f.mode);
   }
