@@ -260,6 +260,13 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
         if (!metres.ok()) return metres.status();
         (name == "--alt-min" ? cl.alt_min : cl.alt_max) = *metres;
       }
+    } else if (name == "--lod") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      auto n = ParseU64(*v, name);
+      if (!n.ok()) return n.status();
+      if (*n > 16) return UsageError(absl::StrFormat("--lod %u is not in 0..16", *n));
+      cl.lod = *n;
     } else if (name == "--out" || name == "--compressor") {
       auto v = value();
       if (!v.ok()) return v.status();

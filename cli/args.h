@@ -80,6 +80,9 @@ struct CommandLine {
   std::optional<uint64_t> limit;               // --limit N: chunks per page
   bool all = false;                            // --all: every page
   std::optional<std::vector<uint8_t>> cursor;  // --cursor HEX
+  // --lod L: the LOD level of get-chunk and query (0: the chunks
+  // themselves; 1..16: the pyramid's levels).
+  std::optional<uint64_t> lod;
   // The first query option given ("--limit"), or nullptr when none is.
   const char* FirstQueryOption() const;
   std::string command;            // empty: none given

@@ -249,7 +249,8 @@ absl::Status GetChunk(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(OutputFile out, OutputFile::Create(cl.args[1]));
   VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
   const uint64_t code = key.code();
-  VOXDB_ASSIGN_OR_RETURN(protocol::GetChunksReply reply, s.client->GetChunks({&code, 1}));
+  const uint8_t level = static_cast<uint8_t>(cl.lod.value_or(0));
+  VOXDB_ASSIGN_OR_RETURN(protocol::GetChunksReply reply, s.client->GetChunks({&code, 1}, level));
   const protocol::ChunkResult& r = reply.results[0];
   if (r.status != 0) {
     return protocol::ServerError(
@@ -262,6 +263,10 @@ absl::Status GetChunk(const CommandLine& cl) {
   o.Num("key", code).Num("cx", c.x).Num("cy", c.y).Num("cz", c.z).Num("version", r.version);
   std::string text =
       absl::StrFormat("key %u\nchunk %u,%u,%u\nversion %u\n", code, c.x, c.y, c.z, r.version);
+  if (level != 0) {
+    o.Num("lod", level);
+    absl::StrAppendFormat(&text, "lod %u\n", level);
+  }
   auto view = engine::ParseChunkRecord(r.bytes);
   if (view.ok()) {
     o.Str("encoding", EncodingName(view->header.encoding)).Num("bytes", r.bytes.size());
@@ -490,6 +495,21 @@ absl::Status Reindex(const CommandLine& cl) {
   return absl::OkStatus();
 }
 
+absl::Status Lod(const CommandLine& cl) {
+  if (cl.args.size() != 1 || cl.args[0] != "rebuild") {
+    return UsageError("the only lod command is: lod rebuild");
+  }
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  const auto start = std::chrono::steady_clock::now();
+  VOXDB_RETURN_IF_ERROR(s.client->LodRebuild());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  JsonObject o = CommandObject(cl);
+  o.Bool("ok", true).Raw("seconds", absl::StrFormat("%.3f", seconds));
+  Emit(cl, o, absl::StrFormat("ok LOD pyramid rebuilt in %.2f s\n", seconds));
+  return absl::OkStatus();
+}
+
 // --- voxdb query -------------------------------------------------------------
 
 constexpr uint32_t kDefaultQueryLimit = 1000;
@@ -602,6 +622,7 @@ absl::StatusOr<protocol::QueryRequest> ParseQuery(const CommandLine& cl) {
     if (cl.cursor->size() > UINT16_MAX) return UsageError("--cursor is too long");
     q.cursor = *cl.cursor;
   }
+  q.level = static_cast<uint8_t>(cl.lod.value_or(0));
   return q;
 }
 
@@ -671,6 +692,7 @@ absl::Status Query(const CommandLine& cl) {
   }
   JsonObject o = CommandObject(cl);
   o.Str("kind", cl.args[0]).Num("pages", pages);
+  if (request.level != 0) o.Num("lod", request.level);
   o.Raw("chunks", JsonArray(chunks)).Raw("fills", JsonArray(fills));
   if (result.next_cursor.empty()) {
     o.Raw("next_cursor", "null");
@@ -698,9 +720,9 @@ const CommandSpec kCommands[] = {
     {"info", "", "the server's version, world frame, limits and stats",
      "Prints what the server says about itself, from its HELLO reply (versions, this token's\n"
      "role, the world frame, the request limits) and its STATS counters, one \"name value\"\n"
-     "line each, in sections: # server, # storage, # cache, # journal, # index, # clients\n"
-     "(and # other for counters of a newer server). With --json: one object with a member\n"
-     "per section.\n",
+     "line each, in sections: # server, # storage, # cache, # journal, # index, # lod,\n"
+     "# clients (and # other for counters of a newer server). With --json: one object with a\n"
+     "member per section.\n",
      0, false, false, Info},
     {"get-voxel", "X Y Z", "print the material of one voxel",
      "Prints the material id (0..255) of voxel (X, Y, Z).\n", 3, false, false, GetVoxel},
@@ -710,7 +732,10 @@ const CommandSpec kCommands[] = {
      4, false, false, SetVoxel},
     {"get-chunk", "CHUNK FILE", "save a chunk's record to FILE",
      "Writes the chunk's record, as GET_CHUNKS returns it (engine/FORMAT.md), to FILE and\n"
-     "prints its key, coordinates, version, encoding, size and modification time.\n",
+     "prints its key, coordinates, version, encoding, size and modification time.\n"
+     "With --lod L (1..16): the LOD node CHUNK of level L instead (its code, or its node\n"
+     "coordinates: chunk coordinates divided by 2^L), as last built; its version is the\n"
+     "newest of the chunks under it then (0: never built).\n",
      2, false, false, GetChunk},
     {"put-chunk", "CHUNK FILE [--expect-version V]", "store the chunk record in FILE as CHUNK",
      "Stores the chunk record in FILE (e.g. from get-chunk, of any chunk) as chunk CHUNK and\n"
@@ -778,6 +803,9 @@ const CommandSpec kCommands[] = {
      "  --limit N                    chunks per page, 1..65536 (default 1000)\n"
      "  --all                        follow the cursors: every page, then no next-cursor\n"
      "  --cursor HEX                 start at this page (a next-cursor printed before)\n"
+     "  --lod L                      the level-L LOD nodes (1..16) over the chunks found,\n"
+     "                               in node code order, with their built versions (0:\n"
+     "                               not built yet); CX,CY,CZ are node coordinates\n"
      "\n"
      "With --json: {\"chunks\":[{\"cx\",\"cy\",\"cz\",\"key\",\"version\"}...],\"fills\":\n"
      "[{\"seq\",\"lo\",\"hi\",\"material\"}...],\"next_cursor\":HEX or null}.\n",
@@ -793,6 +821,12 @@ const CommandSpec kCommands[] = {
      "Asks the server to rebuild its S2 index from the stored chunks (admin role) and prints\n"
      "the number of entries: entries N. Queries give the same answers before and after.\n",
      0, false, false, Reindex},
+    {"lod", "rebuild", "rebuild the LOD pyramid from the chunks",
+     "Asks the server (admin role) to rebuild every level of its LOD pyramid from the\n"
+     "chunks and fills now, and prints how long it took. The pyramid is otherwise kept up\n"
+     "to date in the background as chunks are flushed; voxdb info shows the nodes still\n"
+     "waiting (lod_dirty). Read the levels with get-chunk --lod L and query --lod L.\n",
+     1, false, false, Lod},
     {"stats", "", "print the server's counters",
      "Prints the STATS text: one \"name value\" line per counter.\n", 0, false, false, Stats},
     {"verify", "--data DIR", "check a stopped database's records and index (offline)",

@@ -9,8 +9,8 @@
 namespace voxdb::cli {
 namespace {
 
-constexpr std::array<std::string_view, 6> kSections = {"server",  "storage", "cache",
-                                                       "journal", "index",   "clients"};
+constexpr std::array<std::string_view, 7> kSections = {"server", "storage", "cache",  "journal",
+                                                       "index",  "lod",     "clients"};
 constexpr std::string_view kOther = "other";
 
 // STATS name prefixes, first match wins (so "index_" before "in_").
@@ -23,6 +23,8 @@ constexpr std::pair<std::string_view, std::string_view> kPrefixes[] = {
     {"started", "server"},
     {"version", "server"},
     {"threads", "server"},
+    // the LOD pyramid
+    {"lod_", "lod"},
     // index (before "in_flight" and the like)
     {"index_", "index"},
     {"s2", "index"},

@@ -26,6 +26,7 @@
 #include "daemon/metrics.h"
 #include "daemon/server.h"
 #include "engine/database.h"
+#include "engine/lod.h"
 #include "engine/world_frame.h"
 #include "index/s2_index.h"
 
@@ -161,7 +162,7 @@ int main(int argc, char** argv) {
   std::string max_frame, max_buffered, idle_timeout, send_timeout, shutdown_timeout;
   std::vector<std::string> tokens;
   std::string log_level, slow_request;
-  int threads = 0, max_connections = 0;
+  int threads = 0, max_connections = 0, lod_levels = 0;
   po::options_description desc("voxdbd options (also accepted in the config file as name = value)");
   desc.add_options()("help", "show this help and exit")("version", "print the version and exit")(
       "config", po::value(&config), "read options from this file (command line wins)")(
@@ -196,7 +197,9 @@ int main(int argc, char** argv) {
       "log-level", po::value(&log_level)->default_value("info"),
       "debug, info, warn or error; SIGHUP re-reads it from --config")(
       "slow-request", po::value(&slow_request)->default_value("100ms"),
-      "log requests that take longer than this at warn (0: never)");
+      "log requests that take longer than this at warn (0: never)")(
+      "lod-levels", po::value(&lod_levels)->default_value(engine::kDefaultLodLevels),
+      "LOD pyramid levels kept, 1..16, built in the background as chunks change (0: none)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -301,6 +304,9 @@ int main(int argc, char** argv) {
     }
     server_options.tokens.push_back(std::move(token));
   }
+  if (lod_levels < 0 || lod_levels > engine::kMaxLodLevels) {
+    return Fail("lod-levels", std::to_string(lod_levels) + " is not in 0..16");
+  }
   if (server_options.tokens.empty() && daemon::RequiresTokens(server_options.listen_address)) {
     return Fail("listen", server_options.listen_address +
                               " is beyond loopback: configure at least one --token ROLE:SECRET");
@@ -323,6 +329,10 @@ int main(int argc, char** argv) {
   db_options.store.frame = engine::WorldFrame::Earth();
   index::S2Index s2(*db_options.store.frame);
   db_options.observers.push_back(&s2);
+  // The LOD pyramid: the flusher marks the parents of what it writes, a
+  // builder thread rebuilds them (engine/lod.h).
+  engine::LodObserver lod_observer;
+  if (lod_levels > 0) db_options.observers.push_back(&lod_observer);
   // Prometheus metrics: declared before the database, whose hooks count into it.
   std::unique_ptr<daemon::Metrics> metrics;
   if (!metrics_address.empty()) {
@@ -341,6 +351,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "voxdbd: cannot build the S2 index of %s: %s\n", data.c_str(),
                  std::string(s.message()).c_str());
     return 1;
+  }
+  std::unique_ptr<engine::LodPyramid> lod;
+  if (lod_levels > 0) {
+    engine::LodOptions lod_options;
+    lod_options.levels = lod_levels;
+    lod = std::make_unique<engine::LodPyramid>(db->get(), lod_options);
+    lod->Start();
+    server_options.lod = lod.get();
   }
   auto server = std::make_unique<daemon::Server>(server_options, db->get());
   auto port = server->Listen();
@@ -386,7 +404,10 @@ int main(int argc, char** argv) {
   // Order matters: the database's last acknowledgements post to the
   // server's (stopped) loop, so the database goes first.
   const absl::Status flushed = (*db)->Flush();
+  // Markers the builder has not reached stay in the store for the next start.
+  if (lod != nullptr) lod->Stop();
   if (metrics != nullptr) metrics->StopServing();  // scrapes read the database
+  lod.reset();
   db->reset();
   server.reset();
   if (!flushed.ok()) {

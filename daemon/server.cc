@@ -394,6 +394,24 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         });
         return;
       }
+      case Opcode::kLodRebuild: {
+        if (absl::Status s = CheckLodLevel(1); !s.ok()) return fail(s);
+        // Reads every chunk: off the I/O threads.
+        auto self = shared_from_this();
+        const Clock::time_point start = BeginAsync();
+        server_->RunBackground([self, op, id, start] {
+          const auto t0 = Clock::now();
+          const absl::Status s = self->options_.lod->RebuildAll();
+          Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "LOD rebuild: %s in %.1f s",
+              s.ToString(), std::chrono::duration<double>(Clock::now() - t0).count());
+          asio::post(self->socket_.get_executor(), [self, s, op, id, start] {
+            self->EndAsync();
+            self->reply_start_ = start;
+            self->Reply(op, id, s);
+          });
+        });
+        return;
+      }
       case Opcode::kReindex: {
         // One write transaction over every chunk: off the I/O threads.
         auto self = shared_from_this();
@@ -428,6 +446,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     if (req->codes.size() > options_.max_batch) {
       return Reply(op, id, absl::InvalidArgumentError("too many chunks in one GET_CHUNKS"));
     }
+    if (req->level != 0) return GetLodChunks(op, id, *req);
     std::vector<engine::ChunkKey> keys;
     keys.reserve(req->codes.size());
     for (uint64_t c : req->codes) {
@@ -461,6 +480,70 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     Enqueue(std::move(out));
   }
 
+  // GET_CHUNKS at LOD level >= 1: the last built record of each node, its
+  // version the newest of the chunks under it when built. A node never
+  // built reads as air, version 0, like a chunk never written.
+  void GetLodChunks(uint8_t op, uint64_t id, const protocol::GetChunksRequest& req) {
+    engine::LodPyramid* lod = options_.lod;
+    if (absl::Status s = CheckLodLevel(req.level); !s.ok()) return Reply(op, id, s);
+    const uint64_t max_node = engine::ChunkKey::kMaxCode >> (3 * req.level);
+    for (uint64_t c : req.codes) {
+      if (c > max_node) {
+        return Reply(op, id,
+                     absl::InvalidArgumentError(
+                         absl::StrFormat("node %u does not exist at LOD level %u", c, req.level)));
+      }
+    }
+    std::vector<uint8_t> out =
+        NewFrame(std::min<size_t>(4 + req.codes.size() * (48 << 10), options_.max_frame_payload));
+    AppendLE<uint32_t>(&out, static_cast<uint32_t>(req.codes.size()));
+    const size_t limit = protocol::kHeaderSize + options_.max_frame_payload;
+    for (uint64_t c : req.codes) {
+      auto read = lod->GetLod(req.level, c);
+      WireStatus wire = WireStatus::kOk;
+      uint64_t version = 0;
+      std::vector<uint8_t> bytes;
+      if (read.ok()) {
+        version = read->version;
+        bytes = std::move(read->record);
+      } else if (absl::IsNotFound(read.status())) {
+        bytes = AirRecord();
+      } else {
+        wire = protocol::ToWireStatus(read.status());
+        const absl::string_view m = read.status().message();
+        bytes.assign(m.begin(), m.end());
+        if (options_.metrics != nullptr) options_.metrics->OnError(wire);
+      }
+      if (wire == WireStatus::kOk && out.size() + 14 + bytes.size() > limit) {
+        wire = WireStatus::kTooLarge;  // as at level 0: ask for it again
+        bytes.clear();
+      }
+      AppendLE<uint16_t>(&out, static_cast<uint16_t>(wire));
+      AppendLE<uint64_t>(&out, version);
+      AppendLE<uint32_t>(&out, static_cast<uint32_t>(bytes.size()));
+      Append(&out, bytes.data(), bytes.size());
+    }
+    SealFrame(op, id, WireStatus::kOk, &out);
+    Enqueue(std::move(out));
+  }
+
+  absl::Status CheckLodLevel(int level) const {
+    if (options_.lod == nullptr) {
+      return absl::UnimplementedError("this server keeps no LOD pyramid (lod-levels = 0)");
+    }
+    if (level < 1 || level > options_.lod->levels()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("LOD level %d is not kept (this server keeps levels 1..%d)", level,
+                          options_.lod->levels()));
+    }
+    return absl::OkStatus();
+  }
+
+  static const std::vector<uint8_t>& AirRecord() {
+    static const std::vector<uint8_t> air = engine::EncodeChunk(engine::Chunk(0), 0, 0);
+    return air;
+  }
+
   // QUERY_RADIUS, QUERY_CELL, QUERY_RECT, QUERY_BOX: one page of the index.
   void Query(uint8_t op, uint64_t id, std::span<const uint8_t> p) {
     auto req = protocol::QueryRequest::Decode(static_cast<Opcode>(op), p);
@@ -471,7 +554,28 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     if (req->band) options.band = index::AltitudeBand{req->band->min_m, req->band->max_m};
     options.limit = req->limit;
     options.cursor = std::move(req->cursor);
-    auto result = index::Query(*server_->db_, *region, options);
+    if (req->level != 0) {
+      // Evaluates the whole level-0 answer: off the I/O threads.
+      if (absl::Status s = CheckLodLevel(req->level); !s.ok()) return Reply(op, id, s);
+      auto self = shared_from_this();
+      const Clock::time_point start = BeginAsync();
+      server_->RunBackground([self, op, id, start, level = req->level, region = *region,
+                              options = std::move(options)] {
+        auto result =
+            index::QueryLod(*self->server_->db_, *self->options_.lod, level, region, options);
+        asio::post(self->socket_.get_executor(),
+                   [self, op, id, start, result = std::move(result)]() mutable {
+                     self->EndAsync();
+                     self->reply_start_ = start;
+                     self->ReplyQuery(op, id, std::move(result));
+                   });
+      });
+      return;
+    }
+    ReplyQuery(op, id, index::Query(*server_->db_, *region, options));
+  }
+
+  void ReplyQuery(uint8_t op, uint64_t id, absl::StatusOr<index::QueryResult> result) {
     if (!result.ok()) return Reply(op, id, result.status());
     protocol::QueryReply reply;
     reply.chunks.reserve(result->chunks.size());
@@ -515,6 +619,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       if (auto n = (*snap)->Count(engine::Table::kS2Index); n.ok()) {
         out << "index_entries " << *n << "\n";
       }
+    }
+    if (options_.lod != nullptr) {
+      out << "lod_levels " << options_.lod->levels() << "\nlod_dirty " << options_.lod->DirtyCount()
+          << "\n";
+    } else {
+      out << "lod_levels 0\n";
     }
     out << "uptime_seconds "
         << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - server_->started_)

@@ -28,6 +28,7 @@
 
 #include "daemon/asio.h"
 #include "engine/database.h"
+#include "engine/lod.h"
 #include "protocol/messages.h"
 
 namespace voxdb::daemon {
@@ -58,6 +59,10 @@ struct ServerOptions {
   // Counts every request's op, status and latency (daemon/metrics.h). Not
   // owned; must outlive the Server. nullptr: nothing is counted.
   Metrics* metrics = nullptr;
+  // The LOD pyramid GET_CHUNKS and the queries read at levels >= 1, and
+  // LOD_REBUILD rebuilds. Not owned; must outlive the Server. nullptr: LOD
+  // is off (those requests fail UNSUPPORTED).
+  engine::LodPyramid* lod = nullptr;
 };
 
 // True when `address` is not a loopback address (127.0.0.0/8, ::1), i.e.

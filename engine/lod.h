@@ -103,6 +103,9 @@ class LodPyramid {
   LodPyramid(const LodPyramid&) = delete;
   LodPyramid& operator=(const LodPyramid&) = delete;
 
+  // The levels kept: 1..levels().
+  int levels() const { return options_.levels; }
+
   // Starts / stops the background builder. Stop waits for the node being
   // built; call it before the Database is destroyed.
   void Start();

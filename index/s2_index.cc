@@ -347,6 +347,64 @@ StatusOr<QueryResult> QueryBox(engine::Database& db, const engine::VoxelBox& box
 
 }  // namespace
 
+StatusOr<QueryResult> QueryLod(engine::Database& db, engine::LodPyramid& lod, int level,
+                               const Region& region, const QueryOptions& options) {
+  if (level < 1 || level > lod.levels()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "LOD level %d is not kept (this server keeps levels 1..%d)", level, lod.levels()));
+  }
+  if (options.limit == 0) return absl::InvalidArgumentError("limit must be at least 1");
+  uint64_t from = 0;
+  if (!options.cursor.empty()) {
+    if (options.cursor.size() != 8) return absl::InvalidArgumentError("bad LOD query cursor");
+    from = GetBE64(options.cursor.data());
+  }
+  // The whole level-0 answer, mapped to its ancestors.
+  QueryOptions all;
+  all.band = options.band;
+  all.limit = 1 << 16;
+  std::vector<uint64_t> nodes;
+  std::vector<engine::Fill> fills;
+  uint64_t chunks = 0;
+  for (bool first = true; first || !all.cursor.empty(); first = false) {
+    VOXDB_ASSIGN_OR_RETURN(QueryResult page, Query(db, region, all));
+    chunks += page.chunks.size();
+    if (chunks > kMaxLodQueryChunks) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "a LOD query evaluates its level-0 answer, and this one holds more than %u chunks: "
+          "query a smaller region",
+          kMaxLodQueryChunks));
+    }
+    for (const ChunkHit& c : page.chunks) {
+      const uint64_t node = c.key.code() >> (3 * level);
+      if (node >= from) nodes.push_back(node);
+    }
+    if (first) fills = std::move(page.fills);
+    all.cursor = std::move(page.next_cursor);
+  }
+  std::sort(nodes.begin(), nodes.end());
+  nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
+
+  QueryResult result;
+  if (options.cursor.empty()) result.fills = std::move(fills);
+  for (uint64_t node : nodes) {
+    if (result.chunks.size() == options.limit) {
+      result.next_cursor.resize(8);
+      PutBE64(result.next_cursor.data(), node);
+      break;
+    }
+    uint64_t version = 0;
+    auto read = lod.GetLod(level, node);
+    if (read.ok()) {
+      version = read->version;
+    } else if (!absl::IsNotFound(read.status())) {
+      return read.status();
+    }
+    result.chunks.push_back({ChunkKey::FromCode(node), version});
+  }
+  return result;
+}
+
 S2LatLng ChunkCentre(const engine::WorldFrame& frame, ChunkKey key) {
   const engine::VoxelBox b = ChunkVoxels(frame, key);
   const double vs = frame.voxel_size_m();

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "engine/database.h"
+#include "engine/lod.h"
 #include "engine/world_frame.h"
 
 namespace voxdb::index {
@@ -125,6 +126,19 @@ struct QueryResult {
 // a box outside the world.
 StatusOr<QueryResult> Query(engine::Database& db, const Region& region,
                             const QueryOptions& options);
+
+// A query at LOD level `level` (1..lod.levels()): the distinct level-`level`
+// ancestors (node code = chunk code >> 3 * level) of the chunks the level-0
+// query answers, in node code order, each with the version of its last
+// built LOD record (0: never built yet; see LodPyramid::DirtyCount), paged
+// by options.limit with a cursor (the next node code, 8 bytes big-endian).
+// Fills come with the first page, as at level 0. Every page evaluates the
+// whole level-0 answer: RESOURCE_EXHAUSTED when it holds more than
+// kMaxLodQueryChunks chunks (ask a smaller region or a coarser level's
+// region). INVALID for a bad level or cursor.
+inline constexpr uint64_t kMaxLodQueryChunks = uint64_t{1} << 22;
+StatusOr<QueryResult> QueryLod(engine::Database& db, engine::LodPyramid& lod, int level,
+                               const Region& region, const QueryOptions& options);
 
 // Whether the chunk / fill is in the region and band, by the definitions
 // above, without the index: the oracle of the tests and the final filter of

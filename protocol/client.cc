@@ -356,9 +356,10 @@ absl::Status Client::Ping(std::span<const uint8_t> bytes) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<GetChunksReply> Client::GetChunks(std::span<const uint64_t> codes) {
+absl::StatusOr<GetChunksReply> Client::GetChunks(std::span<const uint64_t> codes, uint8_t level) {
   GetChunksRequest req;
   req.codes.assign(codes.begin(), codes.end());
+  req.level = level;
   auto reply = Call(Opcode::kGetChunks, req.Encode());
   if (!reply.ok()) return reply.status();
   auto decoded = GetChunksReply::Decode(*reply);
@@ -436,6 +437,8 @@ absl::StatusOr<uint64_t> Client::Backup(const std::string& dest_dir) {
   if (!reply.ok()) return reply.status();
   return DecodeU64(*reply);
 }
+
+absl::Status Client::LodRebuild() { return Call(Opcode::kLodRebuild, {}).status(); }
 
 absl::Status Client::Flush() { return Call(Opcode::kFlush, {}).status(); }
 

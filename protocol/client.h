@@ -103,7 +103,9 @@ class Client {
   absl::Status Ping(std::span<const uint8_t> bytes = {});
 
   // Reads. GetChunks succeeds as a whole while each chunk has its own status.
-  absl::StatusOr<GetChunksReply> GetChunks(std::span<const uint64_t> codes);
+  // level >= 1: the LOD nodes `codes` of that level (their last built
+  // records).
+  absl::StatusOr<GetChunksReply> GetChunks(std::span<const uint64_t> codes, uint8_t level = 0);
   absl::StatusOr<std::vector<uint8_t>> GetVoxels(const GetVoxelsRequest& request);
   // The box's voxels, x fastest, then y, then z.
   absl::StatusOr<std::vector<uint8_t>> ReadBox(const Box& box);
@@ -124,6 +126,8 @@ class Client {
   absl::StatusOr<uint64_t> Reindex();
   // BACKUP into `dest_dir` on the server's file system; the copy's size.
   absl::StatusOr<uint64_t> Backup(const std::string& dest_dir);
+  // LOD_REBUILD: rebuilds the whole LOD pyramid; returns when done.
+  absl::Status LodRebuild();
 
   // Flushes every dirty chunk to the store; returns when done.
   absl::Status Flush();

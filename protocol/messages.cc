@@ -153,6 +153,8 @@ const char* OpcodeName(Opcode op) {
       return "REINDEX";
     case Opcode::kBackup:
       return "BACKUP";
+    case Opcode::kLodRebuild:
+      return "LOD_REBUILD";
   }
   return "UNKNOWN";
 }
@@ -194,6 +196,7 @@ Role RequiredRole(Opcode op) {
     case Opcode::kFlush:
     case Opcode::kReindex:
     case Opcode::kBackup:
+    case Opcode::kLodRebuild:
       return Role::kAdmin;
   }
   return Role::kNone;  // unknown opcodes are answered UNSUPPORTED
@@ -248,6 +251,7 @@ std::vector<uint8_t> GetChunksRequest::Encode() const {
   Writer w;
   w.U32(static_cast<uint32_t>(codes.size()));
   for (uint64_t c : codes) w.U64(c);
+  if (level != 0) w.U8(level);  // absent: level 0
   return w.Take();
 }
 absl::StatusOr<GetChunksRequest> GetChunksRequest::Decode(std::span<const uint8_t> p) {
@@ -257,6 +261,10 @@ absl::StatusOr<GetChunksRequest> GetChunksRequest::Decode(std::span<const uint8_
   if (r.Count(n, 8)) {
     g.codes.resize(n);
     for (auto& c : g.codes) c = r.U64();
+  }
+  if (r.left() == 1) {
+    g.level = r.U8();
+    if (g.level == 0) r.Fail();  // level 0 is sent as no byte: one encoding
   }
   if (absl::Status s = r.Finish("GET_CHUNKS"); !s.ok()) return s;
   return g;
@@ -456,6 +464,7 @@ std::vector<uint8_t> QueryRequest::Encode() const {
   w.U32(limit);
   w.U16(static_cast<uint16_t>(cursor.size()));
   w.Bytes(cursor);
+  if (level != 0) w.U8(level);  // absent: level 0
   return w.Take();
 }
 
@@ -492,6 +501,10 @@ absl::StatusOr<QueryRequest> QueryRequest::Decode(Opcode op, std::span<const uin
   if (has_band == 1) q.band = band;
   q.limit = r.U32();
   q.cursor = r.Bytes(r.U16());
+  if (r.left() == 1) {
+    q.level = r.U8();
+    if (q.level == 0) r.Fail();  // level 0 is sent as no byte: one encoding
+  }
   if (absl::Status s = r.Finish(OpcodeName(op)); !s.ok()) return s;
   return q;
 }

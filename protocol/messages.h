@@ -36,6 +36,7 @@ enum class Opcode : uint8_t {
   kQueryBox = 16,
   kReindex = 17,
   kBackup = 18,
+  kLodRebuild = 19,
 };
 const char* OpcodeName(Opcode op);  // "GET_CHUNKS", ...; "UNKNOWN" otherwise
 
@@ -75,7 +76,8 @@ struct HelloReply {
 };
 
 struct GetChunksRequest {
-  std::vector<uint64_t> codes;  // chunk Morton codes
+  std::vector<uint64_t> codes;  // chunk Morton codes (level > 0: LOD node codes)
+  uint8_t level = 0;            // 0: the chunks; l >= 1: LOD level l
   std::vector<uint8_t> Encode() const;
   static absl::StatusOr<GetChunksRequest> Decode(std::span<const uint8_t> p);
 };
@@ -157,6 +159,7 @@ struct QueryRequest {
   std::optional<AltitudeBand> band;
   uint32_t limit = 1000;        // chunks per page
   std::vector<uint8_t> cursor;  // empty: the first page
+  uint8_t level = 0;            // l >= 1: the LOD nodes of level l over the answer
   friend bool operator==(const QueryRequest&, const QueryRequest&) = default;
 
   // The payload of QueryOpcode(kind).

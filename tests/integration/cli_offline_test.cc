@@ -753,6 +753,7 @@ TEST(CliInfoTest, PrintsEverySectionAndJsonHasOneMemberPerSection) {
       {"cache", {"cache_hits ", "dirty_chunks ", "flushes "}},
       {"journal", {"journal_records ", "last_seq 1", "committed_seq "}},
       {"index", {}},
+      {"lod", {"lod_levels 4", "lod_dirty "}},
       {"clients",
        {"max_payload 67108864", "max_box_voxels 268435456", "connections ", "requests ",
         "bytes_in "}},

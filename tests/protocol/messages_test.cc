@@ -319,6 +319,58 @@ TEST(MessagesTest, QueryRadiusExampleOfProtocolMdIsPinned) {
   EXPECT_EQ(bytes, expected);
 }
 
+// PROTOCOL.md, "LOD": the GET_CHUNKS example frame at level 1, byte for byte.
+TEST(MessagesTest, LodGetChunksExampleOfProtocolMdIsPinned) {
+  GetChunksRequest g;
+  g.codes = {34676967388792864};
+  g.level = 1;
+  FrameHeader h;
+  h.opcode = static_cast<uint8_t>(Opcode::kGetChunks);
+  h.request_id = 3;
+  std::vector<uint8_t> bytes;
+  EncodeFrame(h, g.Encode(), &bytes);
+  const std::vector<uint8_t> expected = {0x56, 0x58, 0x44, 0x42, 0x01, 0x03, 0x00, 0x00,
+                                         0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                         0x00, 0x00, 0x00, 0x00, 0x0d, 0x00, 0x00, 0x00,  // header
+                                         0x01, 0x00, 0x00, 0x00,                          // n 1
+                                         0x20, 0xc8, 0x18, 0xa3, 0x84, 0x32, 0x7b, 0x00,  // node
+                                         0x01};                                           // level 1
+  EXPECT_EQ(bytes, expected);
+}
+
+// The LOD level is an optional last byte: absent is level 0, a present 0
+// is malformed (one encoding per request), and it round-trips.
+TEST(MessagesTest, LodLevelIsAnOptionalLastByte) {
+  GetChunksRequest g;
+  g.codes = {1, 2};
+  EXPECT_EQ(g.Encode().size(), 4u + 16u);
+  g.level = 3;
+  auto back = GetChunksRequest::Decode(g.Encode());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->level, 3);
+  EXPECT_EQ(back->codes, g.codes);
+  std::vector<uint8_t> zero = GetChunksRequest{{1}}.Encode();
+  zero.push_back(0);
+  EXPECT_TRUE(absl::IsInvalidArgument(GetChunksRequest::Decode(zero).status()));
+  std::vector<uint8_t> two = GetChunksRequest{{1}}.Encode();
+  two.push_back(1);
+  two.push_back(1);
+  EXPECT_TRUE(absl::IsInvalidArgument(GetChunksRequest::Decode(two).status()));
+
+  QueryRequest q;
+  q.kind = QueryKind::kCell;
+  q.cell = 0x47a1cbd4ull << 32;
+  const size_t level0 = q.Encode().size();
+  q.level = 2;
+  EXPECT_EQ(q.Encode().size(), level0 + 1);
+  auto qb = QueryRequest::Decode(Opcode::kQueryCell, q.Encode());
+  ASSERT_TRUE(qb.ok()) << qb.status();
+  EXPECT_EQ(*qb, q);
+  std::vector<uint8_t> qzero = q.Encode();
+  qzero.back() = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(QueryRequest::Decode(Opcode::kQueryCell, qzero).status()));
+}
+
 TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
   EXPECT_EQ(RequiredRole(Opcode::kHello), Role::kNone);
   EXPECT_EQ(RequiredRole(Opcode::kPing), Role::kNone);
@@ -339,7 +391,9 @@ TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
   EXPECT_STREQ(OpcodeName(Opcode::kQueryBox), "QUERY_BOX");
   EXPECT_STREQ(OpcodeName(Opcode::kReindex), "REINDEX");
   EXPECT_STREQ(OpcodeName(Opcode::kBackup), "BACKUP");
-  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(19)), "UNKNOWN");
+  EXPECT_EQ(RequiredRole(Opcode::kLodRebuild), Role::kAdmin);
+  EXPECT_STREQ(OpcodeName(Opcode::kLodRebuild), "LOD_REBUILD");
+  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(20)), "UNKNOWN");
   EXPECT_LT(Role::kRead, Role::kWrite);
   EXPECT_LT(Role::kWrite, Role::kAdmin);
   EXPECT_STREQ(RoleName(Role::kAdmin), "admin");
