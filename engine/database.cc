@@ -66,6 +66,7 @@ class Database::Impl {
   void Close();
   const WorldFrame& frame() const { return store_->frame(); }
   ChunkStore& store() { return *store_; }
+  int zstd_level() const { return options_.zstd_level; }
 
   Status GetChunks(std::span<const ChunkKey> keys,
                    const std::function<void(size_t, const ChunkRead&)>& fn);
@@ -116,6 +117,29 @@ class Database::Impl {
       VOXDB_RETURN_IF_ERROR(build(*snapshot, &batch));
     }
     return store_->Write(batch);
+  }
+
+  // The parts of a DatabaseSnapshot that need the internals: no flush may
+  // commit (store_write_mu_) and no write may apply (edit_mu_) between the
+  // read transaction and the list of dirty chunks, so that the two are one
+  // moment. Dirty chunks are marked shared: their writers copy them.
+  Status FillSnapshot(std::unique_ptr<ChunkStore::Snapshot>* store,
+                      std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>>* dirty,
+                      std::shared_ptr<const FillSet>* fills, uint64_t* seq) {
+    std::lock_guard<std::mutex> w(store_write_mu_);
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    VOXDB_ASSIGN_OR_RETURN(*store, store_->BeginRead());
+    for (const auto& [code, info] : dirty_) {
+      Shard& shard = ShardOf(code);
+      std::lock_guard<std::mutex> l(shard.mu);
+      auto it = shard.map.find(code);
+      if (it == shard.map.end()) continue;
+      it->second.shared = true;
+      dirty->emplace(code, std::make_pair(it->second.chunk, it->second.version));
+    }
+    *fills = FillsSnapshot();
+    *seq = next_seq_ - 1;
+    return absl::OkStatus();
   }
 
   bool WritesWouldWait() const {
@@ -1605,6 +1629,127 @@ Status Database::Backup(const std::string& dest_dir, uint64_t* bytes) {
   return absl::OkStatus();
 }
 std::vector<Database::DirtyChunk> Database::DirtyChunks() const { return impl_->DirtyChunks(); }
+
+StatusOr<std::unique_ptr<DatabaseSnapshot>> Database::Snapshot() {
+  std::unique_ptr<DatabaseSnapshot> snap(new DatabaseSnapshot);
+  snap->frame_ = &impl_->frame();
+  snap->zstd_level_ = impl_->zstd_level();
+  std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>> dirty;
+  VOXDB_RETURN_IF_ERROR(impl_->FillSnapshot(&snap->store_, &dirty, &snap->fills_, &snap->seq_));
+  for (auto& [code, d] : dirty) {
+    snap->dirty_.emplace(code, DatabaseSnapshot::Dirty{std::move(d.first), d.second});
+  }
+  return snap;
+}
+
+DatabaseSnapshot::~DatabaseSnapshot() = default;
+
+Status DatabaseSnapshot::GetChunks(std::span<const ChunkKey> keys,
+                                   const std::function<void(size_t, const ChunkRead&)>& fn) const {
+  const CodecOptions codec{zstd_level_};
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ChunkRead read;
+    read.key = keys[i];
+    const ChunkCoord c = keys[i].coord();
+    if (Status s = frame_->CheckChunk(c); !s.ok()) {
+      read.status = s;
+      fn(i, read);
+      continue;
+    }
+    std::vector<uint8_t> owned;
+    if (auto it = dirty_.find(keys[i].code()); it != dirty_.end()) {
+      read.source = ChunkRead::Source::kCache;
+      read.version = it->second.version;
+      owned = it->second.chunk ? EncodeChunk(*it->second.chunk, read.version, NowMicros(), codec)
+                               : EncodeChunk(fills_->Rasterise(*frame_, c, nullptr), read.version,
+                                             NowMicros(), codec);
+      read.record = owned;
+      fn(i, read);
+      continue;
+    }
+    auto got = store_->GetChunk(keys[i]);
+    uint64_t marker_version = 0;
+    if (got.ok()) {
+      auto view = ParseChunkRecord(*got);
+      if (!view.ok()) {
+        read.status = view.status();
+        fn(i, read);
+        continue;
+      }
+      if (view->header.encoding != ChunkEncoding::kFills) {
+        read.version = view->header.version;
+        read.record = *got;
+        fn(i, read);
+        continue;
+      }
+      marker_version = view->header.version;
+    } else if (!absl::IsNotFound(got.status())) {
+      read.status = got.status();
+      fn(i, read);
+      continue;
+    }
+    uint64_t fill_version = 0;
+    Chunk raster = fills_->Rasterise(*frame_, c, &fill_version);
+    read.version = std::max(marker_version, fill_version);
+    owned = EncodeChunk(raster, read.version, NowMicros(), codec);
+    read.record = owned;
+    read.source = ChunkRead::Source::kFills;
+    fn(i, read);
+  }
+  return absl::OkStatus();
+}
+
+Status DatabaseSnapshot::ScanChunks(const ChunkBox& box, uint64_t from,
+                                    const std::function<bool(ChunkKey, uint64_t)>& fn) const {
+  // The stored chunks in the box (BIGMIN jumps over the gaps), merged in
+  // Morton order with the dirty ones, which win.
+  auto dirty = dirty_.lower_bound(std::max(from, box.MinCode()));
+  const auto dirty_end = dirty_.upper_bound(box.MaxCode());
+  bool stopped = false;
+  // Emits the dirty chunks before `code` (all of them when nullopt); false
+  // when fn asked to stop.
+  auto emit_dirty_before = [&](std::optional<uint64_t> code) {
+    for (; dirty != dirty_end && (!code || dirty->first < *code); ++dirty) {
+      if (!dirty->second.chunk || !box.ContainsCode(dirty->first)) continue;
+      if (!fn(ChunkKey::FromCode(dirty->first), dirty->second.version)) return false;
+    }
+    return true;
+  };
+  std::optional<uint64_t> next = box.NextInBox(std::max(from, box.MinCode()));
+  while (next && !stopped) {
+    const uint64_t start = *next;
+    next.reset();
+    Status inner;
+    VOXDB_RETURN_IF_ERROR(store_->ScanChunks(MortonRange{start, box.MaxCode() + 1},
+                                             [&](ChunkKey key, std::span<const uint8_t> record) {
+                                               if (!box.Contains(key.coord())) {
+                                                 next = box.NextInBox(key.code());
+                                                 return false;
+                                               }
+                                               if (!emit_dirty_before(key.code())) {
+                                                 stopped = true;
+                                                 return false;
+                                               }
+                                               if (dirty != dirty_end && dirty->first == key.code())
+                                                 return true;  // dirty wins
+                                               auto view = ParseChunkRecord(record);
+                                               if (!view.ok()) {
+                                                 inner = view.status();
+                                                 return false;
+                                               }
+                                               if (view->header.encoding == ChunkEncoding::kFills)
+                                                 return true;
+                                               if (!fn(key, view->header.version)) {
+                                                 stopped = true;
+                                                 return false;
+                                               }
+                                               return true;
+                                             }));
+    VOXDB_RETURN_IF_ERROR(inner);
+  }
+  if (!stopped) emit_dirty_before(std::nullopt);
+  return absl::OkStatus();
+}
 std::shared_ptr<const FillSet> Database::Fills() const { return impl_->Fills(); }
 Status Database::RebuildFromStore(
     const std::function<Status(const ChunkStore::Snapshot&, WriteBatch*)>& build) {

@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -43,6 +44,7 @@
 #include "engine/chunk_store.h"
 #include "engine/fills.h"
 #include "engine/morton.h"
+#include "engine/morton_box.h"
 #include "engine/status.h"
 #include "engine/world_frame.h"
 
@@ -150,6 +152,8 @@ struct DatabaseStats {
   uint64_t fills = 0;
 };
 
+class DatabaseSnapshot;
+
 class Database {
  public:
   // Opens (creating if allowed) the database in `dir` and replays its
@@ -223,6 +227,12 @@ class Database {
   // copy (the journal in it replays). *bytes gets the copy's size.
   Status Backup(const std::string& dest_dir, uint64_t* bytes);
 
+  // A consistent, point-in-time view of the whole database: every write
+  // applied before the call and none after (see DatabaseSnapshot). Cheap to
+  // take (it copies the list of dirty chunks, not their contents). BUSY
+  // when every LMDB reader slot is taken.
+  StatusOr<std::unique_ptr<DatabaseSnapshot>> Snapshot();
+
   // Chunks edited since their last flush, in Morton order: `present` false
   // for a deleted chunk (it reads as the fills). With a store snapshot taken
   // after this call, the newest state of every chunk (for queries that must
@@ -254,6 +264,52 @@ class Database {
  private:
   explicit Database(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+};
+
+// A point-in-time view of a Database (Database::Snapshot): one LMDB read
+// transaction, plus the chunks that were dirty at that moment (their
+// immutable copy-on-write versions: later writes copy instead of changing
+// them) and the fills then. Writes and flushes go on meanwhile; the view
+// never changes. While it lives it holds an LMDB reader slot, keeps the
+// pages of that transaction from reuse, delays any growth of the map, and
+// keeps the dirty chunks it saw in memory: end it when done.
+//
+// Thread-safety: const methods may be called from any thread (MDB_NOTLS);
+// the Database must outlive it.
+class DatabaseSnapshot {
+ public:
+  ~DatabaseSnapshot();
+  DatabaseSnapshot(const DatabaseSnapshot&) = delete;
+  DatabaseSnapshot& operator=(const DatabaseSnapshot&) = delete;
+
+  // Every write with a sequence number up to this is in the view.
+  uint64_t seq() const { return seq_; }
+  // The fills of the view.
+  const FillSet& fills() const { return *fills_; }
+
+  // Like Database::GetChunks, in the view.
+  Status GetChunks(std::span<const ChunkKey> keys,
+                   const std::function<void(size_t, const ChunkRead&)>& fn) const;
+  // The chunks that have a record in the view (stored or written, not those
+  // that only read as the fills) inside `box`, in Morton order, from code
+  // `from` on: fn(key, version) until it returns false.
+  Status ScanChunks(const ChunkBox& box, uint64_t from,
+                    const std::function<bool(ChunkKey, uint64_t)>& fn) const;
+
+ private:
+  friend class Database;
+  struct Dirty {
+    std::shared_ptr<const Chunk> chunk;  // null: reads as the fills
+    uint64_t version = 0;
+  };
+  DatabaseSnapshot() = default;
+
+  const WorldFrame* frame_ = nullptr;
+  int zstd_level_ = CodecOptions::kDefaultZstdLevel;
+  std::unique_ptr<ChunkStore::Snapshot> store_;
+  std::map<uint64_t, Dirty> dirty_;  // by Morton code
+  std::shared_ptr<const FillSet> fills_;
+  uint64_t seq_ = 0;
 };
 
 }  // namespace voxdb::engine

@@ -4,8 +4,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "engine/chunk_codec.h"
@@ -429,6 +431,150 @@ TEST(DatabaseTest, CorruptStoredChunkIsReportedAndTheRestServes) {
   // Replacing the corrupt chunk whole is allowed.
   ASSERT_OK(db->PutChunkAndWait(bad, EncodeChunk(Chunk(6), 1, 1), std::nullopt).status);
   EXPECT_EQ(Voxel(*db, at), 6);
+}
+
+}  // namespace
+}  // namespace voxdb::engine
+
+namespace voxdb::engine {
+namespace {
+
+// What a snapshot says of one chunk: version and dense voxels.
+std::pair<uint64_t, std::vector<uint8_t>> SnapshotChunk(const DatabaseSnapshot& snap,
+                                                        ChunkKey key) {
+  std::pair<uint64_t, std::vector<uint8_t>> out;
+  EXPECT_OK(snap.GetChunks({&key, 1}, [&](size_t, const ChunkRead& read) {
+    EXPECT_OK(read.status);
+    out.first = read.version;
+    out.second.resize(kChunkVoxels);
+    EXPECT_OK(DecodeChunkToDense(read.record, out.second.data()));
+  }));
+  return out;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> SnapshotScan(const DatabaseSnapshot& snap,
+                                                        const ChunkBox& box, uint64_t from = 0) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  EXPECT_OK(snap.ScanChunks(box, from, [&](ChunkKey key, uint64_t version) {
+    out.emplace_back(key.code(), version);
+    return true;
+  }));
+  return out;
+}
+
+// A snapshot is one moment: stored, dirty, deleted and filled chunks read
+// as they were when it was taken, whatever is written and flushed after.
+TEST(DatabaseSnapshotTest, IsOneMomentWhateverHappensAfter) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  const ChunkCoord c0 = ChunkCoord{kX0 / 128, kY0 / 128, kZ0 / 128};
+  auto key = [&](uint32_t dx, uint32_t dy = 0, uint32_t dz = 0) {
+    return ChunkKey::FromCoord({c0.x + dx, c0.y + dy, c0.z + dz});
+  };
+  auto voxel = [&](uint32_t dx, uint64_t i = 0) {
+    return VoxelCoord{kX0 + 128 * dx + i, kY0 + 7, kZ0 + 9};
+  };
+  // Chunk 0 stored (flushed); chunk 1 stored then deleted; chunk 2 dirty;
+  // a fill over chunk 3 (unstored).
+  ASSERT_OK(db->SetVoxelsAndWait({{{voxel(0), 5}}}).status);
+  ASSERT_OK(db->SetVoxelsAndWait({{{voxel(1), 6}}}).status);
+  ASSERT_OK(db->Flush());
+  ASSERT_OK(db->DeleteChunkAndWait(key(1)).status);
+  const uint64_t v2 = db->SetVoxelsAndWait({{{voxel(2), 7}}}).version;
+  const VoxelBox fill{{kX0 + 3 * 128, kY0, kZ0}, {kX0 + 4 * 128, kY0 + 64, kZ0 + 64}};
+  const uint64_t vf = db->FillBoxAndWait(fill, 9).version;
+  const ChunkBox box{key(0).coord(), key(5).coord()};
+  std::vector<std::pair<uint64_t, std::vector<uint8_t>>> before;
+  for (uint32_t i = 0; i < 5; ++i) {
+    ReadOne r = GetChunk(*db, key(i));
+    before.emplace_back(r.version, r.dense);
+  }
+
+  // Chunk 5: dirty and never read before the snapshot (a read would have
+  // marked it shared already).
+  const uint64_t v5 = db->SetVoxelsAndWait({{{voxel(5), 11}}}).version;
+
+  ASSERT_OK_AND_ASSIGN(auto snap, db->Snapshot());
+  EXPECT_EQ(snap->seq(), v5);
+  const auto scan = SnapshotScan(*snap, box);
+  ASSERT_EQ(scan.size(), 3u);  // chunks 0 (stored), 2 and 5 (dirty); 1 deleted, 3 only a fill
+  EXPECT_EQ(scan[0].first, std::min(key(0).code(), key(2).code()));
+  for (uint32_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(SnapshotChunk(*snap, key(i)), before[i]) << "chunk " << i;
+  }
+
+  // Everything changes, and is flushed.
+  ASSERT_OK(db->SetVoxelsAndWait({{{voxel(0), 50}}}).status);
+  ASSERT_OK(db->SetVoxelsAndWait({{{voxel(1), 60}}}).status);
+  ASSERT_OK(db->SetVoxelsAndWait({{{voxel(2, 1), 70}}}).status);  // dirty: copied, not changed
+  EXPECT_NE(GetChunk(*db, key(2)).dense, before[2].second);
+  ASSERT_OK(db->DeleteChunkAndWait(key(2)).status);
+  ASSERT_OK(db->SetVoxelsAndWait({{{voxel(4), 80}}}).status);
+  ASSERT_OK(db->SetVoxelsAndWait({{{voxel(5, 1), 12}}}).status);
+  ASSERT_OK(db->FillBoxAndWait({{kX0, kY0, kZ0}, {kX0 + 5 * 128, kY0 + 1, kZ0 + 1}}, 1).status);
+  ASSERT_OK(db->Flush());
+  EXPECT_NE(GetChunk(*db, key(0)).dense, before[0].second);
+
+  EXPECT_EQ(SnapshotScan(*snap, box), scan);
+  for (uint32_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(SnapshotChunk(*snap, key(i)), before[i]) << "chunk " << i << " after the writes";
+  }
+  const auto unwritten = SnapshotChunk(*snap, key(4));
+  EXPECT_EQ(unwritten.first, 0u);
+  EXPECT_EQ(unwritten.second, std::vector<uint8_t>(kChunkVoxels, 0));
+  EXPECT_EQ(snap->fills().size(), 1u);
+  EXPECT_EQ(SnapshotChunk(*snap, key(3)).first, vf);
+  EXPECT_EQ(SnapshotChunk(*snap, key(2)).first, v2);
+  const auto five = SnapshotChunk(*snap, key(5));
+  EXPECT_EQ(five.first, v5);
+  EXPECT_EQ(five.second[(9 * 128 + 7) * 128 + 0], 11);
+  EXPECT_EQ(five.second[(9 * 128 + 7) * 128 + 1], 0) << "a write after the snapshot shows";
+  // Scanning from a code on skips what is before it.
+  const auto tail = SnapshotScan(*snap, box, scan[0].first + 1);
+  using Scan = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(tail, Scan(scan.begin() + 1, scan.end()));
+  // A new snapshot sees the new state.
+  ASSERT_OK_AND_ASSIGN(auto now, db->Snapshot());
+  EXPECT_EQ(SnapshotChunk(*now, key(0)),
+            std::make_pair(GetChunk(*db, key(0)).version, GetChunk(*db, key(0)).dense));
+}
+
+// Snapshots taken and read while writers and the flusher run (for TSan):
+// each reads the same twice.
+TEST(DatabaseSnapshotTest, StableUnderConcurrentWritesAndFlushes) {
+  TempDir dir;
+  DatabaseOptions o = TestOptions();
+  o.dirty_bytes = size_t{4} << 20;  // the flusher runs often
+  o.flush_high_water = 0.1;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), o));
+  const ChunkCoord c0 = ChunkCoord{kX0 / 128, kY0 / 128, kZ0 / 128};
+  const ChunkBox box{c0, {c0.x + 3, c0.y, c0.z}};
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    std::mt19937_64 rng(7);
+    while (!stop.load()) {
+      const VoxelCoord v{kX0 + rng() % 512, kY0 + rng() % 128, kZ0 + rng() % 128};
+      ASSERT_OK(db->SetVoxelsAndWait({{{v, static_cast<uint8_t>(1 + rng() % 9)}}}).status);
+      if (rng() % 64 == 0) ASSERT_OK(db->Flush());
+    }
+  });
+  for (int round = 0; round < 20; ++round) {
+    ASSERT_OK_AND_ASSIGN(auto snap, db->Snapshot());
+    const auto scan = SnapshotScan(*snap, box);
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> first;
+    for (const auto& [code, version] : scan) {
+      first.push_back(SnapshotChunk(*snap, ChunkKey::FromCode(code)));
+      EXPECT_EQ(first.back().first, version);
+      EXPECT_LE(version, snap->seq());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_EQ(SnapshotScan(*snap, box), scan);
+    for (size_t i = 0; i < scan.size(); ++i) {
+      EXPECT_EQ(SnapshotChunk(*snap, ChunkKey::FromCode(scan[i].first)), first[i]);
+    }
+  }
+  stop = true;
+  writer.join();
 }
 
 }  // namespace
