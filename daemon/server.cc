@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -394,6 +395,14 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         });
         return;
       }
+      case Opcode::kSnapshotOpen:
+        return SnapshotOpen(op, id);
+      case Opcode::kSnapshotScan:
+        return SnapshotScan(op, id, p);
+      case Opcode::kSnapshotGet:
+        return SnapshotGet(op, id, p);
+      case Opcode::kSnapshotClose:
+        return SnapshotClose(op, id, p);
       case Opcode::kLodRebuild: {
         if (absl::Status s = CheckLodLevel(1); !s.ok()) return fail(s);
         // Reads every chunk: off the I/O threads.
@@ -455,11 +464,26 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       }
       keys.push_back(engine::ChunkKey::FromCode(c));
     }
+    ReplyChunks(op, id, keys,
+                [&](std::span<const engine::ChunkKey> k,
+                    const std::function<void(size_t, const engine::ChunkRead&)>& fn) {
+                  return server_->db_->GetChunks(k, fn);
+                });
+  }
+
+  // Builds a GET_CHUNKS reply in place from `read(keys, fn)` (the database's
+  // GetChunks, or a snapshot's): records past the frame limit go out as
+  // TOO_LARGE, with no message.
+  void ReplyChunks(
+      uint8_t op, uint64_t id, std::span<const engine::ChunkKey> keys,
+      const std::function<absl::Status(
+          std::span<const engine::ChunkKey>,
+          const std::function<void(size_t, const engine::ChunkRead&)>&)>& read_chunks) {
     std::vector<uint8_t> out =
         NewFrame(std::min<size_t>(4 + keys.size() * (48 << 10), options_.max_frame_payload));
     AppendLE<uint32_t>(&out, static_cast<uint32_t>(keys.size()));
     const size_t limit = protocol::kHeaderSize + options_.max_frame_payload;
-    absl::Status s = server_->db_->GetChunks(keys, [&](size_t, const engine::ChunkRead& read) {
+    absl::Status s = read_chunks(keys, [&](size_t, const engine::ChunkRead& read) {
       WireStatus wire = protocol::ToWireStatus(read.status);
       if (wire != WireStatus::kOk && options_.metrics != nullptr) options_.metrics->OnError(wire);
       std::span<const uint8_t> bytes = read.record;
@@ -478,6 +502,124 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     if (!s.ok()) return Reply(op, id, s);
     SealFrame(op, id, WireStatus::kOk, &out);
     Enqueue(std::move(out));
+  }
+
+  // --- Snapshots (PROTOCOL.md, "Snapshots") ---
+
+  // SNAPSHOT_OPEN: taking one waits for a flush commit in progress, so it
+  // runs on the worker.
+  void SnapshotOpen(uint8_t op, uint64_t id) {
+    if (snapshots_.size() >= kMaxSnapshotsPerConnection) {
+      return Reply(op, id,
+                   absl::UnavailableError(absl::StrFormat(
+                       "this connection holds %u snapshots already: close one (SNAPSHOT_CLOSE)",
+                       kMaxSnapshotsPerConnection)));
+    }
+    auto self = shared_from_this();
+    const Clock::time_point start = BeginAsync();
+    server_->RunBackground([self, op, id, start] {
+      auto snap = self->server_->db_->Snapshot();
+      std::shared_ptr<const engine::DatabaseSnapshot> shared;
+      absl::Status s = snap.status();
+      if (snap.ok()) shared = std::move(*snap);
+      asio::post(self->socket_.get_executor(), [self, s, shared, op, id, start] {
+        self->EndAsync();
+        self->reply_start_ = start;
+        if (!s.ok()) return self->Reply(op, id, s);
+        if (self->closed_) return;  // dropped: its reader slot goes now
+        const uint64_t handle = self->next_snapshot_++;
+        self->snapshots_.emplace(handle, shared);
+        ++self->server_->snapshots_open_;
+        protocol::SnapshotOpenReply reply{handle, shared->seq()};
+        self->Reply(op, id, WireStatus::kOk, reply.Encode());
+      });
+    });
+  }
+
+  absl::StatusOr<const engine::DatabaseSnapshot*> FindSnapshot(uint64_t handle) const {
+    auto it = snapshots_.find(handle);
+    if (it == snapshots_.end()) {
+      return absl::NotFoundError(
+          absl::StrFormat("no snapshot %u on this connection (closed, or never opened)", handle));
+    }
+    return it->second.get();
+  }
+
+  void SnapshotScan(uint8_t op, uint64_t id, std::span<const uint8_t> p) {
+    auto req = protocol::SnapshotScanRequest::Decode(p);
+    if (!req.ok()) return Reply(op, id, req.status());
+    auto snap = FindSnapshot(req->snapshot);
+    if (!snap.ok()) return Reply(op, id, snap.status());
+    const engine::WorldFrame& frame = server_->db_->frame();
+    const engine::VoxelBox box = ToBox(req->box);
+    if (absl::Status s = frame.CheckBox(box); !s.ok()) return Reply(op, id, s);
+    if (req->limit == 0 || req->limit > protocol::kMaxQueryLimit) {
+      return Reply(op, id,
+                   absl::InvalidArgumentError(absl::StrFormat(
+                       "limit %u is not in 1..%u", req->limit, protocol::kMaxQueryLimit)));
+    }
+    uint64_t from = 0;
+    if (!req->cursor.empty()) {
+      if (req->cursor.size() != 8) {
+        return Reply(op, id, absl::InvalidArgumentError("bad SNAPSHOT_SCAN cursor"));
+      }
+      for (uint8_t b : req->cursor) from = from << 8 | b;
+    }
+    const engine::ChunkBox chunks{
+        frame.ChunkOf(box.lo),
+        frame.ChunkOf(engine::VoxelCoord{box.hi.x - 1, box.hi.y - 1, box.hi.z - 1})};
+    protocol::QueryReply reply;
+    absl::Status s = (*snap)->ScanChunks(chunks, from, [&](engine::ChunkKey key, uint64_t version) {
+      if (reply.chunks.size() == req->limit) {
+        reply.next_cursor.resize(8);
+        for (int i = 0; i < 8; ++i) reply.next_cursor[i] = key.code() >> (56 - 8 * i) & 0xff;
+        return false;
+      }
+      reply.chunks.push_back({key.code(), version});
+      return true;
+    });
+    if (!s.ok()) return Reply(op, id, s);
+    if (req->cursor.empty()) {
+      for (const engine::Fill& f : (*snap)->fills().fills()) {
+        if (!engine::Intersect(f.box, box).empty()) {
+          reply.fills.push_back({f.seq, FromBox(f.box), f.material});
+        }
+      }
+    }
+    Reply(op, id, WireStatus::kOk, reply.Encode());
+  }
+
+  void SnapshotGet(uint8_t op, uint64_t id, std::span<const uint8_t> p) {
+    auto req = protocol::SnapshotGetRequest::Decode(p);
+    if (!req.ok()) return Reply(op, id, req.status());
+    auto snap = FindSnapshot(req->snapshot);
+    if (!snap.ok()) return Reply(op, id, snap.status());
+    if (req->codes.size() > options_.max_batch) {
+      return Reply(op, id, absl::InvalidArgumentError("too many chunks in one SNAPSHOT_GET"));
+    }
+    std::vector<engine::ChunkKey> keys;
+    keys.reserve(req->codes.size());
+    for (uint64_t c : req->codes) {
+      if (c > engine::ChunkKey::kMaxCode) {
+        return Reply(op, id, absl::InvalidArgumentError("bad chunk key"));
+      }
+      keys.push_back(engine::ChunkKey::FromCode(c));
+    }
+    const engine::DatabaseSnapshot* view = *snap;
+    ReplyChunks(op, id, keys,
+                [view](std::span<const engine::ChunkKey> k,
+                       const std::function<void(size_t, const engine::ChunkRead&)>& fn) {
+                  return view->GetChunks(k, fn);
+                });
+  }
+
+  void SnapshotClose(uint8_t op, uint64_t id, std::span<const uint8_t> p) {
+    auto handle = protocol::DecodeU64(p);
+    if (!handle.ok()) return Reply(op, id, handle.status());
+    if (absl::Status s = FindSnapshot(*handle).status(); !s.ok()) return Reply(op, id, s);
+    snapshots_.erase(*handle);
+    --server_->snapshots_open_;
+    Reply(op, id, absl::OkStatus());
   }
 
   // GET_CHUNKS at LOD level >= 1: the last built record of each node, its
@@ -608,7 +750,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         << "\nidle_closed " << ss.idle_closed << "\nslow_closed " << ss.slow_closed
         << "\nprotocol_errors " << ss.protocol_errors << "\nrequests " << ss.requests
         << "\ndeferred_writes " << ss.deferred_writes << "\nbytes_in " << ss.bytes_in
-        << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight << "\n";
+        << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight << "\nsnapshots_open "
+        << ss.snapshots_open << "\n";
     if (auto store = server_->db_->store().Stats(); store.ok()) {
       out << "map_size_bytes " << store->map_size << "\nmax_map_size_bytes " << store->max_map_size
           << "\nused_bytes " << store->used_bytes << "\nchunks_stored " << store->chunk_count
@@ -804,6 +947,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     socket_.close(ignored);
     timer_.cancel();
     pending_input_.clear();
+    server_->snapshots_open_ -= snapshots_.size();
+    snapshots_.clear();              // their LMDB reader slots
     if (!writing_) ReleaseOutbox();  // else when the write completes
     --server_->connections_;
   }
@@ -831,6 +976,10 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   bool close_after_write_ = false;
   bool closed_ = false;
   int in_flight_ = 0;
+  // Open snapshots, by the handle SNAPSHOT_OPEN gave.
+  static constexpr size_t kMaxSnapshotsPerConnection = 4;
+  std::map<uint64_t, std::shared_ptr<const engine::DatabaseSnapshot>> snapshots_;
+  uint64_t next_snapshot_ = 1;
   int deferred_writes_ = 0;  // writes queued on the background worker
   std::string peer_;         // "address:port", for the log
   Clock::time_point dispatch_start_;
@@ -974,6 +1123,7 @@ ServerStats Server::stats() const {
   s.bytes_out = bytes_out_;
   s.in_flight = in_flight_;
   s.deferred_writes = deferred_writes_;
+  s.snapshots_open = static_cast<uint64_t>(std::max<int64_t>(0, snapshots_open_.load()));
   return s;
 }
 

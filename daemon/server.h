@@ -77,6 +77,7 @@ struct ServerStats {
   uint64_t requests = 0, bytes_in = 0, bytes_out = 0;
   uint64_t in_flight = 0;
   uint64_t deferred_writes = 0;  // writes handed to the worker under back-pressure
+  uint64_t snapshots_open = 0;   // SNAPSHOT_OPEN handles not closed yet
 };
 
 class Server {
@@ -124,6 +125,7 @@ class Server {
   std::atomic<uint64_t> in_flight_{0};  // requests answered later (writes, FLUSH)
   std::atomic<uint64_t> unsent_{0};     // reply bytes queued on all connections
   std::atomic<uint64_t> deferred_writes_{0};
+  std::atomic<int64_t> snapshots_open_{0};
 
   // One worker for requests that wait on the disk (FLUSH, writes under
   // back-pressure), so that no I/O thread does and a client spamming them

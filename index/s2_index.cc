@@ -370,7 +370,7 @@ StatusOr<QueryResult> QueryLod(engine::Database& db, engine::LodPyramid& lod, in
     VOXDB_ASSIGN_OR_RETURN(QueryResult page, Query(db, region, all));
     chunks += page.chunks.size();
     if (chunks > kMaxLodQueryChunks) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
+      return absl::InvalidArgumentError(absl::StrFormat(
           "a LOD query evaluates its level-0 answer, and this one holds more than %u chunks: "
           "query a smaller region",
           kMaxLodQueryChunks));

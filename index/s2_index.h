@@ -133,7 +133,7 @@ StatusOr<QueryResult> Query(engine::Database& db, const Region& region,
 // built LOD record (0: never built yet; see LodPyramid::DirtyCount), paged
 // by options.limit with a cursor (the next node code, 8 bytes big-endian).
 // Fills come with the first page, as at level 0. Every page evaluates the
-// whole level-0 answer: RESOURCE_EXHAUSTED when it holds more than
+// whole level-0 answer: INVALID when it holds more than
 // kMaxLodQueryChunks chunks (ask a smaller region or a coarser level's
 // region). INVALID for a bad level or cursor.
 inline constexpr uint64_t kMaxLodQueryChunks = uint64_t{1} << 22;

@@ -438,6 +438,37 @@ absl::StatusOr<uint64_t> Client::Backup(const std::string& dest_dir) {
   return DecodeU64(*reply);
 }
 
+absl::StatusOr<SnapshotOpenReply> Client::SnapshotOpen() {
+  auto reply = Call(Opcode::kSnapshotOpen, {});
+  if (!reply.ok()) return reply.status();
+  return SnapshotOpenReply::Decode(*reply);
+}
+
+absl::StatusOr<QueryReply> Client::SnapshotScan(const SnapshotScanRequest& request) {
+  auto reply = Call(Opcode::kSnapshotScan, request.Encode());
+  if (!reply.ok()) return reply.status();
+  return QueryReply::Decode(*reply);
+}
+
+absl::StatusOr<GetChunksReply> Client::SnapshotGet(uint64_t snapshot,
+                                                   std::span<const uint64_t> codes) {
+  SnapshotGetRequest req;
+  req.snapshot = snapshot;
+  req.codes.assign(codes.begin(), codes.end());
+  auto reply = Call(Opcode::kSnapshotGet, req.Encode());
+  if (!reply.ok()) return reply.status();
+  auto decoded = GetChunksReply::Decode(*reply);
+  if (decoded.ok() && decoded->results.size() != codes.size()) {
+    return absl::InternalError(absl::StrFormat("SNAPSHOT_GET of %u chunks was answered for %u",
+                                               codes.size(), decoded->results.size()));
+  }
+  return decoded;
+}
+
+absl::Status Client::SnapshotClose(uint64_t snapshot) {
+  return Call(Opcode::kSnapshotClose, EncodeU64(snapshot)).status();
+}
+
 absl::Status Client::LodRebuild() { return Call(Opcode::kLodRebuild, {}).status(); }
 
 absl::Status Client::Flush() { return Call(Opcode::kFlush, {}).status(); }

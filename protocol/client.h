@@ -126,6 +126,12 @@ class Client {
   absl::StatusOr<uint64_t> Reindex();
   // BACKUP into `dest_dir` on the server's file system; the copy's size.
   absl::StatusOr<uint64_t> Backup(const std::string& dest_dir);
+  // Snapshots (PROTOCOL.md, "Snapshots"): a point-in-time view of the
+  // database, read in many requests, until closed or the connection ends.
+  absl::StatusOr<SnapshotOpenReply> SnapshotOpen();
+  absl::StatusOr<QueryReply> SnapshotScan(const SnapshotScanRequest& request);
+  absl::StatusOr<GetChunksReply> SnapshotGet(uint64_t snapshot, std::span<const uint64_t> codes);
+  absl::Status SnapshotClose(uint64_t snapshot);
   // LOD_REBUILD: rebuilds the whole LOD pyramid; returns when done.
   absl::Status LodRebuild();
 

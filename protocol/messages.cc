@@ -155,6 +155,14 @@ const char* OpcodeName(Opcode op) {
       return "BACKUP";
     case Opcode::kLodRebuild:
       return "LOD_REBUILD";
+    case Opcode::kSnapshotOpen:
+      return "SNAPSHOT_OPEN";
+    case Opcode::kSnapshotScan:
+      return "SNAPSHOT_SCAN";
+    case Opcode::kSnapshotGet:
+      return "SNAPSHOT_GET";
+    case Opcode::kSnapshotClose:
+      return "SNAPSHOT_CLOSE";
   }
   return "UNKNOWN";
 }
@@ -186,6 +194,10 @@ Role RequiredRole(Opcode op) {
     case Opcode::kQueryCell:
     case Opcode::kQueryRect:
     case Opcode::kQueryBox:
+    case Opcode::kSnapshotOpen:
+    case Opcode::kSnapshotScan:
+    case Opcode::kSnapshotGet:
+    case Opcode::kSnapshotClose:
       return Role::kRead;
     case Opcode::kPutChunk:
     case Opcode::kDeleteChunk:
@@ -507,6 +519,61 @@ absl::StatusOr<QueryRequest> QueryRequest::Decode(Opcode op, std::span<const uin
   }
   if (absl::Status s = r.Finish(OpcodeName(op)); !s.ok()) return s;
   return q;
+}
+
+std::vector<uint8_t> SnapshotOpenReply::Encode() const {
+  Writer w;
+  w.U64(snapshot);
+  w.U64(seq);
+  return w.Take();
+}
+absl::StatusOr<SnapshotOpenReply> SnapshotOpenReply::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  SnapshotOpenReply o;
+  o.snapshot = r.U64();
+  o.seq = r.U64();
+  if (absl::Status s = r.Finish("SNAPSHOT_OPEN reply"); !s.ok()) return s;
+  return o;
+}
+
+std::vector<uint8_t> SnapshotScanRequest::Encode() const {
+  Writer w;
+  w.U64(snapshot);
+  w.BoxOf(box);
+  w.U32(limit);
+  w.U16(static_cast<uint16_t>(cursor.size()));
+  w.Bytes(cursor);
+  return w.Take();
+}
+absl::StatusOr<SnapshotScanRequest> SnapshotScanRequest::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  SnapshotScanRequest q;
+  q.snapshot = r.U64();
+  q.box = r.BoxOf();
+  q.limit = r.U32();
+  q.cursor = r.Bytes(r.U16());
+  if (absl::Status s = r.Finish("SNAPSHOT_SCAN"); !s.ok()) return s;
+  return q;
+}
+
+std::vector<uint8_t> SnapshotGetRequest::Encode() const {
+  Writer w;
+  w.U64(snapshot);
+  w.U32(static_cast<uint32_t>(codes.size()));
+  for (uint64_t c : codes) w.U64(c);
+  return w.Take();
+}
+absl::StatusOr<SnapshotGetRequest> SnapshotGetRequest::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  SnapshotGetRequest g;
+  g.snapshot = r.U64();
+  const uint32_t n = r.U32();
+  if (r.Count(n, 8)) {
+    g.codes.resize(n);
+    for (auto& c : g.codes) c = r.U64();
+  }
+  if (absl::Status s = r.Finish("SNAPSHOT_GET"); !s.ok()) return s;
+  return g;
 }
 
 std::vector<uint8_t> QueryReply::Encode() const {

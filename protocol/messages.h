@@ -37,6 +37,10 @@ enum class Opcode : uint8_t {
   kReindex = 17,
   kBackup = 18,
   kLodRebuild = 19,
+  kSnapshotOpen = 20,
+  kSnapshotScan = 21,
+  kSnapshotGet = 22,
+  kSnapshotClose = 23,
 };
 const char* OpcodeName(Opcode op);  // "GET_CHUNKS", ...; "UNKNOWN" otherwise
 
@@ -186,6 +190,35 @@ struct QueryReply {
   friend bool operator==(const QueryReply&, const QueryReply&) = default;
   std::vector<uint8_t> Encode() const;
   static absl::StatusOr<QueryReply> Decode(std::span<const uint8_t> p);
+};
+
+// SNAPSHOT_OPEN / SNAPSHOT_SCAN / SNAPSHOT_GET / SNAPSHOT_CLOSE
+// (PROTOCOL.md, "Snapshots"). SNAPSHOT_OPEN's reply: the snapshot id and
+// the sequence number of the newest write it holds.
+struct SnapshotOpenReply {
+  uint64_t snapshot = 0;
+  uint64_t seq = 0;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<SnapshotOpenReply> Decode(std::span<const uint8_t> p);
+};
+// The chunks with a record in the snapshot inside `box`, in Morton order, a
+// page at a time (QueryReply; fills meeting the box on the first page).
+struct SnapshotScanRequest {
+  uint64_t snapshot = 0;
+  Box box;
+  uint32_t limit = 1000;
+  std::vector<uint8_t> cursor;  // empty: the first page
+  friend bool operator==(const SnapshotScanRequest&, const SnapshotScanRequest&) = default;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<SnapshotScanRequest> Decode(std::span<const uint8_t> p);
+};
+// GET_CHUNKS in a snapshot (GetChunksReply).
+struct SnapshotGetRequest {
+  uint64_t snapshot = 0;
+  std::vector<uint64_t> codes;
+  friend bool operator==(const SnapshotGetRequest&, const SnapshotGetRequest&) = default;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<SnapshotGetRequest> Decode(std::span<const uint8_t> p);
 };
 
 // Single u64 payloads: DELETE_CHUNK requests (a chunk code), the replies of

@@ -371,6 +371,38 @@ TEST(MessagesTest, LodLevelIsAnOptionalLastByte) {
   EXPECT_TRUE(absl::IsInvalidArgument(QueryRequest::Decode(Opcode::kQueryCell, qzero).status()));
 }
 
+// The snapshot messages round-trip, and their sizes are PROTOCOL.md's.
+TEST(MessagesTest, SnapshotMessagesRoundTrip) {
+  SnapshotOpenReply open{7, 1234};
+  EXPECT_EQ(open.Encode().size(), 16u);
+  auto o = SnapshotOpenReply::Decode(open.Encode());
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->snapshot, 7u);
+  EXPECT_EQ(o->seq, 1234u);
+
+  SnapshotScanRequest scan;
+  scan.snapshot = 7;
+  scan.box = {{1, 2, 3}, {4, 5, 6}};
+  scan.limit = 10;
+  scan.cursor = {0, 0, 0, 0, 0, 0, 0, 9};
+  EXPECT_EQ(scan.Encode().size(), 8u + 48u + 4u + 2u + 8u);
+  auto sc = SnapshotScanRequest::Decode(scan.Encode());
+  ASSERT_TRUE(sc.ok()) << sc.status();
+  EXPECT_EQ(*sc, scan);
+  std::vector<uint8_t> cut = scan.Encode();
+  cut.pop_back();
+  EXPECT_TRUE(absl::IsInvalidArgument(SnapshotScanRequest::Decode(cut).status()));
+
+  SnapshotGetRequest get{7, {1, 2, 3}};
+  EXPECT_EQ(get.Encode().size(), 8u + 4u + 24u);
+  auto g = SnapshotGetRequest::Decode(get.Encode());
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(*g, get);
+  std::vector<uint8_t> lying = get.Encode();
+  lying[8] = 200;  // claims 200 codes
+  EXPECT_TRUE(absl::IsInvalidArgument(SnapshotGetRequest::Decode(lying).status()));
+}
+
 TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
   EXPECT_EQ(RequiredRole(Opcode::kHello), Role::kNone);
   EXPECT_EQ(RequiredRole(Opcode::kPing), Role::kNone);
@@ -393,7 +425,15 @@ TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
   EXPECT_STREQ(OpcodeName(Opcode::kBackup), "BACKUP");
   EXPECT_EQ(RequiredRole(Opcode::kLodRebuild), Role::kAdmin);
   EXPECT_STREQ(OpcodeName(Opcode::kLodRebuild), "LOD_REBUILD");
-  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(20)), "UNKNOWN");
+  for (Opcode op : {Opcode::kSnapshotOpen, Opcode::kSnapshotScan, Opcode::kSnapshotGet,
+                    Opcode::kSnapshotClose}) {
+    EXPECT_EQ(RequiredRole(op), Role::kRead) << OpcodeName(op);
+  }
+  EXPECT_STREQ(OpcodeName(Opcode::kSnapshotOpen), "SNAPSHOT_OPEN");
+  EXPECT_STREQ(OpcodeName(Opcode::kSnapshotScan), "SNAPSHOT_SCAN");
+  EXPECT_STREQ(OpcodeName(Opcode::kSnapshotGet), "SNAPSHOT_GET");
+  EXPECT_STREQ(OpcodeName(Opcode::kSnapshotClose), "SNAPSHOT_CLOSE");
+  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(24)), "UNKNOWN");
   EXPECT_LT(Role::kRead, Role::kWrite);
   EXPECT_LT(Role::kWrite, Role::kAdmin);
   EXPECT_STREQ(RoleName(Role::kAdmin), "admin");

@@ -1,0 +1,194 @@
+// Snapshots through voxdbd (SNAPSHOT_OPEN / SCAN / GET / CLOSE): a
+// point-in-time view read in many requests while writes and flushes go on,
+// against the real voxdbd binary.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "engine/chunk_codec.h"
+#include "engine/morton.h"
+#include "protocol/client.h"
+#include "tests/testing/daemon_process.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace voxdb {
+namespace {
+
+using engine::ChunkKey;
+using protocol::Box;
+using protocol::Client;
+using testing::DaemonProcess;
+using testing::TempDir;
+
+constexpr uint64_t kEdge = 128;
+constexpr uint64_t kCx = 1'000'000, kCy = 400'000, kCz = 312'500;
+
+uint64_t Code(uint64_t dx) {
+  return ChunkKey::FromCoord({static_cast<uint32_t>(kCx + dx), kCy, kCz}).code();
+}
+protocol::Voxel3 VoxelOf(uint64_t dx, uint64_t i = 0) {
+  return {(kCx + dx) * kEdge + i, kCy * kEdge + 3, kCz * kEdge + 4};
+}
+// The box of chunks 0..7 along x.
+Box Row() {
+  return {{kCx * kEdge, kCy * kEdge, kCz * kEdge},
+          {(kCx + 8) * kEdge, (kCy + 1) * kEdge, (kCz + 1) * kEdge}};
+}
+
+class DaemonSnapshotTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    daemon_ = std::make_unique<DaemonProcess>(VOXDBD_PATH, dir_.Sub("data"));
+    client_ = Connect();
+  }
+  std::unique_ptr<Client> Connect() {
+    auto c = Client::Connect("127.0.0.1", daemon_->port());
+    EXPECT_OK(c.status());
+    if (!c.ok()) return nullptr;
+    EXPECT_OK((*c)->Hello("").status());
+    return std::move(*c);
+  }
+  uint64_t Stat(Client& client, const std::string& name) {
+    auto text = client.Stats();
+    EXPECT_OK(text.status());
+    for (absl::string_view line : absl::StrSplit(text.value_or(""), '\n')) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(line, ' ');
+      uint64_t v = 0;
+      if (kv.first == name && absl::SimpleAtoi(kv.second, &v)) return v;
+    }
+    ADD_FAILURE() << "no " << name << " in STATS";
+    return 0;
+  }
+  // version and decoded voxels of each result.
+  static std::vector<std::pair<uint64_t, std::vector<uint8_t>>> Decode(
+      const protocol::GetChunksReply& reply) {
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> out;
+    for (const auto& r : reply.results) {
+      EXPECT_EQ(r.status, 0);
+      std::vector<uint8_t> dense(kEdge * kEdge * kEdge);
+      EXPECT_OK(engine::DecodeChunkToDense(r.bytes, dense.data()));
+      out.emplace_back(r.version, std::move(dense));
+    }
+    return out;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<DaemonProcess> daemon_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(DaemonSnapshotTest, ReadsOneMomentWhileWritesAndFlushesGoOn) {
+  Client& c = *client_;
+  // Chunk 0 stored, chunk 1 dirty, a fill over chunk 2 (unstored).
+  ASSERT_OK(c.SetVoxels({{{VoxelOf(0), 5}}}).status());
+  ASSERT_OK(c.Flush());
+  ASSERT_OK(c.SetVoxels({{{VoxelOf(1), 6}}}).status());
+  ASSERT_OK_AND_ASSIGN(uint64_t vf,
+                       c.FillBox({{(kCx + 2) * kEdge, kCy * kEdge, kCz * kEdge},
+                                  {(kCx + 2) * kEdge + 10, kCy * kEdge + 10, kCz * kEdge + 10}},
+                                 9));
+  const std::vector<uint64_t> codes = {Code(0), Code(1), Code(2), Code(3)};
+  ASSERT_OK_AND_ASSIGN(protocol::GetChunksReply live_before, c.GetChunks(codes));
+  const auto before = Decode(live_before);
+
+  ASSERT_OK_AND_ASSIGN(protocol::SnapshotOpenReply snap, c.SnapshotOpen());
+  EXPECT_EQ(snap.seq, vf);
+  EXPECT_EQ(Stat(c, "snapshots_open"), 1u);
+
+  // Another client changes everything, and it is flushed.
+  auto other = Connect();
+  ASSERT_OK(other->SetVoxels({{{VoxelOf(0), 50}, {VoxelOf(1), 60}, {VoxelOf(3), 70}}}).status());
+  ASSERT_OK(other->DeleteChunk(Code(0)).status());
+  ASSERT_OK(other
+                ->FillBox({{kCx * kEdge, kCy * kEdge, kCz * kEdge},
+                           {(kCx + 8) * kEdge, kCy * kEdge + 1, kCz * kEdge + 1}},
+                          1)
+                .status());
+  ASSERT_OK(other->Flush());
+  ASSERT_OK_AND_ASSIGN(protocol::GetChunksReply live_after, c.GetChunks(codes));
+  EXPECT_NE(Decode(live_after), before);
+
+  // The snapshot still reads the moment it was opened.
+  ASSERT_OK_AND_ASSIGN(protocol::GetChunksReply in_snap, c.SnapshotGet(snap.snapshot, codes));
+  EXPECT_EQ(Decode(in_snap), before);
+
+  // Its scan: the chunks with a record then (0 and 1; 2 only reads as the
+  // fill, 3 did not exist), one a page, and the fill on the first page.
+  protocol::SnapshotScanRequest scan;
+  scan.snapshot = snap.snapshot;
+  scan.box = Row();
+  scan.limit = 1;
+  std::vector<protocol::QueryChunk> chunks;
+  std::vector<protocol::QueryFill> fills;
+  for (int page = 0; page < 5; ++page) {
+    ASSERT_OK_AND_ASSIGN(protocol::QueryReply r, c.SnapshotScan(scan));
+    chunks.insert(chunks.end(), r.chunks.begin(), r.chunks.end());
+    fills.insert(fills.end(), r.fills.begin(), r.fills.end());
+    if (r.next_cursor.empty()) break;
+    scan.cursor = r.next_cursor;
+  }
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_EQ(chunks[0].code, std::min(Code(0), Code(1)));
+  EXPECT_EQ(chunks[1].code, std::max(Code(0), Code(1)));
+  for (const auto& ch : chunks) {
+    EXPECT_EQ(ch.version, ch.code == Code(0) ? before[0].first : before[1].first);
+  }
+  ASSERT_EQ(fills.size(), 1u);
+  EXPECT_EQ(fills[0].seq, vf);
+  EXPECT_EQ(fills[0].material, 9);
+
+  // Closing it: the handle is gone.
+  ASSERT_OK(c.SnapshotClose(snap.snapshot));
+  EXPECT_EQ(Stat(c, "snapshots_open"), 0u);
+  EXPECT_TRUE(absl::IsNotFound(c.SnapshotGet(snap.snapshot, codes).status()));
+  EXPECT_TRUE(absl::IsNotFound(c.SnapshotClose(snap.snapshot)));
+}
+
+TEST_F(DaemonSnapshotTest, LimitsErrorsAndTheEndOfTheConnection) {
+  Client& c = *client_;
+  std::vector<uint64_t> handles;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_OK_AND_ASSIGN(protocol::SnapshotOpenReply s, c.SnapshotOpen());
+    handles.push_back(s.snapshot);
+  }
+  // A fifth is refused (BUSY) until one is closed.
+  EXPECT_TRUE(absl::IsUnavailable(c.SnapshotOpen().status()));
+  ASSERT_OK(c.SnapshotClose(handles.back()));
+  handles.pop_back();
+  ASSERT_OK_AND_ASSIGN(protocol::SnapshotOpenReply fifth, c.SnapshotOpen());
+  handles.push_back(fifth.snapshot);
+  // Handles are the connection's own.
+  auto other = Connect();
+  const uint64_t code = Code(0);
+  EXPECT_TRUE(absl::IsNotFound(other->SnapshotGet(handles[0], {&code, 1}).status()));
+  // Bad requests: a cursor, a box outside the world, a limit.
+  protocol::SnapshotScanRequest scan;
+  scan.snapshot = handles[0];
+  scan.box = Row();
+  scan.cursor = {1, 2, 3};
+  EXPECT_TRUE(absl::IsInvalidArgument(c.SnapshotScan(scan).status()));
+  scan.cursor.clear();
+  scan.limit = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(c.SnapshotScan(scan).status()));
+  scan.limit = 10;
+  scan.box.hi.z = ~uint64_t{0};
+  EXPECT_TRUE(absl::IsOutOfRange(c.SnapshotScan(scan).status()));
+  EXPECT_EQ(Stat(*other, "snapshots_open"), 4u);
+  // The end of the connection closes its snapshots.
+  client_.reset();
+  for (int i = 0; i < 500 && Stat(*other, "snapshots_open") != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(Stat(*other, "snapshots_open"), 0u);
+}
+
+}  // namespace
+}  // namespace voxdb
