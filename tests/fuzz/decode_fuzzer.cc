@@ -140,6 +140,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)protocol::BoxRequest::DecodeWriteBox(p);
       (void)protocol::BoxRequest::DecodeFillBox(p);
       (void)protocol::DecodeU64(p);
+      (void)protocol::SnapshotOpenReply::Decode(p);
+      (void)protocol::SnapshotScanRequest::Decode(p);
+      (void)protocol::SnapshotGetRequest::Decode(p);
+      // Requests that decode encode back to the same bytes (one encoding).
+      if (auto g = protocol::GetChunksRequest::Decode(p); g.ok()) {
+        const std::vector<uint8_t> again = g->Encode();
+        if (!std::equal(again.begin(), again.end(), p.begin(), p.end())) __builtin_trap();
+      }
       break;
     }
     case 7:
