@@ -277,7 +277,10 @@ Chunk Chunk::FromDense(std::span<const uint8_t> dense) {
     }
   }
   Chunk chunk = FromBricks(std::move(bricks));
-  chunk.Compact();  // only collapses an all-uniform grid; bricks are canonical
+  // brick::Build's bricks are canonical already: what is left of Compact()
+  // is collapsing an all-uniform grid (a full Compact() would rebuild every
+  // brick a second time).
+  chunk.CollapseUniform();
   return chunk;
 }
 
@@ -505,6 +508,11 @@ void Chunk::Compact() {
     brick::Build(voxels, &b);
   }
   RecountBits();
+  CollapseUniform();
+}
+
+void Chunk::CollapseUniform() {
+  if (!bricks_) return;
   const uint8_t first = bricks_[0].palette[0];
   for (int i = 0; i < kBricksPerChunk; ++i) {
     if (bricks_[i].width != 0 || bricks_[i].palette[0] != first) return;

@@ -120,6 +120,9 @@ class Chunk {
   Brick& MutableBrick(uint32_t x, uint32_t y, uint32_t z);
 
   void RecountBits();
+  // Turns a grid of bricks that are all uniform with one material into a
+  // uniform chunk.
+  void CollapseUniform();
 
   uint8_t uniform_ = 0;              // the material when bricks_ is null
   std::unique_ptr<Brick[]> bricks_;  // kBricksPerChunk bricks, or null when uniform

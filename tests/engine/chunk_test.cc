@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/chunk_codec.h"
 #include "tests/testing/terrain.h"
 
 namespace voxdb::engine {
@@ -70,6 +71,11 @@ TEST(ChunkTest, FromDenseRoundTripsGeneratedTerrain) {
         testing::UniformChunk(0), testing::UniformChunk(testing::kStone)}) {
     const Chunk c = Chunk::FromDense(dense);
     EXPECT_EQ(Dense(c), dense);
+    // Already canonical: Compact() changes nothing, to the byte.
+    Chunk compacted = c;
+    compacted.Compact();
+    EXPECT_EQ(EncodeChunk(c, 1, 2), EncodeChunk(compacted, 1, 2));
+    EXPECT_EQ(c.MemoryUsage(), compacted.MemoryUsage());
   }
 }
 
