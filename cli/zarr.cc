@@ -5,12 +5,20 @@
 
 #include <algorithm>
 #include <cctype>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
+#include <span>
+#include <string_view>
+#include <thread>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -37,8 +45,8 @@ using protocol::Box;
 constexpr char kArrayName[] = "world_voxels";
 constexpr int kZstdLevel = 3;
 constexpr int kBloscLevel = 5;
-// Chunks per GET_CHUNKS and per CallBatch round of PUT_CHUNK / WRITE_BOX:
-// a dense chunk's record can be over 2 MiB, and the frame limit is 64 MiB.
+// Chunks per GET_CHUNKS (a dense chunk's record can be over 2 MiB, and the
+// frame limit is 64 MiB); twice as many PUT_CHUNK / WRITE_BOX are in flight.
 constexpr size_t kChunksPerBatch = 16;
 
 absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
@@ -56,9 +64,16 @@ absl::Status WriteText(const fs::path& path, std::string_view text) {
 }
 
 absl::StatusOr<std::vector<uint8_t>> ReadFile(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // One read of the whole file: chunk files are read on the import's hot
+  // path, and istreambuf_iterator goes byte by byte.
+  const std::streamoff size = f.tellg();
+  if (size < 0) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(bytes.data()), size);
+  if (f.gcount() != size) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
   return bytes;
 }
 
@@ -106,31 +121,54 @@ bool AllZero(std::span<const uint8_t> bytes) {
   return std::all_of(bytes.begin(), bytes.end(), [](uint8_t b) { return b == 0; });
 }
 
-absl::StatusOr<std::vector<uint8_t>> Compress(ZarrCompressor compressor,
-                                              std::span<const uint8_t> raw) {
-  std::vector<uint8_t> out;
+// Per-thread scratch of the workers, reused from chunk to chunk: a fresh
+// 2 MiB vector per chunk costs an mmap, page faults and a memset each time,
+// and a fresh zstd context (what ZSTD_compress makes) over a MiB of setup.
+struct Scratch {
+  std::vector<uint8_t> dense = std::vector<uint8_t>(kChunkVoxels);
+  std::vector<uint8_t> out;  // Compress output, grown once to the bound
+  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx{ZSTD_createCCtx(), ZSTD_freeCCtx};
+  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dctx{ZSTD_createDCtx(), ZSTD_freeDCtx};
+};
+
+Scratch& ThreadScratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
+// The chunk file's bytes of `raw`; they live in scratch.out until the next
+// call on this thread.
+absl::StatusOr<std::span<const uint8_t>> Compress(ZarrCompressor compressor,
+                                                  std::span<const uint8_t> raw, Scratch& scratch) {
+  std::vector<uint8_t>& out = scratch.out;
   if (compressor == ZarrCompressor::kZstd) {
-    out.resize(ZSTD_compressBound(raw.size()));
-    const size_t n = ZSTD_compress(out.data(), out.size(), raw.data(), raw.size(), kZstdLevel);
+    if (scratch.cctx == nullptr) return absl::ResourceExhaustedError("ZSTD_createCCtx failed");
+    if (out.size() < ZSTD_compressBound(raw.size())) out.resize(ZSTD_compressBound(raw.size()));
+    // The same frame as ZSTD_compress at this level, without its context
+    // allocation.
+    const size_t n = ZSTD_compressCCtx(scratch.cctx.get(), out.data(), out.size(), raw.data(),
+                                       raw.size(), kZstdLevel);
     if (ZSTD_isError(n)) return absl::InternalError(ZSTD_getErrorName(n));
-    out.resize(n);
-    return out;
+    return std::span<const uint8_t>(out.data(), n);
   }
-  out.resize(raw.size() + BLOSC_MAX_OVERHEAD);
-  // The numcodecs Blosc codec: cname zstd, clevel 5, no shuffle, typesize 1,
-  // automatic block size; blosc_compress_ctx does not touch global state.
+  if (out.size() < raw.size() + BLOSC_MAX_OVERHEAD) out.resize(raw.size() + BLOSC_MAX_OVERHEAD);
+  // The numcodecs Blosc codec: cname zstd, clevel kBloscLevel, no shuffle,
+  // typesize 1, automatic block size; blosc_compress_ctx does not touch
+  // global state, so the workers may call it at once. One blosc thread each:
+  // the parallelism is over chunks.
   const int n = blosc_compress_ctx(kBloscLevel, BLOSC_NOSHUFFLE, 1, raw.size(), raw.data(),
                                    out.data(), out.size(), "zstd", 0, 1);
   if (n <= 0) return absl::InternalError("blosc_compress failed");
-  out.resize(static_cast<size_t>(n));
-  return out;
+  return std::span<const uint8_t>(out.data(), static_cast<size_t>(n));
 }
 
 // Decompresses a chunk file into exactly kChunkVoxels bytes.
 absl::Status Decompress(ZarrCompressor compressor, std::span<const uint8_t> in, uint8_t* dense,
-                        const std::string& name) {
+                        const std::string& name, Scratch& scratch) {
   if (compressor == ZarrCompressor::kZstd) {
-    const size_t n = ZSTD_decompress(dense, kChunkVoxels, in.data(), in.size());
+    if (scratch.dctx == nullptr) return absl::ResourceExhaustedError("ZSTD_createDCtx failed");
+    const size_t n =
+        ZSTD_decompressDCtx(scratch.dctx.get(), dense, kChunkVoxels, in.data(), in.size());
     if (ZSTD_isError(n) || n != kChunkVoxels) {
       return Invalid(absl::StrCat("chunk file ", name, ": not a zstd frame of 128^3 bytes"));
     }
@@ -154,6 +192,102 @@ absl::Status Decompress(ZarrCompressor compressor, std::span<const uint8_t> in, 
     return Invalid(absl::StrCat("chunk file ", name, ": blosc cannot decompress it"));
   }
   return absl::OkStatus();
+}
+
+// Worker threads for the per-chunk work (decoding, compressing, files), so
+// that it runs on every core while the calling thread keeps the Client,
+// which only one thread may use, busy. The results come back in the order
+// the tasks were submitted: import sends its writes in file order, and both
+// directions stop at the first error in that order, as a plain loop would.
+// At most `window` tasks are submitted and not yet retired, which bounds
+// the memory waiting in results (up to a chunk each).
+//
+// Thread-safety: Submit, Retire, pending and full are for the one thread
+// that owns the object.
+template <typename Result>
+class OrderedWork {
+ public:
+  // REQUIRES: threads >= 1, window >= 1.
+  OrderedWork(size_t threads, size_t window) : slots_(window) {
+    for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+  }
+  // Tasks not started yet are dropped; those running finish first (they may
+  // use whatever the caller declared before this object).
+  ~OrderedWork() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    ready_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+  OrderedWork(const OrderedWork&) = delete;
+  OrderedWork& operator=(const OrderedWork&) = delete;
+
+  size_t pending() const { return submitted_ - retired_; }
+  bool full() const { return pending() == slots_.size(); }
+
+  // REQUIRES: !full().
+  void Submit(std::function<Result()> task) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      slots_[submitted_ % slots_.size()].task = std::move(task);
+      ++submitted_;
+    }
+    ready_.notify_one();
+  }
+
+  // The result of the oldest task not retired yet, once it has run.
+  // REQUIRES: pending() > 0.
+  Result Retire() {
+    std::unique_lock<std::mutex> lock(mu_);
+    Slot& slot = slots_[retired_ % slots_.size()];
+    done_.wait(lock, [&] { return slot.result.has_value(); });
+    Result result = std::move(*slot.result);
+    slot.result.reset();
+    ++retired_;
+    return result;
+  }
+
+ private:
+  struct Slot {
+    std::function<Result()> task;
+    std::optional<Result> result;
+  };
+
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      ready_.wait(lock, [&] { return stop_ || started_ < submitted_; });
+      if (stop_) return;
+      // The slot stays ours until the owner retires it, which waits for the
+      // result: Submit only reuses a slot after that.
+      Slot& slot = slots_[started_++ % slots_.size()];
+      std::function<Result()> task = std::move(slot.task);
+      lock.unlock();
+      Result result = task();
+      lock.lock();
+      slot.result.emplace(std::move(result));
+      done_.notify_all();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable ready_;  // a task was submitted, or stop_
+  std::condition_variable done_;   // a result was stored
+  std::vector<Slot> slots_;        // task seq lives in slots_[seq % size]
+  uint64_t submitted_ = 0;         // written by the owner under mu_
+  uint64_t retired_ = 0;           // written by the owner under mu_
+  uint64_t started_ = 0;           // tasks taken by a worker
+  bool stop_ = false;
+  std::vector<std::thread> threads_;  // last: started after the rest exists
+};
+
+// The workers for the per-chunk work: one per core (the calling thread
+// mostly waits on the socket), at most kMaxWorkers.
+constexpr size_t kMaxWorkers = 8;
+size_t WorkerCount() {
+  return std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxWorkers);
 }
 
 // --- A small JSON reader, for .zarray -------------------------------------
@@ -475,38 +609,62 @@ absl::StatusOr<ZarrStats> ExportZarr(protocol::Client& client, const protocol::H
 
   ZarrStats stats;
   std::vector<uint64_t> all(codes.begin(), codes.end());
-  std::vector<uint8_t> dense(kChunkVoxels);
   size_t batch = kChunksPerBatch;
   if (hello.max_batch > 0) batch = std::min<size_t>(batch, hello.max_batch);
+  // The stored bytes of the chunk file written; nullopt when the chunk (as
+  // cropped to the box) is all 0 and no file is written.
+  using Written = absl::StatusOr<std::optional<uint64_t>>;
+  // Each chunk's decoding, compression and file write run on the workers
+  // while this thread fetches the next batch; the window holds two batches
+  // so that the workers never wait for a GET_CHUNKS round trip.
+  const size_t workers = WorkerCount();
+  OrderedWork<Written> work(workers, std::max<size_t>(2 * batch, 2 * workers));
+  auto retire = [&]() -> absl::Status {
+    VOXDB_ASSIGN_OR_RETURN(std::optional<uint64_t> stored, work.Retire());
+    if (stored.has_value()) {
+      ++stats.chunks;
+      stats.raw_bytes += kChunkVoxels;
+      stats.stored_bytes += *stored;
+    }
+    return absl::OkStatus();
+  };
   for (size_t at = 0; at < all.size();) {
     const size_t n = std::min(batch, all.size() - at);
     std::span<const uint64_t> ask(all.data() + at, n);
     VOXDB_ASSIGN_OR_RETURN(protocol::GetChunksReply reply, client.GetChunks(ask));
     size_t done = 0;
     for (size_t i = 0; i < reply.results.size() && i < n; ++i) {
-      const protocol::ChunkResult& r = reply.results[i];
+      protocol::ChunkResult& r = reply.results[i];
       const auto status = static_cast<protocol::WireStatus>(r.status);
       if (status == protocol::WireStatus::kTooLarge) break;  // ask again
       done = i + 1;
       ++stats.chunks_asked;
       if (status == protocol::WireStatus::kNotFound) continue;
       if (status != protocol::WireStatus::kOk) {
+        // The chunks before it are finished first, as in a plain loop.
+        while (work.pending() > 0) VOXDB_RETURN_IF_ERROR(retire());
         return protocol::ServerError(status, std::string(r.bytes.begin(), r.bytes.end()));
       }
-      VOXDB_RETURN_IF_ERROR(engine::DecodeChunkToDense(r.bytes, dense.data()));
-      const ChunkCoord c = engine::MortonDecode(ask[i]);
-      CropDense(c, box, dense.data());
-      if (AllZero(dense)) continue;
-      VOXDB_ASSIGN_OR_RETURN(std::vector<uint8_t> stored, Compress(options.compressor, dense));
-      VOXDB_RETURN_IF_ERROR(
-          WriteFile(array_dir / absl::StrFormat("%u.%u.%u", c.z, c.y, c.x), stored));
-      ++stats.chunks;
-      stats.raw_bytes += kChunkVoxels;
-      stats.stored_bytes += stored.size();
+      while (work.full()) VOXDB_RETURN_IF_ERROR(retire());
+      work.Submit([&array_dir, &box, compressor = options.compressor, code = ask[i],
+                   record = std::move(r.bytes)]() -> Written {
+        Scratch& scratch = ThreadScratch();
+        std::span<uint8_t> dense(scratch.dense);
+        VOXDB_RETURN_IF_ERROR(engine::DecodeChunkToDense(record, dense.data()));
+        const ChunkCoord c = engine::MortonDecode(code);
+        CropDense(c, box, dense.data());
+        if (AllZero(dense)) return std::nullopt;
+        VOXDB_ASSIGN_OR_RETURN(std::span<const uint8_t> stored,
+                               Compress(compressor, dense, scratch));
+        VOXDB_RETURN_IF_ERROR(
+            WriteFile(array_dir / absl::StrFormat("%u.%u.%u", c.z, c.y, c.x), stored));
+        return stored.size();
+      });
     }
     if (done == 0) return absl::InternalError("GET_CHUNKS returned no chunk of the batch");
     at += done;
   }
+  while (work.pending() > 0) VOXDB_RETURN_IF_ERROR(retire());
   return stats;
 }
 
@@ -535,56 +693,96 @@ absl::StatusOr<ZarrStats> ImportZarr(protocol::Client& client, const protocol::H
   VOXDB_ASSIGN_OR_RETURN(ArrayMeta meta, CheckArrayMeta(*zarray, frame));
   VOXDB_ASSIGN_OR_RETURN(auto files, ListChunkFiles(array_dir, meta.separator, frame));
 
-  ZarrStats stats;
-  std::vector<uint8_t> dense(kChunkVoxels);
-  std::vector<protocol::Request> requests;
-  auto send = [&]() -> absl::Status {
-    auto results = client.CallBatch(requests);
-    requests.clear();
-    for (auto& r : results) {
-      if (!r.ok()) return r.status();
-    }
-    return absl::OkStatus();
+  // The chunk files that meet the box, in the order they are written.
+  std::erase_if(files, [&](const auto& f) { return !Clip(ChunkBox(f.first), box).has_value(); });
+
+  // One chunk file's write: read, decompressed and encoded by a worker.
+  struct Write {
+    protocol::Request request;
+    uint64_t stored_bytes = 0;  // the file's size
   };
-  for (const auto& [c, path] : files) {
-    const std::optional<Box> part = Clip(ChunkBox(c), box);
-    if (!part.has_value()) continue;
+  auto prepare = [&](const ChunkCoord& c, const fs::path& path) -> absl::StatusOr<Write> {
+    Scratch& scratch = ThreadScratch();
+    uint8_t* dense = scratch.dense.data();
     VOXDB_ASSIGN_OR_RETURN(std::vector<uint8_t> stored, ReadFile(path));
-    VOXDB_RETURN_IF_ERROR(Decompress(meta.compressor, stored, dense.data(), path.string()));
-    ++stats.chunks;
-    stats.raw_bytes += kChunkVoxels;
-    stats.stored_bytes += stored.size();
+    VOXDB_RETURN_IF_ERROR(Decompress(meta.compressor, stored, dense, path.string(), scratch));
+    Write w;
+    w.stored_bytes = stored.size();
     const Box cb = ChunkBox(c);
+    const Box part = *Clip(cb, box);
     const std::optional<Box> in_world = Clip(cb, world);
-    if (Contains(*part, *in_world)) {
+    if (Contains(part, *in_world)) {
       // The whole chunk (as far as the world goes): one PUT_CHUNK. Voxels past
       // the world's edge are zeroed so that the record is canonical.
-      CropDense(c, world, dense.data());
-      engine::Chunk chunk = engine::Chunk::FromDense(dense);
-      chunk.Compact();
+      CropDense(c, world, dense);
       protocol::PutChunkRequest put;
       put.code = engine::MortonEncode(c.x, c.y, c.z);
-      put.record = engine::EncodeChunk(chunk, 0, engine::NowMicros());
-      requests.push_back({protocol::Opcode::kPutChunk, put.Encode()});
+      put.record = engine::EncodeChunk(
+          engine::Chunk::FromDense(std::span<const uint8_t>(dense, kChunkVoxels)), 0,
+          engine::NowMicros());
+      w.request = {protocol::Opcode::kPutChunk, put.Encode()};
     } else {
       protocol::BoxRequest write;
-      write.box = *part;
-      const uint64_t sx = part->hi.x - part->lo.x, sy = part->hi.y - part->lo.y;
-      const uint64_t sz = part->hi.z - part->lo.z;
+      write.box = part;
+      const uint64_t sx = part.hi.x - part.lo.x, sy = part.hi.y - part.lo.y;
+      const uint64_t sz = part.hi.z - part.lo.z;
       write.voxels.resize(sx * sy * sz);
       for (uint64_t z = 0; z < sz; ++z) {
         for (uint64_t y = 0; y < sy; ++y) {
-          const uint64_t lz = part->lo.z - cb.lo.z + z, ly = part->lo.y - cb.lo.y + y;
-          const uint64_t lx = part->lo.x - cb.lo.x;
+          const uint64_t lz = part.lo.z - cb.lo.z + z, ly = part.lo.y - cb.lo.y + y;
+          const uint64_t lx = part.lo.x - cb.lo.x;
           std::memcpy(write.voxels.data() + (z * sy + y) * sx,
-                      dense.data() + (lz * kChunkEdge + ly) * kChunkEdge + lx, sx);
+                      dense + (lz * kChunkEdge + ly) * kChunkEdge + lx, sx);
         }
       }
-      requests.push_back({protocol::Opcode::kWriteBox, write.EncodeWriteBox()});
+      w.request = {protocol::Opcode::kWriteBox, write.EncodeWriteBox()};
     }
-    if (requests.size() >= kChunksPerBatch) VOXDB_RETURN_IF_ERROR(send());
+    return w;
+  };
+
+  // The writes are pipelined: up to kWritesInFlight are sent and not yet
+  // answered, so that the server applies (and group-commits) them while the
+  // workers prepare the next ones, instead of a round trip per batch.
+  constexpr size_t kWritesInFlight = 2 * kChunksPerBatch;  // up to 2 MiB each
+  std::unordered_set<uint64_t> in_flight;                  // request ids
+  auto receive_one = [&]() -> absl::Status {
+    VOXDB_ASSIGN_OR_RETURN(protocol::Frame reply, client.Receive());
+    if (in_flight.erase(reply.header.request_id) == 0) return absl::OkStatus();  // not ours
+    if (reply.header.status != 0) {
+      return protocol::ServerError(
+          static_cast<protocol::WireStatus>(reply.header.status),
+          std::string_view(reinterpret_cast<const char*>(reply.payload.data()),
+                           reply.payload.size()));
+    }
+    return absl::OkStatus();
+  };
+
+  ZarrStats stats;
+  const size_t workers = WorkerCount();
+  OrderedWork<absl::StatusOr<Write>> work(workers, std::max<size_t>(kChunksPerBatch, 2 * workers));
+  size_t next = 0;  // the first file not submitted
+  while (next < files.size() || work.pending() > 0) {
+    while (next < files.size() && !work.full()) {
+      work.Submit(
+          [&prepare, &files, i = next++] { return prepare(files[i].first, files[i].second); });
+    }
+    absl::StatusOr<Write> prepared = work.Retire();
+    if (!prepared.ok()) {
+      // The writes sent before this file are answered first: one of them
+      // may have failed (earlier in file order), and otherwise they are
+      // known to be applied when the import stops here.
+      while (!in_flight.empty()) VOXDB_RETURN_IF_ERROR(receive_one());
+      return prepared.status();
+    }
+    Write& w = *prepared;
+    ++stats.chunks;
+    stats.raw_bytes += kChunkVoxels;
+    stats.stored_bytes += w.stored_bytes;
+    while (in_flight.size() >= kWritesInFlight) VOXDB_RETURN_IF_ERROR(receive_one());
+    VOXDB_ASSIGN_OR_RETURN(uint64_t id, client.Send(w.request.op, w.request.payload));
+    in_flight.insert(id);
   }
-  if (!requests.empty()) VOXDB_RETURN_IF_ERROR(send());
+  while (!in_flight.empty()) VOXDB_RETURN_IF_ERROR(receive_one());
   return stats;
 }
 

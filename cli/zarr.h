@@ -19,7 +19,10 @@
 // Zarr chunk (cz, cy, cx) is the voxdb chunk (cx, cy, cz). In zarr-python:
 // `zarr.open(DIR)["world_voxels"][z, y, x]` is voxel (x, y, z).
 //
-// Thread-safety: run from one thread; the Client is used by one thread.
+// Thread-safety: call from one thread. Only that thread uses the Client;
+// the per-chunk work (decompressing, encoding, compressing, chunk files)
+// runs on a few worker threads of their own, one per core, started and
+// joined by each call.
 #ifndef VOXDB_CLI_ZARR_H_
 #define VOXDB_CLI_ZARR_H_
 

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Throughput of `voxdb export` and `voxdb import` (Zarr v2, level 0) over loopback.
+#
+#   tests/bench/zarr_bench.sh BUILD_DIR
+#
+# Starts BUILD_DIR/daemon/voxdbd (defaults: sync durability, threads = cores)
+# on an ephemeral loopback port with a temporary data directory, loads the
+# first $ZARR_BENCH_CHUNKS surface chunks of the terrain generator with
+# BUILD_DIR/tests/net_bench --mode load (PUT_CHUNK, then FLUSH), then for each
+# compressor, zstd and blosc, in $ZARR_BENCH_ROUNDS rounds:
+#   - times `voxdb export --out DIR --compressor C` (the whole world: every
+#     stored chunk);
+#   - starts a second voxdbd on an empty data directory and times
+#     `voxdb import DIR` into it;
+#   - exports the imported database again (untimed) and compares the two
+#     stores file for file (`cmp`): the compressors are deterministic, so the
+#     same voxels give the same bytes, and a lossy import cannot pass;
+#   - stops the second voxdbd.
+# The figures are raw voxels (128^3 bytes a chunk file) per second of the
+# whole `voxdb` process (connect, HELLO, the transfer; for export the write
+# of every file, for import the last acknowledged write), the median over
+# the rounds. Prints a markdown table with the command line and the targets
+# (export and import each >= 500 MB/s). Every process it started is stopped
+# on exit, and its temporary directory removed.
+#
+# Environment: ZARR_BENCH_CHUNKS (default 256), ZARR_BENCH_ROUNDS (default 3).
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+  echo "usage: $0 BUILD_DIR" >&2
+  exit 2
+fi
+BUILD=$1
+VOXDBD=$BUILD/daemon/voxdbd
+VOXDB=$BUILD/cli/voxdb
+NET_BENCH=$BUILD/tests/net_bench
+CHUNKS=${ZARR_BENCH_CHUNKS:-256}
+ROUNDS=${ZARR_BENCH_ROUNDS:-3}
+TARGET_MB_S=500
+CHUNK_BYTES=2097152  # 128^3
+for f in "$VOXDBD" "$VOXDB" "$NET_BENCH"; do
+  [[ -x $f ]] || { echo "$f is missing: build the voxdbd, voxdb and net_bench targets" >&2; exit 2; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/zarr_bench.XXXXXX")
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "== $*" >&2; }
+# The median of the numbers on stdin.
+median() {
+  sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.0f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+fmt() {  # a whole number with thousands separators
+  awk -v x="$1" 'BEGIN { s = sprintf("%.0f", x); o = ""
+    while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
+    print s o }' </dev/null
+}
+
+# start_voxdbd NAME: starts voxdbd on $TMP/NAME; sets VOXDBD_PID and ADDR.
+start_voxdbd() {
+  local name=$1 port=
+  "$VOXDBD" --data "$TMP/$name" --listen 127.0.0.1:0 --metrics-listen off \
+    >"$TMP/$name.out" 2>&1 &
+  VOXDBD_PID=$!
+  PIDS+=("$VOXDBD_PID")
+  for _ in $(seq 300); do
+    port=$(sed -n 's/^voxdbd listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/$name.out")
+    [[ -n $port ]] && break
+    kill -0 "$VOXDBD_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -z $port ]]; then
+    echo "voxdbd did not start:" >&2
+    cat "$TMP/$name.out" >&2
+    exit 1
+  fi
+  ADDR=127.0.0.1:$port
+}
+# stop_voxdbd PID NAME: SIGTERM, and it must exit 0.
+stop_voxdbd() {
+  kill "$1"
+  if ! wait "$1"; then
+    echo "voxdbd ($2) did not stop cleanly:" >&2
+    cat "$TMP/$2.out" >&2
+    exit 1
+  fi
+}
+# timed OUTFILE CMD...: runs CMD (stdout to OUTFILE, stderr shown on failure);
+# prints its wall-clock seconds.
+timed() {
+  local out=$1 t0 t1
+  shift
+  t0=$(date +%s%N)
+  if ! "$@" >"$out" 2>"$out.err"; then
+    echo "failed: $*" >&2
+    cat "$out" "$out.err" >&2
+    exit 1
+  fi
+  t1=$(date +%s%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", (b - a) / 1e9 }' </dev/null
+}
+# files DIR: the number of chunk files of its array.
+files() { find "$1/world_voxels" -type f ! -name '.*' | wc -l; }
+
+LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
+start_voxdbd source
+SRC_PID=$VOXDBD_PID
+SRC_ADDR=$ADDR
+log "voxdbd on $SRC_ADDR: loading $CHUNKS surface chunks"
+"$NET_BENCH" --mode load --address "$SRC_ADDR" --chunks "$CHUNKS" >"$TMP/load.out"
+R=$TMP/results.txt
+: >"$R"
+
+for round in $(seq "$ROUNDS"); do
+  for comp in zstd blosc; do
+    out=$TMP/export-$comp-$round
+    log "round $round: export --compressor $comp"
+    secs=$(timed "$TMP/export.out" "$VOXDB" --address "$SRC_ADDR" export --out "$out" \
+      --compressor "$comp")
+    n=$(files "$out")
+    if [[ $n -eq 0 ]]; then
+      echo "export $comp wrote no chunk file" >&2
+      exit 1
+    fi
+    echo "export_$comp $n $secs" >>"$R"
+
+    log "round $round: import ($comp, $n chunk files) into a new voxdbd"
+    start_voxdbd "import-$comp-$round"
+    DST_PID=$VOXDBD_PID
+    secs=$(timed "$TMP/import.out" "$VOXDB" --address "$ADDR" import "$out")
+    echo "import_$comp $n $secs" >>"$R"
+    # The round trip: the imported chunks export to the same bytes.
+    timed "$TMP/reexport.out" "$VOXDB" --address "$ADDR" export --out "$out.again" \
+      --compressor "$comp" >/dev/null
+    if [[ $(files "$out.again") -ne $n ]] ||
+      ! (cd "$out/world_voxels" && find . -type f ! -name '.*' -print0 |
+        xargs -0 -I{} cmp -s {} "$out.again/world_voxels/{}"); then
+      echo "import $comp did not round-trip: $out and $out.again differ" >&2
+      exit 1
+    fi
+    stop_voxdbd "$DST_PID" "import-$comp-$round"
+    rm -rf "$out" "$out.again" "$TMP/import-$comp-$round"
+  done
+done
+stop_voxdbd "$SRC_PID" source
+
+# --- the table ----------------------------------------------------------------------
+echo
+echo "\`$0 $*\` (ZARR_BENCH_CHUNKS=$CHUNKS ZARR_BENCH_ROUNDS=$ROUNDS): $(nproc) cores," \
+  "load average $LOAD_BEFORE before and $(cut -d' ' -f1 /proc/loadavg) after; $CHUNKS" \
+  "surface chunks loaded, medians of $ROUNDS rounds; MB/s of raw voxels (128^3 bytes a" \
+  "chunk file) over the wall-clock time of the voxdb process."
+echo
+echo "| measurement | chunk files | seconds | raw MB/s | voxels/s | target |"
+echo "|---|---:|---:|---:|---:|---|"
+for kind in export_zstd export_blosc import_zstd import_blosc; do
+  n=$(awk -v k="$kind" '$1 == k { print $2; exit }' "$R")
+  mb=$(awk -v k="$kind" -v b="$CHUNK_BYTES" '$1 == k { print $2 * b / $3 / 1e6 }' "$R" | median)
+  secs=$(awk -v k="$kind" '$1 == k { print $3 * 1000 }' "$R" | median)
+  vox=$(awk -v k="$kind" -v b="$CHUNK_BYTES" '$1 == k { print $2 * b / $3 }' "$R" | median)
+  verdict=$(awk -v m="$mb" -v t="$TARGET_MB_S" 'BEGIN { print (m >= t ? "**met**" : "missed") }')
+  echo "| ${kind/_/ } | $n | $(awk -v s="$secs" 'BEGIN { printf "%.3f", s / 1000 }') |" \
+    "$(fmt "$mb") | $(fmt "$vox") | ≥ $TARGET_MB_S MB/s: $verdict |"
+done
