@@ -413,11 +413,16 @@ void EmitZarrStats(const CommandLine& cl, const ZarrStats& stats, const std::str
                    double seconds) {
   JsonObject o = CommandObject(cl);
   o.Str("dir", dir).Num("chunks", stats.chunks).Num("raw_bytes", stats.raw_bytes);
-  o.Num("stored_bytes", stats.stored_bytes);
+  o.Num("stored_bytes", stats.stored_bytes).Num("lod_chunks", stats.lod_chunks);
+  std::string lod;
+  if (stats.lod_chunks > 0) {
+    lod = absl::StrFormat(", %u LOD chunks (%.1f MiB stored)", stats.lod_chunks,
+                          stats.lod_stored_bytes / 1048576.0);
+  }
   Emit(cl, o,
-       absl::StrFormat("ok %u chunks (%.1f MiB raw, %.1f MiB stored) in %.2f s (%.1f MB/s)\n",
+       absl::StrFormat("ok %u chunks (%.1f MiB raw, %.1f MiB stored)%s in %.2f s (%.1f MB/s)\n",
                        stats.chunks, stats.raw_bytes / 1048576.0, stats.stored_bytes / 1048576.0,
-                       seconds, seconds > 0 ? stats.raw_bytes / 1e6 / seconds : 0.0));
+                       lod, seconds, seconds > 0 ? stats.raw_bytes / 1e6 / seconds : 0.0));
 }
 
 absl::Status Export(const CommandLine& cl) {
@@ -426,6 +431,7 @@ absl::Status Export(const CommandLine& cl) {
   ZarrExportOptions options;
   options.out_dir = *cl.out;
   options.box = cl.box;
+  options.lod_levels = static_cast<int>(cl.lod.value_or(0));
   const std::string compressor = cl.compressor.value_or("zstd");
   if (compressor == "blosc") {
     options.compressor = ZarrCompressor::kBlosc;
@@ -759,16 +765,20 @@ const CommandSpec kCommands[] = {
      "Fills the box with MATERIAL (0..255) and prints the write's version. Any size: a fill\n"
      "is one record, however many chunks it covers.\n",
      7, false, false, Fill},
-    {"export", "--out DIR [--box ..] [--compressor]",
+    {"export", "--out DIR [--box ..] [--compressor] [--lod N]",
      "write the world (or a box) as a Zarr v2 array",
      "Writes a Zarr v2 directory store into DIR: .zgroup, .zattrs (world_size_meters,\n"
      "voxel_size_meters, coordinate_system EPSG:4087) and the array world_voxels, shape\n"
      "[z, y, x] (x fastest), chunks 128^3 of |u1, fill value 0, compressor zstd (level 3,\n"
      "the default) or blosc (zstd, clevel 5, no shuffle). Only chunks that are not all 0\n"
      "are written, as files CZ.CY.CX; zarr[z, y, x] is voxel (x, y, z). With --box, voxels\n"
-     "outside the box are written as 0. Fills covering more than 2^20 chunks in the box\n"
-     "are refused (export a smaller box). Not a snapshot: the chunks are read in many\n"
-     "requests, so pause writes for a consistent export. DIR must not hold an array yet.\n",
+     "outside the box are written as 0. With --lod N (1..16), also the arrays\n"
+     "lod_pyramid/lod_1 .. lod_N: level L has shape [z, y, x] / 2^L, voxels of 0.25 m * 2^L,\n"
+     "each the most common material of its 2x2x2 children (ties to non-air, then to the\n"
+     "smaller id), computed from the exported level 0. The export reads one snapshot of the\n"
+     "database: every write before it starts and none after, while writes go on. Fills\n"
+     "covering more than 2^20 chunks in the box are refused (export a smaller box). DIR must\n"
+     "not hold an array yet.\n",
      kVariableArgs, false, false, Export},
     {"import", "DIR [--box ..]", "write a Zarr v2 array made by export",
      "Reads world_voxels of the Zarr v2 store DIR (as export writes it: shape [z, y, x] of\n"

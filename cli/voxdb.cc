@@ -33,7 +33,8 @@ constexpr char kOptionsHelp[] =
     "                       they open it themselves, with voxdbd stopped)\n"
     "  --out DIR, --compressor zstd|blosc   for export\n"
     "  --box X0 Y0 Z0 X1 Y1 Z1              for export and import: only this box\n"
-    "  --lod L              for get-chunk and query: LOD level L (1..16) of the pyramid\n"
+    "  --lod L              for get-chunk and query: LOD level L (1..16) of the pyramid;\n"
+    "                       for export: also the arrays lod_pyramid/lod_1 .. lod_L\n"
     "  --json               print one JSON object on stdout: the result, or\n"
     "                       {\"error\":..., \"status\":...}\n"
     "  --timeout SECONDS    give up when the server makes no progress for this long\n"
@@ -163,8 +164,9 @@ int Main(int argc, char** argv) {
              std::string_view(spec->name) != "import") {
     status = UsageError("there is no option --box for this command (export and import take it)");
   } else if (cl.lod.has_value() && std::string_view(spec->name) != "get-chunk" &&
-             std::string_view(spec->name) != "query") {
-    status = UsageError("there is no option --lod for this command (get-chunk and query take it)");
+             std::string_view(spec->name) != "query" && std::string_view(spec->name) != "export") {
+    status = UsageError(
+        "there is no option --lod for this command (get-chunk, query and export take it)");
   } else if (cl.FirstQueryOption() != nullptr && !spec->takes_query_options) {
     status = UsageError(
         absl::StrFormat("there is no option %s for this command", cl.FirstQueryOption()));

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -28,6 +29,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/chunk.h"
 #include "engine/chunk_codec.h"
+#include "engine/lod.h"
 #include "engine/morton.h"
 #include "engine/status.h"
 #include "engine/world_frame.h"
@@ -43,6 +45,8 @@ using engine::kChunkVoxels;
 using protocol::Box;
 
 constexpr char kArrayName[] = "world_voxels";
+constexpr char kPyramidName[] = "lod_pyramid";  // lod_pyramid/lod_1, lod_2, ...
+constexpr char kZgroup[] = "{\n    \"zarr_format\": 2\n}\n";
 constexpr int kZstdLevel = 3;
 constexpr int kBloscLevel = 5;
 // Chunks per GET_CHUNKS (a dense chunk's record can be over 2 MiB, and the
@@ -288,6 +292,140 @@ class OrderedWork {
 constexpr size_t kMaxWorkers = 8;
 size_t WorkerCount() {
   return std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxWorkers);
+}
+
+// --- The LOD arrays of an export ---------------------------------------------
+
+// What a worker did with one chunk (level 0) or LOD node (level >= 1).
+struct ChunkDone {
+  uint64_t code = 0;
+  int level = 0;
+  std::optional<uint64_t> stored;  // the file's bytes; nullopt: all 0, no file
+  std::vector<uint8_t> octant;     // level 0 with LOD levels: the chunk downsampled, 64^3
+};
+using Written = absl::StatusOr<ChunkDone>;
+
+void Count(const ChunkDone& done, ZarrStats* stats) {
+  if (!done.stored.has_value()) return;
+  if (done.level == 0) {
+    ++stats->chunks;
+    stats->raw_bytes += kChunkVoxels;
+    stats->stored_bytes += *done.stored;
+  } else {
+    ++stats->lod_chunks;
+    stats->lod_stored_bytes += *done.stored;
+  }
+}
+
+constexpr size_t kHalf = kChunkEdge / 2;
+
+// The chunk downsampled by engine::LodMode8 (the pyramid's rule) into 64^3,
+// x fastest.
+std::vector<uint8_t> DownsampleToOctant(const uint8_t* dense) {
+  thread_local std::vector<uint8_t> parent(kChunkVoxels);
+  engine::LodDownsampleOctant(dense, 0, parent.data());  // writes [0, 64)^3 of parent
+  std::vector<uint8_t> octant(kHalf * kHalf * kHalf);
+  for (size_t z = 0; z < kHalf; ++z) {
+    for (size_t y = 0; y < kHalf; ++y) {
+      std::memcpy(&octant[kHalf * (y + kHalf * z)], &parent[kChunkEdge * (y + kChunkEdge * z)],
+                  kHalf);
+    }
+  }
+  return octant;
+}
+
+// Builds levels 1..levels from the level-0 chunks, given in Morton order:
+// the 8 children of a node are consecutive in it, so one node per level is
+// open at a time. A node is finished when a chunk of another node arrives
+// (or at Finish): if not all 0 it is queued in ready() for writing, and it
+// is downsampled into its octant of its parent. Chunks that never arrive
+// are air.
+class PyramidBuilder {
+ public:
+  struct Node {
+    int level;
+    uint64_t code;
+    std::vector<uint8_t> dense;
+  };
+  explicit PyramidBuilder(int levels) : levels_(levels), open_(levels + 1) {}
+
+  // The level-0 chunk `code`, downsampled to 64^3 (DownsampleToOctant).
+  void AddLevel0(uint64_t code, const std::vector<uint8_t>& octant) {
+    Open& node = OpenNode(1, code >> 3);
+    const size_t o = code & 7;
+    const size_t ox = (o & 1) * kHalf, oy = (o >> 1 & 1) * kHalf, oz = (o >> 2) * kHalf;
+    for (size_t z = 0; z < kHalf; ++z) {
+      for (size_t y = 0; y < kHalf; ++y) {
+        std::memcpy(&node.dense[ox + kChunkEdge * (oy + y + kChunkEdge * (oz + z))],
+                    &octant[kHalf * (y + kHalf * z)], kHalf);
+      }
+    }
+  }
+  // Finishes every open node (the end of the chunks).
+  void Finish() {
+    for (int level = 1; level <= levels_; ++level) FinishLevel(level);
+  }
+  std::deque<Node>& ready() { return ready_; }
+
+ private:
+  struct Open {
+    bool open = false;
+    uint64_t code = 0;
+    std::vector<uint8_t> dense;
+  };
+  // The open node of `level`, which becomes `code` (finishing another one).
+  Open& OpenNode(int level, uint64_t code) {
+    Open& node = open_[static_cast<size_t>(level)];
+    if (node.open && node.code != code) FinishLevel(level);
+    if (!node.open) {
+      node.open = true;
+      node.code = code;
+      node.dense.assign(kChunkVoxels, 0);
+    }
+    return node;
+  }
+  void FinishLevel(int level) {
+    Open& node = open_[static_cast<size_t>(level)];
+    if (!node.open) return;
+    node.open = false;
+    if (AllZero(node.dense)) return;  // air: nothing to write or pass up
+    if (level < levels_) {
+      Open& parent = OpenNode(level + 1, node.code >> 3);
+      engine::LodDownsampleOctant(node.dense.data(), static_cast<int>(node.code & 7),
+                                  parent.dense.data());
+    }
+    ready_.push_back({level, node.code, std::move(node.dense)});
+  }
+
+  const int levels_;
+  std::vector<Open> open_;  // by level; [0] unused
+  std::deque<Node> ready_;
+};
+
+// The .zarray of world_voxels (level 0) or lod_pyramid/lod_L: the world's
+// extent divided by 2^L (rounded up), [z, y, x], chunks 128^3 of |u1.
+std::string ZarrayText(const engine::WorldFrame& frame, int level,
+                       const ZarrExportOptions& options) {
+  auto extent = [&](uint64_t e) { return (e + (uint64_t{1} << level) - 1) >> level; };
+  const std::string compressor =
+      options.compressor == ZarrCompressor::kZstd
+          ? "{\"id\": \"zstd\", \"level\": 3}"
+          : "{\"id\": \"blosc\", \"cname\": \"zstd\", \"clevel\": 5, \"shuffle\": 0, "
+            "\"blocksize\": 0}";
+  return absl::StrFormat(
+      "{\n    \"zarr_format\": 2,\n    \"shape\": [%u, %u, %u],\n"
+      "    \"chunks\": [128, 128, 128],\n    \"dtype\": \"|u1\",\n"
+      "    \"fill_value\": 0,\n    \"order\": \"C\",\n"
+      "    \"compressor\": %s,\n    \"filters\": null,\n"
+      "    \"dimension_separator\": \".\"\n}\n",
+      extent(frame.extent_z()), extent(frame.extent_y()), extent(frame.extent_x()), compressor);
+}
+
+absl::Status MakeDir(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", dir.string()));
+  return absl::OkStatus();
 }
 
 // --- A small JSON reader, for .zarray -------------------------------------
@@ -538,16 +676,25 @@ absl::StatusOr<ZarrStats> ExportZarr(protocol::Client& client, const protocol::H
   if (!clipped.has_value()) return Invalid("--box is outside the world");
   const Box box = *clipped;
 
-  // The chunks stored in the box, and every chunk position its fills cover.
+  // One point in time: everything below reads the snapshot.
+  VOXDB_ASSIGN_OR_RETURN(protocol::SnapshotOpenReply snapshot, client.SnapshotOpen());
+  struct CloseSnapshot {
+    protocol::Client& client;
+    uint64_t handle;
+    ~CloseSnapshot() { (void)client.SnapshotClose(handle); }  // the connection's end would too
+  } close_snapshot{client, snapshot.snapshot};
+
+  // The chunks with a record in the box, and every chunk position its fills
+  // cover, in Morton order.
   std::set<uint64_t> codes;
-  protocol::QueryRequest q;
-  q.kind = protocol::QueryKind::kBox;
-  q.box = box;
-  q.limit = 4096;
+  protocol::SnapshotScanRequest scan;
+  scan.snapshot = snapshot.snapshot;
+  scan.box = box;
+  scan.limit = 4096;
   uint64_t fill_chunks = 0;
   bool first = true;
-  while (first || !q.cursor.empty()) {
-    VOXDB_ASSIGN_OR_RETURN(protocol::QueryReply page, client.Query(q));
+  while (first || !scan.cursor.empty()) {
+    VOXDB_ASSIGN_OR_RETURN(protocol::QueryReply page, client.SnapshotScan(scan));
     for (const protocol::QueryChunk& c : page.chunks) codes.insert(c.code);
     for (const protocol::QueryFill& f : page.fills) {
       const std::optional<Box> fb = Clip(f.box, box);
@@ -570,68 +717,100 @@ absl::StatusOr<ZarrStats> ExportZarr(protocol::Client& client, const protocol::H
         }
       }
     }
-    q.cursor = page.next_cursor;
+    scan.cursor = page.next_cursor;
     first = false;
   }
 
   const fs::path root(options.out_dir);
   const fs::path array_dir = root / kArrayName;
+  const fs::path pyramid_dir = root / kPyramidName;
   std::error_code ec;
   // Chunk files of an earlier export would stay behind: refuse instead.
-  if (fs::exists(array_dir, ec)) {
-    return Invalid(absl::StrCat(array_dir.string(), " exists: export into a new directory"));
+  for (const fs::path& dir : {array_dir, pyramid_dir}) {
+    if (fs::exists(dir, ec)) {
+      return Invalid(absl::StrCat(dir.string(), " exists: export into a new directory"));
+    }
   }
   fs::create_directories(array_dir, ec);
   if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", array_dir.string()));
-  VOXDB_RETURN_IF_ERROR(WriteText(root / ".zgroup", "{\n    \"zarr_format\": 2\n}\n"));
-  VOXDB_RETURN_IF_ERROR(
-      WriteText(root / ".zattrs",
-                absl::StrFormat("{\n    \"coordinate_system\": \"EPSG:4087\",\n"
-                                "    \"voxel_size_meters\": %.17g,\n"
-                                "    \"world_size_meters\": [%.17g, %.17g, %.17g],\n"
-                                "    \"axis_order\": [\"z\", \"y\", \"x\"]\n}\n",
-                                frame.voxel_size_m(), frame.extent_x() * frame.voxel_size_m(),
-                                frame.extent_y() * frame.voxel_size_m(),
-                                frame.extent_z() * frame.voxel_size_m())));
-  const std::string compressor =
-      options.compressor == ZarrCompressor::kZstd
-          ? "{\"id\": \"zstd\", \"level\": 3}"
-          : "{\"id\": \"blosc\", \"cname\": \"zstd\", \"clevel\": 5, \"shuffle\": 0, "
-            "\"blocksize\": 0}";
-  VOXDB_RETURN_IF_ERROR(
-      WriteText(array_dir / ".zarray",
-                absl::StrFormat("{\n    \"zarr_format\": 2,\n    \"shape\": [%u, %u, %u],\n"
-                                "    \"chunks\": [128, 128, 128],\n    \"dtype\": \"|u1\",\n"
-                                "    \"fill_value\": 0,\n    \"order\": \"C\",\n"
-                                "    \"compressor\": %s,\n    \"filters\": null,\n"
-                                "    \"dimension_separator\": \".\"\n}\n",
-                                frame.extent_z(), frame.extent_y(), frame.extent_x(), compressor)));
+  VOXDB_RETURN_IF_ERROR(WriteText(root / ".zgroup", kZgroup));
+  VOXDB_RETURN_IF_ERROR(WriteText(
+      root / ".zattrs",
+      absl::StrFormat("{\n    \"coordinate_system\": \"EPSG:4087\",\n"
+                      "    \"voxel_size_meters\": %.17g,\n"
+                      "    \"world_size_meters\": [%.17g, %.17g, %.17g],\n"
+                      "    \"axis_order\": [\"z\", \"y\", \"x\"],\n"
+                      "    \"lod_levels\": %d,\n    \"snapshot_seq\": %u\n}\n",
+                      frame.voxel_size_m(), frame.extent_x() * frame.voxel_size_m(),
+                      frame.extent_y() * frame.voxel_size_m(),
+                      frame.extent_z() * frame.voxel_size_m(), options.lod_levels, snapshot.seq)));
+  VOXDB_RETURN_IF_ERROR(WriteText(array_dir / ".zarray", ZarrayText(frame, 0, options)));
+  const int levels = options.lod_levels;
+  if (levels > 0) {
+    VOXDB_RETURN_IF_ERROR(MakeDir(pyramid_dir));
+    VOXDB_RETURN_IF_ERROR(WriteText(pyramid_dir / ".zgroup", kZgroup));
+    for (int level = 1; level <= levels; ++level) {
+      const fs::path dir = pyramid_dir / absl::StrCat("lod_", level);
+      VOXDB_RETURN_IF_ERROR(MakeDir(dir));
+      VOXDB_RETURN_IF_ERROR(WriteText(dir / ".zarray", ZarrayText(frame, level, options)));
+      VOXDB_RETURN_IF_ERROR(WriteText(
+          dir / ".zattrs",
+          absl::StrFormat("{\n    \"lod_level\": %d,\n    \"voxel_size_meters\": %.17g,\n"
+                          "    \"downsampling\": \"mode of each 2x2x2 block of level %d, ties "
+                          "to non-air, then to the smaller material id\"\n}\n",
+                          level, frame.voxel_size_m() * static_cast<double>(uint64_t{1} << level),
+                          level - 1)));
+    }
+  }
 
   ZarrStats stats;
   std::vector<uint64_t> all(codes.begin(), codes.end());
   size_t batch = kChunksPerBatch;
   if (hello.max_batch > 0) batch = std::min<size_t>(batch, hello.max_batch);
-  // The stored bytes of the chunk file written; nullopt when the chunk (as
-  // cropped to the box) is all 0 and no file is written.
-  using Written = absl::StatusOr<std::optional<uint64_t>>;
   // Each chunk's decoding, compression and file write run on the workers
   // while this thread fetches the next batch; the window holds two batches
   // so that the workers never wait for a GET_CHUNKS round trip.
   const size_t workers = WorkerCount();
   OrderedWork<Written> work(workers, std::max<size_t>(2 * batch, 2 * workers));
+  // The LOD levels, built here from the level-0 chunks as they are retired,
+  // in Morton order (a node's 8 children are consecutive in it); their
+  // files are written by the workers too.
+  PyramidBuilder pyramid(levels);
   auto retire = [&]() -> absl::Status {
-    VOXDB_ASSIGN_OR_RETURN(std::optional<uint64_t> stored, work.Retire());
-    if (stored.has_value()) {
-      ++stats.chunks;
-      stats.raw_bytes += kChunkVoxels;
-      stats.stored_bytes += *stored;
+    VOXDB_ASSIGN_OR_RETURN(ChunkDone done, work.Retire());
+    Count(done, &stats);
+    if (!done.octant.empty()) pyramid.AddLevel0(done.code, done.octant);
+    return absl::OkStatus();
+  };
+  // Submits the finished LOD nodes (retiring makes room, and may finish more).
+  auto submit_ready = [&]() -> absl::Status {
+    while (!pyramid.ready().empty()) {
+      while (work.full()) VOXDB_RETURN_IF_ERROR(retire());
+      PyramidBuilder::Node node = std::move(pyramid.ready().front());
+      pyramid.ready().pop_front();
+      work.Submit([&pyramid_dir, compressor = options.compressor,
+                   node = std::make_shared<PyramidBuilder::Node>(std::move(node))]() -> Written {
+        Scratch& scratch = ThreadScratch();
+        VOXDB_ASSIGN_OR_RETURN(std::span<const uint8_t> stored,
+                               Compress(compressor, node->dense, scratch));
+        const ChunkCoord c = engine::MortonDecode(node->code);
+        VOXDB_RETURN_IF_ERROR(WriteFile(pyramid_dir / absl::StrCat("lod_", node->level) /
+                                            absl::StrFormat("%u.%u.%u", c.z, c.y, c.x),
+                                        stored));
+        ChunkDone out;
+        out.code = node->code;
+        out.level = node->level;
+        out.stored = stored.size();
+        return out;
+      });
     }
     return absl::OkStatus();
   };
   for (size_t at = 0; at < all.size();) {
     const size_t n = std::min(batch, all.size() - at);
     std::span<const uint64_t> ask(all.data() + at, n);
-    VOXDB_ASSIGN_OR_RETURN(protocol::GetChunksReply reply, client.GetChunks(ask));
+    VOXDB_ASSIGN_OR_RETURN(protocol::GetChunksReply reply,
+                           client.SnapshotGet(snapshot.snapshot, ask));
     size_t done = 0;
     for (size_t i = 0; i < reply.results.size() && i < n; ++i) {
       protocol::ChunkResult& r = reply.results[i];
@@ -645,25 +824,34 @@ absl::StatusOr<ZarrStats> ExportZarr(protocol::Client& client, const protocol::H
         while (work.pending() > 0) VOXDB_RETURN_IF_ERROR(retire());
         return protocol::ServerError(status, std::string(r.bytes.begin(), r.bytes.end()));
       }
+      VOXDB_RETURN_IF_ERROR(submit_ready());
       while (work.full()) VOXDB_RETURN_IF_ERROR(retire());
-      work.Submit([&array_dir, &box, compressor = options.compressor, code = ask[i],
+      work.Submit([&array_dir, &box, levels, compressor = options.compressor, code = ask[i],
                    record = std::move(r.bytes)]() -> Written {
         Scratch& scratch = ThreadScratch();
         std::span<uint8_t> dense(scratch.dense);
         VOXDB_RETURN_IF_ERROR(engine::DecodeChunkToDense(record, dense.data()));
         const ChunkCoord c = engine::MortonDecode(code);
         CropDense(c, box, dense.data());
-        if (AllZero(dense)) return std::nullopt;
+        ChunkDone out;
+        out.code = code;
+        if (AllZero(dense)) return out;  // no file; air for the levels above
+        if (levels > 0) out.octant = DownsampleToOctant(dense.data());
         VOXDB_ASSIGN_OR_RETURN(std::span<const uint8_t> stored,
                                Compress(compressor, dense, scratch));
         VOXDB_RETURN_IF_ERROR(
             WriteFile(array_dir / absl::StrFormat("%u.%u.%u", c.z, c.y, c.x), stored));
-        return stored.size();
+        out.stored = stored.size();
+        return out;
       });
     }
-    if (done == 0) return absl::InternalError("GET_CHUNKS returned no chunk of the batch");
+    if (done == 0) return absl::InternalError("SNAPSHOT_GET returned no chunk of the batch");
     at += done;
   }
+  while (work.pending() > 0) VOXDB_RETURN_IF_ERROR(retire());
+  // The last open node of every level.
+  pyramid.Finish();
+  VOXDB_RETURN_IF_ERROR(submit_ready());
   while (work.pending() > 0) VOXDB_RETURN_IF_ERROR(retire());
   return stats;
 }

@@ -1,5 +1,4 @@
-// Zarr v2 interchange of the CLI (`voxdb export`, `voxdb import`), level 0
-// only (the LOD pyramid arrays come later).
+// Zarr v2 interchange of the CLI (`voxdb export`, `voxdb import`).
 //
 // The store is a Zarr v2 DirectoryStore:
 //
@@ -12,6 +11,18 @@
 //                              fill_value 0, order "C", filters null,
 //                              compressor zstd or blosc
 //   DIR/world_voxels/CZ.CY.CX  one file per non-empty chunk
+//   DIR/lod_pyramid/.zgroup    with --lod N: the arrays lod_1 .. lod_N, each
+//   DIR/lod_pyramid/lod_L/     shape ceil(extent / 2^L) [z, y, x], chunks
+//                              128^3, .zattrs lod_level and
+//                              voxel_size_meters (0.25 m * 2^L); node
+//                              (NX, NY, NZ) = chunk coordinates / 2^L is
+//                              the file NZ.NY.NX
+//
+// An export reads one snapshot of the database (SNAPSHOT_OPEN): every write
+// before it starts, none after. Its LOD arrays are computed from the
+// exported level 0 by the pyramid's rule (engine::LodMode8: the most common
+// of each 2x2x2 block, ties to non-air, then to the smaller id), so they are
+// consistent with it; the server's own pyramid may lag behind its chunks.
 //
 // Axis order: the array is indexed [z][y][x] (shape [z, y, x]) so that x is
 // the fastest axis in C order; a voxdb chunk's dense bytes (x fastest, then
@@ -49,6 +60,8 @@ struct ZarrExportOptions {
   std::string out_dir;
   std::optional<protocol::Box> box;  // nullopt: the whole world
   ZarrCompressor compressor = ZarrCompressor::kZstd;
+  // Also lod_pyramid/lod_1..lod_levels (0: none). REQUIRES: <= 16.
+  int lod_levels = 0;
 };
 
 struct ZarrImportOptions {
@@ -61,12 +74,14 @@ struct ZarrStats {
   uint64_t raw_bytes = 0;     // their dense bytes (128^3 each)
   uint64_t stored_bytes = 0;  // their compressed bytes
   uint64_t chunks_asked = 0;  // export: chunk positions fetched
+  uint64_t lod_chunks = 0;    // export: LOD node files written
+  uint64_t lod_stored_bytes = 0;
 };
 
 // Writes the level-0 array of the chunks stored or filled in the box (or
 // the world) into options.out_dir (created; INVALID when it already holds
-// world_voxels, whose stale chunk files would otherwise stay). Not a snapshot: writes that arrive
-// while it runs may or may not be seen, chunk by chunk.
+// world_voxels or lod_pyramid, whose stale chunk files would otherwise
+// stay). Reads one snapshot: writes that arrive while it runs are not seen.
 absl::StatusOr<ZarrStats> ExportZarr(protocol::Client& client, const protocol::HelloReply& hello,
                                      const ZarrExportOptions& options);
 

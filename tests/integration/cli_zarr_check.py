@@ -10,6 +10,13 @@
       random materials 0..15 in the box and saves that box to RAW.
   make-bad STORE WX WY WZ
       an array with 64^3 chunks (import must refuse it).
+  check-lod STORE LEVELS X0 Y0 Z0 X1 Y1 Z1
+      checks lod_pyramid/lod_1 .. lod_LEVELS over the box against a
+      brute-force mode downsampling of world_voxels (each voxel the most
+      common of its 2x2x2 children, ties to non-air, then to the smaller id),
+      and their .zattrs / .zarray.
+  voxel STORE X Y Z
+      prints world_voxels[z, y, x].
 
 Exits 0 on success, 1 on a mismatch, 2 on misuse.
 """
@@ -84,6 +91,54 @@ def make_bad(argv):
     return 0
 
 
+def downsample(a):
+    """One level of the pyramid's rule over an array of even shape [z, y, x]."""
+    v = np.stack([a[dz::2, dy::2, dx::2] for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)])
+    v = v.astype(np.int32)
+    counts = np.stack([(v == v[i]).sum(axis=0) for i in range(8)])
+    score = counts * 1024 + (v != 0) * 256 + (255 - v)
+    best = np.argmax(score, axis=0)
+    return np.take_along_axis(v, best[None], axis=0)[0].astype(np.uint8)
+
+
+def check_lod(argv):
+    store, levels = argv[0], int(argv[1])
+    x0, y0, z0, x1, y1, z1 = (int(v) for v in argv[2:8])
+    step = 1 << levels
+    x0, y0, z0 = (v // step * step for v in (x0, y0, z0))
+    x1, y1, z1 = (-(-v // step) * step for v in (x1, y1, z1))
+    group = zarr.open_group(store, mode="r")
+    level = group["world_voxels"][z0:z1, y0:y1, x0:x1]
+    base = group["world_voxels"]
+    for lod in range(1, levels + 1):
+        level = downsample(level)
+        array = group["lod_pyramid"][f"lod_{lod}"]
+        want_shape = tuple(-(-n // (1 << lod)) for n in base.shape)
+        if array.shape != want_shape or array.chunks != (128, 128, 128):
+            print(f"lod_{lod}: shape {array.shape} chunks {array.chunks}, expected {want_shape}")
+            return 1
+        if array.attrs.get("voxel_size_meters") != 0.25 * (1 << lod) or \
+                array.attrs.get("lod_level") != lod:
+            print(f"lod_{lod}: bad .zattrs {dict(array.attrs)}")
+            return 1
+        got = array[z0 >> lod:z1 >> lod, y0 >> lod:y1 >> lod, x0 >> lod:x1 >> lod]
+        if not np.array_equal(got, level):
+            diff = np.argwhere(got != level)
+            z, y, x = diff[0]
+            print(f"lod_{lod}: {len(diff)} voxels differ; first at x={x} y={y} z={z}: "
+                  f"zarr {got[z, y, x]} brute force {level[z, y, x]}")
+            return 1
+        print(f"lod_{lod}: ok {level.size} voxels, {np.count_nonzero(level)} non-zero")
+    return 0
+
+
+def voxel(argv):
+    store = argv[0]
+    x, y, z = (int(v) for v in argv[1:4])
+    print(int(zarr.open_group(store, mode="r")["world_voxels"][z, y, x]))
+    return 0
+
+
 def main():
     if len(sys.argv) < 2:
         return 2
@@ -94,6 +149,10 @@ def main():
         return make(argv)
     if command == "make-bad" and len(argv) == 4:
         return make_bad(argv)
+    if command == "check-lod" and len(argv) == 8:
+        return check_lod(argv)
+    if command == "voxel" and len(argv) == 4:
+        return voxel(argv)
     return 2
 
 

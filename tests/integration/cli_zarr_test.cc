@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +18,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -171,6 +174,24 @@ TEST(CliZarrExport, ZarrPythonReadsTerrainAndFills) {
     EXPECT_EQ(files, 18u);
   }
 
+  // --lod 3: the LOD arrays equal a brute-force mode downsampling of
+  // world_voxels (zarr-python and numpy), for both compressors.
+  for (const std::string compressor : {"zstd", "blosc"}) {
+    SCOPED_TRACE(absl::StrCat("lod ", compressor));
+    const std::string store = dir.Sub(absl::StrCat("export-lod-", compressor));
+    std::string out;
+    ASSERT_EQ(Shell(server.Cli(
+                        absl::StrCat("export --lod 3 --compressor ", compressor, " --out ", store)),
+                    &out),
+              0);
+    EXPECT_NE(out.find("LOD chunks"), std::string::npos) << out;
+    EXPECT_EQ(Shell(Check(store, region, raw, compressor)), 0);
+    EXPECT_EQ(Shell(absl::StrCat(kPython, " ", ZARR_CHECK_PY, " check-lod ", store, " 3 ",
+                                 BoxArgs(region))),
+              0);
+  }
+  EXPECT_NE(Shell(server.Cli(absl::StrCat("export --lod 17 --out ", dir.Sub("x")))), 0);
+
   // --box: voxels outside it are 0.
   const Box box{{region.lo.x + 60, region.lo.y + 130, region.lo.z + 20},
                 {region.lo.x + 290, region.lo.y + 200, region.lo.z + 2 * kEdge + 30}};
@@ -189,6 +210,59 @@ TEST(CliZarrExport, ZarrPythonReadsTerrainAndFills) {
   const std::string store = dir.Sub("export-box");
   ASSERT_EQ(Shell(server.Cli(absl::StrCat("export --out ", store, " --box ", BoxArgs(box)))), 0);
   EXPECT_EQ(Shell(Check(store, region, cropped_raw, "zstd")), 0);
+}
+
+// An export reads one snapshot: a writer that sets two chunks far apart in
+// Morton order (read in different requests) to the same value in one
+// SET_VOXELS, over and over while the export runs, is seen at one moment.
+TEST(CliZarrExport, ReadsOneSnapshot) {
+  if (!HaveZarr()) GTEST_SKIP() << "python3-zarr is not installed";
+  testing::TempDir dir;
+  Server server(dir.Sub("db"));
+  const auto [cx, cy, cz] = testing::SampleSurfaceChunkCoords(1);
+  testing::TerrainGenerator terrain;
+  // 8 x 8 columns of stored terrain: the export asks for them in many batches.
+  for (uint32_t j = 0; j < 8; ++j) {
+    for (uint32_t i = 0; i < 8; ++i) {
+      protocol::PutChunkRequest put;
+      put.code = engine::MortonEncode(cx + i, cy + j, cz);
+      put.record = engine::EncodeChunk(engine::Chunk::FromDense(terrain.Chunk(cx + i, cy + j, cz)),
+                                       0, engine::NowMicros());
+      ASSERT_TRUE(server.client->PutChunk(put).ok());
+    }
+  }
+  // The first and the last of them in Morton order.
+  const protocol::Voxel3 a{cx * kEdge + 1, cy * kEdge + 1, cz * kEdge + 1};
+  const protocol::Voxel3 b{(cx + 7) * kEdge + 1, (cy + 7) * kEdge + 1, cz * kEdge + 1};
+  std::atomic<bool> stop{false};
+  std::atomic<int> writes{0};
+  std::thread writer([&] {
+    auto c = Client::Connect("127.0.0.1", server.daemon.port());
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE((*c)->Hello("").ok());
+    for (uint8_t g = 1; !stop.load(); g = static_cast<uint8_t>(g % 250 + 1)) {
+      ASSERT_TRUE((*c)->SetVoxels({{{a, g}, {b, g}}}).ok());
+      ++writes;
+    }
+  });
+  while (writes.load() < 10) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int round = 0; round < 3; ++round) {
+    const std::string store = dir.Sub(absl::StrCat("export-", round));
+    ASSERT_EQ(Shell(server.Cli(absl::StrCat("export --out ", store))), 0);
+    std::string va, vb;
+    ASSERT_EQ(Shell(absl::StrCat(kPython, " ", ZARR_CHECK_PY, " voxel ", store, " ", a.x, " ", a.y,
+                                 " ", a.z),
+                    &va),
+              0);
+    ASSERT_EQ(Shell(absl::StrCat(kPython, " ", ZARR_CHECK_PY, " voxel ", store, " ", b.x, " ", b.y,
+                                 " ", b.z),
+                    &vb),
+              0);
+    EXPECT_EQ(va, vb) << "the two chunks come from different moments";
+  }
+  stop = true;
+  writer.join();
+  EXPECT_GT(writes.load(), 10);
 }
 
 TEST(CliZarrImport, ZstdAndBloscWithBothSeparators) {
