@@ -60,6 +60,7 @@ constexpr std::pair<std::string_view, std::string_view> kPrefixes[] = {
     {"connection", "clients"},
     {"client", "clients"},
     {"auth_", "clients"},
+    {"snapshot", "clients"},  // snapshots_open: held by connections
     {"permission_", "clients"},
     {"idle_", "clients"},
     {"slow_", "clients"},
