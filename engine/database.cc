@@ -1560,8 +1560,25 @@ DatabaseStats Database::Impl::Stats() const {
 
 // --- Database -----------------------------------------------------------------
 
-Database::Database(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Database::~Database() = default;
+struct SnapshotRegistry {
+  std::mutex mu;
+  std::set<DatabaseSnapshot*> live;  // GUARDED_BY(mu)
+  bool closed = false;               // GUARDED_BY(mu)
+  // Ends every live snapshot's read transaction (before the environment
+  // closes); later snapshots are refused.
+  void CloseAll() {
+    std::lock_guard<std::mutex> l(mu);
+    for (DatabaseSnapshot* s : live) s->store_.reset();
+    live.clear();
+    closed = true;
+  }
+};
+
+Database::Database(std::unique_ptr<Impl> impl)
+    : impl_(std::move(impl)), snapshots_(std::make_shared<SnapshotRegistry>()) {}
+// Snapshots still alive lose their read transactions first: LMDB must have
+// none open when its environment closes.
+Database::~Database() { snapshots_->CloseAll(); }
 
 StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& dir,
                                                    const DatabaseOptions& options) {
@@ -1631,27 +1648,41 @@ Status Database::Backup(const std::string& dest_dir, uint64_t* bytes) {
 std::vector<Database::DirtyChunk> Database::DirtyChunks() const { return impl_->DirtyChunks(); }
 
 StatusOr<std::unique_ptr<DatabaseSnapshot>> Database::Snapshot() {
-  std::unique_ptr<DatabaseSnapshot> snap(new DatabaseSnapshot);
-  snap->frame_ = &impl_->frame();
+  std::unique_ptr<DatabaseSnapshot> snap(new DatabaseSnapshot(impl_->frame()));
+  snap->registry_ = snapshots_;
   snap->zstd_level_ = impl_->zstd_level();
   std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>> dirty;
   VOXDB_RETURN_IF_ERROR(impl_->FillSnapshot(&snap->store_, &dirty, &snap->fills_, &snap->seq_));
   for (auto& [code, d] : dirty) {
     snap->dirty_.emplace(code, DatabaseSnapshot::Dirty{std::move(d.first), d.second});
   }
+  std::lock_guard<std::mutex> l(snapshots_->mu);
+  if (snapshots_->closed) return absl::CancelledError("the database is closing");
+  snapshots_->live.insert(snap.get());
   return snap;
 }
 
-DatabaseSnapshot::~DatabaseSnapshot() = default;
+DatabaseSnapshot::~DatabaseSnapshot() {
+  if (!registry_) return;
+  std::lock_guard<std::mutex> l(registry_->mu);
+  registry_->live.erase(this);
+  store_.reset();  // while the environment is open (else CloseAll did it)
+}
+
+Status DatabaseSnapshot::CheckOpen() const {
+  if (!store_) return absl::UnavailableError("the snapshot's database has closed");
+  return absl::OkStatus();
+}
 
 Status DatabaseSnapshot::GetChunks(std::span<const ChunkKey> keys,
                                    const std::function<void(size_t, const ChunkRead&)>& fn) const {
+  VOXDB_RETURN_IF_ERROR(CheckOpen());
   const CodecOptions codec{zstd_level_};
   for (size_t i = 0; i < keys.size(); ++i) {
     ChunkRead read;
     read.key = keys[i];
     const ChunkCoord c = keys[i].coord();
-    if (Status s = frame_->CheckChunk(c); !s.ok()) {
+    if (Status s = frame_.CheckChunk(c); !s.ok()) {
       read.status = s;
       fn(i, read);
       continue;
@@ -1661,7 +1692,7 @@ Status DatabaseSnapshot::GetChunks(std::span<const ChunkKey> keys,
       read.source = ChunkRead::Source::kCache;
       read.version = it->second.version;
       owned = it->second.chunk ? EncodeChunk(*it->second.chunk, read.version, NowMicros(), codec)
-                               : EncodeChunk(fills_->Rasterise(*frame_, c, nullptr), read.version,
+                               : EncodeChunk(fills_->Rasterise(frame_, c, nullptr), read.version,
                                              NowMicros(), codec);
       read.record = owned;
       fn(i, read);
@@ -1689,7 +1720,7 @@ Status DatabaseSnapshot::GetChunks(std::span<const ChunkKey> keys,
       continue;
     }
     uint64_t fill_version = 0;
-    Chunk raster = fills_->Rasterise(*frame_, c, &fill_version);
+    Chunk raster = fills_->Rasterise(frame_, c, &fill_version);
     read.version = std::max(marker_version, fill_version);
     owned = EncodeChunk(raster, read.version, NowMicros(), codec);
     read.record = owned;
@@ -1701,6 +1732,7 @@ Status DatabaseSnapshot::GetChunks(std::span<const ChunkKey> keys,
 
 Status DatabaseSnapshot::ScanChunks(const ChunkBox& box, uint64_t from,
                                     const std::function<bool(ChunkKey, uint64_t)>& fn) const {
+  VOXDB_RETURN_IF_ERROR(CheckOpen());
   // The stored chunks in the box (BIGMIN jumps over the gaps), merged in
   // Morton order with the dirty ones, which win.
   auto dirty = dirty_.lower_bound(std::max(from, box.MinCode()));

@@ -153,6 +153,9 @@ struct DatabaseStats {
 };
 
 class DatabaseSnapshot;
+// A Database's live snapshots (engine/database.cc), shared with them so that
+// either may be destroyed first.
+struct SnapshotRegistry;
 
 class Database {
  public:
@@ -264,6 +267,7 @@ class Database {
  private:
   explicit Database(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+  std::shared_ptr<SnapshotRegistry> snapshots_;
 };
 
 // A point-in-time view of a Database (Database::Snapshot): one LMDB read
@@ -274,8 +278,10 @@ class Database {
 // pages of that transaction from reuse, delays any growth of the map, and
 // keeps the dirty chunks it saw in memory: end it when done.
 //
-// Thread-safety: const methods may be called from any thread (MDB_NOTLS);
-// the Database must outlive it.
+// Thread-safety: const methods may be called from any thread (MDB_NOTLS).
+// It may outlive its Database: closing the Database ends the snapshot's
+// read transaction, after which its reads fail UNAVAILABLE (reads must not
+// run while the Database is being destroyed).
 class DatabaseSnapshot {
  public:
   ~DatabaseSnapshot();
@@ -298,16 +304,22 @@ class DatabaseSnapshot {
 
  private:
   friend class Database;
+  friend struct SnapshotRegistry;
   struct Dirty {
     std::shared_ptr<const Chunk> chunk;  // null: reads as the fills
     uint64_t version = 0;
   };
-  DatabaseSnapshot() = default;
+  explicit DatabaseSnapshot(const WorldFrame& frame) : frame_(frame) {}
 
-  const WorldFrame* frame_ = nullptr;
+  // The read transaction, if the Database is still open; null after.
+  // Returns UNAVAILABLE when it is gone.
+  Status CheckOpen() const;
+
+  std::shared_ptr<SnapshotRegistry> registry_;
+  WorldFrame frame_;
   int zstd_level_ = CodecOptions::kDefaultZstdLevel;
-  std::unique_ptr<ChunkStore::Snapshot> store_;
-  std::map<uint64_t, Dirty> dirty_;  // by Morton code
+  std::unique_ptr<ChunkStore::Snapshot> store_;  // GUARDED_BY(registry_->mu) for reset
+  std::map<uint64_t, Dirty> dirty_;              // by Morton code
   std::shared_ptr<const FillSet> fills_;
   uint64_t seq_ = 0;
 };

@@ -539,6 +539,29 @@ TEST(DatabaseSnapshotTest, IsOneMomentWhateverHappensAfter) {
             std::make_pair(GetChunk(*db, key(0)).version, GetChunk(*db, key(0)).dense));
 }
 
+// A snapshot may outlive its database: closing the database ends its read
+// transaction (LMDB must have none open then), and it reads UNAVAILABLE.
+TEST(DatabaseSnapshotTest, OutlivesItsDatabase) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  ASSERT_OK(db->SetVoxelsAndWait({{{VoxelCoord{kX0, kY0, kZ0}, 3}}}).status);
+  ASSERT_OK(db->Flush());
+  ASSERT_OK_AND_ASSIGN(auto snap, db->Snapshot());
+  ASSERT_OK_AND_ASSIGN(auto second, db->Snapshot());
+  second.reset();  // one ends before the database, one after
+  const ChunkKey key = ChunkKey::FromCoord({kX0 / 128, kY0 / 128, kZ0 / 128});
+  EXPECT_EQ(SnapshotChunk(*snap, key).second[0], 3);
+  db.reset();
+  EXPECT_TRUE(absl::IsUnavailable(snap->GetChunks({&key, 1}, [](size_t, const ChunkRead&) {})));
+  const ChunkBox box{key.coord(), key.coord()};
+  EXPECT_TRUE(
+      absl::IsUnavailable(snap->ScanChunks(box, 0, [](ChunkKey, uint64_t) { return true; })));
+  snap.reset();
+  // The database opens again, whole.
+  ASSERT_OK_AND_ASSIGN(db, Database::Open(dir.path(), TestOptions()));
+  EXPECT_EQ(Voxel(*db, VoxelCoord{kX0, kY0, kZ0}), 3);
+}
+
 // Snapshots taken and read while writers and the flusher run (for TSan):
 // each reads the same twice.
 TEST(DatabaseSnapshotTest, StableUnderConcurrentWritesAndFlushes) {

@@ -2,9 +2,11 @@
 // point-in-time view read in many requests while writes and flushes go on,
 // against the real voxdbd binary.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <memory>
 #include <string>
 #include <thread>
@@ -188,6 +190,22 @@ TEST_F(DaemonSnapshotTest, LimitsErrorsAndTheEndOfTheConnection) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(Stat(*other, "snapshots_open"), 0u);
+}
+
+// SIGTERM while a client holds snapshots: voxdbd ends them before it closes
+// the database, and exits 0 with everything flushed.
+TEST_F(DaemonSnapshotTest, StopsCleanlyWithSnapshotsOpen) {
+  ASSERT_OK(client_->SetVoxels({{{VoxelOf(0), 5}}}).status());
+  ASSERT_OK(client_->SnapshotOpen().status());
+  ASSERT_OK(client_->SnapshotOpen().status());
+  const int status = daemon_->StopWith(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // Restarted, the write is there.
+  client_.reset();
+  daemon_ = std::make_unique<DaemonProcess>(VOXDBD_PATH, dir_.Sub("data"));
+  client_ = Connect();
+  ASSERT_OK_AND_ASSIGN(std::vector<uint8_t> got, client_->GetVoxels({{VoxelOf(0)}}));
+  EXPECT_EQ(got, std::vector<uint8_t>{5});
 }
 
 }  // namespace
