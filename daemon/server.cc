@@ -508,13 +508,25 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
 
   // SNAPSHOT_OPEN: taking one waits for a flush commit in progress, so it
   // runs on the worker.
+  // Each snapshot holds an LMDB reader slot: at most
+  // kMaxSnapshotsPerConnection per connection (counting those being opened,
+  // so that pipelined requests cannot pass the check together) and
+  // options_.max_snapshots in all.
   void SnapshotOpen(uint8_t op, uint64_t id) {
-    if (snapshots_.size() >= kMaxSnapshotsPerConnection) {
+    if (snapshots_.size() + opening_snapshots_ >= kMaxSnapshotsPerConnection) {
       return Reply(op, id,
                    absl::UnavailableError(absl::StrFormat(
                        "this connection holds %u snapshots already: close one (SNAPSHOT_CLOSE)",
                        kMaxSnapshotsPerConnection)));
     }
+    if (++server_->snapshots_open_ > static_cast<int64_t>(options_.max_snapshots)) {
+      --server_->snapshots_open_;
+      return Reply(
+          op, id,
+          absl::UnavailableError(absl::StrFormat(
+              "the server holds %u snapshots, its most: try again later", options_.max_snapshots)));
+    }
+    ++opening_snapshots_;
     auto self = shared_from_this();
     const Clock::time_point start = BeginAsync();
     server_->RunBackground([self, op, id, start] {
@@ -525,11 +537,14 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       asio::post(self->socket_.get_executor(), [self, s, shared, op, id, start] {
         self->EndAsync();
         self->reply_start_ = start;
-        if (!s.ok()) return self->Reply(op, id, s);
-        if (self->closed_) return;  // dropped: its reader slot goes now
+        --self->opening_snapshots_;
+        if (!s.ok() || self->closed_) {
+          --self->server_->snapshots_open_;  // not kept: its reader slot goes now
+          if (!s.ok()) self->Reply(op, id, s);
+          return;
+        }
         const uint64_t handle = self->next_snapshot_++;
         self->snapshots_.emplace(handle, shared);
-        ++self->server_->snapshots_open_;
         protocol::SnapshotOpenReply reply{handle, shared->seq()};
         self->Reply(op, id, WireStatus::kOk, reply.Encode());
       });
@@ -979,6 +994,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   // Open snapshots, by the handle SNAPSHOT_OPEN gave.
   static constexpr size_t kMaxSnapshotsPerConnection = 4;
   std::map<uint64_t, std::shared_ptr<const engine::DatabaseSnapshot>> snapshots_;
+  size_t opening_snapshots_ = 0;  // SNAPSHOT_OPENs on the worker
   uint64_t next_snapshot_ = 1;
   int deferred_writes_ = 0;  // writes queued on the background worker
   std::string peer_;         // "address:port", for the log

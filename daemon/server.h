@@ -53,6 +53,9 @@ struct ServerOptions {
   std::chrono::milliseconds send_timeout{30'000};      // 0: never
   std::chrono::milliseconds shutdown_timeout{30'000};  // for in-flight requests
   std::chrono::milliseconds slow_request{100};         // logged at WARN; 0: never
+  // Snapshots open at once, over every connection (each holds one of
+  // LMDB's reader slots, 126 by default).
+  uint32_t max_snapshots = 32;
   // Empty: no authentication, every connection may do everything (allowed
   // only on loopback; see RequiresTokens).
   std::vector<Token> tokens;

@@ -953,14 +953,6 @@ Status Database::Impl::ApplyWriteBox(uint64_t seq, const VoxelBox& box,
 }
 
 Status Database::Impl::ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t material) {
-  // The fill itself: every chunk that is not stored now reads through it.
-  {
-    auto fills = std::make_shared<FillSet>(*FillsSnapshot());
-    fills->Add(Fill{seq, box, material});
-    std::lock_guard<std::mutex> l(fills_mu_);
-    fills_ = std::move(fills);
-  }
-  unpersisted_fills_.push_back(Fill{seq, box, material});
   // The stored and dirty chunks it touches, in Morton order.
   const ChunkBox cb = ChunksOf(frame(), box);
   std::set<uint64_t> touched;
@@ -987,6 +979,16 @@ Status Database::Impl::ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t m
       next = resume;
     }
   }
+  // Then the fill itself (after the reads that may fail, so that a failed
+  // FILL_BOX leaves no fill behind): every chunk that is not stored now
+  // reads through it.
+  {
+    auto fills = std::make_shared<FillSet>(*FillsSnapshot());
+    fills->Add(Fill{seq, box, material});
+    std::lock_guard<std::mutex> l(fills_mu_);
+    fills_ = std::move(fills);
+  }
+  unpersisted_fills_.push_back(Fill{seq, box, material});
   for (uint64_t code : touched) {
     const ChunkCoord c = MortonDecode(code);
     const VoxelBox chunk_box = frame().ChunkBox(c);
@@ -1580,6 +1582,8 @@ Database::Database(std::unique_ptr<Impl> impl)
 // none open when its environment closes.
 Database::~Database() { snapshots_->CloseAll(); }
 
+void Database::EndSnapshots() { snapshots_->CloseAll(); }
+
 StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& dir,
                                                    const DatabaseOptions& options) {
   auto impl = std::make_unique<Impl>(options);
@@ -1656,9 +1660,14 @@ StatusOr<std::unique_ptr<DatabaseSnapshot>> Database::Snapshot() {
   for (auto& [code, d] : dirty) {
     snap->dirty_.emplace(code, DatabaseSnapshot::Dirty{std::move(d.first), d.second});
   }
-  std::lock_guard<std::mutex> l(snapshots_->mu);
-  if (snapshots_->closed) return absl::CancelledError("the database is closing");
-  snapshots_->live.insert(snap.get());
+  {
+    std::lock_guard<std::mutex> l(snapshots_->mu);
+    if (snapshots_->closed) return absl::CancelledError("the database is closing");
+    snapshots_->live.insert(snap.get());
+  }
+  // Only what is in a journal commit: a write in the view is not one that
+  // could still fail (or be lost in a crash).
+  impl_->WaitForSubmitted();
   return snap;
 }
 
@@ -1733,6 +1742,7 @@ Status DatabaseSnapshot::GetChunks(std::span<const ChunkKey> keys,
 Status DatabaseSnapshot::ScanChunks(const ChunkBox& box, uint64_t from,
                                     const std::function<bool(ChunkKey, uint64_t)>& fn) const {
   VOXDB_RETURN_IF_ERROR(CheckOpen());
+  if (from > box.MaxCode()) return absl::OkStatus();  // past the box: nothing left
   // The stored chunks in the box (BIGMIN jumps over the gaps), merged in
   // Morton order with the dirty ones, which win.
   auto dirty = dirty_.lower_bound(std::max(from, box.MinCode()));

@@ -231,10 +231,15 @@ class Database {
   Status Backup(const std::string& dest_dir, uint64_t* bytes);
 
   // A consistent, point-in-time view of the whole database: every write
-  // applied before the call and none after (see DatabaseSnapshot). Cheap to
-  // take (it copies the list of dirty chunks, not their contents). BUSY
-  // when every LMDB reader slot is taken.
+  // applied before the call and none after (see DatabaseSnapshot); returns
+  // once those writes are in a journal commit. Cheap to take (it copies the
+  // list of dirty chunks, not their contents, while writes and flush
+  // commits wait). BUSY when every LMDB reader slot is taken.
   StatusOr<std::unique_ptr<DatabaseSnapshot>> Snapshot();
+  // Ends every live snapshot's read transaction now (their reads fail
+  // UNAVAILABLE after) and refuses new ones: before a final flush, which a
+  // snapshot would keep from growing the map.
+  void EndSnapshots();
 
   // Chunks edited since their last flush, in Morton order: `present` false
   // for a deleted chunk (it reads as the fills). With a store snapshot taken
@@ -278,10 +283,10 @@ class Database {
 // pages of that transaction from reuse, delays any growth of the map, and
 // keeps the dirty chunks it saw in memory: end it when done.
 //
-// Thread-safety: const methods may be called from any thread (MDB_NOTLS).
-// It may outlive its Database: closing the Database ends the snapshot's
-// read transaction, after which its reads fail UNAVAILABLE (reads must not
-// run while the Database is being destroyed).
+// Thread-safety: one thread at a time (one LMDB read transaction), which
+// need not be the one that took it (MDB_NOTLS). It may outlive its Database: closing the Database
+// ends the snapshot's read transaction, after which its reads fail UNAVAILABLE (reads must not run
+// while the Database is being destroyed).
 class DatabaseSnapshot {
  public:
   ~DatabaseSnapshot();

@@ -353,7 +353,10 @@ StatusOr<QueryResult> QueryLod(engine::Database& db, engine::LodPyramid& lod, in
     return absl::InvalidArgumentError(absl::StrFormat(
         "LOD level %d is not kept (this server keeps levels 1..%d)", level, lod.levels()));
   }
-  if (options.limit == 0) return absl::InvalidArgumentError("limit must be at least 1");
+  if (options.limit == 0 || options.limit > kMaxLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("limit %u is not in 1..%u", options.limit, kMaxLimit));
+  }
   uint64_t from = 0;
   if (!options.cursor.empty()) {
     if (options.cursor.size() != 8) return absl::InvalidArgumentError("bad LOD query cursor");

@@ -533,6 +533,11 @@ TEST(DatabaseSnapshotTest, IsOneMomentWhateverHappensAfter) {
   const auto tail = SnapshotScan(*snap, box, scan[0].first + 1);
   using Scan = std::vector<std::pair<uint64_t, uint64_t>>;
   EXPECT_EQ(tail, Scan(scan.begin() + 1, scan.end()));
+  // A cursor past the box (dirty chunks lie beyond it): nothing, at once.
+  ASSERT_OK(db->SetVoxelsAndWait({{{voxel(40), 1}}}).status);
+  ASSERT_OK_AND_ASSIGN(auto later, db->Snapshot());
+  EXPECT_TRUE(SnapshotScan(*later, box, key(40).code() + 1).empty());
+  EXPECT_TRUE(SnapshotScan(*later, box, box.MaxCode() + 1).empty());
   // A new snapshot sees the new state.
   ASSERT_OK_AND_ASSIGN(auto now, db->Snapshot());
   EXPECT_EQ(SnapshotChunk(*now, key(0)),

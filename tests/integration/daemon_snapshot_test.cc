@@ -167,6 +167,22 @@ TEST_F(DaemonSnapshotTest, LimitsErrorsAndTheEndOfTheConnection) {
   handles.pop_back();
   ASSERT_OK_AND_ASSIGN(protocol::SnapshotOpenReply fifth, c.SnapshotOpen());
   handles.push_back(fifth.snapshot);
+  // Pipelined opens cannot pass the limit together: of 8 sent at once, the
+  // connection (holding 4) gets none.
+  ASSERT_OK(c.SnapshotClose(handles.back()));
+  handles.pop_back();
+  std::vector<protocol::Request> opens(8, {protocol::Opcode::kSnapshotOpen, {}});
+  int granted = 0;
+  for (const auto& r : c.CallBatch(opens)) {
+    if (r.ok()) {
+      ++granted;
+      ASSERT_OK_AND_ASSIGN(protocol::SnapshotOpenReply s, protocol::SnapshotOpenReply::Decode(*r));
+      handles.push_back(s.snapshot);
+    } else {
+      EXPECT_TRUE(absl::IsUnavailable(r.status())) << r.status();
+    }
+  }
+  EXPECT_EQ(granted, 1);
   // Handles are the connection's own.
   auto other = Connect();
   const uint64_t code = Code(0);
@@ -184,6 +200,35 @@ TEST_F(DaemonSnapshotTest, LimitsErrorsAndTheEndOfTheConnection) {
   scan.box.hi.z = ~uint64_t{0};
   EXPECT_TRUE(absl::IsOutOfRange(c.SnapshotScan(scan).status()));
   EXPECT_EQ(Stat(*other, "snapshots_open"), 4u);
+  // The server's own limit (32 by default): 8 more connections of 4 each
+  // reach it; the next is refused.
+  std::vector<std::unique_ptr<Client>> more;
+  int opened = 0;
+  for (int i = 0; i < 8; ++i) {
+    more.push_back(Connect());
+    for (int j = 0; j < 4; ++j) {
+      auto s = more.back()->SnapshotOpen();
+      if (s.ok()) {
+        ++opened;
+      } else {
+        EXPECT_TRUE(absl::IsUnavailable(s.status())) << s.status();
+      }
+    }
+  }
+  EXPECT_EQ(opened, 28);
+  EXPECT_EQ(Stat(*other, "snapshots_open"), 32u);
+  more.clear();
+  for (int i = 0; i < 500 && Stat(*other, "snapshots_open") != 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(Stat(*other, "snapshots_open"), 4u);
+  // A cursor past the box is an empty last page.
+  protocol::SnapshotScanRequest past;
+  past.snapshot = handles[0];
+  past.box = Row();
+  past.cursor = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0};
+  ASSERT_OK_AND_ASSIGN(protocol::QueryReply empty, c.SnapshotScan(past));
+  EXPECT_TRUE(empty.chunks.empty() && empty.next_cursor.empty());
   // The end of the connection closes its snapshots.
   client_.reset();
   for (int i = 0; i < 500 && Stat(*other, "snapshots_open") != 0; ++i) {
