@@ -870,6 +870,14 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
       // so that concurrent writers cannot overshoot the cache together.
       MaybeEvict(estimate);
       status = apply(seq);
+      if (!status.ok()) {
+        // Applying fails before it changes anything (writes pin or read all
+        // they need first): the write did not happen, and its number goes
+        // back, else it would be a hole that WaitCommitted (Flush, Backup,
+        // Snapshot) waits on until some later write commits.
+        next_seq_ = seq;
+        last_seq_ = seq - 1;
+      }
     }
     if (status.ok()) {
       {

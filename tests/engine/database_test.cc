@@ -607,3 +607,58 @@ TEST(DatabaseSnapshotTest, StableUnderConcurrentWritesAndFlushes) {
 
 }  // namespace
 }  // namespace voxdb::engine
+
+namespace voxdb::engine {
+namespace {
+
+// A write that fails (here a PUT_CHUNK conflict) takes no sequence number:
+// the next write's version follows the last good one, and Flush (which
+// waits for every number handed out to commit) returns at once.
+TEST(DatabaseTest, AFailedWriteLeavesNoHoleInTheSequence) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+  const uint64_t v1 = db->SetVoxelsAndWait({{{VoxelCoord{kX0, kY0, kZ0}, 3}}}).version;
+  const ChunkKey key = ChunkKey::FromCoord({kX0 / 128, kY0 / 128, kZ0 / 128});
+  const std::vector<uint8_t> record = EncodeChunk(Chunk(5), 0, 0);
+  const WriteResult conflict = db->PutChunkAndWait(key, record, v1 + 7);
+  EXPECT_TRUE(absl::IsAborted(conflict.status)) << conflict.status;
+  const uint64_t last_after_conflict = db->Stats().last_seq;
+  // (The next write would also fill a hole, so it comes before the checks:
+  // a broken build fails here instead of hanging in Flush.)
+  const uint64_t v2 = db->PutChunkAndWait(key, record, v1).version;
+  EXPECT_EQ(last_after_conflict, v1) << "the failed write kept its sequence number";
+  EXPECT_EQ(v2, v1 + 1);
+  EXPECT_OK(db->Flush());
+}
+
+// A FILL_BOX that cannot read the store (every reader slot held, here by
+// snapshots) fails and leaves no fill behind, in memory or on disk.
+TEST(DatabaseTest, FailedFillLeavesNoFill) {
+  TempDir dir;
+  DatabaseOptions o = TestOptions();
+  o.store.max_readers = 4;
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), o));
+  ASSERT_OK(db->SetVoxelsAndWait({{{VoxelCoord{kX0, kY0, kZ0}, 3}}}).status);
+  std::vector<std::unique_ptr<DatabaseSnapshot>> held;
+  for (int i = 0; i < 16; ++i) {
+    auto s = db->Snapshot();
+    if (!s.ok()) break;
+    held.push_back(std::move(*s));
+  }
+  ASSERT_FALSE(held.empty());
+  const VoxelBox box{{kX0 + 10, kY0, kZ0}, {kX0 + 20, kY0 + 10, kZ0 + 10}};
+  const WriteResult r = db->FillBoxAndWait(box, 9);
+  EXPECT_FALSE(r.status.ok());
+  EXPECT_EQ(db->Fills()->size(), 0u);
+  held.clear();
+  EXPECT_EQ(Voxel(*db, VoxelCoord{kX0 + 15, kY0 + 5, kZ0 + 5}), 0);
+  ASSERT_OK(db->Flush());
+  db.reset();
+  ASSERT_OK_AND_ASSIGN(db, Database::Open(dir.path(), TestOptions()));
+  EXPECT_EQ(db->Fills()->size(), 0u);
+  EXPECT_EQ(Voxel(*db, VoxelCoord{kX0 + 15, kY0 + 5, kZ0 + 5}), 0);
+  EXPECT_EQ(Voxel(*db, VoxelCoord{kX0, kY0, kZ0}), 3);
+}
+
+}  // namespace
+}  // namespace voxdb::engine
