@@ -169,7 +169,14 @@ void WriteBatch::AppendSorted(WriteBatch&& other) {
 
 // --- Snapshot ----------------------------------------------------------------
 
-ChunkStore::Snapshot::~Snapshot() { mdb_txn_abort(txn_); }
+ChunkStore::Snapshot::~Snapshot() {
+  mdb_txn_abort(txn_);
+  if (long_read_) {
+    std::lock_guard<std::mutex> l(store_->long_mu_);
+    --store_->long_readers_;
+    store_->long_cv_.notify_all();
+  }
+}
 
 StatusOr<std::span<const uint8_t>> ChunkStore::Snapshot::Get(Table table,
                                                              std::span<const uint8_t> key) const {
@@ -393,6 +400,19 @@ StatusOr<std::unique_ptr<ChunkStore::Snapshot>> ChunkStore::BeginRead() const {
   return std::unique_ptr<Snapshot>(new Snapshot(this, txn, std::move(lock)));
 }
 
+StatusOr<std::unique_ptr<ChunkStore::Snapshot>> ChunkStore::BeginLongRead() const {
+  std::shared_lock<std::shared_timed_mutex> lock(resize_mu_);  // no growth while it begins
+  MDB_txn* txn = nullptr;
+  VOXDB_RETURN_IF_ERROR(
+      LmdbStatus(mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn), "begin read transaction"));
+  {
+    std::lock_guard<std::mutex> l(long_mu_);
+    ++long_readers_;
+  }
+  return std::unique_ptr<Snapshot>(
+      new Snapshot(this, txn, std::shared_lock<std::shared_timed_mutex>(), /*long_read=*/true));
+}
+
 Status ChunkStore::GrowMap(size_t needed) {
   const size_t current = map_size_;
   if (current >= options_.max_map_size) {
@@ -404,9 +424,18 @@ Status ChunkStore::GrowMap(size_t needed) {
   size_t target = std::max(current * 2, current + 2 * needed);
   target = (target + (size_t{1} << 20) - 1) & ~((size_t{1} << 20) - 1);  // whole MiB
   target = std::min(target, options_.max_map_size);
+  const auto deadline = std::chrono::steady_clock::now() + options_.grow_wait;
   std::unique_lock<std::shared_timed_mutex> lock(resize_mu_, std::defer_lock);
-  if (!lock.try_lock_for(options_.grow_wait)) {
+  if (!lock.try_lock_until(deadline)) {
     return BusyError("growing the database map waited too long for open read transactions");
+  }
+  {
+    // No new read begins now; the long ones must end too.
+    std::unique_lock<std::mutex> l(long_mu_);
+    if (!long_cv_.wait_until(l, deadline, [&] { return long_readers_ == 0; })) {
+      return BusyError(absl::StrFormat(
+          "growing the database map waited too long for %d open snapshots", long_readers_));
+    }
   }
   VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_set_mapsize(env_, target), "grow map"));
   MDB_envinfo info;

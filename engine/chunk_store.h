@@ -37,6 +37,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -172,11 +173,13 @@ class ChunkStore {
 
    private:
     friend class ChunkStore;
-    Snapshot(const ChunkStore* store, MDB_txn* txn, std::shared_lock<std::shared_timed_mutex> lock)
-        : store_(store), txn_(txn), lock_(std::move(lock)) {}
+    Snapshot(const ChunkStore* store, MDB_txn* txn, std::shared_lock<std::shared_timed_mutex> lock,
+             bool long_read = false)
+        : store_(store), txn_(txn), lock_(std::move(lock)), long_read_(long_read) {}
     const ChunkStore* store_;
     MDB_txn* txn_;
-    std::shared_lock<std::shared_timed_mutex> lock_;
+    std::shared_lock<std::shared_timed_mutex> lock_;  // empty for a long read
+    bool long_read_;                                  // counted in long_readers_
   };
 
   // Opens (or creates, see StoreOptions) the database in directory `dir`.
@@ -196,6 +199,11 @@ class ChunkStore {
 
   // Starts a read transaction. BUSY when every reader slot is taken.
   StatusOr<std::unique_ptr<Snapshot>> BeginRead() const;
+  // A read transaction for a snapshot that lives long and may end on
+  // another thread (engine::DatabaseSnapshot): it holds no lock on the map
+  // size while it lives; a map growth waits for it instead (grow_wait, then
+  // BUSY), as for any other.
+  StatusOr<std::unique_ptr<Snapshot>> BeginLongRead() const;
 
   // Applies the batch atomically. Returns STORAGE_FULL when the map is at its
   // maximum or the disk is full (nothing of the batch is applied); BUSY when
@@ -233,6 +241,10 @@ class ChunkStore {
   std::mutex write_mu_;  // serialises write transactions
   // Shared by every transaction; exclusive while the map is resized.
   mutable std::shared_timed_mutex resize_mu_;
+  // Long reads (BeginLongRead) open: GrowMap waits for none to be left.
+  mutable std::mutex long_mu_;
+  mutable std::condition_variable long_cv_;
+  mutable int long_readers_ = 0;     // GUARDED_BY(long_mu_)
   std::atomic<size_t> map_size_{0};  // written under write_mu_ + exclusive resize_mu_
   std::atomic<uint64_t> map_grows_{0};
 };

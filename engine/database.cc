@@ -128,7 +128,7 @@ class Database::Impl {
                       std::shared_ptr<const FillSet>* fills, uint64_t* seq) {
     std::lock_guard<std::mutex> w(store_write_mu_);
     std::lock_guard<std::mutex> lock(edit_mu_);
-    VOXDB_ASSIGN_OR_RETURN(*store, store_->BeginRead());
+    VOXDB_ASSIGN_OR_RETURN(*store, store_->BeginLongRead());
     for (const auto& [code, info] : dirty_) {
       Shard& shard = ShardOf(code);
       std::lock_guard<std::mutex> l(shard.mu);

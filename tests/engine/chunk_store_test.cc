@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "engine/chunk_codec.h"
@@ -127,6 +128,34 @@ TEST(ChunkStoreTest, MapGrowsFromATinyInitialSize) {
   EXPECT_GE(after.map_grows, 1u);
   EXPECT_EQ(after.chunk_count, 20u);
   EXPECT_GT(after.used_bytes, 20 * rec.size());
+}
+
+// A long read (a snapshot that outlives a call) holds no lock while it
+// lives, yet the map grows only once it has ended: until then growth waits
+// grow_wait and fails BUSY, and reads and the long read go on.
+TEST(ChunkStoreTest, MapGrowthWaitsForLongReads) {
+  TempDir dir;
+  StoreOptions o = FastOptions();
+  o.initial_map_size = 256 << 10;
+  o.grow_wait = std::chrono::milliseconds(200);
+  ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(dir.path(), o));
+  WriteBatch small;
+  small.PutChunk(ChunkKey::FromCoord({0, 0, 0}), std::vector<uint8_t>{1, 2, 3});
+  ASSERT_OK(store->Write(small));
+  ASSERT_OK_AND_ASSIGN(auto long_read, store->BeginLongRead());
+  WriteBatch big;
+  big.PutChunk(ChunkKey::FromCoord({1, 0, 0}), BigRecord(1));
+  EXPECT_TRUE(absl::IsUnavailable(store->Write(big))) << "grew under an open long read";
+  // Short reads and the long one still work.
+  ASSERT_OK_AND_ASSIGN(auto short_read, store->BeginRead());
+  EXPECT_OK(short_read->GetChunk(ChunkKey::FromCoord({0, 0, 0})).status());
+  short_read.reset();
+  EXPECT_OK(long_read->GetChunk(ChunkKey::FromCoord({0, 0, 0})).status());
+  // Ended on another thread: then the map grows.
+  std::thread([&] { long_read.reset(); }).join();
+  ASSERT_OK(store->Write(big));
+  ASSERT_OK_AND_ASSIGN(StoreStats stats, store->Stats());
+  EXPECT_GE(stats.map_grows, 1u);
 }
 
 TEST(ChunkStoreTest, MaximumMapSizeGivesStorageFullAndReadsGoOn) {
