@@ -51,18 +51,19 @@ uint64_t NodeCode(int level, uint64_t cx, uint64_t cy, uint64_t cz) {
 
 // The most common of 8 materials; ties to non-air, then to the smallest id.
 uint8_t Mode(const std::array<uint8_t, 8>& v) {
-  int best = -1, best_count = 0;
-  for (int m = 0; m < 256; ++m) {
+  uint8_t best = v[0];
+  int best_count = 0;
+  for (uint8_t m : v) {
     int count = 0;
     for (uint8_t x : v) count += x == m;
-    if (count == 0) continue;
-    const bool better = count > best_count || (count == best_count && best == 0 && m != 0);
+    const bool better =
+        count > best_count || (count == best_count && (best == 0 ? m != 0 : m != 0 && m < best));
     if (better) {
       best = m;
       best_count = count;
     }
   }
-  return static_cast<uint8_t>(best);
+  return best;
 }
 
 // Downsamples a (2n)^3 box of voxels (x fastest) into n^3.
