@@ -208,6 +208,13 @@ class Metrics::Collector : public prometheus::Collectable {
     out->push_back(Single("voxdb_deferred_writes_total",
                           "Writes handed to the worker thread under back-pressure",
                           MetricType::Counter, d(s.deferred_writes)));
+    out->push_back(Single("voxdb_snapshots_open",
+                          "Snapshots (SNAPSHOT_OPEN) open, each holding an LMDB reader",
+                          MetricType::Gauge, d(s.snapshots_open)));
+    if (s.lod_levels > 0) {
+      out->push_back(Single("voxdb_lod_dirty_nodes", "LOD pyramid nodes waiting to be rebuilt",
+                            MetricType::Gauge, d(s.lod_dirty)));
+    }
   }
 
   void CollectDatabase(std::vector<MetricFamily>* out) const {

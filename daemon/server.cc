@@ -778,12 +778,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         out << "index_entries " << *n << "\n";
       }
     }
-    if (options_.lod != nullptr) {
-      out << "lod_levels " << options_.lod->levels() << "\nlod_dirty " << options_.lod->DirtyCount()
-          << "\n";
-    } else {
-      out << "lod_levels 0\n";
-    }
+    out << "lod_levels " << ss.lod_levels << "\n";
+    if (ss.lod_levels > 0) out << "lod_dirty " << ss.lod_dirty << "\n";
     out << "uptime_seconds "
         << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - server_->started_)
                .count()
@@ -1140,6 +1136,10 @@ ServerStats Server::stats() const {
   s.in_flight = in_flight_;
   s.deferred_writes = deferred_writes_;
   s.snapshots_open = static_cast<uint64_t>(std::max<int64_t>(0, snapshots_open_.load()));
+  if (options_.lod != nullptr) {
+    s.lod_levels = options_.lod->levels();
+    s.lod_dirty = options_.lod->DirtyCount();
+  }
   return s;
 }
 

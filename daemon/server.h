@@ -81,6 +81,8 @@ struct ServerStats {
   uint64_t in_flight = 0;
   uint64_t deferred_writes = 0;  // writes handed to the worker under back-pressure
   uint64_t snapshots_open = 0;   // SNAPSHOT_OPEN handles not closed yet
+  int lod_levels = 0;            // 0: no LOD pyramid
+  uint64_t lod_dirty = 0;        // LOD nodes waiting to be rebuilt
 };
 
 class Server {

@@ -183,6 +183,8 @@ TEST(DaemonMetricsTest, CountersFollowALoadAndThePagePassesPromtool) {
   EXPECT_EQ(Value(m, "voxdb_connections_timed_out_total{timeout=\"idle\"}"), 0);
   EXPECT_GT(Value(m, "voxdb_network_receive_bytes_total"), 0);
   EXPECT_GT(Value(m, "voxdb_network_transmit_bytes_total"), 0);
+  EXPECT_EQ(Value(m, "voxdb_snapshots_open"), 0);
+  EXPECT_GE(Value(m, "voxdb_lod_dirty_nodes"), 0);
   // The journal: one record per acknowledged write, in commits of some size.
   EXPECT_GE(Value(m, "voxdb_journal_records_total"), kSets);
   EXPECT_GT(Value(m, "voxdb_journal_bytes_total"), 0);
