@@ -53,6 +53,45 @@ ChunkBox ChunksOf(const WorldFrame& frame, const VoxelBox& box) {
   return ChunkBox{frame.ChunkOf(box.lo), frame.ChunkOf({box.hi.x - 1, box.hi.y - 1, box.hi.z - 1})};
 }
 
+// The record of a dirty chunk (null: it reads as the fills), encoded now.
+std::vector<uint8_t> EncodeDirty(const Chunk* chunk, uint64_t version, const FillSet& fills,
+                                 const WorldFrame& frame, ChunkCoord c, const CodecOptions& codec) {
+  if (chunk) return EncodeChunk(*chunk, version, NowMicros(), codec);
+  return EncodeChunk(fills.Rasterise(frame, c, nullptr), version, NowMicros(), codec);
+}
+
+// A chunk that is not dirty, as `store` and `fills` have it: its stored
+// record, zero-copy; else (not stored, or a fills marker) rasterised from
+// the fills into *owned. Fills in read->status, version, record, source.
+void ReadClean(const ChunkStore::Snapshot& store, const FillSet& fills, const WorldFrame& frame,
+               const CodecOptions& codec, ChunkRead* read, std::vector<uint8_t>* owned) {
+  auto got = store.GetChunk(read->key);
+  uint64_t marker_version = 0;
+  if (got.ok()) {
+    auto view = ParseChunkRecord(*got);
+    if (!view.ok()) {
+      read->status = view.status();
+      return;
+    }
+    if (view->header.encoding != ChunkEncoding::kFills) {
+      read->version = view->header.version;
+      read->record = *got;
+      read->source = ChunkRead::Source::kStore;
+      return;
+    }
+    marker_version = view->header.version;
+  } else if (!absl::IsNotFound(got.status())) {
+    read->status = got.status();
+    return;
+  }
+  uint64_t fill_version = 0;
+  Chunk raster = fills.Rasterise(frame, read->key.coord(), &fill_version);
+  read->version = std::max(marker_version, fill_version);
+  *owned = EncodeChunk(raster, read->version, NowMicros(), codec);
+  read->record = *owned;
+  read->source = ChunkRead::Source::kFills;
+}
+
 }  // namespace
 
 class Database::Impl {
@@ -537,6 +576,9 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
   // by that flush, after the transaction's snapshot.
   std::unique_ptr<ChunkStore::Snapshot> snap;
   uint64_t snap_generation = 0;
+  // The fills for clean chunks, once per call: a clean chunk's version and
+  // voxels both come from it (a fill applied meanwhile reads as after it).
+  const std::shared_ptr<const FillSet> fills = FillsSnapshot();
   const CodecOptions codec{options_.zstd_level};
   for (size_t i = 0; i < keys.size(); ++i) {
     ChunkRead read;
@@ -567,13 +609,8 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
     if (is_dirty) {
       read.source = ChunkRead::Source::kCache;
       read.version = dirty.version;
-      if (dirty.chunk) {
-        owned = EncodeChunk(*dirty.chunk, dirty.version, NowMicros(), codec);
-      } else {
-        uint64_t unused;
-        owned = EncodeChunk(FillsSnapshot()->Rasterise(frame(), c, &unused), dirty.version,
-                            NowMicros(), codec);
-      }
+      // The fills now: a deleted chunk's version may be a fill newer than `fills`.
+      owned = EncodeDirty(dirty.chunk.get(), dirty.version, *FillsSnapshot(), frame(), c, codec);
       read.record = owned;
       fn(i, read);
       continue;
@@ -585,34 +622,7 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
       VOXDB_ASSIGN_OR_RETURN(snap, store_->BeginRead());
       snap_generation = generation;
     }
-    auto got = snap->GetChunk(keys[i]);
-    uint64_t marker_version = 0;
-    if (got.ok()) {
-      auto view = ParseChunkRecord(*got);
-      if (!view.ok()) {
-        read.status = view.status();
-        fn(i, read);
-        continue;
-      }
-      if (view->header.encoding != ChunkEncoding::kFills) {
-        read.version = view->header.version;
-        read.record = *got;
-        read.source = ChunkRead::Source::kStore;
-        fn(i, read);
-        continue;
-      }
-      marker_version = view->header.version;
-    } else if (!absl::IsNotFound(got.status())) {
-      read.status = got.status();
-      fn(i, read);
-      continue;
-    }
-    uint64_t fill_version = 0;
-    Chunk raster = FillsSnapshot()->Rasterise(frame(), c, &fill_version);
-    read.version = std::max(marker_version, fill_version);
-    owned = EncodeChunk(raster, read.version, NowMicros(), codec);
-    read.record = owned;
-    read.source = ChunkRead::Source::kFills;
+    ReadClean(*snap, *fills, frame(), codec, &read, &owned);
     fn(i, read);
   }
   return absl::OkStatus();
@@ -1708,40 +1718,12 @@ Status DatabaseSnapshot::GetChunks(std::span<const ChunkKey> keys,
     if (auto it = dirty_.find(keys[i].code()); it != dirty_.end()) {
       read.source = ChunkRead::Source::kCache;
       read.version = it->second.version;
-      owned = it->second.chunk ? EncodeChunk(*it->second.chunk, read.version, NowMicros(), codec)
-                               : EncodeChunk(fills_->Rasterise(frame_, c, nullptr), read.version,
-                                             NowMicros(), codec);
+      owned = EncodeDirty(it->second.chunk.get(), read.version, *fills_, frame_, c, codec);
       read.record = owned;
       fn(i, read);
       continue;
     }
-    auto got = store_->GetChunk(keys[i]);
-    uint64_t marker_version = 0;
-    if (got.ok()) {
-      auto view = ParseChunkRecord(*got);
-      if (!view.ok()) {
-        read.status = view.status();
-        fn(i, read);
-        continue;
-      }
-      if (view->header.encoding != ChunkEncoding::kFills) {
-        read.version = view->header.version;
-        read.record = *got;
-        fn(i, read);
-        continue;
-      }
-      marker_version = view->header.version;
-    } else if (!absl::IsNotFound(got.status())) {
-      read.status = got.status();
-      fn(i, read);
-      continue;
-    }
-    uint64_t fill_version = 0;
-    Chunk raster = fills_->Rasterise(frame_, c, &fill_version);
-    read.version = std::max(marker_version, fill_version);
-    owned = EncodeChunk(raster, read.version, NowMicros(), codec);
-    read.record = owned;
-    read.source = ChunkRead::Source::kFills;
+    ReadClean(*store_, *fills_, frame_, codec, &read, &owned);
     fn(i, read);
   }
   return absl::OkStatus();
