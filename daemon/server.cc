@@ -350,21 +350,16 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         const engine::ChunkKey key = engine::ChunkKey::FromCode(*code);
         return SubmitWrite([db, key, done = WriteDone(op, id)] { db->DeleteChunk(key, done); });
       }
-      case Opcode::kFlush: {
-        // Flush waits on the disk: run it off the I/O threads.
-        auto self = shared_from_this();
-        const Clock::time_point start = BeginAsync();
-        server_->RunBackground([self, db, op, id, start] {
+      case Opcode::kFlush:
+        // Flush waits on the disk: off the I/O threads.
+        return OnWorker(op, id, [db]() -> absl::StatusOr<std::vector<uint8_t>> {
           const absl::Status s = db->Flush();
-          if (!s.ok()) Log(LogLevel::kError, "flush failed: %s", s.ToString());
-          asio::post(self->socket_.get_executor(), [self, s, op, id, start] {
-            self->EndAsync();
-            self->reply_start_ = start;
-            self->Reply(op, id, s);
-          });
+          if (!s.ok()) {
+            Log(LogLevel::kError, "flush failed: %s", s.ToString());
+            return s;
+          }
+          return std::vector<uint8_t>();
         });
-        return;
-      }
       case Opcode::kStats:
         return Reply(op, id, WireStatus::kOk, StatsText());
       case Opcode::kQueryRadius:
@@ -376,24 +371,14 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       case Opcode::kBackup: {
         // Copies the whole environment: off the I/O threads.
         const std::string dest(p.begin(), p.end());
-        auto self = shared_from_this();
-        const Clock::time_point start = BeginAsync();
-        server_->RunBackground([self, db, op, id, start, dest] {
+        return OnWorker(op, id, [db, dest]() -> absl::StatusOr<std::vector<uint8_t>> {
           uint64_t bytes = 0;
           const absl::Status s = db->Backup(dest, &bytes);
           Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "backup to %s: %s, %u bytes", dest,
               s.ToString(), bytes);
-          asio::post(self->socket_.get_executor(), [self, s, bytes, op, id, start] {
-            self->EndAsync();
-            self->reply_start_ = start;
-            if (s.ok()) {
-              self->Reply(op, id, WireStatus::kOk, protocol::EncodeU64(bytes));
-            } else {
-              self->Reply(op, id, s);
-            }
-          });
+          if (!s.ok()) return s;
+          return protocol::EncodeU64(bytes);
         });
-        return;
       }
       case Opcode::kSnapshotOpen:
         return SnapshotOpen(op, id);
@@ -406,42 +391,26 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       case Opcode::kLodRebuild: {
         if (absl::Status s = CheckLodLevel(1); !s.ok()) return fail(s);
         // Reads every chunk: off the I/O threads.
-        auto self = shared_from_this();
-        const Clock::time_point start = BeginAsync();
-        server_->RunBackground([self, op, id, start] {
+        engine::LodPyramid* lod = options_.lod;
+        return OnWorker(op, id, [lod]() -> absl::StatusOr<std::vector<uint8_t>> {
           const auto t0 = Clock::now();
-          const absl::Status s = self->options_.lod->RebuildAll();
+          const absl::Status s = lod->RebuildAll();
           Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "LOD rebuild: %s in %.1f s",
               s.ToString(), std::chrono::duration<double>(Clock::now() - t0).count());
-          asio::post(self->socket_.get_executor(), [self, s, op, id, start] {
-            self->EndAsync();
-            self->reply_start_ = start;
-            self->Reply(op, id, s);
-          });
+          if (!s.ok()) return s;
+          return std::vector<uint8_t>();
         });
-        return;
       }
-      case Opcode::kReindex: {
+      case Opcode::kReindex:
         // One write transaction over every chunk: off the I/O threads.
-        auto self = shared_from_this();
-        const Clock::time_point start = BeginAsync();
-        server_->RunBackground([self, db, op, id, start] {
+        return OnWorker(op, id, [db]() -> absl::StatusOr<std::vector<uint8_t>> {
           uint64_t entries = 0;
           const absl::Status s = index::Rebuild(db, &entries);
           Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "reindex: %s, %u entries", s.ToString(),
               entries);
-          asio::post(self->socket_.get_executor(), [self, s, entries, op, id, start] {
-            self->EndAsync();
-            self->reply_start_ = start;
-            if (s.ok()) {
-              self->Reply(op, id, WireStatus::kOk, protocol::EncodeU64(entries));
-            } else {
-              self->Reply(op, id, s);
-            }
-          });
+          if (!s.ok()) return s;
+          return protocol::EncodeU64(entries);
         });
-        return;
-      }
     }
     fail(absl::UnimplementedError(absl::StrFormat("unknown opcode %u", op)));
   }
@@ -714,26 +683,22 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     if (req->level != 0) {
       // Evaluates the whole level-0 answer: off the I/O threads.
       if (absl::Status s = CheckLodLevel(req->level); !s.ok()) return Reply(op, id, s);
-      auto self = shared_from_this();
-      const Clock::time_point start = BeginAsync();
-      server_->RunBackground([self, op, id, start, level = req->level, region = *region,
-                              options = std::move(options)] {
-        auto result =
-            index::QueryLod(*self->server_->db_, *self->options_.lod, level, region, options);
-        asio::post(self->socket_.get_executor(),
-                   [self, op, id, start, result = std::move(result)]() mutable {
-                     self->EndAsync();
-                     self->reply_start_ = start;
-                     self->ReplyQuery(op, id, std::move(result));
-                   });
-      });
-      return;
+      engine::Database* db = server_->db_;
+      engine::LodPyramid* lod = options_.lod;
+      return OnWorker(op, id,
+                      [db, lod, level = req->level, region = *region,
+                       options = std::move(options)]() -> absl::StatusOr<std::vector<uint8_t>> {
+                        return EncodeQuery(index::QueryLod(*db, *lod, level, region, options));
+                      });
     }
-    ReplyQuery(op, id, index::Query(*server_->db_, *region, options));
+    auto reply = EncodeQuery(index::Query(*server_->db_, *region, options));
+    if (!reply.ok()) return Reply(op, id, reply.status());
+    Reply(op, id, WireStatus::kOk, std::move(*reply));
   }
 
-  void ReplyQuery(uint8_t op, uint64_t id, absl::StatusOr<index::QueryResult> result) {
-    if (!result.ok()) return Reply(op, id, result.status());
+  static absl::StatusOr<std::vector<uint8_t>> EncodeQuery(
+      absl::StatusOr<index::QueryResult> result) {
+    if (!result.ok()) return result.status();
     protocol::QueryReply reply;
     reply.chunks.reserve(result->chunks.size());
     for (const index::ChunkHit& c : result->chunks) {
@@ -744,7 +709,26 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
       reply.fills.push_back({f.seq, FromBox(f.box), f.material});
     }
     reply.next_cursor = std::move(result->next_cursor);
-    Reply(op, id, WireStatus::kOk, reply.Encode());
+    return reply.Encode();
+  }
+
+  // Runs `work` on the background worker (it may wait on the disk or run
+  // long), then answers the request on this strand with its payload or
+  // error.
+  void OnWorker(uint8_t op, uint64_t id,
+                std::function<absl::StatusOr<std::vector<uint8_t>>()> work) {
+    auto self = shared_from_this();
+    const Clock::time_point start = BeginAsync();
+    server_->RunBackground([self, op, id, start, work = std::move(work)] {
+      auto result = work();
+      asio::post(self->socket_.get_executor(),
+                 [self, op, id, start, result = std::move(result)]() mutable {
+                   self->EndAsync();
+                   self->reply_start_ = start;
+                   if (!result.ok()) return self->Reply(op, id, result.status());
+                   self->Reply(op, id, WireStatus::kOk, std::move(*result));
+                 });
+    });
   }
 
   std::vector<uint8_t> StatsText() const {
