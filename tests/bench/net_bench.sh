@@ -51,22 +51,7 @@ for f in "$VOXDBD" "$NET_BENCH"; do
   [[ -x $f ]] || { echo "$f is missing: build the voxdbd and net_bench targets" >&2; exit 2; }
 done
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/net_bench.XXXXXX")
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "== $*" >&2; }
+source "$(dirname "$0")/bench_lib.sh" net_bench
 # Field NAME=value of the RESULT lines of KIND in FILE: the median over the rounds.
 field() {
   { grep "^RESULT $2 " "$1" || true; } | tr ' ' '\n' | sed -n "s/^$3=//p" | sort -g |
@@ -121,22 +106,7 @@ else
 fi
 
 log "voxdbd: starting ($VOXDBD)"
-"$VOXDBD" --data "$TMP/voxdb" --listen 127.0.0.1:0 >"$TMP/voxdbd.out" 2>&1 &
-VOXDBD_PID=$!
-PIDS+=("$VOXDBD_PID")
-PORT=
-for _ in $(seq 300); do
-  PORT=$(sed -n 's/^voxdbd listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/voxdbd.out")
-  [[ -n $PORT ]] && break
-  kill -0 "$VOXDBD_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [[ -z $PORT ]]; then
-  echo "voxdbd did not start:" >&2
-  cat "$TMP/voxdbd.out" >&2
-  exit 1
-fi
-ADDR=127.0.0.1:$PORT
+start_voxdbd "$VOXDBD" voxdb --metrics-listen 127.0.0.1:0
 R=$TMP/results.txt
 : >"$R"
 # net_bench KIND ARGS: appends its RESULT lines to $R, get_chunks ones renamed KIND.
@@ -149,7 +119,7 @@ run() {
 voxdbd_alive() {
   kill -0 "$VOXDBD_PID" 2>/dev/null && return 0
   echo "voxdbd died:" >&2
-  cat "$TMP/voxdbd.out" >&2
+  cat "$TMP/voxdb.out" >&2
   exit 1
 }
 log "voxdbd on $ADDR: loading $CHUNKS surface chunks"
@@ -248,16 +218,11 @@ for round in $(seq "$ROUNDS"); do
   fi
 done
 kill "$VOXDBD_PID"
-wait "$VOXDBD_PID" || { echo "voxdbd did not stop cleanly" >&2; cat "$TMP/voxdbd.out" >&2; }
+wait "$VOXDBD_PID" || { echo "voxdbd did not stop cleanly" >&2; cat "$TMP/voxdb.out" >&2; }
 
 # --- the table ----------------------------------------------------------------------
 num() { local v; v=$(field "$R" "$1" "$2"); echo "${v:-0}"; }
 us() { calc "x >= 100 ? sprintf(\"%.0f\", x) : sprintf(\"%.1f\", x)" -v x="$(num "$1" "$2")"; }
-fmt() {  # a whole number with thousands separators
-  awk -v x="$1" 'BEGIN { s = sprintf("%.0f", x); o = ""
-    while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
-    print s o }' </dev/null
-}
 ratio() { calc "b > 0 ? sprintf(\"%.2f×\", a / b) : \"–\"" -v a="$1" -v b="$2"; }
 verdict() { calc "b > 0 ? (a / b >= t ? \"**met**\" : \"missed\") : \"–\"" -v a="$1" -v b="$2" -v t="$3"; }
 

@@ -44,52 +44,12 @@ for f in "$VOXDBD" "$VOXDB" "$NET_BENCH"; do
   [[ -x $f ]] || { echo "$f is missing: build the voxdbd, voxdb and net_bench targets" >&2; exit 2; }
 done
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/zarr_bench.XXXXXX")
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "== $*" >&2; }
+source "$(dirname "$0")/bench_lib.sh" zarr_bench
 # The median of the numbers on stdin.
 median() {
   sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.0f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }
-fmt() {  # a whole number with thousands separators
-  awk -v x="$1" 'BEGIN { s = sprintf("%.0f", x); o = ""
-    while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
-    print s o }' </dev/null
-}
 
-# start_voxdbd NAME: starts voxdbd on $TMP/NAME; sets VOXDBD_PID and ADDR.
-start_voxdbd() {
-  local name=$1 port=
-  "$VOXDBD" --data "$TMP/$name" --listen 127.0.0.1:0 --metrics-listen off \
-    >"$TMP/$name.out" 2>&1 &
-  VOXDBD_PID=$!
-  PIDS+=("$VOXDBD_PID")
-  for _ in $(seq 300); do
-    port=$(sed -n 's/^voxdbd listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/$name.out")
-    [[ -n $port ]] && break
-    kill -0 "$VOXDBD_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [[ -z $port ]]; then
-    echo "voxdbd did not start:" >&2
-    cat "$TMP/$name.out" >&2
-    exit 1
-  fi
-  ADDR=127.0.0.1:$port
-}
 # stop_voxdbd PID NAME: SIGTERM, and it must exit 0.
 stop_voxdbd() {
   kill "$1"
@@ -117,7 +77,7 @@ timed() {
 files() { find "$1/world_voxels" -type f ! -name '.*' | wc -l; }
 
 LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
-start_voxdbd source
+start_voxdbd "$VOXDBD" source --metrics-listen off
 SRC_PID=$VOXDBD_PID
 SRC_ADDR=$ADDR
 log "voxdbd on $SRC_ADDR: loading $CHUNKS surface chunks"
@@ -139,7 +99,7 @@ for round in $(seq "$ROUNDS"); do
     echo "export_$comp $n $secs" >>"$R"
 
     log "round $round: import ($comp, $n chunk files) into a new voxdbd"
-    start_voxdbd "import-$comp-$round"
+    start_voxdbd "$VOXDBD" "import-$comp-$round" --metrics-listen off
     DST_PID=$VOXDBD_PID
     secs=$(timed "$TMP/import.out" "$VOXDB" --address "$ADDR" import "$out")
     echo "import_$comp $n $secs" >>"$R"
