@@ -32,6 +32,17 @@ def box_args(a):
     return (slice(z0, z1), slice(y0, y1), slice(x0, x1)), (z1 - z0, y1 - y0, x1 - x0)
 
 
+def differ(what, got, want, want_name):
+    """True (after printing the first difference) when got != want."""
+    if np.array_equal(got, want):
+        return False
+    diff = np.argwhere(got != want)
+    z, y, x = diff[0]
+    print(f"{what}{len(diff)} voxels differ; first at x={x} y={y} z={z}: "
+          f"zarr {got[z, y, x]} {want_name} {want[z, y, x]}")
+    return True
+
+
 def check(argv):
     store, box, raw = argv[0], argv[1:7], argv[7]
     index, shape = box_args(box)
@@ -49,11 +60,7 @@ def check(argv):
         return 1
     got = array[index]
     want = np.fromfile(raw, dtype=np.uint8).reshape(shape)
-    if not np.array_equal(got, want):
-        diff = np.argwhere(got != want)
-        z, y, x = diff[0]
-        print(f"{len(diff)} voxels differ; first at box offset x={x} y={y} z={z}: "
-              f"zarr {got[z, y, x]} expected {want[z, y, x]}")
+    if differ("box offsets: ", got, want, "expected"):
         return 1
     print(f"ok {want.size} voxels, {np.count_nonzero(want)} non-zero")
     return 0
@@ -122,11 +129,7 @@ def check_lod(argv):
             print(f"lod_{lod}: bad .zattrs {dict(array.attrs)}")
             return 1
         got = array[z0 >> lod:z1 >> lod, y0 >> lod:y1 >> lod, x0 >> lod:x1 >> lod]
-        if not np.array_equal(got, level):
-            diff = np.argwhere(got != level)
-            z, y, x = diff[0]
-            print(f"lod_{lod}: {len(diff)} voxels differ; first at x={x} y={y} z={z}: "
-                  f"zarr {got[z, y, x]} brute force {level[z, y, x]}")
+        if differ(f"lod_{lod}: ", got, level, "brute force"):
             return 1
         print(f"lod_{lod}: ok {level.size} voxels, {np.count_nonzero(level)} non-zero")
     return 0
