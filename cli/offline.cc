@@ -42,8 +42,7 @@ using engine::Table;
 
 // Lines of problems (and of warnings) printed in human form.
 constexpr size_t kPrintedProblems = 20;
-// meta.s2index_format of the index this build keeps (engine/FORMAT.md).
-constexpr uint32_t kIndexFormat = 1;
+using index::kIndexFormat;
 
 constexpr std::string_view kMetaFormatVersion = "format_version";
 constexpr std::string_view kMetaWorldFrame = "world_frame";
@@ -213,6 +212,12 @@ class Verifier {
       const uint32_t format = engine::DecodeFixed32(v->data());
       if (format == kIndexFormat) {
         r_.index_built = true;
+      } else if (format < kIndexFormat) {
+        index_outdated_ = true;
+        r_.Warning(absl::StrFormat(
+            "index: s2index_format %u is older than this build's %u: voxdbd rebuilds the index "
+            "when it starts",
+            format, kIndexFormat));
       } else {
         meta_problem(absl::StrFormat(
             "s2index_format is %u, not %u: voxdbd refuses to start (rebuild with voxdb reindex)",
@@ -354,75 +359,95 @@ class Verifier {
     }
   }
 
-  // Looks up the entry a stored chunk must have.
+  // Looks up the item a stored chunk must have in its column's entry.
   void CheckIndexEntryOf(ChunkKey key, uint64_t version) {
-    const auto index_key = index::IndexKey(index::ChunkCell(frame_, key), key);
+    const engine::ChunkCoord c = key.coord();
+    const auto index_key = index::IndexKey(index::ChunkCell(frame_, key), index::ColumnId(c));
     auto entry = snap_.Get(Table::kS2Index, index_key);
-    if (absl::IsNotFound(entry.status())) {
+    std::vector<index::IndexItem> items;
+    if (entry.ok() && !index::DecodeIndexValue(*entry, &items)) return;  // counted by CheckIndex
+    if (!entry.ok() && !absl::IsNotFound(entry.status())) {
+      r_.Problem(absl::StrFormat("index: the entry of %s cannot be read: %s", ChunkName(key),
+                                 Describe(entry.status())));
+      return;
+    }
+    auto item = std::find_if(items.begin(), items.end(),
+                             [&](const index::IndexItem& i) { return i.z == c.z; });
+    if (item == items.end()) {
       ++r_.index_missing;
       r_.Problem(absl::StrFormat("index: no entry for %s version %u (voxdb reindex rebuilds it)",
                                  ChunkName(key), version));
-    } else if (!entry.ok()) {
-      r_.Problem(absl::StrFormat("index: the entry of %s cannot be read: %s", ChunkName(key),
-                                 Describe(entry.status())));
-    } else if (entry->size() == 8) {  // else malformed, counted by CheckIndex
-      const uint64_t indexed = engine::DecodeFixed64(entry->data());
-      if (indexed != version) {
-        ++r_.index_wrong_version;
-        r_.Problem(absl::StrFormat("index: %s has version %u but its entry says %u", ChunkName(key),
-                                   version, indexed));
-      } else {
-        ++r_.index_ok;
-      }
+    } else if (item->version != version) {
+      ++r_.index_wrong_version;
+      r_.Problem(absl::StrFormat("index: %s has version %u but its entry says %u", ChunkName(key),
+                                 version, item->version));
+    } else {
+      ++r_.index_ok;
     }
   }
 
-  // Every entry must belong to a stored chunk that is not a fills marker,
-  // under that chunk's cell. (Missing entries and versions: CheckChunks.)
+  // Every item must belong to a stored chunk that is not a fills marker,
+  // under that chunk's cell. (Missing items and versions: CheckChunks.)
   void CheckIndex() {
     if (!r_.index_built) {
       auto n = snap_.Count(Table::kS2Index);
-      if (n.ok()) r_.index_entries = *n;
-      if (r_.index_entries > 0) {
+      if (n.ok()) r_.index_columns = *n;
+      if (r_.index_columns > 0 && !index_outdated_) {
         r_.Warning(absl::StrFormat(
             "index: %u entries, but meta has no s2index_format: voxdbd rebuilds the index when "
             "it starts",
-            r_.index_entries));
+            r_.index_columns));
       }
       return;
     }
+    std::vector<index::IndexItem> items;
     ScanTable(
         Table::kS2Index,
         [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
-          if (k.size() != index::kIndexKeySize || v.size() != 8 ||
-              LoadBigEndian64(k.data() + 8) > ChunkKey::kMaxCode) {
+          const uint64_t column =
+              k.size() == index::kIndexKeySize ? LoadBigEndian64(k.data() + 8) : ~uint64_t{0};
+          if (column >> (2 * engine::kMortonAxisBits) != 0 || !index::DecodeIndexValue(v, &items)) {
             ++r_.index_malformed;
             r_.Problem(absl::StrFormat("index: malformed entry %s (a %u-byte key, a %u-byte value)",
                                        Hex(k), k.size(), v.size()));
             return;
           }
-          const ChunkKey key = ChunkKey::FromCode(LoadBigEndian64(k.data() + 8));
           const S2CellId cell(LoadBigEndian64(k.data()));
-          auto extra = [&](std::string_view why) {
-            ++r_.index_extra;
-            r_.Problem(absl::StrFormat("index: extra entry for %s under cell %s: %s",
-                                       ChunkName(key), cell.ToToken(), why));
-          };
-          if (!frame_.ContainsChunk(key.coord())) return extra("the chunk is outside the world");
-          auto record = snap_.GetChunk(key);
-          if (absl::IsNotFound(record.status())) return extra("the chunk is not stored");
-          if (!record.ok()) return;  // reported with the chunks
-          auto view = engine::ParseChunkRecord(*record);
-          if (!view.ok()) return;  // reported with the chunks
-          if (view->header.encoding == engine::ChunkEncoding::kFills) {
-            return extra("the chunk is deleted (a fills marker)");
-          }
-          const S2CellId expected = index::ChunkCell(frame_, key);
-          if (expected != cell) {
-            return extra(absl::StrFormat("its centre is in cell %s", expected.ToToken()));
+          std::optional<S2CellId> expected;
+          for (const index::IndexItem& item : items) {
+            ++r_.index_entries;
+            const engine::ChunkCoord c{static_cast<uint32_t>(column >> engine::kMortonAxisBits),
+                                       static_cast<uint32_t>(column & engine::kMaxChunkAxis),
+                                       item.z};
+            const ChunkKey key = ChunkKey::FromCoord(c);
+            auto extra = [&](std::string_view why) {
+              ++r_.index_extra;
+              r_.Problem(absl::StrFormat("index: extra entry for %s under cell %s: %s",
+                                         ChunkName(key), cell.ToToken(), why));
+            };
+            if (!frame_.ContainsChunk(c)) {
+              extra("the chunk is outside the world");
+              continue;
+            }
+            if (!expected) expected = index::ChunkCell(frame_, key);
+            if (*expected != cell) {
+              extra(absl::StrFormat("its centre is in cell %s", expected->ToToken()));
+              continue;
+            }
+            auto record = snap_.GetChunk(key);
+            if (absl::IsNotFound(record.status())) {
+              extra("the chunk is not stored");
+              continue;
+            }
+            if (!record.ok()) continue;  // reported with the chunks
+            auto view = engine::ParseChunkRecord(*record);
+            if (!view.ok()) continue;  // reported with the chunks
+            if (view->header.encoding == engine::ChunkEncoding::kFills) {
+              extra("the chunk is deleted (a fills marker)");
+            }
           }
         },
-        &r_.index_entries);
+        &r_.index_columns);
   }
 
   // LMDB's own entry counts against the scans.
@@ -444,6 +469,7 @@ class Verifier {
   const ChunkStore::Snapshot& snap_;
   const engine::WorldFrame& frame_;
   VerifyReport& r_;
+  bool index_outdated_ = false;  // meta.s2index_format is an older format
   uint64_t max_fill_seq_ = 0;
   std::array<std::optional<uint64_t>, engine::kTableCount> scanned_;
 };
@@ -473,9 +499,11 @@ std::string VerifyText(const std::string& dir, const VerifyReport& r) {
       r.fills_markers);
   if (r.index_built) {
     absl::StrAppendFormat(
-        &t, "index %u entries (%u ok, %u missing, %u extra, %u wrong version, %u malformed)\n",
-        r.index_entries, r.index_ok, r.index_missing, r.index_extra, r.index_wrong_version,
-        r.index_malformed);
+        &t,
+        "index %u entries in %u columns (%u ok, %u missing, %u extra, %u wrong version, %u "
+        "malformed)\n",
+        r.index_entries, r.index_columns, r.index_ok, r.index_missing, r.index_extra,
+        r.index_wrong_version, r.index_malformed);
   } else {
     absl::StrAppendFormat(&t, "index not built (voxdbd builds it when it starts)\n");
   }
@@ -529,6 +557,7 @@ JsonObject VerifyJson(const std::string& dir, const VerifyReport& r) {
   JsonObject index;
   index.Bool("built", r.index_built)
       .Num("entries", r.index_entries)
+      .Num("columns", r.index_columns)
       .Num("ok", r.index_ok)
       .Num("missing", r.index_missing)
       .Num("extra", r.index_extra)

@@ -38,8 +38,9 @@ struct VerifyReport {
   uint64_t chunks_ok = 0, chunks_corrupt = 0, chunk_bad_keys = 0;
   uint64_t uniform = 0, bricks = 0, fills_markers = 0;
 
-  bool index_built = false;  // meta.s2index_format present
-  uint64_t index_entries = 0, index_ok = 0, index_missing = 0, index_extra = 0;
+  bool index_built = false;    // meta.s2index_format present
+  uint64_t index_columns = 0;  // s2index keys: one per column of stored chunks
+  uint64_t index_entries = 0, index_ok = 0, index_missing = 0, index_extra = 0;  // chunk items
   uint64_t index_wrong_version = 0, index_malformed = 0;
 
   uint64_t fills = 0, fills_ok = 0, fills_corrupt = 0;
@@ -66,8 +67,9 @@ struct VerifyReport {
 //   chunks   keys are Morton codes inside the world; every record passes its
 //            CRC and decodes in full (fills markers parse);
 //   s2index  (once built) every stored chunk that is not a fills marker has
-//            exactly the entry IndexKey(ChunkCell(frame, key), key) holding
-//            its version, and there are no other entries;
+//            exactly one item, holding its version, in the entry
+//            IndexKey(ChunkCell(frame, key), ColumnId(its coord)), and there
+//            are no other items; entries decode;
 //   fills    keys and 49-byte values decode, boxes lie in the world;
 //   journal  records pass their CRC and decode, keys are sequence numbers
 //            (a gap is a warning: a failed journal commit leaves one).

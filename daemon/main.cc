@@ -346,7 +346,8 @@ int main(int argc, char** argv) {
                  std::string(db.status().message()).c_str());
     return 1;
   }
-  // A database from before the index: build it now (once).
+  // A database from before the index, or with an older index format:
+  // build it now (once).
   if (absl::Status s = index::EnsureBuilt(db->get()); !s.ok()) {
     std::fprintf(stderr, "voxdbd: cannot build the S2 index of %s: %s\n", data.c_str(),
                  std::string(s.message()).c_str());

@@ -80,6 +80,28 @@ int DeleteRangeInTxn(MDB_txn* txn, MDB_dbi dbi, std::span<const uint8_t> begin,
   return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
 }
 
+// Applies one WriteBatch::Update through the table's write cursor. The
+// key is usually new (a flush's index entries), so the value for an absent
+// key is tried first: one descent instead of two.
+int UpdateInTxn(MDB_cursor* cursor, MDB_val* key, const WriteBatch::Updater& update) {
+  MDB_val v{};
+  int rc;
+  if (std::optional<std::vector<uint8_t>> fresh = update(std::nullopt)) {
+    v = Val(*fresh);
+    rc = mdb_cursor_put(cursor, key, &v, MDB_NOOVERWRITE);
+    if (rc != MDB_KEYEXIST) return rc;  // stored, or an error
+    // v is the current value now.
+  } else {
+    rc = mdb_cursor_get(cursor, key, &v, MDB_SET);
+    if (rc == MDB_NOTFOUND) return MDB_SUCCESS;
+    if (rc != MDB_SUCCESS) return rc;
+  }
+  std::optional<std::vector<uint8_t>> next = update(Span(v));
+  if (!next) return mdb_cursor_del(cursor, 0);
+  MDB_val nv = Val(*next);
+  return mdb_cursor_put(cursor, key, &nv, 0);
+}
+
 // Aborts a write transaction unless committed.
 struct TxnGuard {
   MDB_txn* txn = nullptr;
@@ -133,19 +155,28 @@ void WriteBatch::Put(Table table, std::span<const uint8_t> key, std::span<const 
 void WriteBatch::Put(Table table, std::span<const uint8_t> key, std::vector<uint8_t>&& value) {
   bytes_ += key.size() + value.size();
   ops_.push_back(
-      Op{table, Kind::kPut, std::vector<uint8_t>(key.begin(), key.end()), std::move(value)});
+      Op{table, Kind::kPut, std::vector<uint8_t>(key.begin(), key.end()), std::move(value), {}});
 }
 
 void WriteBatch::Delete(Table table, std::span<const uint8_t> key) {
   bytes_ += key.size();
-  ops_.push_back(Op{table, Kind::kDelete, std::vector<uint8_t>(key.begin(), key.end()), {}});
+  ops_.push_back(Op{table, Kind::kDelete, std::vector<uint8_t>(key.begin(), key.end()), {}, {}});
 }
 
 void WriteBatch::DeleteRange(Table table, std::span<const uint8_t> begin,
                              std::span<const uint8_t> end) {
   bytes_ += begin.size() + end.size();
-  ops_.push_back(Op{table, Kind::kDeleteRange, std::vector<uint8_t>(begin.begin(), begin.end()),
-                    std::vector<uint8_t>(end.begin(), end.end())});
+  ops_.push_back(Op{table,
+                    Kind::kDeleteRange,
+                    std::vector<uint8_t>(begin.begin(), begin.end()),
+                    std::vector<uint8_t>(end.begin(), end.end()),
+                    {}});
+}
+
+void WriteBatch::Update(Table table, std::span<const uint8_t> key, Updater update) {
+  bytes_ += key.size();
+  ops_.push_back(Op{
+      table, Kind::kUpdate, std::vector<uint8_t>(key.begin(), key.end()), {}, std::move(update)});
 }
 
 void WriteBatch::PutChunk(ChunkKey key, std::vector<uint8_t>&& record) {
@@ -157,12 +188,18 @@ void WriteBatch::PutChunk(ChunkKey key, std::span<const uint8_t> record) {
 void WriteBatch::DeleteChunk(ChunkKey key) { Delete(Table::kChunks, key.Encode()); }
 
 void WriteBatch::AppendSorted(WriteBatch&& other) {
-  std::sort(other.ops_.begin(), other.ops_.end(), [](const Op& a, const Op& b) {
+  auto less = [](const Op& a, const Op& b) {
     if (a.table != b.table) return a.table < b.table;
     return a.key < b.key;
-  });
-  ops_.reserve(ops_.size() + other.ops_.size());
+  };
+  if (!std::is_sorted(other.ops_.begin(), other.ops_.end(), less)) {
+    std::sort(other.ops_.begin(), other.ops_.end(), less);
+  }
+  if (ops_.capacity() < ops_.size() + other.ops_.size()) {
+    ops_.reserve(std::max(ops_.size() + other.ops_.size(), 2 * ops_.capacity()));
+  }
   for (Op& op : other.ops_) ops_.push_back(std::move(op));
+  for (auto& data : other.kept_) kept_.push_back(std::move(data));
   bytes_ += other.bytes_;
   other.Clear();
 }
@@ -455,6 +492,10 @@ Status ChunkStore::Write(const WriteBatch& batch) {
       VOXDB_RETURN_IF_ERROR(
           LmdbStatus(mdb_txn_begin(env_, nullptr, 0, &txn), "begin write transaction"));
       TxnGuard guard{txn};
+      // One cursor per table for the puts: a key that falls on the page the
+      // cursor is on (batches are mostly in key order) skips the descent
+      // from the root. Write transactions close their cursors themselves.
+      MDB_cursor* cursors[kTableCount] = {};
       for (const WriteBatch::Op& op : batch.ops_) {
         MDB_val k = Val(op.key);
         if (op.kind == WriteBatch::Kind::kDelete) {
@@ -463,8 +504,14 @@ Status ChunkStore::Write(const WriteBatch& batch) {
         } else if (op.kind == WriteBatch::Kind::kDeleteRange) {
           rc = DeleteRangeInTxn(txn, dbi(op.table), op.key, op.value);
         } else {
-          MDB_val v = Val(op.value);
-          rc = mdb_put(txn, dbi(op.table), &k, &v, 0);
+          MDB_cursor*& cursor = cursors[static_cast<int>(op.table)];
+          if (!cursor) rc = mdb_cursor_open(txn, dbi(op.table), &cursor);
+          if (rc == MDB_SUCCESS && op.kind == WriteBatch::Kind::kUpdate) {
+            rc = UpdateInTxn(cursor, &k, op.update);
+          } else if (rc == MDB_SUCCESS) {
+            MDB_val v = Val(op.value);
+            rc = mdb_cursor_put(cursor, &k, &v, 0);
+          }
         }
         if (rc != MDB_SUCCESS) break;
       }

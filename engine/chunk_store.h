@@ -116,31 +116,47 @@ class WriteBatch {
   void PutChunk(ChunkKey key, std::vector<uint8_t>&& record);
   void PutChunk(ChunkKey key, std::span<const uint8_t> record);
   void DeleteChunk(ChunkKey key);
+  // Read-modify-write of one key, in the transaction: `update` gets the
+  // key's current value (nullopt: absent; the span is valid only during
+  // the call) and returns its new value (nullopt: delete the key). It must
+  // depend on its argument only: it may be called more than once, first as
+  // if the key were absent (most updated keys are new), and again when
+  // ChunkStore::Write retries the batch after growing the map.
+  using Updater = std::function<std::optional<std::vector<uint8_t>>(
+      std::optional<std::span<const uint8_t>> current)>;
+  void Update(Table table, std::span<const uint8_t> key, Updater update);
+  // Keeps `data` alive as long as the batch (for what updaters point to).
+  void Keep(std::shared_ptr<const void> data) { kept_.push_back(std::move(data)); }
 
   // Moves other's operations to the end of this batch, sorted by table and
   // key (LMDB inserts in key order touch far fewer pages). REQUIRES: other
   // holds no two operations on the same key.
   void AppendSorted(WriteBatch&& other);
 
+  // Room for `n` more operations.
+  void Reserve(size_t n) { ops_.reserve(ops_.size() + n); }
   size_t size() const { return ops_.size(); }
   bool empty() const { return ops_.empty(); }
   // Sum of key and value bytes.
   size_t ByteSize() const { return bytes_; }
   void Clear() {
     ops_.clear();
+    kept_.clear();
     bytes_ = 0;
   }
 
  private:
   friend class ChunkStore;
-  enum class Kind : uint8_t { kPut, kDelete, kDeleteRange };
+  enum class Kind : uint8_t { kPut, kDelete, kDeleteRange, kUpdate };
   struct Op {
     Table table;
     Kind kind;
     std::vector<uint8_t> key;
     std::vector<uint8_t> value;  // kDeleteRange: the end key
+    Updater update;              // kUpdate
   };
   std::vector<Op> ops_;
+  std::vector<std::shared_ptr<const void>> kept_;
   size_t bytes_ = 0;
 };
 

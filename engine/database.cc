@@ -1375,7 +1375,11 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
 
   // Encode outside every lock: the snapshots are immutable (copy on write).
   WriteBatch batch;
-  WriteBatch observed;  // what the observers add, applied in key order
+  std::vector<FlushedChunk> flushed;  // for the observers
+  // The chunks, then at most one operation per chunk and observer, the
+  // fills, last_seq and the journal range.
+  batch.Reserve(items.size() * (1 + options_.observers.size()) + fills_to_persist.size() + 2);
+  if (!options_.observers.empty()) flushed.reserve(items.size());
   const CodecOptions codec{options_.zstd_level};
   const int64_t now = NowMicros();
   uint64_t bytes = 0;
@@ -1389,7 +1393,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
       } else {
         batch.DeleteChunk(key);
       }
-      for (ChunkObserver* o : options_.observers) o->OnChunkRemoved(key, &observed);
+      if (!options_.observers.empty()) flushed.push_back({key, it.version, false});
       continue;
     }
     Chunk compact = *it.chunk;
@@ -1397,9 +1401,15 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
     std::vector<uint8_t> rec = EncodeChunk(compact, it.version, now, codec);
     bytes += rec.size();
     batch.PutChunk(key, std::move(rec));
-    for (ChunkObserver* o : options_.observers) o->OnChunkStored(key, it.version, &observed);
+    if (!options_.observers.empty()) flushed.push_back({key, it.version, true});
   }
-  batch.AppendSorted(std::move(observed));
+  if (!flushed.empty()) {
+    for (ChunkObserver* o : options_.observers) {
+      WriteBatch observed;  // applied in key order
+      o->OnFlush(flushed, &observed);
+      batch.AppendSorted(std::move(observed));
+    }
+  }
   for (const Fill& f : fills_to_persist) {
     batch.Put(Table::kFills, JournalKey(f.seq), f.Encode());
   }

@@ -55,18 +55,24 @@ enum class Durability {
   kAsync,  // acknowledged when applied; on disk within commit_interval
 };
 
+// One chunk of a flush, as its observers see it.
+struct FlushedChunk {
+  ChunkKey key;
+  uint64_t version = 0;  // stored: the record's version
+  bool stored = false;   // false: removed (deleted, or a fills marker: it reads as the fills)
+};
+
 // A secondary structure kept in step with the stored chunks (the S2 index,
-// the LOD pyramid): the flusher calls it for every chunk it stores or
-// removes, and what it adds to `batch` commits in the same LMDB transaction
-// as the chunk. Called on the flusher thread only; must not block.
+// the LOD pyramid): the flusher calls it once per flush transaction with
+// every chunk the transaction stores or removes, and what it adds to
+// `batch` commits in the same LMDB transaction as the chunks. Called on the
+// flusher thread only; must not block.
 class ChunkObserver {
  public:
   virtual ~ChunkObserver() = default;
-  // `key` now holds a chunk record of this version.
-  virtual void OnChunkStored(ChunkKey key, uint64_t version, WriteBatch* batch) = 0;
-  // `key` no longer holds a chunk (deleted, or a fills marker: it reads as
-  // the fills). May be called for a key that held none.
-  virtual void OnChunkRemoved(ChunkKey key, WriteBatch* batch) = 0;
+  // `chunks` holds each key once, in no particular order. A removed key
+  // may have held no chunk.
+  virtual void OnFlush(std::span<const FlushedChunk> chunks, WriteBatch* batch) = 0;
 };
 
 struct DatabaseOptions {

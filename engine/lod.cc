@@ -111,12 +111,13 @@ void LodDownsampleOctant(const uint8_t* child, int octant, uint8_t* parent) {
   }
 }
 
-void LodObserver::OnChunkStored(ChunkKey key, uint64_t /*version*/, WriteBatch* batch) {
-  batch->Put(Table::kLod, LodDirtyKey(1, key.OctreeNode(1)), NextToken());
-}
-
-void LodObserver::OnChunkRemoved(ChunkKey key, WriteBatch* batch) {
-  batch->Put(Table::kLod, LodDirtyKey(1, key.OctreeNode(1)), NextToken());
+void LodObserver::OnFlush(std::span<const FlushedChunk> chunks, WriteBatch* batch) {
+  std::vector<uint64_t> nodes;
+  nodes.reserve(chunks.size());
+  for (const FlushedChunk& c : chunks) nodes.push_back(c.key.OctreeNode(1));
+  std::sort(nodes.begin(), nodes.end());
+  nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
+  for (uint64_t node : nodes) batch->Put(Table::kLod, LodDirtyKey(1, node), NextToken());
 }
 
 LodPyramid::LodPyramid(Database* db, const LodOptions& options) : db_(db), options_(options) {}

@@ -65,13 +65,10 @@ uint8_t LodMode8(const uint8_t* v);
 void LodDownsampleOctant(const uint8_t* child, int octant, uint8_t* parent);
 
 // Marks the level-1 parent of every chunk the flusher stores or removes,
-// with a fresh token. Two chunks of one node in the same flush give two
-// puts of the same marker key; whichever AppendSorted leaves last wins,
-// and both tokens are new, so that is harmless.
+// once per flush, with a fresh token.
 class LodObserver : public ChunkObserver {
  public:
-  void OnChunkStored(ChunkKey key, uint64_t version, WriteBatch* batch) override;
-  void OnChunkRemoved(ChunkKey key, WriteBatch* batch) override;
+  void OnFlush(std::span<const FlushedChunk> chunks, WriteBatch* batch) override;
 };
 
 struct LodOptions {

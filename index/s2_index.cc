@@ -22,7 +22,6 @@ using engine::Table;
 
 // In the meta table: the index's format, present once it has been built.
 constexpr char kMetaIndexFormat[] = "s2index_format";
-constexpr uint32_t kIndexFormat = 1;
 constexpr uint32_t kMaxLimit = 65536;
 constexpr int kCoveringCells = 128;
 // Cells below ~10 m gain nothing: chunk centres are 32 m apart.
@@ -203,7 +202,7 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
   std::vector<Hit> dirty_hits;
   for (const auto& d : dirty) {
     if (!d.present || !ChunkInRegion(frame, d.key, region, options.band)) continue;
-    Hit h{IndexKey(ChunkCell(frame, d.key), d.key), {d.key, d.version}};
+    Hit h{OrderKey(ChunkCell(frame, d.key), d.key), {d.key, d.version}};
     if (std::memcmp(h.order.data(), resume.data(), kIndexKeySize) >= 0) dirty_hits.push_back(h);
   }
   std::sort(dirty_hits.begin(), dirty_hits.end(), [](const Hit& a, const Hit& b) {
@@ -254,24 +253,41 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
     PutBE64(begin.data(), cell.range_min().id());
     PutBE64(end.data(), cell.range_max().id() + 1);
     if (std::memcmp(end.data(), resume.data(), kIndexKeySize) <= 0) continue;
-    if (std::memcmp(begin.data(), resume.data(), kIndexKeySize) < 0) begin = resume;
+    if (std::memcmp(begin.data(), resume.data(), kIndexKeySize) < 0) {
+      // From the resume point's column; its items before the point are skipped.
+      PutBE64(begin.data(), GetBE64(resume.data()));
+      PutBE64(begin.data() + 8, GetBE64(resume.data() + 8) >> engine::kMortonAxisBits);
+    }
+    std::vector<IndexItem> items;
     VOXDB_RETURN_IF_ERROR(snapshot->Scan(
         Table::kS2Index, begin, end, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
-          if (k.size() != kIndexKeySize || v.size() != 8) return true;  // not an entry
-          const uint64_t code = GetBE64(k.data() + 8);
-          if (code > ChunkKey::kMaxCode || is_dirty(code)) return true;
-          const ChunkKey key = ChunkKey::FromCode(code);
-          if (options.band) {
-            const auto [bottom, top] = ChunkAltitudes(frame, key);
-            if (!BandMeets(options.band, bottom, top)) return true;
-          }
-          if (!interior && !in_region(S2CellId(GetBE64(k.data())), key)) return true;
-          Hit h;
-          std::copy(k.begin(), k.end(), h.order.begin());
-          h.hit = {key, engine::DecodeFixed64(v.data())};
-          if (!page.Add(h)) {
-            stopped = true;
-            return false;
+          if (k.size() != kIndexKeySize || !DecodeIndexValue(v, &items)) return true;  // malformed
+          const uint64_t column = GetBE64(k.data() + 8);
+          if (column >> (2 * engine::kMortonAxisBits) != 0) return true;
+          const uint32_t x = static_cast<uint32_t>(column >> engine::kMortonAxisBits);
+          const uint32_t y = static_cast<uint32_t>(column & engine::kMaxChunkAxis);
+          const S2CellId leaf(GetBE64(k.data()));
+          // The region test depends on the column only; the band on z.
+          std::optional<bool> inside;
+          if (interior) inside = true;
+          for (const IndexItem& item : items) {
+            const ChunkKey key = ChunkKey::FromCoord({x, y, item.z});
+            if (is_dirty(key.code())) continue;
+            if (options.band) {
+              const auto [bottom, top] = ChunkAltitudes(frame, key);
+              if (!BandMeets(options.band, bottom, top)) continue;
+            }
+            Hit h;
+            PutBE64(h.order.data(), leaf.id());
+            PutBE64(h.order.data() + 8, column << engine::kMortonAxisBits | item.z);
+            if (std::memcmp(h.order.data(), resume.data(), kIndexKeySize) < 0) continue;
+            if (!inside) inside = in_region(leaf, key);
+            if (!*inside) return true;
+            h.hit = {key, item.version};
+            if (!page.Add(h)) {
+              stopped = true;
+              return false;
+            }
           }
           return true;
         }));
@@ -437,47 +453,185 @@ S2LatLngRect BoxFootprint(const engine::WorldFrame& frame, const engine::VoxelBo
                       S2LatLng::FromDegrees(hi.lat_deg, hi.lon_deg));
 }
 
-std::array<uint8_t, kIndexKeySize> IndexKey(S2CellId cell, ChunkKey key) {
+std::array<uint8_t, kIndexKeySize> IndexKey(S2CellId cell, uint64_t column) {
   std::array<uint8_t, kIndexKeySize> k;
   PutBE64(k.data(), cell.id());
-  PutBE64(k.data() + 8, key.code());
+  PutBE64(k.data() + 8, column);
   return k;
 }
 
-void S2Index::OnChunkStored(ChunkKey key, uint64_t version, engine::WriteBatch* batch) {
-  std::vector<uint8_t> value(8);
-  engine::EncodeFixed64(value.data(), version);
-  batch->Put(Table::kS2Index, IndexKey(ChunkCell(frame_, key), key), std::move(value));
+std::array<uint8_t, kIndexKeySize> OrderKey(S2CellId cell, ChunkKey key) {
+  const engine::ChunkCoord c = key.coord();
+  return IndexKey(cell, ColumnId(c) << engine::kMortonAxisBits | c.z);
 }
 
-void S2Index::OnChunkRemoved(ChunkKey key, engine::WriteBatch* batch) {
-  batch->Delete(Table::kS2Index, IndexKey(ChunkCell(frame_, key), key));
+bool DecodeIndexValue(std::span<const uint8_t> value, std::vector<IndexItem>* items) {
+  items->clear();
+  if (value.empty() || value.size() % kIndexItemSize != 0) return false;
+  for (size_t at = 0; at < value.size(); at += kIndexItemSize) {
+    const IndexItem item{engine::DecodeFixed32(value.data() + at),
+                         engine::DecodeFixed64(value.data() + at + 4)};
+    if (item.z > engine::kMaxChunkAxis || (!items->empty() && item.z <= items->back().z)) {
+      items->clear();
+      return false;
+    }
+    items->push_back(item);
+  }
+  return true;
 }
 
-Status Rebuild(engine::Database* db, uint64_t* entries) {
+std::vector<uint8_t> EncodeIndexValue(std::span<const IndexItem> items) {
+  std::vector<uint8_t> value(items.size() * kIndexItemSize);
+  for (size_t i = 0; i < items.size(); ++i) {
+    engine::EncodeFixed32(value.data() + i * kIndexItemSize, items[i].z);
+    engine::EncodeFixed64(value.data() + i * kIndexItemSize + 4, items[i].version);
+  }
+  return value;
+}
+
+namespace {
+
+// What one flush does to one chunk: sorted by `order` (column id << 21 | z).
+struct ItemChange {
+  uint64_t order;
+  uint64_t version;  // 0: removed (stored versions are >= 1)
+  uint32_t z() const { return static_cast<uint32_t>(order & engine::kMaxChunkAxis); }
+};
+
+// Sorts `v` by key(element), a u64, stably: an LSD radix sort with one pass
+// per byte that differs between the keys (a flush's columns share their
+// high bytes). Several times faster than std::sort for a large flush.
+template <typename T, typename Key>
+void RadixSort(std::vector<T>* v, Key key) {
+  if (v->size() < 2) return;
+  std::vector<T> tmp(v->size());
+  for (int shift = 0; shift < 64; shift += 8) {
+    size_t count[257] = {};
+    for (const T& e : *v) ++count[((key(e) >> shift) & 0xff) + 1];
+    if (count[((key(v->front()) >> shift) & 0xff) + 1] == v->size()) continue;  // all equal
+    for (int i = 0; i < 256; ++i) count[i + 1] += count[i];
+    for (const T& e : *v) tmp[count[(key(e) >> shift) & 0xff]++] = e;
+    v->swap(tmp);
+  }
+}
+
+// A column's new value: `current` with `changes` (by increasing z) applied,
+// merged byte by byte. A current value of a size no items make is
+// replaced; one with items out of order stays malformed (verify reports
+// both; reindex rebuilds the index).
+std::optional<std::vector<uint8_t>> MergeColumn(std::optional<std::span<const uint8_t>> current,
+                                                std::span<const ItemChange> changes) {
+  std::span<const uint8_t> old;
+  if (current && !current->empty() && current->size() % kIndexItemSize == 0) old = *current;
+  std::vector<uint8_t> value;
+  value.reserve(old.size() + changes.size() * kIndexItemSize);
+  auto append = [&](uint32_t z, uint64_t version) {
+    uint8_t item[kIndexItemSize];
+    engine::EncodeFixed32(item, z);
+    engine::EncodeFixed64(item + 4, version);
+    value.insert(value.end(), item, item + kIndexItemSize);
+  };
+  size_t at = 0;  // the next old item
+  auto old_z = [&] { return engine::DecodeFixed32(old.data() + at); };
+  for (const ItemChange& c : changes) {
+    for (; at < old.size() && old_z() < c.z(); at += kIndexItemSize) {
+      value.insert(value.end(), old.begin() + at, old.begin() + at + kIndexItemSize);
+    }
+    if (at < old.size() && old_z() == c.z()) at += kIndexItemSize;
+    if (c.version != 0) append(c.z(), c.version);
+  }
+  value.insert(value.end(), old.begin() + at, old.end());
+  if (value.empty()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+void S2Index::OnFlush(std::span<const engine::FlushedChunk> chunks, engine::WriteBatch* batch) {
+  // The changes by column and z; the updaters point into `all`, which the
+  // batch keeps.
+  auto all = std::make_shared<std::vector<ItemChange>>();
+  all->reserve(chunks.size());
+  for (const engine::FlushedChunk& c : chunks) {
+    const engine::ChunkCoord coord = c.key.coord();
+    all->push_back(
+        {ColumnId(coord) << engine::kMortonAxisBits | coord.z, c.stored ? c.version : 0});
+  }
+  RadixSort(all.get(), [](const ItemChange& c) { return c.order; });
+  // One read-modify-write per column, in key order (cell, then column).
+  struct Column {
+    uint64_t cell;
+    uint64_t column;
+    const ItemChange* begin;
+    const ItemChange* end;
+  };
+  std::vector<Column> columns;
+  const ItemChange* const last = all->data() + all->size();
+  for (const ItemChange* at = all->data(); at != last;) {
+    const uint64_t column = at->order >> engine::kMortonAxisBits;
+    const ItemChange* end = at;
+    while (end != last && end->order >> engine::kMortonAxisBits == column) ++end;
+    const ChunkKey first =
+        ChunkKey::FromCoord({static_cast<uint32_t>(column >> engine::kMortonAxisBits),
+                             static_cast<uint32_t>(column & engine::kMaxChunkAxis), at->z()});
+    columns.push_back({ChunkCell(frame_, first).id(), column, at, end});
+    at = end;
+  }
+  RadixSort(&columns, [](const Column& c) { return c.cell; });  // stable: columns stay in order
+  batch->Reserve(columns.size());
+  for (const Column& c : columns) {
+    batch->Update(Table::kS2Index, IndexKey(S2CellId(c.cell), c.column),
+                  [begin = c.begin, end = c.end](std::optional<std::span<const uint8_t>> current) {
+                    return MergeColumn(current, {begin, end});
+                  });
+  }
+  batch->Keep(std::move(all));
+}
+
+Status Rebuild(engine::Database* db, uint64_t* chunks) {
   const engine::WorldFrame frame = db->frame();
-  *entries = 0;
-  return db->RebuildFromStore(
-      [&](const engine::ChunkStore::Snapshot& snapshot, engine::WriteBatch* batch) -> Status {
-        std::array<uint8_t, kIndexKeySize + 1> past_last;
-        past_last.fill(0xff);
-        batch->DeleteRange(Table::kS2Index, std::array<uint8_t, 1>{0}, past_last);
-        VOXDB_RETURN_IF_ERROR(snapshot.ScanChunks(
-            engine::MortonRange{0, ChunkKey::kMaxCode + 1},
-            [&](ChunkKey key, std::span<const uint8_t> record) {
-              uint64_t version;
-              if (!StoredChunkVersion(record, &version)) return true;
-              std::vector<uint8_t> value(8);
-              engine::EncodeFixed64(value.data(), version);
-              batch->Put(Table::kS2Index, IndexKey(ChunkCell(frame, key), key), std::move(value));
-              ++*entries;
-              return true;
-            }));
-        std::vector<uint8_t> format(4);
-        engine::EncodeFixed32(format.data(), kIndexFormat);
-        batch->Put(Table::kMeta, Bytes(kMetaIndexFormat), std::move(format));
-        return absl::OkStatus();
-      });
+  *chunks = 0;
+  return db->RebuildFromStore([&](const engine::ChunkStore::Snapshot& snapshot,
+                                  engine::WriteBatch* batch) -> Status {
+    std::array<uint8_t, kIndexKeySize + 1> past_last;
+    past_last.fill(0xff);
+    batch->DeleteRange(Table::kS2Index, std::array<uint8_t, 1>{0}, past_last);
+    struct Chunk {
+      uint64_t column;
+      IndexItem item;
+    };
+    std::vector<Chunk> stored;
+    VOXDB_RETURN_IF_ERROR(snapshot.ScanChunks(engine::MortonRange{0, ChunkKey::kMaxCode + 1},
+                                              [&](ChunkKey key, std::span<const uint8_t> record) {
+                                                uint64_t version;
+                                                if (!StoredChunkVersion(record, &version))
+                                                  return true;
+                                                const engine::ChunkCoord c = key.coord();
+                                                stored.push_back({ColumnId(c), {c.z, version}});
+                                                return true;
+                                              }));
+    std::sort(stored.begin(), stored.end(), [](const Chunk& a, const Chunk& b) {
+      return a.column != b.column ? a.column < b.column : a.item.z < b.item.z;
+    });
+    std::vector<IndexItem> items;
+    for (size_t i = 0; i < stored.size();) {
+      const uint64_t column = stored[i].column;
+      items.clear();
+      for (; i < stored.size() && stored[i].column == column; ++i) {
+        items.push_back(stored[i].item);
+      }
+      const ChunkKey first = ChunkKey::FromCoord(
+          {static_cast<uint32_t>(column >> engine::kMortonAxisBits),
+           static_cast<uint32_t>(column & engine::kMaxChunkAxis), items.front().z});
+      batch->Put(Table::kS2Index, IndexKey(ChunkCell(frame, first), column),
+                 EncodeIndexValue(items));
+      *chunks += items.size();
+    }
+    std::vector<uint8_t> format(4);
+    engine::EncodeFixed32(format.data(), kIndexFormat);
+    batch->Put(Table::kMeta, Bytes(kMetaIndexFormat), std::move(format));
+    return absl::OkStatus();
+  });
 }
 
 Status EnsureBuilt(engine::Database* db) {
@@ -485,13 +639,14 @@ Status EnsureBuilt(engine::Database* db) {
     VOXDB_ASSIGN_OR_RETURN(auto snapshot, db->store().BeginRead());
     auto format = snapshot->Get(Table::kMeta, Bytes(kMetaIndexFormat));
     if (format.ok()) {
-      if (format->size() != 4 || engine::DecodeFixed32(format->data()) != kIndexFormat) {
+      if (format->size() != 4 || engine::DecodeFixed32(format->data()) > kIndexFormat) {
         return absl::FailedPreconditionError(
             "the S2 index has an unknown format: rebuild it with voxdb reindex");
       }
-      return absl::OkStatus();
+      if (engine::DecodeFixed32(format->data()) == kIndexFormat) return absl::OkStatus();
+    } else if (!absl::IsNotFound(format.status())) {
+      return format.status();
     }
-    if (!absl::IsNotFound(format.status())) return format.status();
   }
   uint64_t entries;
   return Rebuild(db, &entries);

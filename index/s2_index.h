@@ -1,17 +1,20 @@
 // The S2 cell -> chunk secondary index and the spatial queries on it
 // (DESIGN.md section 5).
 //
-// Index entries live in the store's s2index table:
+// Index entries live in the store's s2index table, one per column of
+// stored chunks (the chunks with one x, y: they share a centre, so a cell):
 //
-//   key   = S2 cell id (u64, big-endian) of the chunk's centre at the leaf
-//           level 30, then the chunk's Morton code (u64, big-endian)
-//   value = the chunk's version (u64, little-endian)
+//   key   = S2 cell id (u64, big-endian) of the column's centre at the leaf
+//           level 30, then the column id x << 21 | y (u64, big-endian)
+//   value = for each stored chunk of the column, by increasing z:
+//           z (u32, little-endian), version (u64, little-endian)
 //
 // so every S2 cell, at any level, is one contiguous key range
 // [range_min, range_max] and a region's covering is a handful of cursor
 // scans. The flusher keeps the index in the same LMDB transaction as the
-// chunks (S2Index is an engine::ChunkObserver); a fills marker or a deleted
-// chunk has no entry. Rebuild() recreates it from the chunks.
+// chunks (S2Index is an engine::ChunkObserver): one read-modify-write per
+// column a flush touches. A fills marker or a deleted chunk has no item.
+// Rebuild() recreates the index from the chunks.
 //
 // A query's answer is exact for these definitions (engine/FORMAT.md and
 // protocol/PROTOCOL.md, "Queries"):
@@ -26,9 +29,10 @@
 // The newest state counts: chunks edited but not flushed yet are merged in
 // from the cache (a deleted one is left out).
 //
-// Results come in a deterministic order (index key order: leaf cell, then
-// Morton code; Morton code for box queries), `limit` per page, with a cursor
-// for the next page. Fills come with the first page.
+// Results come in a deterministic order (index order: leaf cell, column,
+// z; Morton code for box queries), `limit` per page, with a cursor for the
+// next page (OrderKey of the last chunk; its code for box queries). Fills
+// come with the first page.
 //
 // Thread-safety: S2Index's observer methods run on the flusher thread;
 // Query and Rebuild may be called from any thread.
@@ -42,6 +46,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <variant>
 #include <vector>
 
@@ -53,6 +58,10 @@ namespace voxdb::index {
 
 inline constexpr int kIndexLevel = S2CellId::kMaxLevel;  // leaf cells
 inline constexpr size_t kIndexKeySize = 16;
+inline constexpr size_t kIndexItemSize = 12;  // z u32 + version u64
+// meta.s2index_format of the index this build keeps (engine/FORMAT.md).
+// Format 1 (one entry per chunk) is rebuilt by EnsureBuilt.
+inline constexpr uint32_t kIndexFormat = 2;
 
 // The chunk's centre, as the index sees it.
 S2LatLng ChunkCentre(const engine::WorldFrame& frame, engine::ChunkKey key);
@@ -63,24 +72,43 @@ std::pair<double, double> ChunkAltitudes(const engine::WorldFrame& frame, engine
 // The lat/lon rectangle a voxel box covers.
 S2LatLngRect BoxFootprint(const engine::WorldFrame& frame, const engine::VoxelBox& box);
 
+// A column's id: x << 21 | y.
+constexpr uint64_t ColumnId(const engine::ChunkCoord& c) {
+  return uint64_t{c.x} << engine::kMortonAxisBits | c.y;
+}
 // Keys of the s2index table.
-std::array<uint8_t, kIndexKeySize> IndexKey(S2CellId cell, engine::ChunkKey key);
+std::array<uint8_t, kIndexKeySize> IndexKey(S2CellId cell, uint64_t column);
+// The order of cell-ordered query results: the leaf cell (u64 BE), then
+// column id << 21 | z (u64 BE). Ascending index keys and z give ascending
+// order keys.
+std::array<uint8_t, kIndexKeySize> OrderKey(S2CellId cell, engine::ChunkKey key);
+
+// One chunk of an index entry's value.
+struct IndexItem {
+  uint32_t z = 0;
+  uint64_t version = 0;
+  friend bool operator==(const IndexItem&, const IndexItem&) = default;
+};
+// Parses a value. False unless it holds one or more items in strictly
+// increasing z, each z <= kMaxChunkAxis.
+bool DecodeIndexValue(std::span<const uint8_t> value, std::vector<IndexItem>* items);
+std::vector<uint8_t> EncodeIndexValue(std::span<const IndexItem> items);
 
 class S2Index : public engine::ChunkObserver {
  public:
   explicit S2Index(const engine::WorldFrame& frame) : frame_(frame) {}
-  void OnChunkStored(engine::ChunkKey key, uint64_t version, engine::WriteBatch* batch) override;
-  void OnChunkRemoved(engine::ChunkKey key, engine::WriteBatch* batch) override;
+  void OnFlush(std::span<const engine::FlushedChunk> chunks, engine::WriteBatch* batch) override;
 
  private:
   engine::WorldFrame frame_;
 };
 
 // Rebuilds the whole index from the stored chunks, in one transaction
-// (flushes wait meanwhile). *entries gets the number of index entries.
-Status Rebuild(engine::Database* db, uint64_t* entries);
-// Rebuilds the index if the store has never had one (a database created
-// before the index existed). Call once after opening.
+// (flushes wait meanwhile). *chunks gets the number of chunks indexed.
+Status Rebuild(engine::Database* db, uint64_t* chunks);
+// Rebuilds the index if the store has none (a database created before the
+// index existed) or has one of an older format. FAILED_PRECONDITION for a
+// newer format. Call once after opening.
 Status EnsureBuilt(engine::Database* db);
 
 // --- Queries -----------------------------------------------------------------

@@ -130,6 +130,53 @@ TEST(ChunkStoreTest, MapGrowsFromATinyInitialSize) {
   EXPECT_GT(after.used_bytes, 20 * rec.size());
 }
 
+// WriteBatch::Update reads and rewrites a key inside the transaction:
+// absent keys, present keys, deletion, several keys, and a batch that is
+// retried after the map grows (the updater runs again on the same values).
+TEST(ChunkStoreTest, UpdateIsAReadModifyWriteInTheTransaction) {
+  TempDir dir;
+  StoreOptions o = FastOptions();
+  o.initial_map_size = 256 << 10;
+  ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(dir.path(), o));
+  auto key = [](uint8_t k) { return std::vector<uint8_t>{k}; };
+  // Appends `suffix` to the current value; absent counts as empty.
+  auto append = [](uint8_t suffix) {
+    return [suffix](std::optional<std::span<const uint8_t>> current) {
+      std::vector<uint8_t> v;
+      if (current) v.assign(current->begin(), current->end());
+      v.push_back(suffix);
+      return std::optional<std::vector<uint8_t>>(std::move(v));
+    };
+  };
+  WriteBatch first;
+  first.Put(Table::kLod, key(1), std::vector<uint8_t>{10});
+  first.Update(Table::kLod, key(1), append(11));  // sees the put before it
+  first.Update(Table::kLod, key(2), append(20));  // absent
+  first.Put(Table::kLod, key(3), std::vector<uint8_t>{30});
+  ASSERT_OK(store->Write(first));
+  // Deletion, an absent key left absent, and a retry after growth: the
+  // big record does not fit the 256 KiB map.
+  WriteBatch second;
+  second.Update(Table::kLod, key(3), [](auto) { return std::optional<std::vector<uint8_t>>(); });
+  second.Update(Table::kLod, key(4), [](auto) { return std::optional<std::vector<uint8_t>>(); });
+  second.Update(Table::kLod, key(2), append(21));
+  second.PutChunk(ChunkKey::FromCoord({1, 1, 1}), BigRecord(2));
+  ASSERT_OK_AND_ASSIGN(StoreStats before, store->Stats());
+  ASSERT_OK(store->Write(second));
+  ASSERT_OK_AND_ASSIGN(StoreStats after, store->Stats());
+  EXPECT_GT(after.map_grows, before.map_grows);
+  ASSERT_OK_AND_ASSIGN(auto snap, store->BeginRead());
+  auto get = [&](uint8_t k) -> std::optional<std::vector<uint8_t>> {
+    auto v = snap->Get(Table::kLod, key(k));
+    if (!v.ok()) return std::nullopt;
+    return std::vector<uint8_t>(v->begin(), v->end());
+  };
+  EXPECT_EQ(get(1), (std::vector<uint8_t>{10, 11}));
+  EXPECT_EQ(get(2), (std::vector<uint8_t>{20, 21}));  // once: the retry started over
+  EXPECT_EQ(get(3), std::nullopt);
+  EXPECT_EQ(get(4), std::nullopt);
+}
+
 // A long read (a snapshot that outlives a call) holds no lock while it
 // lives, yet the map grows only once it has ended: until then growth waits
 // grow_wait and fails BUSY, and reads and the long read go on.

@@ -67,23 +67,26 @@ std::map<uint64_t, uint64_t> StoredChunks(Database& db) {
   return out;
 }
 
-// The index table holds exactly one entry per stored chunk, under its
-// centre's leaf cell, with its version.
+// The index table holds exactly one entry per column of stored chunks,
+// under its centre's leaf cell, with an item (z, version) per chunk.
 void ExpectIndexMatchesChunks(Database& db) {
-  std::map<std::array<uint8_t, kIndexKeySize>, uint64_t> want, got;
+  std::map<std::array<uint8_t, kIndexKeySize>, std::vector<IndexItem>> want, got;
   for (auto [code, version] : StoredChunks(db)) {
     const ChunkKey key = ChunkKey::FromCode(code);
-    want[IndexKey(ChunkCell(kFrame, key), key)] = version;
+    const ChunkCoord c = key.coord();
+    want[IndexKey(ChunkCell(kFrame, key), ColumnId(c))].push_back({c.z, version});
+  }
+  for (auto& [k, items] : want) {
+    std::sort(items.begin(), items.end(), [](auto& a, auto& b) { return a.z < b.z; });
   }
   auto snap = db.store().BeginRead();
   ASSERT_TRUE(snap.ok());
   ASSERT_OK((*snap)->Scan(Table::kS2Index, std::array<uint8_t, 1>{0}, {},
                           [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
                             EXPECT_EQ(k.size(), kIndexKeySize);
-                            EXPECT_EQ(v.size(), 8u);
                             std::array<uint8_t, kIndexKeySize> key{};
                             std::copy(k.begin(), k.end(), key.begin());
-                            got[key] = engine::DecodeFixed64(v.data());
+                            EXPECT_TRUE(DecodeIndexValue(v, &got[key])) << "malformed value";
                             return true;
                           }));
   EXPECT_EQ(got.size(), want.size());
@@ -123,7 +126,7 @@ std::vector<ChunkHit> Expected(const std::map<uint64_t, uint64_t>& stored, const
     if (box) {
       for (int i = 0; i < 8; ++i) order[i] = static_cast<uint8_t>(code >> (56 - 8 * i));
     } else {
-      order = IndexKey(ChunkCell(kFrame, key), key);
+      order = OrderKey(ChunkCell(kFrame, key), key);
     }
     hits.push_back({order, ChunkHit{key, version}});
   }
@@ -403,16 +406,67 @@ TEST(S2IndexTest, RebuildAndEnsureBuiltRecreateTheIndex) {
   ExpectIndexMatchesChunks(*d.db);
   // Damage it, then rebuild.
   engine::WriteBatch damage;
-  damage.Delete(Table::kS2Index, IndexKey(ChunkCell(kFrame, ChunkKey::FromCoord(world[0])),
-                                          ChunkKey::FromCoord(world[0])));
-  damage.Put(Table::kS2Index,
-             IndexKey(S2CellId::FromFace(2).child_begin(30), ChunkKey::FromCode(5)),
-             std::vector<uint8_t>(8, 0));
+  damage.Delete(Table::kS2Index,
+                IndexKey(ChunkCell(kFrame, ChunkKey::FromCoord(world[0])), ColumnId(world[0])));
+  const IndexItem bogus[] = {{3, 9}};
+  damage.Put(Table::kS2Index, IndexKey(S2CellId::FromFace(2).child_begin(30), 5),
+             EncodeIndexValue(bogus));
   ASSERT_OK(d.db->store().Write(damage));
   uint64_t entries = 0;
   ASSERT_OK(Rebuild(d.db.get(), &entries));
   EXPECT_EQ(entries, StoredChunks(*d.db).size());
   ExpectIndexMatchesChunks(*d.db);
+}
+
+// A database whose index has format 1 (one 8-byte entry per chunk, before
+// entries per column) gets the current format when it is opened; a newer
+// format is refused.
+TEST(S2IndexTest, EnsureBuiltReplacesAnOlderFormat) {
+  TempDir dir;
+  std::mt19937_64 rng(12);
+  const std::vector<ChunkCoord> world = RandomWorld(rng, 4, 40);
+  auto format_value = [](uint32_t format) {
+    std::vector<uint8_t> v(4);
+    engine::EncodeFixed32(v.data(), format);
+    return v;
+  };
+  const std::string_view name = "s2index_format";
+  const std::span<const uint8_t> name_bytes(reinterpret_cast<const uint8_t*>(name.data()),
+                                            name.size());
+  {
+    Db d(dir.Sub("db"));
+    for (const ChunkCoord& c : world) {
+      ASSERT_OK(d.db->PutChunkAndWait(ChunkKey::FromCoord(c), Uniform(4), std::nullopt).status);
+    }
+    ASSERT_OK(d.db->Flush());
+    // Replace the index by format-1 entries.
+    engine::WriteBatch old;
+    std::array<uint8_t, kIndexKeySize + 1> past_last;
+    past_last.fill(0xff);
+    old.DeleteRange(Table::kS2Index, std::array<uint8_t, 1>{0}, past_last);
+    for (const ChunkCoord& c : world) {
+      const ChunkKey key = ChunkKey::FromCoord(c);
+      std::array<uint8_t, kIndexKeySize> k = IndexKey(ChunkCell(kFrame, key), 0);
+      key.EncodeTo(k.data() + 8);
+      old.Put(Table::kS2Index, k, std::vector<uint8_t>(8, 1));
+    }
+    old.Put(Table::kMeta, name_bytes, format_value(1));
+    ASSERT_OK(d.db->store().Write(old));
+  }
+  {
+    Db d(dir.Sub("db"));  // EnsureBuilt rebuilds it
+    ExpectIndexMatchesChunks(*d.db);
+    auto snap = d.db->store().BeginRead();
+    ASSERT_TRUE(snap.ok());
+    auto format = (*snap)->Get(Table::kMeta, name_bytes);
+    ASSERT_TRUE(format.ok());
+    EXPECT_EQ(engine::DecodeFixed32(format->data()), kIndexFormat);
+    engine::WriteBatch newer;
+    newer.Put(Table::kMeta, name_bytes, format_value(kIndexFormat + 1));
+    snap->reset();
+    ASSERT_OK(d.db->store().Write(newer));
+    EXPECT_EQ(EnsureBuilt(d.db.get()).code(), absl::StatusCode::kFailedPrecondition);
+  }
 }
 
 // kill -9 while writing and flushing: after reopening, the index agrees

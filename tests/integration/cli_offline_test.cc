@@ -380,7 +380,8 @@ TEST(CliVerifyTest, CleanDatabasePassesWithItsCounts) {
            "data " + data + "\n",
            "\nmeta ok (format 1, created ",
            "\nchunks 6 (6 ok, 0 corrupt, 0 bad keys; 3 bricks, 2 uniform, 1 fills markers)\n",
-           "\nindex 5 entries (5 ok, 0 missing, 0 extra, 0 wrong version, 0 malformed)\n",
+           "\nindex 5 entries in 5 columns (5 ok, 0 missing, 0 extra, 0 wrong version, 0 "
+           "malformed)\n",
            "\nfills 1 (1 ok, 0 corrupt)\n",
            journal,
            "\nok: no problems (0 warnings)\n",
@@ -509,27 +510,38 @@ TEST(CliVerifyTest, BrokenIndexReportsMissingExtraAndWrongVersion) {
   TempDir dir;
   const std::string data = dir.Sub("data");
   SmallDb db(data);
-  const ChunkKey not_stored = KeyAt(5, 5);
+  const ChunkCoord b1 = db.b[1].coord();
+  const ChunkKey not_stored = ChunkKey::FromCoord({b1.x, b1.y, b1.z + 1});
   {
     auto store = OpenStore(data);
+    auto entry_key = [](ChunkKey key) {
+      return index::IndexKey(index::ChunkCell(kFrame, key), index::ColumnId(key.coord()));
+    };
+    std::vector<index::IndexItem> b1_items;
+    {
+      auto snap = store->BeginRead();
+      ASSERT_TRUE(snap.ok());
+      auto v = (*snap)->Get(Table::kS2Index, entry_key(db.b[1]));
+      ASSERT_TRUE(v.ok()) << v.status();
+      ASSERT_TRUE(index::DecodeIndexValue(*v, &b1_items));
+    }
     engine::WriteBatch batch;
-    // B0 loses its entry; U0's entry says another version; an entry for a
-    // chunk that was never stored; one for the deleted U2 (a fills marker).
-    batch.Delete(Table::kS2Index, index::IndexKey(index::ChunkCell(kFrame, db.b[0]), db.b[0]));
-    std::vector<uint8_t> version(8);
-    engine::EncodeFixed64(version.data(), 999'999);
-    batch.Put(Table::kS2Index, index::IndexKey(index::ChunkCell(kFrame, db.u[0]), db.u[0]),
-              version);
-    batch.Put(Table::kS2Index, index::IndexKey(index::ChunkCell(kFrame, not_stored), not_stored),
-              version);
-    batch.Put(Table::kS2Index, index::IndexKey(index::ChunkCell(kFrame, db.u[2]), db.u[2]),
-              version);
+    // B0 loses its entry; U0's entry says another version; B1's column
+    // gets an item for a chunk above it that was never stored; an entry for
+    // the deleted U2 (a fills marker).
+    batch.Delete(Table::kS2Index, entry_key(db.b[0]));
+    const index::IndexItem u0[] = {{db.u[0].coord().z, 999'999}};
+    batch.Put(Table::kS2Index, entry_key(db.u[0]), index::EncodeIndexValue(u0));
+    b1_items.push_back({b1.z + 1, 999'999});
+    batch.Put(Table::kS2Index, entry_key(db.b[1]), index::EncodeIndexValue(b1_items));
+    const index::IndexItem u2[] = {{db.u[2].coord().z, 999'999}};
+    batch.Put(Table::kS2Index, entry_key(db.u[2]), index::EncodeIndexValue(u2));
     ASSERT_OK(store->Write(batch));
   }
   CliResult r = RunCli({"verify", "--data", data});
   EXPECT_EQ(r.exit_code, 1) << r;
-  EXPECT_NE(r.out.find("\nindex 6 entries (3 ok, 1 missing, 2 extra, 1 wrong version, 0 "
-                       "malformed)\n"),
+  EXPECT_NE(r.out.find("\nindex 6 entries in 5 columns (3 ok, 1 missing, 2 extra, 1 wrong "
+                       "version, 0 malformed)\n"),
             std::string::npos)
       << r;
   EXPECT_NE(r.out.find("PROBLEM index: no entry for chunk " + CoordText(db.b[0])),
@@ -547,6 +559,7 @@ TEST(CliVerifyTest, BrokenIndexReportsMissingExtraAndWrongVersion) {
 
   const Json j = JsonOf(RunCli({"--json", "verify", "--data", data}));
   EXPECT_EQ(j["index"]["entries"].u64(), 6u);
+  EXPECT_EQ(j["index"]["columns"].u64(), 5u);
   EXPECT_EQ(j["index"]["ok"].u64(), 3u);
   EXPECT_EQ(j["index"]["missing"].u64(), 1u);
   EXPECT_EQ(j["index"]["extra"].u64(), 2u);
