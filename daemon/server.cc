@@ -759,7 +759,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     }
     if (auto snap = server_->db_->store().BeginRead(); snap.ok()) {
       if (auto n = (*snap)->Count(engine::Table::kS2Index); n.ok()) {
-        out << "index_entries " << *n << "\n";
+        out << "index_columns " << *n << "\n";  // s2index entries: one per column
       }
     }
     out << "lod_levels " << ss.lod_levels << "\n";
