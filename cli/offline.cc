@@ -213,7 +213,7 @@ class Verifier {
       if (format == kIndexFormat) {
         r_.index_built = true;
       } else if (format < kIndexFormat) {
-        index_outdated_ = true;
+        r_.index_outdated = true;
         r_.Warning(absl::StrFormat(
             "index: s2index_format %u is older than this build's %u: voxdbd rebuilds the index "
             "when it starts",
@@ -365,7 +365,8 @@ class Verifier {
     const auto index_key = index::IndexKey(index::ChunkCell(frame_, key), index::ColumnId(c));
     auto entry = snap_.Get(Table::kS2Index, index_key);
     std::vector<index::IndexItem> items;
-    if (entry.ok() && !index::DecodeIndexValue(*entry, &items)) return;  // counted by CheckIndex
+    // A damaged entry (counted by CheckIndex) still serves what can be read.
+    if (entry.ok()) index::DecodeIndexValue(*entry, &items);
     if (!entry.ok() && !absl::IsNotFound(entry.status())) {
       r_.Problem(absl::StrFormat("index: the entry of %s cannot be read: %s", ChunkName(key),
                                  Describe(entry.status())));
@@ -392,7 +393,7 @@ class Verifier {
     if (!r_.index_built) {
       auto n = snap_.Count(Table::kS2Index);
       if (n.ok()) r_.index_columns = *n;
-      if (r_.index_columns > 0 && !index_outdated_) {
+      if (r_.index_columns > 0 && !r_.index_outdated) {
         r_.Warning(absl::StrFormat(
             "index: %u entries, but meta has no s2index_format: voxdbd rebuilds the index when "
             "it starts",
@@ -469,7 +470,6 @@ class Verifier {
   const ChunkStore::Snapshot& snap_;
   const engine::WorldFrame& frame_;
   VerifyReport& r_;
-  bool index_outdated_ = false;  // meta.s2index_format is an older format
   uint64_t max_fill_seq_ = 0;
   std::array<std::optional<uint64_t>, engine::kTableCount> scanned_;
 };
@@ -504,6 +504,8 @@ std::string VerifyText(const std::string& dir, const VerifyReport& r) {
         "malformed)\n",
         r.index_entries, r.index_columns, r.index_ok, r.index_missing, r.index_extra,
         r.index_wrong_version, r.index_malformed);
+  } else if (r.index_outdated) {
+    absl::StrAppendFormat(&t, "index of an older format (voxdbd rebuilds it when it starts)\n");
   } else {
     absl::StrAppendFormat(&t, "index not built (voxdbd builds it when it starts)\n");
   }
@@ -556,6 +558,7 @@ JsonObject VerifyJson(const std::string& dir, const VerifyReport& r) {
   o.Object("chunks", chunks);
   JsonObject index;
   index.Bool("built", r.index_built)
+      .Bool("outdated", r.index_outdated)
       .Num("entries", r.index_entries)
       .Num("columns", r.index_columns)
       .Num("ok", r.index_ok)

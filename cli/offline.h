@@ -38,8 +38,9 @@ struct VerifyReport {
   uint64_t chunks_ok = 0, chunks_corrupt = 0, chunk_bad_keys = 0;
   uint64_t uniform = 0, bricks = 0, fills_markers = 0;
 
-  bool index_built = false;    // meta.s2index_format present
-  uint64_t index_columns = 0;  // s2index keys: one per column of stored chunks
+  bool index_built = false;     // meta.s2index_format is this build's
+  bool index_outdated = false;  // meta.s2index_format is an older format
+  uint64_t index_columns = 0;   // s2index keys: one per column of stored chunks
   uint64_t index_entries = 0, index_ok = 0, index_missing = 0, index_extra = 0;  // chunk items
   uint64_t index_wrong_version = 0, index_malformed = 0;
 

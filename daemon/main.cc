@@ -348,7 +348,15 @@ int main(int argc, char** argv) {
   }
   // A database from before the index, or with an older index format:
   // build it now (once).
-  if (absl::Status s = index::EnsureBuilt(db->get()); !s.ok()) {
+  if (absl::Status s = index::EnsureBuilt(db->get(),
+                                          [&](std::string_view why) {
+                                            std::fprintf(stderr,
+                                                         "voxdbd: %.*s: building it from the "
+                                                         "stored chunks (one transaction; this "
+                                                         "takes a while on a large database)\n",
+                                                         static_cast<int>(why.size()), why.data());
+                                          });
+      !s.ok()) {
     std::fprintf(stderr, "voxdbd: cannot build the S2 index of %s: %s\n", data.c_str(),
                  std::string(s.message()).c_str());
     return 1;

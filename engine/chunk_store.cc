@@ -90,7 +90,10 @@ int UpdateInTxn(MDB_cursor* cursor, MDB_val* key, const WriteBatch::Updater& upd
     v = Val(*fresh);
     rc = mdb_cursor_put(cursor, key, &v, MDB_NOOVERWRITE);
     if (rc != MDB_KEYEXIST) return rc;  // stored, or an error
-    // v is the current value now.
+    // LMDB sets v to the current value (documented for mdb_put, which is
+    // this call); read it if a future version does not.
+    if (v.mv_data == fresh->data()) rc = mdb_cursor_get(cursor, key, &v, MDB_SET);
+    if (rc != MDB_KEYEXIST && rc != MDB_SUCCESS) return rc;
   } else {
     rc = mdb_cursor_get(cursor, key, &v, MDB_SET);
     if (rc == MDB_NOTFOUND) return MDB_SUCCESS;
@@ -173,8 +176,9 @@ void WriteBatch::DeleteRange(Table table, std::span<const uint8_t> begin,
                     {}});
 }
 
-void WriteBatch::Update(Table table, std::span<const uint8_t> key, Updater update) {
-  bytes_ += key.size();
+void WriteBatch::Update(Table table, std::span<const uint8_t> key, Updater update,
+                        size_t value_bytes) {
+  bytes_ += key.size() + value_bytes;
   ops_.push_back(Op{
       table, Kind::kUpdate, std::vector<uint8_t>(key.begin(), key.end()), {}, std::move(update)});
 }

@@ -124,7 +124,9 @@ class WriteBatch {
   // ChunkStore::Write retries the batch after growing the map.
   using Updater = std::function<std::optional<std::vector<uint8_t>>(
       std::optional<std::span<const uint8_t>> current)>;
-  void Update(Table table, std::span<const uint8_t> key, Updater update);
+  // `value_bytes` estimates the new value's size (map growth, disk-full
+  // checks).
+  void Update(Table table, std::span<const uint8_t> key, Updater update, size_t value_bytes);
   // Keeps `data` alive as long as the batch (for what updaters point to).
   void Keep(std::shared_ptr<const void> data) { kept_.push_back(std::move(data)); }
 

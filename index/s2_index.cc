@@ -261,7 +261,8 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
     std::vector<IndexItem> items;
     VOXDB_RETURN_IF_ERROR(snapshot->Scan(
         Table::kS2Index, begin, end, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
-          if (k.size() != kIndexKeySize || !DecodeIndexValue(v, &items)) return true;  // malformed
+          if (k.size() != kIndexKeySize) return true;  // not an entry
+          DecodeIndexValue(v, &items);                 // a damaged value: what can be read of it
           const uint64_t column = GetBE64(k.data() + 8);
           if (column >> (2 * engine::kMortonAxisBits) != 0) return true;
           const uint32_t x = static_cast<uint32_t>(column >> engine::kMortonAxisBits);
@@ -467,17 +468,29 @@ std::array<uint8_t, kIndexKeySize> OrderKey(S2CellId cell, ChunkKey key) {
 
 bool DecodeIndexValue(std::span<const uint8_t> value, std::vector<IndexItem>* items) {
   items->clear();
-  if (value.empty() || value.size() % kIndexItemSize != 0) return false;
-  for (size_t at = 0; at < value.size(); at += kIndexItemSize) {
+  bool ok = !value.empty() && value.size() % kIndexItemSize == 0;
+  for (size_t at = 0; at + kIndexItemSize <= value.size(); at += kIndexItemSize) {
     const IndexItem item{engine::DecodeFixed32(value.data() + at),
                          engine::DecodeFixed64(value.data() + at + 4)};
     if (item.z > engine::kMaxChunkAxis || (!items->empty() && item.z <= items->back().z)) {
-      items->clear();
-      return false;
+      ok = false;
     }
-    items->push_back(item);
+    if (item.z <= engine::kMaxChunkAxis) items->push_back(item);
   }
-  return true;
+  if (!ok) {  // keep the last item of each z, in z order
+    std::stable_sort(items->begin(), items->end(),
+                     [](const IndexItem& a, const IndexItem& b) { return a.z < b.z; });
+    std::vector<IndexItem> unique;
+    for (const IndexItem& item : *items) {
+      if (!unique.empty() && unique.back().z == item.z) {
+        unique.back() = item;
+      } else {
+        unique.push_back(item);
+      }
+    }
+    items->swap(unique);
+  }
+  return ok;
 }
 
 std::vector<uint8_t> EncodeIndexValue(std::span<const IndexItem> items) {
@@ -515,14 +528,33 @@ void RadixSort(std::vector<T>* v, Key key) {
   }
 }
 
+// DecodeIndexValue's test, without decoding.
+bool WellFormed(std::span<const uint8_t> value) {
+  if (value.empty() || value.size() % kIndexItemSize != 0) return false;
+  int64_t last = -1;
+  for (size_t at = 0; at < value.size(); at += kIndexItemSize) {
+    const uint32_t z = engine::DecodeFixed32(value.data() + at);
+    if (z > engine::kMaxChunkAxis || z <= last) return false;
+    last = z;
+  }
+  return true;
+}
+
 // A column's new value: `current` with `changes` (by increasing z) applied,
-// merged byte by byte. A current value of a size no items make is
-// replaced; one with items out of order stays malformed (verify reports
-// both; reindex rebuilds the index).
+// merged byte by byte. A damaged current value is first read as far as it
+// can be (DecodeIndexValue), so the merge writes it back well formed.
 std::optional<std::vector<uint8_t>> MergeColumn(std::optional<std::span<const uint8_t>> current,
                                                 std::span<const ItemChange> changes) {
   std::span<const uint8_t> old;
-  if (current && !current->empty() && current->size() % kIndexItemSize == 0) old = *current;
+  std::vector<uint8_t> repaired;
+  if (current && WellFormed(*current)) {
+    old = *current;
+  } else if (current) {  // damaged: merge into what can be read of it
+    std::vector<IndexItem> items;
+    DecodeIndexValue(*current, &items);
+    repaired = EncodeIndexValue(items);
+    old = repaired;
+  }
   std::vector<uint8_t> value;
   value.reserve(old.size() + changes.size() * kIndexItemSize);
   auto append = [&](uint32_t z, uint64_t version) {
@@ -547,25 +579,21 @@ std::optional<std::vector<uint8_t>> MergeColumn(std::optional<std::span<const ui
 
 }  // namespace
 
-void S2Index::OnFlush(std::span<const engine::FlushedChunk> chunks, engine::WriteBatch* batch) {
-  // The changes by column and z; the updaters point into `all`, which the
-  // batch keeps.
-  auto all = std::make_shared<std::vector<ItemChange>>();
-  all->reserve(chunks.size());
-  for (const engine::FlushedChunk& c : chunks) {
-    const engine::ChunkCoord coord = c.key.coord();
-    all->push_back(
-        {ColumnId(coord) << engine::kMortonAxisBits | coord.z, c.stored ? c.version : 0});
-  }
-  RadixSort(all.get(), [](const ItemChange& c) { return c.order; });
-  // One read-modify-write per column, in key order (cell, then column).
-  struct Column {
-    uint64_t cell;
-    uint64_t column;
-    const ItemChange* begin;
-    const ItemChange* end;
-  };
-  std::vector<Column> columns;
+namespace {
+
+// The changes of one column, in z order, and the column's index key.
+struct ColumnChanges {
+  uint64_t cell;
+  uint64_t column;
+  std::span<const ItemChange> changes;
+};
+
+// Sorts `all` by (column, z) and groups it by column, in index key order
+// (cell, then column). The spans point into *all.
+std::vector<ColumnChanges> GroupByColumn(const engine::WorldFrame& frame,
+                                         std::vector<ItemChange>* all) {
+  RadixSort(all, [](const ItemChange& c) { return c.order; });
+  std::vector<ColumnChanges> columns;
   const ItemChange* const last = all->data() + all->size();
   for (const ItemChange* at = all->data(); at != last;) {
     const uint64_t column = at->order >> engine::kMortonAxisBits;
@@ -574,16 +602,36 @@ void S2Index::OnFlush(std::span<const engine::FlushedChunk> chunks, engine::Writ
     const ChunkKey first =
         ChunkKey::FromCoord({static_cast<uint32_t>(column >> engine::kMortonAxisBits),
                              static_cast<uint32_t>(column & engine::kMaxChunkAxis), at->z()});
-    columns.push_back({ChunkCell(frame_, first).id(), column, at, end});
+    columns.push_back({ChunkCell(frame, first).id(), column, {at, end}});
     at = end;
   }
-  RadixSort(&columns, [](const Column& c) { return c.cell; });  // stable: columns stay in order
+  RadixSort(&columns, [](const ColumnChanges& c) { return c.cell; });  // stable
+  return columns;
+}
+
+ItemChange ChangeOf(ChunkKey key, uint64_t version) {
+  const engine::ChunkCoord c = key.coord();
+  return {ColumnId(c) << engine::kMortonAxisBits | c.z, version};
+}
+
+}  // namespace
+
+void S2Index::OnFlush(std::span<const engine::FlushedChunk> chunks, engine::WriteBatch* batch) {
+  // The updaters point into `all`, which the batch keeps.
+  auto all = std::make_shared<std::vector<ItemChange>>();
+  all->reserve(chunks.size());
+  for (const engine::FlushedChunk& c : chunks) {
+    all->push_back(ChangeOf(c.key, c.stored ? c.version : 0));
+  }
+  const std::vector<ColumnChanges> columns = GroupByColumn(frame_, all.get());
   batch->Reserve(columns.size());
-  for (const Column& c : columns) {
-    batch->Update(Table::kS2Index, IndexKey(S2CellId(c.cell), c.column),
-                  [begin = c.begin, end = c.end](std::optional<std::span<const uint8_t>> current) {
-                    return MergeColumn(current, {begin, end});
-                  });
+  for (const ColumnChanges& c : columns) {
+    batch->Update(
+        Table::kS2Index, IndexKey(S2CellId(c.cell), c.column),
+        [changes = c.changes](std::optional<std::span<const uint8_t>> current) {
+          return MergeColumn(current, changes);
+        },
+        (c.changes.size() + 4) * kIndexItemSize);
   }
   batch->Keep(std::move(all));
 }
@@ -596,36 +644,18 @@ Status Rebuild(engine::Database* db, uint64_t* chunks) {
     std::array<uint8_t, kIndexKeySize + 1> past_last;
     past_last.fill(0xff);
     batch->DeleteRange(Table::kS2Index, std::array<uint8_t, 1>{0}, past_last);
-    struct Chunk {
-      uint64_t column;
-      IndexItem item;
-    };
-    std::vector<Chunk> stored;
+    std::vector<ItemChange> stored;
     VOXDB_RETURN_IF_ERROR(snapshot.ScanChunks(engine::MortonRange{0, ChunkKey::kMaxCode + 1},
                                               [&](ChunkKey key, std::span<const uint8_t> record) {
                                                 uint64_t version;
-                                                if (!StoredChunkVersion(record, &version))
-                                                  return true;
-                                                const engine::ChunkCoord c = key.coord();
-                                                stored.push_back({ColumnId(c), {c.z, version}});
+                                                if (StoredChunkVersion(record, &version))
+                                                  stored.push_back(ChangeOf(key, version));
                                                 return true;
                                               }));
-    std::sort(stored.begin(), stored.end(), [](const Chunk& a, const Chunk& b) {
-      return a.column != b.column ? a.column < b.column : a.item.z < b.item.z;
-    });
-    std::vector<IndexItem> items;
-    for (size_t i = 0; i < stored.size();) {
-      const uint64_t column = stored[i].column;
-      items.clear();
-      for (; i < stored.size() && stored[i].column == column; ++i) {
-        items.push_back(stored[i].item);
-      }
-      const ChunkKey first = ChunkKey::FromCoord(
-          {static_cast<uint32_t>(column >> engine::kMortonAxisBits),
-           static_cast<uint32_t>(column & engine::kMaxChunkAxis), items.front().z});
-      batch->Put(Table::kS2Index, IndexKey(ChunkCell(frame, first), column),
-                 EncodeIndexValue(items));
-      *chunks += items.size();
+    *chunks = stored.size();
+    for (const ColumnChanges& c : GroupByColumn(frame, &stored)) {
+      batch->Put(Table::kS2Index, IndexKey(S2CellId(c.cell), c.column),
+                 *MergeColumn(std::nullopt, c.changes));
     }
     std::vector<uint8_t> format(4);
     engine::EncodeFixed32(format.data(), kIndexFormat);
@@ -634,20 +664,24 @@ Status Rebuild(engine::Database* db, uint64_t* chunks) {
   });
 }
 
-Status EnsureBuilt(engine::Database* db) {
+Status EnsureBuilt(engine::Database* db,
+                   const std::function<void(std::string_view why)>& starting) {
+  std::string_view why = "the database has no S2 index yet";
   {
     VOXDB_ASSIGN_OR_RETURN(auto snapshot, db->store().BeginRead());
     auto format = snapshot->Get(Table::kMeta, Bytes(kMetaIndexFormat));
     if (format.ok()) {
       if (format->size() != 4 || engine::DecodeFixed32(format->data()) > kIndexFormat) {
         return absl::FailedPreconditionError(
-            "the S2 index has an unknown format: rebuild it with voxdb reindex");
+            "the S2 index has an unknown format (written by a newer voxdb?)");
       }
       if (engine::DecodeFixed32(format->data()) == kIndexFormat) return absl::OkStatus();
+      why = "the S2 index has an older format";
     } else if (!absl::IsNotFound(format.status())) {
       return format.status();
     }
   }
+  if (starting) starting(why);
   uint64_t entries;
   return Rebuild(db, &entries);
 }

@@ -45,8 +45,10 @@
 #include <s2/s2point.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -90,7 +92,10 @@ struct IndexItem {
   friend bool operator==(const IndexItem&, const IndexItem&) = default;
 };
 // Parses a value. False unless it holds one or more items in strictly
-// increasing z, each z <= kMaxChunkAxis.
+// increasing z, each z <= kMaxChunkAxis. Either way *items gets what can
+// be read: the whole items with z <= kMaxChunkAxis, sorted by z, one per z
+// (the last one), so that a damaged entry still serves its other chunks
+// and the next flush of the column rewrites it well formed.
 bool DecodeIndexValue(std::span<const uint8_t> value, std::vector<IndexItem>* items);
 std::vector<uint8_t> EncodeIndexValue(std::span<const IndexItem> items);
 
@@ -109,7 +114,10 @@ Status Rebuild(engine::Database* db, uint64_t* chunks);
 // Rebuilds the index if the store has none (a database created before the
 // index existed) or has one of an older format. FAILED_PRECONDITION for a
 // newer format. Call once after opening.
-Status EnsureBuilt(engine::Database* db);
+// `starting`, when set, is told why just before a rebuild starts (it is
+// one write transaction over every chunk).
+Status EnsureBuilt(engine::Database* db,
+                   const std::function<void(std::string_view why)>& starting = {});
 
 // --- Queries -----------------------------------------------------------------
 

@@ -150,16 +150,18 @@ TEST(ChunkStoreTest, UpdateIsAReadModifyWriteInTheTransaction) {
   };
   WriteBatch first;
   first.Put(Table::kLod, key(1), std::vector<uint8_t>{10});
-  first.Update(Table::kLod, key(1), append(11));  // sees the put before it
-  first.Update(Table::kLod, key(2), append(20));  // absent
+  first.Update(Table::kLod, key(1), append(11), 8);  // sees the put before it
+  first.Update(Table::kLod, key(2), append(20), 8);  // absent
   first.Put(Table::kLod, key(3), std::vector<uint8_t>{30});
   ASSERT_OK(store->Write(first));
   // Deletion, an absent key left absent, and a retry after growth: the
   // big record does not fit the 256 KiB map.
   WriteBatch second;
-  second.Update(Table::kLod, key(3), [](auto) { return std::optional<std::vector<uint8_t>>(); });
-  second.Update(Table::kLod, key(4), [](auto) { return std::optional<std::vector<uint8_t>>(); });
-  second.Update(Table::kLod, key(2), append(21));
+  second.Update(
+      Table::kLod, key(3), [](auto) { return std::optional<std::vector<uint8_t>>(); }, 0);
+  second.Update(
+      Table::kLod, key(4), [](auto) { return std::optional<std::vector<uint8_t>>(); }, 0);
+  second.Update(Table::kLod, key(2), append(21), 8);
   second.PutChunk(ChunkKey::FromCoord({1, 1, 1}), BigRecord(2));
   ASSERT_OK_AND_ASSIGN(StoreStats before, store->Stats());
   ASSERT_OK(store->Write(second));

@@ -469,6 +469,52 @@ TEST(S2IndexTest, EnsureBuiltReplacesAnOlderFormat) {
   }
 }
 
+// A damaged column entry (items out of order, a repeated z, a torn item)
+// still serves what can be read of it, and the next flush of one of its
+// chunks writes it back well formed.
+TEST(S2IndexTest, ADamagedColumnStillServesAndTheNextFlushRepairsIt) {
+  TempDir dir;
+  Db d(dir.Sub("db"));
+  const ChunkCoord base{700'000, 300'000, kSeaCz};
+  std::map<uint32_t, uint64_t> versions;  // z -> version
+  for (uint32_t z : {0u, 1u, 2u, 3u}) {
+    auto w = d.db->PutChunkAndWait(ChunkKey::FromCoord({base.x, base.y, base.z + z}), Uniform(2),
+                                   std::nullopt);
+    ASSERT_OK(w.status);
+    versions[base.z + z] = w.version;
+  }
+  ASSERT_OK(d.db->Flush());
+  const ChunkKey first = ChunkKey::FromCoord(base);
+  const auto key = IndexKey(ChunkCell(kFrame, first), ColumnId(base));
+  // Items z+2, z+0, z+1, z+1 (out of order, repeated), z+3 torn.
+  std::vector<uint8_t> damaged;
+  for (uint32_t dz : {2u, 0u, 1u, 1u, 3u}) {
+    const IndexItem item[] = {{base.z + dz, versions[base.z + dz]}};
+    const std::vector<uint8_t> bytes = EncodeIndexValue(item);
+    damaged.insert(damaged.end(), bytes.begin(), bytes.end());
+  }
+  damaged.resize(damaged.size() - 5);
+  engine::WriteBatch damage;
+  damage.Put(Table::kS2Index, key, damaged);
+  ASSERT_OK(d.db->store().Write(damage));
+  std::vector<IndexItem> items;
+  EXPECT_FALSE(DecodeIndexValue(damaged, &items));
+  ASSERT_EQ(items.size(), 3u);  // z+0..z+2, in order, once each
+
+  const Region around = CellRegion{ChunkCell(kFrame, first).parent(20)};
+  QueryResult r = AllPages(*d.db, around, {});
+  ASSERT_EQ(r.chunks.size(), 3u);  // the torn z+3 is lost until a repair
+  for (const ChunkHit& h : r.chunks) EXPECT_EQ(h.version, versions[h.key.coord().z]);
+
+  // Rewriting z+3 repairs the entry.
+  ASSERT_OK(d.db->PutChunkAndWait(ChunkKey::FromCoord({base.x, base.y, base.z + 3}), Uniform(5),
+                                  std::nullopt)
+                .status);
+  ASSERT_OK(d.db->Flush());
+  ExpectIndexMatchesChunks(*d.db);
+  EXPECT_EQ(AllPages(*d.db, around, {}).chunks.size(), 4u);
+}
+
 // kill -9 while writing and flushing: after reopening, the index agrees
 // with the chunks (they commit in one transaction).
 TEST(S2IndexTest, IndexSurvivesKillNineWithTheChunks) {
