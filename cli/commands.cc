@@ -842,10 +842,11 @@ const CommandSpec kCommands[] = {
     {"verify", "--data DIR", "check a stopped database's records and index (offline)",
      "Opens the database in DIR itself (voxdbd must be stopped; refused while it runs) and\n"
      "checks everything in it: the meta records; every chunk record's key, checksum and full\n"
-     "decode; that the S2 index has exactly one entry, with the right version, per stored\n"
-     "chunk; the fills; the journal records and their sequence numbers. Prints the counts,\n"
-     "then each problem (the first 20) and warning, then ok or DAMAGED. Exit 0 when there is\n"
-     "no problem, 1 otherwise (voxdb reindex repairs the index).\n",
+     "decode; that the S2 index has exactly one item, with the right version, per stored\n"
+     "chunk (in its column's entry); the fills; the journal records and their sequence\n"
+     "numbers. Prints the counts, then each problem (the first 20) and warning, then ok or\n"
+     "DAMAGED. Exit 0 when there is no problem, 1 otherwise (voxdb reindex repairs the\n"
+     "index).\n",
      0, false, false, Verify},
     {"compact", "--data DIR", "rewrite a stopped database without its free pages (offline)",
      "Rewrites DIR/data.mdb without the free pages that deletes leave (LMDB never shrinks\n"
