@@ -349,12 +349,12 @@ int main(int argc, char** argv) {
   // A database from before the index, or with an older index format:
   // build it now (once).
   if (absl::Status s = index::EnsureBuilt(db->get(),
-                                          [&](std::string_view why) {
-                                            std::fprintf(stderr,
-                                                         "voxdbd: %.*s: building it from the "
-                                                         "stored chunks (one transaction; this "
-                                                         "takes a while on a large database)\n",
-                                                         static_cast<int>(why.size()), why.data());
+                                          [](std::string_view why) {
+                                            daemon::Log(daemon::LogLevel::kInfo,
+                                                        "%s: building it from the stored chunks "
+                                                        "(one transaction; a large database "
+                                                        "takes a while)",
+                                                        why);
                                           });
       !s.ok()) {
     std::fprintf(stderr, "voxdbd: cannot build the S2 index of %s: %s\n", data.c_str(),

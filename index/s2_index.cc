@@ -667,8 +667,10 @@ Status Rebuild(engine::Database* db, uint64_t* chunks) {
 Status EnsureBuilt(engine::Database* db,
                    const std::function<void(std::string_view why)>& starting) {
   std::string_view why = "the database has no S2 index yet";
+  uint64_t chunks = 0;
   {
     VOXDB_ASSIGN_OR_RETURN(auto snapshot, db->store().BeginRead());
+    VOXDB_ASSIGN_OR_RETURN(chunks, snapshot->Count(Table::kChunks));
     auto format = snapshot->Get(Table::kMeta, Bytes(kMetaIndexFormat));
     if (format.ok()) {
       if (format->size() != 4 || engine::DecodeFixed32(format->data()) > kIndexFormat) {
@@ -681,7 +683,7 @@ Status EnsureBuilt(engine::Database* db,
       return format.status();
     }
   }
-  if (starting) starting(why);
+  if (starting && chunks > 0) starting(why);
   uint64_t entries;
   return Rebuild(db, &entries);
 }

@@ -114,8 +114,8 @@ Status Rebuild(engine::Database* db, uint64_t* chunks);
 // Rebuilds the index if the store has none (a database created before the
 // index existed) or has one of an older format. FAILED_PRECONDITION for a
 // newer format. Call once after opening.
-// `starting`, when set, is told why just before a rebuild starts (it is
-// one write transaction over every chunk).
+// `starting`, when set, is told why just before a rebuild of a database
+// with stored chunks starts (it is one write transaction over them all).
 Status EnsureBuilt(engine::Database* db,
                    const std::function<void(std::string_view why)>& starting = {});
 

@@ -456,6 +456,25 @@ TEST(S2IndexTest, EnsureBuiltReplacesAnOlderFormat) {
   {
     Db d(dir.Sub("db"));  // EnsureBuilt rebuilds it
     ExpectIndexMatchesChunks(*d.db);
+    // It says why before a rebuild of stored chunks (voxdbd logs it).
+    std::vector<std::string> said;
+    auto tell = [&](std::string_view why) { said.emplace_back(why); };
+    engine::WriteBatch old_again;
+    old_again.Put(Table::kMeta, name_bytes, format_value(1));
+    ASSERT_OK(d.db->store().Write(old_again));
+    ASSERT_OK(EnsureBuilt(d.db.get(), tell));
+    ASSERT_EQ(said.size(), 1u);
+    EXPECT_NE(said[0].find("older format"), std::string::npos) << said[0];
+    ASSERT_OK(EnsureBuilt(d.db.get(), tell));  // current: nothing to do
+    EXPECT_EQ(said.size(), 1u);
+    {
+      DatabaseOptions o;
+      o.store.sync = false;
+      auto empty = Database::Open(dir.Sub("empty"), o);
+      ASSERT_TRUE(empty.ok());
+      ASSERT_OK(EnsureBuilt(empty->get(), tell));  // a new database: built without a word
+      EXPECT_EQ(said.size(), 1u);
+    }
     auto snap = d.db->store().BeginRead();
     ASSERT_TRUE(snap.ok());
     auto format = (*snap)->Get(Table::kMeta, name_bytes);
