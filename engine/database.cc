@@ -105,6 +105,7 @@ class Database::Impl {
   void Close();
   const WorldFrame& frame() const { return store_->frame(); }
   ChunkStore& store() { return *store_; }
+  ChangeFeed* feed() { return feed_.get(); }
   int zstd_level() const { return options_.zstd_level; }
 
   Status GetChunks(std::span<const ChunkKey> keys,
@@ -216,7 +217,8 @@ class Database::Impl {
   struct Pending {
     uint64_t seq;
     std::vector<uint8_t> record;
-    WriteDone done;  // null in async mode (already acknowledged)
+    WriteDone done;                              // null in async mode (already acknowledged)
+    std::shared_ptr<const ChangeRecord> change;  // for the change feed
   };
   // A chunk as read: the cached/stored chunk, or null for "reads as fills".
   struct ChunkRef {
@@ -263,8 +265,11 @@ class Database::Impl {
   // Applies a validated write: waits for room for `estimate` more dirty
   // bytes, takes a sequence number, runs apply(seq) under edit_mu_ and queues
   // the journal record.
+  // `describe`, when set, adds what the change feed keeps of the write
+  // (the changed voxels) to its record once applied.
   template <typename Fn>
-  void Submit(std::vector<uint8_t> record, WriteDone done, size_t estimate, Fn&& apply);
+  void Submit(std::vector<uint8_t> record, WriteDone done, size_t estimate, Fn&& apply,
+              const std::function<void(ChangeRecord*)>& describe = {});
   // Back-pressure: reserves `estimate` bytes of the dirty budget, waiting for
   // the flusher when they do not fit. BUSY after busy_timeout.
   Status ReserveRoom(size_t estimate);
@@ -314,6 +319,11 @@ class Database::Impl {
   uint64_t journal_floor_ = 0;  // GUARDED_BY(edit_mu_): journal keys below are gone
   std::atomic<uint64_t> last_seq_{0};
   std::atomic<uint64_t> dirty_chunks_{0};
+  // The chunks the write being applied changed, as Commit() saw them.
+  std::vector<ChangedChunk> changed_;  // GUARDED_BY(edit_mu_)
+  // Committed writes, published once durable (created at open).
+  std::unique_ptr<ChangeFeed> feed_;
+  void Publish(const std::vector<Pending>& batch);
 
   // Group committer.
   std::mutex commit_mu_;
@@ -400,6 +410,7 @@ Status Database::Impl::Open(const std::string& dir) {
   }
   VOXDB_RETURN_IF_ERROR(Replay());
   committed_seq_ = next_seq_ - 1;
+  feed_ = std::make_unique<ChangeFeed>(options_.changes, next_seq_ - 1);
   committer_ = std::thread([this] { CommitterLoop(); });
   acker_ = std::thread([this] { AckerLoop(); });
   flusher_ = std::thread([this] { FlusherLoop(); });
@@ -784,6 +795,7 @@ void Database::Impl::Commit(uint64_t code, Entry* e, uint64_t seq) {
     e->bytes = bytes;
     e->version = seq;
     e->pinned = false;
+    changed_.push_back(ChangedChunk{code, e->chunk != nullptr, {}});
   }
   auto [it, inserted] = dirty_.try_emplace(code);
   DirtyInfo& d = it->second;
@@ -861,7 +873,7 @@ void Database::Impl::ReleaseRoom(size_t estimate) {
 
 template <typename Fn>
 void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t estimate,
-                            Fn&& apply) {
+                            Fn&& apply, const std::function<void(ChangeRecord*)>& describe) {
   if (Status s = ReserveRoom(estimate); !s.ok()) {
     if (done) done({s, 0});
     return;
@@ -879,6 +891,7 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
       // Writes are serialised here: make room for this one's growth first,
       // so that concurrent writers cannot overshoot the cache together.
       MaybeEvict(estimate);
+      changed_.clear();
       status = apply(seq);
       if (!status.ok()) {
         // Applying fails before it changes anything (writes pin or read all
@@ -890,9 +903,16 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
       }
     }
     if (status.ok()) {
+      auto change = std::make_shared<ChangeRecord>();
+      change->seq = seq;
+      change->op = EncodedJournalOp(record);
+      change->chunks = std::move(changed_);
+      changed_.clear();
+      if (describe) describe(change.get());
       {
         std::lock_guard<std::mutex> l(commit_mu_);
-        pending_.push_back(Pending{seq, std::move(record), sync ? std::move(done) : WriteDone()});
+        pending_.push_back(Pending{seq, std::move(record), sync ? std::move(done) : WriteDone(),
+                                   std::move(change)});
       }
       commit_cv_.notify_one();
     }
@@ -1136,8 +1156,15 @@ void Database::Impl::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done)
     estimate += DirtyCost(g.code, &snap) + std::min(g.packed.size() * 1024, kChunkVoxels);
   }
   snap.reset();
-  Submit(std::move(record), std::move(done), estimate,
-         [&](uint64_t seq) { return ApplySetVoxels(seq, groups); });
+  Submit(
+      std::move(record), std::move(done), estimate,
+      [&](uint64_t seq) { return ApplySetVoxels(seq, groups); },
+      [&](ChangeRecord* change) {
+        // ApplySetVoxels commits the groups in order, one chunk each.
+        for (size_t i = 0; i < groups.size() && i < change->chunks.size(); ++i) {
+          change->chunks[i].edits = std::move(groups[i].packed);
+        }
+      });
 }
 
 void Database::Impl::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels,
@@ -1164,8 +1191,10 @@ void Database::Impl::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxe
       for (uint32_t cx = cb.lo.x; cx <= cb.hi.x; ++cx)
         estimate += DirtyCost(MortonEncode(cx, cy, cz), &snap) + sizeof(Brick) * kBricksPerChunk;
   snap.reset();
-  Submit(EncodeWriteBox(box, voxels), std::move(done), estimate,
-         [&](uint64_t seq) { return ApplyWriteBox(seq, box, voxels); });
+  Submit(
+      EncodeWriteBox(box, voxels), std::move(done), estimate,
+      [&](uint64_t seq) { return ApplyWriteBox(seq, box, voxels); },
+      [&](ChangeRecord* change) { change->box = box; });
 }
 
 void Database::Impl::FillBox(const VoxelBox& box, uint8_t material, WriteDone done) {
@@ -1174,8 +1203,13 @@ void Database::Impl::FillBox(const VoxelBox& box, uint8_t material, WriteDone do
     return;
   }
   // Fills make bricks uniform: they shrink chunks more often than not.
-  Submit(EncodeFillBox(box, material), std::move(done), 0,
-         [&](uint64_t seq) { return ApplyFillBox(seq, box, material); });
+  Submit(
+      EncodeFillBox(box, material), std::move(done), 0,
+      [&](uint64_t seq) { return ApplyFillBox(seq, box, material); },
+      [&](ChangeRecord* change) {
+        change->box = box;
+        change->material = material;
+      });
 }
 
 void Database::Impl::PutChunk(ChunkKey key, std::span<const uint8_t> record,
@@ -1219,6 +1253,9 @@ void Database::Impl::CommitterLoop() {
   // Sync) returns: its acknowledgements wait in `unacked` until then.
   std::vector<Pending> unacked;
   auto acknowledge = [&](Status s, std::vector<Pending> batch) {
+    // Durable now (or failed, and applied in memory all the same: readers
+    // see it, so subscribers are told too).
+    Publish(batch);
     if (std::none_of(batch.begin(), batch.end(), [](const Pending& p) { return bool(p.done); })) {
       return;
     }
@@ -1287,6 +1324,15 @@ void Database::Impl::CommitterLoop() {
       unacked = std::move(batch);
     }
   }
+}
+
+void Database::Impl::Publish(const std::vector<Pending>& batch) {
+  std::vector<std::shared_ptr<const ChangeRecord>> records;
+  records.reserve(batch.size());
+  for (const Pending& p : batch) {
+    if (p.change) records.push_back(p.change);
+  }
+  feed_->Publish(std::move(records));
 }
 
 void Database::Impl::AckerLoop() {
@@ -1621,6 +1667,7 @@ StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& dir,
 
 const WorldFrame& Database::frame() const { return impl_->frame(); }
 ChunkStore& Database::store() { return impl_->store(); }
+ChangeFeed& Database::changes() { return *impl_->feed(); }
 
 Status Database::GetChunks(std::span<const ChunkKey> keys,
                            const std::function<void(size_t, const ChunkRead&)>& fn) {

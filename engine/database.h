@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/change_feed.h"
 #include "engine/chunk_codec.h"
 #include "engine/chunk_store.h"
 #include "engine/fills.h"
@@ -118,6 +119,8 @@ struct DatabaseOptions {
   // bytes. On those engine threads: must be thread-safe, must not block and
   // must not call into the Database. DEFAULT: none.
   std::function<void(double seconds, size_t writes)> on_commit;
+  // How many committed writes the change feed retains (changes()).
+  ChangeFeedOptions changes;
   std::function<void(double seconds, size_t chunks, size_t bytes)> on_flush;
 };
 
@@ -270,6 +273,9 @@ class Database {
   // callers that must not block, e.g. an event loop handing such writes to
   // a worker thread; a write can still wait briefly when this said false.
   bool WritesWouldWait() const;
+  // Every write since open, in commit order, once durable (see
+  // engine/change_feed.h): what subscriptions follow.
+  ChangeFeed& changes();
   // The underlying store (for stats, tools and tests).
   ChunkStore& store();
 

@@ -58,6 +58,11 @@ std::vector<uint8_t> EncodeFillBox(const VoxelBox& box, uint8_t material);
 std::vector<uint8_t> EncodePutChunk(ChunkKey key, std::span<const uint8_t> record);
 std::vector<uint8_t> EncodeDeleteChunk(ChunkKey key);
 
+// The op of an encoded record (REQUIRES: one of the Encode* above).
+inline JournalOp EncodedJournalOp(std::span<const uint8_t> value) {
+  return static_cast<JournalOp>(value[4]);
+}
+
 // CORRUPT on a checksum mismatch or malformed body; bounded allocations.
 StatusOr<JournalRecord> DecodeJournalRecord(std::span<const uint8_t> value);
 
