@@ -162,7 +162,10 @@ int main(int argc, char** argv) {
   std::string max_frame, max_buffered, idle_timeout, send_timeout, shutdown_timeout;
   std::vector<std::string> tokens;
   std::string log_level, slow_request;
+  std::string change_window_bytes, push_window;
   int threads = 0, max_connections = 0, lod_levels = 0;
+  uint64_t change_window = 0;
+  int max_subscriptions = 0;
   po::options_description desc("voxdbd options (also accepted in the config file as name = value)");
   desc.add_options()("help", "show this help and exit")("version", "print the version and exit")(
       "config", po::value(&config), "read options from this file (command line wins)")(
@@ -199,7 +202,15 @@ int main(int argc, char** argv) {
       "slow-request", po::value(&slow_request)->default_value("100ms"),
       "log requests that take longer than this at warn (0: never)")(
       "lod-levels", po::value(&lod_levels)->default_value(engine::kDefaultLodLevels),
-      "LOD pyramid levels kept, 1..16, built in the background as chunks change (0: none)");
+      "LOD pyramid levels kept, 1..16, built in the background as chunks change (0: none)")(
+      "change-window", po::value(&change_window)->default_value(100000),
+      "committed writes kept in memory for subscribers to resume from (at least 1)")(
+      "change-window-bytes", po::value(&change_window_bytes)->default_value("64MiB"),
+      "memory those writes may hold at most; the oldest go first")(
+      "max-subscriptions", po::value(&max_subscriptions)->default_value(16),
+      "subscriptions one connection may hold")(
+      "push-window", po::value(&push_window)->default_value("8MiB"),
+      "pushed bytes buffered per connection; past it a subscriber waits for the client to read");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -304,6 +315,18 @@ int main(int argc, char** argv) {
     }
     server_options.tokens.push_back(std::move(token));
   }
+  if (change_window < 1) return Fail("change-window", "must be at least 1");
+  db_options.changes.max_records = change_window;
+  if (!ParseSize(change_window_bytes, &n) || n == 0) {
+    return Fail("change-window-bytes", "'" + change_window_bytes + "' is not a size");
+  }
+  db_options.changes.max_bytes = n;
+  if (max_subscriptions < 1) return Fail("max-subscriptions", "must be at least 1");
+  server_options.subscriptions.max_per_connection = static_cast<size_t>(max_subscriptions);
+  if (!ParseSize(push_window, &n) || n < 4096) {
+    return Fail("push-window", "'" + push_window + "' is not a size of at least 4KiB");
+  }
+  server_options.subscriptions.push_window_bytes = n;
   if (lod_levels < 0 || lod_levels > engine::kMaxLodLevels) {
     return Fail("lod-levels", std::to_string(lod_levels) + " is not in 0..16");
   }

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -109,7 +110,7 @@ bool RequiresTokens(const std::string& address) {
 }
 
 // One client connection. All its state lives on its strand.
-class Server::Connection : public std::enable_shared_from_this<Connection> {
+class Server::Connection : public std::enable_shared_from_this<Connection>, public PushTarget {
  public:
   Connection(Server* server, tcp::socket socket)
       : server_(server),
@@ -129,6 +130,32 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     Log(LogLevel::kDebug, "connection from %s", peer_);
     ArmTimer();
     Read();
+  }
+
+  // --- PushTarget: called by the subscription dispatcher's thread ---
+
+  void Push(std::vector<uint8_t> frame) override {
+    const size_t size = frame.size();
+    push_posted_ += size;
+    auto self = shared_from_this();
+    asio::post(socket_.get_executor(), [self, frame = std::move(frame), size]() mutable {
+      self->push_posted_ -= size;
+      uint64_t id = 0;
+      for (int i = 7; i >= 0; --i) id = id << 8 | frame[8 + i];
+      // Not after UNSUBSCRIBE's reply, even if the dispatcher built it before.
+      if (self->subscriptions_.count(id) == 0) return;
+      self->Enqueue(std::move(frame));
+    });
+  }
+  uint64_t PushBacklog() const override { return push_posted_ + outbox_bytes_; }
+  void WakeWhenDrained() override { wake_hub_on_drain_ = true; }
+  void CutOff(const std::string& why) override {
+    auto self = shared_from_this();
+    asio::post(socket_.get_executor(), [self, why] {
+      if (self->closed_) return;
+      Log(LogLevel::kInfo, "closing %s: %s", self->peer_, why);
+      self->Close();
+    });
   }
 
  private:
@@ -218,7 +245,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     const uint64_t id = frame.header.request_id;
     engine::Database* db = server_->db_;
     auto fail = [&](const absl::Status& s) { Reply(op, id, s); };
-    if (frame.header.is_reply()) return fail(absl::InvalidArgumentError("a client sent a reply"));
+    if (frame.header.is_reply() || frame.header.is_push()) {
+      return fail(absl::InvalidArgumentError("a client sent a reply or a pushed frame"));
+    }
     if (server_->stopping_) {
       close_after_write_ = true;
       return fail(absl::CancelledError("voxdbd is shutting down"));
@@ -380,6 +409,24 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
           return protocol::EncodeU64(bytes);
         });
       }
+      case Opcode::kSubscribe:
+        return Subscribe(op, id, p);
+      case Opcode::kUnsubscribe: {
+        auto sub = protocol::DecodeU64(p);
+        if (!sub.ok()) return fail(sub.status());
+        if (subscriptions_.erase(*sub) == 0 || !server_->hub_->Remove(this, *sub)) {
+          return fail(
+              absl::NotFoundError(absl::StrFormat("no subscription %u on this connection", *sub)));
+        }
+        return Reply(op, id, WireStatus::kOk, {});
+      }
+      case Opcode::kStreamUpdate:
+      case Opcode::kStreamClose:
+        break;  // TODO(stream)
+      case Opcode::kEvents:
+      case Opcode::kStreamData:
+        return fail(absl::InvalidArgumentError(absl::StrFormat(
+            "%s is pushed by the server, not a request", protocol::OpcodeName(Opcode(op)))));
       case Opcode::kSnapshotOpen:
         return SnapshotOpen(op, id);
       case Opcode::kSnapshotScan:
@@ -471,6 +518,32 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     if (!s.ok()) return Reply(op, id, s);
     SealFrame(op, id, WireStatus::kOk, &out);
     Enqueue(std::move(out));
+  }
+
+  // --- Subscriptions (PROTOCOL.md, "Subscriptions") ---
+
+  void Subscribe(uint8_t op, uint64_t id, std::span<const uint8_t> p) {
+    auto req = protocol::SubscribeRequest::Decode(p);
+    if (!req.ok()) return Reply(op, id, req.status());
+    auto region = ToRegion(req->region);
+    if (!region.ok()) return Reply(op, id, region.status());
+    std::optional<index::AltitudeBand> band;
+    if (req->region.band)
+      band = index::AltitudeBand{req->region.band->min_m, req->region.band->max_m};
+    if (absl::Status s = index::CheckRegionAndBand(server_->db_->frame(), *region, band); !s.ok()) {
+      return Reply(op, id, s);
+    }
+    const uint64_t sub = next_subscription_++;
+    auto seq =
+        server_->hub_->Add(shared_from_this(), sub, *region, band, req->detail, req->from_seq);
+    if (!seq.ok()) {
+      if (absl::IsOutOfRange(seq.status())) {
+        return ReplyError(op, id, WireStatus::kResync, seq.status().message());
+      }
+      return Reply(op, id, seq.status());
+    }
+    subscriptions_.insert(sub);
+    Reply(op, id, WireStatus::kOk, protocol::SubscribeReply{sub, *seq}.Encode());
   }
 
   // --- Snapshots (PROTOCOL.md, "Snapshots") ---
@@ -750,7 +823,13 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
         << "\nprotocol_errors " << ss.protocol_errors << "\nrequests " << ss.requests
         << "\ndeferred_writes " << ss.deferred_writes << "\nbytes_in " << ss.bytes_in
         << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight << "\nsnapshots_open "
-        << ss.snapshots_open << "\n";
+        << ss.snapshots_open << "\nunsent_bytes " << server_->unsent_.load() << "\nsubscribers "
+        << ss.subscriptions.subscribers << "\nsubscription_events "
+        << ss.subscriptions.events_pushed << "\nsubscription_frames "
+        << ss.subscriptions.frames_pushed << "\nsubscribers_cut_off " << ss.subscriptions.cut_off
+        << "\nsubscription_lag " << ss.subscriptions.lag << "\nchange_feed_records "
+        << server_->db_->changes().records() << "\nchange_feed_floor "
+        << server_->db_->changes().resume_floor() << "\n";
     if (auto store = server_->db_->store().Stats(); store.ok()) {
       out << "map_size_bytes " << store->map_size << "\nmax_map_size_bytes " << store->max_map_size
           << "\nused_bytes " << store->used_bytes << "\nchunks_stored " << store->chunk_count
@@ -882,6 +961,10 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     server_->bytes_out_ += n;
     server_->unsent_ -= n;
     outbox_bytes_ -= n;
+    if (wake_hub_on_drain_ && PushBacklog() < options_.subscriptions.push_window_bytes / 2 &&
+        wake_hub_on_drain_.exchange(false)) {
+      server_->hub_->Wake();
+    }
     while (n > 0) {
       const size_t left = outbox_.front().size() - front_offset_;
       if (n < left) {
@@ -943,7 +1026,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
     timer_.cancel();
     pending_input_.clear();
     server_->snapshots_open_ -= snapshots_.size();
-    snapshots_.clear();              // their LMDB reader slots
+    snapshots_.clear();  // their LMDB reader slots
+    server_->hub_->RemoveAll(this);
+    subscriptions_.clear();
     if (!writing_) ReleaseOutbox();  // else when the write completes
     --server_->connections_;
   }
@@ -966,7 +1051,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
   bool paused_ = false;                 // not reading: too many reply bytes owed
   std::deque<std::vector<uint8_t>> outbox_;
   size_t front_offset_ = 0;  // bytes of outbox_.front() already sent
-  uint64_t outbox_bytes_ = 0;
+  // Written on the strand; read by the subscription dispatcher too.
+  std::atomic<uint64_t> outbox_bytes_{0};
+  std::atomic<uint64_t> push_posted_{0};  // pushed frames posted, not in the outbox yet
+  std::atomic<bool> wake_hub_on_drain_{false};
+  std::set<uint64_t> subscriptions_;  // ids this connection subscribed
+  uint64_t next_subscription_ = 1;
   bool writing_ = false;
   bool close_after_write_ = false;
   bool closed_ = false;
@@ -986,7 +1076,10 @@ class Server::Connection : public std::enable_shared_from_this<Connection> {
 };
 
 Server::Server(const ServerOptions& options, engine::Database* db)
-    : options_(options), db_(db), acceptor_(io_) {
+    : options_(options),
+      db_(db),
+      acceptor_(io_),
+      hub_(std::make_unique<SubscriptionHub>(db, options.subscriptions)) {
   background_ = std::thread([this] {
     for (;;) {
       std::function<void()> task;
@@ -1120,6 +1213,7 @@ ServerStats Server::stats() const {
   s.in_flight = in_flight_;
   s.deferred_writes = deferred_writes_;
   s.snapshots_open = static_cast<uint64_t>(std::max<int64_t>(0, snapshots_open_.load()));
+  s.subscriptions = hub_->stats();
   if (options_.lod != nullptr) {
     s.lod_levels = options_.lod->levels();
     s.lod_dirty = options_.lod->DirtyCount();

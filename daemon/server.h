@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "daemon/asio.h"
+#include "daemon/subscriptions.h"
 #include "engine/database.h"
 #include "engine/lod.h"
 #include "protocol/messages.h"
@@ -66,6 +67,9 @@ struct ServerOptions {
   // LOD_REBUILD rebuilds. Not owned; must outlive the Server. nullptr: LOD
   // is off (those requests fail UNSUPPORTED).
   engine::LodPyramid* lod = nullptr;
+  // Subscriptions: per connection, pushed bytes buffered (PROTOCOL.md,
+  // "Subscriptions").
+  SubscriptionOptions subscriptions;
 };
 
 // True when `address` is not a loopback address (127.0.0.0/8, ::1), i.e.
@@ -81,8 +85,9 @@ struct ServerStats {
   uint64_t in_flight = 0;
   uint64_t deferred_writes = 0;  // writes handed to the worker under back-pressure
   uint64_t snapshots_open = 0;   // SNAPSHOT_OPEN handles not closed yet
-  int lod_levels = 0;            // 0: no LOD pyramid
-  uint64_t lod_dirty = 0;        // LOD nodes waiting to be rebuilt
+  SubscriptionStats subscriptions;
+  int lod_levels = 0;      // 0: no LOD pyramid
+  uint64_t lod_dirty = 0;  // LOD nodes waiting to be rebuilt
 };
 
 class Server {
@@ -119,6 +124,8 @@ class Server {
   engine::Database* db_;
   asio::io_context io_;
   tcp::acceptor acceptor_;
+  // After io_: destroyed (its dispatcher stopped) before the I/O context.
+  std::unique_ptr<SubscriptionHub> hub_;
   std::atomic<bool> stopping_{false};
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::unique_ptr<asio::steady_timer> drain_timer_;  // used on io_ only

@@ -724,6 +724,14 @@ bool FillInRegion(const engine::WorldFrame& frame, const engine::Fill& fill, con
   return footprint.Intersects(std::get<RectRegion>(region).rect);
 }
 
+Status CheckRegionAndBand(const engine::WorldFrame& frame, const Region& region,
+                          const std::optional<AltitudeBand>& band) {
+  QueryOptions o;
+  o.band = band;
+  VOXDB_RETURN_IF_ERROR(CheckOptions(o, 0));
+  return CheckRegion(frame, region);
+}
+
 StatusOr<QueryResult> Query(engine::Database& db, const Region& region,
                             const QueryOptions& options) {
   VOXDB_RETURN_IF_ERROR(CheckRegion(db.frame(), region));

@@ -176,6 +176,11 @@ inline constexpr uint64_t kMaxLodQueryChunks = uint64_t{1} << 22;
 StatusOr<QueryResult> QueryLod(engine::Database& db, engine::LodPyramid& lod, int level,
                                const Region& region, const QueryOptions& options);
 
+// OK when queries and subscriptions accept the region and band (INVALID,
+// or OUT_OF_BOUNDS for a box outside the world, otherwise).
+Status CheckRegionAndBand(const engine::WorldFrame& frame, const Region& region,
+                          const std::optional<AltitudeBand>& band);
+
 // Whether the chunk / fill is in the region and band, by the definitions
 // above, without the index: the oracle of the tests and the final filter of
 // Query.

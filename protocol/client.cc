@@ -148,17 +148,18 @@ Client::Client(int fd, const ClientOptions& options)
 
 Client::~Client() { ::close(fd_); }
 
-absl::Status Client::Wait(bool write) {
+absl::Status Client::Wait(bool write, std::optional<int> timeout_ms) {
   pollfd p{fd_, static_cast<short>(write ? POLLOUT : 0), 0};
   // While writing, replies are read too (see WriteAll); once the stream has
   // ended there is nothing more to read and POLLIN would fire forever.
   if (read_error_.ok()) p.events |= POLLIN;
+  const int timeout = timeout_ms.value_or(io_timeout_ms_);
   for (;;) {
-    const int rc = ::poll(&p, 1, io_timeout_ms_);
+    const int rc = ::poll(&p, 1, timeout);
     if (rc > 0) break;
     if (rc == 0) {
       return absl::DeadlineExceededError(
-          absl::StrFormat("the server made no progress for %d ms while %s", io_timeout_ms_,
+          absl::StrFormat("the server made no progress for %d ms while %s", timeout,
                           write ? "we were sending a request" : "we were waiting for a reply"));
     }
     if (errno != EINTR) {
@@ -203,7 +204,13 @@ absl::StatusOr<std::optional<Frame>> Client::NextBufferedFrame() {
         decoder_.Feed(std::span<const uint8_t>(pending_).subspan(pending_at_), &used, &frame);
     pending_at_ += used;
     if (r == FrameDecoder::Result::kError) return decoder_.error();
-    if (r == FrameDecoder::Result::kFrame) return std::optional<Frame>(std::move(frame));
+    if (r == FrameDecoder::Result::kFrame) {
+      if (frame.header.is_push()) {
+        pushes_.push_back(std::move(frame));  // for ReceivePush(), never a reply
+        continue;
+      }
+      return std::optional<Frame>(std::move(frame));
+    }
     if (used == 0) break;
   }
   if (pending_at_ == pending_.size()) {  // every byte is inside the decoder
@@ -266,6 +273,11 @@ absl::StatusOr<uint64_t> Client::Send(Opcode op, std::span<const uint8_t> payloa
 }
 
 absl::StatusOr<Frame> Client::Receive() {
+  if (!early_replies_.empty()) {
+    Frame f = std::move(early_replies_.front());
+    early_replies_.pop_front();
+    return f;
+  }
   for (;;) {
     auto frame = NextBufferedFrame();
     if (!frame.ok()) return frame.status();
@@ -274,6 +286,51 @@ absl::StatusOr<Frame> Client::Receive() {
     if (absl::Status s = Wait(/*write=*/false); !s.ok()) return s;
   }
 }
+
+absl::StatusOr<Frame> Client::ReceivePush(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (!pushes_.empty()) {
+      Frame f = std::move(pushes_.front());
+      pushes_.pop_front();
+      return f;
+    }
+    auto frame = NextBufferedFrame();
+    if (!frame.ok()) return frame.status();
+    if (frame->has_value()) {
+      early_replies_.push_back(std::move(**frame));  // for Receive()
+      continue;
+    }
+    if (!pushes_.empty()) continue;
+    if (!read_error_.ok()) return read_error_;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      return absl::DeadlineExceededError(
+          absl::StrFormat("no pushed frame within %d ms", static_cast<int>(timeout.count())));
+    }
+    if (absl::Status s = Wait(/*write=*/false, static_cast<int>(left.count())); !s.ok()) {
+      if (absl::IsDeadlineExceeded(s)) continue;
+      return s;
+    }
+  }
+}
+
+absl::StatusOr<SubscribeReply> Client::Subscribe(const SubscribeRequest& request) {
+  auto reply = Call(Opcode::kSubscribe, request.Encode());
+  if (!reply.ok()) return reply.status();
+  return SubscribeReply::Decode(*reply);
+}
+
+absl::Status Client::Unsubscribe(uint64_t subscription) {
+  return Call(Opcode::kUnsubscribe, EncodeU64(subscription)).status();
+}
+
+absl::Status Client::StreamUpdate(const StreamUpdateRequest& request) {
+  return Call(Opcode::kStreamUpdate, request.Encode()).status();
+}
+
+absl::Status Client::StreamClose() { return Call(Opcode::kStreamClose, {}).status(); }
 
 absl::StatusOr<std::vector<uint8_t>> Client::Call(Opcode op, std::span<const uint8_t> payload) {
   const uint64_t id = next_id_++;

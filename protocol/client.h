@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <span>
@@ -80,7 +81,7 @@ class Client {
   // connection is lost, DEADLINE_EXCEEDED on a timeout (after either, the
   // connection is unusable).
   absl::StatusOr<uint64_t> Send(Opcode op, std::span<const uint8_t> payload);
-  // The next reply frame from the server. UNAVAILABLE once the server has
+  // The next reply frame from the server (never a pushed one). UNAVAILABLE once the server has
   // closed the connection (after the frames it sent before), INVALID for a
   // stream that is not the voxdb protocol, DEADLINE_EXCEEDED on a timeout.
   absl::StatusOr<Frame> Receive();
@@ -132,6 +133,22 @@ class Client {
   absl::StatusOr<QueryReply> SnapshotScan(const SnapshotScanRequest& request);
   absl::StatusOr<GetChunksReply> SnapshotGet(uint64_t snapshot, std::span<const uint64_t> codes);
   absl::Status SnapshotClose(uint64_t snapshot);
+  // SUBSCRIBE (PROTOCOL.md, "Subscriptions"): the server then pushes
+  // EVENTS frames for the subscription (take them with ReceivePush). With
+  // request.from_seq older than the server retains, fails with the wire
+  // status RESYNC (ServerStatusOf).
+  absl::StatusOr<SubscribeReply> Subscribe(const SubscribeRequest& request);
+  absl::Status Unsubscribe(uint64_t subscription);
+  // STREAM_UPDATE / STREAM_CLOSE (PROTOCOL.md, "Streaming"): the server
+  // pushes STREAM_DATA frames for the stream.
+  absl::Status StreamUpdate(const StreamUpdateRequest& request);
+  absl::Status StreamClose();
+  // The next frame the server pushed (kFlagPush: EVENTS, STREAM_DATA),
+  // oldest first, waiting up to `timeout` (DEADLINE_EXCEEDED after).
+  // Pushed frames that arrive while a call waits for its reply are kept
+  // for this; replies that arrive while this waits are kept for the calls.
+  absl::StatusOr<Frame> ReceivePush(std::chrono::milliseconds timeout);
+
   // LOD_REBUILD: rebuilds the whole LOD pyramid; returns when done.
   absl::Status LodRebuild();
 
@@ -155,14 +172,17 @@ class Client {
   // The next frame buffered in pending_, if a whole one is there.
   absl::StatusOr<std::optional<Frame>> NextBufferedFrame();
   // Waits until the socket is readable (or writable, with `write`).
-  absl::Status Wait(bool write);
+  // `timeout_ms`: instead of the io_timeout.
+  absl::Status Wait(bool write, std::optional<int> timeout_ms = std::nullopt);
 
   int fd_;
   int io_timeout_ms_;  // -1: forever
   size_t max_in_flight_;
   uint64_t next_id_ = 1;
   FrameDecoder decoder_;
-  std::vector<uint8_t> pending_;  // received bytes [pending_at_, end) not yet decoded
+  std::deque<Frame> pushes_;         // pushed frames not taken yet
+  std::deque<Frame> early_replies_;  // replies read by ReceivePush
+  std::vector<uint8_t> pending_;     // received bytes [pending_at_, end) not yet decoded
   size_t pending_at_ = 0;
   absl::Status read_error_;   // sticky: the stream ended or failed
   absl::Status write_error_;  // sticky: a frame may have been cut short

@@ -64,6 +64,8 @@ const char* WireStatusName(WireStatus code) {
       return "TOO_LARGE";
     case WireStatus::kInternal:
       return "INTERNAL";
+    case WireStatus::kResync:
+      return "RESYNC";
   }
   return "UNKNOWN_STATUS";
 }
@@ -131,6 +133,8 @@ absl::Status FromWireStatus(WireStatus code, std::string_view message) {
       return absl::UnimplementedError(m);
     case WireStatus::kMismatch:
       return absl::FailedPreconditionError(m);
+    case WireStatus::kResync:
+      return absl::OutOfRangeError(m);
     case WireStatus::kInternal:
       break;
   }
@@ -189,7 +193,7 @@ FrameDecoder::Result FrameDecoder::Feed(std::span<const uint8_t> in, size_t* con
       error_wire_status_ = WireStatus::kUnsupported;
       return Result::kError;
     }
-    if (Get16(p + 18) != 0 || (header_.flags & ~kFlagReply) != 0) {
+    if (Get16(p + 18) != 0 || (header_.flags & ~(kFlagReply | kFlagPush)) != 0) {
       error_ = absl::InvalidArgumentError("reserved header bits are set");
       error_wire_status_ = WireStatus::kInvalid;
       return Result::kError;

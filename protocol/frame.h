@@ -6,7 +6,7 @@
 //   0      4    magic           "VXDB" (56 58 44 42)
 //   4      1    version         protocol version, 1
 //   5      1    opcode
-//   6      2    flags           bit 0: reply
+//   6      2    flags           bit 0: reply; bit 1: pushed by the server
 //   8      8    request_id      chosen by the client, echoed by the reply
 //   16     2    status          replies: WireStatus; requests: 0
 //   18     2    reserved        0
@@ -36,6 +36,8 @@ inline constexpr uint32_t kMagic = 0x42445856;  // "VXDB" as little-endian bytes
 inline constexpr uint8_t kProtocolVersion = 1;
 inline constexpr size_t kHeaderSize = 24;
 inline constexpr uint16_t kFlagReply = 1;
+// A frame the server sends unasked (EVENTS, STREAM_DATA); never a reply.
+inline constexpr uint16_t kFlagPush = 2;
 
 // Status codes on the wire (PROTOCOL.md, "Status codes").
 enum class WireStatus : uint16_t {
@@ -54,6 +56,7 @@ enum class WireStatus : uint16_t {
   kMismatch = 12,     // world frame / format mismatch
   kTooLarge = 13,     // a request over a limit
   kInternal = 14,
+  kResync = 15,  // a subscription's resume point is older than the retained changes
 };
 
 // "OK", "INVALID", ... as in PROTOCOL.md; "UNKNOWN_STATUS" otherwise.
@@ -72,6 +75,7 @@ struct FrameHeader {
   uint32_t payload_length = 0;
 
   bool is_reply() const { return flags & kFlagReply; }
+  bool is_push() const { return flags & kFlagPush; }
 };
 
 struct Frame {

@@ -163,6 +163,18 @@ const char* OpcodeName(Opcode op) {
       return "SNAPSHOT_GET";
     case Opcode::kSnapshotClose:
       return "SNAPSHOT_CLOSE";
+    case Opcode::kSubscribe:
+      return "SUBSCRIBE";
+    case Opcode::kUnsubscribe:
+      return "UNSUBSCRIBE";
+    case Opcode::kEvents:
+      return "EVENTS";
+    case Opcode::kStreamUpdate:
+      return "STREAM_UPDATE";
+    case Opcode::kStreamClose:
+      return "STREAM_CLOSE";
+    case Opcode::kStreamData:
+      return "STREAM_DATA";
   }
   return "UNKNOWN";
 }
@@ -198,7 +210,14 @@ Role RequiredRole(Opcode op) {
     case Opcode::kSnapshotScan:
     case Opcode::kSnapshotGet:
     case Opcode::kSnapshotClose:
+    case Opcode::kSubscribe:
+    case Opcode::kUnsubscribe:
+    case Opcode::kStreamUpdate:
+    case Opcode::kStreamClose:
       return Role::kRead;
+    case Opcode::kEvents:
+    case Opcode::kStreamData:
+      return Role::kNone;  // pushed by the server; sent by a client: INVALID
     case Opcode::kPutChunk:
     case Opcode::kDeleteChunk:
     case Opcode::kSetVoxels:
@@ -448,31 +467,67 @@ std::optional<QueryKind> QueryKindOf(Opcode op) {
   }
 }
 
-std::vector<uint8_t> QueryRequest::Encode() const {
-  Writer w;
-  switch (kind) {
+namespace {
+
+// The region and band of a query or a subscription.
+void WriteRegion(const QueryRequest& q, Writer& w) {
+  switch (q.kind) {
     case QueryKind::kRadius:
-      w.F64(lat);
-      w.F64(lon);
-      w.F64(radius);
+      w.F64(q.lat);
+      w.F64(q.lon);
+      w.F64(q.radius);
       break;
     case QueryKind::kCell:
-      w.U64(cell);
+      w.U64(q.cell);
       break;
     case QueryKind::kRect:
-      w.F64(rect.lat_lo);
-      w.F64(rect.lon_lo);
-      w.F64(rect.lat_hi);
-      w.F64(rect.lon_hi);
+      w.F64(q.rect.lat_lo);
+      w.F64(q.rect.lon_lo);
+      w.F64(q.rect.lat_hi);
+      w.F64(q.rect.lon_hi);
       break;
     case QueryKind::kBox:
-      w.BoxOf(box);
+      w.BoxOf(q.box);
       break;
   }
-  // The trailer common to the four.
-  w.U8(band ? 1 : 0);
-  w.F64(band ? band->min_m : 0);
-  w.F64(band ? band->max_m : 0);
+  w.U8(q.band ? 1 : 0);
+  w.F64(q.band ? q.band->min_m : 0);
+  w.F64(q.band ? q.band->max_m : 0);
+}
+
+void ReadRegion(Reader& r, QueryRequest* q) {
+  switch (q->kind) {
+    case QueryKind::kRadius:
+      q->lat = r.F64();
+      q->lon = r.F64();
+      q->radius = r.F64();
+      break;
+    case QueryKind::kCell:
+      q->cell = r.U64();
+      break;
+    case QueryKind::kRect:
+      q->rect.lat_lo = r.F64();
+      q->rect.lon_lo = r.F64();
+      q->rect.lat_hi = r.F64();
+      q->rect.lon_hi = r.F64();
+      break;
+    case QueryKind::kBox:
+      q->box = r.BoxOf();
+      break;
+  }
+  const uint8_t has_band = r.U8();
+  AltitudeBand band;
+  band.min_m = r.F64();
+  band.max_m = r.F64();
+  if (has_band > 1) r.Fail();
+  if (has_band == 1) q->band = band;
+}
+
+}  // namespace
+
+std::vector<uint8_t> QueryRequest::Encode() const {
+  Writer w;
+  WriteRegion(*this, w);  // then the trailer common to the four
   w.U32(limit);
   w.U16(static_cast<uint16_t>(cursor.size()));
   w.Bytes(cursor);
@@ -486,31 +541,7 @@ absl::StatusOr<QueryRequest> QueryRequest::Decode(Opcode op, std::span<const uin
   Reader r(p);
   QueryRequest q;
   q.kind = *kind;
-  switch (q.kind) {
-    case QueryKind::kRadius:
-      q.lat = r.F64();
-      q.lon = r.F64();
-      q.radius = r.F64();
-      break;
-    case QueryKind::kCell:
-      q.cell = r.U64();
-      break;
-    case QueryKind::kRect:
-      q.rect.lat_lo = r.F64();
-      q.rect.lon_lo = r.F64();
-      q.rect.lat_hi = r.F64();
-      q.rect.lon_hi = r.F64();
-      break;
-    case QueryKind::kBox:
-      q.box = r.BoxOf();
-      break;
-  }
-  const uint8_t has_band = r.U8();
-  AltitudeBand band;
-  band.min_m = r.F64();
-  band.max_m = r.F64();
-  if (has_band > 1) r.Fail();
-  if (has_band == 1) q.band = band;
+  ReadRegion(r, &q);
   q.limit = r.U32();
   q.cursor = r.Bytes(r.U16());
   if (r.left() == 1) {
@@ -519,6 +550,222 @@ absl::StatusOr<QueryRequest> QueryRequest::Decode(Opcode op, std::span<const uin
   }
   if (absl::Status s = r.Finish(OpcodeName(op)); !s.ok()) return s;
   return q;
+}
+
+std::vector<uint8_t> SubscribeRequest::Encode() const {
+  Writer w;
+  w.U8(static_cast<uint8_t>(region.kind));
+  WriteRegion(region, w);
+  w.U8(static_cast<uint8_t>(detail));
+  w.U8(from_seq ? 1 : 0);
+  w.U64(from_seq.value_or(0));
+  return w.Take();
+}
+
+absl::StatusOr<SubscribeRequest> SubscribeRequest::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  SubscribeRequest s;
+  const uint8_t kind = r.U8();
+  if (kind > static_cast<uint8_t>(QueryKind::kBox)) {
+    return absl::InvalidArgumentError("SUBSCRIBE: unknown kind of region");
+  }
+  s.region.kind = static_cast<QueryKind>(kind);
+  ReadRegion(r, &s.region);
+  const uint8_t detail = r.U8();
+  if (detail > static_cast<uint8_t>(EventDetail::kRecords)) r.Fail();
+  s.detail = static_cast<EventDetail>(detail);
+  const uint8_t has_from = r.U8();
+  const uint64_t from = r.U64();
+  if (has_from > 1) r.Fail();
+  if (has_from == 1) s.from_seq = from;
+  if (absl::Status st = r.Finish("SUBSCRIBE"); !st.ok()) return st;
+  return s;
+}
+
+std::vector<uint8_t> SubscribeReply::Encode() const {
+  Writer w;
+  w.U64(subscription);
+  w.U64(seq);
+  return w.Take();
+}
+
+absl::StatusOr<SubscribeReply> SubscribeReply::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  SubscribeReply s;
+  s.subscription = r.U64();
+  s.seq = r.U64();
+  if (absl::Status st = r.Finish("SUBSCRIBE reply"); !st.ok()) return st;
+  return s;
+}
+
+void ChangeEvent::EncodeTo(std::vector<uint8_t>* out) const {
+  Writer w;
+  w.U64(seq);
+  w.U8(static_cast<uint8_t>(kind));
+  if (kind == EventKind::kFill) {
+    w.BoxOf(box);
+    w.U8(material);
+  } else {
+    w.U64(chunk);
+    w.U8(present ? 1 : 0);
+    w.U8(static_cast<uint8_t>(detail));
+    switch (detail) {
+      case EventDetailKind::kNone:
+        w.U32(0);
+        break;
+      case EventDetailKind::kEdits:
+        w.U32(static_cast<uint32_t>(edits.size() * 4));
+        for (uint32_t e : edits) w.U32(e);
+        break;
+      case EventDetailKind::kBox:
+        w.U32(48);
+        w.BoxOf(box);
+        break;
+      case EventDetailKind::kRecord:
+        w.U32(static_cast<uint32_t>(record.size()));
+        w.Bytes(record);
+        break;
+    }
+  }
+  const std::vector<uint8_t> bytes = w.Take();
+  out->insert(out->end(), bytes.begin(), bytes.end());
+}
+
+std::vector<uint8_t> EventsPush::Encode() const {
+  Writer w;
+  w.U32(static_cast<uint32_t>(events.size()));
+  std::vector<uint8_t> out = w.Take();
+  for (const ChangeEvent& e : events) e.EncodeTo(&out);
+  return out;
+}
+
+absl::StatusOr<EventsPush> EventsPush::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  EventsPush push;
+  const uint32_t n = r.U32();
+  if (!r.Count(n, 9)) return absl::InvalidArgumentError("malformed EVENTS payload");
+  push.events.reserve(n);
+  for (uint32_t i = 0; i < n && r.ok(); ++i) {
+    ChangeEvent e;
+    e.seq = r.U64();
+    const uint8_t kind = r.U8();
+    if (kind == static_cast<uint8_t>(EventKind::kFill)) {
+      e.kind = EventKind::kFill;
+      e.box = r.BoxOf();
+      e.material = r.U8();
+    } else if (kind == static_cast<uint8_t>(EventKind::kChunk)) {
+      e.chunk = r.U64();
+      const uint8_t present = r.U8();
+      if (present > 1) r.Fail();
+      e.present = present == 1;
+      const uint8_t detail = r.U8();
+      const uint32_t len = r.U32();
+      std::vector<uint8_t> bytes = r.Bytes(len);
+      if (!r.ok()) break;
+      switch (detail) {
+        case 0:
+          if (len != 0) r.Fail();
+          break;
+        case 1:
+          if (len % 4 != 0) r.Fail();
+          e.detail = EventDetailKind::kEdits;
+          for (size_t j = 0; j + 4 <= bytes.size(); j += 4) {
+            e.edits.push_back(bytes[j] | bytes[j + 1] << 8 | bytes[j + 2] << 16 |
+                              static_cast<uint32_t>(bytes[j + 3]) << 24);
+          }
+          break;
+        case 2: {
+          Reader box(bytes);
+          e.detail = EventDetailKind::kBox;
+          e.box = box.BoxOf();
+          if (!box.Finish("EVENTS box").ok()) r.Fail();
+          break;
+        }
+        case 3:
+          e.detail = EventDetailKind::kRecord;
+          e.record = std::move(bytes);
+          break;
+        default:
+          r.Fail();
+      }
+    } else {
+      r.Fail();
+    }
+    push.events.push_back(std::move(e));
+  }
+  if (absl::Status st = r.Finish("EVENTS"); !st.ok()) return st;
+  return push;
+}
+
+std::vector<uint8_t> StreamUpdateRequest::Encode() const {
+  Writer w;
+  w.U64(budget_bytes_per_s);
+  w.U32(window_bytes);
+  w.F64(lod_distance_m);
+  w.U16(static_cast<uint16_t>(viewers.size()));
+  for (const Viewer& v : viewers) {
+    w.U32(v.id);
+    for (double d : {v.x, v.y, v.z, v.vx, v.vy, v.vz, v.view_distance_m}) w.F64(d);
+  }
+  return w.Take();
+}
+
+absl::StatusOr<StreamUpdateRequest> StreamUpdateRequest::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  StreamUpdateRequest s;
+  s.budget_bytes_per_s = r.U64();
+  s.window_bytes = r.U32();
+  s.lod_distance_m = r.F64();
+  const uint16_t n = r.U16();
+  if (!r.Count(n, 60)) return absl::InvalidArgumentError("malformed STREAM_UPDATE payload");
+  for (uint16_t i = 0; i < n; ++i) {
+    Viewer v;
+    v.id = r.U32();
+    for (double* d : {&v.x, &v.y, &v.z, &v.vx, &v.vy, &v.vz, &v.view_distance_m}) *d = r.F64();
+    s.viewers.push_back(v);
+  }
+  if (absl::Status st = r.Finish("STREAM_UPDATE"); !st.ok()) return st;
+  return s;
+}
+
+void StreamItem::EncodeTo(std::vector<uint8_t>* out) const {
+  Writer w;
+  w.U8(static_cast<uint8_t>(kind));
+  w.U8(level);
+  w.U64(code);
+  w.U64(version);
+  w.U32(static_cast<uint32_t>(record.size()));
+  w.Bytes(record);
+  const std::vector<uint8_t> bytes = w.Take();
+  out->insert(out->end(), bytes.begin(), bytes.end());
+}
+
+std::vector<uint8_t> StreamDataPush::Encode() const {
+  Writer w;
+  w.U32(static_cast<uint32_t>(items.size()));
+  std::vector<uint8_t> out = w.Take();
+  for (const StreamItem& i : items) i.EncodeTo(&out);
+  return out;
+}
+
+absl::StatusOr<StreamDataPush> StreamDataPush::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  StreamDataPush push;
+  const uint32_t n = r.U32();
+  if (!r.Count(n, 22)) return absl::InvalidArgumentError("malformed STREAM_DATA payload");
+  for (uint32_t i = 0; i < n && r.ok(); ++i) {
+    StreamItem item;
+    const uint8_t kind = r.U8();
+    if (kind != 1 && kind != 2) r.Fail();
+    item.kind = static_cast<StreamItem::Kind>(kind);
+    item.level = r.U8();
+    item.code = r.U64();
+    item.version = r.U64();
+    item.record = r.Bytes(r.U32());
+    push.items.push_back(std::move(item));
+  }
+  if (absl::Status st = r.Finish("STREAM_DATA"); !st.ok()) return st;
+  return push;
 }
 
 std::vector<uint8_t> SnapshotOpenReply::Encode() const {

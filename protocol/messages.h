@@ -41,6 +41,12 @@ enum class Opcode : uint8_t {
   kSnapshotScan = 21,
   kSnapshotGet = 22,
   kSnapshotClose = 23,
+  kSubscribe = 24,
+  kUnsubscribe = 25,
+  kEvents = 26,  // pushed by the server (kFlagPush)
+  kStreamUpdate = 27,
+  kStreamClose = 28,
+  kStreamData = 29,  // pushed by the server (kFlagPush)
 };
 const char* OpcodeName(Opcode op);  // "GET_CHUNKS", ...; "UNKNOWN" otherwise
 
@@ -219,6 +225,91 @@ struct SnapshotGetRequest {
   friend bool operator==(const SnapshotGetRequest&, const SnapshotGetRequest&) = default;
   std::vector<uint8_t> Encode() const;
   static absl::StatusOr<SnapshotGetRequest> Decode(std::span<const uint8_t> p);
+};
+
+// SUBSCRIBE (PROTOCOL.md, "Subscriptions"): the region is a query's
+// (`kind` and its fields, and the optional band; limit, cursor and level are
+// not sent), then what each event carries and where to resume.
+enum class EventDetail : uint8_t {
+  kNone = 0,     // chunk key and version only
+  kVoxels = 1,   // also the changed voxels: SET_VOXELS edits, the WRITE_BOX box
+  kRecords = 2,  // also the chunk record at that version, while it is current
+};
+struct SubscribeRequest {
+  QueryRequest region;  // kind, its region fields and band
+  EventDetail detail = EventDetail::kNone;
+  std::optional<uint64_t> from_seq;  // resume: every change after it
+  friend bool operator==(const SubscribeRequest&, const SubscribeRequest&) = default;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<SubscribeRequest> Decode(std::span<const uint8_t> p);
+};
+struct SubscribeReply {
+  uint64_t subscription = 0;  // its id on this connection (the request id of its EVENTS)
+  uint64_t seq = 0;           // events follow for every change after this
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<SubscribeReply> Decode(std::span<const uint8_t> p);
+};
+
+// One change of an EVENTS frame.
+enum class EventKind : uint8_t {
+  kChunk = 1,  // a chunk changed: its new version is `seq`
+  kFill = 2,   // FILL_BOX: every chunk of `box` not listed reads as it now
+};
+enum class EventDetailKind : uint8_t { kNone = 0, kEdits = 1, kBox = 2, kRecord = 3 };
+struct ChangeEvent {
+  uint64_t seq = 0;
+  EventKind kind = EventKind::kChunk;
+  // kChunk:
+  uint64_t chunk = 0;    // Morton code
+  bool present = false;  // false: it reads as the fills (deleted, or filled whole)
+  EventDetailKind detail = EventDetailKind::kNone;
+  std::vector<uint32_t> edits;  // kEdits: (local index | material << 21), in order
+  std::vector<uint8_t> record;  // kRecord: the chunk record at version `seq`
+  // kFill: the fill's box; kChunk with kBox: the written box within the chunk.
+  Box box;
+  uint8_t material = 0;  // kFill
+  friend bool operator==(const ChangeEvent&, const ChangeEvent&) = default;
+  void EncodeTo(std::vector<uint8_t>* out) const;
+};
+// The payload of an EVENTS push: n u32, then the events.
+struct EventsPush {
+  std::vector<ChangeEvent> events;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<EventsPush> Decode(std::span<const uint8_t> p);
+};
+
+// STREAM_UPDATE (PROTOCOL.md, "Streaming"): opens or updates the
+// connection's stream.
+struct Viewer {
+  uint32_t id = 0;
+  double x = 0, y = 0, z = 0;     // position, in voxels
+  double vx = 0, vy = 0, vz = 0;  // velocity, voxels per second
+  double view_distance_m = 0;
+  friend bool operator==(const Viewer&, const Viewer&) = default;
+};
+struct StreamUpdateRequest {
+  uint64_t budget_bytes_per_s = 0;  // 0: as fast as the connection takes
+  uint32_t window_bytes = 0;        // 0: the server's default
+  double lod_distance_m = 0;        // level-0 chunks within this; 0: level 0 only
+  std::vector<Viewer> viewers;
+  friend bool operator==(const StreamUpdateRequest&, const StreamUpdateRequest&) = default;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<StreamUpdateRequest> Decode(std::span<const uint8_t> p);
+};
+// One item of a STREAM_DATA push.
+struct StreamItem {
+  enum class Kind : uint8_t { kChunk = 1, kUnload = 2 } kind = Kind::kChunk;
+  uint8_t level = 0;  // 0: a chunk; l >= 1: a LOD node of level l
+  uint64_t code = 0;
+  uint64_t version = 0;         // kChunk
+  std::vector<uint8_t> record;  // kChunk: a chunk record
+  friend bool operator==(const StreamItem&, const StreamItem&) = default;
+  void EncodeTo(std::vector<uint8_t>* out) const;
+};
+struct StreamDataPush {
+  std::vector<StreamItem> items;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<StreamDataPush> Decode(std::span<const uint8_t> p);
 };
 
 // Single u64 payloads: DELETE_CHUNK requests (a chunk code), the replies of

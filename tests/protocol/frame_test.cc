@@ -107,6 +107,18 @@ TEST(FrameTest, UntrustworthyFramesAreStickyErrors) {
     EXPECT_LE(d.buffered(), kHeaderSize);
     EXPECT_EQ(d.error_wire_status(), WireStatus::kTooLarge);
   }
+  {
+    FrameDecoder d(100);  // the push flag is known; the next bit is reserved
+    auto bytes = Encoded(1, 7, {});
+    bytes[6] = kFlagPush;
+    FrameDecoder::Result last;
+    std::vector<Frame> frames = FeedAll(d, bytes, 100, &last);
+    ASSERT_EQ(frames.size(), 1u);
+    EXPECT_TRUE(frames[0].header.is_push());
+    bytes[6] = 4;
+    FeedAll(d, bytes, 100, &last);
+    EXPECT_EQ(last, FrameDecoder::Result::kError);
+  }
 }
 
 TEST(FrameTest, RandomGarbageNeverCrashesOrGrowsUnbounded) {

@@ -403,6 +403,96 @@ TEST(MessagesTest, SnapshotMessagesRoundTrip) {
   EXPECT_TRUE(absl::IsInvalidArgument(SnapshotGetRequest::Decode(lying).status()));
 }
 
+TEST(MessagesTest, SubscriptionMessagesRoundTrip) {
+  SubscribeRequest sub;
+  sub.region.kind = QueryKind::kRadius;
+  sub.region.lat = 45.8;
+  sub.region.lon = 6.9;
+  sub.region.radius = 1000;
+  sub.region.band = AltitudeBand{-100, 4000};
+  sub.detail = EventDetail::kVoxels;
+  sub.from_seq = 77;
+  // kind, lat/lon/radius, band, detail, has_from + from
+  EXPECT_EQ(sub.Encode().size(), 1u + 24u + 17u + 1u + 9u);
+  auto s = SubscribeRequest::Decode(sub.Encode());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(*s, sub);
+  SubscribeRequest box;
+  box.region.kind = QueryKind::kBox;
+  box.region.box = {{1, 2, 3}, {4, 5, 6}};
+  auto b = SubscribeRequest::Decode(box.Encode());
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(*b, box);
+  for (size_t at : {size_t{0}, sub.Encode().size() - 10, sub.Encode().size() - 9}) {
+    std::vector<uint8_t> bad = sub.Encode();
+    bad[at] = 9;  // kind, detail, has_from out of range
+    EXPECT_TRUE(absl::IsInvalidArgument(SubscribeRequest::Decode(bad).status())) << at;
+  }
+  auto reply = SubscribeReply::Decode(SubscribeReply{3, 99}.Encode());
+  ASSERT_TRUE(reply.ok());
+  EXPECT_EQ(reply->subscription, 3u);
+  EXPECT_EQ(reply->seq, 99u);
+
+  EventsPush push;
+  ChangeEvent edits;
+  edits.seq = 5;
+  edits.chunk = 42;
+  edits.present = true;
+  edits.detail = EventDetailKind::kEdits;
+  edits.edits = {1, 0x1fffff | 255u << 21};
+  ChangeEvent fill;
+  fill.seq = 6;
+  fill.kind = EventKind::kFill;
+  fill.box = {{1, 2, 3}, {4, 5, 6}};
+  fill.material = 9;
+  ChangeEvent record;
+  record.seq = 7;
+  record.chunk = 43;
+  record.present = true;
+  record.detail = EventDetailKind::kRecord;
+  record.record = {1, 2, 3};
+  ChangeEvent written;
+  written.seq = 8;
+  written.chunk = 44;
+  written.detail = EventDetailKind::kBox;
+  written.box = {{7, 8, 9}, {10, 11, 12}};
+  push.events = {edits, fill, record, written, ChangeEvent{}};
+  auto p = EventsPush::Decode(push.Encode());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->events, push.events);
+  std::vector<uint8_t> lying = push.Encode();
+  lying[0] = 200;
+  EXPECT_TRUE(absl::IsInvalidArgument(EventsPush::Decode(lying).status()));
+  std::vector<uint8_t> cut = push.Encode();
+  cut.pop_back();
+  EXPECT_TRUE(absl::IsInvalidArgument(EventsPush::Decode(cut).status()));
+}
+
+TEST(MessagesTest, StreamMessagesRoundTrip) {
+  StreamUpdateRequest update;
+  update.budget_bytes_per_s = 1 << 20;
+  update.window_bytes = 1 << 16;
+  update.lod_distance_m = 128;
+  update.viewers = {{1, 10, 20, 30, 1, 2, 3, 1000}, {2, 1, 2, 3, 0, 0, 0, 50}};
+  EXPECT_EQ(update.Encode().size(), 8u + 4u + 8u + 2u + 2 * 60u);
+  auto u = StreamUpdateRequest::Decode(update.Encode());
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_EQ(*u, update);
+  std::vector<uint8_t> nan = update.Encode();
+  for (int i = 0; i < 8; ++i) nan[22 + 4 + i] = 0xff;  // the first viewer's x
+  EXPECT_TRUE(absl::IsInvalidArgument(StreamUpdateRequest::Decode(nan).status()));
+
+  StreamDataPush data;
+  data.items = {{StreamItem::Kind::kChunk, 0, 42, 7, {1, 2, 3}},
+                {StreamItem::Kind::kUnload, 2, 5, 0, {}}};
+  auto d = StreamDataPush::Decode(data.Encode());
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->items, data.items);
+  std::vector<uint8_t> bad = data.Encode();
+  bad[4] = 3;  // no such kind
+  EXPECT_TRUE(absl::IsInvalidArgument(StreamDataPush::Decode(bad).status()));
+}
+
 TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
   EXPECT_EQ(RequiredRole(Opcode::kHello), Role::kNone);
   EXPECT_EQ(RequiredRole(Opcode::kPing), Role::kNone);
@@ -433,7 +523,14 @@ TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
   EXPECT_STREQ(OpcodeName(Opcode::kSnapshotScan), "SNAPSHOT_SCAN");
   EXPECT_STREQ(OpcodeName(Opcode::kSnapshotGet), "SNAPSHOT_GET");
   EXPECT_STREQ(OpcodeName(Opcode::kSnapshotClose), "SNAPSHOT_CLOSE");
-  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(24)), "UNKNOWN");
+  for (Opcode op :
+       {Opcode::kSubscribe, Opcode::kUnsubscribe, Opcode::kStreamUpdate, Opcode::kStreamClose}) {
+    EXPECT_EQ(RequiredRole(op), Role::kRead) << OpcodeName(op);
+  }
+  EXPECT_STREQ(OpcodeName(Opcode::kSubscribe), "SUBSCRIBE");
+  EXPECT_STREQ(OpcodeName(Opcode::kEvents), "EVENTS");
+  EXPECT_STREQ(OpcodeName(Opcode::kStreamData), "STREAM_DATA");
+  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(30)), "UNKNOWN");
   EXPECT_LT(Role::kRead, Role::kWrite);
   EXPECT_LT(Role::kWrite, Role::kAdmin);
   EXPECT_STREQ(RoleName(Role::kAdmin), "admin");

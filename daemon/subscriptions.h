@@ -1,0 +1,120 @@
+// Subscriptions (protocol/PROTOCOL.md, "Subscriptions"): one dispatcher
+// thread follows the database's change feed (engine/change_feed.h) and
+// pushes an EVENTS frame to each subscription with the changes in its
+// region, in commit order, each change once.
+//
+// Every subscription has a cursor: the last sequence number it was sent.
+// The dispatcher wakes when the feed publishes (or a connection drains),
+// reads the records after each cursor, keeps those in the region, and
+// queues them on the connection as one frame. A connection whose pushed
+// bytes not yet written pass `push_window_bytes` gets nothing more until
+// it drains: a slow subscriber holds at most its window in the server,
+// plus its share of the feed, which is bounded for everyone. When the feed
+// has dropped changes a subscription was not sent yet, the subscriber is
+// cut off (its connection closed); it resumes from its last sequence number
+// if that is still retained, else gets RESYNC and reads the region anew.
+//
+// Thread-safety: thread-safe. PushTarget methods are called from the
+// dispatcher thread.
+#ifndef VOXDB_DAEMON_SUBSCRIPTIONS_H_
+#define VOXDB_DAEMON_SUBSCRIPTIONS_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "engine/database.h"
+#include "index/s2_index.h"
+#include "protocol/messages.h"
+
+namespace voxdb::daemon {
+
+// The connection side of a subscription (daemon/server.cc).
+class PushTarget {
+ public:
+  virtual ~PushTarget() = default;
+  // Queues a whole pushed frame (header included) for the socket.
+  virtual void Push(std::vector<uint8_t> frame) = 0;
+  // Pushed bytes queued and not yet written to the socket.
+  virtual uint64_t PushBacklog() const = 0;
+  // Asks for SubscriptionHub::Wake() once the backlog has drained.
+  virtual void WakeWhenDrained() = 0;
+  // The subscriber fell behind what the feed retains: close the
+  // connection (`why` is for the log).
+  virtual void CutOff(const std::string& why) = 0;
+};
+
+struct SubscriptionOptions {
+  size_t max_per_connection = 16;
+  uint64_t push_window_bytes = uint64_t{8} << 20;
+  size_t max_frame_bytes = size_t{1} << 20;  // an EVENTS frame's payload, about
+};
+
+struct SubscriptionStats {
+  uint64_t subscribers = 0;    // subscriptions open
+  uint64_t events_pushed = 0;  // events queued on connections since start
+  uint64_t frames_pushed = 0;  // EVENTS frames
+  uint64_t cut_off = 0;        // subscribers closed for falling behind the feed
+  uint64_t lag = 0;            // newest seq minus the furthest-behind cursor
+};
+
+class SubscriptionHub {
+ public:
+  SubscriptionHub(engine::Database* db, const SubscriptionOptions& options);
+  ~SubscriptionHub();  // stops the dispatcher
+
+  // Adds subscription `id` of `target` (an id the caller keeps unique per
+  // target). REQUIRES: index::CheckRegionAndBand(region, band) is OK.
+  // Returns the sequence number after which its events follow: from_seq
+  // when given, else the newest published. OUT_OF_RANGE (RESYNC on the
+  // wire) when from_seq is older than the feed retains, and only then;
+  // INVALID for a from_seq past the newest change or too many
+  // subscriptions on `target`.
+  StatusOr<uint64_t> Add(const std::shared_ptr<PushTarget>& target, uint64_t id,
+                         const index::Region& region,
+                         const std::optional<index::AltitudeBand>& band,
+                         protocol::EventDetail detail, std::optional<uint64_t> from_seq);
+  // False if there was no such subscription.
+  bool Remove(const PushTarget* target, uint64_t id);
+  // Every subscription of `target` (its connection closed).
+  void RemoveAll(const PushTarget* target);
+  // Look at every subscription again (a connection drained).
+  void Wake();
+
+  SubscriptionStats stats() const;
+
+ private:
+  struct Subscription;
+  void Run();
+  // Pushes what `sub` is owed, up to one frame; true if it is owed more.
+  bool Serve(Subscription& sub);
+
+  engine::Database* db_;
+  const SubscriptionOptions options_;
+  mutable std::mutex mu_;
+  std::map<std::pair<const PushTarget*, uint64_t>, std::shared_ptr<Subscription>> subs_;  // mu_
+  // The dispatcher's wake-up, shared with the feed's listener (which may
+  // outlive the hub).
+  struct Signal {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool wake = false;  // GUARDED_BY(mu)
+    bool stop = false;  // GUARDED_BY(mu)
+    void Notify();
+  };
+  std::shared_ptr<Signal> signal_ = std::make_shared<Signal>();
+  std::atomic<uint64_t> events_{0}, frames_{0}, cut_off_{0};
+  std::thread thread_;
+};
+
+}  // namespace voxdb::daemon
+
+#endif  // VOXDB_DAEMON_SUBSCRIPTIONS_H_
