@@ -421,8 +421,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         return Reply(op, id, WireStatus::kOk, {});
       }
       case Opcode::kStreamUpdate:
+        return StreamUpdate(op, id, p);
       case Opcode::kStreamClose:
-        break;  // TODO(stream)
+        if (!stream_) return fail(absl::NotFoundError("no stream is open on this connection"));
+        stream_->Stop();
+        stream_.reset();
+        return Reply(op, id, WireStatus::kOk, {});
       case Opcode::kEvents:
       case Opcode::kStreamData:
         return fail(absl::InvalidArgumentError(absl::StrFormat(
@@ -544,6 +548,24 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     }
     subscriptions_.insert(sub);
     Reply(op, id, WireStatus::kOk, protocol::SubscribeReply{sub, *seq}.Encode());
+  }
+
+  // --- Streaming (PROTOCOL.md, "Streaming") ---
+
+  void StreamUpdate(uint8_t op, uint64_t id, std::span<const uint8_t> p) {
+    auto req = protocol::StreamUpdateRequest::Decode(p);
+    if (!req.ok()) return Reply(op, id, req.status());
+    if (!stream_) {
+      // Both callbacks run on this strand, from the stream's Pump().
+      stream_ = std::make_shared<Stream>(
+          socket_.get_executor(), server_->db_, options_.lod, options_.streams,
+          &server_->stream_counters_,
+          [this](std::vector<uint8_t> frame) { Enqueue(std::move(frame)); },
+          [this] { return PushBacklog(); });
+    }
+    const absl::Status s = stream_->Update(*req);
+    Reply(op, id, s);  // before the data it starts
+    if (s.ok()) stream_->Pump();
   }
 
   // --- Snapshots (PROTOCOL.md, "Snapshots") ---
@@ -829,7 +851,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         << ss.subscriptions.frames_pushed << "\nsubscribers_cut_off " << ss.subscriptions.cut_off
         << "\nsubscription_lag " << ss.subscriptions.lag << "\nchange_feed_records "
         << server_->db_->changes().records() << "\nchange_feed_floor "
-        << server_->db_->changes().resume_floor() << "\n";
+        << server_->db_->changes().resume_floor() << "\nstreams_open " << ss.streams_open
+        << "\nstream_chunks " << ss.stream_chunks << "\nstream_bytes " << ss.stream_bytes
+        << "\nstream_unloads " << ss.stream_unloads << "\n";
     if (auto store = server_->db_->store().Stats(); store.ok()) {
       out << "map_size_bytes " << store->map_size << "\nmax_map_size_bytes " << store->max_map_size
           << "\nused_bytes " << store->used_bytes << "\nchunks_stored " << store->chunk_count
@@ -965,6 +989,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         wake_hub_on_drain_.exchange(false)) {
       server_->hub_->Wake();
     }
+    if (stream_ && stream_->waiting_drain() && PushBacklog() < stream_->window()) stream_->Pump();
     while (n > 0) {
       const size_t left = outbox_.front().size() - front_offset_;
       if (n < left) {
@@ -1029,6 +1054,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     snapshots_.clear();  // their LMDB reader slots
     server_->hub_->RemoveAll(this);
     subscriptions_.clear();
+    if (stream_) stream_->Stop();
     if (!writing_) ReleaseOutbox();  // else when the write completes
     --server_->connections_;
   }
@@ -1056,6 +1082,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   std::atomic<uint64_t> push_posted_{0};  // pushed frames posted, not in the outbox yet
   std::atomic<bool> wake_hub_on_drain_{false};
   std::set<uint64_t> subscriptions_;  // ids this connection subscribed
+  std::shared_ptr<Stream> stream_;    // STREAM_UPDATE opened it
   uint64_t next_subscription_ = 1;
   bool writing_ = false;
   bool close_after_write_ = false;
@@ -1214,6 +1241,10 @@ ServerStats Server::stats() const {
   s.deferred_writes = deferred_writes_;
   s.snapshots_open = static_cast<uint64_t>(std::max<int64_t>(0, snapshots_open_.load()));
   s.subscriptions = hub_->stats();
+  s.streams_open = stream_counters_.open;
+  s.stream_chunks = stream_counters_.chunks;
+  s.stream_bytes = stream_counters_.bytes;
+  s.stream_unloads = stream_counters_.unloads;
   if (options_.lod != nullptr) {
     s.lod_levels = options_.lod->levels();
     s.lod_dirty = options_.lod->DirtyCount();

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "daemon/asio.h"
+#include "daemon/stream.h"
 #include "daemon/subscriptions.h"
 #include "engine/database.h"
 #include "engine/lod.h"
@@ -70,6 +71,8 @@ struct ServerOptions {
   // Subscriptions: per connection, pushed bytes buffered (PROTOCOL.md,
   // "Subscriptions").
   SubscriptionOptions subscriptions;
+  // Streaming sessions (PROTOCOL.md, "Streaming").
+  StreamOptions streams;
 };
 
 // True when `address` is not a loopback address (127.0.0.0/8, ::1), i.e.
@@ -86,6 +89,7 @@ struct ServerStats {
   uint64_t deferred_writes = 0;  // writes handed to the worker under back-pressure
   uint64_t snapshots_open = 0;   // SNAPSHOT_OPEN handles not closed yet
   SubscriptionStats subscriptions;
+  uint64_t streams_open = 0, stream_chunks = 0, stream_bytes = 0, stream_unloads = 0;
   int lod_levels = 0;      // 0: no LOD pyramid
   uint64_t lod_dirty = 0;  // LOD nodes waiting to be rebuilt
 };
@@ -138,6 +142,7 @@ class Server {
   std::atomic<uint64_t> unsent_{0};     // reply bytes queued on all connections
   std::atomic<uint64_t> deferred_writes_{0};
   std::atomic<int64_t> snapshots_open_{0};
+  StreamCounters stream_counters_;
 
   // One worker for requests that wait on the disk (FLUSH, writes under
   // back-pressure), so that no I/O thread does and a client spamming them

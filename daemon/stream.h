@@ -1,0 +1,158 @@
+// Streaming sessions (protocol/PROTOCOL.md, "Streaming"): the server sends
+// a shard the chunks around its viewers, nearest and most approached
+// first, at a LOD chosen by distance, within a byte budget and a window.
+//
+// StreamPlan is the geometry: which nodes (level, code) each viewer needs
+// and in which order. Distances are Euclidean in the voxel grid, in metres
+// (voxel size of the world frame), from a viewer to the nearest point of a
+// node's box (0 inside it):
+//   - levels, top-down from the pyramid's top level (lod_distance 0 or no
+//     pyramid: level 0 only): a node of level l >= 1 closer than
+//     lod_distance * 2^(l-1) is replaced by its 8 children, so the nodes
+//     chosen tile space, fine near the viewer and coarse far away;
+//   - a chosen node is wanted while its distance is <= the view distance;
+//   - priority: min(d, d') where d' is the distance from the position the
+//     viewer will have in kLookAheadSeconds at its velocity, so what a
+//     viewer approaches comes before what it leaves behind;
+//   - a node sent earlier is to be unloaded once every viewer is farther
+//     than 1.5 x its view distance from it.
+//
+// Stream is one connection's session: it reads the planned nodes (chunks
+// from the database, LOD nodes from the pyramid), skips those that do not
+// exist (version 0) and those the shard has at that version already, and
+// queues STREAM_DATA frames while (a) the connection's unsent bytes are
+// under the window and (b) a token bucket of budget bytes per second has
+// tokens. Changes come from the change feed: a changed chunk the shard was
+// sent, or needs, is sent again at its new version; a changed chunk's LOD
+// ancestors are re-read once the pyramid has rebuilt them.
+//
+// Thread-safety: StreamPlan is a value type. A Stream is used on its
+// connection's strand only.
+#ifndef VOXDB_DAEMON_STREAM_H_
+#define VOXDB_DAEMON_STREAM_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "daemon/asio.h"
+#include "engine/database.h"
+#include "engine/lod.h"
+#include "protocol/messages.h"
+
+namespace voxdb::daemon {
+
+// A node of the LOD pyramid; level 0 is a chunk.
+struct NodeKey {
+  uint8_t level = 0;
+  uint64_t code = 0;
+  friend auto operator<=>(const NodeKey&, const NodeKey&) = default;
+};
+
+class StreamPlan {
+ public:
+  static constexpr double kLookAheadSeconds = 2.0;
+  static constexpr double kUnloadFactor = 1.5;
+
+  StreamPlan(const engine::WorldFrame& frame, int lod_levels);
+  void Set(const std::vector<protocol::Viewer>& viewers, double lod_distance_m);
+
+  struct Want {
+    NodeKey key;
+    double priority_m = 0;  // smaller first
+  };
+  // Every node some viewer needs, each once (at each level it is needed
+  // at), in priority order (ties: by level, then code).
+  std::vector<Want> Wanted() const;
+  // Where level `level` starts: nodes of that level closer than this are
+  // split (0 for level 0).
+  double LevelStart(int level) const;
+  // Distance in metres from a viewer to the nearest point of `key`'s box.
+  double Distance(const protocol::Viewer& v, const NodeKey& key) const;
+  // Whether every viewer is beyond kUnloadFactor x its view distance.
+  bool ShouldUnload(const NodeKey& key) const;
+  const std::vector<protocol::Viewer>& viewers() const { return viewers_; }
+
+ private:
+  double Distance(double x, double y, double z, const NodeKey& key) const;
+  engine::WorldFrame frame_;
+  int lod_levels_;
+  double lod_distance_m_ = 0;
+  std::vector<protocol::Viewer> viewers_;
+};
+
+struct StreamOptions {
+  uint32_t default_window_bytes = 4u << 20;
+  size_t max_frame_bytes = 256u << 10;  // a STREAM_DATA payload, about
+  std::chrono::milliseconds tick{50};   // changes and LOD rebuilds are looked at this often
+  size_t max_viewers = 64;
+  double max_view_distance_m = 8000;
+};
+
+struct StreamCounters {
+  std::atomic<uint64_t> open{0}, chunks{0}, bytes{0}, unloads{0};
+};
+
+class Stream : public std::enable_shared_from_this<Stream> {
+ public:
+  // `send` queues a whole frame on the connection; `unsent` says how many
+  // bytes the connection has queued and not written. `lod` may be null.
+  Stream(asio::any_io_executor executor, engine::Database* db, engine::LodPyramid* lod,
+         const StreamOptions& options, StreamCounters* counters,
+         std::function<void(std::vector<uint8_t>)> send, std::function<uint64_t()> unsent);
+  ~Stream();
+
+  // STREAM_UPDATE: validates and applies (call Pump() after); INVALID for
+  // bad values.
+  absl::Status Update(const protocol::StreamUpdateRequest& request);
+  // Sends what it can now (the connection calls it again when it drained).
+  void Pump();
+  // STREAM_CLOSE or the connection's end: no frame after this.
+  void Stop();
+  // True when the last Pump() stopped at the window.
+  bool waiting_drain() const { return waiting_drain_; }
+  uint64_t window() const { return window_; }
+
+ private:
+  // Pump() again after `delay` (or sooner, if already armed sooner).
+  void Arm(std::chrono::milliseconds delay);
+  void Replan();
+  void TakeChanges();
+  // Appends the node's item if it exists and the shard lacks this version.
+  void Read(const NodeKey& key, protocol::StreamDataPush* push, size_t* bytes);
+
+  asio::steady_timer timer_;
+  engine::Database* db_;
+  engine::LodPyramid* lod_;
+  const StreamOptions options_;
+  StreamCounters* counters_;
+  std::function<void(std::vector<uint8_t>)> send_;
+  std::function<uint64_t()> unsent_;
+  StreamPlan plan_;
+  uint64_t budget_ = 0;  // bytes per second; 0: none
+  uint64_t window_ = 0;
+  double tokens_ = 0;
+  std::chrono::steady_clock::time_point refilled_;
+  bool stopped_ = false;
+  bool armed_ = false;
+  std::chrono::steady_clock::time_point armed_deadline_;
+  bool waiting_drain_ = false;
+
+  std::vector<StreamPlan::Want> queue_;  // the plan, in order
+  size_t next_ = 0;
+  std::set<NodeKey> wanted_;
+  std::vector<NodeKey> urgent_;            // changed nodes to read first
+  std::map<NodeKey, uint64_t> known_;      // version read (0: absent); sent if > 0
+  std::map<NodeKey, uint64_t> stale_lod_;  // LOD nodes to re-read, and the version they need
+  std::vector<NodeKey> unloads_;           // to tell the shard
+  uint64_t feed_cursor_ = 0;
+};
+
+}  // namespace voxdb::daemon
+
+#endif  // VOXDB_DAEMON_STREAM_H_
