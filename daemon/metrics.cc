@@ -211,6 +211,28 @@ class Metrics::Collector : public prometheus::Collectable {
     out->push_back(Single("voxdb_snapshots_open",
                           "Snapshots (SNAPSHOT_OPEN) open, each holding an LMDB reader",
                           MetricType::Gauge, d(s.snapshots_open)));
+    // Subscriptions and streams.
+    out->push_back(Single("voxdb_subscribers", "Subscriptions open (SUBSCRIBE)", MetricType::Gauge,
+                          d(s.subscriptions.subscribers)));
+    out->push_back(Single("voxdb_subscription_events_total", "Change events pushed to subscribers",
+                          MetricType::Counter, d(s.subscriptions.events_pushed)));
+    out->push_back(Single("voxdb_subscribers_cut_off_total",
+                          "Subscribers disconnected for falling behind the change window",
+                          MetricType::Counter, d(s.subscriptions.cut_off)));
+    out->push_back(Single("voxdb_subscription_lag_writes",
+                          "Writes the furthest-behind subscription has not been sent yet",
+                          MetricType::Gauge, d(s.subscriptions.lag)));
+    MetricFamily delay = Family("voxdb_event_delay_seconds",
+                                "Time from a change becoming durable to its event being queued",
+                                MetricType::Histogram);
+    AddHistogram(&delay, metrics_->event_delay_seconds_, {}, /*skip_empty=*/false);
+    out->push_back(std::move(delay));
+    out->push_back(Single("voxdb_streams_open", "Streaming sessions open (STREAM_UPDATE)",
+                          MetricType::Gauge, d(s.streams_open)));
+    out->push_back(Single("voxdb_stream_bytes_total", "STREAM_DATA bytes queued",
+                          MetricType::Counter, d(s.stream_bytes)));
+    out->push_back(Single("voxdb_stream_chunks_total", "Chunks and LOD nodes streamed",
+                          MetricType::Counter, d(s.stream_chunks)));
     if (s.lod_levels > 0) {
       out->push_back(Single("voxdb_lod_dirty_nodes", "LOD pyramid nodes waiting to be rebuilt",
                             MetricType::Gauge, d(s.lod_dirty)));
@@ -313,6 +335,7 @@ Metrics::Metrics()
     : commit_seconds_(LatencyBounds()),
       commit_writes_({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384}),
       flush_seconds_({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}),
+      event_delay_seconds_(LatencyBounds()),
       collector_(std::make_shared<Collector>(this)) {
   opcode_of_row_.push_back(0);  // row 0: "UNKNOWN"
   for (int op = 0; op < 256; ++op) {
@@ -348,6 +371,10 @@ void Metrics::OnRequest(uint8_t opcode, WireStatus status,
   requests_[row * kStatuses + StatusIndex(status)].fetch_add(1, std::memory_order_relaxed);
   latency_[row]->Observe(std::chrono::duration<double>(elapsed).count());
   if (status != WireStatus::kOk) OnError(status);
+}
+
+void Metrics::OnEventDelay(std::chrono::steady_clock::duration delay) {
+  event_delay_seconds_.Observe(std::chrono::duration<double>(delay).count());
 }
 
 void Metrics::OnError(WireStatus status) {

@@ -86,6 +86,9 @@ class Metrics {
                  std::chrono::steady_clock::duration elapsed);
   // An error status sent inside an OK reply (a GET_CHUNKS entry's).
   void OnError(protocol::WireStatus status);
+  // An EVENTS frame was queued: the time since its oldest change became
+  // durable (the subscription dispatcher's thread).
+  void OnEventDelay(std::chrono::steady_clock::duration delay);
 
   // Serves GET /metrics on address:port (port 0: any free port), reading
   // `db` and `server` at each scrape; they must stay valid until
@@ -99,7 +102,7 @@ class Metrics {
 
  private:
   friend class Collector;
-  static constexpr int kStatuses = 16;  // WireStatus 0..14, then "unknown"
+  static constexpr int kStatuses = 17;  // WireStatus 0..15, then "unknown"
 
   static int StatusIndex(protocol::WireStatus status);
 
@@ -113,6 +116,7 @@ class Metrics {
   AtomicHistogram commit_seconds_;
   AtomicHistogram commit_writes_;
   AtomicHistogram flush_seconds_;
+  AtomicHistogram event_delay_seconds_;
 
   std::shared_ptr<Collector> collector_;
   std::unique_ptr<prometheus::Exposer> exposer_;

@@ -1106,7 +1106,7 @@ Server::Server(const ServerOptions& options, engine::Database* db)
     : options_(options),
       db_(db),
       acceptor_(io_),
-      hub_(std::make_unique<SubscriptionHub>(db, options.subscriptions)) {
+      hub_(std::make_unique<SubscriptionHub>(db, options.subscriptions, options.metrics)) {
   background_ = std::thread([this] {
     for (;;) {
       std::function<void()> task;

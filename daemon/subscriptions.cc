@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_format.h"
 #include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "protocol/frame.h"
 
 namespace voxdb::daemon {
@@ -39,8 +40,9 @@ void SubscriptionHub::Signal::Notify() {
   cv.notify_one();
 }
 
-SubscriptionHub::SubscriptionHub(engine::Database* db, const SubscriptionOptions& options)
-    : db_(db), options_(options) {
+SubscriptionHub::SubscriptionHub(engine::Database* db, const SubscriptionOptions& options,
+                                 Metrics* metrics)
+    : db_(db), options_(options), metrics_(metrics) {
   db_->changes().AddListener([signal = signal_] { signal->Notify(); });
   thread_ = std::thread([this] { Run(); });
 }
@@ -184,6 +186,7 @@ bool SubscriptionHub::Serve(Subscription& sub) {
   std::vector<uint8_t> out(protocol::kHeaderSize + 4);
   uint32_t n = 0;
   uint64_t done = cursor;
+  std::optional<std::chrono::steady_clock::time_point> oldest;  // of the events sent
   bool more = records.size() == kRecordsPerPass;
   protocol::ChangeEvent event;
   for (const auto& rec : records) {
@@ -202,6 +205,7 @@ bool SubscriptionHub::Serve(Subscription& sub) {
         event.material = rec->material;
         event.EncodeTo(&out);
         ++n;
+        if (!oldest) oldest = rec->durable;
       }
     }
     for (const engine::ChangedChunk& c : rec->chunks) {
@@ -232,6 +236,7 @@ bool SubscriptionHub::Serve(Subscription& sub) {
       }
       event.EncodeTo(&out);
       ++n;
+      if (!oldest) oldest = rec->durable;
     }
   }
   sub.cursor = done;
@@ -244,6 +249,7 @@ bool SubscriptionHub::Serve(Subscription& sub) {
   protocol::EncodeHeader(h, static_cast<uint32_t>(out.size() - protocol::kHeaderSize), out.data());
   events_ += n;
   ++frames_;
+  if (metrics_ != nullptr) metrics_->OnEventDelay(std::chrono::steady_clock::now() - *oldest);
   target->Push(std::move(out));
   return more;
 }

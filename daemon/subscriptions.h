@@ -37,6 +37,8 @@
 
 namespace voxdb::daemon {
 
+class Metrics;
+
 // The connection side of a subscription (daemon/server.cc).
 class PushTarget {
  public:
@@ -68,7 +70,8 @@ struct SubscriptionStats {
 
 class SubscriptionHub {
  public:
-  SubscriptionHub(engine::Database* db, const SubscriptionOptions& options);
+  // `metrics` (may be null) is told each frame's delay.
+  SubscriptionHub(engine::Database* db, const SubscriptionOptions& options, Metrics* metrics);
   ~SubscriptionHub();  // stops the dispatcher
 
   // Adds subscription `id` of `target` (an id the caller keeps unique per
@@ -99,6 +102,7 @@ class SubscriptionHub {
 
   engine::Database* db_;
   const SubscriptionOptions options_;
+  Metrics* metrics_;
   mutable std::mutex mu_;
   std::map<std::pair<const PushTarget*, uint64_t>, std::shared_ptr<Subscription>> subs_;  // mu_
   // The dispatcher's wake-up, shared with the feed's listener (which may

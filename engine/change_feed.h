@@ -17,6 +17,7 @@
 #ifndef VOXDB_ENGINE_CHANGE_FEED_H_
 #define VOXDB_ENGINE_CHANGE_FEED_H_
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -47,6 +48,8 @@ struct ChangeRecord {
   std::vector<ChangedChunk> chunks;
   VoxelBox box;          // kWriteBox: the box written; kFillBox: the fill's box
   uint8_t material = 0;  // kFillBox
+  // When its journal commit was known durable (set by the publisher).
+  std::chrono::steady_clock::time_point durable;
 
   // Memory held, for the feed's byte budget.
   size_t MemoryUsage() const;

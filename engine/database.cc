@@ -217,8 +217,8 @@ class Database::Impl {
   struct Pending {
     uint64_t seq;
     std::vector<uint8_t> record;
-    WriteDone done;                              // null in async mode (already acknowledged)
-    std::shared_ptr<const ChangeRecord> change;  // for the change feed
+    WriteDone done;                        // null in async mode (already acknowledged)
+    std::shared_ptr<ChangeRecord> change;  // for the change feed
   };
   // A chunk as read: the cached/stored chunk, or null for "reads as fills".
   struct ChunkRef {
@@ -1329,8 +1329,11 @@ void Database::Impl::CommitterLoop() {
 void Database::Impl::Publish(const std::vector<Pending>& batch) {
   std::vector<std::shared_ptr<const ChangeRecord>> records;
   records.reserve(batch.size());
+  const auto now = std::chrono::steady_clock::now();
   for (const Pending& p : batch) {
-    if (p.change) records.push_back(p.change);
+    if (!p.change) continue;
+    p.change->durable = now;  // not shared before this
+    records.push_back(p.change);
   }
   feed_->Publish(std::move(records));
 }

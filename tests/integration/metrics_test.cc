@@ -129,6 +129,11 @@ TEST(DaemonMetricsTest, CountersFollowALoadAndThePagePassesPromtool) {
   ASSERT_NE(admin, nullptr);
   ASSERT_OK(admin->Hello(Secret(kAdminToken)).status());
   for (int i = 0; i < kPings; ++i) ASSERT_OK(admin->Call(Opcode::kPing, {}).status());
+  // A subscription over every write below (its events are left unread).
+  protocol::SubscribeRequest sub;
+  sub.region.kind = protocol::QueryKind::kBox;
+  sub.region.box = {{kX, kY, kZ}, {kX + kSets * 200, kY + 1, kZ + 1}};
+  ASSERT_OK(admin->Subscribe(sub).status());
   for (int i = 0; i < kSets; ++i) {
     const uint64_t x = kX + static_cast<uint64_t>(i) * 200;  // a few chunks
     protocol::SetVoxelsRequest set{{{{x, kY, kZ}, static_cast<uint8_t>(1 + i)}}};
@@ -184,6 +189,14 @@ TEST(DaemonMetricsTest, CountersFollowALoadAndThePagePassesPromtool) {
   EXPECT_GT(Value(m, "voxdb_network_receive_bytes_total"), 0);
   EXPECT_GT(Value(m, "voxdb_network_transmit_bytes_total"), 0);
   EXPECT_EQ(Value(m, "voxdb_snapshots_open"), 0);
+  EXPECT_EQ(Value(m, Requests("SUBSCRIBE", "OK")), 1);
+  EXPECT_EQ(Value(m, "voxdb_subscribers"), 1);
+  EXPECT_EQ(Value(m, "voxdb_subscription_events_total"), kSets);
+  EXPECT_EQ(Value(m, "voxdb_subscribers_cut_off_total"), 0);
+  EXPECT_EQ(Value(m, "voxdb_subscription_lag_writes"), 0);
+  EXPECT_GE(Value(m, "voxdb_event_delay_seconds_count"), 1);
+  EXPECT_LE(Value(m, "voxdb_event_delay_seconds_count"), kSets);
+  EXPECT_EQ(Value(m, "voxdb_streams_open"), 0);
   EXPECT_GE(Value(m, "voxdb_lod_dirty_nodes"), 0);
   // The journal: one record per acknowledged write, in commits of some size.
   EXPECT_GE(Value(m, "voxdb_journal_records_total"), kSets);
