@@ -34,7 +34,7 @@ uint64_t CodeOf(const Database& db, VoxelCoord v) {
   return MortonEncode(c.x, c.y, c.z);
 }
 
-TEST(ChangeFeedTest, EveryKindOfWriteIsPublishedInCommitOrderOnceAcknowledged) {
+TEST(DatabaseChangeFeedTest, EveryKindOfWriteIsPublishedInCommitOrderOnceAcknowledged) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
   ChangeFeed& feed = db->changes();
@@ -92,7 +92,7 @@ TEST(ChangeFeedTest, EveryKindOfWriteIsPublishedInCommitOrderOnceAcknowledged) {
   EXPECT_EQ(feed.last_seq(), deleted.version);
 }
 
-TEST(ChangeFeedTest, ConcurrentWritersAppearInSequenceOrderWithNoneMissing) {
+TEST(DatabaseChangeFeedTest, ConcurrentWritersAppearInSequenceOrderWithNoneMissing) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
   constexpr int kThreads = 4, kWrites = 200;
@@ -111,7 +111,7 @@ TEST(ChangeFeedTest, ConcurrentWritersAppearInSequenceOrderWithNoneMissing) {
   for (size_t i = 0; i < records.size(); ++i) EXPECT_EQ(records[i]->seq, i + 1);
 }
 
-TEST(ChangeFeedTest, DroppedRecordsMakeAGapAndAReopenedDatabaseStartsAfterItsLastWrite) {
+TEST(DatabaseChangeFeedTest, DroppedRecordsMakeAGapAndAReopenedDatabaseStartsAfterItsLastWrite) {
   TempDir dir;
   DatabaseOptions options = TestOptions();
   options.changes.max_records = 3;
@@ -146,7 +146,7 @@ TEST(ChangeFeedTest, DroppedRecordsMakeAGapAndAReopenedDatabaseStartsAfterItsLas
   EXPECT_EQ(ReadAll(db->changes(), last).size(), 1u);
 }
 
-TEST(ChangeFeedTest, TheByteBudgetBoundsTheRetainedRecords) {
+TEST(DatabaseChangeFeedTest, TheByteBudgetBoundsTheRetainedRecords) {
   ChangeFeedOptions options;
   options.max_bytes = 64 << 10;
   ChangeFeed feed(options, 0);
@@ -166,7 +166,7 @@ TEST(ChangeFeedTest, TheByteBudgetBoundsTheRetainedRecords) {
   EXPECT_EQ(feed.resume_floor(), 100 - feed.records());
 }
 
-TEST(ChangeFeedTest, AsyncWritesArePublishedWhenTheirCommitIsDone) {
+TEST(DatabaseChangeFeedTest, AsyncWritesArePublishedWhenTheirCommitIsDone) {
   TempDir dir;
   DatabaseOptions options = TestOptions();
   options.durability = Durability::kAsync;
