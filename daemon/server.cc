@@ -989,7 +989,6 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         wake_hub_on_drain_.exchange(false)) {
       server_->hub_->Wake();
     }
-    if (stream_ && stream_->waiting_drain() && PushBacklog() < stream_->window()) stream_->Pump();
     while (n > 0) {
       const size_t left = outbox_.front().size() - front_offset_;
       if (n < left) {
@@ -1000,6 +999,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       front_offset_ = 0;
       outbox_.pop_front();
     }
+    if (stream_ && stream_->waiting_drain() && PushBacklog() < stream_->window()) stream_->Pump();
     MaybeResume();
     Write();
   }

@@ -161,8 +161,8 @@ absl::Status Stream::Update(const protocol::StreamUpdateRequest& r) {
   if (r.lod_distance_m < 0) {
     return absl::InvalidArgumentError("the LOD distance must be >= 0 (0: level 0 everywhere)");
   }
-  if (r.window_bytes != 0 && r.window_bytes < 64 * 1024) {
-    return absl::InvalidArgumentError("the window must be at least 64 KiB (0: the default)");
+  if (r.window_bytes != 0 && (r.window_bytes < (64u << 10) || r.window_bytes > (64u << 20))) {
+    return absl::InvalidArgumentError("the window must be in 64 KiB..64 MiB (0: the default)");
   }
   budget_ = r.budget_bytes_per_s;
   window_ = r.window_bytes != 0 ? r.window_bytes : options_.default_window_bytes;

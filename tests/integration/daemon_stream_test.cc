@@ -344,6 +344,8 @@ TEST_F(DaemonStreamTest, BadUpdatesAreRefusedAndTheConnectionStays) {
   update.lod_distance_m = 0;
   update.window_bytes = 100;
   EXPECT_EQ(protocol::ServerStatusOf(c->StreamUpdate(update)), protocol::WireStatus::kInvalid);
+  update.window_bytes = 128u << 20;
+  EXPECT_EQ(protocol::ServerStatusOf(c->StreamUpdate(update)), protocol::WireStatus::kInvalid);
   update.window_bytes = 0;
   EXPECT_OK(c->StreamUpdate(update));  // an empty world: nothing to send
   EXPECT_TRUE(Drain(*c, std::chrono::milliseconds(200)).empty());
