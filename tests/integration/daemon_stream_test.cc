@@ -331,6 +331,40 @@ TEST_F(DaemonStreamTest, TheBudgetIsHonouredAndAStalledShardSlowsOnlyItsOwnStrea
   EXPECT_GE(Stat("stream_chunks"), 32u);
 }
 
+// Changes dropped from the change window before the stream saw them make it
+// read every node again: still nothing the shard has is sent twice.
+TEST_F(DaemonStreamTest, AfterMissedChangesNothingIsSentTwice) {
+  daemon_ = std::make_unique<DaemonProcess>(VOXDBD_PATH, dir_.Sub("gap"),
+                                            std::vector<std::string>{"--change-window", "2"});
+  writer_ = Connect();
+  protocol::SetVoxelsRequest world;
+  for (uint32_t cx = kCx; cx < kCx + 4; ++cx) {
+    world.edits.push_back({{cx * kEdge, kCy * kEdge, kCz * kEdge}, 3});
+  }
+  ASSERT_OK(writer_->SetVoxels(world).status());
+  auto shard = Connect();
+  protocol::StreamUpdateRequest update;
+  update.viewers = {{1, (kCx + 2.0) * kEdge, kCy * kEdge + 64.0, kCz * kEdge + 64.0, 0, 0, 0, 100}};
+  ASSERT_OK(shard->StreamUpdate(update));
+  EXPECT_EQ(Drain(*shard, std::chrono::milliseconds(300)).size(), 4u);
+  // Far away, many at once: the stream's cursor falls out of the window.
+  std::vector<protocol::Request> far;
+  for (uint64_t i = 0; i < 20; ++i) {
+    far.push_back(
+        {protocol::Opcode::kSetVoxels,
+         protocol::SetVoxelsRequest{{{{(kCx + 100) * kEdge + i, kCy * kEdge, kCz * kEdge}, 1}}}
+             .Encode()});
+  }
+  for (const auto& r : writer_->CallBatch(far)) ASSERT_OK(r.status());
+  EXPECT_TRUE(Drain(*shard, std::chrono::milliseconds(300)).empty());
+  // A change in range still comes, once.
+  ASSERT_OK_AND_ASSIGN(uint64_t v,
+                       writer_->SetVoxels({{{{kCx * kEdge + 1, kCy * kEdge, kCz * kEdge}, 4}}}));
+  const auto items = Drain(*shard, std::chrono::milliseconds(300));
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].version, v);
+}
+
 TEST_F(DaemonStreamTest, BadUpdatesAreRefusedAndTheConnectionStays) {
   auto c = Connect();
   protocol::StreamUpdateRequest update;
