@@ -142,8 +142,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       self->push_posted_ -= size;
       uint64_t id = 0;
       for (int i = 7; i >= 0; --i) id = id << 8 | frame[8 + i];
-      // Not after UNSUBSCRIBE's reply, even if the dispatcher built it before.
-      if (self->subscriptions_.count(id) == 0) return;
+      // Not after UNSUBSCRIBE's reply, even if the dispatcher built it before;
+      // nothing new while shutting down (it would keep the drain waiting).
+      if (self->subscriptions_.count(id) == 0 || self->server_->stopping_) return;
       self->Enqueue(std::move(frame));
     });
   }
@@ -560,7 +561,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       stream_ = std::make_shared<Stream>(
           socket_.get_executor(), server_->db_, options_.lod, options_.streams,
           &server_->stream_counters_,
-          [this](std::vector<uint8_t> frame) { Enqueue(std::move(frame)); },
+          [this](std::vector<uint8_t> frame) {
+            if (!server_->stopping_) Enqueue(std::move(frame));  // see Push()
+          },
           [this] { return PushBacklog(); });
     }
     const absl::Status s = stream_->Update(*req);
