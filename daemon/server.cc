@@ -64,6 +64,9 @@ void AppendLE(std::vector<uint8_t>* out, T v) {
   Append(out, b, sizeof b);
 }
 
+// Whether a whole frame in a buffer was pushed (EVENTS, STREAM_DATA).
+bool IsPush(const std::vector<uint8_t>& frame) { return frame[6] & protocol::kFlagPush; }
+
 protocol::Voxel3 FromVoxel(const engine::VoxelCoord& v) { return {v.x, v.y, v.z}; }
 protocol::Box FromBox(const engine::VoxelBox& b) { return {FromVoxel(b.lo), FromVoxel(b.hi)}; }
 
@@ -144,7 +147,10 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       for (int i = 7; i >= 0; --i) id = id << 8 | frame[8 + i];
       // Not after UNSUBSCRIBE's reply, even if the dispatcher built it before;
       // nothing new while shutting down (it would keep the drain waiting).
-      if (self->subscriptions_.count(id) == 0 || self->server_->stopping_) return;
+      if (self->subscriptions_.count(id) == 0 || self->server_->stopping_) {
+        self->Drained();  // what waited on these bytes may go on
+        return;
+      }
       self->Enqueue(std::move(frame));
     });
   }
@@ -946,6 +952,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     if (outbox_.empty()) last_send_progress_ = Clock::now();
     outbox_bytes_ += frame.size();
     server_->unsent_ += frame.size();
+    if (!IsPush(frame)) server_->unsent_replies_ += frame.size();
     outbox_.push_back(std::move(frame));
     if (!writing_) Write();
   }
@@ -988,9 +995,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     server_->bytes_out_ += n;
     server_->unsent_ -= n;
     outbox_bytes_ -= n;
-    if (wake_hub_on_drain_ && PushBacklog() < options_.subscriptions.push_window_bytes / 2 &&
-        wake_hub_on_drain_.exchange(false)) {
-      server_->hub_->Wake();
+    // Replies' bytes among them, frame by frame.
+    for (size_t i = 0, left = n, offset = front_offset_; left > 0 && i < outbox_.size(); ++i) {
+      const size_t part = std::min(left, outbox_[i].size() - offset);
+      if (!IsPush(outbox_[i])) server_->unsent_replies_ -= part;
+      left -= part;
+      offset = 0;
     }
     while (n > 0) {
       const size_t left = outbox_.front().size() - front_offset_;
@@ -1002,9 +1012,19 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       front_offset_ = 0;
       outbox_.pop_front();
     }
-    if (stream_ && stream_->waiting_drain() && PushBacklog() < stream_->window()) stream_->Pump();
+    Drained();
     MaybeResume();
     Write();
+  }
+
+  // Queued bytes went (written, or dropped before queueing): subscriptions
+  // and the stream waiting for room go on.
+  void Drained() {
+    if (wake_hub_on_drain_ && PushBacklog() < options_.subscriptions.push_window_bytes / 2 &&
+        wake_hub_on_drain_.exchange(false)) {
+      server_->hub_->Wake();
+    }
+    if (stream_ && stream_->waiting_drain() && PushBacklog() < stream_->window()) stream_->Pump();
   }
 
   // The idle and send timeouts, checked on one periodic timer.
@@ -1064,6 +1084,10 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
 
   void ReleaseOutbox() {
     server_->unsent_ -= outbox_bytes_;
+    for (size_t i = 0; i < outbox_.size(); ++i) {
+      if (!IsPush(outbox_[i]))
+        server_->unsent_replies_ -= outbox_[i].size() - (i == 0 ? front_offset_ : 0);
+    }
     outbox_bytes_ = 0;
     outbox_.clear();
     front_offset_ = 0;
@@ -1218,6 +1242,7 @@ void Server::RunBackground(std::function<void()> task) {
 }
 
 void Server::JoinBackground() {
+  hub_->Stop();  // the dispatcher reads the database too
   {
     std::lock_guard<std::mutex> l(background_mu_);
     if (background_stop_) return;
@@ -1268,7 +1293,9 @@ void Server::Stop() {
 // Polls until every request in flight is answered and its reply written
 // (or the deadline passes), then stops the loop.
 void Server::Drain(Clock::time_point deadline) {
-  if ((in_flight_ == 0 && unsent_ == 0) || Clock::now() >= deadline) {
+  // Pushed data (events, streams) owed to clients that do not read is not
+  // waited for: only replies.
+  if ((in_flight_ == 0 && unsent_replies_ == 0) || Clock::now() >= deadline) {
     io_.stop();
     return;
   }

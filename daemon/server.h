@@ -126,6 +126,8 @@ class Server {
 
   ServerOptions options_;
   engine::Database* db_;
+  // Before io_: streams the I/O context still holds count into it.
+  StreamCounters stream_counters_;
   asio::io_context io_;
   tcp::acceptor acceptor_;
   // After io_: destroyed (its dispatcher stopped) before the I/O context.
@@ -138,11 +140,11 @@ class Server {
   std::atomic<uint64_t> auth_failures_{0}, permission_denied_{0};
   std::atomic<uint64_t> idle_closed_{0}, slow_closed_{0}, protocol_errors_{0};
   std::atomic<uint64_t> requests_{0}, bytes_in_{0}, bytes_out_{0};
-  std::atomic<uint64_t> in_flight_{0};  // requests answered later (writes, FLUSH)
-  std::atomic<uint64_t> unsent_{0};     // reply bytes queued on all connections
+  std::atomic<uint64_t> in_flight_{0};       // requests answered later (writes, FLUSH)
+  std::atomic<uint64_t> unsent_{0};          // bytes queued on all connections, pushed ones too
+  std::atomic<uint64_t> unsent_replies_{0};  // of which replies: what a drain waits for
   std::atomic<uint64_t> deferred_writes_{0};
   std::atomic<int64_t> snapshots_open_{0};
-  StreamCounters stream_counters_;
 
   // One worker for requests that wait on the disk (FLUSH, writes under
   // back-pressure), so that no I/O thread does and a client spamming them

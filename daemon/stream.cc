@@ -164,6 +164,10 @@ absl::Status Stream::Update(const protocol::StreamUpdateRequest& r) {
   if (r.window_bytes != 0 && (r.window_bytes < (64u << 10) || r.window_bytes > (64u << 20))) {
     return absl::InvalidArgumentError("the window must be in 64 KiB..64 MiB (0: the default)");
   }
+  if (r.budget_bytes_per_s != budget_) {  // a new budget starts from an empty bucket
+    tokens_ = 0;
+    refilled_ = Clock::now();
+  }
   budget_ = r.budget_bytes_per_s;
   window_ = r.window_bytes != 0 ? r.window_bytes : options_.default_window_bytes;
   plan_.Set(r.viewers, r.lod_distance_m);
@@ -209,8 +213,14 @@ void Stream::TakeChanges() {
     }
     if (rec->op == engine::JournalOp::kFillBox) {
       // The chunks that only read as the fill changed too.
+      std::set<NodeKey> touched;
       for (const NodeKey& k : wanted_) {
-        if (!Meets(NodeBox(k), rec->box)) continue;
+        if (Meets(NodeBox(k), rec->box)) touched.insert(k);
+      }
+      for (const auto& [k, version] : known_) {
+        if (Meets(NodeBox(k), rec->box)) touched.insert(k);
+      }
+      for (const NodeKey& k : touched) {
         if (k.level == 0) {
           urgent_.push_back(k);
         } else {
@@ -220,9 +230,13 @@ void Stream::TakeChanges() {
     }
   }
   // LOD nodes rebuilt since: read them again.
+  // NOT_FOUND is final only once the builder has nothing left to do (else
+  // the node's first build may be pending).
+  const bool lod_idle = stale_lod_.empty() || lod_->DirtyCount() == 0;
   for (auto it = stale_lod_.begin(); it != stale_lod_.end();) {
     auto read = lod_->GetLod(it->first.level, it->first.code);
-    if (read.ok() && read->version < it->second) {
+    if ((read.ok() && read->version < it->second) ||
+        (absl::IsNotFound(read.status()) && !lod_idle)) {
       ++it;  // not rebuilt yet
       continue;
     }
@@ -234,10 +248,15 @@ void Stream::TakeChanges() {
 void Stream::Read(const NodeKey& key, protocol::StreamDataPush* push, size_t* bytes) {
   uint64_t version = 0;
   std::vector<uint8_t> record;
+  absl::Status status;
   if (key.level == 0) {
     const engine::ChunkKey k = engine::ChunkKey::FromCode(key.code);
-    (void)db_->GetChunks({&k, 1}, [&](size_t, const engine::ChunkRead& read) {
-      if (!read.status.ok() || read.version == 0) return;
+    status = db_->GetChunks({&k, 1}, [&](size_t, const engine::ChunkRead& read) {
+      if (!read.status.ok()) {
+        status = read.status;
+        return;
+      }
+      if (read.version == 0) return;
       version = read.version;
       record.assign(read.record.begin(), read.record.end());
     });
@@ -246,8 +265,13 @@ void Stream::Read(const NodeKey& key, protocol::StreamDataPush* push, size_t* by
     if (read.ok()) {
       version = read->version;
       record = std::move(read->record);
+    } else if (!absl::IsNotFound(read.status())) {
+      status = read.status();
     }
   }
+  // A node that cannot be read now (CORRUPT, an I/O error) is left as the
+  // shard has it; the next change or plan reads it again.
+  if (!status.ok()) return;
   uint64_t& have = known_[key];
   if (version == have) return;  // absent still, or the shard has this version
   have = version;
@@ -299,6 +323,7 @@ void Stream::Pump() {
       if (!urgent_.empty()) {
         k = urgent_.back();
         urgent_.pop_back();
+        if (wanted_.count(k) == 0 && known_.count(k) == 0) continue;  // unloaded since
       } else if (next_ < queue_.size()) {
         k = queue_[next_++].key;
         if (known_.count(k) > 0) continue;  // read before: changes come as urgent
@@ -323,7 +348,7 @@ void Stream::Pump() {
     h.opcode = static_cast<uint8_t>(protocol::Opcode::kStreamData);
     h.flags = protocol::kFlagPush;
     protocol::EncodeHeader(h, static_cast<uint32_t>(payload.size()), frame.data());
-    tokens_ -= static_cast<double>(frame.size());
+    if (budget_ > 0) tokens_ -= static_cast<double>(frame.size());
     counters_->bytes += frame.size();
     send_(std::move(frame));
   }

@@ -14,6 +14,10 @@ namespace {
 
 // Records read from the feed per subscription per pass.
 constexpr size_t kRecordsPerPass = 4096;
+// Frames are cut between writes; within one write that changed many chunks,
+// chunk records stop being attached past this size (those events carry no
+// detail: read the chunk), so that a frame stays well under the frame limit.
+constexpr size_t kMaxRecordFrameBytes = size_t{32} << 20;
 
 protocol::Box FromBox(const engine::VoxelBox& b) {
   return {{b.lo.x, b.lo.y, b.lo.z}, {b.hi.x, b.hi.y, b.hi.z}};
@@ -47,13 +51,15 @@ SubscriptionHub::SubscriptionHub(engine::Database* db, const SubscriptionOptions
   thread_ = std::thread([this] { Run(); });
 }
 
-SubscriptionHub::~SubscriptionHub() {
+SubscriptionHub::~SubscriptionHub() { Stop(); }
+
+void SubscriptionHub::Stop() {
   {
     std::lock_guard<std::mutex> l(signal_->mu);
     signal_->stop = true;
   }
   signal_->cv.notify_one();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 StatusOr<uint64_t> SubscriptionHub::Add(const std::shared_ptr<PushTarget>& target, uint64_t id,
@@ -69,6 +75,7 @@ StatusOr<uint64_t> SubscriptionHub::Add(const std::shared_ptr<PushTarget>& targe
   sub->band = band;
   sub->detail = detail;
   engine::ChangeFeed& feed = db_->changes();
+  uint64_t start = 0;
   {
     std::lock_guard<std::mutex> l(mu_);
     const auto first = subs_.lower_bound({target.get(), 0});
@@ -92,11 +99,12 @@ StatusOr<uint64_t> SubscriptionHub::Add(const std::shared_ptr<PushTarget>& targe
             absl::StrFormat("resume point %u is past the newest change, %u", *from_seq, last));
       }
     }
-    sub->cursor = from_seq.value_or(last);
+    start = from_seq.value_or(last);
+    sub->cursor = start;
     subs_[{target.get(), id}] = sub;
   }
   if (from_seq) signal_->Notify();  // owed the retained changes now
-  return sub->cursor.load();
+  return start;
 }
 
 bool SubscriptionHub::Remove(const PushTarget* target, uint64_t id) {
@@ -162,15 +170,15 @@ void SubscriptionHub::Run() {
 bool SubscriptionHub::Serve(Subscription& sub) {
   std::shared_ptr<PushTarget> target = sub.target.lock();
   if (!target || sub.removed) return false;
-  if (target->PushBacklog() >= options_.push_window_bytes) {
-    target->WakeWhenDrained();
-    // Still check below whether it fell out of the feed: that cuts it off.
-  }
   const engine::WorldFrame& frame = db_->frame();
   engine::ChangeFeed& feed = db_->changes();
   std::vector<std::shared_ptr<const engine::ChangeRecord>> records;
   const uint64_t cursor = sub.cursor;
-  if (!feed.Read(cursor, kRecordsPerPass, &records)) {
+  // A subscriber over its window only needs to know whether it fell out of
+  // the feed (no copying of records it cannot take).
+  const bool blocked = target->PushBacklog() >= options_.push_window_bytes;
+  if (blocked) target->WakeWhenDrained();
+  if (blocked ? cursor < feed.resume_floor() : !feed.Read(cursor, kRecordsPerPass, &records)) {
     cut_off_++;
     const std::string why = absl::StrFormat(
         "subscription %u fell behind the retained changes (it was sent up to %u; the server "
@@ -180,7 +188,7 @@ bool SubscriptionHub::Serve(Subscription& sub) {
     target->CutOff(why);
     return false;
   }
-  if (records.empty() || target->PushBacklog() >= options_.push_window_bytes) return false;
+  if (blocked || records.empty()) return false;
 
   // The frame: header, then n u32 and the events.
   std::vector<uint8_t> out(protocol::kHeaderSize + 4);
@@ -224,7 +232,8 @@ bool SubscriptionHub::Serve(Subscription& sub) {
           event.detail = protocol::EventDetailKind::kBox;
           event.box = FromBox(engine::Intersect(rec->box, frame.ChunkBox(key.coord())));
         }
-      } else if (sub.detail == protocol::EventDetail::kRecords && c.present) {
+      } else if (sub.detail == protocol::EventDetail::kRecords && c.present &&
+                 out.size() < kMaxRecordFrameBytes) {
         // The record while this version is still current; a newer version
         // has its own event, which carries its record.
         (void)db_->GetChunks({&key, 1}, [&](size_t, const engine::ChunkRead& read) {

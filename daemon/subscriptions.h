@@ -72,7 +72,9 @@ class SubscriptionHub {
  public:
   // `metrics` (may be null) is told each frame's delay.
   SubscriptionHub(engine::Database* db, const SubscriptionOptions& options, Metrics* metrics);
-  ~SubscriptionHub();  // stops the dispatcher
+  ~SubscriptionHub();  // Stop()s
+  // Stops the dispatcher (it reads the database): before the database goes.
+  void Stop();
 
   // Adds subscription `id` of `target` (an id the caller keeps unique per
   // target). REQUIRES: index::CheckRegionAndBand(region, band) is OK.

@@ -409,6 +409,8 @@ Status Database::Impl::Open(const std::string& dir) {
     last_seq_ = last;
   }
   VOXDB_RETURN_IF_ERROR(Replay());
+  changed_.clear();  // what replay committed is before the feed
+  changed_.shrink_to_fit();
   committed_seq_ = next_seq_ - 1;
   feed_ = std::make_unique<ChangeFeed>(options_.changes, next_seq_ - 1);
   committer_ = std::thread([this] { CommitterLoop(); });

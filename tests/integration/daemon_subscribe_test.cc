@@ -3,9 +3,11 @@
 // other's changes in order exactly once, resume after a disconnection, and
 // a subscriber that never reads is cut off without holding the others up.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <map>
 #include <memory>
 #include <set>
@@ -356,6 +358,34 @@ TEST_F(DaemonSubscribeTest, ASubscriberThatNeverReadsIsCutOffWithoutHoldingUpThe
   // of records the stalled subscriber was owed.
   EXPECT_LT(max_unsent, uint64_t{4} << 20);
   EXPECT_GT(kWrites * noise.size(), size_t{40} << 20);
+}
+
+// SIGTERM waits for replies in flight, not for events a client does not read.
+TEST_F(DaemonSubscribeTest, UnreadEventsDoNotHoldUpAShutdown) {
+  Start({"--shutdown-timeout", "20s"});
+  auto writer = Connect(), stalled = Connect();
+  auto records = BoxSubscription(Chunks(0, 4));
+  records.detail = protocol::EventDetail::kRecords;
+  ASSERT_OK(stalled->Subscribe(records).status());
+  std::vector<uint8_t> noise(kEdge * kEdge * 8);
+  uint32_t x = 3;
+  for (int i = 0; i < 200 && Stat(*writer, "unsent_bytes") < (uint64_t{1} << 20); ++i) {
+    for (auto& v : noise) {
+      x = x * 1664525u + 1013904223u;
+      v = static_cast<uint8_t>(x >> 24);
+    }
+    const uint64_t dx = static_cast<uint64_t>(i) % 4;
+    ASSERT_OK(writer
+                  ->WriteBox({{(kCx + dx) * kEdge, kCy * kEdge, kCz * kEdge},
+                              {(kCx + dx + 1) * kEdge, (kCy + 1) * kEdge, kCz * kEdge + 8}},
+                             noise)
+                  .status());
+  }
+  ASSERT_GE(Stat(*writer, "unsent_bytes"), uint64_t{1} << 20);
+  const auto start = std::chrono::steady_clock::now();
+  const int status = daemon_->StopWith(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
 }
 
 }  // namespace
