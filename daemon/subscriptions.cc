@@ -26,11 +26,13 @@ protocol::Box FromBox(const engine::VoxelBox& b) {
 }  // namespace
 
 struct SubscriptionHub::Subscription {
+  explicit Subscription(index::RegionMatcher m) : matcher(std::move(m)) {}
   std::weak_ptr<PushTarget> target;
   const PushTarget* key = nullptr;
   uint64_t id = 0;
   index::Region region;
   std::optional<index::AltitudeBand> band;
+  index::RegionMatcher matcher;
   protocol::EventDetail detail = protocol::EventDetail::kNone;
   std::atomic<uint64_t> cursor{0};  // the last seq looked at; written by the dispatcher
   std::atomic<bool> removed{false};
@@ -67,7 +69,7 @@ StatusOr<uint64_t> SubscriptionHub::Add(const std::shared_ptr<PushTarget>& targe
                                         const std::optional<index::AltitudeBand>& band,
                                         protocol::EventDetail detail,
                                         std::optional<uint64_t> from_seq) {
-  auto sub = std::make_shared<Subscription>();
+  auto sub = std::make_shared<Subscription>(index::RegionMatcher(region, band));
   sub->target = target;
   sub->key = target.get();
   sub->id = id;
@@ -151,102 +153,164 @@ void SubscriptionHub::Run() {
       if (signal_->stop) return;
       signal_->wake = false;
     }
-    bool more = true;
-    while (more) {
-      more = false;
-      std::vector<std::shared_ptr<Subscription>> subs;
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        subs.reserve(subs_.size());
-        for (const auto& [key, sub] : subs_) subs.push_back(sub);
-      }
-      for (const auto& sub : subs) more |= Serve(*sub);
+    while (Pass()) {
       std::lock_guard<std::mutex> l(signal_->mu);
       if (signal_->stop) return;
     }
   }
 }
 
-bool SubscriptionHub::Serve(Subscription& sub) {
-  std::shared_ptr<PushTarget> target = sub.target.lock();
-  if (!target || sub.removed) return false;
-  const engine::WorldFrame& frame = db_->frame();
-  engine::ChangeFeed& feed = db_->changes();
-  std::vector<std::shared_ptr<const engine::ChangeRecord>> records;
-  const uint64_t cursor = sub.cursor;
-  // A subscriber over its window only needs to know whether it fell out of
-  // the feed (no copying of records it cannot take).
-  const bool blocked = target->PushBacklog() >= options_.push_window_bytes;
-  if (blocked) target->WakeWhenDrained();
-  if (blocked ? cursor < feed.resume_floor() : !feed.Read(cursor, kRecordsPerPass, &records)) {
-    cut_off_++;
-    const std::string why = absl::StrFormat(
-        "subscription %u fell behind the retained changes (it was sent up to %u; the server "
-        "keeps those after %u)",
-        sub.id, cursor, feed.resume_floor());
-    Remove(sub.key, sub.id);
-    target->CutOff(why);
-    return false;
+// One change of a pass, shared by every subscription: the chunk's facts
+// for the region tests and its event without detail, encoded once.
+struct SubscriptionHub::PassChunk {
+  PassChunk(const engine::WorldFrame& frame, const engine::ChangeRecord& rec,
+            const engine::ChangedChunk& c)
+      : chunk(&c), facts(frame, engine::ChunkKey::FromCode(c.code)) {
+    protocol::ChangeEvent e;
+    e.seq = rec.seq;
+    e.kind = protocol::EventKind::kChunk;
+    e.chunk = c.code;
+    e.present = c.present;
+    e.EncodeTo(&plain);
   }
-  if (blocked || records.empty()) return false;
+  const engine::ChangedChunk* chunk;
+  index::ChunkFacts facts;
+  std::vector<uint8_t> plain;  // the event with detail none
+};
+
+bool SubscriptionHub::Pass() {
+  std::vector<std::shared_ptr<Subscription>> subs;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    subs.reserve(subs_.size());
+    for (const auto& [key, sub] : subs_) subs.push_back(sub);
+  }
+  engine::ChangeFeed& feed = db_->changes();
+  const uint64_t floor = feed.resume_floor();
+  // Who is served this pass: not those over their window, nor (to gather
+  // events into fewer frames) those whose connection is still writing.
+  struct Ready {
+    Subscription* sub;
+    std::shared_ptr<PushTarget> target;
+  };
+  std::vector<Ready> ready;
+  uint64_t from = UINT64_MAX;
+  for (const auto& sub : subs) {
+    std::shared_ptr<PushTarget> target = sub->target.lock();
+    if (!target || sub->removed) continue;
+    const uint64_t cursor = sub->cursor;
+    if (cursor < floor) {
+      cut_off_++;
+      const std::string why = absl::StrFormat(
+          "subscription %u fell behind the retained changes (it was sent up to %u; the server "
+          "keeps those after %u)",
+          sub->id, cursor, floor);
+      Remove(sub->key, sub->id);
+      target->CutOff(why);
+      continue;
+    }
+    if (target->PushBacklog() > 0) {
+      target->WakeWhenDrained();
+      continue;
+    }
+    from = std::min(from, cursor);
+    ready.push_back({sub.get(), std::move(target)});
+  }
+  if (ready.empty()) return false;
+  std::vector<std::shared_ptr<const engine::ChangeRecord>> records;
+  // A concurrent drop past `from` is caught by the next pass's floor check.
+  if (!feed.Read(from, kRecordsPerPass, &records) || records.empty()) return false;
+  bool more = records.size() == kRecordsPerPass;
+
+  const engine::WorldFrame& frame = db_->frame();
+  std::vector<std::vector<PassChunk>> chunks(records.size());  // built when first needed
+  std::vector<bool> built(records.size(), false);
+  auto chunks_of = [&](size_t r) -> const std::vector<PassChunk>& {
+    if (!built[r]) {
+      chunks[r].reserve(records[r]->chunks.size());
+      for (const auto& c : records[r]->chunks) chunks[r].emplace_back(frame, *records[r], c);
+      built[r] = true;
+    }
+    return chunks[r];
+  };
+  for (Ready& r : ready) more |= Serve(*r.sub, *r.target, records, chunks_of);
+  return more;
+}
+
+bool SubscriptionHub::Serve(Subscription& sub, PushTarget& target,
+                            const std::vector<std::shared_ptr<const engine::ChangeRecord>>& records,
+                            const std::function<const std::vector<PassChunk>&(size_t)>& chunks_of) {
+  const engine::WorldFrame& frame = db_->frame();
+  const uint64_t cursor = sub.cursor;
+  size_t first = 0;
+  while (first < records.size() && records[first]->seq <= cursor) ++first;
+  if (first == records.size()) return false;
 
   // The frame: header, then n u32 and the events.
-  std::vector<uint8_t> out(protocol::kHeaderSize + 4);
+  std::vector<uint8_t> out;
+  out.reserve(4096);
+  out.resize(protocol::kHeaderSize + 4);
   uint32_t n = 0;
   uint64_t done = cursor;
   std::optional<std::chrono::steady_clock::time_point> oldest;  // of the events sent
-  bool more = records.size() == kRecordsPerPass;
+  bool more = false;
   protocol::ChangeEvent event;
-  for (const auto& rec : records) {
+  for (size_t r = first; r < records.size(); ++r) {
+    const engine::ChangeRecord& rec = *records[r];
     if (out.size() >= options_.max_frame_bytes) {
       more = true;
       break;
     }
-    done = rec->seq;
-    if (rec->op == engine::JournalOp::kFillBox) {
-      const engine::Fill fill{rec->seq, rec->box, rec->material};
+    done = rec.seq;
+    const size_t before = n;
+    if (rec.op == engine::JournalOp::kFillBox) {
+      const engine::Fill fill{rec.seq, rec.box, rec.material};
       if (index::FillInRegion(frame, fill, sub.region, sub.band)) {
         event = {};
-        event.seq = rec->seq;
+        event.seq = rec.seq;
         event.kind = protocol::EventKind::kFill;
-        event.box = FromBox(rec->box);
-        event.material = rec->material;
+        event.box = FromBox(rec.box);
+        event.material = rec.material;
         event.EncodeTo(&out);
         ++n;
-        if (!oldest) oldest = rec->durable;
       }
     }
-    for (const engine::ChangedChunk& c : rec->chunks) {
+    for (const PassChunk& pc : chunks_of(r)) {
+      if (!sub.matcher.Contains(pc.facts)) continue;
+      ++n;
+      const engine::ChangedChunk& c = *pc.chunk;
       const engine::ChunkKey key = engine::ChunkKey::FromCode(c.code);
-      if (!index::ChunkInRegion(frame, key, sub.region, sub.band)) continue;
       event = {};
-      event.seq = rec->seq;
-      event.kind = protocol::EventKind::kChunk;
-      event.chunk = c.code;
-      event.present = c.present;
       if (sub.detail == protocol::EventDetail::kVoxels) {
-        if (rec->op == engine::JournalOp::kSetVoxels) {
+        if (rec.op == engine::JournalOp::kSetVoxels) {
           event.detail = protocol::EventDetailKind::kEdits;
           event.edits = c.edits;
-        } else if (rec->op == engine::JournalOp::kWriteBox) {
+        } else if (rec.op == engine::JournalOp::kWriteBox) {
           event.detail = protocol::EventDetailKind::kBox;
-          event.box = FromBox(engine::Intersect(rec->box, frame.ChunkBox(key.coord())));
+          event.box = FromBox(engine::Intersect(rec.box, frame.ChunkBox(key.coord())));
         }
       } else if (sub.detail == protocol::EventDetail::kRecords && c.present &&
                  out.size() < kMaxRecordFrameBytes) {
         // The record while this version is still current; a newer version
         // has its own event, which carries its record.
         (void)db_->GetChunks({&key, 1}, [&](size_t, const engine::ChunkRead& read) {
-          if (read.status.ok() && read.version == rec->seq) {
+          if (read.status.ok() && read.version == rec.seq) {
             event.detail = protocol::EventDetailKind::kRecord;
             event.record.assign(read.record.begin(), read.record.end());
           }
         });
       }
-      event.EncodeTo(&out);
-      ++n;
-      if (!oldest) oldest = rec->durable;
+      if (event.detail == protocol::EventDetailKind::kNone) {
+        out.insert(out.end(), pc.plain.begin(), pc.plain.end());
+      } else {
+        event.seq = rec.seq;
+        event.kind = protocol::EventKind::kChunk;
+        event.chunk = c.code;
+        event.present = c.present;
+        event.EncodeTo(&out);
+      }
     }
+    if (n > before && !oldest) oldest = rec.durable;
   }
   sub.cursor = done;
   if (n == 0) return more;
@@ -259,7 +323,7 @@ bool SubscriptionHub::Serve(Subscription& sub) {
   events_ += n;
   ++frames_;
   if (metrics_ != nullptr) metrics_->OnEventDelay(std::chrono::steady_clock::now() - *oldest);
-  target->Push(std::move(out));
+  target.Push(std::move(out));
   return more;
 }
 

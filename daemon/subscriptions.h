@@ -22,6 +22,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -98,9 +99,16 @@ class SubscriptionHub {
 
  private:
   struct Subscription;
+  struct PassChunk;
   void Run();
-  // Pushes what `sub` is owed, up to one frame; true if it is owed more.
-  bool Serve(Subscription& sub);
+  // Reads the feed once for every subscription ready for more and serves
+  // them; true if some are owed more.
+  bool Pass();
+  // Pushes what `sub` is owed of `records`, up to one frame; true if it is
+  // owed more.
+  bool Serve(Subscription& sub, PushTarget& target,
+             const std::vector<std::shared_ptr<const engine::ChangeRecord>>& records,
+             const std::function<const std::vector<PassChunk>&(size_t)>& chunks_of);
 
   engine::Database* db_;
   const SubscriptionOptions options_;

@@ -688,23 +688,49 @@ Status EnsureBuilt(engine::Database* db,
   return Rebuild(db, &entries);
 }
 
+ChunkFacts::ChunkFacts(const engine::WorldFrame& frame, ChunkKey key)
+    : frame_(&frame), key_(key), voxels_(ChunkVoxels(frame, key)) {
+  bottom_m_ = frame.AltitudeOfZ(voxels_.lo.z);
+  top_m_ = frame.AltitudeOfZ(voxels_.hi.z);
+}
+
+void ChunkFacts::Geo() const {
+  if (geo_) return;
+  centre_ = ChunkCentre(*frame_, key_);
+  point_ = centre_.ToPoint();
+  geo_ = true;
+}
+const S2LatLng& ChunkFacts::centre() const {
+  Geo();
+  return centre_;
+}
+const S2Point& ChunkFacts::point() const {
+  Geo();
+  return point_;
+}
+S2CellId ChunkFacts::cell() const { return S2CellId(centre()); }
+
+RegionMatcher::RegionMatcher(const Region& region, const std::optional<AltitudeBand>& band)
+    : region_(region), band_(band) {
+  if (const auto* r = std::get_if<RadiusRegion>(&region)) {
+    everything_ = IsFullSphere(r->radius_m);
+    if (!everything_) cap_ = S2Cap(r->centre.Normalized().ToPoint(), RadiusAngle(r->radius_m));
+  }
+}
+
+bool RegionMatcher::Contains(const ChunkFacts& chunk) const {
+  if (!BandMeets(band_, chunk.bottom_m(), chunk.top_m())) return false;
+  if (const auto* b = std::get_if<BoxRegion>(&region_)) return BoxesMeet(chunk.voxels(), b->box);
+  if (std::holds_alternative<RadiusRegion>(region_)) {
+    return everything_ || cap_->Contains(chunk.point());
+  }
+  if (const auto* c = std::get_if<CellRegion>(&region_)) return c->cell.contains(chunk.cell());
+  return std::get<RectRegion>(region_).rect.Contains(chunk.centre());
+}
+
 bool ChunkInRegion(const engine::WorldFrame& frame, ChunkKey key, const Region& region,
                    const std::optional<AltitudeBand>& band) {
-  const auto [bottom, top] = ChunkAltitudes(frame, key);
-  if (!BandMeets(band, bottom, top)) return false;
-  if (const auto* b = std::get_if<BoxRegion>(&region)) {
-    return BoxesMeet(ChunkVoxels(frame, key), b->box);
-  }
-  const S2LatLng centre = ChunkCentre(frame, key);
-  if (const auto* r = std::get_if<RadiusRegion>(&region)) {
-    if (IsFullSphere(r->radius_m)) return true;
-    return S2Cap(r->centre.Normalized().ToPoint(), RadiusAngle(r->radius_m))
-        .Contains(centre.ToPoint());
-  }
-  if (const auto* c = std::get_if<CellRegion>(&region)) {
-    return c->cell.contains(S2CellId(centre));
-  }
-  return std::get<RectRegion>(region).rect.Contains(centre);
+  return RegionMatcher(region, band).Contains(ChunkFacts(frame, key));
 }
 
 bool FillInRegion(const engine::WorldFrame& frame, const engine::Fill& fill, const Region& region,

@@ -39,6 +39,7 @@
 #ifndef VOXDB_INDEX_S2_INDEX_H_
 #define VOXDB_INDEX_S2_INDEX_H_
 
+#include <s2/s2cap.h>
 #include <s2/s2cell_id.h>
 #include <s2/s2latlng.h>
 #include <s2/s2latlng_rect.h>
@@ -188,6 +189,43 @@ bool ChunkInRegion(const engine::WorldFrame& frame, engine::ChunkKey key, const 
                    const std::optional<AltitudeBand>& band);
 bool FillInRegion(const engine::WorldFrame& frame, const engine::Fill& fill, const Region& region,
                   const std::optional<AltitudeBand>& band);
+
+// What the region tests need of a chunk, computed once for many regions
+// (its lat/lon centre only when a region asks). One thread at a time.
+class ChunkFacts {
+ public:
+  ChunkFacts(const engine::WorldFrame& frame, engine::ChunkKey key);
+  const engine::VoxelBox& voxels() const { return voxels_; }
+  double bottom_m() const { return bottom_m_; }
+  double top_m() const { return top_m_; }
+  const S2LatLng& centre() const;
+  const S2Point& point() const;
+  S2CellId cell() const;
+
+ private:
+  void Geo() const;
+  const engine::WorldFrame* frame_;
+  engine::ChunkKey key_;
+  engine::VoxelBox voxels_;
+  double bottom_m_ = 0, top_m_ = 0;
+  mutable bool geo_ = false;
+  mutable S2LatLng centre_;
+  mutable S2Point point_;
+};
+
+// ChunkInRegion against one region for many chunks, with the region's S2
+// shapes built once (ChunkInRegion is this, once).
+class RegionMatcher {
+ public:
+  RegionMatcher(const Region& region, const std::optional<AltitudeBand>& band);
+  bool Contains(const ChunkFacts& chunk) const;
+
+ private:
+  Region region_;
+  std::optional<AltitudeBand> band_;
+  std::optional<S2Cap> cap_;  // kRadius, unless the whole sphere
+  bool everything_ = false;   // kRadius over the whole sphere
+};
 
 }  // namespace voxdb::index
 
