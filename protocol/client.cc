@@ -176,12 +176,14 @@ void Client::ReadAvailable() {
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(pending_at_));
     pending_at_ = 0;
   }
+  if (!recv_buffer_) recv_buffer_ = std::make_unique<uint8_t[]>(kReadChunk);  // not zeroed again
   for (;;) {
-    const size_t old = pending_.size();
-    pending_.resize(old + kReadChunk);
-    const ssize_t n = ::recv(fd_, pending_.data() + old, kReadChunk, MSG_DONTWAIT);
-    pending_.resize(old + static_cast<size_t>(std::max<ssize_t>(n, 0)));
-    if (n > 0) continue;
+    const ssize_t n = ::recv(fd_, recv_buffer_.get(), kReadChunk, MSG_DONTWAIT);
+    if (n > 0) {
+      pending_.insert(pending_.end(), recv_buffer_.get(), recv_buffer_.get() + n);
+      if (static_cast<size_t>(n) < kReadChunk) return;  // drained for now
+      continue;
+    }
     if (n == 0) {
       read_error_ = absl::UnavailableError("the server closed the connection");
       return;
@@ -289,6 +291,7 @@ absl::StatusOr<Frame> Client::Receive() {
 
 absl::StatusOr<Frame> Client::ReceivePush(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool last_look = false;
   for (;;) {
     if (!pushes_.empty()) {
       Frame f = std::move(pushes_.front());
@@ -303,9 +306,15 @@ absl::StatusOr<Frame> Client::ReceivePush(std::chrono::milliseconds timeout) {
     }
     if (!pushes_.empty()) continue;
     if (!read_error_.ok()) return read_error_;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
+    // Rounded up: a wait of less than a millisecond still polls once.
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
+      if (!last_look) {  // one read without waiting, even for a zero timeout
+        last_look = true;
+        ReadAvailable();
+        continue;
+      }
       return absl::DeadlineExceededError(
           absl::StrFormat("no pushed frame within %d ms", static_cast<int>(timeout.count())));
     }

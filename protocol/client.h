@@ -180,9 +180,10 @@ class Client {
   size_t max_in_flight_;
   uint64_t next_id_ = 1;
   FrameDecoder decoder_;
-  std::deque<Frame> pushes_;         // pushed frames not taken yet
-  std::deque<Frame> early_replies_;  // replies read by ReceivePush
-  std::vector<uint8_t> pending_;     // received bytes [pending_at_, end) not yet decoded
+  std::unique_ptr<uint8_t[]> recv_buffer_;  // what recv() fills
+  std::deque<Frame> pushes_;                // pushed frames not taken yet
+  std::deque<Frame> early_replies_;         // replies read by ReceivePush
+  std::vector<uint8_t> pending_;            // received bytes [pending_at_, end) not yet decoded
   size_t pending_at_ = 0;
   absl::Status read_error_;   // sticky: the stream ended or failed
   absl::Status write_error_;  // sticky: a frame may have been cut short
