@@ -1,5 +1,6 @@
 #include "cli/args.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -12,7 +13,8 @@ namespace voxdb::cli {
 namespace {
 
 constexpr char kUsagePayloadUrl[] = "type.voxdb.dev/voxdb.cli.UsageError";
-constexpr uint64_t kMaxTimeoutS = 1'000'000;  // 11.6 days; poll() takes an int of ms
+// 11.6 days; poll() takes an int of ms.
+constexpr std::chrono::milliseconds kMaxTimeout = std::chrono::seconds(1'000'000);
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
@@ -92,6 +94,35 @@ absl::StatusOr<std::vector<uint8_t>> ParseHex(std::string_view text, std::string
     }
   }
   return bytes;
+}
+
+absl::StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view text,
+                                                        std::string_view what,
+                                                        std::chrono::milliseconds max) {
+  const size_t digits = std::min(text.find_first_not_of("0123456789"), text.size());
+  const std::string_view unit = text.substr(digits);
+  uint64_t ms_per_unit = 0;
+  if (unit.empty() || unit == "s") {
+    ms_per_unit = 1000;
+  } else if (unit == "ms") {
+    ms_per_unit = 1;
+  } else if (unit == "m") {
+    ms_per_unit = 60'000;
+  } else if (unit == "h") {
+    ms_per_unit = 3'600'000;
+  }
+  if (digits == 0 || ms_per_unit == 0) {
+    return UsageError(absl::StrFormat(
+        "%s '%s' is not a duration: seconds, or a number and a unit, e.g. 500ms, 30s, 5m, 2h", what,
+        text));
+  }
+  auto n = ParseU64(text.substr(0, digits), what);
+  if (!n.ok()) return n.status();
+  const uint64_t max_ms = static_cast<uint64_t>(max.count());
+  if (*n > max_ms / ms_per_unit) {
+    return UsageError(absl::StrFormat("%s %s is over %u seconds", what, text, max_ms / 1000));
+  }
+  return std::chrono::milliseconds(*n * ms_per_unit);
 }
 
 absl::StatusOr<Address> ParseAddress(std::string_view text, std::string_view source) {
@@ -177,12 +208,23 @@ uint64_t BoxVolume(const protocol::Box& box) {
   return (box.hi.x - box.lo.x) * (box.hi.y - box.lo.y) * (box.hi.z - box.lo.z);
 }
 
-const char* CommandLine::FirstQueryOption() const {
+const char* CommandLine::FirstBandOption() const {
   if (alt_min.has_value()) return "--alt-min";
   if (alt_max.has_value()) return "--alt-max";
+  return nullptr;
+}
+
+const char* CommandLine::FirstPageOption() const {
   if (limit.has_value()) return "--limit";
   if (all) return "--all";
   if (cursor.has_value()) return "--cursor";
+  return nullptr;
+}
+
+const char* CommandLine::FirstWatchOption() const {
+  if (from_seq.has_value()) return "--from";
+  if (detail.has_value()) return "--detail";
+  if (count.has_value()) return "--count";
   return nullptr;
 }
 
@@ -267,6 +309,25 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
       if (!n.ok()) return n.status();
       if (*n > 16) return UsageError(absl::StrFormat("--lod %u is not in 0..16", *n));
       cl.lod = *n;
+    } else if (name == "--from" || name == "--count") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      auto n = ParseU64(*v, name);
+      if (!n.ok()) return n.status();
+      if (name == "--count" && *n == 0) return UsageError("--count 0: give at least 1");
+      (name == "--from" ? cl.from_seq : cl.count) = *n;
+    } else if (name == "--detail") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (*v == "none") {
+        cl.detail = protocol::EventDetail::kNone;
+      } else if (*v == "voxels") {
+        cl.detail = protocol::EventDetail::kVoxels;
+      } else if (*v == "records") {
+        cl.detail = protocol::EventDetail::kRecords;
+      } else {
+        return UsageError(absl::StrFormat("--detail '%s': none, voxels or records", *v));
+      }
     } else if (name == "--out" || name == "--compressor") {
       auto v = value();
       if (!v.ok()) return v.status();
@@ -295,17 +356,14 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
         cl.address_source = "--address";
       } else if (name == "--token") {
         cl.token = *v;
+      } else if (name == "--timeout") {
+        auto timeout = ParseDuration(*v, name, kMaxTimeout);
+        if (!timeout.ok()) return timeout.status();
+        cl.timeout = *timeout;
       } else {
         auto n = ParseU64(*v, name);
         if (!n.ok()) return n.status();
-        if (name == "--timeout") {
-          if (*n > kMaxTimeoutS) {
-            return UsageError(absl::StrFormat("--timeout %u is over %u seconds", *n, kMaxTimeoutS));
-          }
-          cl.timeout_s = *n;
-        } else {
-          cl.expect_version = *n;
-        }
+        cl.expect_version = *n;
       }
     } else {
       return UsageError(absl::StrFormat("unknown option '%s'", arg));

@@ -9,6 +9,7 @@
 #ifndef VOXDB_CLI_ARGS_H_
 #define VOXDB_CLI_ARGS_H_
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -38,6 +39,11 @@ absl::StatusOr<uint8_t> ParseMaterial(std::string_view text);
 absl::StatusOr<double> ParseDouble(std::string_view text, std::string_view what);
 // Bytes as hex digits, two per byte, either case; not empty.
 absl::StatusOr<std::vector<uint8_t>> ParseHex(std::string_view text, std::string_view what);
+// A duration: a decimal number of seconds ("30"), or of a unit, "500ms",
+// "30s", "5m", "2h", at most `max`.
+absl::StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view text,
+                                                        std::string_view what,
+                                                        std::chrono::milliseconds max);
 
 struct Address {
   std::string host;
@@ -65,7 +71,7 @@ struct CommandLine {
   bool json = false;                       // --json
   bool help = false;                       // --help, -h
   bool version = false;                    // --version
-  uint64_t timeout_s = 0;                  // --timeout; 0: none
+  std::chrono::milliseconds timeout{0};    // --timeout; 0: none
   std::optional<uint64_t> expect_version;  // --expect-version (put-chunk only)
   // --data DIR: the database directory of the offline commands (verify,
   // compact), which open it themselves instead of connecting.
@@ -83,8 +89,15 @@ struct CommandLine {
   // --lod L: the LOD level of get-chunk and query (0: the chunks
   // themselves; 1..16: the pyramid's levels).
   std::optional<uint64_t> lod;
-  // The first query option given ("--limit"), or nullptr when none is.
-  const char* FirstQueryOption() const;
+  // The options of `voxdb watch` (checked there: --count's range).
+  std::optional<uint64_t> from_seq;             // --from SEQ: resume after SEQ
+  std::optional<protocol::EventDetail> detail;  // --detail none|voxels|records
+  std::optional<uint64_t> count;                // --count N: stop after N events
+  // The first option given of each group ("--limit"), or nullptr when none
+  // is: the altitude band (query, watch), query's pages, watch's own.
+  const char* FirstBandOption() const;
+  const char* FirstPageOption() const;
+  const char* FirstWatchOption() const;
   std::string command;            // empty: none given
   std::vector<std::string> args;  // the command's arguments
 };

@@ -21,6 +21,7 @@
 #include "cli/info.h"
 #include "cli/offline.h"
 #include "cli/output.h"
+#include "cli/watch.h"
 #include "cli/zarr.h"
 #include "engine/chunk_codec.h"
 #include "engine/status.h"
@@ -58,9 +59,8 @@ struct Session {
 absl::StatusOr<Session> Connect(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(Address address, ParseAddress(cl.address, cl.address_source));
   protocol::ClientOptions options;
-  options.connect_timeout = cl.timeout_s > 0 ? std::chrono::seconds(cl.timeout_s)
-                                             : std::chrono::seconds(kDefaultConnectTimeout);
-  options.io_timeout = std::chrono::seconds(cl.timeout_s);
+  options.connect_timeout = cl.timeout.count() > 0 ? cl.timeout : kDefaultConnectTimeout;
+  options.io_timeout = cl.timeout;
   Session s;
   s.address = cl.address;
   VOXDB_ASSIGN_OR_RETURN(s.client, protocol::Client::Connect(address.host, address.port, options));
@@ -549,8 +549,9 @@ absl::StatusOr<double> ParseLongitude(std::string_view text, std::string_view wh
   return deg;
 }
 
-// The first page's request of `voxdb query KIND ARGS... [options]`.
-absl::StatusOr<protocol::QueryRequest> ParseQuery(const CommandLine& cl) {
+// The region of `voxdb query KIND ARGS...` and `voxdb watch KIND ARGS...`
+// (kind, its fields, and the band of --alt-min and --alt-max).
+absl::StatusOr<protocol::QueryRequest> ParseRegion(const CommandLine& cl) {
   if (cl.args.empty()) return UsageError("needs a KIND: radius, cell, rect or box");
   const QueryKindSpec* spec = nullptr;
   for (const QueryKindSpec& k : kQueryKinds) {
@@ -616,6 +617,12 @@ absl::StatusOr<protocol::QueryRequest> ParseQuery(const CommandLine& cl) {
     }
     q.band = protocol::AltitudeBand{*cl.alt_min, *cl.alt_max};
   }
+  return q;
+}
+
+// The first page's request of `voxdb query KIND ARGS... [options]`.
+absl::StatusOr<protocol::QueryRequest> ParseQuery(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(protocol::QueryRequest q, ParseRegion(cl));
   q.limit = kDefaultQueryLimit;
   if (cl.limit.has_value()) {
     if (*cl.limit == 0 || *cl.limit > protocol::kMaxQueryLimit) {
@@ -707,6 +714,21 @@ absl::Status Query(const CommandLine& cl) {
   }
   Emit(cl, o, text);
   return absl::OkStatus();
+}
+
+// --- voxdb watch -------------------------------------------------------------
+
+absl::Status WatchRegion(const CommandLine& cl) {
+  WatchOptions options;
+  VOXDB_ASSIGN_OR_RETURN(options.request.region, ParseRegion(cl));
+  options.request.detail = cl.detail.value_or(protocol::EventDetail::kNone);
+  options.request.from_seq = cl.from_seq;
+  options.region = absl::StrJoin(cl.args, " ");
+  options.json = cl.json;
+  options.count = cl.count;
+  options.idle_timeout = cl.timeout;
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  return Watch(*s.client, options);
 }
 
 constexpr char kBoxHelp[] =
@@ -820,6 +842,45 @@ const CommandSpec kCommands[] = {
      "With --json: {\"chunks\":[{\"cx\",\"cy\",\"cz\",\"key\",\"version\"}...],\"fills\":\n"
      "[{\"seq\",\"lo\",\"hi\",\"material\"}...],\"next_cursor\":HEX or null}.\n",
      kVariableArgs, false, true, Query},
+    {"watch", "radius|cell|rect|box ARGS...", "print the changes in a region as they happen",
+     "Subscribes to the changes in a region and prints one line per change as the server\n"
+     "pushes it, flushed at once, in commit order. The region is a query's (see voxdb query\n"
+     "--help): radius LAT LON METRES, cell TOKEN, rect LAT_LO LON_LO LAT_HI LON_HI or box X0\n"
+     "Y0 Z0 X1 Y1 Z1, and --alt-min MIN --alt-max MAX. First, on stderr: watching REGION\n"
+     "after seq N; every change after N follows. The lines:\n"
+     "\n"
+     "  seq S chunk CX,CY,CZ key KEY changed  a write changed the chunk: its version is now S\n"
+     "  seq S chunk CX,CY,CZ key KEY deleted  the chunk has no record now and reads as the\n"
+     "                                        fills (delete-chunk, or a fill over all of it)\n"
+     "  seq S fill box X0 Y0 Z0 X1 Y1 Z1 material M\n"
+     "                                        a fill; the chunks of its box not listed read\n"
+     "                                        as it now\n"
+     "\n"
+     "One write may print several lines (a box over several chunks; a fill, then the chunks\n"
+     "it rewrote), all with its seq.\n"
+     "\n"
+     "options:\n"
+     "  --from SEQ          every change after SEQ (the seq of the last line seen), if the\n"
+     "                      server still keeps them; else it fails with RESYNC: read the\n"
+     "                      region again (voxdb query) and watch without --from\n"
+     "  --detail voxels     also what changed: \", N voxels\" (set-voxel and SET_VOXELS) or\n"
+     "                      \", box X0 Y0 Z0 X1 Y1 Z1\" (write-box: the part in the chunk)\n"
+     "  --detail records    also the chunk's record, while that version is the current one:\n"
+     "                      \", record N bytes\"\n"
+     "  --count N           exit 0 after N lines\n"
+     "  --timeout DURATION  exit 0 after DURATION without a change (e.g. 500ms, 30s, 5m);\n"
+     "                      also the limit to connect\n"
+     "\n"
+     "Without --count or --timeout it runs until SIGINT (Ctrl-C) or SIGTERM: exit 0, saying\n"
+     "on stderr the seq to resume from. When the server closes the connection (it stopped,\n"
+     "or this watcher fell behind the changes it keeps) it exits 3, saying the --from that\n"
+     "resumes.\n"
+     "\n"
+     "With --json: one object per line, {\"seq\",\"kind\":\"chunk\",\"key\",\"cx\",\"cy\",\"cz\",\n"
+     "\"present\",\"detail\":\"none\"} (or \"detail\":\"edits\" and \"edits\":[{\"x\",\"y\",\"z\",\n"
+     "\"material\"}...]; \"box\" and \"lo\":[X0,Y0,Z0],\"hi\":[X1,Y1,Z1]; \"record\" and\n"
+     "\"record_bytes\"), or {\"seq\",\"kind\":\"fill\",\"lo\",\"hi\",\"material\"}.\n",
+     kVariableArgs, false, false, WatchRegion},
     {"backup", "DEST", "copy the database online into DEST (on the server)",
      "Asks the server (admin role) for a consistent copy of its database, taken while\n"
      "writes go on, in the directory DEST on the server's file system (it must not exist;\n"

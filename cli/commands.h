@@ -29,7 +29,9 @@ struct CommandSpec {
   const char* help;      // the paragraphs of `voxdb NAME --help`
   size_t arg_count;      // positional arguments, exactly; or kVariableArgs
   bool takes_expect_version;
-  bool takes_query_options;  // --alt-min, --alt-max, --limit, --all, --cursor
+  // --limit, --all, --cursor, --alt-min, --alt-max (watch takes the last two
+  // without this)
+  bool takes_query_options;
   absl::Status (*run)(const CommandLine& cl);
 };
 

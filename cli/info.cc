@@ -9,8 +9,8 @@
 namespace voxdb::cli {
 namespace {
 
-constexpr std::array<std::string_view, 7> kSections = {"server", "storage", "cache",  "journal",
-                                                       "index",  "lod",     "clients"};
+constexpr std::array<std::string_view, 8> kSections = {"server", "storage", "cache",   "journal",
+                                                       "index",  "lod",     "clients", "push"};
 constexpr std::string_view kOther = "other";
 
 // STATS name prefixes, first match wins (so "index_" before "in_").
@@ -70,6 +70,11 @@ constexpr std::pair<std::string_view, std::string_view> kPrefixes[] = {
     {"bytes_", "clients"},
     {"in_flight", "clients"},
     {"errors", "clients"},
+    {"unsent_", "clients"},
+    // push: subscriptions, the change feed they read, streams
+    {"subscri", "push"},  // subscribers, subscription_*, subscribers_cut_off
+    {"change_feed", "push"},
+    {"stream", "push"},  // streams_open, stream_*
 };
 
 InfoSection* Find(std::vector<InfoSection>& sections, std::string_view name) {

@@ -37,8 +37,10 @@ constexpr char kOptionsHelp[] =
     "                       for export: also the arrays lod_pyramid/lod_1 .. lod_L\n"
     "  --json               print one JSON object on stdout: the result, or\n"
     "                       {\"error\":..., \"status\":...}\n"
-    "  --timeout SECONDS    give up when the server makes no progress for this long\n"
-    "                       (default: 10 s to connect, then wait as long as it takes)\n"
+    "  --timeout DURATION   give up when the server makes no progress for this long:\n"
+    "                       seconds, or 500ms, 30s, 5m, 2h (default: 10 s to connect, then\n"
+    "                       wait as long as it takes); for watch: stop after this long\n"
+    "                       without a change\n"
     "  -h, --help           this help; voxdb COMMAND --help for one command\n"
     "  --version            print voxdb's version\n";
 
@@ -58,8 +60,8 @@ void PrintUsage() {
   std::string text =
       "usage: voxdb [options] COMMAND [ARGS...]\n"
       "\n"
-      "voxdb talks to voxdbd, the voxel database daemon: one request per command, after a\n"
-      "HELLO with the token.\n"
+      "voxdb talks to voxdbd, the voxel database daemon: one request per command (watch: a\n"
+      "subscription, until stopped), after a HELLO with the token.\n"
       "\n"
       "commands:\n";
   for (const CommandSpec& c : Commands()) {
@@ -167,9 +169,16 @@ int Main(int argc, char** argv) {
              std::string_view(spec->name) != "query" && std::string_view(spec->name) != "export") {
     status = UsageError(
         "there is no option --lod for this command (get-chunk, query and export take it)");
-  } else if (cl.FirstQueryOption() != nullptr && !spec->takes_query_options) {
-    status = UsageError(
-        absl::StrFormat("there is no option %s for this command", cl.FirstQueryOption()));
+  } else if (cl.FirstPageOption() != nullptr && !spec->takes_query_options) {
+    status =
+        UsageError(absl::StrFormat("there is no option %s for this command", cl.FirstPageOption()));
+  } else if (cl.FirstBandOption() != nullptr && !spec->takes_query_options &&
+             std::string_view(spec->name) != "watch") {
+    status = UsageError(absl::StrFormat(
+        "there is no option %s for this command (query and watch take it)", cl.FirstBandOption()));
+  } else if (cl.FirstWatchOption() != nullptr && std::string_view(spec->name) != "watch") {
+    status = UsageError(absl::StrFormat("there is no option %s for this command (watch takes it)",
+                                        cl.FirstWatchOption()));
   } else {
     status = spec->run(cl);
   }

@@ -1053,8 +1053,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
           static_cast<int>(options_.send_timeout.count()));
       return Close();
     }
+    // A subscriber or a stream waits for the server, not the other way round.
     if (options_.idle_timeout.count() > 0 && outbox_.empty() && in_flight_ == 0 &&
-        now - last_request_ > options_.idle_timeout) {
+        subscriptions_.empty() && !stream_ && now - last_request_ > options_.idle_timeout) {
       // No whole request for that long (an idle or a trickling client).
       ++server_->idle_closed_;
       Log(LogLevel::kInfo, "closing %s: idle for %d ms", peer_,

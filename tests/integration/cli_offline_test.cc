@@ -769,7 +769,9 @@ TEST(CliInfoTest, PrintsEverySectionAndJsonHasOneMemberPerSection) {
       {"lod", {"lod_levels 4", "lod_dirty "}},
       {"clients",
        {"max_payload 67108864", "max_box_voxels 268435456", "connections ", "requests ",
-        "bytes_in "}},
+        "bytes_in ", "unsent_bytes "}},
+      {"push",
+       {"subscribers 0", "subscribers_cut_off 0", "change_feed_records ", "streams_open 0"}},
   };
   size_t previous = 0;
   for (size_t i = 0; i < expected.size(); ++i) {

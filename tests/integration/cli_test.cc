@@ -7,12 +7,14 @@
 #include <s2/s2cell_id.h>
 #include <s2/s2latlng.h>
 #include <s2/s2latlng_rect.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -64,6 +66,16 @@ CliResult RunCli(const std::vector<std::string>& args,
   std::vector<std::string> argv = {VOXDB_CLI_PATH};
   argv.insert(argv.end(), args.begin(), args.end());
   return testing::RunProcess(argv, {"VOXDB_ADDRESS", "VOXDB_TOKEN"}, env);
+}
+
+// RunCli for a command that runs until it is stopped (voxdb watch): killed
+// (exit code 137) after `limit` rather than hang the test.
+CliResult RunCliAtMost(const std::vector<std::string>& args,
+                       std::chrono::seconds limit = std::chrono::seconds(20)) {
+  std::vector<std::string> argv = {VOXDB_CLI_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  testing::ChildProcess child(argv, {"VOXDB_ADDRESS", "VOXDB_TOKEN"});
+  return child.Wait(limit);
 }
 
 std::vector<uint8_t> ReadBytes(const std::string& path) {
@@ -278,9 +290,10 @@ class CliTest : public ::testing::Test {
   DaemonProcess daemon_;
 };
 
-const char* const kAllCommands[] = {
-    "ping",     "info",      "get-voxel", "set-voxel", "get-chunk", "put-chunk", "delete-chunk",
-    "read-box", "write-box", "fill",      "flush",     "stats",     "query",     "reindex"};
+const char* const kAllCommands[] = {"ping",      "info",      "get-voxel",    "set-voxel",
+                                    "get-chunk", "put-chunk", "delete-chunk", "read-box",
+                                    "write-box", "fill",      "flush",        "stats",
+                                    "query",     "watch",     "reindex"};
 
 TEST_F(CliTest, HelpListsEveryCommandAndExitsZero) {
   for (const char* help : {"--help", "-h", "help"}) {
@@ -1057,6 +1070,367 @@ TEST(CliTokenTest, ReadTokensMayQueryButNotReindex) {
   r = RunCli({"--address", address, "--token", admin, "reindex"});
   EXPECT_EQ(r.exit_code, 0) << r;
   EXPECT_EQ(r.out, "entries 0\n") << r;
+}
+
+// --- voxdb watch ---------------------------------------------------------------
+
+// The box of kChunkA, as `voxdb watch` arguments.
+std::vector<std::string> ChunkABox() {
+  return {"box",
+          std::to_string(kX),
+          std::to_string(kY),
+          std::to_string(kZ),
+          std::to_string(kX + 128),
+          std::to_string(kY + 128),
+          std::to_string(kZ + 128)};
+}
+std::string ChunkABoxText() {
+  return absl::StrFormat("box %u %u %u %u %u %u", kX, kY, kZ, kX + 128, kY + 128, kZ + 128);
+}
+// `watch box ...(chunk A) options...`.
+std::vector<std::string> WatchA(const std::vector<std::string>& options = {}) {
+  std::vector<std::string> args = {"watch"};
+  for (const std::string& a : ChunkABox()) args.push_back(a);
+  args.insert(args.end(), options.begin(), options.end());
+  return args;
+}
+// The line `voxdb watch` prints for a chunk event ("changed" or "deleted",
+// then any detail).
+std::string ChunkLine(uint64_t seq, const engine::ChunkCoord& c, std::string_view what) {
+  return absl::StrFormat("seq %u chunk %u,%u,%u key %u %s\n", seq, c.x, c.y, c.z,
+                         engine::ChunkKey::FromCoord(c).code(), what);
+}
+
+// `voxdb watch` as a child process against this test's daemon, written to
+// through a protocol client meanwhile.
+class CliWatchTest : public CliTest {
+ protected:
+  static constexpr std::chrono::seconds kWait{20};
+
+  // Starts `voxdb --address ADDRESS args...`.
+  std::unique_ptr<testing::ChildProcess> Start(std::vector<std::string> args) {
+    args.insert(args.begin(), {VOXDB_CLI_PATH, "--address", Address()});
+    return std::make_unique<testing::ChildProcess>(
+        args, std::vector<std::string>{"VOXDB_ADDRESS", "VOXDB_TOKEN"});
+  }
+  // `voxdb --address ADDRESS args...` to its end (killed after kWait).
+  CliResult Watch(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--address", Address()});
+    return RunCliAtMost(args, kWait);
+  }
+  // The first stderr line of a watch: once it is printed, the subscription
+  // is in place.
+  static std::string Watching(testing::ChildProcess& watch) {
+    return watch.ReadLine(testing::ChildProcess::kErr, kWait).value_or("(nothing on stderr)");
+  }
+  static protocol::Voxel3 InA(uint64_t dx, uint64_t dy = 0, uint64_t dz = 0) {
+    return {kX + dx, kY + dy, kZ + dz};
+  }
+  static protocol::Voxel3 InB(uint64_t dx) { return {kX + 256 + dx, kY, kZ}; }
+};
+
+TEST_F(CliWatchTest, WatchPrintsEachChangeInTheRegionOnceInCommitOrder) {
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  ASSERT_OK_AND_ASSIGN(uint64_t v0, c->SetVoxels({{{InB(0), 1}}}));  // before: not printed
+  auto watch = Start(WatchA({"--count", "5"}));
+  ASSERT_EQ(Watching(*watch), absl::StrFormat("watching %s after seq %u", ChunkABoxText(), v0));
+
+  ASSERT_OK_AND_ASSIGN(uint64_t v1,
+                       c->SetVoxels({{{InA(1), 7}, {InA(2, 3), 8}, {InA(4, 5, 6), 9}}}));
+  ASSERT_OK(c->SetVoxels({{{InB(1), 2}}}).status());  // outside
+  // A fill meeting the region: the fill, then chunk A, which it rewrote.
+  const protocol::Box fill{{kX, kY, kZ}, {kX + 200, kY + 10, kZ + 10}};
+  ASSERT_OK_AND_ASSIGN(uint64_t v3, c->FillBox(fill, 6));
+  ASSERT_OK(c->FillBox({{kX + 256, kY, kZ}, {kX + 300, kY + 10, kZ + 10}}, 5).status());  // outside
+  ASSERT_OK(
+      c->WriteBox({{kX + 256, kY, kZ}, {kX + 258, kY + 1, kZ + 1}}, std::vector<uint8_t>{1, 2})
+          .status());  // outside
+  ASSERT_OK_AND_ASSIGN(uint64_t v6, c->DeleteChunk(engine::ChunkKey::FromCoord(kChunkA).code()));
+  ASSERT_OK(c->DeleteChunk(engine::ChunkKey::FromCoord(kChunkB).code()).status());  // outside
+  ASSERT_OK_AND_ASSIGN(uint64_t v8, c->SetVoxels({{{InA(9), 3}}}));
+  ASSERT_OK(c->SetVoxels({{{InA(10), 3}}}).status());  // after the count
+
+  const CliResult r = watch->Wait(kWait);
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out,
+            ChunkLine(v1, kChunkA, "changed") +
+                absl::StrFormat("seq %u fill box %u %u %u %u %u %u material 6\n", v3, fill.lo.x,
+                                fill.lo.y, fill.lo.z, fill.hi.x, fill.hi.y, fill.hi.z) +
+                ChunkLine(v3, kChunkA, "changed") + ChunkLine(v6, kChunkA, "deleted") +
+                ChunkLine(v8, kChunkA, "changed"))
+      << r;
+  EXPECT_EQ(r.err, absl::StrFormat("watching %s after seq %u\n", ChunkABoxText(), v0)) << r;
+}
+
+TEST_F(CliWatchTest, WatchJsonLinesCarryTheChangedVoxels) {
+  auto watch = Start(WatchA({"--json", "--detail", "voxels", "--count", "5"}));
+  ASSERT_EQ(Watching(*watch), absl::StrFormat("watching %s after seq 0", ChunkABoxText()));
+
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  ASSERT_OK_AND_ASSIGN(uint64_t v1, c->SetVoxels({{{InA(1), 7}, {InA(2, 3, 4), 8}}}));
+  // Across chunks A and A + 1: the part in A.
+  ASSERT_OK_AND_ASSIGN(uint64_t v2, c->WriteBox({{kX + 100, kY, kZ}, {kX + 150, kY + 2, kZ + 2}},
+                                                std::vector<uint8_t>(50 * 2 * 2, 4)));
+  ASSERT_OK_AND_ASSIGN(uint64_t v3, c->FillBox({{kX, kY, kZ}, {kX + 8, kY + 8, kZ + 8}}, 6));
+  ASSERT_OK_AND_ASSIGN(uint64_t v4, c->DeleteChunk(engine::ChunkKey::FromCoord(kChunkA).code()));
+
+  const CliResult r = watch->Wait(kWait);
+  EXPECT_EQ(r.exit_code, 0) << r;
+  const std::string chunk =
+      absl::StrFormat(R"("kind":"chunk","key":%u,"cx":%u,"cy":%u,"cz":%u)",
+                      engine::ChunkKey::FromCoord(kChunkA).code(), kChunkA.x, kChunkA.y, kChunkA.z);
+  const std::vector<std::string> want = {
+      absl::StrFormat(
+          R"({"seq":%u,%s,"present":true,"detail":"edits","edits":[)"
+          R"({"x":%u,"y":%u,"z":%u,"material":7},{"x":%u,"y":%u,"z":%u,"material":8}]})",
+          v1, chunk, kX + 1, kY, kZ, kX + 2, kY + 3, kZ + 4),
+      absl::StrFormat(R"({"seq":%u,%s,"present":true,"detail":"box","lo":[%u,%u,%u],)"
+                      R"("hi":[%u,%u,%u]})",
+                      v2, chunk, kX + 100, kY, kZ, kX + 128, kY + 2, kZ + 2),
+      absl::StrFormat(R"({"seq":%u,"kind":"fill","lo":[%u,%u,%u],"hi":[%u,%u,%u],"material":6})",
+                      v3, kX, kY, kZ, kX + 8, kY + 8, kZ + 8),
+      absl::StrFormat(R"({"seq":%u,%s,"present":true,"detail":"none"})", v3, chunk),
+      absl::StrFormat(R"({"seq":%u,%s,"present":false,"detail":"none"})", v4, chunk),
+  };
+  std::string want_out;
+  for (const std::string& line : want) {
+    EXPECT_TRUE(JsonReader::ParseObject(line).has_value()) << line;
+    want_out += line + "\n";
+  }
+  EXPECT_EQ(r.out, want_out) << r;
+}
+
+TEST_F(CliWatchTest, WatchFromResumesAfterTheGivenSeq) {
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  std::vector<uint64_t> v;
+  uint64_t last = 0;
+  for (uint64_t i = 0; i < 4; ++i) {
+    ASSERT_OK_AND_ASSIGN(uint64_t version, c->SetVoxels({{{InA(i), 1}}}));
+    v.push_back(version);
+    ASSERT_OK_AND_ASSIGN(last, c->SetVoxels({{{InB(i), 1}}}));  // outside
+  }
+  const std::string after_v1 =
+      ChunkLine(v[2], kChunkA, "changed") + ChunkLine(v[3], kChunkA, "changed");
+  // Until no change came for 500 ms: exactly the changes after v1.
+  CliResult r = Watch(WatchA({"--from", std::to_string(v[1]), "--timeout", "500ms"}));
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, after_v1) << r;
+  EXPECT_EQ(r.err, absl::StrFormat("watching %s after seq %u\n"
+                                   "stopped (no change for 500ms) after seq %u: resume with "
+                                   "--from %u\n",
+                                   ChunkABoxText(), v[1], v[3], v[3]))
+      << r;
+  r = Watch(WatchA({"--count", "2", "--from", std::to_string(v[1])}));
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, after_v1) << r;
+  // From the newest: nothing yet.
+  r = Watch(WatchA({"--from", std::to_string(last), "--timeout", "1"}));
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "") << r;
+  // From the future: refused.
+  r = Watch(WatchA({"--from", std::to_string(last + 1), "--timeout", "1"}));
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: INVALID: resume point ")) << r;
+  EXPECT_TRUE(r.out.empty()) << r;
+  // A watcher stopped by a signal says where to resume; resuming there
+  // misses nothing written meanwhile.
+  auto running = Start(WatchA({}));
+  ASSERT_EQ(Watching(*running), absl::StrFormat("watching %s after seq %u", ChunkABoxText(), last));
+  ASSERT_OK_AND_ASSIGN(uint64_t v5, c->SetVoxels({{{InA(5), 2}}}));
+  EXPECT_EQ(running->ReadLine(testing::ChildProcess::kOut, kWait).value_or("") + "\n",
+            ChunkLine(v5, kChunkA, "changed"));
+  running->Signal(SIGINT);
+  r = running->Wait(kWait);
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(r.err.ends_with(
+      absl::StrFormat("\nstopped (SIGINT) after seq %u: resume with --from %u\n", v5, v5)))
+      << r;
+  ASSERT_OK_AND_ASSIGN(uint64_t v6, c->SetVoxels({{{InA(6), 2}}}));
+  r = Watch(WatchA({"--from", std::to_string(v5), "--count", "1"}));
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, ChunkLine(v6, kChunkA, "changed")) << r;
+}
+
+TEST(CliWatchResyncTest, WatchFromAResumePointNoLongerRetainedSaysToReadTheRegionAgain) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"), {"--change-window", "5"});
+  ASSERT_OK_AND_ASSIGN(auto c, Client::Connect("127.0.0.1", daemon.port()));
+  ASSERT_OK(c->Hello(""));
+  std::vector<uint64_t> versions;
+  for (uint64_t i = 0; i < 20; ++i) {
+    ASSERT_OK_AND_ASSIGN(uint64_t v, c->SetVoxels({{{{kX + i, kY, kZ}, 1}}}));
+    versions.push_back(v);
+  }
+  auto watch = [&](const std::vector<std::string>& options) {
+    std::vector<std::string> args = WatchA(options);
+    args.insert(args.begin(), {"--address", "127.0.0.1:" + std::to_string(daemon.port())});
+    return RunCliAtMost(args);
+  };
+  CliResult r = watch({"--from", "1", "--count", "1"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.out.empty()) << r;
+  EXPECT_TRUE(r.err.starts_with(absl::StrFormat(
+      "voxdb: RESYNC: the changes after seq 1 are no longer retained by the server: read the "
+      "region again (voxdb query %s), then run voxdb watch without --from (server: ",
+      ChunkABoxText())))
+      << r;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r;
+  // With --json, the error object on stdout.
+  r = watch({"--json", "--from", "1", "--count", "1"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  auto json = JsonOf(r);
+  EXPECT_EQ(json["command"], "\"watch\"") << r;
+  EXPECT_EQ(json["status"], "\"RESYNC\"") << r;
+  // The oldest resume point retained: the last five writes.
+  r = watch({"--from", std::to_string(versions[14]), "--count", "5"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  std::string want;
+  for (size_t i = 15; i < 20; ++i) want += ChunkLine(versions[i], kChunkA, "changed");
+  EXPECT_EQ(r.out, want) << r;
+}
+
+TEST_F(CliWatchTest, WatchStopsCleanlyOnSigintAndSigterm) {
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  for (int signal : {SIGINT, SIGTERM}) {
+    auto watch = Start(WatchA());
+    ASSERT_TRUE(Watching(*watch).starts_with("watching box ")) << signal;
+    ASSERT_OK_AND_ASSIGN(uint64_t v, c->SetVoxels({{{InA(1), static_cast<uint8_t>(signal)}}}));
+    EXPECT_EQ(watch->ReadLine(testing::ChildProcess::kOut, kWait).value_or("") + "\n",
+              ChunkLine(v, kChunkA, "changed"));
+    watch->Signal(signal);
+    const CliResult r = watch->Wait(kWait);
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(
+        r.err.ends_with(absl::StrFormat("\nstopped (%s) after seq %u: resume with --from %u\n",
+                                        signal == SIGINT ? "SIGINT" : "SIGTERM", v, v)))
+        << r;
+  }
+}
+
+TEST_F(CliWatchTest, WatchExitsThreeSayingWhereToResumeWhenTheServerCloses) {
+  std::vector<std::string> args = WatchA();
+  auto watch = Start(args);
+  ASSERT_TRUE(Watching(*watch).starts_with("watching box ")) << watch->Wait(kWait);
+  {
+    auto c = Connect();
+    ASSERT_NE(c, nullptr);
+    ASSERT_OK_AND_ASSIGN(uint64_t v, c->SetVoxels({{{InA(1), 4}}}));
+    ASSERT_EQ(watch->ReadLine(testing::ChildProcess::kOut, kWait).value_or("") + "\n",
+              ChunkLine(v, kChunkA, "changed"));
+    ASSERT_OK(c->SetVoxels({{{InB(1), 4}}}).status());  // outside: not a resume point it knows
+    daemon_.StopWith(SIGTERM);
+    const CliResult r = watch->Wait(kWait);
+    EXPECT_EQ(r.exit_code, 3) << r;
+    EXPECT_TRUE(r.err.ends_with(absl::StrFormat(
+        "\nvoxdb: UNREACHABLE: the server closed the connection after seq %u: resume with the "
+        "same voxdb watch command and --from %u\n",
+        v, v)))
+        << r;
+  }
+  // Nothing listening: exit 3 too.
+  args.insert(args.begin(), {"--address", "127.0.0.1:" + std::to_string(DeadPort())});
+  const CliResult r = RunCli(args);
+  EXPECT_EQ(r.exit_code, 3) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: UNREACHABLE: ")) << r;
+}
+
+TEST_F(CliWatchTest, WatchTakesTheRegionsOfQuery) {
+  const engine::WorldFrame frame = engine::WorldFrame::Earth();
+  const engine::ChunkKey a = engine::ChunkKey::FromCoord(kChunkA);
+  const S2LatLng centre = index::ChunkCentre(frame, a);
+  const std::string lat = Degrees(centre.lat().degrees()), lon = Degrees(centre.lng().degrees());
+  // Chunk A, not chunk B (64 m east): a 10 m circle, a leaf cell's level-20
+  // parent (about 10 m).
+  auto radius = Start({"watch", "radius", lat, lon, "10", "--count", "1"});
+  auto cell =
+      Start({"watch", "cell", index::ChunkCell(frame, a).parent(20).ToToken(), "--count", "1"});
+  // Neither: a rectangle far away; chunk A's column above 1 km.
+  auto rect = Start({"watch", "rect", "-10", "170", "10", "-170", "--timeout", "2s"});
+  auto band = Start(WatchA({"--alt-min", "1000", "--alt-max", "2000", "--timeout", "2s"}));
+  for (auto* watch : {&radius, &cell, &rect, &band}) {
+    ASSERT_TRUE(Watching(**watch).starts_with("watching ")) << (*watch)->Wait(kWait);
+  }
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  ASSERT_OK(c->SetVoxels({{{InB(1), 4}}}).status());
+  ASSERT_OK_AND_ASSIGN(uint64_t v, c->SetVoxels({{{InA(1), 4}}}));
+  for (auto* watch : {&radius, &cell}) {
+    const CliResult r = (*watch)->Wait(kWait);
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_EQ(r.out, ChunkLine(v, kChunkA, "changed")) << r;
+  }
+  CliResult r = rect->Wait(kWait);
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "") << r;
+  EXPECT_TRUE(r.err.starts_with("watching rect -10 170 10 -170 after seq 0\n")) << r;
+  r = band->Wait(kWait);
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "") << r;
+  EXPECT_TRUE(r.err.starts_with(
+      absl::StrFormat("watching %s (altitudes 1000 to 2000 m) after seq 0\n", ChunkABoxText())))
+      << r;
+}
+
+TEST_F(CliWatchTest, WatchUsageErrorsExitTwoBeforeConnecting) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"watch"}, "watch: needs a KIND: radius, cell, rect or box"},
+      {{"watch", "circle", "1", "2", "3"}, "watch: unknown KIND 'circle'"},
+      {{"watch", "box", "0", "0", "0", "4", "4"}, "watch: box takes 6 arguments"},
+      {{"watch", "box", "4", "0", "0", "4", "4", "4"}, "watch: the box is empty"},
+      {{"watch", "radius", "91", "7", "100"}, "watch: LAT '91' is not a latitude"},
+      {{"watch", "cell", "47a1cbd4x"}, "watch: TOKEN '47a1cbd4x' is not an S2 cell token"},
+      {WatchA({"--count", "0"}), "voxdb: --count 0: give at least 1"},
+      {WatchA({"--count", "-1"}), "voxdb: --count '-1' is negative"},
+      {WatchA({"--count"}), "voxdb: option --count needs a value"},
+      {WatchA({"--from", "x"}), "voxdb: --from 'x' is not a decimal number"},
+      {WatchA({"--detail", "all"}), "voxdb: --detail 'all': none, voxels or records"},
+      {WatchA({"--timeout", "5x"}), "voxdb: --timeout '5x' is not a duration"},
+      {WatchA({"--timeout", "1.5s"}), "voxdb: --timeout '1.5s' is not a duration"},
+      {WatchA({"--timeout", "2000000s"}), "voxdb: --timeout 2000000s is over 1000000 seconds"},
+      {WatchA({"--alt-min", "0"}), "watch: --alt-min and --alt-max go together"},
+      {WatchA({"--limit", "5"}), "watch: there is no option --limit for this command"},
+      {WatchA({"--all"}), "watch: there is no option --all for this command"},
+      {WatchA({"--lod", "1"}), "watch: there is no option --lod for this command"},
+      {{"query", "box", "0", "0", "0", "4", "4", "4", "--count", "1"},
+       "query: there is no option --count for this command (watch takes it)"},
+      {{"ping", "--from", "3"},
+       "ping: there is no option --from for this command (watch takes it)"},
+      {{"ping", "--alt-min", "0", "--alt-max", "1"},
+       "ping: there is no option --alt-min for this command (query and watch take it)"},
+  };
+  for (auto [args, message] : cases) {
+    std::string shown;
+    for (const auto& a : args) shown += " '" + a + "'";
+    args.insert(args.begin(), {"--address", "127.0.0.1:1"});
+    const CliResult r = RunCli(args);
+    EXPECT_EQ(r.exit_code, 2) << "voxdb" << shown << "\n" << r;
+    EXPECT_TRUE(r.out.empty()) << shown << "\n" << r;
+    EXPECT_TRUE(r.err.starts_with("voxdb: ")) << shown << "\n" << r;
+    EXPECT_NE(r.err.find(message), std::string::npos) << shown << "\n" << r;
+    EXPECT_NE(r.err.find("see voxdb --help"), std::string::npos) << shown << "\n" << r;
+  }
+  // --timeout takes a duration for every command.
+  EXPECT_EQ(Cli({"--timeout", "2500ms", "ping"}).exit_code, 0);
+  EXPECT_EQ(Cli({"--timeout", "1m", "ping"}).exit_code, 0);
+}
+
+TEST_F(CliWatchTest, WatchHelpDescribesItsLinesAndOptions) {
+  CliResult r = RunCli({"watch", "--help"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  for (const char* text :
+       {"usage: voxdb [options] watch radius|cell|rect|box ARGS...\n",
+        "\n  seq S chunk CX,CY,CZ key KEY changed ", "\n  seq S chunk CX,CY,CZ key KEY deleted ",
+        "\n  seq S fill box X0 Y0 Z0 X1 Y1 Z1 material M\n", "\n  --from SEQ ",
+        "\n  --detail voxels ", "\n  --detail records ", "\n  --count N ",
+        "\n  --timeout DURATION ", "--alt-min MIN --alt-max MAX", "RESYNC", "SIGINT"}) {
+    EXPECT_NE(r.out.find(text), std::string::npos) << text << " missing from\n" << r;
+  }
+  r = RunCli({"--help"});
+  EXPECT_NE(r.out.find("\n  watch radius|cell|rect|box ARGS...  "), std::string::npos) << r;
 }
 
 // --- The client calls the CLI is built on -----------------------------------

@@ -360,6 +360,21 @@ TEST_F(DaemonSubscribeTest, ASubscriberThatNeverReadsIsCutOffWithoutHoldingUpThe
   EXPECT_GT(kWrites * noise.size(), size_t{40} << 20);
 }
 
+// A subscriber waits for changes: the idle timeout does not close it.
+TEST_F(DaemonSubscribeTest, AQuietSubscriberIsNotIdle) {
+  Start({"--idle-timeout", "300ms"});
+  auto quiet = Connect(), plain = Connect();
+  ASSERT_OK_AND_ASSIGN(auto sub, quiet->Subscribe(BoxSubscription(Chunks(0, 1))));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  EXPECT_FALSE(plain->Ping().ok());  // idle: closed
+  auto writer = Connect();
+  ASSERT_OK_AND_ASSIGN(uint64_t v, writer->SetVoxels({{{VoxelOf(0), 1}}}));
+  const auto events = ChunkChanges(Receive(*quiet, sub.subscription, 1));
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].first, v);
+  EXPECT_OK(quiet->Ping());
+}
+
 // SIGTERM waits for replies in flight, not for events a client does not read.
 TEST_F(DaemonSubscribeTest, UnreadEventsDoNotHoldUpAShutdown) {
   Start({"--shutdown-timeout", "20s"});
