@@ -10,6 +10,9 @@ namespace {
 
 class Writer {
  public:
+  Writer() : out_(own_) {}
+  // Appends to *out instead of a buffer of its own (Take() is then empty).
+  explicit Writer(std::vector<uint8_t>* out) : out_(*out) {}
   void U8(uint8_t v) { out_.push_back(v); }
   void U16(uint16_t v) { Int(v, 2); }
   void U32(uint32_t v) { Int(v, 4); }
@@ -29,14 +32,26 @@ class Writer {
     Voxel(b.lo);
     Voxel(b.hi);
   }
-  std::vector<uint8_t> Take() { return std::move(out_); }
+  std::vector<uint8_t> Take() { return std::move(own_); }
 
  private:
   void Int(uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) out_.push_back(static_cast<uint8_t>(v >> (8 * i)));
+    uint8_t b[8];
+    for (int i = 0; i < n; ++i) b[i] = static_cast<uint8_t>(v >> (8 * i));
+    out_.insert(out_.end(), b, b + n);
   }
-  std::vector<uint8_t> out_;
+  std::vector<uint8_t> own_;
+  std::vector<uint8_t>& out_;
 };
+
+// `n u32`, then each item's EncodeTo.
+template <typename T>
+std::vector<uint8_t> EncodeCounted(const std::vector<T>& items) {
+  std::vector<uint8_t> out;
+  Writer(&out).U32(static_cast<uint32_t>(items.size()));
+  for (const T& item : items) item.EncodeTo(&out);
+  return out;
+}
 
 class Reader {
  public:
@@ -599,7 +614,7 @@ absl::StatusOr<SubscribeReply> SubscribeReply::Decode(std::span<const uint8_t> p
 }
 
 void ChangeEvent::EncodeTo(std::vector<uint8_t>* out) const {
-  Writer w;
+  Writer w(out);
   w.U64(seq);
   w.U8(static_cast<uint8_t>(kind));
   if (kind == EventKind::kFill) {
@@ -627,17 +642,9 @@ void ChangeEvent::EncodeTo(std::vector<uint8_t>* out) const {
         break;
     }
   }
-  const std::vector<uint8_t> bytes = w.Take();
-  out->insert(out->end(), bytes.begin(), bytes.end());
 }
 
-std::vector<uint8_t> EventsPush::Encode() const {
-  Writer w;
-  w.U32(static_cast<uint32_t>(events.size()));
-  std::vector<uint8_t> out = w.Take();
-  for (const ChangeEvent& e : events) e.EncodeTo(&out);
-  return out;
-}
+std::vector<uint8_t> EventsPush::Encode() const { return EncodeCounted(events); }
 
 absl::StatusOr<EventsPush> EventsPush::Decode(std::span<const uint8_t> p) {
   Reader r(p);
@@ -729,24 +736,16 @@ absl::StatusOr<StreamUpdateRequest> StreamUpdateRequest::Decode(std::span<const 
 }
 
 void StreamItem::EncodeTo(std::vector<uint8_t>* out) const {
-  Writer w;
+  Writer w(out);
   w.U8(static_cast<uint8_t>(kind));
   w.U8(level);
   w.U64(code);
   w.U64(version);
   w.U32(static_cast<uint32_t>(record.size()));
   w.Bytes(record);
-  const std::vector<uint8_t> bytes = w.Take();
-  out->insert(out->end(), bytes.begin(), bytes.end());
 }
 
-std::vector<uint8_t> StreamDataPush::Encode() const {
-  Writer w;
-  w.U32(static_cast<uint32_t>(items.size()));
-  std::vector<uint8_t> out = w.Take();
-  for (const StreamItem& i : items) i.EncodeTo(&out);
-  return out;
-}
+std::vector<uint8_t> StreamDataPush::Encode() const { return EncodeCounted(items); }
 
 absl::StatusOr<StreamDataPush> StreamDataPush::Decode(std::span<const uint8_t> p) {
   Reader r(p);

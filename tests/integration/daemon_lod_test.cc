@@ -20,6 +20,7 @@
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/run_process.h"
+#include "tests/testing/stats.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -95,18 +96,7 @@ class DaemonLodTest : public ::testing::Test {
     ASSERT_OK(client_->Hello("").status());
   }
 
-  uint64_t Stat(const std::string& name) {
-    auto text = client_->Stats();
-    EXPECT_OK(text.status());
-    if (!text.ok()) return 0;
-    for (absl::string_view line : absl::StrSplit(*text, '\n')) {
-      std::pair<std::string, std::string> kv = absl::StrSplit(line, ' ');
-      uint64_t v = 0;
-      if (kv.first == name && absl::SimpleAtoi(kv.second, &v)) return v;
-    }
-    ADD_FAILURE() << "no " << name << " in STATS";
-    return 0;
-  }
+  uint64_t Stat(const std::string& name) { return testing::Stat(*client_, name); }
 
   // FLUSHes, then waits (30 s at most) until no LOD node is dirty and the
   // level-1 node of the block has version `version`.

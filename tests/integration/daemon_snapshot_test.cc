@@ -18,6 +18,7 @@
 #include "engine/morton.h"
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/stats.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -28,6 +29,7 @@ using engine::ChunkKey;
 using protocol::Box;
 using protocol::Client;
 using testing::DaemonProcess;
+using testing::Stat;
 using testing::TempDir;
 
 constexpr uint64_t kEdge = 128;
@@ -57,17 +59,6 @@ class DaemonSnapshotTest : public ::testing::Test {
     if (!c.ok()) return nullptr;
     EXPECT_OK((*c)->Hello("").status());
     return std::move(*c);
-  }
-  uint64_t Stat(Client& client, const std::string& name) {
-    auto text = client.Stats();
-    EXPECT_OK(text.status());
-    for (absl::string_view line : absl::StrSplit(text.value_or(""), '\n')) {
-      std::pair<std::string, std::string> kv = absl::StrSplit(line, ' ');
-      uint64_t v = 0;
-      if (kv.first == name && absl::SimpleAtoi(kv.second, &v)) return v;
-    }
-    ADD_FAILURE() << "no " << name << " in STATS";
-    return 0;
   }
   // version and decoded voxels of each result.
   static std::vector<std::pair<uint64_t, std::vector<uint8_t>>> Decode(

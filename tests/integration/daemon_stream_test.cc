@@ -19,6 +19,7 @@
 #include "engine/morton.h"
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/stats.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -112,17 +113,7 @@ class DaemonStreamTest : public ::testing::Test {
     EXPECT_OK((*c)->Hello("").status());
     return std::move(*c);
   }
-  uint64_t Stat(const std::string& name) {
-    auto text = writer_->Stats();
-    EXPECT_OK(text.status());
-    for (absl::string_view line : absl::StrSplit(text.value_or(""), '\n')) {
-      std::pair<std::string, std::string> kv = absl::StrSplit(line, ' ');
-      uint64_t v = 0;
-      if (kv.first == name && absl::SimpleAtoi(kv.second, &v)) return v;
-    }
-    ADD_FAILURE() << "no " << name << " in STATS";
-    return 0;
-  }
+  uint64_t Stat(const std::string& name) { return testing::Stat(*writer_, name); }
   // One voxel in every chunk of the world; returns each chunk's version.
   std::map<uint64_t, uint64_t> WriteWorld() {
     std::map<uint64_t, uint64_t> versions;
