@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "absl/strings/str_format.h"
+#include "engine/fills.h"
+#include "index/s2_index.h"
 #include "protocol/frame.h"
 
 namespace voxdb::daemon {
@@ -63,12 +65,38 @@ bool StreamPlan::ShouldUnload(const NodeKey& key) const {
   return true;
 }
 
-std::vector<StreamPlan::Want> StreamPlan::Wanted() const {
+std::vector<StreamPlan::Want> StreamPlan::Wanted(const ChunkLister* lister) const {
   std::map<NodeKey, double> best;
   const int top = lod_distance_m_ > 0 ? lod_levels_ : 0;
   for (const protocol::Viewer& v : viewers_) {
     const double ax = v.x + v.vx * kLookAheadSeconds, ay = v.y + v.vy * kLookAheadSeconds,
                  az = v.z + v.vz * kLookAheadSeconds;
+    auto want = [&](const NodeKey& key, double d) {
+      const double p = std::min(d, Distance(ax, ay, az, key));
+      auto [it, inserted] = best.try_emplace(key, p);
+      if (!inserted) it->second = std::min(it->second, p);
+    };
+    if (top == 0 && lister != nullptr) {
+      // Chunks only: those with data within reach of the viewer.
+      const double r = v.view_distance_m / frame_.voxel_size_m();
+      const engine::VoxelBox world = frame_.Bounds();
+      auto clip = [](double p, uint64_t lo, uint64_t hi) {
+        return static_cast<uint64_t>(
+            std::clamp(p, static_cast<double>(lo), static_cast<double>(hi)));
+      };
+      const engine::VoxelBox box{
+          {clip(v.x - r, world.lo.x, world.hi.x), clip(v.y - r, world.lo.y, world.hi.y),
+           clip(v.z - r, world.lo.z, world.hi.z)},
+          {clip(v.x + r + 1, world.lo.x, world.hi.x), clip(v.y + r + 1, world.lo.y, world.hi.y),
+           clip(v.z + r + 1, world.lo.z, world.hi.z)}};
+      if (box.lo.x >= box.hi.x || box.lo.y >= box.hi.y || box.lo.z >= box.hi.z) continue;
+      const bool listed = (*lister)(box, [&](uint64_t code) {
+        const NodeKey key{0, code};
+        const double d = Distance(v, key);
+        if (d <= v.view_distance_m) want(key, d);
+      });
+      if (listed) continue;  // else every position, below
+    }
     // Top-down: a node closer than its level's start is replaced by its
     // eight children, so the chosen nodes tile the space without overlap.
     std::function<void(int, uint32_t, uint32_t, uint32_t)> visit = [&](int l, uint32_t x,
@@ -82,9 +110,7 @@ std::vector<StreamPlan::Want> StreamPlan::Wanted() const {
         return;
       }
       if (d > v.view_distance_m) return;
-      const double p = std::min(d, Distance(ax, ay, az, key));
-      auto [it, inserted] = best.try_emplace(key, p);
-      if (!inserted) it->second = std::min(it->second, p);
+      want(key, d);
     };
     // The top-level nodes around the viewer: every node whose centre is
     // within the view distance, or whose children's may be.
@@ -176,7 +202,33 @@ absl::Status Stream::Update(const protocol::StreamUpdateRequest& r) {
 }
 
 void Stream::Replan() {
-  queue_ = plan_.Wanted();
+  // The chunks with data in a box: the index's box query (stored and
+  // written chunks) and the chunks of the fills that meet the box.
+  const StreamPlan::ChunkLister lister = [this](const engine::VoxelBox& box,
+                                                const std::function<void(uint64_t)>& fn) {
+    index::QueryOptions o;
+    o.limit = protocol::kMaxQueryLimit;
+    for (;;) {
+      auto page = index::Query(*db_, index::BoxRegion{box}, o);
+      if (!page.ok()) return false;
+      for (const index::ChunkHit& hit : page->chunks) fn(hit.key.code());
+      for (const engine::Fill& fill : page->fills) {
+        const engine::VoxelBox part = engine::Intersect(fill.box, box);
+        if (part.lo.x >= part.hi.x || part.lo.y >= part.hi.y || part.lo.z >= part.hi.z) continue;
+        const engine::ChunkCoord lo = db_->frame().ChunkOf(part.lo);
+        const engine::ChunkCoord hi =
+            db_->frame().ChunkOf({part.hi.x - 1, part.hi.y - 1, part.hi.z - 1});
+        for (uint32_t z = lo.z; z <= hi.z; ++z) {
+          for (uint32_t y = lo.y; y <= hi.y; ++y) {
+            for (uint32_t x = lo.x; x <= hi.x; ++x) fn(engine::MortonEncode(x, y, z));
+          }
+        }
+      }
+      if (page->next_cursor.empty()) return true;
+      o.cursor = std::move(page->next_cursor);
+    }
+  };
+  queue_ = plan_.Wanted(&lister);
   next_ = 0;
   wanted_.clear();
   for (const auto& w : queue_) wanted_.insert(w.key);
@@ -245,30 +297,44 @@ void Stream::TakeChanges() {
   }
 }
 
-void Stream::Read(const NodeKey& key, protocol::StreamDataPush* push, size_t* bytes) {
-  uint64_t version = 0;
-  std::vector<uint8_t> record;
-  absl::Status status;
-  if (key.level == 0) {
-    const engine::ChunkKey k = engine::ChunkKey::FromCode(key.code);
-    status = db_->GetChunks({&k, 1}, [&](size_t, const engine::ChunkRead& read) {
-      if (!read.status.ok()) {
-        status = read.status;
-        return;
-      }
-      if (read.version == 0) return;
-      version = read.version;
-      record.assign(read.record.begin(), read.record.end());
-    });
-  } else if (lod_ != nullptr) {
-    auto read = lod_->GetLod(key.level, key.code);
-    if (read.ok()) {
-      version = read->version;
-      record = std::move(read->record);
-    } else if (!absl::IsNotFound(read.status())) {
-      status = read.status();
-    }
+// A STREAM_DATA frame built in place: header, n u32, then the items, each
+// record copied once, from the store (or the cache) into the frame.
+class FrameBuilder {
+ public:
+  FrameBuilder() : bytes_(protocol::kHeaderSize + 4) {}
+  void Add(protocol::StreamItem::Kind kind, const NodeKey& key, uint64_t version,
+           std::span<const uint8_t> record) {
+    uint8_t head[22];
+    head[0] = static_cast<uint8_t>(kind);
+    head[1] = key.level;
+    for (int i = 0; i < 8; ++i) head[2 + i] = static_cast<uint8_t>(key.code >> (8 * i));
+    for (int i = 0; i < 8; ++i) head[10 + i] = static_cast<uint8_t>(version >> (8 * i));
+    const auto len = static_cast<uint32_t>(record.size());
+    for (int i = 0; i < 4; ++i) head[18 + i] = static_cast<uint8_t>(len >> (8 * i));
+    bytes_.insert(bytes_.end(), head, head + sizeof head);
+    bytes_.insert(bytes_.end(), record.begin(), record.end());
+    ++n_;
   }
+  uint32_t items() const { return n_; }
+  size_t size() const { return bytes_.size(); }
+  std::vector<uint8_t> Seal() {
+    for (int i = 0; i < 4; ++i)
+      bytes_[protocol::kHeaderSize + i] = static_cast<uint8_t>(n_ >> (8 * i));
+    protocol::FrameHeader h;
+    h.opcode = static_cast<uint8_t>(protocol::Opcode::kStreamData);
+    h.flags = protocol::kFlagPush;
+    protocol::EncodeHeader(h, static_cast<uint32_t>(bytes_.size() - protocol::kHeaderSize),
+                           bytes_.data());
+    return std::move(bytes_);
+  }
+
+ private:
+  std::vector<uint8_t> bytes_;
+  uint32_t n_ = 0;
+};
+
+void Stream::Consider(const NodeKey& key, const absl::Status& status, uint64_t version,
+                      std::span<const uint8_t> record, FrameBuilder* frame) {
   // A node that cannot be read now (CORRUPT, an I/O error) is left as the
   // shard has it; the next change or plan reads it again.
   if (!status.ok()) return;
@@ -277,13 +343,40 @@ void Stream::Read(const NodeKey& key, protocol::StreamDataPush* push, size_t* by
   have = version;
   if (version == 0) {
     // It was sent and is gone now (deleted): the shard should drop it.
-    push->items.push_back({protocol::StreamItem::Kind::kUnload, key.level, key.code, 0, {}});
-    *bytes += 22;
+    frame->Add(protocol::StreamItem::Kind::kUnload, key, 0, {});
     return;
   }
-  *bytes += 22 + record.size();
-  push->items.push_back(
-      {protocol::StreamItem::Kind::kChunk, key.level, key.code, version, std::move(record)});
+  frame->Add(protocol::StreamItem::Kind::kChunk, key, version, record);
+  ++counters_->chunks;
+  average_item_ = (average_item_ * 7 + record.size() + 22) / 8;
+}
+
+void Stream::ReadInto(std::span<const NodeKey> keys, FrameBuilder* frame) {
+  std::vector<engine::ChunkKey> chunks;
+  std::vector<NodeKey> nodes;
+  for (const NodeKey& k : keys) {
+    if (k.level == 0) {
+      chunks.push_back(engine::ChunkKey::FromCode(k.code));
+    } else {
+      nodes.push_back(k);
+    }
+  }
+  if (!chunks.empty()) {
+    // One read transaction for the chunks of the batch.
+    (void)db_->GetChunks(chunks, [&](size_t i, const engine::ChunkRead& read) {
+      Consider({0, chunks[i].code()}, read.status, read.status.ok() ? read.version : 0, read.record,
+               frame);
+    });
+  }
+  for (const NodeKey& k : nodes) {
+    if (lod_ == nullptr) break;
+    auto read = lod_->GetLod(k.level, k.code);
+    if (read.ok()) {
+      Consider(k, absl::OkStatus(), read->version, read->record, frame);
+    } else {
+      Consider(k, absl::IsNotFound(read.status()) ? absl::OkStatus() : read.status(), 0, {}, frame);
+    }
+  }
 }
 
 void Stream::Pump() {
@@ -297,6 +390,7 @@ void Stream::Pump() {
                                             std::chrono::duration<double>(now - refilled_).count());
   }
   refilled_ = now;
+  constexpr size_t kMaxBatch = 16;  // nodes read at once
   for (;;) {
     if (unsent_() >= window_) {
       waiting_drain_ = true;
@@ -310,47 +404,42 @@ void Stream::Pump() {
           std::chrono::milliseconds(1));
       return;
     }
-    protocol::StreamDataPush push;
-    size_t bytes = 0;
-    for (const NodeKey& k : unloads_) {
-      push.items.push_back({protocol::StreamItem::Kind::kUnload, k.level, k.code, 0, {}});
-      bytes += 22;
-    }
+    FrameBuilder frame;
+    for (const NodeKey& k : unloads_) frame.Add(protocol::StreamItem::Kind::kUnload, k, 0, {});
     counters_->unloads += unloads_.size();
     unloads_.clear();
-    while (bytes < options_.max_frame_bytes) {
-      NodeKey k;
-      if (!urgent_.empty()) {
-        k = urgent_.back();
-        urgent_.pop_back();
-        if (wanted_.count(k) == 0 && known_.count(k) == 0) continue;  // unloaded since
-      } else if (next_ < queue_.size()) {
-        k = queue_[next_++].key;
-        if (known_.count(k) > 0) continue;  // read before: changes come as urgent
-      } else {
-        break;
+    bool exhausted = false;
+    while (frame.size() < options_.max_frame_bytes && !exhausted) {
+      // As many nodes as the frame has room for, at the items' average size.
+      const size_t room = options_.max_frame_bytes - frame.size();
+      const size_t want =
+          std::clamp<size_t>(room / std::max<size_t>(average_item_, 1024), 1, kMaxBatch);
+      std::vector<NodeKey> batch;
+      while (batch.size() < want) {
+        if (!urgent_.empty()) {
+          const NodeKey k = urgent_.back();
+          urgent_.pop_back();
+          if (wanted_.count(k) == 0 && known_.count(k) == 0) continue;  // unloaded since
+          batch.push_back(k);
+        } else if (next_ < queue_.size()) {
+          const NodeKey k = queue_[next_++].key;
+          if (known_.count(k) > 0) continue;  // read before: changes come as urgent
+          batch.push_back(k);
+        } else {
+          exhausted = true;
+          break;
+        }
       }
-      const size_t before = push.items.size();
-      Read(k, &push, &bytes);
-      if (push.items.size() > before &&
-          push.items.back().kind == protocol::StreamItem::Kind::kChunk) {
-        ++counters_->chunks;
-      }
+      ReadInto(batch, &frame);
     }
-    if (push.items.empty()) {
+    if (frame.items() == 0) {
       Arm(options_.tick);  // idle: look for changes now and then
       return;
     }
-    std::vector<uint8_t> frame(protocol::kHeaderSize);
-    const std::vector<uint8_t> payload = push.Encode();
-    frame.insert(frame.end(), payload.begin(), payload.end());
-    protocol::FrameHeader h;
-    h.opcode = static_cast<uint8_t>(protocol::Opcode::kStreamData);
-    h.flags = protocol::kFlagPush;
-    protocol::EncodeHeader(h, static_cast<uint32_t>(payload.size()), frame.data());
-    if (budget_ > 0) tokens_ -= static_cast<double>(frame.size());
-    counters_->bytes += frame.size();
-    send_(std::move(frame));
+    std::vector<uint8_t> bytes = frame.Seal();
+    if (budget_ > 0) tokens_ -= static_cast<double>(bytes.size());
+    counters_->bytes += bytes.size();
+    send_(std::move(bytes));
   }
 }
 

@@ -38,6 +38,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <span>
 #include <vector>
 
 #include "daemon/asio.h"
@@ -66,9 +67,15 @@ class StreamPlan {
     NodeKey key;
     double priority_m = 0;  // smaller first
   };
+  // Lists the chunks with data (a record or a fill) that meet a voxel box:
+  // fn(code) for each, at least once; false if it could not.
+  using ChunkLister = std::function<bool(const engine::VoxelBox& box,
+                                         const std::function<void(uint64_t code)>& fn)>;
   // Every node some viewer needs, each once (at each level it is needed
-  // at), in priority order (ties: by level, then code).
-  std::vector<Want> Wanted() const;
+  // at), in priority order (ties: by level, then code). With chunks only
+  // (no LOD levels in play) and a `lister`, the chunks come from it rather
+  // than from every chunk position in the view (mostly sky and rock).
+  std::vector<Want> Wanted(const ChunkLister* lister = nullptr) const;
   // Where level `level` starts: nodes of that level closer than this are
   // split (0 for level 0).
   double LevelStart(int level) const;
@@ -98,6 +105,8 @@ struct StreamCounters {
   std::atomic<uint64_t> open{0}, chunks{0}, bytes{0}, unloads{0};
 };
 
+class FrameBuilder;  // stream.cc
+
 class Stream : public std::enable_shared_from_this<Stream> {
  public:
   // `send` queues a whole frame on the connection; `unsent` says how many
@@ -123,8 +132,12 @@ class Stream : public std::enable_shared_from_this<Stream> {
   void Arm(std::chrono::milliseconds delay);
   void Replan();
   void TakeChanges();
-  // Appends the node's item if it exists and the shard lacks this version.
-  void Read(const NodeKey& key, protocol::StreamDataPush* push, size_t* bytes);
+  // Reads the nodes (the chunks among them in one call) and adds an item
+  // for each that exists and the shard lacks at this version, or that the
+  // shard has and that is gone.
+  void ReadInto(std::span<const NodeKey> keys, FrameBuilder* frame);
+  void Consider(const NodeKey& key, const absl::Status& status, uint64_t version,
+                std::span<const uint8_t> record, FrameBuilder* frame);
 
   asio::steady_timer timer_;
   engine::Database* db_;
@@ -151,6 +164,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   std::map<NodeKey, uint64_t> stale_lod_;  // LOD nodes to re-read, and the version they need
   std::vector<NodeKey> unloads_;           // to tell the shard
   uint64_t feed_cursor_ = 0;
+  size_t average_item_ = 0;  // bytes of the items sent, a moving average
 };
 
 }  // namespace voxdb::daemon
