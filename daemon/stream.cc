@@ -85,8 +85,9 @@ std::vector<StreamPlan::Want> StreamPlan::Wanted(const ChunkLister* lister) cons
             std::clamp(p, static_cast<double>(lo), static_cast<double>(hi)));
       };
       const engine::VoxelBox box{
-          {clip(v.x - r, world.lo.x, world.hi.x), clip(v.y - r, world.lo.y, world.hi.y),
-           clip(v.z - r, world.lo.z, world.hi.z)},
+          // A chunk ending where the view ends (hi exclusive) is in it.
+          {clip(v.x - r - 1, world.lo.x, world.hi.x), clip(v.y - r - 1, world.lo.y, world.hi.y),
+           clip(v.z - r - 1, world.lo.z, world.hi.z)},
           {clip(v.x + r + 1, world.lo.x, world.hi.x), clip(v.y + r + 1, world.lo.y, world.hi.y),
            clip(v.z + r + 1, world.lo.z, world.hi.z)}};
       if (box.lo.x >= box.hi.x || box.lo.y >= box.hi.y || box.lo.z >= box.hi.z) continue;

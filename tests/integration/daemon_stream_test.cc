@@ -356,6 +356,26 @@ TEST_F(DaemonStreamTest, AfterMissedChangesNothingIsSentTwice) {
   EXPECT_EQ(items[0].version, v);
 }
 
+// Chunks only (LOD distance 0): a chunk exactly at the view distance, on
+// either side, is in view; one farther is not.
+TEST_F(DaemonStreamTest, ChunksAtExactlyTheViewDistanceAreInView) {
+  protocol::SetVoxelsRequest row;
+  for (uint32_t cx = kCx - 3; cx <= kCx + 2; ++cx) {
+    row.edits.push_back({{cx * kEdge + 64, kCy * kEdge + 64, kCz * kEdge + 64}, 3});
+  }
+  ASSERT_OK(writer_->SetVoxels(row).status());
+  auto shard = Connect();
+  protocol::StreamUpdateRequest update;
+  // On the boundary of chunks kCx - 1 and kCx; 32 m is one chunk.
+  update.viewers = {{1, kCx * 1.0 * kEdge, kCy * kEdge + 64.0, kCz * kEdge + 64.0, 0, 0, 0, 32}};
+  ASSERT_OK(shard->StreamUpdate(update));
+  std::set<uint64_t> got;
+  for (const StreamItem& i : Drain(*shard, std::chrono::milliseconds(300))) got.insert(i.code);
+  std::set<uint64_t> want;
+  for (uint32_t cx = kCx - 2; cx <= kCx + 1; ++cx) want.insert(engine::MortonEncode(cx, kCy, kCz));
+  EXPECT_EQ(got, want);
+}
+
 TEST_F(DaemonStreamTest, BadUpdatesAreRefusedAndTheConnectionStays) {
   auto c = Connect();
   protocol::StreamUpdateRequest update;
