@@ -565,8 +565,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     if (!stream_) {
       // Both callbacks run on this strand, from the stream's Pump().
       stream_ = std::make_shared<Stream>(
-          socket_.get_executor(), server_->db_, options_.lod, options_.streams,
-          &server_->stream_counters_,
+          socket_.get_executor(), server_->io_.get_executor(), server_->db_, options_.lod,
+          options_.streams, &server_->stream_counters_,
           [this](std::vector<uint8_t> frame) {
             if (!server_->stopping_) Enqueue(std::move(frame));  // see Push()
           },

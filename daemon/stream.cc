@@ -145,10 +145,11 @@ std::vector<StreamPlan::Want> StreamPlan::Wanted(const ChunkLister* lister) cons
 
 // --- Stream -----------------------------------------------------------------------
 
-Stream::Stream(asio::any_io_executor executor, engine::Database* db, engine::LodPyramid* lod,
-               const StreamOptions& options, StreamCounters* counters,
+Stream::Stream(asio::any_io_executor executor, asio::any_io_executor pool, engine::Database* db,
+               engine::LodPyramid* lod, const StreamOptions& options, StreamCounters* counters,
                std::function<void(std::vector<uint8_t>)> send, std::function<uint64_t()> unsent)
     : timer_(executor),
+      pool_(std::move(pool)),
       db_(db),
       lod_(lod),
       options_(options),
@@ -236,6 +237,7 @@ void Stream::Replan() {
   for (auto it = known_.begin(); it != known_.end();) {
     if (wanted_.count(it->first) == 0 && plan_.ShouldUnload(it->first)) {
       if (it->second > 0) unloads_.push_back(it->first);
+      if (reading_.count(it->first) > 0) cancelled_.insert(it->first);
       stale_lod_.erase(it->first);
       it = known_.erase(it);
     } else {
@@ -334,50 +336,139 @@ class FrameBuilder {
   uint32_t n_ = 0;
 };
 
-void Stream::Consider(const NodeKey& key, const absl::Status& status, uint64_t version,
-                      std::span<const uint8_t> record, FrameBuilder* frame) {
-  // A node that cannot be read now (CORRUPT, an I/O error) is left as the
-  // shard has it; the next change or plan reads it again.
-  if (!status.ok()) return;
-  uint64_t& have = known_[key];
-  if (version == have) return;  // absent still, or the shard has this version
-  have = version;
-  if (version == 0) {
-    // It was sent and is gone now (deleted): the shard should drop it.
-    frame->Add(protocol::StreamItem::Kind::kUnload, key, 0, {});
-    return;
-  }
-  frame->Add(protocol::StreamItem::Kind::kChunk, key, version, record);
-  ++counters_->chunks;
-  average_item_ = (average_item_ * 7 + record.size() + 22) / 8;
-}
+// A batch of nodes read off the connection's strand: what the shard has of
+// each when the batch was made, and after the read, the frame and what the
+// shard has then (nullopt: the node could not be read, it is left as it was).
+struct Stream::Job {
+  std::vector<NodeKey> keys;
+  std::vector<uint64_t> have;
+  std::vector<NodeKey> unloads;  // sent first
+  std::vector<std::optional<uint64_t>> now;
+  FrameBuilder frame;
+  uint64_t chunks = 0, item_bytes = 0;
+  bool done = false;
+};
 
-void Stream::ReadInto(std::span<const NodeKey> keys, FrameBuilder* frame) {
-  std::vector<engine::ChunkKey> chunks;
-  std::vector<NodeKey> nodes;
-  for (const NodeKey& k : keys) {
-    if (k.level == 0) {
-      chunks.push_back(engine::ChunkKey::FromCode(k.code));
-    } else {
-      nodes.push_back(k);
+void Stream::Read(Job* job) const {
+  for (const NodeKey& k : job->unloads)
+    job->frame.Add(protocol::StreamItem::Kind::kUnload, k, 0, {});
+  job->now.assign(job->keys.size(), std::nullopt);
+  auto consider = [&](size_t i, const absl::Status& status, uint64_t version,
+                      std::span<const uint8_t> record) {
+    // A node that cannot be read now (CORRUPT, an I/O error) is left as the
+    // shard has it; the next change or plan reads it again.
+    if (!status.ok()) return;
+    job->now[i] = version;
+    if (version == job->have[i]) return;  // absent still, or the shard has this version
+    const NodeKey& key = job->keys[i];
+    if (version == 0) {
+      // It was sent and is gone now (deleted): the shard should drop it.
+      job->frame.Add(protocol::StreamItem::Kind::kUnload, key, 0, {});
+      return;
     }
-  }
-  if (!chunks.empty()) {
-    // One read transaction for the chunks of the batch.
-    (void)db_->GetChunks(chunks, [&](size_t i, const engine::ChunkRead& read) {
-      Consider({0, chunks[i].code()}, read.status, read.status.ok() ? read.version : 0, read.record,
-               frame);
+    job->frame.Add(protocol::StreamItem::Kind::kChunk, key, version, record);
+    ++job->chunks;
+    job->item_bytes += record.size() + 22;
+  };
+  // In the batch's order (nearest first): each run of chunks in one read
+  // transaction, LOD nodes one by one.
+  std::vector<engine::ChunkKey> chunks;
+  for (size_t i = 0; i < job->keys.size();) {
+    const NodeKey& k = job->keys[i];
+    if (k.level != 0) {
+      if (lod_ != nullptr) {
+        auto read = lod_->GetLod(k.level, k.code);
+        if (read.ok()) {
+          consider(i, absl::OkStatus(), read->version, read->record);
+        } else {
+          consider(i, absl::IsNotFound(read.status()) ? absl::OkStatus() : read.status(), 0, {});
+        }
+      }
+      ++i;
+      continue;
+    }
+    const size_t first = i;
+    chunks.clear();
+    for (; i < job->keys.size() && job->keys[i].level == 0; ++i) {
+      chunks.push_back(engine::ChunkKey::FromCode(job->keys[i].code));
+    }
+    (void)db_->GetChunks(chunks, [&](size_t j, const engine::ChunkRead& read) {
+      consider(first + j, read.status, read.status.ok() ? read.version : 0, read.record);
     });
   }
-  for (const NodeKey& k : nodes) {
-    if (lod_ == nullptr) break;
-    auto read = lod_->GetLod(k.level, k.code);
-    if (read.ok()) {
-      Consider(k, absl::OkStatus(), read->version, read->record, frame);
+}
+
+bool Stream::StartJob() {
+  constexpr size_t kMaxBatch = 64;
+  auto job = std::make_shared<Job>();
+  job->unloads = std::move(unloads_);
+  unloads_.clear();
+  counters_->unloads += job->unloads.size();
+  // As many nodes as a frame has room for, at the items' average size.
+  const size_t want =
+      average_item_ == 0
+          ? 4  // nothing sent yet: a few, to learn their size
+          : std::clamp<size_t>(options_.max_frame_bytes / std::max<size_t>(average_item_, 1024), 1,
+                               kMaxBatch);
+  std::vector<NodeKey> later;  // urgent, but being read already: after this batch
+  while (job->keys.size() < want) {
+    NodeKey k;
+    if (!urgent_.empty()) {
+      k = urgent_.back();
+      urgent_.pop_back();
+      if (wanted_.count(k) == 0 && known_.count(k) == 0) continue;  // unloaded since
+      if (reading_.count(k) > 0) {
+        later.push_back(k);
+        continue;
+      }
+    } else if (next_ < queue_.size()) {
+      k = queue_[next_++].key;
+      if (known_.count(k) > 0 || reading_.count(k) > 0) continue;  // changes come as urgent
     } else {
-      Consider(k, absl::IsNotFound(read.status()) ? absl::OkStatus() : read.status(), 0, {}, frame);
+      break;
     }
+    if (!reading_.insert(k).second) continue;  // twice in this batch
+    const auto it = known_.find(k);
+    job->keys.push_back(k);
+    job->have.push_back(it == known_.end() ? 0 : it->second);
   }
+  urgent_.insert(urgent_.end(), later.begin(), later.end());
+  if (job->keys.empty() && job->unloads.empty()) return false;
+  jobs_.push_back(job);
+  // Off the strand (the other I/O thread): the reads and the copies into
+  // the frame; the strand meanwhile writes the frames before.
+  asio::post(pool_, [self = shared_from_this(), job] {
+    self->Read(job.get());
+    asio::post(self->timer_.get_executor(), [self, job] {
+      job->done = true;
+      self->Finish();
+    });
+  });
+  return true;
+}
+
+void Stream::Finish() {
+  // Frames go out in the order their batches were made.
+  while (!jobs_.empty() && jobs_.front()->done) {
+    std::shared_ptr<Job> job = std::move(jobs_.front());
+    jobs_.pop_front();
+    for (size_t i = 0; i < job->keys.size(); ++i) {
+      reading_.erase(job->keys[i]);
+      // Unloaded while it was read: the unload follows this frame.
+      if (cancelled_.erase(job->keys[i]) > 0) continue;
+      if (job->now[i]) known_[job->keys[i]] = *job->now[i];
+    }
+    if (stopped_ || job->frame.items() == 0) continue;
+    counters_->chunks += job->chunks;
+    if (job->chunks > 0) {
+      average_item_ = (average_item_ + job->item_bytes / job->chunks) / 2;
+    }
+    std::vector<uint8_t> bytes = job->frame.Seal();
+    if (budget_ > 0) tokens_ -= static_cast<double>(bytes.size());
+    counters_->bytes += bytes.size();
+    send_(std::move(bytes));
+  }
+  Pump();
 }
 
 void Stream::Pump() {
@@ -391,9 +482,9 @@ void Stream::Pump() {
                                             std::chrono::duration<double>(now - refilled_).count());
   }
   refilled_ = now;
-  constexpr size_t kMaxBatch = 16;  // nodes read at once
-  for (;;) {
-    if (unsent_() >= window_) {
+  constexpr size_t kMaxJobs = 2;  // one being read while the one before is written
+  while (jobs_.size() < kMaxJobs) {
+    if (unsent_() + jobs_.size() * options_.max_frame_bytes >= window_) {
       waiting_drain_ = true;
       return;  // the connection calls Pump() when it has written
     }
@@ -405,42 +496,11 @@ void Stream::Pump() {
           std::chrono::milliseconds(1));
       return;
     }
-    FrameBuilder frame;
-    for (const NodeKey& k : unloads_) frame.Add(protocol::StreamItem::Kind::kUnload, k, 0, {});
-    counters_->unloads += unloads_.size();
-    unloads_.clear();
-    bool exhausted = false;
-    while (frame.size() < options_.max_frame_bytes && !exhausted) {
-      // As many nodes as the frame has room for, at the items' average size.
-      const size_t room = options_.max_frame_bytes - frame.size();
-      const size_t want =
-          std::clamp<size_t>(room / std::max<size_t>(average_item_, 1024), 1, kMaxBatch);
-      std::vector<NodeKey> batch;
-      while (batch.size() < want) {
-        if (!urgent_.empty()) {
-          const NodeKey k = urgent_.back();
-          urgent_.pop_back();
-          if (wanted_.count(k) == 0 && known_.count(k) == 0) continue;  // unloaded since
-          batch.push_back(k);
-        } else if (next_ < queue_.size()) {
-          const NodeKey k = queue_[next_++].key;
-          if (known_.count(k) > 0) continue;  // read before: changes come as urgent
-          batch.push_back(k);
-        } else {
-          exhausted = true;
-          break;
-        }
-      }
-      ReadInto(batch, &frame);
-    }
-    if (frame.items() == 0) {
-      Arm(options_.tick);  // idle: look for changes now and then
+    if (budget_ > 0 && !jobs_.empty()) return;  // one frame at a time under a budget
+    if (!StartJob()) {
+      if (jobs_.empty()) Arm(options_.tick);  // idle: look for changes now and then
       return;
     }
-    std::vector<uint8_t> bytes = frame.Seal();
-    if (budget_ > 0) tokens_ -= static_cast<double>(bytes.size());
-    counters_->bytes += bytes.size();
-    send_(std::move(bytes));
   }
 }
 

@@ -109,10 +109,12 @@ class FrameBuilder;  // stream.cc
 
 class Stream : public std::enable_shared_from_this<Stream> {
  public:
-  // `send` queues a whole frame on the connection; `unsent` says how many
-  // bytes the connection has queued and not written. `lod` may be null.
-  Stream(asio::any_io_executor executor, engine::Database* db, engine::LodPyramid* lod,
-         const StreamOptions& options, StreamCounters* counters,
+  // `executor` is the connection's strand, `pool` where reads run (the I/O
+  // threads). `send` queues a whole frame on the connection; `unsent` says
+  // how many bytes the connection has queued and not written. `lod` may be
+  // null.
+  Stream(asio::any_io_executor executor, asio::any_io_executor pool, engine::Database* db,
+         engine::LodPyramid* lod, const StreamOptions& options, StreamCounters* counters,
          std::function<void(std::vector<uint8_t>)> send, std::function<uint64_t()> unsent);
   ~Stream();
 
@@ -132,14 +134,20 @@ class Stream : public std::enable_shared_from_this<Stream> {
   void Arm(std::chrono::milliseconds delay);
   void Replan();
   void TakeChanges();
-  // Reads the nodes (the chunks among them in one call) and adds an item
-  // for each that exists and the shard lacks at this version, or that the
-  // shard has and that is gone.
-  void ReadInto(std::span<const NodeKey> keys, FrameBuilder* frame);
-  void Consider(const NodeKey& key, const absl::Status& status, uint64_t version,
-                std::span<const uint8_t> record, FrameBuilder* frame);
+  struct Job;
+  // Makes the next batch of nodes to read and starts reading it off the
+  // strand; false if there is nothing to send.
+  bool StartJob();
+  // On the pool: reads the batch's nodes (the chunks in one call) and adds
+  // an item for each that exists and the shard lacks at this version, or
+  // that the shard has and that is gone. Touches only the job and the
+  // (thread-safe) database and pyramid.
+  void Read(Job* job) const;
+  // On the strand: sends the frames of the batches read, in order.
+  void Finish();
 
   asio::steady_timer timer_;
+  asio::any_io_executor pool_;
   engine::Database* db_;
   engine::LodPyramid* lod_;
   const StreamOptions options_;
@@ -164,7 +172,10 @@ class Stream : public std::enable_shared_from_this<Stream> {
   std::map<NodeKey, uint64_t> stale_lod_;  // LOD nodes to re-read, and the version they need
   std::vector<NodeKey> unloads_;           // to tell the shard
   uint64_t feed_cursor_ = 0;
-  size_t average_item_ = 0;  // bytes of the items sent, a moving average
+  size_t average_item_ = 0;                // bytes of the items sent, a moving average
+  std::deque<std::shared_ptr<Job>> jobs_;  // batches being read, oldest first
+  std::set<NodeKey> reading_;              // their nodes
+  std::set<NodeKey> cancelled_;            // of which unloaded meanwhile
 };
 
 }  // namespace voxdb::daemon
