@@ -482,7 +482,7 @@ void Stream::Pump() {
                                             std::chrono::duration<double>(now - refilled_).count());
   }
   refilled_ = now;
-  constexpr size_t kMaxJobs = 2;  // one being read while the one before is written
+  constexpr size_t kMaxJobs = 4;  // being read while the ones before are written
   while (jobs_.size() < kMaxJobs) {
     if (unsent_() + jobs_.size() * options_.max_frame_bytes >= window_) {
       waiting_drain_ = true;
