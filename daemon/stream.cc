@@ -189,6 +189,21 @@ absl::Status Stream::Update(const protocol::StreamUpdateRequest& r) {
   if (r.lod_distance_m < 0) {
     return absl::InvalidArgumentError("the LOD distance must be >= 0 (0: level 0 everywhere)");
   }
+  if (lod_ != nullptr && r.lod_distance_m > 0) {
+    // The chunks within the LOD distance are planned one by one (a chunks-only
+    // stream plans from the chunks that exist instead): bound their number.
+    const double chunk_m = engine::kChunkEdge * db_->frame().voxel_size_m();
+    for (const protocol::Viewer& v : r.viewers) {
+      const double reach = std::min(v.view_distance_m, r.lod_distance_m) / chunk_m + 1;
+      if (4.19 * reach * reach * reach > options_.max_planned_chunks) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "viewer %u: a LOD distance of %g m plans too many chunks: use at most about %g m, or 0 "
+            "for chunks only",
+            v.id, std::min(v.view_distance_m, r.lod_distance_m),
+            (std::cbrt(options_.max_planned_chunks / 4.19) - 1) * chunk_m));
+      }
+    }
+  }
   if (r.window_bytes != 0 && (r.window_bytes < (64u << 10) || r.window_bytes > (64u << 20))) {
     return absl::InvalidArgumentError("the window must be in 64 KiB..64 MiB (0: the default)");
   }

@@ -98,6 +98,7 @@ struct StreamOptions {
   size_t max_frame_bytes = 256u << 10;  // a STREAM_DATA payload, about
   std::chrono::milliseconds tick{50};   // changes and LOD rebuilds are looked at this often
   size_t max_viewers = 64;
+  double max_planned_chunks = 262144;  // level-0 positions within a viewer's LOD distance
   double max_view_distance_m = 8000;
 };
 

@@ -386,6 +386,14 @@ TEST_F(DaemonStreamTest, BadUpdatesAreRefusedAndTheConnectionStays) {
   update.viewers[0].view_distance_m = 100;
   update.lod_distance_m = -1;
   EXPECT_EQ(protocol::ServerStatusOf(c->StreamUpdate(update)), protocol::WireStatus::kInvalid);
+  update.viewers[0].view_distance_m = 8000;
+  update.lod_distance_m = 4000;  // 8 million chunk positions within it
+  auto far = c->StreamUpdate(update);
+  EXPECT_EQ(protocol::ServerStatusOf(far), protocol::WireStatus::kInvalid);
+  EXPECT_NE(far.message().find("plans too many chunks"), std::string::npos) << far;
+  update.lod_distance_m = 1000;  // fine
+  EXPECT_OK(c->StreamUpdate(update));
+  update.viewers[0].view_distance_m = 100;
   update.lod_distance_m = 0;
   update.window_bytes = 100;
   EXPECT_EQ(protocol::ServerStatusOf(c->StreamUpdate(update)), protocol::WireStatus::kInvalid);
