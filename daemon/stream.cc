@@ -420,11 +420,15 @@ bool Stream::StartJob() {
   unloads_.clear();
   counters_->unloads += job->unloads.size();
   // As many nodes as a frame has room for, at the items' average size.
+  // Under a budget, frames of 1/20 s of it (smoother pacing), else of
+  // max_frame_bytes.
+  const size_t target = budget_ > 0
+                            ? std::clamp<size_t>(budget_ / 20, 16 << 10, options_.max_frame_bytes)
+                            : options_.max_frame_bytes;
   const size_t want =
       average_item_ == 0
           ? 4  // nothing sent yet: a few, to learn their size
-          : std::clamp<size_t>(options_.max_frame_bytes / std::max<size_t>(average_item_, 1024), 1,
-                               kMaxBatch);
+          : std::clamp<size_t>(target / std::max<size_t>(average_item_, 1024), 1, kMaxBatch);
   std::vector<NodeKey> later;  // urgent, but being read already: after this batch
   while (job->keys.size() < want) {
     NodeKey k;
