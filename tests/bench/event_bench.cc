@@ -91,6 +91,7 @@
 #include "protocol/frame.h"
 #include "protocol/messages.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/flags.h"
 #include "tests/testing/histogram.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/terrain.h"
@@ -138,73 +139,61 @@ struct Flags {
 Flags ParseFlags(int argc, char** argv) {
   Flags f;
   bool smoke = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string name = argv[i];
-    if (name.rfind("--", 0) != 0) Usage("unexpected argument " + name);
-    name = name.substr(2);
-    std::string value;
-    const size_t eq = name.find('=');
-    const bool inline_value = eq != std::string::npos;
-    if (inline_value) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    if (name == "help") Usage("subscription events under a durable write load");
-    if (name == "smoke") {
-      smoke = true;
-      continue;
-    }
-    if (name == "read-via-client") {
-      f.read_via_client = true;
-      continue;
-    }
-    if (!inline_value) {
-      if (i + 1 >= argc) Usage("--" + name + " needs a value");
-      value = argv[++i];
-    }
-    char* end = nullptr;
-    const double number = std::strtod(value.c_str(), &end);
-    const bool numeric = end != value.c_str() && *end == '\0' && std::isfinite(number);
-    auto need_int = [&](int lo, int hi) {
-      if (!numeric || number != std::floor(number) || number < lo || number > hi) {
-        Usage(absl::StrFormat("--%s must be an integer in %d..%d", name, lo, hi));
-      }
-      return static_cast<int>(number);
-    };
-    if (name == "voxdbd") {
-      f.voxdbd = value;
-    } else if (name == "writers") {
-      f.writers = need_int(1, 1000);
-    } else if (name == "subscribers") {
-      f.subscribers = need_int(0, 1000);
-    } else if (name == "seconds") {
-      if (!numeric || number <= 0 || number > 3600) Usage("--seconds must be in (0, 3600]");
-      f.seconds = number;
-    } else if (name == "warmup") {
-      if (!numeric || number < 0 || number > 60) Usage("--warmup must be in [0, 60]");
-      f.warmup = number;
-    } else if (name == "chunks") {
-      f.chunks = need_int(1, 1000);
-    } else if (name == "regions") {
-      if (value != "all" && value != "split" && value != "both") {
-        Usage("--regions must be all, split or both");
-      }
-      f.regions = value;
-    } else if (name == "writer-threads") {
-      f.writer_threads = need_int(1, 64);
-    } else if (name == "subscriber-threads") {
-      f.subscriber_threads = need_int(1, 64);
-    } else if (name == "rate") {
-      if (!numeric || number < 0 || number > 1e7) Usage("--rate must be in [0, 10^7]");
-      f.rate = number;
-    } else if (name == "stats-ms") {
-      f.stats_ms = need_int(0, 60'000);
-    } else if (name == "seed") {
-      f.seed = static_cast<uint64_t>(need_int(0, 1 << 30));
-    } else {
-      Usage("unknown option --" + name);
-    }
-  }
+  testing::ForEachFlag(
+      argc, argv, {"help", "smoke", "read-via-client"}, Usage,
+      [&](const std::string& name, const std::string& value) {
+        if (name == "help") Usage("subscription events under a durable write load");
+        if (name == "smoke") {
+          smoke = true;
+          return;
+        }
+        if (name == "read-via-client") {
+          f.read_via_client = true;
+          return;
+        }
+        char* end = nullptr;
+        const double number = std::strtod(value.c_str(), &end);
+        const bool numeric = end != value.c_str() && *end == '\0' && std::isfinite(number);
+        auto need_int = [&](int lo, int hi) {
+          if (!numeric || number != std::floor(number) || number < lo || number > hi) {
+            Usage(absl::StrFormat("--%s must be an integer in %d..%d", name, lo, hi));
+          }
+          return static_cast<int>(number);
+        };
+        if (name == "voxdbd") {
+          f.voxdbd = value;
+        } else if (name == "writers") {
+          f.writers = need_int(1, 1000);
+        } else if (name == "subscribers") {
+          f.subscribers = need_int(0, 1000);
+        } else if (name == "seconds") {
+          if (!numeric || number <= 0 || number > 3600) Usage("--seconds must be in (0, 3600]");
+          f.seconds = number;
+        } else if (name == "warmup") {
+          if (!numeric || number < 0 || number > 60) Usage("--warmup must be in [0, 60]");
+          f.warmup = number;
+        } else if (name == "chunks") {
+          f.chunks = need_int(1, 1000);
+        } else if (name == "regions") {
+          if (value != "all" && value != "split" && value != "both") {
+            Usage("--regions must be all, split or both");
+          }
+          f.regions = value;
+        } else if (name == "writer-threads") {
+          f.writer_threads = need_int(1, 64);
+        } else if (name == "subscriber-threads") {
+          f.subscriber_threads = need_int(1, 64);
+        } else if (name == "rate") {
+          if (!numeric || number < 0 || number > 1e7) Usage("--rate must be in [0, 10^7]");
+          f.rate = number;
+        } else if (name == "stats-ms") {
+          f.stats_ms = need_int(0, 60'000);
+        } else if (name == "seed") {
+          f.seed = static_cast<uint64_t>(need_int(0, 1 << 30));
+        } else {
+          Usage("unknown option --" + name);
+        }
+      });
   if (f.voxdbd.empty()) Usage("--voxdbd is required");
   if (smoke) {
     f.smoke = true;

@@ -75,6 +75,7 @@
 #include "protocol/frame.h"
 #include "protocol/messages.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/flags.h"
 #include "tests/testing/histogram.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/terrain.h"
@@ -120,70 +121,58 @@ struct Flags {
 
 Flags ParseFlags(int argc, char** argv) {
   Flags f;
-  for (int i = 1; i < argc; ++i) {
-    std::string name = argv[i];
-    std::string value;
-    if (name.rfind("--", 0) != 0) Usage("unexpected argument " + name);
-    name = name.substr(2);
-    const size_t eq = name.find('=');
-    const bool inline_value = eq != std::string::npos;
-    if (inline_value) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    if (name == "help") Usage("a network load generator for voxdbd");
-    if (name == "verify") {
-      f.verify = true;
-      continue;
-    }
-    if (!inline_value) {
-      if (i + 1 >= argc) Usage("--" + name + " needs a value");
-      value = argv[++i];
-    }
-    char* end = nullptr;
-    const double number = std::strtod(value.c_str(), &end);
-    const bool numeric = end != value.c_str() && *end == '\0' && number >= 0;
-    auto need_int = [&](int lo, int hi) {
-      if (!numeric || number != std::floor(number) || number < lo || number > hi) {
-        Usage(absl::StrFormat("--%s must be an integer in %d..%d", name, lo, hi));
-      }
-      return static_cast<int>(number);
-    };
-    if (name == "mode") {
-      f.mode = value;
-    } else if (name == "address") {
-      const size_t colon = value.rfind(':');
-      if (colon == std::string::npos) Usage("--address must be HOST:PORT");
-      f.host = value.substr(0, colon);
-      const int port = std::atoi(value.c_str() + colon + 1);
-      if (port <= 0 || port > 65535) Usage("--address has no valid port");
-      f.port = static_cast<uint16_t>(port);
-    } else if (name == "chunks") {
-      f.chunks = need_int(1, kMaxChunks);
-    } else if (name == "seed") {
-      f.seed = static_cast<uint64_t>(need_int(0, 1 << 30));
-    } else if (name == "connections") {
-      f.connections = need_int(1, 1000);
-    } else if (name == "client-threads") {
-      f.client_threads = need_int(1, 1000);
-    } else if (name == "seconds") {
-      if (!numeric || number <= 0 || number > 3600) Usage("--seconds must be in (0, 3600]");
-      f.seconds = number;
-    } else if (name == "warmup") {
-      if (!numeric || number > 60) Usage("--warmup must be in [0, 60]");
-      f.warmup = number;
-    } else if (name == "pipeline") {
-      f.pipeline = need_int(1, 1024);
-    } else if (name == "batch") {
-      f.batch = need_int(1, 65536);
-    } else if (name == "probe-interval-us") {
-      f.probe_interval_us = need_int(0, 1'000'000);
-    } else if (name == "voxdbd") {
-      f.voxdbd = value;
-    } else {
-      Usage("unknown option --" + name);
-    }
-  }
+  testing::ForEachFlag(
+      argc, argv, {"help", "verify"}, Usage,
+      [&](const std::string& name, const std::string& value) {
+        if (name == "help") Usage("a network load generator for voxdbd");
+        if (name == "verify") {
+          f.verify = true;
+          return;
+        }
+        char* end = nullptr;
+        const double number = std::strtod(value.c_str(), &end);
+        const bool numeric = end != value.c_str() && *end == '\0' && number >= 0;
+        auto need_int = [&](int lo, int hi) {
+          if (!numeric || number != std::floor(number) || number < lo || number > hi) {
+            Usage(absl::StrFormat("--%s must be an integer in %d..%d", name, lo, hi));
+          }
+          return static_cast<int>(number);
+        };
+        if (name == "mode") {
+          f.mode = value;
+        } else if (name == "address") {
+          const size_t colon = value.rfind(':');
+          if (colon == std::string::npos) Usage("--address must be HOST:PORT");
+          f.host = value.substr(0, colon);
+          const int port = std::atoi(value.c_str() + colon + 1);
+          if (port <= 0 || port > 65535) Usage("--address has no valid port");
+          f.port = static_cast<uint16_t>(port);
+        } else if (name == "chunks") {
+          f.chunks = need_int(1, kMaxChunks);
+        } else if (name == "seed") {
+          f.seed = static_cast<uint64_t>(need_int(0, 1 << 30));
+        } else if (name == "connections") {
+          f.connections = need_int(1, 1000);
+        } else if (name == "client-threads") {
+          f.client_threads = need_int(1, 1000);
+        } else if (name == "seconds") {
+          if (!numeric || number <= 0 || number > 3600) Usage("--seconds must be in (0, 3600]");
+          f.seconds = number;
+        } else if (name == "warmup") {
+          if (!numeric || number > 60) Usage("--warmup must be in [0, 60]");
+          f.warmup = number;
+        } else if (name == "pipeline") {
+          f.pipeline = need_int(1, 1024);
+        } else if (name == "batch") {
+          f.batch = need_int(1, 65536);
+        } else if (name == "probe-interval-us") {
+          f.probe_interval_us = need_int(0, 1'000'000);
+        } else if (name == "voxdbd") {
+          f.voxdbd = value;
+        } else {
+          Usage("unknown option --" + name);
+        }
+      });
   if (f.mode.empty()) Usage("--mode is required");
   if (f.mode != "smoke" && f.port == 0) Usage("--address is required");
   if (f.mode == "smoke" && f.voxdbd.empty()) Usage("--mode smoke needs --voxdbd");

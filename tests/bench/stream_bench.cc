@@ -92,6 +92,7 @@
 #include "protocol/frame.h"
 #include "protocol/messages.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/flags.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/terrain.h"
 
@@ -168,70 +169,57 @@ Flags ParseFlags(int argc, char** argv) {
     f.dense_side = 4;
     f.tcp_seconds = 0.3;
   }
-  for (int i = 1; i < argc; ++i) {
-    std::string name = argv[i];
-    if (name.rfind("--", 0) != 0) Usage("unexpected argument " + name);
-    name = name.substr(2);
-    std::string value;
-    const size_t eq = name.find('=');
-    const bool inline_value = eq != std::string::npos;
-    if (inline_value) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    if (name == "help") Usage("streaming benchmark of voxdbd");
-    if (name == "smoke") continue;
-    if (!inline_value) {
-      if (i + 1 >= argc) Usage("--" + name + " needs a value");
-      value = argv[++i];
-    }
-    if (name == "voxdbd") {
-      f.voxdbd = value;
-    } else if (name == "side") {
-      f.side = static_cast<int>(ParseNumber(name, value, 1, 1000));
-    } else if (name == "seed") {
-      f.seed = static_cast<uint64_t>(ParseNumber(name, value, 0, 1e9));
-    } else if (name == "lod-levels") {
-      f.lod_levels = static_cast<int>(ParseNumber(name, value, 0, 16));
-    } else if (name == "view-m") {
-      f.view_m = ParseNumber(name, value, 1, 8000);
-    } else if (name == "lod-m") {
-      f.lod_m = ParseNumber(name, value, 0, 1e6);
-    } else if (name == "runs") {
-      f.runs = static_cast<int>(ParseNumber(name, value, 1, 100));
-    } else if (name == "quiet-ms") {
-      f.quiet_ms = ParseNumber(name, value, 10, 60000);
-    } else if (name == "budgets") {
-      f.budgets_mb.clear();
-      size_t at = 0;
-      while (at <= value.size()) {
-        const size_t comma = std::min(value.find(',', at), value.size());
-        if (comma > at) {
-          f.budgets_mb.push_back(ParseNumber(name, value.substr(at, comma - at), 0.01, 1e5));
+  testing::ForEachFlag(
+      argc, argv, {"help", "smoke"}, Usage, [&](const std::string& name, const std::string& value) {
+        if (name == "help") Usage("streaming benchmark of voxdbd");
+        if (name == "smoke") return;
+        if (name == "voxdbd") {
+          f.voxdbd = value;
+        } else if (name == "side") {
+          f.side = static_cast<int>(ParseNumber(name, value, 1, 1000));
+        } else if (name == "seed") {
+          f.seed = static_cast<uint64_t>(ParseNumber(name, value, 0, 1e9));
+        } else if (name == "lod-levels") {
+          f.lod_levels = static_cast<int>(ParseNumber(name, value, 0, 16));
+        } else if (name == "view-m") {
+          f.view_m = ParseNumber(name, value, 1, 8000);
+        } else if (name == "lod-m") {
+          f.lod_m = ParseNumber(name, value, 0, 1e6);
+        } else if (name == "runs") {
+          f.runs = static_cast<int>(ParseNumber(name, value, 1, 100));
+        } else if (name == "quiet-ms") {
+          f.quiet_ms = ParseNumber(name, value, 10, 60000);
+        } else if (name == "budgets") {
+          f.budgets_mb.clear();
+          size_t at = 0;
+          while (at <= value.size()) {
+            const size_t comma = std::min(value.find(',', at), value.size());
+            if (comma > at) {
+              f.budgets_mb.push_back(ParseNumber(name, value.substr(at, comma - at), 0.01, 1e5));
+            }
+            at = comma + 1;
+          }
+        } else if (name == "budget-view-m") {
+          f.budget_view_m = ParseNumber(name, value, 1, 8000);
+        } else if (name == "budget-skip") {
+          f.budget_skip_s = ParseNumber(name, value, 0, 60);
+        } else if (name == "budget-seconds") {
+          f.budget_seconds = ParseNumber(name, value, 0.1, 600);
+        } else if (name == "dense-side") {
+          f.dense_side = static_cast<int>(ParseNumber(name, value, 0, 64));
+          if (f.dense_side == 1 || f.dense_side == 2) Usage("--dense-side must be 0 or at least 3");
+        } else if (name == "loopback-mb-s") {
+          f.loopback_mb_s = ParseNumber(name, value, 0, 1e6);
+        } else if (name == "tcp-seconds") {
+          f.tcp_seconds = ParseNumber(name, value, 0, 60);
+        } else if (name == "window") {
+          f.window = static_cast<uint32_t>(ParseNumber(name, value, 0, 1u << 31));
+        } else if (name == "threads") {
+          f.threads = static_cast<int>(ParseNumber(name, value, 0, 256));
+        } else {
+          Usage("unknown option --" + name);
         }
-        at = comma + 1;
-      }
-    } else if (name == "budget-view-m") {
-      f.budget_view_m = ParseNumber(name, value, 1, 8000);
-    } else if (name == "budget-skip") {
-      f.budget_skip_s = ParseNumber(name, value, 0, 60);
-    } else if (name == "budget-seconds") {
-      f.budget_seconds = ParseNumber(name, value, 0.1, 600);
-    } else if (name == "dense-side") {
-      f.dense_side = static_cast<int>(ParseNumber(name, value, 0, 64));
-      if (f.dense_side == 1 || f.dense_side == 2) Usage("--dense-side must be 0 or at least 3");
-    } else if (name == "loopback-mb-s") {
-      f.loopback_mb_s = ParseNumber(name, value, 0, 1e6);
-    } else if (name == "tcp-seconds") {
-      f.tcp_seconds = ParseNumber(name, value, 0, 60);
-    } else if (name == "window") {
-      f.window = static_cast<uint32_t>(ParseNumber(name, value, 0, 1u << 31));
-    } else if (name == "threads") {
-      f.threads = static_cast<int>(ParseNumber(name, value, 0, 256));
-    } else {
-      Usage("unknown option --" + name);
-    }
-  }
+      });
   if (f.voxdbd.empty()) Usage("--voxdbd is required");
   if (f.threads == 0) {
     f.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
