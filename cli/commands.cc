@@ -877,7 +877,8 @@ const CommandSpec kCommands[] = {
      "resumes.\n"
      "\n"
      "With --json: one object per line, {\"seq\",\"kind\":\"chunk\",\"key\",\"cx\",\"cy\",\"cz\",\n"
-     "\"present\",\"detail\":\"none\"} (or \"detail\":\"edits\" and \"edits\":[{\"x\",\"y\",\"z\",\n"
+     "\"present\",\"detail\":\"none\"} (or \"detail\":\"edits\" and "
+     "\"edits\":[{\"x\",\"y\",\"z\",\n"
      "\"material\"}...]; \"box\" and \"lo\":[X0,Y0,Z0],\"hi\":[X1,Y1,Z1]; \"record\" and\n"
      "\"record_bytes\"), or {\"seq\",\"kind\":\"fill\",\"lo\",\"hi\",\"material\"}.\n",
      kVariableArgs, false, false, WatchRegion},
