@@ -219,31 +219,28 @@ absl::Status Stream::Update(const protocol::StreamUpdateRequest& r) {
 }
 
 void Stream::Replan() {
-  // The chunks with data in a box: the index's box query (stored and
-  // written chunks) and the chunks of the fills that meet the box.
+  // The chunks with data in a box: the chunks a box query finds (stored
+  // and written ones, listed without reading their records) and the chunks
+  // of the fills that meet the box.
   const StreamPlan::ChunkLister lister = [this](const engine::VoxelBox& box,
                                                 const std::function<void(uint64_t)>& fn) {
-    index::QueryOptions o;
-    o.limit = protocol::kMaxQueryLimit;
-    for (;;) {
-      auto page = index::Query(*db_, index::BoxRegion{box}, o);
-      if (!page.ok()) return false;
-      for (const index::ChunkHit& hit : page->chunks) fn(hit.key.code());
-      for (const engine::Fill& fill : page->fills) {
-        const engine::VoxelBox part = engine::Intersect(fill.box, box);
-        if (part.lo.x >= part.hi.x || part.lo.y >= part.hi.y || part.lo.z >= part.hi.z) continue;
-        const engine::ChunkCoord lo = db_->frame().ChunkOf(part.lo);
-        const engine::ChunkCoord hi =
-            db_->frame().ChunkOf({part.hi.x - 1, part.hi.y - 1, part.hi.z - 1});
-        for (uint32_t z = lo.z; z <= hi.z; ++z) {
-          for (uint32_t y = lo.y; y <= hi.y; ++y) {
-            for (uint32_t x = lo.x; x <= hi.x; ++x) fn(engine::MortonEncode(x, y, z));
-          }
+    const engine::WorldFrame& frame = db_->frame();
+    const engine::ChunkBox chunks{frame.ChunkOf(box.lo),
+                                  frame.ChunkOf({box.hi.x - 1, box.hi.y - 1, box.hi.z - 1})};
+    const auto list = [&](engine::ChunkKey key) { fn(key.code()); };
+    if (!index::ForEachChunkInBox(*db_, chunks, list).ok()) return false;
+    for (const engine::Fill& fill : db_->Fills()->fills()) {
+      const engine::VoxelBox part = engine::Intersect(fill.box, box);
+      if (part.lo.x >= part.hi.x || part.lo.y >= part.hi.y || part.lo.z >= part.hi.z) continue;
+      const engine::ChunkCoord lo = frame.ChunkOf(part.lo);
+      const engine::ChunkCoord hi = frame.ChunkOf({part.hi.x - 1, part.hi.y - 1, part.hi.z - 1});
+      for (uint32_t z = lo.z; z <= hi.z; ++z) {
+        for (uint32_t y = lo.y; y <= hi.y; ++y) {
+          for (uint32_t x = lo.x; x <= hi.x; ++x) fn(engine::MortonEncode(x, y, z));
         }
       }
-      if (page->next_cursor.empty()) return true;
-      o.cursor = std::move(page->next_cursor);
     }
+    return true;
   };
   queue_ = plan_.Wanted(&lister);
   next_ = 0;
@@ -320,6 +317,8 @@ void Stream::TakeChanges() {
 class FrameBuilder {
  public:
   FrameBuilder() : bytes_(protocol::kHeaderSize + 4) {}
+  // Room for about `bytes` of items, so that the frame is not regrown.
+  void Reserve(size_t bytes) { bytes_.reserve(protocol::kHeaderSize + 4 + bytes); }
   void Add(protocol::StreamItem::Kind kind, const NodeKey& key, uint64_t version,
            std::span<const uint8_t> record) {
     uint8_t head[22];
@@ -429,6 +428,7 @@ bool Stream::StartJob() {
       average_item_ == 0
           ? 4  // nothing sent yet: a few, to learn their size
           : std::clamp<size_t>(target / std::max<size_t>(average_item_, 1024), 1, kMaxBatch);
+  job->frame.Reserve(target + target / 4);
   std::vector<NodeKey> later;  // urgent, but being read already: after this batch
   while (job->keys.size() < want) {
     NodeKey k;

@@ -279,6 +279,25 @@ Status ChunkStore::Snapshot::ScanChunks(
   return inner;
 }
 
+Status ChunkStore::Snapshot::ScanChunksInBox(
+    const ChunkBox& box, uint64_t from,
+    const std::function<bool(ChunkKey, std::span<const uint8_t>)>& fn) const {
+  std::optional<uint64_t> next = box.NextInBox(std::max(from, box.MinCode()));
+  while (next) {
+    const uint64_t start = *next;
+    next.reset();
+    VOXDB_RETURN_IF_ERROR(ScanChunks(MortonRange{start, box.MaxCode() + 1},
+                                     [&](ChunkKey key, std::span<const uint8_t> record) {
+                                       if (!box.Contains(key.coord())) {
+                                         next = box.NextInBox(key.code());
+                                         return false;
+                                       }
+                                       return fn(key, record);
+                                     }));
+  }
+  return absl::OkStatus();
+}
+
 StatusOr<std::vector<uint8_t>> ChunkStore::Snapshot::LastKey(Table table) const {
   MDB_cursor* cursor = nullptr;
   VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_cursor_open(txn_, store_->dbi(table), &cursor), "last"));

@@ -1001,23 +1001,10 @@ Status Database::Impl::ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t m
   }
   {
     VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
-    std::optional<uint64_t> next = cb.NextInBox(0);
-    while (next) {
-      const auto begin = ChunkKey::FromCode(*next).Encode();
-      std::optional<uint64_t> resume;
-      VOXDB_RETURN_IF_ERROR(snap->Scan(
-          Table::kChunks, begin, {}, [&](std::span<const uint8_t> k, std::span<const uint8_t>) {
-            const uint64_t code = DecodeJournalKey(k);  // same big-endian u64
-            if (code > cb.MaxCode()) return false;
-            if (cb.ContainsCode(code)) {
-              touched.insert(code);
-              return true;
-            }
-            resume = cb.NextInBox(code);  // BIGMIN: skip the gap with one seek
-            return false;
-          }));
-      next = resume;
-    }
+    VOXDB_RETURN_IF_ERROR(snap->ScanChunksInBox(cb, 0, [&](ChunkKey key, std::span<const uint8_t>) {
+      touched.insert(key.code());
+      return true;
+    }));
   }
   // Then the fill itself (after the reads that may fail, so that a failed
   // FILL_BOX leaves no fill behind): every chunk that is not stored now
@@ -1809,38 +1796,27 @@ Status DatabaseSnapshot::ScanChunks(const ChunkBox& box, uint64_t from,
     }
     return true;
   };
-  std::optional<uint64_t> next = box.NextInBox(std::max(from, box.MinCode()));
-  while (next && !stopped) {
-    const uint64_t start = *next;
-    next.reset();
-    Status inner;
-    VOXDB_RETURN_IF_ERROR(store_->ScanChunks(MortonRange{start, box.MaxCode() + 1},
-                                             [&](ChunkKey key, std::span<const uint8_t> record) {
-                                               if (!box.Contains(key.coord())) {
-                                                 next = box.NextInBox(key.code());
-                                                 return false;
-                                               }
-                                               if (!emit_dirty_before(key.code())) {
-                                                 stopped = true;
-                                                 return false;
-                                               }
-                                               if (dirty != dirty_end && dirty->first == key.code())
-                                                 return true;  // dirty wins
-                                               auto view = ParseChunkRecord(record);
-                                               if (!view.ok()) {
-                                                 inner = view.status();
-                                                 return false;
-                                               }
-                                               if (view->header.encoding == ChunkEncoding::kFills)
-                                                 return true;
-                                               if (!fn(key, view->header.version)) {
-                                                 stopped = true;
-                                                 return false;
-                                               }
-                                               return true;
-                                             }));
-    VOXDB_RETURN_IF_ERROR(inner);
-  }
+  Status inner;
+  VOXDB_RETURN_IF_ERROR(
+      store_->ScanChunksInBox(box, from, [&](ChunkKey key, std::span<const uint8_t> record) {
+        if (!emit_dirty_before(key.code())) {
+          stopped = true;
+          return false;
+        }
+        if (dirty != dirty_end && dirty->first == key.code()) return true;  // dirty wins
+        auto view = ParseChunkRecord(record);
+        if (!view.ok()) {
+          inner = view.status();
+          return false;
+        }
+        if (view->header.encoding == ChunkEncoding::kFills) return true;
+        if (!fn(key, view->header.version)) {
+          stopped = true;
+          return false;
+        }
+        return true;
+      }));
+  VOXDB_RETURN_IF_ERROR(inner);
   if (!stopped) emit_dirty_before(std::nullopt);
   return absl::OkStatus();
 }

@@ -62,6 +62,15 @@ bool IsFullSphere(double radius_m) { return radius_m / engine::kEarthRadiusM >= 
 
 // A chunk record's encoding and version, read from its header (the CRC is
 // checked when the chunk itself is read).
+// Whether `code` is among the dirty chunks (Database::DirtyChunks, in
+// Morton order): those read from the cache, not the store.
+bool InDirty(const std::vector<engine::Database::DirtyChunk>& dirty, uint64_t code) {
+  auto it = std::lower_bound(
+      dirty.begin(), dirty.end(), code,
+      [](const engine::Database::DirtyChunk& d, uint64_t c) { return d.key.code() < c; });
+  return it != dirty.end() && it->key.code() == code;
+}
+
 bool StoredChunkVersion(std::span<const uint8_t> record, uint64_t* version) {
   if (record.size() < engine::kChunkHeaderSize) return false;
   if (record[1] == static_cast<uint8_t>(engine::ChunkEncoding::kFills)) return false;
@@ -208,12 +217,7 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
   std::sort(dirty_hits.begin(), dirty_hits.end(), [](const Hit& a, const Hit& b) {
     return std::memcmp(a.order.data(), b.order.data(), kIndexKeySize) < 0;
   });
-  auto is_dirty = [&](uint64_t code) {
-    auto it = std::lower_bound(
-        dirty.begin(), dirty.end(), code,
-        [](const engine::Database::DirtyChunk& d, uint64_t c) { return d.key.code() < c; });
-    return it != dirty.end() && it->key.code() == code;
-  };
+  auto is_dirty = [&](uint64_t code) { return InDirty(dirty, code); };
 
   // Per covering cell: whether the region contains all of it (then only
   // the altitude band needs checking per entry).
@@ -320,49 +324,46 @@ StatusOr<QueryResult> QueryBox(engine::Database& db, const engine::VoxelBox& box
     h.hit = {d.key, d.version};
     dirty_hits.push_back(h);  // DirtyChunks is in Morton order already
   }
-  auto is_dirty = [&](uint64_t code) {
-    auto it = std::lower_bound(
-        dirty.begin(), dirty.end(), code,
-        [](const engine::Database::DirtyChunk& d, uint64_t c) { return d.key.code() < c; });
-    return it != dirty.end() && it->key.code() == code;
-  };
+  auto is_dirty = [&](uint64_t code) { return InDirty(dirty, code); };
 
   PageBuilder page(options.limit, std::move(dirty_hits), 8);
   VOXDB_ASSIGN_OR_RETURN(auto snapshot, db.store().BeginRead());
-  // Walk the stored chunks inside the box: scan while keys stay in it, and
-  // jump (BIGMIN) over each stretch of the Morton curve outside it.
-  std::optional<uint64_t> next = chunks.NextInBox(std::max(from, chunks.MinCode()));
-  bool stopped = false;
-  while (next && !stopped) {
-    const uint64_t start = *next;
-    next.reset();
-    VOXDB_RETURN_IF_ERROR(
-        snapshot->ScanChunks(engine::MortonRange{start, chunks.MaxCode() + 1},
-                             [&](ChunkKey key, std::span<const uint8_t> record) {
-                               if (!chunks.Contains(key.coord())) {
-                                 next = chunks.NextInBox(key.code());
-                                 return false;
-                               }
-                               uint64_t version;
-                               if (is_dirty(key.code()) || !StoredChunkVersion(record, &version) ||
-                                   !BandMeets(options.band, ChunkAltitudes(frame, key).first,
-                                              ChunkAltitudes(frame, key).second)) {
-                                 return true;
-                               }
-                               Hit h{};
-                               PutBE64(h.order.data(), key.code());
-                               h.hit = {key, version};
-                               if (!page.Add(h)) {
-                                 stopped = true;
-                                 return false;
-                               }
-                               return true;
-                             }));
-  }
+  // The stored chunks inside the box, skipping the gaps of the Morton curve.
+  VOXDB_RETURN_IF_ERROR(
+      snapshot->ScanChunksInBox(chunks, from, [&](ChunkKey key, std::span<const uint8_t> record) {
+        uint64_t version;
+        if (is_dirty(key.code()) || !StoredChunkVersion(record, &version) ||
+            !BandMeets(options.band, ChunkAltitudes(frame, key).first,
+                       ChunkAltitudes(frame, key).second)) {
+          return true;
+        }
+        Hit h{};
+        PutBE64(h.order.data(), key.code());
+        h.hit = {key, version};
+        return page.Add(h);
+      }));
   return page.Finish();
 }
 
 }  // namespace
+
+Status ForEachChunkInBox(engine::Database& db, const engine::ChunkBox& box,
+                         const std::function<void(engine::ChunkKey)>& fn) {
+  const std::vector<engine::Database::DirtyChunk> dirty = db.DirtyChunks();
+  for (const auto& d : dirty) {
+    if (d.present && box.Contains(d.key.coord())) fn(d.key);
+  }
+  VOXDB_ASSIGN_OR_RETURN(auto snapshot, db.store().BeginRead());
+  return snapshot->ScanChunksInBox(box, 0, [&](ChunkKey key, std::span<const uint8_t> record) {
+    // Only a fills marker is as short as a header: a longer record is chunk
+    // data, known without reading it.
+    const bool data = record.size() > engine::kChunkHeaderSize ||
+                      (record.size() == engine::kChunkHeaderSize &&
+                       record[1] != static_cast<uint8_t>(engine::ChunkEncoding::kFills));
+    if (data && !InDirty(dirty, key.code())) fn(key);
+    return true;
+  });
+}
 
 StatusOr<QueryResult> QueryLod(engine::Database& db, engine::LodPyramid& lod, int level,
                                const Region& region, const QueryOptions& options) {

@@ -388,6 +388,63 @@ TEST(S2IndexTest, UnflushedWritesAndDeletesAreSeen) {
   EXPECT_EQ(AllPages(*d.db, around, {}).chunks, r.chunks);
 }
 
+// ForEachChunkInBox (the stream planner's listing) names the chunks a box
+// query finds, each once: small records (uniform chunks and the fills
+// markers of deleted ones, inside the B-tree's pages) and big ones (chunks of
+// bricks, on overflow pages whose bytes it does not read), flushed or not.
+TEST(S2IndexTest, ForEachChunkInBoxListsWhatABoxQueryFinds) {
+  TempDir dir;
+  Db d(dir.Sub("db"));
+  std::mt19937_64 rng(7);
+  engine::Chunk bricks(1);
+  for (uint32_t i = 0; i < 2000; ++i) {
+    bricks.Set(rng() % 128, rng() % 128, rng() % 128, static_cast<uint8_t>(rng() % 200));
+  }
+  const std::vector<uint8_t> big = engine::EncodeChunk(bricks, 1, 1);
+  ASSERT_GT(big.size(), 4096u);  // an overflow page of its own
+  const ChunkCoord o{1'000'000, 300'000, kSeaCz - 2};
+  std::vector<ChunkKey> keys;
+  for (uint32_t z = 0; z < 4; ++z) {
+    for (uint32_t y = 0; y < 8; ++y) {
+      for (uint32_t x = 0; x < 8; ++x)
+        keys.push_back(ChunkKey::FromCoord({o.x + x, o.y + y, o.z + z}));
+    }
+  }
+  auto put_some = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      const ChunkKey k = keys[rng() % keys.size()];
+      ASSERT_OK(d.db->PutChunkAndWait(k, rng() % 2 ? big : Uniform(3), std::nullopt).status);
+    }
+  };
+  auto delete_some = [&](int n) {
+    for (int i = 0; i < n; ++i)
+      ASSERT_OK(d.db->DeleteChunkAndWait(keys[rng() % keys.size()]).status);
+  };
+  put_some(150);
+  ASSERT_OK(d.db->Flush());
+  delete_some(40);  // fills markers once flushed
+  ASSERT_OK(d.db->Flush());
+  put_some(30);     // dirty: new chunks, rewrites and re-creations of deleted ones
+  delete_some(15);  // dirty deletes of stored chunks
+
+  for (int q = 0; q < 60; ++q) {
+    const uint32_t x0 = o.x - 1 + rng() % 10, y0 = o.y - 1 + rng() % 10, z0 = o.z - 1 + rng() % 6;
+    const engine::ChunkBox box{
+        {x0, y0, z0},
+        {x0 + static_cast<uint32_t>(rng() % 10), y0 + static_cast<uint32_t>(rng() % 10),
+         z0 + static_cast<uint32_t>(rng() % 6)}};
+    const engine::VoxelCoord lo = kFrame.ChunkOrigin(box.lo), hi = kFrame.ChunkOrigin(box.hi);
+    const QueryResult want =
+        AllPages(*d.db, BoxRegion{{lo, {hi.x + 128, hi.y + 128, hi.z + 128}}}, {});
+    std::vector<uint64_t> want_codes, got_codes;
+    for (const ChunkHit& h : want.chunks) want_codes.push_back(h.key.code());
+    ASSERT_OK(
+        ForEachChunkInBox(*d.db, box, [&](ChunkKey key) { got_codes.push_back(key.code()); }));
+    std::sort(got_codes.begin(), got_codes.end());  // Query's box order is by code
+    EXPECT_EQ(got_codes, want_codes) << "box " << q;
+  }
+}
+
 TEST(S2IndexTest, RebuildAndEnsureBuiltRecreateTheIndex) {
   TempDir dir;
   std::mt19937_64 rng(11);
