@@ -495,8 +495,8 @@ void Stream::Pump() {
   TakeChanges();
   const auto now = Clock::now();
   if (budget_ > 0) {
-    const double burst =
-        std::max(static_cast<double>(budget_) / 20, static_cast<double>(options_.max_frame_bytes));
+    constexpr double kMinBurstBytes = 256 << 10;
+    const double burst = std::max(static_cast<double>(budget_) / 20, kMinBurstBytes);
     tokens_ = std::min(burst, tokens_ + static_cast<double>(budget_) *
                                             std::chrono::duration<double>(now - refilled_).count());
   }

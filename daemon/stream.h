@@ -95,8 +95,10 @@ class StreamPlan {
 
 struct StreamOptions {
   uint32_t default_window_bytes = 4u << 20;
-  size_t max_frame_bytes = 256u << 10;  // a STREAM_DATA payload, about
-  std::chrono::milliseconds tick{50};   // changes and LOD rebuilds are looked at this often
+  // A STREAM_DATA payload, about: of 256 KiB, 512 KiB and 1 MiB, 512 KiB
+  // streamed fastest (tests/bench/stream_bench.sh).
+  size_t max_frame_bytes = 512u << 10;
+  std::chrono::milliseconds tick{50};  // changes and LOD rebuilds are looked at this often
   size_t max_viewers = 64;
   double max_planned_chunks = 262144;  // level-0 positions within a viewer's LOD distance
   double max_view_distance_m = 8000;
