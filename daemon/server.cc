@@ -570,7 +570,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       // Both callbacks run on this strand, from the stream's Pump().
       stream_ = std::make_shared<Stream>(
           socket_.get_executor(), server_->io_.get_executor(), server_->db_, options_.lod,
-          options_.streams, &server_->stream_counters_,
+          options_.streams, &server_->stream_counters_, &server_->frame_buffers_,
           [this](std::vector<uint8_t> frame) {
             if (!server_->stopping_) Enqueue(std::move(frame));  // see Push()
           },
@@ -1030,6 +1030,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       }
       n -= left;
       front_offset_ = 0;
+      server_->frame_buffers_.Put(std::move(outbox_.front()));  // a big one serves again
       outbox_.pop_front();
     }
     Drained();

@@ -126,8 +126,10 @@ class Server {
 
   ServerOptions options_;
   engine::Database* db_;
-  // Before io_: streams the I/O context still holds count into it.
+  // Before io_: streams the I/O context still holds count into them and
+  // take buffers from them.
   StreamCounters stream_counters_;
+  FrameBuffers frame_buffers_;
   asio::io_context io_;
   tcp::acceptor acceptor_;
   // After io_: destroyed (its dispatcher stopped) before the I/O context.

@@ -66,7 +66,7 @@ bool StreamPlan::ShouldUnload(const NodeKey& key) const {
 }
 
 std::vector<StreamPlan::Want> StreamPlan::Wanted(const ChunkLister* lister) const {
-  std::map<NodeKey, double> best;
+  std::unordered_map<NodeKey, double, NodeKeyHash> best;
   const int top = lod_distance_m_ > 0 ? lod_levels_ : 0;
   for (const protocol::Viewer& v : viewers_) {
     const double ax = v.x + v.vx * kLookAheadSeconds, ay = v.y + v.vy * kLookAheadSeconds,
@@ -138,22 +138,41 @@ std::vector<StreamPlan::Want> StreamPlan::Wanted(const ChunkLister* lister) cons
   std::vector<Want> out;
   out.reserve(best.size());
   for (const auto& [key, p] : best) out.push_back({key, p});
-  std::stable_sort(out.begin(), out.end(),
-                   [](const Want& a, const Want& b) { return a.priority_m < b.priority_m; });
+  std::sort(out.begin(), out.end(), [](const Want& a, const Want& b) {
+    return a.priority_m != b.priority_m ? a.priority_m < b.priority_m : a.key < b.key;
+  });
   return out;
+}
+
+// --- FrameBuffers -----------------------------------------------------------------
+
+std::vector<uint8_t> FrameBuffers::Get() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (kept_.empty()) return {};
+  std::vector<uint8_t> buffer = std::move(kept_.back());  // the last written: warmest
+  kept_.pop_back();
+  return buffer;
+}
+
+void FrameBuffers::Put(std::vector<uint8_t> buffer) {
+  if (buffer.capacity() < kMinBytes) return;
+  std::lock_guard<std::mutex> l(mu_);
+  if (kept_.size() < kMaxKept) kept_.push_back(std::move(buffer));
 }
 
 // --- Stream -----------------------------------------------------------------------
 
 Stream::Stream(asio::any_io_executor executor, asio::any_io_executor pool, engine::Database* db,
                engine::LodPyramid* lod, const StreamOptions& options, StreamCounters* counters,
-               std::function<void(std::vector<uint8_t>)> send, std::function<uint64_t()> unsent)
+               FrameBuffers* buffers, std::function<void(std::vector<uint8_t>)> send,
+               std::function<uint64_t()> unsent)
     : timer_(executor),
       pool_(std::move(pool)),
       db_(db),
       lod_(lod),
       options_(options),
       counters_(counters),
+      buffers_(buffers),
       send_(std::move(send)),
       unsent_(std::move(unsent)),
       plan_(db->frame(), lod == nullptr ? 0 : lod->levels()),
@@ -245,6 +264,7 @@ void Stream::Replan() {
   queue_ = plan_.Wanted(&lister);
   next_ = 0;
   wanted_.clear();
+  wanted_.reserve(queue_.size());
   for (const auto& w : queue_) wanted_.insert(w.key);
   for (auto it = known_.begin(); it != known_.end();) {
     if (wanted_.count(it->first) == 0 && plan_.ShouldUnload(it->first)) {
@@ -317,8 +337,13 @@ void Stream::TakeChanges() {
 class FrameBuilder {
  public:
   FrameBuilder() : bytes_(protocol::kHeaderSize + 4) {}
-  // Room for about `bytes` of items, so that the frame is not regrown.
-  void Reserve(size_t bytes) { bytes_.reserve(protocol::kHeaderSize + 4 + bytes); }
+  // Starts over in `buffer`, with room for about `bytes` of items so that
+  // the frame is not regrown.
+  void Start(std::vector<uint8_t> buffer, size_t bytes) {
+    bytes_ = std::move(buffer);
+    bytes_.assign(protocol::kHeaderSize + 4, 0);
+    bytes_.reserve(protocol::kHeaderSize + 4 + bytes);
+  }
   void Add(protocol::StreamItem::Kind kind, const NodeKey& key, uint64_t version,
            std::span<const uint8_t> record) {
     uint8_t head[22];
@@ -428,7 +453,7 @@ bool Stream::StartJob() {
       average_item_ == 0
           ? 4  // nothing sent yet: a few, to learn their size
           : std::clamp<size_t>(target / std::max<size_t>(average_item_, 1024), 1, kMaxBatch);
-  job->frame.Reserve(target + target / 4);
+  job->frame.Start(buffers_->Get(), target + target / 4);
   std::vector<NodeKey> later;  // urgent, but being read already: after this batch
   while (job->keys.size() < want) {
     NodeKey k;

@@ -37,8 +37,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <span>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "daemon/asio.h"
@@ -53,6 +56,13 @@ struct NodeKey {
   uint8_t level = 0;
   uint64_t code = 0;
   friend auto operator<=>(const NodeKey&, const NodeKey&) = default;
+};
+struct NodeKeyHash {
+  size_t operator()(const NodeKey& k) const {
+    // Morton codes of nearby nodes differ in their low bits: mix them all.
+    const uint64_t h = (k.code ^ (uint64_t{k.level} << 58)) * 0x9E3779B97F4A7C15u;
+    return static_cast<size_t>(h ^ (h >> 29));
+  }
 };
 
 class StreamPlan {
@@ -104,6 +114,25 @@ struct StreamOptions {
   double max_view_distance_m = 8000;
 };
 
+// Frame buffers for reuse. A stream's frames are about max_frame_bytes
+// each; allocating every one anew costs the allocator's work and, when it
+// has handed the memory back to the system in between, page faults on
+// every page. A connection returns the frames it has written (Put), a
+// stream takes one per frame (Get). Thread-safe.
+class FrameBuffers {
+ public:
+  static constexpr size_t kMinBytes = 64u << 10;  // smaller ones are not kept
+  static constexpr size_t kMaxKept = 16;
+  // An empty buffer, with the capacity of one put back if there is one.
+  std::vector<uint8_t> Get();
+  // Keeps the buffer (its capacity) if it is big and there is room.
+  void Put(std::vector<uint8_t> buffer);
+
+ private:
+  std::mutex mu_;
+  std::vector<std::vector<uint8_t>> kept_;  // GUARDED_BY(mu_)
+};
+
 struct StreamCounters {
   std::atomic<uint64_t> open{0}, chunks{0}, bytes{0}, unloads{0};
 };
@@ -118,7 +147,8 @@ class Stream : public std::enable_shared_from_this<Stream> {
   // null.
   Stream(asio::any_io_executor executor, asio::any_io_executor pool, engine::Database* db,
          engine::LodPyramid* lod, const StreamOptions& options, StreamCounters* counters,
-         std::function<void(std::vector<uint8_t>)> send, std::function<uint64_t()> unsent);
+         FrameBuffers* buffers, std::function<void(std::vector<uint8_t>)> send,
+         std::function<uint64_t()> unsent);
   ~Stream();
 
   // STREAM_UPDATE: validates and applies (call Pump() after); INVALID for
@@ -155,6 +185,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   engine::LodPyramid* lod_;
   const StreamOptions options_;
   StreamCounters* counters_;
+  FrameBuffers* buffers_;
   std::function<void(std::vector<uint8_t>)> send_;
   std::function<uint64_t()> unsent_;
   StreamPlan plan_;
@@ -169,16 +200,18 @@ class Stream : public std::enable_shared_from_this<Stream> {
 
   std::vector<StreamPlan::Want> queue_;  // the plan, in order
   size_t next_ = 0;
-  std::set<NodeKey> wanted_;
-  std::vector<NodeKey> urgent_;            // changed nodes to read first
-  std::map<NodeKey, uint64_t> known_;      // version read (0: absent); sent if > 0
+  // Looked up for every node sent: hashed.
+  std::unordered_set<NodeKey, NodeKeyHash> wanted_;
+  std::vector<NodeKey> urgent_;  // changed nodes to read first
+  std::unordered_map<NodeKey, uint64_t, NodeKeyHash>
+      known_;                              // version read (0: absent); sent if > 0
   std::map<NodeKey, uint64_t> stale_lod_;  // LOD nodes to re-read, and the version they need
   std::vector<NodeKey> unloads_;           // to tell the shard
   uint64_t feed_cursor_ = 0;
-  size_t average_item_ = 0;                // bytes of the items sent, a moving average
-  std::deque<std::shared_ptr<Job>> jobs_;  // batches being read, oldest first
-  std::set<NodeKey> reading_;              // their nodes
-  std::set<NodeKey> cancelled_;            // of which unloaded meanwhile
+  size_t average_item_ = 0;                             // bytes of the items sent, a moving average
+  std::deque<std::shared_ptr<Job>> jobs_;               // batches being read, oldest first
+  std::unordered_set<NodeKey, NodeKeyHash> reading_;    // their nodes
+  std::unordered_set<NodeKey, NodeKeyHash> cancelled_;  // of which unloaded meanwhile
 };
 
 }  // namespace voxdb::daemon
