@@ -155,7 +155,7 @@ std::vector<uint8_t> FrameBuffers::Get() {
 }
 
 void FrameBuffers::Put(std::vector<uint8_t> buffer) {
-  if (buffer.capacity() < kMinBytes) return;
+  if (buffer.capacity() < kMinBytes || buffer.capacity() > kMaxBytes) return;
   std::lock_guard<std::mutex> l(mu_);
   if (kept_.size() < kMaxKept) kept_.push_back(std::move(buffer));
 }

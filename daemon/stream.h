@@ -121,11 +121,14 @@ struct StreamOptions {
 // stream takes one per frame (Get). Thread-safe.
 class FrameBuffers {
  public:
-  static constexpr size_t kMinBytes = 64u << 10;  // smaller ones are not kept
+  // Kept: buffers of kMinBytes..kMaxBytes (a big reply's buffer would hold
+  // its memory for good), at most kMaxKept of them.
+  static constexpr size_t kMinBytes = 64u << 10;
+  static constexpr size_t kMaxBytes = 2u << 20;
   static constexpr size_t kMaxKept = 16;
   // An empty buffer, with the capacity of one put back if there is one.
   std::vector<uint8_t> Get();
-  // Keeps the buffer (its capacity) if it is big and there is room.
+  // Keeps the buffer (its capacity) if its size is right and there is room.
   void Put(std::vector<uint8_t> buffer);
 
  private:

@@ -211,7 +211,9 @@ bool SubscriptionHub::Pass() {
     }
     if (target->PushBacklog() > 0) {
       target->WakeWhenDrained();
-      continue;
+      // If it drained before the flag was set, no drain will wake us: look
+      // again (both sides are sequentially consistent atomics).
+      if (target->PushBacklog() > 0) continue;
     }
     from = std::min(from, cursor);
     ready.push_back({sub.get(), std::move(target)});
