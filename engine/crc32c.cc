@@ -67,8 +67,8 @@ struct ZerosOperator {
 
 constexpr size_t kLongBlock = 4096, kShortBlock = 256;
 
-__attribute__((target("sse4.2"))) uint64_t ThreeStreams(uint64_t a, const uint8_t* p,
-                                                        size_t block, size_t ahead) {
+__attribute__((target("sse4.2"))) uint64_t ThreeStreams(uint64_t a, const uint8_t* p, size_t block,
+                                                        size_t ahead) {
   uint64_t b = 0, c = 0;
   const uint8_t* pb = p + block;
   const uint8_t* pc = p + 2 * block;
