@@ -453,7 +453,6 @@ bool Stream::StartJob() {
       average_item_ == 0
           ? 4  // nothing sent yet: a few, to learn their size
           : std::clamp<size_t>(target / std::max<size_t>(average_item_, 1024), 1, kMaxBatch);
-  job->frame.Start(buffers_->Get(), target + target / 4);
   std::vector<NodeKey> later;  // urgent, but being read already: after this batch
   while (job->keys.size() < want) {
     NodeKey k;
@@ -478,6 +477,7 @@ bool Stream::StartJob() {
   }
   urgent_.insert(urgent_.end(), later.begin(), later.end());
   if (job->keys.empty() && job->unloads.empty()) return false;
+  job->frame.Start(buffers_->Get(), target + target / 4);  // only for a frame that will go
   jobs_.push_back(job);
   // Off the strand (the other I/O thread): the reads and the copies into
   // the frame; the strand meanwhile writes the frames before.
