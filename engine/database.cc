@@ -1299,19 +1299,22 @@ void Database::Impl::CommitterLoop() {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_start).count(),
           batch.size());
     }
-    {
-      std::lock_guard<std::mutex> l(commit_mu_);
-      committed_seq_ = std::max(committed_seq_.load(), batch.back().seq);
-    }
-    committed_cv_.notify_all();
+    const uint64_t last = batch.back().seq;
     // This commit's data sync also flushed the previous commit's meta page.
     if (!unacked.empty()) acknowledge(s, std::move(unacked));
     unacked.clear();
     if (!s.ok() || !options_.store.lazy_meta_sync || async) {
+      // Published before committed_seq_ moves: whoever waits for the commit
+      // (Flush) then finds the change in the feed.
       acknowledge(s, std::move(batch));
     } else {
       unacked = std::move(batch);
     }
+    {
+      std::lock_guard<std::mutex> l(commit_mu_);
+      committed_seq_ = std::max(committed_seq_.load(), last);
+    }
+    committed_cv_.notify_all();
   }
 }
 
