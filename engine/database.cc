@@ -25,6 +25,12 @@ namespace {
 // Memory charged for a cache entry that holds no chunk (reads as fills).
 constexpr size_t kVirtualEntryBytes = 64;
 constexpr std::string_view kMetaLastSeq = "last_seq";
+// No sequence number above this value has ever been handed out: numbers
+// are reserved in blocks, durably, before they are used, so that a crash
+// (which may lose writes that async mode acknowledged) never leads to a
+// number being issued twice.
+constexpr std::string_view kMetaSeqReserved = "seq_reserved";
+constexpr uint64_t kSeqBlock = uint64_t{1} << 16;
 
 int64_t SteadyMicros() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -124,28 +130,40 @@ class Database::Impl {
 
   std::shared_ptr<const FillSet> Fills() const { return FillsSnapshot(); }
 
-  // Waits until every write submitted so far is in a journal commit.
-  void WaitForSubmitted() {
-    uint64_t target;
+  // Waits until every write submitted so far is durable. The error of the
+  // failed commit that rolled some of them back, if one did.
+  Status WaitForSubmitted() {
+    uint64_t target, epoch;
     {
       std::lock_guard<std::mutex> lock(edit_mu_);
       target = next_seq_ - 1;
+      epoch = reset_epoch_.load();
     }
-    WaitCommitted(target);
+    if (WaitDurable(target, epoch, /*any_mode=*/true)) return absl::OkStatus();
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    return last_failure_;
   }
 
-  std::vector<Database::DirtyChunk> DirtyChunks() const {
-    std::lock_guard<std::mutex> lock(edit_mu_);
-    std::vector<Database::DirtyChunk> out;
-    out.reserve(dirty_.size());
-    for (const auto& [code, info] : dirty_) {
-      const Shard& shard = ShardOf(code);
-      std::lock_guard<std::mutex> l(shard.mu);
-      auto it = shard.map.find(code);
-      if (it == shard.map.end()) continue;
-      out.push_back({ChunkKey::FromCode(code), it->second.version, it->second.chunk != nullptr});
+  std::vector<Database::DirtyChunk> DirtyChunks() {
+    for (;;) {
+      std::vector<Database::DirtyChunk> out;
+      uint64_t epoch, newest = 0;
+      {
+        std::lock_guard<std::mutex> lock(edit_mu_);
+        epoch = reset_epoch_.load();
+        out.reserve(dirty_.size());
+        for (const auto& [code, info] : dirty_) {
+          const Shard& shard = ShardOf(code);
+          std::lock_guard<std::mutex> l(shard.mu);
+          auto it = shard.map.find(code);
+          if (it == shard.map.end()) continue;
+          out.push_back({ChunkKey::FromCode(code), it->second.version, it->second.chunk != nullptr});
+          newest = std::max(newest, it->second.version);
+        }
+      }
+      // kSync: only once all of it is durable (else list again).
+      if (WaitDurable(newest, epoch)) return out;
     }
-    return out;
   }
 
   Status RebuildFromStore(
@@ -165,9 +183,10 @@ class Database::Impl {
   // moment. Dirty chunks are marked shared: their writers copy them.
   Status FillSnapshot(std::unique_ptr<ChunkStore::Snapshot>* store,
                       std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>>* dirty,
-                      std::shared_ptr<const FillSet>* fills, uint64_t* seq) {
+                      std::shared_ptr<const FillSet>* fills, uint64_t* seq, uint64_t* epoch) {
     std::lock_guard<std::mutex> w(store_write_mu_);
     std::lock_guard<std::mutex> lock(edit_mu_);
+    *epoch = reset_epoch_.load();
     VOXDB_ASSIGN_OR_RETURN(*store, store_->BeginLongRead());
     for (const auto& [code, info] : dirty_) {
       Shard& shard = ShardOf(code);
@@ -182,6 +201,12 @@ class Database::Impl {
     return absl::OkStatus();
   }
 
+  // Returns once every write up to `seq` is durable (true), or false when a
+  // failed commit rolled writes back since `epoch` (reset_epoch_ read
+  // before what is to be checked was read): read again. Only in kSync
+  // unless any_mode.
+  bool WaitDurable(uint64_t seq, uint64_t epoch, bool any_mode = false);
+
   bool WritesWouldWait() const {
     return waiting_writers_.load() > 0 ||
            dirty_bytes_.load() >= static_cast<int64_t>(options_.dirty_bytes);
@@ -190,6 +215,9 @@ class Database::Impl {
  private:
   struct Entry {
     std::shared_ptr<Chunk> chunk;  // null: the chunk reads as the fills
+    // With chunk null: the fills it reads as (those of the moment it took
+    // `version`), so that its voxels and version always go together.
+    std::shared_ptr<const FillSet> fills;
     uint64_t version = 0;
     size_t bytes = kVirtualEntryBytes;
     bool dirty = false;
@@ -216,6 +244,7 @@ class Database::Impl {
   };
   struct Pending {
     uint64_t seq;
+    int64_t enqueued_us;  // SteadyMicros() when queued (async lag)
     std::vector<uint8_t> record;
     WriteDone done;                        // null in async mode (already acknowledged)
     std::shared_ptr<ChangeRecord> change;  // for the change feed
@@ -223,8 +252,14 @@ class Database::Impl {
   // A chunk as read: the cached/stored chunk, or null for "reads as fills".
   struct ChunkRef {
     std::shared_ptr<const Chunk> chunk;
+    std::shared_ptr<const FillSet> fills;  // virtual: the fills it reads as
     uint64_t version = 0;
     bool virtual_chunk = false;
+    // The chunk's voxels: `chunk`, or the fills rasterised.
+    std::shared_ptr<const Chunk> Materialise(const WorldFrame& frame, uint64_t code) const {
+      if (chunk) return chunk;
+      return std::make_shared<Chunk>(fills->Rasterise(frame, MortonDecode(code), nullptr));
+    }
   };
 
   Shard& ShardOf(uint64_t code) {
@@ -259,8 +294,12 @@ class Database::Impl {
   void Unpin(uint64_t code, Entry* e) /* REQUIRES edit_mu_ */;
   // Gives the entry a private, materialised chunk to mutate. Shard lock held.
   Chunk& MutableChunk(uint64_t code, Entry* e);
-  // Records the change of a pinned entry (new bytes, dirty state, version).
-  void Commit(uint64_t code, Entry* e, uint64_t seq) /* REQUIRES edit_mu_ */;
+  // Changes a pinned entry: mutate(*e) runs under its shard's lock, and the
+  // entry takes its new version, byte count and dirty state under the same
+  // lock, so that readers see voxels and version of one moment. Then the
+  // entry is unpinned and listed dirty.
+  template <typename F>
+  void Change(uint64_t code, Entry* e, uint64_t seq, F&& mutate) /* REQUIRES edit_mu_ */;
 
   // Applies a validated write: waits for room for `estimate` more dirty
   // bytes, takes a sequence number, runs apply(seq) under edit_mu_ and queues
@@ -285,17 +324,47 @@ class Database::Impl {
                        std::optional<uint64_t> expected);
   Status ApplyDeleteChunk(uint64_t seq, uint64_t code);
   Status ApplyRecord(uint64_t seq, const JournalRecord& rec);
-  Status Replay();
+  // Reads the fills table into fills_.
+  Status LoadFills();
+  // Applies every journal record in the store.
+  Status ReplayLocked() /* REQUIRES edit_mu_ */;
+  // Persists (synced) a new reservation of sequence numbers from next_seq_.
+  Status ReserveSeqs() /* REQUIRES edit_mu_ */;
+  // kAsync back-pressure: waits while the oldest write not yet committed is
+  // older than AsyncLagBoundMicros(). BUSY after busy_timeout.
+  Status WaitForJournal();
+  int64_t AsyncLagBoundMicros() const {
+    return 2 * std::chrono::duration_cast<std::chrono::microseconds>(options_.commit_interval)
+                   .count() +
+           20'000;
+  }
+  // The most dirty memory one write may ask for: half the dirty budget, but
+  // always enough for a 2 x 2 x 2 block of whole chunks (which then goes
+  // alone if it must).
+  size_t MaxWriteBytes() const {
+    constexpr size_t kOneChunk = kChunkVoxels + 2 * sizeof(Brick) * kBricksPerChunk + 4096;
+    return std::max(options_.dirty_bytes / 2, 8 * kOneChunk);
+  }
+  // OUT_OF_BOUNDS / INVALID / TOO_LARGE for a box ReadBox or WriteBox refuses.
+  Status CheckReadBox(const VoxelBox& box) const;
 
   // --- Committer and flusher ---
   void CommitterLoop();
+  // A batch is durable: publishes it, moves durable_seq_, queues its
+  // acknowledgements.
+  void Acknowledge(std::vector<Pending> batch);
+  // A batch failed (`written`: its transaction committed but its sync
+  // failed): removes its records from the journal, rolls the database back
+  // to its durable state (failing every write queued behind it too) and
+  // answers them all with the error.
+  void Fail(const Status& cause, std::vector<Pending> batch, bool written);
+  // Empties the cache and reloads fills and journal: the durable state.
+  Status ReloadLocked() /* REQUIRES store_write_mu_, edit_mu_ */;
   void FlusherLoop();
   // Flushes up to one batch of dirty chunks whose first_seq <= max_first_seq
   // and that became dirty before `dirty_before_us`; sets *more when more such
   // chunks remain.
   Status FlushBatch(uint64_t max_first_seq, int64_t dirty_before_us, size_t max_bytes, bool* more);
-  // Returns once the journal records up to seq are committed (or failed).
-  void WaitCommitted(uint64_t seq);
 
   const DatabaseOptions options_;
   std::unique_ptr<ChunkStore> store_;
@@ -316,6 +385,15 @@ class Database::Impl {
   std::set<std::pair<uint64_t, uint64_t>> dirty_order_;  // (first_seq, code)
   std::vector<Fill> unpersisted_fills_;                  // GUARDED_BY(edit_mu_)
   bool closing_ = false;                                 // GUARDED_BY(edit_mu_)
+  // No sequence number above it has been handed out (kMetaSeqReserved).
+  uint64_t seq_reserved_ = 0;  // GUARDED_BY(edit_mu_)
+  // Set when the disk failed a sync and the undo: every write fails with it.
+  Status poisoned_;      // GUARDED_BY(edit_mu_)
+  Status last_failure_;  // GUARDED_BY(edit_mu_): of the last failed commit
+  // Bumped (under store_write_mu_ and edit_mu_) each time a failed commit
+  // rolled the database back: what was read before may be gone.
+  std::atomic<uint64_t> reset_epoch_{0};
+  std::atomic<uint64_t> rollbacks_{0};
   uint64_t journal_floor_ = 0;  // GUARDED_BY(edit_mu_): journal keys below are gone
   std::atomic<uint64_t> last_seq_{0};
   std::atomic<uint64_t> dirty_chunks_{0};
@@ -333,6 +411,13 @@ class Database::Impl {
   bool commit_now_ = false;               // GUARDED_BY(commit_mu_)
   bool stop_committer_ = false;           // GUARDED_BY(commit_mu_)
   std::atomic<uint64_t> committed_seq_{0};
+  int64_t inflight_oldest_us_ = 0;  // GUARDED_BY(commit_mu_): the batch committing
+  std::atomic<uint64_t> journal_waits_{0};
+  // Every write up to durable_seq_ is durable (or failed and rolled back).
+  std::mutex durable_mu_;
+  std::condition_variable durable_cv_;
+  std::atomic<uint64_t> durable_seq_{0};
+  bool committer_stopped_ = false;  // GUARDED_BY(durable_mu_)
   std::atomic<uint64_t> journal_records_{0}, journal_bytes_{0}, journal_commits_{0};
   std::thread committer_;
 
@@ -383,35 +468,31 @@ Status Database::Impl::Open(const std::string& dir) {
     return absl::InvalidArgumentError("flush_high_water must be in (0, 1]");
   }
   VOXDB_ASSIGN_OR_RETURN(store_, ChunkStore::Open(dir, options_.store));
+  VOXDB_RETURN_IF_ERROR(LoadFills());
   {
     VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
-    auto fills = std::make_shared<FillSet>();
-    Status inner;
-    VOXDB_RETURN_IF_ERROR(snap->Scan(Table::kFills, {}, {},
-                                     [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
-                                       auto f = Fill::Decode(DecodeJournalKey(k), v);
-                                       if (!f.ok()) {
-                                         inner = f.status();
-                                         return false;
-                                       }
-                                       fills->Add(*f);
-                                       return true;
-                                     }));
-    VOXDB_RETURN_IF_ERROR(inner);
-    fills_ = std::move(fills);
     uint64_t last = 0;
     auto meta = snap->Get(Table::kMeta, Bytes(kMetaLastSeq));
     if (meta.ok() && meta->size() == 8) last = DecodeFixed64(meta->data());
+    // Numbers up to the reservation may have been handed out to writes a
+    // crash lost: never again.
+    auto reserved = snap->Get(Table::kMeta, Bytes(kMetaSeqReserved));
+    if (reserved.ok() && reserved->size() == 8) last = std::max(last, DecodeFixed64(reserved->data()));
     auto journal_last = snap->LastKey(Table::kJournal);
     if (journal_last.ok()) last = std::max(last, DecodeJournalKey(*journal_last));
     for (const Fill& f : fills_->fills()) last = std::max(last, f.seq);
     next_seq_ = last + 1;
     last_seq_ = last;
+    seq_reserved_ = last;
   }
-  VOXDB_RETURN_IF_ERROR(Replay());
+  {
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    VOXDB_RETURN_IF_ERROR(ReplayLocked());
+  }
   changed_.clear();  // what replay committed is before the feed
   changed_.shrink_to_fit();
   committed_seq_ = next_seq_ - 1;
+  durable_seq_ = next_seq_ - 1;
   feed_ = std::make_unique<ChangeFeed>(options_.changes, next_seq_ - 1);
   committer_ = std::thread([this] { CommitterLoop(); });
   acker_ = std::thread([this] { AckerLoop(); });
@@ -420,9 +501,27 @@ Status Database::Impl::Open(const std::string& dir) {
   return absl::OkStatus();
 }
 
-Status Database::Impl::Replay() {
-  // edit_mu_ before any snapshot, the order every write uses.
-  std::lock_guard<std::mutex> lock(edit_mu_);
+Status Database::Impl::LoadFills() {
+  VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
+  auto fills = std::make_shared<FillSet>();
+  Status inner;
+  VOXDB_RETURN_IF_ERROR(snap->Scan(Table::kFills, {}, {},
+                                   [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+                                     auto f = Fill::Decode(DecodeJournalKey(k), v);
+                                     if (!f.ok()) {
+                                       inner = f.status();
+                                       return false;
+                                     }
+                                     fills->Add(*f);
+                                     return true;
+                                   }));
+  VOXDB_RETURN_IF_ERROR(inner);
+  std::lock_guard<std::mutex> l(fills_mu_);
+  fills_ = std::move(fills);
+  return absl::OkStatus();
+}
+
+Status Database::Impl::ReplayLocked() {
   VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
   Status inner;
   VOXDB_RETURN_IF_ERROR(snap->Scan(
@@ -464,11 +563,28 @@ void Database::Impl::Close() {
   commit_cv_.notify_all();
   committer_.join();
   {
+    std::lock_guard<std::mutex> l(durable_mu_);
+    committer_stopped_ = true;
+  }
+  durable_cv_.notify_all();
+  {
     std::lock_guard<std::mutex> l(ack_mu_);
     stop_acker_ = true;
   }
   ack_cv_.notify_all();
   acker_.join();
+  {
+    // A clean close hands out nothing past last_seq: the next open need
+    // not skip the rest of the reserved block.
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    if (poisoned_.ok() && seq_reserved_ > next_seq_ - 1) {
+      WriteBatch batch;
+      std::vector<uint8_t> value(8);
+      EncodeFixed64(value.data(), next_seq_ - 1);
+      batch.Put(Table::kMeta, Bytes(kMetaSeqReserved), std::move(value));
+      if (store_->Write(batch).ok()) (void)store_->Sync();
+    }
+  }
   open_ = false;
 }
 
@@ -476,12 +592,16 @@ void Database::Impl::Close() {
 
 Status Database::Impl::LoadFromStore(uint64_t code, ChunkRef* out, Need need) {
   const ChunkCoord c = MortonDecode(code);
+  // The fills first: a fill applied after this reads as newer (its writer
+  // updates the cached entry under the shard lock, or the chunk is loaded
+  // again).
+  out->fills = FillsSnapshot();
   VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
   auto got = snap->GetChunk(ChunkKey::FromCode(code));
   if (absl::IsNotFound(got.status())) {
     out->chunk = nullptr;
     out->virtual_chunk = true;
-    out->version = FillsSnapshot()->VersionOf(frame(), c);
+    out->version = out->fills->VersionOf(frame(), c);
     return absl::OkStatus();
   }
   VOXDB_RETURN_IF_ERROR(got.status());
@@ -498,7 +618,7 @@ Status Database::Impl::LoadFromStore(uint64_t code, ChunkRef* out, Need need) {
   if (view.header.encoding == ChunkEncoding::kFills) {
     out->chunk = nullptr;
     out->virtual_chunk = true;
-    out->version = std::max(view.header.version, FillsSnapshot()->VersionOf(frame(), c));
+    out->version = std::max(view.header.version, out->fills->VersionOf(frame(), c));
     return absl::OkStatus();
   }
   if (need != Need::kContent) {  // about to be replaced whole: the version is enough
@@ -564,9 +684,11 @@ Status Database::Impl::ReadChunk(uint64_t code, ChunkRef* out) {
     if (it != shard.map.end()) {
       ++hits_;
       out->chunk = it->second.chunk;
+      out->fills = it->second.fills;
       it->second.shared = true;
       out->version = it->second.version;
       out->virtual_chunk = it->second.chunk == nullptr;
+      if (out->virtual_chunk && !out->fills) out->fills = FillsSnapshot();
       TouchLocked(shard, it->second);
       return absl::OkStatus();
     }
@@ -580,6 +702,26 @@ Status Database::Impl::ReadChunk(uint64_t code, ChunkRef* out) {
   return absl::OkStatus();
 }
 
+bool Database::Impl::WaitDurable(uint64_t seq, uint64_t epoch, bool any_mode) {
+  if (!any_mode && options_.durability != Durability::kSync) return true;
+  // durable_seq_ before reset_epoch_: a rollback bumps the epoch first.
+  if (durable_seq_.load(std::memory_order_acquire) >= seq) {
+    return reset_epoch_.load(std::memory_order_acquire) == epoch;
+  }
+  {
+    // The committer syncs as soon as it has nothing else to do; ask it to
+    // commit now in case it is gathering.
+    std::lock_guard<std::mutex> l(commit_mu_);
+    commit_now_ = true;
+  }
+  commit_cv_.notify_all();
+  std::unique_lock<std::mutex> l(durable_mu_);
+  durable_cv_.wait(l, [&] {
+    return durable_seq_.load() >= seq || reset_epoch_.load() != epoch || committer_stopped_;
+  });
+  return durable_seq_.load() >= seq && reset_epoch_.load() == epoch;
+}
+
 // --- Reads ------------------------------------------------------------------------
 
 Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
@@ -591,7 +733,13 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
   uint64_t snap_generation = 0;
   // The fills for clean chunks, once per call: a clean chunk's version and
   // voxels both come from it (a fill applied meanwhile reads as after it).
-  const std::shared_ptr<const FillSet> fills = FillsSnapshot();
+  // In kSync only once they are durable.
+  std::shared_ptr<const FillSet> fills;
+  for (;;) {
+    const uint64_t epoch = reset_epoch_.load(std::memory_order_acquire);
+    fills = FillsSnapshot();
+    if (WaitDurable(fills->last_seq(), epoch)) break;
+  }
   const CodecOptions codec{options_.zstd_level};
   for (size_t i = 0; i < keys.size(); ++i) {
     ChunkRead read;
@@ -603,27 +751,33 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
       fn(i, read);
       continue;
     }
-    // Dirty chunks come from the cache.
+    // Dirty chunks come from the cache: chunk, fills and version of one
+    // moment (taken under the shard lock), once that moment is durable.
     ChunkRef dirty;
     bool is_dirty = false;
-    {
-      Shard& shard = ShardOf(code);
-      std::lock_guard<std::mutex> l(shard.mu);
-      auto it = shard.map.find(code);
-      if (it != shard.map.end() && it->second.dirty) {
-        is_dirty = true;
-        dirty.chunk = it->second.chunk;
-        it->second.shared = true;
-        dirty.version = it->second.version;
-        ++hits_;
+    for (;;) {
+      const uint64_t epoch = reset_epoch_.load(std::memory_order_acquire);
+      is_dirty = false;
+      {
+        Shard& shard = ShardOf(code);
+        std::lock_guard<std::mutex> l(shard.mu);
+        auto it = shard.map.find(code);
+        if (it != shard.map.end() && it->second.dirty) {
+          is_dirty = true;
+          dirty.chunk = it->second.chunk;
+          dirty.fills = it->second.fills ? it->second.fills : FillsSnapshot();
+          it->second.shared = true;
+          dirty.version = it->second.version;
+          ++hits_;
+        }
       }
+      if (!is_dirty || WaitDurable(dirty.version, epoch)) break;
     }
     std::vector<uint8_t> owned;
     if (is_dirty) {
       read.source = ChunkRead::Source::kCache;
       read.version = dirty.version;
-      // The fills now: a deleted chunk's version may be a fill newer than `fills`.
-      owned = EncodeDirty(dirty.chunk.get(), dirty.version, *FillsSnapshot(), frame(), c, codec);
+      owned = EncodeDirty(dirty.chunk.get(), dirty.version, *dirty.fills, frame(), c, codec);
       read.record = owned;
       fn(i, read);
       continue;
@@ -643,73 +797,101 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
 
 Status Database::Impl::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
   for (const VoxelCoord& v : at) VOXDB_RETURN_IF_ERROR(frame().CheckVoxel(v));
-  std::unordered_map<uint64_t, std::shared_ptr<const Chunk>> chunks;
-  for (size_t i = 0; i < at.size(); ++i) {
-    const ChunkCoord c = frame().ChunkOf(at[i]);
-    const uint64_t code = MortonEncode(c.x, c.y, c.z);
-    auto it = chunks.find(code);
-    if (it == chunks.end()) {
-      // A cached chunk is read in place under its shard's lock (writers
-      // change chunks only under it), without marking it shared: taking a
-      // reference would make the next write copy the whole chunk.
-      Shard& shard = ShardOf(code);
-      {
-        std::lock_guard<std::mutex> l(shard.mu);
-        auto e = shard.map.find(code);
-        if (e != shard.map.end() && e->second.chunk) {
-          ++hits_;
-          TouchLocked(shard, e->second);
-          const ChunkCoord o = frame().OffsetInChunk(at[i]);
-          out[i] = e->second.chunk->Get(o.x, o.y, o.z);
-          continue;
+  for (;;) {
+    // Read everything, then wait until what was read is durable (kSync);
+    // read again if a failed commit rolled writes back meanwhile.
+    const uint64_t epoch = reset_epoch_.load(std::memory_order_acquire);
+    uint64_t newest = 0;
+    std::unordered_map<uint64_t, std::shared_ptr<const Chunk>> chunks;
+    for (size_t i = 0; i < at.size(); ++i) {
+      const ChunkCoord c = frame().ChunkOf(at[i]);
+      const uint64_t code = MortonEncode(c.x, c.y, c.z);
+      auto it = chunks.find(code);
+      if (it == chunks.end()) {
+        // A cached chunk is read in place under its shard's lock (writers
+        // change chunks only under it), without marking it shared: taking a
+        // reference would make the next write copy the whole chunk.
+        Shard& shard = ShardOf(code);
+        {
+          std::lock_guard<std::mutex> l(shard.mu);
+          auto e = shard.map.find(code);
+          if (e != shard.map.end() && e->second.chunk) {
+            ++hits_;
+            TouchLocked(shard, e->second);
+            const ChunkCoord o = frame().OffsetInChunk(at[i]);
+            out[i] = e->second.chunk->Get(o.x, o.y, o.z);
+            newest = std::max(newest, e->second.version);
+            continue;
+          }
         }
+        ChunkRef ref;
+        VOXDB_RETURN_IF_ERROR(ReadChunk(code, &ref));
+        newest = std::max(newest, ref.version);
+        if (ref.fills) newest = std::max(newest, ref.fills->last_seq());
+        it = chunks.emplace(code, ref.Materialise(frame(), code)).first;
       }
-      ChunkRef ref;
-      VOXDB_RETURN_IF_ERROR(ReadChunk(code, &ref));
-      if (ref.virtual_chunk) {
-        ref.chunk = std::make_shared<Chunk>(FillsSnapshot()->Rasterise(frame(), c, nullptr));
-      }
-      it = chunks.emplace(code, ref.chunk).first;
+      const ChunkCoord o = frame().OffsetInChunk(at[i]);
+      out[i] = it->second->Get(o.x, o.y, o.z);
     }
-    const ChunkCoord o = frame().OffsetInChunk(at[i]);
-    out[i] = it->second->Get(o.x, o.y, o.z);
+    if (WaitDurable(newest, epoch)) return absl::OkStatus();
+  }
+}
+
+Status Database::Impl::CheckReadBox(const VoxelBox& box) const {
+  VOXDB_RETURN_IF_ERROR(frame().CheckBox(box));
+  if (box.volume() > options_.max_box_voxels) {
+    return TooLargeError(absl::StrFormat(
+        "the box holds %s voxels, more than the limit of %u for reading or writing voxels",
+        box.volume() == UINT64_MAX ? std::string("over 2^64") : absl::StrCat(box.volume()),
+        options_.max_box_voxels));
+  }
+  const ChunkBox chunks = ChunksOf(frame(), box);
+  const uint64_t touched = uint64_t{chunks.hi.x - chunks.lo.x + 1} *
+                           (chunks.hi.y - chunks.lo.y + 1) * (chunks.hi.z - chunks.lo.z + 1);
+  if (touched > options_.max_box_chunks) {
+    return TooLargeError(absl::StrFormat(
+        "the box touches %u chunks, more than the limit of %u for reading or writing voxels "
+        "(a thin box crossing many chunks costs a chunk each): split it",
+        touched, options_.max_box_chunks));
   }
   return absl::OkStatus();
 }
 
 Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out) {
-  VOXDB_RETURN_IF_ERROR(frame().CheckBox(box));
-  if (box.volume() > options_.max_box_voxels) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "box of %u voxels is larger than the limit of %u", box.volume(), options_.max_box_voxels));
-  }
+  VOXDB_RETURN_IF_ERROR(CheckReadBox(box));
   const uint64_t sx = box.hi.x - box.lo.x, sy = box.hi.y - box.lo.y;
   const ChunkBox chunks = ChunksOf(frame(), box);
   std::vector<uint8_t> part;
-  for (uint32_t cz = chunks.lo.z; cz <= chunks.hi.z; ++cz) {
-    for (uint32_t cy = chunks.lo.y; cy <= chunks.hi.y; ++cy) {
-      for (uint32_t cx = chunks.lo.x; cx <= chunks.hi.x; ++cx) {
-        const ChunkCoord c{cx, cy, cz};
-        ChunkRef ref;
-        VOXDB_RETURN_IF_ERROR(ReadChunk(MortonEncode(cx, cy, cz), &ref));
-        if (ref.virtual_chunk) {
-          ref.chunk = std::make_shared<Chunk>(FillsSnapshot()->Rasterise(frame(), c, nullptr));
-        }
-        const VoxelBox pbox = Intersect(box, frame().ChunkBox(c));
-        const LocalBox local = ToLocal(pbox, frame().ChunkOrigin(c));
-        part.resize(local.volume());
-        ref.chunk->ReadBox(local, part.data());
-        const uint64_t px = pbox.hi.x - pbox.lo.x, py = pbox.hi.y - pbox.lo.y;
-        for (uint64_t z = pbox.lo.z; z < pbox.hi.z; ++z) {
-          for (uint64_t y = pbox.lo.y; y < pbox.hi.y; ++y) {
-            std::memcpy(out + (pbox.lo.x - box.lo.x) + sx * ((y - box.lo.y) + sy * (z - box.lo.z)),
-                        part.data() + px * ((y - pbox.lo.y) + py * (z - pbox.lo.z)), px);
+  for (;;) {
+    const uint64_t epoch = reset_epoch_.load(std::memory_order_acquire);
+    uint64_t newest = 0;
+    for (uint32_t cz = chunks.lo.z; cz <= chunks.hi.z; ++cz) {
+      for (uint32_t cy = chunks.lo.y; cy <= chunks.hi.y; ++cy) {
+        for (uint32_t cx = chunks.lo.x; cx <= chunks.hi.x; ++cx) {
+          const ChunkCoord c{cx, cy, cz};
+          const uint64_t code = MortonEncode(cx, cy, cz);
+          ChunkRef ref;
+          VOXDB_RETURN_IF_ERROR(ReadChunk(code, &ref));
+          newest = std::max(newest, ref.version);
+          if (ref.fills) newest = std::max(newest, ref.fills->last_seq());
+          const std::shared_ptr<const Chunk> chunk = ref.Materialise(frame(), code);
+          const VoxelBox pbox = Intersect(box, frame().ChunkBox(c));
+          const LocalBox local = ToLocal(pbox, frame().ChunkOrigin(c));
+          part.resize(local.volume());
+          chunk->ReadBox(local, part.data());
+          const uint64_t px = pbox.hi.x - pbox.lo.x, py = pbox.hi.y - pbox.lo.y;
+          for (uint64_t z = pbox.lo.z; z < pbox.hi.z; ++z) {
+            for (uint64_t y = pbox.lo.y; y < pbox.hi.y; ++y) {
+              std::memcpy(
+                  out + (pbox.lo.x - box.lo.x) + sx * ((y - box.lo.y) + sy * (z - box.lo.z)),
+                  part.data() + px * ((y - pbox.lo.y) + py * (z - pbox.lo.z)), px);
+            }
           }
         }
       }
     }
+    if (WaitDurable(newest, epoch)) return absl::OkStatus();
   }
-  return absl::OkStatus();
 }
 
 // --- Writes ------------------------------------------------------------------------
@@ -739,6 +921,7 @@ Status Database::Impl::PinForWrite(uint64_t code, Entry** out, Need need) {
   Entry& e = it->second;
   if (inserted) {
     e.chunk = std::const_pointer_cast<Chunk>(ref.chunk);
+    if (!e.chunk) e.fills = ref.fills;
     e.version = ref.version;
     e.bytes = EntryBytes(e.chunk);
     cache_bytes_ += static_cast<int64_t>(e.bytes);
@@ -770,8 +953,8 @@ void Database::Impl::Unpin(uint64_t code, Entry* e) {
 
 Chunk& Database::Impl::MutableChunk(uint64_t code, Entry* e) {
   if (!e->chunk) {
-    e->chunk =
-        std::make_shared<Chunk>(FillsSnapshot()->Rasterise(frame(), MortonDecode(code), nullptr));
+    const std::shared_ptr<const FillSet> fills = e->fills ? e->fills : FillsSnapshot();
+    e->chunk = std::make_shared<Chunk>(fills->Rasterise(frame(), MortonDecode(code), nullptr));
   } else if (e->shared) {
     // A reader or the flusher may hold this state: copy on write. (The flag,
     // not use_count(), orders their reads before our writes.)
@@ -781,10 +964,13 @@ Chunk& Database::Impl::MutableChunk(uint64_t code, Entry* e) {
   return *e->chunk;
 }
 
-void Database::Impl::Commit(uint64_t code, Entry* e, uint64_t seq) {
+template <typename F>
+void Database::Impl::Change(uint64_t code, Entry* e, uint64_t seq, F&& mutate) {
   Shard& shard = ShardOf(code);
   {
     std::lock_guard<std::mutex> l(shard.mu);
+    mutate(*e);
+    if (e->chunk) e->fills.reset();
     const size_t bytes = EntryBytes(e->chunk);
     const int64_t delta = static_cast<int64_t>(bytes) - static_cast<int64_t>(e->bytes);
     cache_bytes_ += delta;
@@ -876,17 +1062,37 @@ void Database::Impl::ReleaseRoom(size_t estimate) {
 template <typename Fn>
 void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t estimate,
                             Fn&& apply, const std::function<void(ChangeRecord*)>& describe) {
+  const bool sync = options_.durability == Durability::kSync;
+  if (estimate > MaxWriteBytes()) {
+    if (done) {
+      done({TooLargeError(absl::StrFormat(
+                "this write would make about %u bytes of chunks dirty, more than one write may "
+                "take (%u: half of the dirty-bytes budget of %u, or 8 whole chunks): split it",
+                estimate, MaxWriteBytes(), options_.dirty_bytes)),
+            0});
+    }
+    return;
+  }
+  if (!sync) {
+    if (Status s = WaitForJournal(); !s.ok()) {
+      if (done) done({s, 0});
+      return;
+    }
+  }
   if (Status s = ReserveRoom(estimate); !s.ok()) {
     if (done) done({s, 0});
     return;
   }
   uint64_t seq = 0;
   Status status;
-  const bool sync = options_.durability == Durability::kSync;
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
     if (closing_) {
       status = ClosingError("the database is closing");
+    } else if (!poisoned_.ok()) {
+      status = poisoned_;
+    } else if (next_seq_ > seq_reserved_ && !(status = ReserveSeqs()).ok()) {
+      // Nothing applied, no number handed out.
     } else {
       seq = next_seq_++;
       last_seq_ = seq;
@@ -913,8 +1119,8 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
       if (describe) describe(change.get());
       {
         std::lock_guard<std::mutex> l(commit_mu_);
-        pending_.push_back(Pending{seq, std::move(record), sync ? std::move(done) : WriteDone(),
-                                   std::move(change)});
+        pending_.push_back(Pending{seq, SteadyMicros(), std::move(record),
+                                   sync ? std::move(done) : WriteDone(), std::move(change)});
       }
       commit_cv_.notify_one();
     }
@@ -928,6 +1134,53 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
   }
 }
 
+Status Database::Impl::ReserveSeqs() {
+  const uint64_t reserved = next_seq_ - 1 + kSeqBlock;
+  WriteBatch batch;
+  std::vector<uint8_t> value(8);
+  EncodeFixed64(value.data(), reserved);
+  batch.Put(Table::kMeta, Bytes(kMetaSeqReserved), std::move(value));
+  Status s = store_->Write(batch);
+  if (s.ok()) s = store_->Sync();
+  if (!s.ok()) {
+    return Status(s.code(), absl::StrCat("cannot reserve sequence numbers (the write was not "
+                                         "applied): ",
+                                         s.message()));
+  }
+  seq_reserved_ = reserved;
+  return absl::OkStatus();
+}
+
+Status Database::Impl::WaitForJournal() {
+  // kAsync acknowledges before the commit; the journal may fall behind by
+  // at most this much before writers wait for it.
+  const int64_t bound_us = AsyncLagBoundMicros();
+  std::unique_lock<std::mutex> l(commit_mu_);
+  auto oldest = [&] {
+    int64_t t = inflight_oldest_us_;
+    if (!pending_.empty() && (t == 0 || pending_.front().enqueued_us < t)) {
+      t = pending_.front().enqueued_us;
+    }
+    return t;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + options_.busy_timeout;
+  for (;;) {
+    const int64_t t = oldest();
+    if (t == 0 || SteadyMicros() - t <= bound_us || stop_committer_) return absl::OkStatus();
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ++busy_rejections_;
+      return BusyError(absl::StrFormat(
+          "the journal is more than %d ms behind the acknowledged writes and did not catch up "
+          "within %d ms",
+          static_cast<int>(bound_us / 1000), static_cast<int>(options_.busy_timeout.count())));
+    }
+    ++journal_waits_;
+    commit_now_ = true;
+    commit_cv_.notify_all();
+    committed_cv_.wait_for(l, std::chrono::milliseconds(2));
+  }
+}
+
 Status Database::Impl::ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits>& edits) {
   std::vector<Entry*> entries(edits.size());
   for (size_t i = 0; i < edits.size(); ++i) {
@@ -937,15 +1190,13 @@ Status Database::Impl::ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits
     }
   }
   for (size_t i = 0; i < edits.size(); ++i) {
-    {
-      std::lock_guard<std::mutex> l(ShardOf(edits[i].code).mu);
-      Chunk& chunk = MutableChunk(edits[i].code, entries[i]);
+    Change(edits[i].code, entries[i], seq, [&](Entry& e) {
+      Chunk& chunk = MutableChunk(edits[i].code, &e);
       for (uint32_t p : edits[i].packed) {
         const uint32_t idx = EditIndex(p);
         chunk.Set(idx & 127, (idx >> 7) & 127, idx >> 14, EditMaterial(p));
       }
-    }
-    Commit(edits[i].code, entries[i], seq);
+    });
   }
   return absl::OkStatus();
 }
@@ -979,15 +1230,14 @@ Status Database::Impl::ApplyWriteBox(uint64_t seq, const VoxelBox& box,
             part.data() + px * ((y - pbox.lo.y) + py * (z - pbox.lo.z)),
             voxels.data() + (pbox.lo.x - box.lo.x) + sx * ((y - box.lo.y) + sy * (z - box.lo.z)),
             px);
-    {
-      std::lock_guard<std::mutex> l(ShardOf(code).mu);
+    Change(code, e, seq, [&](Entry& entry) {
       if (local.volume() == kChunkVoxels) {
-        e->chunk = std::make_shared<Chunk>(Chunk::FromDense(part));
+        entry.chunk = std::make_shared<Chunk>(Chunk::FromDense(part));
+        entry.shared = false;
       } else {
-        MutableChunk(code, e).WriteBox(local, part.data());
+        MutableChunk(code, &entry).WriteBox(local, part.data());
       }
-    }
-    Commit(code, e, seq);
+    });
   }
   return absl::OkStatus();
 }
@@ -1009,30 +1259,33 @@ Status Database::Impl::ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t m
   // Then the fill itself (after the reads that may fail, so that a failed
   // FILL_BOX leaves no fill behind): every chunk that is not stored now
   // reads through it.
+  std::shared_ptr<const FillSet> fills;
   {
-    auto fills = std::make_shared<FillSet>(*FillsSnapshot());
-    fills->Add(Fill{seq, box, material});
+    auto next = std::make_shared<FillSet>(*FillsSnapshot());
+    next->Add(Fill{seq, box, material});
+    fills = next;
     std::lock_guard<std::mutex> l(fills_mu_);
-    fills_ = std::move(fills);
+    fills_ = fills;
   }
   unpersisted_fills_.push_back(Fill{seq, box, material});
   for (uint64_t code : touched) {
     const ChunkCoord c = MortonDecode(code);
     const VoxelBox chunk_box = frame().ChunkBox(c);
     const VoxelBox pbox = Intersect(box, chunk_box);
+    const bool whole = BoxContains(box, chunk_box);
     Entry* e;
-    // A chunk that fails to load (corrupt) is left as it is; the fill
-    // still covers everything else.
-    if (!PinForWrite(code, &e).ok()) continue;
-    {
-      std::lock_guard<std::mutex> l(ShardOf(code).mu);
-      if (BoxContains(box, chunk_box) || !e->chunk) {
-        e->chunk = nullptr;  // reads as the fills, this one on top
+    // A chunk the fill covers wholly is replaced, even a corrupt one. One
+    // it covers in part and that fails to load (corrupt) is left as it is;
+    // the fill still covers everything else.
+    if (!PinForWrite(code, &e, whole ? Need::kNothing : Need::kContent).ok()) continue;
+    Change(code, e, seq, [&](Entry& entry) {
+      if (whole || !entry.chunk) {
+        entry.chunk = nullptr;  // reads as the fills, this one on top
+        entry.fills = fills;
       } else {
-        MutableChunk(code, e).FillBox(ToLocal(pbox, frame().ChunkOrigin(c)), material);
+        MutableChunk(code, &entry).FillBox(ToLocal(pbox, frame().ChunkOrigin(c)), material);
       }
-    }
-    Commit(code, e, seq);
+    });
   }
   return absl::OkStatus();
 }
@@ -1054,22 +1307,21 @@ Status Database::Impl::ApplyPutChunk(uint64_t seq, uint64_t code, std::span<cons
     return ConflictError(absl::StrFormat("chunk %s is at version %u, not the expected %u",
                                          ChunkKey::FromCode(code).ToString(), current, *expected));
   }
-  {
-    std::lock_guard<std::mutex> l(ShardOf(code).mu);
-    e->chunk = std::move(chunk);
-  }
-  Commit(code, e, seq);
+  Change(code, e, seq, [&](Entry& entry) {
+    entry.chunk = std::move(chunk);
+    entry.shared = false;
+    if (!entry.chunk) entry.fills = FillsSnapshot();
+  });
   return absl::OkStatus();
 }
 
 Status Database::Impl::ApplyDeleteChunk(uint64_t seq, uint64_t code) {
   Entry* e;
   VOXDB_RETURN_IF_ERROR(PinForWrite(code, &e, Need::kNothing));
-  {
-    std::lock_guard<std::mutex> l(ShardOf(code).mu);
-    e->chunk = nullptr;
-  }
-  Commit(code, e, seq);
+  Change(code, e, seq, [&](Entry& entry) {
+    entry.chunk = nullptr;
+    entry.fills = FillsSnapshot();
+  });
   return absl::OkStatus();
 }
 
@@ -1138,11 +1390,15 @@ void Database::Impl::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done)
     return;
   }
   std::vector<uint8_t> record = EncodeSetVoxels(groups);
-  // Each edit may add or widen a brick (about 1 KiB on average).
+  // A chunk not yet dirty may need its brick grid (a uniform chunk has
+  // none); each edit may add or widen a brick (about 1 KiB on average).
   std::unique_ptr<ChunkStore::Snapshot> snap;
   size_t estimate = 0;
   for (const ChunkEdits& g : groups) {
-    estimate += DirtyCost(g.code, &snap) + std::min(g.packed.size() * 1024, kChunkVoxels);
+    const size_t cost = DirtyCost(g.code, &snap);
+    if (cost > 0) estimate += cost + sizeof(Brick) * kBricksPerChunk;
+    estimate += std::min(g.packed.size() * 1024, kChunkVoxels);
+    if (estimate > MaxWriteBytes()) break;  // refused whole: no need to look further
   }
   snap.reset();
   Submit(
@@ -1158,11 +1414,7 @@ void Database::Impl::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done)
 
 void Database::Impl::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels,
                               WriteDone done) {
-  Status s = frame().CheckBox(box);
-  if (s.ok() && box.volume() > options_.max_box_voxels) {
-    s = absl::InvalidArgumentError(absl::StrFormat(
-        "box of %u voxels is larger than the limit of %u", box.volume(), options_.max_box_voxels));
-  }
+  Status s = CheckReadBox(box);
   if (s.ok() && voxels.size() != box.volume()) {
     s = absl::InvalidArgumentError(absl::StrFormat("box holds %u voxels but %u bytes were given",
                                                    box.volume(), voxels.size()));
@@ -1241,19 +1493,6 @@ void Database::Impl::CommitterLoop() {
   // With lazy meta sync, a commit is durable once the next commit (or a
   // Sync) returns: its acknowledgements wait in `unacked` until then.
   std::vector<Pending> unacked;
-  auto acknowledge = [&](Status s, std::vector<Pending> batch) {
-    // Durable now (or failed, and applied in memory all the same: readers
-    // see it, so subscribers are told too).
-    Publish(batch);
-    if (std::none_of(batch.begin(), batch.end(), [](const Pending& p) { return bool(p.done); })) {
-      return;
-    }
-    {
-      std::lock_guard<std::mutex> l(ack_mu_);
-      acks_.emplace_back(std::move(s), std::move(batch));
-    }
-    ack_cv_.notify_one();
-  };
   for (;;) {
     std::vector<Pending> batch;
     {
@@ -1265,7 +1504,11 @@ void Database::Impl::CommitterLoop() {
         if (!unacked.empty()) {
           // Idle: make the last commit durable now rather than wait.
           l.unlock();
-          acknowledge(store_->Sync(), std::move(unacked));
+          if (Status s = store_->Sync(); s.ok()) {
+            Acknowledge(std::move(unacked));
+          } else {
+            Fail(s, std::move(unacked), /*written=*/true);
+          }
           unacked.clear();
           continue;
         }
@@ -1281,6 +1524,7 @@ void Database::Impl::CommitterLoop() {
       }
       commit_now_ = false;
       batch.swap(pending_);
+      inflight_oldest_us_ = batch.front().enqueued_us;
     }
     WriteBatch wb;
     uint64_t bytes = 0;
@@ -1290,6 +1534,7 @@ void Database::Impl::CommitterLoop() {
     }
     const auto commit_start = std::chrono::steady_clock::now();
     Status s = store_->Write(wb);
+    const bool written = s.ok();
     if (s.ok() && async) s = store_->Sync();  // durable within the interval
     journal_records_ += batch.size();
     journal_bytes_ += bytes;
@@ -1300,22 +1545,146 @@ void Database::Impl::CommitterLoop() {
           batch.size());
     }
     const uint64_t last = batch.back().seq;
+    if (!s.ok()) {
+      // The batch failed: its writes (and every one queued behind it, which
+      // were applied on top of it) are rolled back and answered with the
+      // error. An earlier commit still waiting for its meta sync is synced
+      // first: it succeeded.
+      // (unacked is empty in kAsync, so here the batch's write failed.)
+      if (!unacked.empty()) {
+        if (Status u = store_->Sync(); u.ok()) {
+          Acknowledge(std::move(unacked));
+        } else {
+          Fail(u, std::move(unacked), /*written=*/true);
+        }
+        unacked.clear();
+      }
+      Fail(s, std::move(batch), written);
+      std::lock_guard<std::mutex> l(commit_mu_);
+      inflight_oldest_us_ = 0;
+      continue;
+    }
     // This commit's data sync also flushed the previous commit's meta page.
-    if (!unacked.empty()) acknowledge(s, std::move(unacked));
+    if (!unacked.empty()) Acknowledge(std::move(unacked));
     unacked.clear();
-    if (!s.ok() || !options_.store.lazy_meta_sync || async) {
+    if (!options_.store.lazy_meta_sync || async) {
       // Published before committed_seq_ moves: whoever waits for the commit
       // (Flush) then finds the change in the feed.
-      acknowledge(s, std::move(batch));
+      Acknowledge(std::move(batch));
     } else {
       unacked = std::move(batch);
     }
     {
       std::lock_guard<std::mutex> l(commit_mu_);
       committed_seq_ = std::max(committed_seq_.load(), last);
+      inflight_oldest_us_ = 0;
     }
     committed_cv_.notify_all();
   }
+}
+
+void Database::Impl::Acknowledge(std::vector<Pending> batch) {
+  if (batch.empty()) return;
+  // Durable now: published, then visible to kSync readers, then answered.
+  Publish(batch);
+  {
+    std::lock_guard<std::mutex> l(durable_mu_);
+    durable_seq_.store(std::max(durable_seq_.load(), batch.back().seq), std::memory_order_release);
+  }
+  durable_cv_.notify_all();
+  if (std::none_of(batch.begin(), batch.end(), [](const Pending& p) { return bool(p.done); })) {
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> l(ack_mu_);
+    acks_.emplace_back(absl::OkStatus(), std::move(batch));
+  }
+  ack_cv_.notify_one();
+}
+
+void Database::Impl::Fail(const Status& cause, std::vector<Pending> batch, bool written) {
+  // The error the writers get: what failed, and that nothing was applied.
+  const Status error(cause.code(),
+                     absl::StrCat("the journal commit failed, so the write was not applied: ",
+                                  cause.message()));
+  Status poison;
+  if (written) {
+    // The records are in a committed transaction whose sync failed: take
+    // them out again before anything could make them durable.
+    WriteBatch undo;
+    for (const Pending& p : batch) undo.Delete(Table::kJournal, JournalKey(p.seq));
+    Status s = store_->Write(undo);
+    if (s.ok()) s = store_->Sync();
+    if (!s.ok()) {
+      poison = IoError(absl::StrCat(
+          "the disk failed a sync and then the undo of the writes it held (", s.message(),
+          "); no write is accepted until voxdbd restarts (the writes answered with this error "
+          "may or may not be in the journal then)"));
+    }
+  }
+  std::vector<Pending> queued;
+  {
+    std::lock_guard<std::mutex> w(store_write_mu_);
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    {
+      std::lock_guard<std::mutex> l(commit_mu_);
+      queued.swap(pending_);
+    }
+    last_failure_ = error;
+    if (!poison.ok()) {
+      poisoned_ = poison;
+    } else if (Status s = ReloadLocked(); !s.ok()) {
+      poisoned_ = IoError(absl::StrCat(
+          "after a failed journal commit the database could not be read back (", s.message(),
+          "); no write is accepted until voxdbd restarts"));
+    }
+    ++rollbacks_;
+    // Every number handed out is now durable or failed.
+    const uint64_t resolved = next_seq_ - 1;
+    reset_epoch_.fetch_add(1, std::memory_order_acq_rel);
+    {
+      std::lock_guard<std::mutex> l(durable_mu_);
+      durable_seq_.store(std::max(durable_seq_.load(), resolved), std::memory_order_release);
+    }
+    {
+      std::lock_guard<std::mutex> l(commit_mu_);
+      committed_seq_ = std::max(committed_seq_.load(), resolved);
+    }
+  }
+  durable_cv_.notify_all();
+  committed_cv_.notify_all();
+  room_cv_.notify_all();
+  std::move(queued.begin(), queued.end(), std::back_inserter(batch));
+  {
+    std::lock_guard<std::mutex> l(ack_mu_);
+    acks_.emplace_back(error, std::move(batch));
+  }
+  ack_cv_.notify_one();
+}
+
+Status Database::Impl::ReloadLocked() {
+  // Forget every cached chunk, dirty or not, and every fill not yet
+  // persisted; read the fills back and replay the journal: the state of
+  // the last durable commit. (Snapshots keep their own copies.)
+  for (Shard& shard : shards_) {
+    std::lock_guard<std::mutex> l(shard.mu);
+    shard.map.clear();
+    shard.lru.clear();
+    ++shard.epoch;
+  }
+  cache_bytes_ = 0;
+  dirty_bytes_ = 0;
+  dirty_.clear();
+  dirty_order_.clear();
+  dirty_chunks_ = 0;
+  unpersisted_fills_.clear();
+  VOXDB_RETURN_IF_ERROR(LoadFills());
+  const uint64_t keep_next = next_seq_;
+  Status s = ReplayLocked();
+  next_seq_ = std::max(next_seq_, keep_next);  // failed numbers are never reused
+  last_seq_ = next_seq_ - 1;
+  changed_.clear();
+  return s;
 }
 
 void Database::Impl::Publish(const std::vector<Pending>& batch) {
@@ -1347,12 +1716,6 @@ void Database::Impl::AckerLoop() {
   }
 }
 
-void Database::Impl::WaitCommitted(uint64_t seq) {
-  std::unique_lock<std::mutex> l(commit_mu_);
-  commit_now_ = true;
-  commit_cv_.notify_all();
-  committed_cv_.wait(l, [&] { return committed_seq_.load() >= seq || stop_committer_; });
-}
 
 // --- Flusher --------------------------------------------------------------------
 
@@ -1367,10 +1730,11 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
   std::vector<Item> items;
   std::vector<Fill> fills_to_persist;
   std::shared_ptr<const FillSet> fills;
-  uint64_t low_water, last_seq, journal_floor;
+  uint64_t low_water, last_seq, journal_floor, epoch;
   *more = false;
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
+    epoch = reset_epoch_.load();
     size_t bytes = 0;
     low_water = std::min(committed_seq_.load() + 1, next_seq_);
     for (const auto& [first_seq, code] : dirty_order_) {
@@ -1396,16 +1760,25 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
     last_seq = next_seq_ - 1;
     journal_floor = journal_floor_;
   }
-  // The snapshots may include edits whose journal records are not committed
+  // The snapshots may include edits whose journal records are not durable
   // yet. Write nothing before they are: a flushed state must never be ahead
   // of the journal (a fill's chunk deletes without the fill, a write box
-  // half on disk). Then every fill up to there is committed too.
+  // half on disk), nor hold a write whose commit could still fail. Then
+  // every fill up to there is durable too. If a failed commit rolled writes
+  // back meanwhile, the snapshots may hold them: start again.
   uint64_t included = 0;
   for (const Item& it : items) included = std::max(included, it.version);
-  for (const Fill& f : fills->fills()) included = std::max(included, f.seq);
-  if (included > committed_seq_.load()) WaitCommitted(included);
+  included = std::max(included, fills->last_seq());
+  if (!WaitDurable(included, epoch, /*any_mode=*/true)) {
+    *more = true;
+    return absl::OkStatus();
+  }
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
+    if (reset_epoch_.load() != epoch) {
+      *more = true;
+      return absl::OkStatus();
+    }
     for (const Fill& f : unpersisted_fills_) {
       if (f.seq <= included) fills_to_persist.push_back(f);
     }
@@ -1460,10 +1833,13 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
   // The journal records every flushed state covers, in the same transaction.
   batch.DeleteRange(Table::kJournal, JournalKey(0), JournalKey(low_water));
   Status s;
-  {
-    std::lock_guard<std::mutex> l(store_write_mu_);
-    s = store_->Write(batch);
+  // Held until the chunks are marked clean: no rollback in between.
+  std::unique_lock<std::mutex> write_lock(store_write_mu_);
+  if (reset_epoch_.load() != epoch) {
+    *more = true;
+    return absl::OkStatus();
   }
+  s = store_->Write(batch);
   if (s.ok()) flush_generation_.fetch_add(1, std::memory_order_release);
 
   {
@@ -1507,6 +1883,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
     }
     if (s.ok()) journal_floor_ = low_water;
   }
+  write_lock.unlock();
   if (s.ok()) {
     ++flushes_;
     flushed_chunks_ += items.size();
@@ -1580,12 +1957,18 @@ void Database::Impl::FlusherLoop() {
 }
 
 Status Database::Impl::Flush() {
-  uint64_t target;
+  uint64_t target, epoch;
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
     target = next_seq_ - 1;
+    epoch = reset_epoch_.load();
   }
-  WaitCommitted(target);
+  if (!WaitDurable(target, epoch, /*any_mode=*/true)) {
+    // A write submitted before the call failed its commit and was rolled
+    // back: what this flush was to make durable did not all happen.
+    std::lock_guard<std::mutex> lock(edit_mu_);
+    if (!last_failure_.ok()) return last_failure_;
+  }
   std::unique_lock<std::mutex> l(flush_mu_);
   const uint64_t generation = ++flush_requested_;
   flush_target_ = std::max(flush_target_, target);
@@ -1620,6 +2003,9 @@ DatabaseStats Database::Impl::Stats() const {
   s.journal_commits = journal_commits_;
   s.last_seq = last_seq_;
   s.committed_seq = committed_seq_;
+  s.durable_seq = durable_seq_;
+  s.rollbacks = rollbacks_;
+  s.journal_waits = journal_waits_;
   s.replayed_records = replayed_;
   s.flushes = flushes_;
   s.flushed_chunks = flushed_chunks_;
@@ -1700,7 +2086,7 @@ Status Database::Backup(const std::string& dest_dir, uint64_t* bytes) {
     return absl::InvalidArgumentError(
         absl::StrFormat("backup destination '%s' already exists (or is empty)", dest_dir));
   }
-  impl_->WaitForSubmitted();
+  VOXDB_RETURN_IF_ERROR(impl_->WaitForSubmitted());
   const std::string tmp = dest_dir + ".partial";
   fs::remove_all(tmp, ec);
   if (!fs::create_directory(tmp, ec)) {
@@ -1722,23 +2108,26 @@ Status Database::Backup(const std::string& dest_dir, uint64_t* bytes) {
 std::vector<Database::DirtyChunk> Database::DirtyChunks() const { return impl_->DirtyChunks(); }
 
 StatusOr<std::unique_ptr<DatabaseSnapshot>> Database::Snapshot() {
-  std::unique_ptr<DatabaseSnapshot> snap(new DatabaseSnapshot(impl_->frame()));
-  snap->registry_ = snapshots_;
-  snap->zstd_level_ = impl_->zstd_level();
-  std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>> dirty;
-  VOXDB_RETURN_IF_ERROR(impl_->FillSnapshot(&snap->store_, &dirty, &snap->fills_, &snap->seq_));
-  for (auto& [code, d] : dirty) {
-    snap->dirty_.emplace(code, DatabaseSnapshot::Dirty{std::move(d.first), d.second});
+  for (;;) {
+    std::unique_ptr<DatabaseSnapshot> snap(new DatabaseSnapshot(impl_->frame()));
+    snap->registry_ = snapshots_;
+    snap->zstd_level_ = impl_->zstd_level();
+    std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>> dirty;
+    uint64_t epoch = 0;
+    VOXDB_RETURN_IF_ERROR(
+        impl_->FillSnapshot(&snap->store_, &dirty, &snap->fills_, &snap->seq_, &epoch));
+    for (auto& [code, d] : dirty) {
+      snap->dirty_.emplace(code, DatabaseSnapshot::Dirty{std::move(d.first), d.second});
+    }
+    {
+      std::lock_guard<std::mutex> l(snapshots_->mu);
+      if (snapshots_->closed) return absl::CancelledError("the database is closing");
+      snapshots_->live.insert(snap.get());
+    }
+    // Only what is durable: a write in the view is not one that could still
+    // fail (or be lost in a crash). If one failed, the view held it: again.
+    if (impl_->WaitDurable(snap->seq_, epoch, /*any_mode=*/true)) return snap;
   }
-  {
-    std::lock_guard<std::mutex> l(snapshots_->mu);
-    if (snapshots_->closed) return absl::CancelledError("the database is closing");
-    snapshots_->live.insert(snap.get());
-  }
-  // Only what is in a journal commit: a write in the view is not one that
-  // could still fail (or be lost in a crash).
-  impl_->WaitForSubmitted();
-  return snap;
 }
 
 DatabaseSnapshot::~DatabaseSnapshot() {

@@ -109,6 +109,9 @@ struct DatabaseOptions {
   int zstd_level = CodecOptions::kDefaultZstdLevel;
   // Largest box ReadBox / WriteBox / a GET accepts, in voxels. DEFAULT: 2^28.
   uint64_t max_box_voxels = uint64_t{1} << 28;
+  // Most chunks a box of ReadBox / WriteBox may touch (a thin box crossing
+  // many chunks costs a chunk's work each). DEFAULT: 4096.
+  uint64_t max_box_chunks = 4096;
   // Told about every chunk the flusher stores or removes. Not owned; must
   // outlive the Database. DEFAULT: none.
   std::vector<ChunkObserver*> observers;
@@ -153,6 +156,11 @@ struct DatabaseStats {
   // Journal and group commit.
   uint64_t journal_records = 0, journal_bytes = 0, journal_commits = 0;
   uint64_t last_seq = 0, committed_seq = 0;
+  // Every write up to durable_seq is on disk (kSync readers see no newer).
+  uint64_t durable_seq = 0;
+  // Failed journal commits, each rolling the database back to its durable
+  // state; kAsync writers that waited for the journal to catch up.
+  uint64_t rollbacks = 0, journal_waits = 0;
   uint64_t replayed_records = 0;  // at open
   // Flusher.
   uint64_t flushes = 0, flushed_chunks = 0, flushed_bytes = 0;

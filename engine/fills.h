@@ -42,6 +42,8 @@ class FillSet {
   void Add(const Fill& fill);
   const std::vector<Fill>& fills() const { return fills_; }
   size_t size() const { return fills_.size(); }
+  // The newest fill's seq (0 if none).
+  uint64_t last_seq() const { return fills_.empty() ? 0 : fills_.back().seq; }
 
   // The chunk as the fills make it: air, then every intersecting fill in seq
   // order. *version gets the newest intersecting fill's seq (0 if none).

@@ -17,6 +17,9 @@
 //   MISMATCH        kFailedPrecondition    database created with another frame / format
 //   UNSUPPORTED     kUnimplemented         a record or file written by a newer format
 //   IO_ERROR        kInternal              the operating system or LMDB failed
+//   TOO_LARGE       kInvalidArgument       a request over a limit (INVALID with the
+//                   + payload kTooLargePayload  payload below, so it stays INVALID for
+//                                          code that does not know it)
 //
 // Thread-safety: free functions, stateless.
 #ifndef VOXDB_ENGINE_STATUS_H_
@@ -26,6 +29,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/string_view.h"
 
 namespace voxdb {
@@ -43,6 +47,12 @@ inline Status ClosingError(absl::string_view msg) { return absl::CancelledError(
 inline Status MismatchError(absl::string_view msg) { return absl::FailedPreconditionError(msg); }
 inline Status UnsupportedError(absl::string_view msg) { return absl::UnimplementedError(msg); }
 inline Status IoError(absl::string_view msg) { return absl::InternalError(msg); }
+inline constexpr absl::string_view kTooLargePayload = "voxdb.too_large";
+inline Status TooLargeError(absl::string_view msg) {
+  Status s = absl::InvalidArgumentError(msg);
+  s.SetPayload(kTooLargePayload, absl::Cord("1"));
+  return s;
+}
 
 inline bool IsOutOfBounds(const Status& s) { return absl::IsOutOfRange(s); }
 inline bool IsCorrupt(const Status& s) { return absl::IsDataLoss(s); }
@@ -51,6 +61,9 @@ inline bool IsConflict(const Status& s) { return absl::IsAborted(s); }
 inline bool IsBusy(const Status& s) { return absl::IsUnavailable(s); }
 inline bool IsMismatch(const Status& s) { return absl::IsFailedPrecondition(s); }
 inline bool IsUnsupported(const Status& s) { return absl::IsUnimplemented(s); }
+inline bool IsTooLarge(const Status& s) {
+  return absl::IsInvalidArgument(s) && s.GetPayload(kTooLargePayload).has_value();
+}
 
 }  // namespace voxdb
 

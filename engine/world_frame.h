@@ -64,7 +64,18 @@ struct VoxelBox {
   VoxelCoord lo;
   VoxelCoord hi;
   bool empty() const { return lo.x >= hi.x || lo.y >= hi.y || lo.z >= hi.z; }
-  uint64_t volume() const { return empty() ? 0 : (hi.x - lo.x) * (hi.y - lo.y) * (hi.z - lo.z); }
+  // Voxels in the box; UINT64_MAX when that does not fit 64 bits (a box
+  // inside the world can hold about 10^24), so that every "volume > limit"
+  // check holds for it.
+  uint64_t volume() const {
+    if (empty()) return 0;
+    uint64_t xy, xyz;
+    if (__builtin_mul_overflow(hi.x - lo.x, hi.y - lo.y, &xy) ||
+        __builtin_mul_overflow(xy, hi.z - lo.z, &xyz)) {
+      return UINT64_MAX;
+    }
+    return xyz;
+  }
   friend bool operator==(const VoxelBox&, const VoxelBox&) = default;
 };
 

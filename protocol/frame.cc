@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "engine/status.h"
 
 namespace voxdb::protocol {
 namespace {
@@ -75,7 +76,7 @@ WireStatus ToWireStatus(const absl::Status& s) {
     case absl::StatusCode::kOk:
       return WireStatus::kOk;
     case absl::StatusCode::kInvalidArgument:
-      return WireStatus::kInvalid;
+      return IsTooLarge(s) ? WireStatus::kTooLarge : WireStatus::kInvalid;
     case absl::StatusCode::kOutOfRange:
       return WireStatus::kOutOfBounds;
     case absl::StatusCode::kNotFound:
@@ -109,8 +110,9 @@ absl::Status FromWireStatus(WireStatus code, std::string_view message) {
     case WireStatus::kOk:
       return absl::OkStatus();
     case WireStatus::kInvalid:
-    case WireStatus::kTooLarge:
       return absl::InvalidArgumentError(m);
+    case WireStatus::kTooLarge:
+      return TooLargeError(m);
     case WireStatus::kOutOfBounds:
       return absl::OutOfRangeError(m);
     case WireStatus::kNotFound:
