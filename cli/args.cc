@@ -188,24 +188,25 @@ absl::StatusOr<protocol::Box> ParseBox(std::span<const std::string> six) {
     v[i] = *value;
   }
   protocol::Box box{{v[0], v[1], v[2]}, {v[3], v[4], v[5]}};
-  uint64_t volume = 1;
+  // Any box inside the world is valid (a planet-wide fill holds ~10^24
+  // voxels); commands that move voxels check BoxVolume against a limit.
   for (int i = 0; i < 3; ++i) {
     if (v[i] >= v[i + 3]) {
       return UsageError(
           absl::StrFormat("the box is empty: %s %u is not below %s %u (hi is exclusive)", kNames[i],
                           v[i], kNames[i + 3], v[i + 3]));
     }
-    const uint64_t edge = v[i + 3] - v[i];
-    if (volume > std::numeric_limits<uint64_t>::max() / edge) {
-      return UsageError("the box has more than 2^64 voxels");
-    }
-    volume *= edge;
   }
   return box;
 }
 
 uint64_t BoxVolume(const protocol::Box& box) {
-  return (box.hi.x - box.lo.x) * (box.hi.y - box.lo.y) * (box.hi.z - box.lo.z);
+  uint64_t xy, xyz;
+  if (__builtin_mul_overflow(box.hi.x - box.lo.x, box.hi.y - box.lo.y, &xy) ||
+      __builtin_mul_overflow(xy, box.hi.z - box.lo.z, &xyz)) {
+    return UINT64_MAX;
+  }
+  return xyz;
 }
 
 const char* CommandLine::FirstBandOption() const {

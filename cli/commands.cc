@@ -403,7 +403,8 @@ absl::Status Fill(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
   VOXDB_ASSIGN_OR_RETURN(uint64_t version, s.client->FillBox(box, material));
   JsonObject o = CommandObject(cl);
-  o.Num("voxels", BoxVolume(box));
+  // A planet-wide fill holds more than 2^64 voxels: then no count.
+  if (BoxVolume(box) != UINT64_MAX) o.Num("voxels", BoxVolume(box));
   EmitVersion(cl, o, version);
   return absl::OkStatus();
 }

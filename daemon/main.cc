@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
   std::string max_frame, max_buffered, idle_timeout, send_timeout, shutdown_timeout;
   std::vector<std::string> tokens;
   std::string log_level, slow_request;
-  std::string change_window_bytes, push_window;
+  std::string change_window_bytes, push_window, commit_interval;
   int threads = 0, max_connections = 0, lod_levels = 0;
   uint64_t change_window = 0;
   int max_subscriptions = 0;
@@ -177,6 +177,9 @@ int main(int argc, char** argv) {
       "threads", po::value(&threads)->default_value(0), "I/O threads (0: the core count)")(
       "durability", po::value(&durability)->default_value("sync"),
       "sync: acknowledge writes after the journal fsync; async: when applied")(
+      "commit-interval", po::value(&commit_interval)->default_value("5ms"),
+      "async: how often the journal is committed; an acknowledged write is on disk within "
+      "about twice this (writers wait when the journal falls further behind)")(
       "cache-bytes", po::value(&cache)->default_value("1GiB"), "memory for cached chunks")(
       "dirty-bytes", po::value(&dirty)->default_value("256MiB"),
       "dirty chunks at most; writers wait beyond")(
@@ -245,6 +248,11 @@ int main(int argc, char** argv) {
     db_options.durability = engine::Durability::kAsync;
   } else {
     return Fail("durability", "'" + durability + "' is not sync or async");
+  }
+  if (!ParseDuration(commit_interval, &db_options.commit_interval) ||
+      db_options.commit_interval < std::chrono::milliseconds(1) ||
+      db_options.commit_interval > std::chrono::minutes(1)) {
+    return Fail("commit-interval", "'" + commit_interval + "' is not a duration in 1ms..60s");
   }
   if (!ParseSize(cache, &n) || n == 0) return Fail("cache-bytes", "'" + cache + "' is not a size");
   db_options.cache_bytes = n;
@@ -337,6 +345,9 @@ int main(int argc, char** argv) {
 
   // A closed stdout or socket must not kill the daemon.
   signal(SIGPIPE, SIG_IGN);
+  // A file size limit reached (RLIMIT_FSIZE) is a write error (EFBIG) the
+  // write path reports, as it reports a full disk, not a reason to die.
+  signal(SIGXFSZ, SIG_IGN);
   // Signals are handled by a thread of our own, so block them everywhere.
   sigset_t signals;
   sigemptyset(&signals);

@@ -332,9 +332,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         auto req = protocol::BoxRequest::DecodeReadBox(p);
         if (!req.ok()) return fail(req.status());
         const engine::VoxelBox box = ToBox(req->box);
-        if (absl::Status s = db->frame().CheckBox(box); !s.ok()) return fail(s);
+        // Every limit before the reply's buffer is allocated.
+        if (absl::Status s = db->CheckBoxLimits(box); !s.ok()) return fail(s);
         if (box.volume() > options_.max_frame_payload) {
-          return fail(absl::InvalidArgumentError("box is larger than the largest frame"));
+          return fail(TooLargeError(
+              absl::StrFormat("the box holds %u voxels, more than the largest frame (%u bytes)",
+                              box.volume(), options_.max_frame_payload)));
         }
         std::vector<uint8_t> out = NewFrame(box.volume());
         out.resize(protocol::kHeaderSize + box.volume());

@@ -157,7 +157,8 @@ class Database::Impl {
           std::lock_guard<std::mutex> l(shard.mu);
           auto it = shard.map.find(code);
           if (it == shard.map.end()) continue;
-          out.push_back({ChunkKey::FromCode(code), it->second.version, it->second.chunk != nullptr});
+          out.push_back(
+              {ChunkKey::FromCode(code), it->second.version, it->second.chunk != nullptr});
           newest = std::max(newest, it->second.version);
         }
       }
@@ -206,6 +207,8 @@ class Database::Impl {
   // before what is to be checked was read): read again. Only in kSync
   // unless any_mode.
   bool WaitDurable(uint64_t seq, uint64_t epoch, bool any_mode = false);
+  // OUT_OF_BOUNDS / INVALID / TOO_LARGE for a box ReadBox or WriteBox refuses.
+  Status CheckReadBox(const VoxelBox& box) const;
 
   bool WritesWouldWait() const {
     return waiting_writers_.load() > 0 ||
@@ -345,8 +348,6 @@ class Database::Impl {
     constexpr size_t kOneChunk = kChunkVoxels + 2 * sizeof(Brick) * kBricksPerChunk + 4096;
     return std::max(options_.dirty_bytes / 2, 8 * kOneChunk);
   }
-  // OUT_OF_BOUNDS / INVALID / TOO_LARGE for a box ReadBox or WriteBox refuses.
-  Status CheckReadBox(const VoxelBox& box) const;
 
   // --- Committer and flusher ---
   void CommitterLoop();
@@ -477,7 +478,8 @@ Status Database::Impl::Open(const std::string& dir) {
     // Numbers up to the reservation may have been handed out to writes a
     // crash lost: never again.
     auto reserved = snap->Get(Table::kMeta, Bytes(kMetaSeqReserved));
-    if (reserved.ok() && reserved->size() == 8) last = std::max(last, DecodeFixed64(reserved->data()));
+    if (reserved.ok() && reserved->size() == 8)
+      last = std::max(last, DecodeFixed64(reserved->data()));
     auto journal_last = snap->LastKey(Table::kJournal);
     if (journal_last.ok()) last = std::max(last, DecodeJournalKey(*journal_last));
     for (const Fill& f : fills_->fills()) last = std::max(last, f.seq);
@@ -1604,9 +1606,9 @@ void Database::Impl::Acknowledge(std::vector<Pending> batch) {
 
 void Database::Impl::Fail(const Status& cause, std::vector<Pending> batch, bool written) {
   // The error the writers get: what failed, and that nothing was applied.
-  const Status error(cause.code(),
-                     absl::StrCat("the journal commit failed, so the write was not applied: ",
-                                  cause.message()));
+  const Status error(
+      cause.code(),
+      absl::StrCat("the journal commit failed, so the write was not applied: ", cause.message()));
   Status poison;
   if (written) {
     // The records are in a committed transaction whose sync failed: take
@@ -1634,9 +1636,9 @@ void Database::Impl::Fail(const Status& cause, std::vector<Pending> batch, bool 
     if (!poison.ok()) {
       poisoned_ = poison;
     } else if (Status s = ReloadLocked(); !s.ok()) {
-      poisoned_ = IoError(absl::StrCat(
-          "after a failed journal commit the database could not be read back (", s.message(),
-          "); no write is accepted until voxdbd restarts"));
+      poisoned_ = IoError(
+          absl::StrCat("after a failed journal commit the database could not be read back (",
+                       s.message(), "); no write is accepted until voxdbd restarts"));
     }
     ++rollbacks_;
     // Every number handed out is now durable or failed.
@@ -1715,7 +1717,6 @@ void Database::Impl::AckerLoop() {
     }
   }
 }
-
 
 // --- Flusher --------------------------------------------------------------------
 
@@ -2058,6 +2059,7 @@ Status Database::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
   return impl_->GetVoxels(at, out);
 }
 Status Database::ReadBox(const VoxelBox& box, uint8_t* out) { return impl_->ReadBox(box, out); }
+Status Database::CheckBoxLimits(const VoxelBox& box) const { return impl_->CheckReadBox(box); }
 void Database::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done) {
   impl_->SetVoxels(edits, std::move(done));
 }

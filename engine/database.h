@@ -203,6 +203,10 @@ class Database {
   // (box.volume() bytes). OUT_OF_BOUNDS / INVALID for a bad box or one over
   // max_box_voxels.
   Status ReadBox(const VoxelBox& box, uint8_t* out);
+  // What ReadBox and WriteBox check of a box before they touch anything:
+  // OUT_OF_BOUNDS / INVALID for a bad box, TOO_LARGE over max_box_voxels
+  // or max_box_chunks. For callers that allocate box.volume() bytes first.
+  Status CheckBoxLimits(const VoxelBox& box) const;
 
   // --- Writes (asynchronous) -----------------------------------------------
   // `done` is called exactly once. Validation errors (OUT_OF_BOUNDS,
