@@ -844,7 +844,7 @@ const CommandSpec kCommands[] = {
      "writes every chunk file with PUT_CHUNK (replacing the chunk); with --box, only the\n"
      "voxels inside the box (WRITE_BOX for chunks partly inside). Chunks without a file\n"
      "are left as they are. Refused, before anything is written: a .zarray over 1 MiB, a\n"
-     "chunk file larger than its compressor makes of 128^3 bytes (plus 64 KiB), and any\n"
+     "chunk file larger than its compressor can make of 128^3 bytes (plus 64 KiB), and any\n"
      "entry of world_voxels that is a symbolic link or not a regular file or directory.\n",
      kVariableArgs, false, false, Import},
     {"flush", "", "write every dirty chunk to the store",
