@@ -47,6 +47,12 @@ constexpr std::chrono::seconds kDefaultConnectTimeout{10};
 constexpr uint64_t kBoxBytes = 48;
 // When HELLO names no frame limit: the daemon's default.
 constexpr uint64_t kDefaultMaxPayload = 64u << 20;
+// The largest frame payload any server takes (max-frame-bytes is at most
+// 2 GiB).
+constexpr uint64_t kMaxFrameLimit = uint64_t{1} << 31;
+// PUT_CHUNK's payload before the record: chunk u64, has_expected u8,
+// expected_version u64 (PROTOCOL.md).
+constexpr uint64_t kPutChunkHeaderBytes = 17;
 
 // A connection that has said HELLO.
 struct Session {
@@ -292,8 +298,26 @@ absl::Status PutChunk(const CommandLine& cl) {
   protocol::PutChunkRequest req;
   req.code = key.code();
   req.expected_version = cl.expect_version;
-  VOXDB_ASSIGN_OR_RETURN(req.record, ReadInputFile(cl.args[1], std::nullopt, "FILE"));
+  // The record goes in one frame: no server takes more than
+  // kMaxFrameLimit, and this one says its limit in HELLO. Both are checked
+  // before the file is read.
+  VOXDB_ASSIGN_OR_RETURN(const uint64_t size, InputFileSize(cl.args[1], "FILE"));
+  if (size > kMaxFrameLimit - kPutChunkHeaderBytes) {
+    return UsageError(absl::StrFormat(
+        "FILE '%s' has %u bytes; a chunk record is at most %u (it travels in one frame, and no "
+        "server takes frames over 2 GiB)",
+        cl.args[1], size, kMaxFrameLimit - kPutChunkHeaderBytes));
+  }
   VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  const uint64_t max_payload = s.hello.max_payload > 0 ? s.hello.max_payload : kDefaultMaxPayload;
+  if (kPutChunkHeaderBytes + size > max_payload) {
+    return protocol::ServerError(
+        WireStatus::kTooLarge,
+        absl::StrFormat("FILE '%s' has %u bytes; the server takes a chunk record of at most %u "
+                        "(frames of at most %u bytes)",
+                        cl.args[1], size, max_payload - kPutChunkHeaderBytes, max_payload));
+  }
+  VOXDB_ASSIGN_OR_RETURN(req.record, ReadInputFile(cl.args[1], std::nullopt, max_payload, "FILE"));
   VOXDB_ASSIGN_OR_RETURN(uint64_t version, s.client->PutChunk(req));
   JsonObject o = CommandObject(cl);
   o.Num("key", req.code);
@@ -356,9 +380,19 @@ absl::Status ReadBox(const CommandLine& cl) {
 absl::Status WriteBox(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(Box box, ParseBox(std::span(cl.args).first(6)));
   const uint64_t volume = BoxVolume(box);
-  VOXDB_ASSIGN_OR_RETURN(std::vector<uint8_t> voxels, ReadInputFile(cl.args[6], volume, "FILE"));
+  // The file's size is checked first (a usage error), the box against the
+  // server's limit next, and only then is the file read: a box the server
+  // refuses is never loaded.
+  VOXDB_ASSIGN_OR_RETURN(const uint64_t size, InputFileSize(cl.args[6], "FILE"));
+  if (size != volume) {
+    return UsageError(
+        absl::StrFormat("FILE '%s' has %u bytes; the box needs exactly %u (one per voxel)",
+                        cl.args[6], size, volume));
+  }
   VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
   VOXDB_RETURN_IF_ERROR(CheckBoxLimit(s, box));
+  VOXDB_ASSIGN_OR_RETURN(std::vector<uint8_t> voxels,
+                         ReadInputFile(cl.args[6], volume, volume, "FILE"));
   const std::vector<Box> parts = SplitBox(box, VoxelsPerRequest(s.hello));
   uint64_t version = 0;
   if (parts.size() == 1) {
@@ -769,7 +803,8 @@ const CommandSpec kCommands[] = {
     {"put-chunk", "CHUNK FILE [--expect-version V]", "store the chunk record in FILE as CHUNK",
      "Stores the chunk record in FILE (e.g. from get-chunk, of any chunk) as chunk CHUNK and\n"
      "prints the write's version. With --expect-version V the server refuses the write\n"
-     "(CONFLICT) unless the chunk's version is V.\n",
+     "(CONFLICT) unless the chunk's version is V. FILE travels in one frame: one over the\n"
+     "server's frame limit (HELLO's max_payload) is refused before it is read.\n",
      2, true, false, PutChunk},
     {"delete-chunk", "CHUNK", "delete a chunk (it reads as the fills again)",
      "Deletes the chunk's record; it reads as the fills that cover it (air when none).\n"
@@ -781,8 +816,9 @@ const CommandSpec kCommands[] = {
      7, false, false, ReadBox},
     {"write-box", "X0 Y0 Z0 X1 Y1 Z1 FILE", "write a box of voxels from FILE",
      "Writes the voxels in FILE into the box and prints the write's version. FILE must have\n"
-     "exactly one byte per voxel of the box. A box larger than one frame is written in\n"
-     "several pipelined requests, each atomic on its own (the version printed is the newest).\n",
+     "exactly one byte per voxel of the box; a box over the server's max_box_voxels is\n"
+     "refused before FILE is read. A box larger than one frame is written in several\n"
+     "pipelined requests, each atomic on its own (the version printed is the newest).\n",
      7, false, false, WriteBox},
     {"fill", "X0 Y0 Z0 X1 Y1 Z1 MATERIAL", "fill a box with one material",
      "Fills the box with MATERIAL (0..255) and prints the write's version. Any size: a fill\n"
@@ -808,7 +844,9 @@ const CommandSpec kCommands[] = {
      "this world, chunks 128^3, |u1, zstd or blosc, dimension separator . or /) and\n"
      "writes every chunk file with PUT_CHUNK (replacing the chunk); with --box, only the\n"
      "voxels inside the box (WRITE_BOX for chunks partly inside). Chunks without a file\n"
-     "are left as they are.\n",
+     "are left as they are. Refused, before anything is written: a .zarray over 1 MiB, a\n"
+     "chunk file larger than its compressor can make of 128^3 bytes (plus 64 KiB), and any\n"
+     "entry of world_voxels that is a symbolic link or not a regular file or directory.\n",
      kVariableArgs, false, false, Import},
     {"flush", "", "write every dirty chunk to the store",
      "Asks the server to write every dirty chunk back to its store now; prints ok when done.\n", 0,

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -13,10 +14,13 @@
 
 namespace voxdb::cli {
 
-absl::StatusOr<std::vector<uint8_t>> ReadInputFile(const std::string& path,
-                                                   std::optional<uint64_t> expected_size,
-                                                   const std::string& what) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+namespace {
+
+// Opens `path` for reading; *size is its size. A usage error when it cannot
+// be opened or is not a regular file (a directory, a FIFO: nothing to read
+// whole).
+absl::StatusOr<int> OpenInput(const std::string& path, const std::string& what, uint64_t* size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     return UsageError(absl::StrFormat("cannot read %s '%s': %s", what, path, std::strerror(errno)));
   }
@@ -25,14 +29,46 @@ absl::StatusOr<std::vector<uint8_t>> ReadInputFile(const std::string& path,
     ::close(fd);
     return UsageError(absl::StrFormat("%s '%s' is not a regular file", what, path));
   }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  *size = static_cast<uint64_t>(st.st_size);
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> InputFileSize(const std::string& path, const std::string& what) {
+  uint64_t size = 0;
+  absl::StatusOr<int> fd = OpenInput(path, what, &size);
+  if (!fd.ok()) return fd.status();
+  ::close(*fd);
+  return size;
+}
+
+absl::StatusOr<std::vector<uint8_t>> ReadInputFile(const std::string& path,
+                                                   std::optional<uint64_t> expected_size,
+                                                   uint64_t max_size, const std::string& what) {
+  uint64_t size = 0;
+  absl::StatusOr<int> opened = OpenInput(path, what, &size);
+  if (!opened.ok()) return opened.status();
+  const int fd = *opened;
   if (expected_size.has_value() && size != *expected_size) {
     ::close(fd);
     return UsageError(
         absl::StrFormat("%s '%s' has %u bytes; the box needs exactly %u (one per voxel)", what,
                         path, size, *expected_size));
   }
-  std::vector<uint8_t> bytes(size);
+  if (size > max_size) {
+    ::close(fd);
+    return UsageError(
+        absl::StrFormat("%s '%s' has %u bytes; at most %u are read", what, path, size, max_size));
+  }
+  std::vector<uint8_t> bytes;
+  try {
+    bytes.resize(size);
+  } catch (const std::exception&) {  // bad_alloc, length_error
+    ::close(fd);
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "cannot allocate %u bytes to read %s '%s': not enough memory", size, what, path));
+  }
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);

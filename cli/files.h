@@ -14,12 +14,19 @@
 
 namespace voxdb::cli {
 
-// The whole file. A usage error (cli/args.h) when it cannot be read, or
-// when `expected_size` is given and the file has another size (checked
-// before reading). `what` names the argument ("FILE").
+// The size of an input file, without reading it: a usage error (cli/args.h)
+// when it cannot be opened or is not a regular file. `what` names the
+// argument ("FILE"). Commands check it against their limits before they
+// allocate anything for the file.
+absl::StatusOr<uint64_t> InputFileSize(const std::string& path, const std::string& what);
+
+// The whole file. A usage error (cli/args.h) when it cannot be read, when
+// `expected_size` is given and the file has another size, or when it has
+// more than `max_size` bytes (both checked before anything is allocated);
+// RESOURCE_EXHAUSTED when its bytes cannot be allocated.
 absl::StatusOr<std::vector<uint8_t>> ReadInputFile(const std::string& path,
                                                    std::optional<uint64_t> expected_size,
-                                                   const std::string& what);
+                                                   uint64_t max_size, const std::string& what);
 
 // A file that is written whole or not at all: the bytes go to a temporary
 // file next to it, renamed over `path` by Commit(). Opened before the

@@ -704,8 +704,10 @@ absl::Status RemoveTempDir(const std::string& tmp) {
         "%s is in the way of compact's temporary directory and is not a directory: remove it",
         tmp)));
   }
-  for (const auto& entry : fs::directory_iterator(tmp, ec)) {
-    const std::string name = entry.path().filename().string();
+  // increment(ec): a range-for's ++ would throw on a read error.
+  for (auto it = fs::directory_iterator(tmp, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
     if (name != "data.mdb" && name != "lock.mdb" && name != "LOCK") {
       return DatabaseError(absl::FailedPreconditionError(
           absl::StrFormat("%s holds %s, which voxdb compact did not put there: remove the "

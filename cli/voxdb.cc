@@ -7,6 +7,7 @@
 // server cannot be reached (cli/output.h).
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <string>
 #include <string_view>
 
@@ -192,4 +193,16 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace voxdb::cli
 
-int main(int argc, char** argv) { return voxdb::cli::Main(argc, argv); }
+// The last line of defence: an exception that escapes a command (each
+// command turns the failures it knows of into an absl::Status) ends it with
+// a one-line error and exit status 1, not an abort.
+int main(int argc, char** argv) {
+  try {
+    return voxdb::cli::Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "voxdb: INTERNAL: unexpected error: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "voxdb: INTERNAL: unexpected error\n");
+  }
+  return voxdb::cli::kExitServerError;
+}

@@ -1,14 +1,19 @@
 #include "cli/zarr.h"
 
 #include <blosc.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -67,17 +72,63 @@ absl::Status WriteText(const fs::path& path, std::string_view text) {
   return WriteFile(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
 }
 
-absl::StatusOr<std::vector<uint8_t>> ReadFile(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
+// A .zarray is a few hundred bytes; this is far more than any needs.
+constexpr uint64_t kMaxZarrayBytes = 1 << 20;
+// Room for what other writers put in a chunk file beyond the compressor's
+// own bound (a zstd checksum, skippable frames, another blosc version).
+constexpr uint64_t kChunkFileSlack = 64 << 10;
+
+// The largest chunk file of a 128^3 u1 chunk that `compressor` can produce
+// (its worst case: incompressible bytes), plus slack.
+uint64_t MaxChunkFileBytes(ZarrCompressor compressor) {
+  const uint64_t bound = compressor == ZarrCompressor::kZstd ? ZSTD_compressBound(kChunkVoxels)
+                                                             : kChunkVoxels + BLOSC_MAX_OVERHEAD;
+  return bound + kChunkFileSlack;
+}
+
+// The whole of the regular file `path`, of at most `max_size` bytes
+// (checked before anything is allocated). INVALID, naming the path, when it
+// cannot be opened (a symbolic link is refused when !follow_symlinks), is
+// not a regular file or is larger.
+absl::StatusOr<std::vector<uint8_t>> ReadFile(const fs::path& path, uint64_t max_size,
+                                              bool follow_symlinks) {
+  // O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused
+  // below); reads of a regular file are not affected.
+  const int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (follow_symlinks ? 0 : O_NOFOLLOW);
+  const int fd = ::open(path.c_str(), flags);
+  if (fd < 0) {
+    if (errno == ELOOP && !follow_symlinks) {
+      return Invalid(absl::StrCat(path.string(), " is a symbolic link: refused (copy the file)"));
+    }
+    return Invalid(absl::StrCat("cannot read ", path.string(), ": ", std::strerror(errno)));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return Invalid(absl::StrCat("cannot read ", path.string(), ": ", std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) return Invalid(absl::StrCat(path.string(), " is not a regular file"));
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size > max_size) {
+    return Invalid(
+        absl::StrFormat("%s has %u bytes; at most %u are expected", path.string(), size, max_size));
+  }
   // One read of the whole file: chunk files are read on the import's hot
-  // path, and istreambuf_iterator goes byte by byte.
-  const std::streamoff size = f.tellg();
-  if (size < 0) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(bytes.data()), size);
-  if (f.gcount() != size) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
+  // path.
+  std::vector<uint8_t> bytes(size);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return Invalid(absl::StrCat("cannot read ", path.string(), ": ",
+                                  n < 0 ? std::strerror(errno) : "it shrank while being read"));
+    }
+    done += static_cast<size_t>(n);
+  }
   return bytes;
 }
 
@@ -269,9 +320,16 @@ class OrderedWork {
       Slot& slot = slots_[started_++ % slots_.size()];
       std::function<Result()> task = std::move(slot.task);
       lock.unlock();
-      Result result = task();
+      // An exception would end the program from this thread: it becomes
+      // the task's error instead.
+      std::optional<Result> result;
+      try {
+        result.emplace(task());
+      } catch (const std::exception& e) {
+        result.emplace(absl::InternalError(absl::StrCat("unexpected error: ", e.what())));
+      }
       lock.lock();
-      slot.result.emplace(std::move(result));
+      slot.result.emplace(std::move(*result));
       done_.notify_all();
     }
   }
@@ -637,16 +695,32 @@ absl::StatusOr<ArrayMeta> CheckArrayMeta(const Json& a, const engine::WorldFrame
   return meta;
 }
 
-// The chunk files of the array: their chunk coordinates and paths.
+// The chunk files of the array: their chunk coordinates and paths. INVALID
+// for an entry that is not a directory or a regular file (a symbolic link
+// included: import reads no file from outside the store) and for a chunk
+// file over `max_file_bytes`, before anything is written.
 absl::StatusOr<std::vector<std::pair<ChunkCoord, fs::path>>> ListChunkFiles(
-    const fs::path& array_dir, char separator, const engine::WorldFrame& frame) {
+    const fs::path& array_dir, char separator, const engine::WorldFrame& frame,
+    uint64_t max_file_bytes) {
   std::vector<std::pair<ChunkCoord, fs::path>> out;
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(array_dir, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (!it->is_regular_file()) continue;
-    std::string rel = fs::relative(it->path(), array_dir).generic_string();
+    // Not followed: the entry itself (a symlink loop is a symlink, not an
+    // error).
+    const fs::file_status st = it->symlink_status(ec);
+    if (ec) break;
+    if (st.type() == fs::file_type::directory) continue;
+    const std::string rel = it->path().lexically_relative(array_dir).generic_string();
     if (rel.empty() || rel[0] == '.') continue;  // .zarray, .zattrs
+    if (st.type() == fs::file_type::symlink) {
+      return Invalid(absl::StrCat("world_voxels: '", rel,
+                                  "' is a symbolic link: refused (chunk files must be regular "
+                                  "files in the store; copy the file)"));
+    }
+    if (st.type() != fs::file_type::regular) {
+      return Invalid(absl::StrCat("world_voxels: '", rel, "' is not a regular file"));
+    }
     std::vector<std::string> parts = absl::StrSplit(rel, separator);
     uint32_t c[3];
     bool ok = parts.size() == 3;
@@ -660,9 +734,17 @@ absl::StatusOr<std::vector<std::pair<ChunkCoord, fs::path>>> ListChunkFiles(
     if (!frame.ContainsChunk(coord)) {
       return Invalid(absl::StrCat("world_voxels: chunk file '", rel, "' is outside the world"));
     }
+    const uint64_t size = it->file_size(ec);
+    if (ec) break;
+    if (size > max_file_bytes) {
+      return Invalid(absl::StrFormat("%s has %u bytes; at most %u are expected",
+                                     it->path().string(), size, max_file_bytes));
+    }
     out.emplace_back(coord, it->path());
   }
-  if (ec) return absl::NotFoundError(absl::StrCat("cannot list ", array_dir.string()));
+  if (ec) {
+    return Invalid(absl::StrCat("cannot list ", array_dir.string(), ": ", ec.message()));
+  }
   return out;
 }
 
@@ -867,19 +949,24 @@ absl::StatusOr<ZarrStats> ImportZarr(protocol::Client& client, const protocol::H
     box = *clipped;
   }
   const fs::path array_dir = fs::path(options.in_dir) / kArrayName;
-  auto zarray_bytes = ReadFile(array_dir / ".zarray");
-  if (!zarray_bytes.ok()) {
+  const fs::path zarray_path = array_dir / ".zarray";
+  std::error_code ec;
+  const fs::file_status zarray_status = fs::status(zarray_path, ec);
+  if (zarray_status.type() == fs::file_type::not_found) {
     return Invalid(
         absl::StrCat(options.in_dir, " is not a voxdb Zarr store (no ", kArrayName, "/.zarray)"));
   }
+  VOXDB_ASSIGN_OR_RETURN(std::vector<uint8_t> zarray_bytes,
+                         ReadFile(zarray_path, kMaxZarrayBytes, /*follow_symlinks=*/true));
   JsonParser parser(
-      std::string_view(reinterpret_cast<const char*>(zarray_bytes->data()), zarray_bytes->size()));
+      std::string_view(reinterpret_cast<const char*>(zarray_bytes.data()), zarray_bytes.size()));
   auto zarray = parser.ParseDocument();
   if (!zarray.ok()) {
     return Invalid(absl::StrCat("world_voxels/.zarray: ", zarray.status().message()));
   }
   VOXDB_ASSIGN_OR_RETURN(ArrayMeta meta, CheckArrayMeta(*zarray, frame));
-  VOXDB_ASSIGN_OR_RETURN(auto files, ListChunkFiles(array_dir, meta.separator, frame));
+  VOXDB_ASSIGN_OR_RETURN(auto files, ListChunkFiles(array_dir, meta.separator, frame,
+                                                    MaxChunkFileBytes(meta.compressor)));
 
   // The chunk files that meet the box, in the order they are written.
   std::erase_if(files, [&](const auto& f) { return !Clip(ChunkBox(f.first), box).has_value(); });
@@ -892,7 +979,9 @@ absl::StatusOr<ZarrStats> ImportZarr(protocol::Client& client, const protocol::H
   auto prepare = [&](const ChunkCoord& c, const fs::path& path) -> absl::StatusOr<Write> {
     Scratch& scratch = ThreadScratch();
     uint8_t* dense = scratch.dense.data();
-    VOXDB_ASSIGN_OR_RETURN(std::vector<uint8_t> stored, ReadFile(path));
+    VOXDB_ASSIGN_OR_RETURN(
+        std::vector<uint8_t> stored,
+        ReadFile(path, MaxChunkFileBytes(meta.compressor), /*follow_symlinks=*/false));
     VOXDB_RETURN_IF_ERROR(Decompress(meta.compressor, stored, dense, path.string(), scratch));
     Write w;
     w.stored_bytes = stored.size();

@@ -1586,5 +1586,55 @@ TEST(CliClientTest, ReceiveTimesOutWhenTheServerIsSilent) {
   close(fd);
 }
 
+// A sparse file of `size` bytes (no disk used): ftruncate.
+void MakeSparseFile(const std::string& path, uint64_t size) {
+  { std::ofstream create(path, std::ios::binary); }
+  ASSERT_EQ(truncate(path.c_str(), static_cast<off_t>(size)), 0) << path << ": " << strerror(errno);
+}
+
+// The CLI ended by itself (no signal, no abort) with `code` and one clear
+// error line on stderr holding `message`.
+void ExpectCleanFailure(const CliResult& r, int code, const std::string& message) {
+  EXPECT_EQ(r.exit_code, code) << r;  // 128 + signal when killed
+  EXPECT_TRUE(r.err.starts_with("voxdb: ")) << r;
+  EXPECT_NE(r.err.find(message), std::string::npos) << "want: " << message << "\n" << r;
+  EXPECT_EQ(r.err.find("terminate"), std::string::npos) << r;
+}
+
+constexpr uint64_t kTiB = uint64_t{1} << 40;
+
+// write-box with a box and file of 1 TiB: the box is refused against the
+// server's limit before the file is read (it used to be read into memory:
+// std::bad_alloc, SIGABRT).
+TEST_F(CliTest, WriteBoxOfATebibyteIsRefusedBeforeReadingTheFile) {
+  const std::string big = File("big.raw");
+  MakeSparseFile(big, kTiB);
+  // 16384 x 16384 x 4096 = 2^40 voxels.
+  CliResult r = Cli({"write-box", "0", "0", "0", "16384", "16384", "4096", big});
+  ExpectCleanFailure(r, 1, "TOO_LARGE: the box has 1099511627776 voxels; the server takes at most");
+  // A file that does not match the box is still a usage error, before connecting.
+  r = RunCli({"--address", "127.0.0.1:1", "write-box", "0", "0", "0", "4", "4", "4", big});
+  ExpectCleanFailure(r, 2, "has 1099511627776 bytes; the box needs exactly 64");
+}
+
+// put-chunk with a 1 TiB file: refused before it is read (used to be
+// std::bad_alloc, SIGABRT); a file over this server's frame limit is
+// refused after HELLO, still without reading it.
+TEST_F(CliTest, PutChunkOfAHugeFileIsRefusedBeforeReadingIt) {
+  const std::string big = File("big.rec");
+  MakeSparseFile(big, kTiB);
+  CliResult r = RunCli({"--address", "127.0.0.1:1", "put-chunk", "0", big});
+  ExpectCleanFailure(r, 2,
+                     "has 1099511627776 bytes; a chunk record is at most 2147483631 (it travels "
+                     "in one frame");
+  const std::string over = File("over.rec");
+  MakeSparseFile(over, 100 << 20);  // the daemon's frame limit is 64 MiB
+  r = Cli({"put-chunk", "0", over});
+  ExpectCleanFailure(r, 1,
+                     "TOO_LARGE: FILE '" + over +
+                         "' has 104857600 bytes; the server takes a chunk record of at most "
+                         "67108847 (frames of at most 67108864 bytes)");
+}
+
 }  // namespace
 }  // namespace voxdb

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <array>
@@ -29,6 +30,7 @@
 #include "engine/world_frame.h"
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/run_process.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/terrain.h"
 
@@ -414,6 +416,80 @@ TEST(CliZarrImport, RefusesOtherLayouts) {
   EXPECT_NE(out.find("chunks are not [128, 128, 128]"), std::string::npos) << out;
   EXPECT_NE(Shell(server.Cli(absl::StrCat("import ", dir.Sub("missing")))), 0);
   EXPECT_EQ(Shell(server.Cli(absl::StrCat("export --out ", dir.Sub("x"), " --compressor lz4"))), 2);
+}
+
+// Hostile stores (no zarr-python needed): a .zarray that is a directory or
+// 1 TiB, a chunk file of 1 TiB, a symlink loop or a symlink to a real chunk
+// file. Each import ends by itself, exit 1, with one line naming the path
+// and the problem; none is skipped silently. (They used to abort the CLI:
+// std::bad_alloc, an uncaught filesystem_error.)
+TEST(CliZarrImport, HostileStoresGetAClearErrorNotAnAbort) {
+  testing::TempDir dir;
+  Server server(dir.Sub("db"));
+  const std::string zarray =
+      absl::StrCat("{\"zarr_format\": 2, \"shape\": [", server.extent[2], ", ", server.extent[1],
+                   ", ", server.extent[0],
+                   "], \"chunks\": [128, 128, 128], \"dtype\": \"|u1\", \"fill_value\": 0, "
+                   "\"order\": \"C\", \"compressor\": {\"id\": \"zstd\", \"level\": 3}, "
+                   "\"filters\": null, \"dimension_separator\": \".\"}\n");
+  namespace fs = std::filesystem;
+  int stores = 0;
+  // A store whose world_voxels holds a valid .zarray (unless `zarray_ok` is
+  // false, then nothing): its world_voxels directory.
+  auto make_store = [&](bool zarray_ok) {
+    const std::string store = dir.Sub(absl::StrCat("store", stores++));
+    fs::create_directories(store + "/world_voxels");
+    if (zarray_ok) {
+      std::ofstream(store + "/world_voxels/.zarray") << zarray;
+    }
+    return store;
+  };
+  auto sparse = [](const std::string& path, uint64_t size) {
+    { std::ofstream create(path, std::ios::binary); }
+    ASSERT_EQ(truncate(path.c_str(), static_cast<off_t>(size)), 0) << path;
+  };
+  auto import = [&](const std::string& store) {
+    return testing::RunProcess({VOXDB_CLI_PATH, "--address",
+                                absl::StrCat("127.0.0.1:", server.daemon.port()), "import", store});
+  };
+  auto expect_error = [](const testing::ProcessResult& r, const std::string& message) {
+    EXPECT_EQ(r.exit_code, 1) << r;  // 128 + signal when killed
+    EXPECT_TRUE(r.err.starts_with("voxdb: INVALID: ")) << r;
+    EXPECT_NE(r.err.find(message), std::string::npos) << "want: " << message << "\n" << r;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r;
+  };
+  constexpr uint64_t kTiB = uint64_t{1} << 40;
+
+  std::string store = make_store(false);
+  fs::create_directory(store + "/world_voxels/.zarray");
+  expect_error(import(store), store + "/world_voxels/.zarray is not a regular file");
+
+  store = make_store(false);
+  sparse(store + "/world_voxels/.zarray", kTiB);
+  expect_error(import(store),
+               store + "/world_voxels/.zarray has 1099511627776 bytes; at most 1048576");
+
+  store = make_store(true);
+  sparse(store + "/world_voxels/0.0.0", kTiB);
+  expect_error(import(store), store + "/world_voxels/0.0.0 has 1099511627776 bytes; at most ");
+
+  store = make_store(true);
+  fs::create_symlink("0.0.0", store + "/world_voxels/0.0.0");  // a loop
+  expect_error(import(store), "world_voxels: '0.0.0' is a symbolic link: refused");
+
+  // A symlink to a good chunk file is refused too, not read or skipped.
+  store = make_store(true);
+  const std::vector<uint8_t> dense(kEdge * kEdge * kEdge, 7);
+  std::vector<uint8_t> frame(ZSTD_compressBound(dense.size()));
+  frame.resize(ZSTD_compress(frame.data(), frame.size(), dense.data(), dense.size(), 3));
+  WriteRaw(dir.Sub("elsewhere"), frame);
+  fs::create_symlink(dir.Sub("elsewhere"), store + "/world_voxels/0.0.0");
+  expect_error(import(store), "world_voxels: '0.0.0' is a symbolic link: refused");
+  // ... and the same file in place imports.
+  fs::remove(store + "/world_voxels/0.0.0");
+  WriteRaw(store + "/world_voxels/0.0.0", frame);
+  const testing::ProcessResult r = import(store);
+  EXPECT_EQ(r.exit_code, 0) << r;
 }
 
 }  // namespace
