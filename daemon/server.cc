@@ -1,11 +1,5 @@
 #include "daemon/server.h"
 
-#include <s2/r1interval.h>
-#include <s2/s1interval.h>
-#include <s2/s2cell_id.h>
-#include <s2/s2latlng.h>
-#include <s2/s2latlng_rect.h>
-
 #include <algorithm>
 #include <deque>
 #include <map>
@@ -70,34 +64,16 @@ bool IsPush(const std::vector<uint8_t>& frame) { return frame[6] & protocol::kFl
 protocol::Voxel3 FromVoxel(const engine::VoxelCoord& v) { return {v.x, v.y, v.z}; }
 protocol::Box FromBox(const engine::VoxelBox& b) { return {FromVoxel(b.lo), FromVoxel(b.hi)}; }
 
-bool IsLatitude(double deg) { return deg >= -90 && deg <= 90; }
-bool IsLongitude(double deg) { return deg >= -180 && deg <= 180; }
-
-// A QUERY_* request as the index's region. Latitudes and longitudes are
-// checked here, before S2 sees them (its constructors assume valid angles).
+// A QUERY_* request as the index's region. The index builds S2 regions only
+// from values s2geometry takes (its constructors CHECK their angles).
 StatusOr<index::Region> ToRegion(const protocol::QueryRequest& q) {
   switch (q.kind) {
     case protocol::QueryKind::kRadius:
-      if (!IsLatitude(q.lat) || !IsLongitude(q.lon)) {
-        return absl::InvalidArgumentError(
-            "the centre needs a latitude in [-90, 90] and a longitude in [-180, 180]");
-      }
-      return index::RadiusRegion{S2LatLng::FromDegrees(q.lat, q.lon), q.radius};
+      return index::MakeRadiusRegion(q.lat, q.lon, q.radius);
     case protocol::QueryKind::kCell:
-      return index::CellRegion{S2CellId(q.cell)};
-    case protocol::QueryKind::kRect: {
-      const protocol::LatLngRect& r = q.rect;
-      if (!IsLatitude(r.lat_lo) || !IsLatitude(r.lat_hi) || r.lat_lo > r.lat_hi ||
-          !IsLongitude(r.lon_lo) || !IsLongitude(r.lon_hi)) {
-        return absl::InvalidArgumentError(
-            "a rectangle needs latitudes in [-90, 90] with lat_lo <= lat_hi and longitudes in "
-            "[-180, 180]");
-      }
-      const S2LatLng lo = S2LatLng::FromDegrees(r.lat_lo, r.lon_lo);
-      const S2LatLng hi = S2LatLng::FromDegrees(r.lat_hi, r.lon_hi);
-      return index::RectRegion{S2LatLngRect(R1Interval(lo.lat().radians(), hi.lat().radians()),
-                                            S1Interval(lo.lng().radians(), hi.lng().radians()))};
-    }
+      return index::MakeCellRegion(q.cell);
+    case protocol::QueryKind::kRect:
+      return index::MakeRectRegion(q.rect.lat_lo, q.rect.lon_lo, q.rect.lat_hi, q.rect.lon_hi);
     case protocol::QueryKind::kBox:
       return index::BoxRegion{ToBox(q.box)};
   }

@@ -1,5 +1,6 @@
 #include "engine/world_frame.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numbers>
@@ -130,9 +131,11 @@ GeoCoord WorldFrame::MetresToGeo(const MetreCoord& m) const {
   g.lon_deg = easting / kEarthRadiusM * kDegPerRad;
   g.lat_deg = northing / kEarthRadiusM * kDegPerRad;
   // The source world is a few metres wider/taller than the sphere's
-  // 2 pi R x pi R; its last voxels map to just past +-180 / 90 degrees.
-  g.lon_deg = std::min(g.lon_deg, 180.0);
-  g.lat_deg = std::min(g.lat_deg, 90.0);
+  // 2 pi R x pi R; its last voxels map to just past 180 / 90 degrees. And
+  // x = 0 / y = 0 map to -180.00000000000003 / -90.000000000000014 by
+  // rounding: clamp both ends (S2 aborts on a longitude past -pi).
+  g.lon_deg = std::clamp(g.lon_deg, -180.0, 180.0);
+  g.lat_deg = std::clamp(g.lat_deg, -90.0, 90.0);
   g.altitude_m = m.z - static_cast<double>(sea_level_z_) * voxel_size_m_;
   return g;
 }

@@ -148,7 +148,7 @@ class WorldFrame {
   StatusOr<VoxelCoord> VoxelAtMetres(const MetreCoord& m) const;
 
   // --- Metres / voxels <-> lat, lon, altitude (EPSG:4087) ------------------
-  GeoCoord MetresToGeo(const MetreCoord& m) const;
+  GeoCoord MetresToGeo(const MetreCoord& m) const;  // lat, lon clamped to the globe
   MetreCoord GeoToMetres(const GeoCoord& g) const;
   GeoCoord VoxelToGeo(const VoxelCoord& v) const { return MetresToGeo(VoxelCentreMetres(v)); }
   // INVALID for lat outside [-90, 90] or lon outside [-180, 180] or

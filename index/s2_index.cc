@@ -1,7 +1,9 @@
 #include "index/s2_index.h"
 
+#include <s2/r1interval.h>
 #include <s2/s1angle.h>
 #include <s2/s1chord_angle.h>
+#include <s2/s1interval.h>
 #include <s2/s2cap.h>
 #include <s2/s2cell.h>
 #include <s2/s2cell_union.h>
@@ -57,6 +59,57 @@ bool BoxesMeet(const engine::VoxelBox& a, const engine::VoxelBox& b) {
          a.lo.z < b.hi.z && b.lo.z < a.hi.z;
 }
 
+// --- Building S2 values safely ---------------------------------------------
+// s2geometry CHECKs its arguments (Debian's libs2 aborts on a failed one):
+// everything below hands it only values in range.
+
+bool IsLatitude(double deg) { return deg >= -90 && deg <= 90; }     // false for NaN
+bool IsLongitude(double deg) { return deg >= -180 && deg <= 180; }  // false for NaN
+
+double LatRadians(double deg) {
+  return std::clamp(S1Angle::Degrees(deg).radians(), -M_PI_2, M_PI_2);
+}
+double LngRadians(double deg) { return std::clamp(S1Angle::Degrees(deg).radians(), -M_PI, M_PI); }
+
+// The longitudes from lo east to hi (radians in [-pi, pi]; lo > hi crosses
+// the antimeridian). -pi is the meridian pi: S1Interval takes it only as
+// the start of the full circle.
+S1Interval LngInterval(double lo, double hi) {
+  lo = std::clamp(lo, -M_PI, M_PI);
+  hi = std::clamp(hi, -M_PI, M_PI);
+  if (lo == -M_PI && hi == M_PI) return S1Interval::Full();
+  if (lo == -M_PI) lo = M_PI;
+  if (hi == -M_PI) hi = M_PI;
+  return S1Interval(lo, hi);
+}
+
+// The frame's lat/lon (already clamped to the globe) as an S2LatLng.
+S2LatLng ToLatLng(const engine::GeoCoord& g) {
+  return S2LatLng::FromDegrees(std::clamp(g.lat_deg, -90.0, 90.0),
+                               std::clamp(g.lon_deg, -180.0, 180.0));
+}
+
+// CheckRegion without the frame: OK for every box.
+Status CheckS2Region(const Region& region) {
+  if (const auto* r = std::get_if<RadiusRegion>(&region)) {
+    if (!r->centre.is_valid() || !std::isfinite(r->radius_m) || r->radius_m < 0) {
+      return absl::InvalidArgumentError(
+          "a radius query needs a valid lat/lon and a finite radius >= 0");
+    }
+  } else if (const auto* c = std::get_if<CellRegion>(&region)) {
+    if (!c->cell.is_valid()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%016x is not a valid S2 cell id (face 0..5, level 0..30)", c->cell.id()));
+    }
+  } else if (const auto* q = std::get_if<RectRegion>(&region)) {
+    if (!q->rect.is_valid() || q->rect.is_empty()) {
+      return absl::InvalidArgumentError(
+          "a rectangle needs lat in [-90, 90] with lo <= hi and lon in [-180, 180]");
+    }
+  }
+  return absl::OkStatus();
+}
+
 S1Angle RadiusAngle(double radius_m) { return S1Angle::Radians(radius_m / engine::kEarthRadiusM); }
 bool IsFullSphere(double radius_m) { return radius_m / engine::kEarthRadiusM >= M_PI; }
 
@@ -93,22 +146,8 @@ Status CheckOptions(const QueryOptions& o, size_t cursor_size) {
 }
 
 Status CheckRegion(const engine::WorldFrame& frame, const Region& region) {
-  if (const auto* r = std::get_if<RadiusRegion>(&region)) {
-    if (!r->centre.is_valid() || !std::isfinite(r->radius_m) || r->radius_m < 0) {
-      return absl::InvalidArgumentError(
-          "a radius query needs a valid lat/lon and a finite radius >= 0");
-    }
-  } else if (const auto* c = std::get_if<CellRegion>(&region)) {
-    if (!c->cell.is_valid()) return absl::InvalidArgumentError("not a valid S2 cell");
-  } else if (const auto* q = std::get_if<RectRegion>(&region)) {
-    if (!q->rect.is_valid() || q->rect.is_empty()) {
-      return absl::InvalidArgumentError(
-          "a rectangle needs lat in [-90, 90] with lo <= hi and lon in [-180, 180]");
-    }
-  } else {
-    return frame.CheckBox(std::get<BoxRegion>(region).box);
-  }
-  return absl::OkStatus();
+  if (const auto* b = std::get_if<BoxRegion>(&region)) return frame.CheckBox(b->box);
+  return CheckS2Region(region);
 }
 
 // A candidate of the merge: its order key and what it reports.
@@ -239,7 +278,8 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
   };
   // Whether the entry's chunk is in the region; `leaf` is its centre's cell.
   auto in_region = [&](S2CellId leaf, ChunkKey key) {
-    if (cap && radius->radius_m > 0) {
+    // (A damaged key's cell may be no leaf: then the exact test only.)
+    if (cap && radius->radius_m > 0 && leaf.is_valid() && leaf.is_leaf()) {
       const S1ChordAngle d(leaf.ToPoint(), cap->center());
       if (d < inner) return true;
       if (d > outer) return false;
@@ -432,8 +472,7 @@ S2LatLng ChunkCentre(const engine::WorldFrame& frame, ChunkKey key) {
   const engine::MetreCoord m{(static_cast<double>(b.lo.x) + static_cast<double>(b.hi.x)) / 2 * vs,
                              (static_cast<double>(b.lo.y) + static_cast<double>(b.hi.y)) / 2 * vs,
                              0};
-  const engine::GeoCoord g = frame.MetresToGeo(m);
-  return S2LatLng::FromDegrees(g.lat_deg, g.lon_deg);
+  return ToLatLng(frame.MetresToGeo(m));
 }
 
 S2CellId ChunkCell(const engine::WorldFrame& frame, ChunkKey key) {
@@ -451,8 +490,44 @@ S2LatLngRect BoxFootprint(const engine::WorldFrame& frame, const engine::VoxelBo
       {static_cast<double>(box.lo.x) * vs, static_cast<double>(box.lo.y) * vs, 0});
   const engine::GeoCoord hi = frame.MetresToGeo(
       {static_cast<double>(box.hi.x) * vs, static_cast<double>(box.hi.y) * vs, 0});
-  return S2LatLngRect(S2LatLng::FromDegrees(lo.lat_deg, lo.lon_deg),
-                      S2LatLng::FromDegrees(hi.lat_deg, hi.lon_deg));
+  // x grows eastwards without wrapping: the footprint runs east from the
+  // box's west edge to its east edge.
+  const double west = LngRadians(std::min(lo.lon_deg, hi.lon_deg));
+  const double east = LngRadians(std::max(lo.lon_deg, hi.lon_deg));
+  return S2LatLngRect(R1Interval::FromPointPair(LatRadians(lo.lat_deg), LatRadians(hi.lat_deg)),
+                      LngInterval(west, east));
+}
+
+StatusOr<Region> MakeRadiusRegion(double lat_deg, double lon_deg, double radius_m) {
+  if (!IsLatitude(lat_deg) || !IsLongitude(lon_deg)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the centre needs a latitude in [-90, 90] and a longitude in [-180, 180] (got %g, %g)",
+        lat_deg, lon_deg));
+  }
+  if (!std::isfinite(radius_m) || radius_m < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the radius must be a finite number of metres >= 0 (got %g)", radius_m));
+  }
+  return RadiusRegion{S2LatLng::FromRadians(LatRadians(lat_deg), LngRadians(lon_deg)), radius_m};
+}
+
+StatusOr<Region> MakeCellRegion(uint64_t cell_id) {
+  const CellRegion c{S2CellId(cell_id)};
+  VOXDB_RETURN_IF_ERROR(CheckS2Region(c));
+  return c;
+}
+
+StatusOr<Region> MakeRectRegion(double lat_lo_deg, double lon_lo_deg, double lat_hi_deg,
+                                double lon_hi_deg) {
+  if (!IsLatitude(lat_lo_deg) || !IsLatitude(lat_hi_deg) || lat_lo_deg > lat_hi_deg ||
+      !IsLongitude(lon_lo_deg) || !IsLongitude(lon_hi_deg)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a rectangle needs latitudes in [-90, 90] with lat_lo <= lat_hi and longitudes in "
+        "[-180, 180] (got lat %g..%g, lon %g..%g)",
+        lat_lo_deg, lat_hi_deg, lon_lo_deg, lon_hi_deg));
+  }
+  return RectRegion{S2LatLngRect(R1Interval(LatRadians(lat_lo_deg), LatRadians(lat_hi_deg)),
+                                 LngInterval(LngRadians(lon_lo_deg), LngRadians(lon_hi_deg)))};
 }
 
 std::array<uint8_t, kIndexKeySize> IndexKey(S2CellId cell, uint64_t column) {
@@ -712,7 +787,8 @@ const S2Point& ChunkFacts::point() const {
 S2CellId ChunkFacts::cell() const { return S2CellId(centre()); }
 
 RegionMatcher::RegionMatcher(const Region& region, const std::optional<AltitudeBand>& band)
-    : region_(region), band_(band) {
+    : region_(region), band_(band), valid_(CheckS2Region(region).ok()) {
+  if (!valid_) return;
   if (const auto* r = std::get_if<RadiusRegion>(&region)) {
     everything_ = IsFullSphere(r->radius_m);
     if (!everything_) cap_ = S2Cap(r->centre.Normalized().ToPoint(), RadiusAngle(r->radius_m));
@@ -720,6 +796,7 @@ RegionMatcher::RegionMatcher(const Region& region, const std::optional<AltitudeB
 }
 
 bool RegionMatcher::Contains(const ChunkFacts& chunk) const {
+  if (!valid_) return false;
   if (!BandMeets(band_, chunk.bottom_m(), chunk.top_m())) return false;
   if (const auto* b = std::get_if<BoxRegion>(&region_)) return BoxesMeet(chunk.voxels(), b->box);
   if (std::holds_alternative<RadiusRegion>(region_)) {
@@ -740,6 +817,7 @@ bool FillInRegion(const engine::WorldFrame& frame, const engine::Fill& fill, con
     return false;
   }
   if (const auto* b = std::get_if<BoxRegion>(&region)) return BoxesMeet(fill.box, b->box);
+  if (!CheckS2Region(region).ok()) return false;
   const S2LatLngRect footprint = BoxFootprint(frame, fill.box);
   if (const auto* r = std::get_if<RadiusRegion>(&region)) {
     if (IsFullSphere(r->radius_m)) return true;

@@ -73,7 +73,9 @@ S2LatLng ChunkCentre(const engine::WorldFrame& frame, engine::ChunkKey key);
 S2CellId ChunkCell(const engine::WorldFrame& frame, engine::ChunkKey key);
 // Altitudes in metres of the chunk's bottom and top faces.
 std::pair<double, double> ChunkAltitudes(const engine::WorldFrame& frame, engine::ChunkKey key);
-// The lat/lon rectangle a voxel box covers.
+// The lat/lon rectangle a voxel box covers: never empty, always valid for
+// S2 (a box at x = 0 starts at longitude -180, one reaching the world's
+// east edge ends at 180; the whole width is every longitude).
 S2LatLngRect BoxFootprint(const engine::WorldFrame& frame, const engine::VoxelBox& box);
 
 // A column's id: x << 21 | y.
@@ -160,8 +162,23 @@ struct QueryResult {
   std::vector<uint8_t> next_cursor;  // empty: no more pages
 };
 
-// INVALID for a malformed region, band, limit or cursor; OUT_OF_BOUNDS for
-// a box outside the world.
+// Regions from a client's numbers. s2geometry aborts the process (a failed
+// CHECK) on a latitude past +-90 degrees, a longitude past +-180, a
+// longitude interval that starts at -180 without ending at 180, or an
+// invalid cell id; these build a region only from values that are safe,
+// and return INVALID naming the limit otherwise. NaN and infinities are
+// INVALID. A longitude of -180 is the same meridian as 180: a rectangle
+// from -180 to -180 (or from 180 to -180) is that meridian; from -180 to 180
+// it is every longitude. A rectangle whose lon_lo > lon_hi crosses the
+// antimeridian.
+StatusOr<Region> MakeRadiusRegion(double lat_deg, double lon_deg, double radius_m);
+StatusOr<Region> MakeCellRegion(uint64_t cell_id);
+StatusOr<Region> MakeRectRegion(double lat_lo_deg, double lon_lo_deg, double lat_hi_deg,
+                                double lon_hi_deg);
+
+// INVALID for a malformed region, band, limit or cursor (a region S2 would
+// abort on: an invalid centre, cell or rectangle, a NaN or negative
+// radius); OUT_OF_BOUNDS for a box outside the world.
 StatusOr<QueryResult> Query(engine::Database& db, const Region& region,
                             const QueryOptions& options);
 
@@ -194,7 +211,7 @@ Status CheckRegionAndBand(const engine::WorldFrame& frame, const Region& region,
 
 // Whether the chunk / fill is in the region and band, by the definitions
 // above, without the index: the oracle of the tests and the final filter of
-// Query.
+// Query. False for a region CheckRegionAndBand refuses.
 bool ChunkInRegion(const engine::WorldFrame& frame, engine::ChunkKey key, const Region& region,
                    const std::optional<AltitudeBand>& band);
 bool FillInRegion(const engine::WorldFrame& frame, const engine::Fill& fill, const Region& region,
@@ -233,6 +250,7 @@ class RegionMatcher {
  private:
   Region region_;
   std::optional<AltitudeBand> band_;
+  bool valid_ = true;         // false: a region S2 cannot take; matches nothing
   std::optional<S2Cap> cap_;  // kRadius, unless the whole sphere
   bool everything_ = false;   // kRadius over the whole sphere
 };

@@ -8,10 +8,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "engine/chunk_codec.h"
@@ -622,6 +625,260 @@ TEST(S2IndexTest, IndexSurvivesKillNineWithTheChunks) {
     ExpectIndexMatchesChunks(*d.db);
     EXPECT_GT(StoredChunks(*d.db).size(), 0u);
   }
+}
+
+// --- Values s2geometry would abort on ------------------------------------------
+// Debian's libs2 CHECKs its arguments: a longitude past -pi, an interval
+// starting at -pi, an invalid cell id abort the process. Nothing a client
+// can send (or a fill can cover) may reach it.
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// The latitude of voxel row y's centre.
+double LatOfRow(uint64_t y) {
+  return kFrame.MetresToGeo({0, (static_cast<double>(y) + 0.5) * kFrame.voxel_size_m(), 0}).lat_deg;
+}
+
+Region Made(StatusOr<Region> r) {
+  EXPECT_OK(r.status());
+  return r.ok() ? *r : Region{BoxRegion{}};
+}
+
+// x = 0 and y = 0 are longitude -180 and latitude -90 exactly (not a
+// rounding past them), and every box's footprint is a valid, non-empty
+// rectangle: at x = 0 it holds the meridian 180, over the whole width
+// every longitude.
+TEST(S2IndexTest, FootprintsOfBoxesAtTheWorldsEdgesAreValid) {
+  const engine::GeoCoord corner = kFrame.MetresToGeo({0, 0, 0});
+  EXPECT_EQ(corner.lon_deg, -180.0);
+  EXPECT_EQ(corner.lat_deg, -90.0);
+  const uint64_t ex = kFrame.extent_x(), ey = kFrame.extent_y(), mid = ey / 2;
+  const struct {
+    const char* name;
+    engine::VoxelBox box;
+  } boxes[] = {
+      {"the corner at x = 0, y = 0", {{0, 0, 0}, {1, 1, 1}}},
+      {"x = 0 at the equator", {{0, mid, 0}, {1, mid + 1, 1}}},
+      {"the east edge", {{ex - 1, mid, 0}, {ex, mid + 1, 1}}},
+      {"the north edge", {{5, ey - 1, 0}, {6, ey, 1}}},
+      {"a planet-wide layer", {{0, 0, 7}, {ex, ey, 8}}},
+      {"the whole world", kFrame.Bounds()},
+      {"past the world", {{ex, ey, 0}, {ex + 10, ey + 10, 1}}},
+  };
+  for (const auto& b : boxes) {
+    SCOPED_TRACE(b.name);
+    const S2LatLngRect r = BoxFootprint(kFrame, b.box);
+    EXPECT_TRUE(r.is_valid()) << r;
+    EXPECT_FALSE(r.is_empty()) << r;
+    EXPECT_TRUE(r.lng().is_valid()) << r.lng();
+    if (b.box.lo.x == 0) {
+      EXPECT_TRUE(r.lng().Contains(M_PI)) << r.lng();
+    }
+    if (b.box.lo.x == 0 && b.box.hi.x >= ex) {
+      EXPECT_TRUE(r.lng().is_full()) << r.lng();
+    }
+    if (b.box.lo.y == 0 && b.box.hi.y >= ey) {
+      EXPECT_EQ(r.lat(), S2LatLngRect::FullLat());
+    }
+  }
+}
+
+// Fills at the world's edges against regions of every kind: no abort, and
+// the answers of plain geometry (the meridian -180 is the meridian 180).
+TEST(S2IndexTest, FillsAtTheWorldsEdgesMeetTheRightRegions) {
+  const uint64_t ex = kFrame.extent_x(), ey = kFrame.extent_y(), mid = ey / 2;
+  const double lat = LatOfRow(mid);
+  const engine::Fill at_x0{1, {{0, mid, 0}, {1, mid + 1, 1}}, 3};
+  const engine::Fill east{2, {{ex - 1, mid, 0}, {ex, mid + 1, 1}}, 3};
+  const engine::Fill south_pole{3, {{0, 0, 0}, {1, 1, 1}}, 3};
+  const engine::Fill planet{4, {{0, 0, 7}, {ex, ey, 8}}, 3};
+  struct Case {
+    std::string name;
+    Region region;
+    bool x0, east, pole;  // whether it meets these fills (the planet: always)
+  };
+  const S2CellId on_meridian(S2LatLng::FromDegrees(lat, 180));
+  const std::vector<Case> cases = {
+      {"1 m around (lat, 180)", Made(MakeRadiusRegion(lat, 180, 1)), true, true, false},
+      {"1 m around (lat, -180)", Made(MakeRadiusRegion(lat, -180, 1)), true, true, false},
+      {"1 m around (0, 0)", Made(MakeRadiusRegion(0, 0, 1)), false, false, false},
+      {"1 cm at the south pole", Made(MakeRadiusRegion(-90, 0, 0.01)), false, false, true},
+      {"100 m around 11 m from the pole", Made(MakeRadiusRegion(-89.9999, 123, 100)), false, false,
+       true},
+      {"5 m around 11 m from the pole", Made(MakeRadiusRegion(-89.9999, 123, 5)), false, false,
+       false},
+      {"the whole sphere", Made(MakeRadiusRegion(0, 0, 1e300)), true, true, true},
+      {"the leaf cell at (lat, 180)", Made(MakeCellRegion(on_meridian.id())), true, true, false},
+      {"its level-5 parent", Made(MakeCellRegion(on_meridian.parent(5).id())), true, true, false},
+      {"face 0", Made(MakeCellRegion(S2CellId::FromFace(0).id())), false, false, false},
+      {"face 5 (the south pole's)", Made(MakeCellRegion(S2CellId::FromFace(5).id())), false, false,
+       true},
+      {"the meridian -180..-180", Made(MakeRectRegion(lat - 1, -180, lat + 1, -180)), true, true,
+       false},
+      {"the meridian 180..-180", Made(MakeRectRegion(lat - 1, 180, lat + 1, -180)), true, true,
+       false},
+      {"across the antimeridian", Made(MakeRectRegion(lat - 1, 179.9, lat + 1, -179.9)), true, true,
+       false},
+      {"every longitude", Made(MakeRectRegion(-90, -180, 90, 180)), true, true, true},
+      // (Rectangles meet when their lat and lon intervals do: not at the pole.)
+      {"lon 0..10", Made(MakeRectRegion(-90, 0, 90, 10)), false, false, false},
+      {"the world box", BoxRegion{kFrame.Bounds()}, true, true, true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    EXPECT_EQ(FillInRegion(kFrame, at_x0, c.region, std::nullopt), c.x0);
+    EXPECT_EQ(FillInRegion(kFrame, east, c.region, std::nullopt), c.east);
+    EXPECT_EQ(FillInRegion(kFrame, south_pole, c.region, std::nullopt), c.pole);
+    EXPECT_TRUE(FillInRegion(kFrame, planet, c.region, std::nullopt));
+    // The band still counts: the fills are at the world's bottom.
+    EXPECT_FALSE(FillInRegion(kFrame, planet, c.region, AltitudeBand{0, 1}));
+  }
+}
+
+// The region builders take any doubles and any cell id: a value S2 would
+// abort on is INVALID naming the limit, a value at a limit (the poles,
+// +-180) makes a region that queries answer like brute force, with the
+// fills at x = 0 (a planet-wide one among them) found and nothing aborting.
+TEST(S2IndexTest, RegionsFromAnyNumbersAreSafeOrInvalid) {
+  TempDir dir;
+  Db d(dir.Sub("db"));
+  const uint32_t lx = kFrame.chunks_x() - 1, ly = kFrame.chunks_y() - 1;
+  const uint32_t my = kFrame.chunks_y() / 2;
+  for (const ChunkCoord& c : std::vector<ChunkCoord>{{0, my, kSeaCz},
+                                                     {lx, my, kSeaCz},
+                                                     {0, 0, kSeaCz},
+                                                     {lx, ly, kSeaCz},
+                                                     {0, ly, kSeaCz},
+                                                     {lx / 2, 0, kSeaCz},
+                                                     {lx / 2, ly, kSeaCz},
+                                                     {lx / 2, my, kSeaCz}}) {
+    ASSERT_OK(d.db->PutChunkAndWait(ChunkKey::FromCoord(c), Uniform(2), std::nullopt).status);
+  }
+  const uint64_t ex = kFrame.extent_x(), ey = kFrame.extent_y();
+  const uint64_t sea = kFrame.sea_level_z();
+  ASSERT_OK(d.db->FillBoxAndWait({{0, 0, 0}, {1, 1, 1}}, 0).status);  // voxdb fill 0 0 0 1 1 1 0
+  ASSERT_OK(d.db->FillBoxAndWait({{0, 0, sea + 200}, {ex, ey, sea + 201}}, 4).status);
+  ASSERT_OK(d.db->Flush());
+  const auto stored = StoredChunks(*d.db);
+  ASSERT_EQ(stored.size(), 8u);
+  const auto fills = d.db->Fills()->fills();
+  ASSERT_EQ(fills.size(), 2u);
+
+  // Refused, each with a message naming the limit.
+  const std::vector<std::pair<std::string, StatusOr<Region>>> bad = {
+      {"NaN latitude", MakeRadiusRegion(kNaN, 0, 1)},
+      {"NaN longitude", MakeRadiusRegion(0, kNaN, 1)},
+      {"infinite latitude", MakeRadiusRegion(kInf, 0, 1)},
+      {"latitude 90.000001", MakeRadiusRegion(90.000001, 0, 1)},
+      {"longitude -180.000001", MakeRadiusRegion(0, -180.000001, 1)},
+      {"longitude 540", MakeRadiusRegion(0, 540, 1)},
+      {"NaN radius", MakeRadiusRegion(0, 0, kNaN)},
+      {"infinite radius", MakeRadiusRegion(0, 0, kInf)},
+      {"negative radius", MakeRadiusRegion(0, 0, -1)},
+      {"cell 0", MakeCellRegion(0)},
+      {"a face-7 cell", MakeCellRegion(0xf000000000000000ull)},
+      {"a face-6 leaf", MakeCellRegion(0xc000000000000001ull)},
+      {"no level bit", MakeCellRegion(0x4000000000000000ull)},
+      {"all ones", MakeCellRegion(~uint64_t{0})},
+      {"the sentinel", MakeCellRegion(S2CellId::Sentinel().id())},
+      {"rect NaN", MakeRectRegion(kNaN, 0, 1, 1)},
+      {"rect NaN longitude", MakeRectRegion(0, 0, 1, kNaN)},
+      {"rect lat_lo > lat_hi", MakeRectRegion(10, 0, -10, 1)},
+      {"rect latitude -90.5", MakeRectRegion(-90.5, 0, 10, 1)},
+      {"rect longitude 180.5", MakeRectRegion(0, 0, 10, 180.5)},
+      {"rect longitude -inf", MakeRectRegion(0, -kInf, 10, 0)},
+  };
+  for (const auto& [name, r] : bad) {
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << name << ": " << r.status();
+    EXPECT_FALSE(r.status().message().empty()) << name;
+  }
+
+  // Regions built directly from bad S2 values: refused, and matching nothing.
+  const std::vector<std::pair<std::string, Region>> raw = {
+      {"NaN centre", RadiusRegion{S2LatLng::FromRadians(kNaN, 0), 1}},
+      {"centre past the pole", RadiusRegion{S2LatLng::FromRadians(2, 0), 1}},
+      {"NaN radius", RadiusRegion{S2LatLng::FromDegrees(0, 0), kNaN}},
+      {"a face-7 cell", CellRegion{S2CellId(0xf000000000000000ull)}},
+      {"cell none", CellRegion{S2CellId::None()}},
+      {"rect past the poles", RectRegion{S2LatLngRect(R1Interval(-2, 2), S1Interval::Full())}},
+      {"empty rect", RectRegion{S2LatLngRect::Empty()}},
+  };
+  for (const auto& [name, region] : raw) {
+    SCOPED_TRACE(name);
+    EXPECT_TRUE(absl::IsInvalidArgument(Query(*d.db, region, {}).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(CheckRegionAndBand(kFrame, region, std::nullopt)));
+    for (const auto& [code, version] : stored) {
+      EXPECT_FALSE(ChunkInRegion(kFrame, ChunkKey::FromCode(code), region, std::nullopt));
+    }
+    for (const engine::Fill& f : fills) {
+      EXPECT_FALSE(FillInRegion(kFrame, f, region, std::nullopt));
+    }
+  }
+
+  // At the limits: accepted, and queries agree with brute force.
+  const double lat = ChunkCentre(kFrame, ChunkKey::FromCoord({0, my, kSeaCz})).lat().degrees();
+  const std::vector<std::pair<std::string, StatusOr<Region>>> good = {
+      {"1 m at (0, 0)", MakeRadiusRegion(0, 0, 1)},
+      {"radius 0 at (0, 0)", MakeRadiusRegion(0, 0, 0)},
+      {"radius -0", MakeRadiusRegion(0, 0, -0.0)},
+      {"a denormal radius", MakeRadiusRegion(0, 0, 5e-324)},
+      {"the north pole", MakeRadiusRegion(90, 0, 30'000)},
+      {"the south pole", MakeRadiusRegion(-90, -180, 30'000)},
+      {"lon -180", MakeRadiusRegion(lat, -180, 30'000)},
+      {"lon 180", MakeRadiusRegion(lat, 180, 30'000)},
+      {"half the circumference", MakeRadiusRegion(lat, 180, M_PI * engine::kEarthRadiusM)},
+      {"just under half", MakeRadiusRegion(lat, 180, M_PI * engine::kEarthRadiusM - 1)},
+      {"a huge radius", MakeRadiusRegion(0, 0, 1e300)},
+      {"the max double", MakeRadiusRegion(0, 0, std::numeric_limits<double>::max())},
+      {"a face cell", MakeCellRegion(S2CellId::FromFace(5).id())},
+      {"a leaf", MakeCellRegion(ChunkCell(kFrame, ChunkKey::FromCoord({0, 0, kSeaCz})).id())},
+      {"the whole world", MakeRectRegion(-90, -180, 90, 180)},
+      {"the meridian -180..-180", MakeRectRegion(-90, -180, 90, -180)},
+      {"the meridian 180..180", MakeRectRegion(-90, 180, 90, 180)},
+      {"from 180 to -180", MakeRectRegion(-90, 180, 90, -180)},
+      {"from -180 east to -170", MakeRectRegion(lat - 1, -180, lat + 1, -170)},
+      {"from 170 east to 180", MakeRectRegion(lat - 1, 170, lat + 1, 180)},
+      {"across the antimeridian", MakeRectRegion(lat - 1, 179.999, lat + 1, -179.999)},
+      {"the south pole as a point", MakeRectRegion(-90, 0, -90, 0)},
+      {"a polar cap", MakeRectRegion(89.99, -180, 90, 180)},
+  };
+  int found = 0;
+  for (const auto& [name, r] : good) {
+    SCOPED_TRACE(name);
+    ASSERT_OK(r.status());
+    ASSERT_OK(CheckRegionAndBand(kFrame, *r, std::nullopt));
+    const QueryResult got = AllPages(*d.db, *r, {});
+    EXPECT_EQ(got.chunks, Expected(stored, *r, std::nullopt));
+    found += !got.chunks.empty();
+    std::vector<uint64_t> fills_want, fills_got;
+    for (const engine::Fill& f : fills) {
+      if (FillInRegion(kFrame, f, *r, std::nullopt)) fills_want.push_back(f.seq);
+    }
+    for (const engine::Fill& f : got.fills) fills_got.push_back(f.seq);
+    EXPECT_EQ(fills_got, fills_want);
+    // The planet-wide layer meets every region.
+    EXPECT_TRUE(std::find(fills_got.begin(), fills_got.end(), fills[1].seq) != fills_got.end());
+  }
+  EXPECT_GE(found, 10);
+  // By plain geometry: the chunk at x = 0 on the equator row is 30 km from
+  // (lat, +-180) and in the meridian rectangles' neighbours; the corner
+  // fill is at the south pole.
+  auto codes = [&](const StatusOr<Region>& r) {
+    std::set<uint64_t> s;
+    for (const ChunkHit& h : AllPages(*d.db, *r, {}).chunks) s.insert(h.key.code());
+    return s;
+  };
+  const uint64_t west = ChunkKey::FromCoord({0, my, kSeaCz}).code();
+  const uint64_t east = ChunkKey::FromCoord({lx, my, kSeaCz}).code();
+  EXPECT_EQ(codes(MakeRadiusRegion(lat, -180, 30'000)), (std::set<uint64_t>{west, east}));
+  EXPECT_EQ(codes(MakeRadiusRegion(lat, 180, 30'000)), (std::set<uint64_t>{west, east}));
+  EXPECT_EQ(codes(MakeRectRegion(lat - 1, 179.999, lat + 1, -179.999)),
+            (std::set<uint64_t>{west, east}));
+  const auto pole = Query(*d.db, Made(MakeRadiusRegion(-90, 0, 1)), {});
+  ASSERT_OK(pole.status());
+  ASSERT_EQ(pole->fills.size(), 2u);
+  EXPECT_EQ(pole->fills[0].box, (engine::VoxelBox{{0, 0, 0}, {1, 1, 1}}));
 }
 
 }  // namespace

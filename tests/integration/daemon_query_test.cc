@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "engine/database.h"
 #include "engine/fills.h"
 #include "engine/morton.h"
@@ -566,6 +567,144 @@ TEST_F(DaemonQueryTest, MalformedQueriesAreInvalidAndTheConnectionStays) {
   EXPECT_OK(client_->Ping());
   ASSERT_OK(client_->Call(Opcode::kQueryRadius, good).status());
   ExpectAllAgree({SampleCases()[2]});
+}
+
+// Queries as voxdbd builds their regions from the numbers on the wire.
+Case RadiusAt(double lat, double lon, double metres) {
+  QueryRequest q;
+  q.kind = QueryKind::kRadius;
+  q.lat = lat;
+  q.lon = lon;
+  q.radius = metres;
+  auto region = index::MakeRadiusRegion(lat, lon, metres);
+  EXPECT_OK(region.status());
+  return {absl::StrFormat("radius %g %g %g", lat, lon, metres), q,
+          region.ok() ? *region : index::Region{}};
+}
+Case RectAt(double lat_lo, double lon_lo, double lat_hi, double lon_hi) {
+  QueryRequest q;
+  q.kind = QueryKind::kRect;
+  q.rect = {lat_lo, lon_lo, lat_hi, lon_hi};
+  auto region = index::MakeRectRegion(lat_lo, lon_lo, lat_hi, lon_hi);
+  EXPECT_OK(region.status());
+  return {absl::StrFormat("rect %g %g %g %g", lat_lo, lon_lo, lat_hi, lon_hi), q,
+          region.ok() ? *region : index::Region{}};
+}
+
+// A fill touching x = 0 (longitude -180; every planet-wide fill touches it)
+// made the next radius query abort voxdbd inside libs2 (s1interval.h: Check
+// failed: is_valid()), and the fill is durable: every restart crashed again
+// on the next radius query. voxdbd now answers every kind of query, exactly,
+// before and after a restart.
+TEST_F(DaemonQueryTest, AFillTouchingXZeroLeavesEveryQueryAnswering) {
+  WriteSamples();
+  const uint64_t ex = Frame().extent_x(), ey = Frame().extent_y();
+  const uint64_t row = uint64_t{kCy} * Frame().chunk_edge();      // the first row of chunk {0, kCy}
+  Fill({{0, 0, 0}, {1, 1, 1}}, 0);                                // voxdb fill 0 0 0 1 1 1 0
+  Fill({{0, row, 0}, {1, row + 1, 1}}, 2);                        // beside the chunk {0, kCy}
+  Fill({{0, 0, 5}, {ex, ey, 6}}, 3);                              // a planet-wide layer
+  Fill({{ex - 1, row, 0}, {ex, row + 1, 1}}, 4);                  // the east edge
+  ASSERT_OK(client_->Query(RadiusAt(0, 0, 1).request).status());  // voxdb query radius 0 0 1
+  ASSERT_OK(client_->Flush());
+
+  const double lat = index::ChunkCentre(Frame(), KeyOf({0, kCy, kCz})).lat().degrees();
+  std::vector<Case> cases = SampleCases();
+  for (const Case& c :
+       {RadiusAt(0, 0, 1), RadiusAt(lat, -180, 100), RadiusAt(lat, 180, 100), RadiusAt(-90, 0, 1),
+        RadiusAt(90, 180, 1000), RadiusAt(0, 0, 1e300), RectAt(-90, -180, 90, 180),
+        RectAt(lat - 1, -180, lat + 1, -180), RectAt(lat - 1, 180, lat + 1, -180),
+        RectAt(lat - 1, 170, lat + 1, 180), RectAt(lat - 1, -180, lat + 1, -170),
+        Cell(S2CellId::FromFace(5)), Cell(S2CellId(S2LatLng::FromDegrees(lat, 180)))}) {
+    cases.push_back(c);
+  }
+  ExpectAllAgree(cases);
+  // By plain geometry: 20 m around (lat, -180) holds the chunks at both
+  // ends of the row (16 m east of -180 and 3 m west of 180), the fills
+  // beside them (16 m south) and the planet-wide layer.
+  ASSERT_OK_AND_ASSIGN(QueryReply edge, client_->Query(RadiusAt(lat, -180, 20).request));
+  std::set<uint64_t> codes, seqs;
+  for (const auto& c : edge.chunks) codes.insert(c.code);
+  for (const auto& f : edge.fills) seqs.insert(f.seq);
+  EXPECT_EQ(codes, (std::set<uint64_t>{KeyOf({0, kCy, kCz}).code(),
+                                       KeyOf({Frame().chunks_x() - 1, kCy, kCz}).code()}));
+  EXPECT_EQ(seqs, (std::set<uint64_t>{fills_[1].seq, fills_[2].seq, fills_[3].seq}));
+
+  // The fills are durable: a restarted voxdbd answers the same.
+  EXPECT_OK(client_->Ping());
+  client_.reset();
+  EXPECT_EQ(daemon_->StopWith(SIGTERM), 0);
+  daemon_ = std::make_unique<DaemonProcess>(VOXDBD_PATH, dir_.Sub("data"));
+  client_ = Connect();
+  ASSERT_NE(client_, nullptr);
+  ExpectAllAgree(cases);
+  EXPECT_OK(client_->Ping());
+  EXPECT_EQ(daemon_->StopWith(SIGTERM), 0);
+}
+
+// Values at the limits are accepted (a rectangle from -180 to -180 is the
+// meridian 180); values past them, and NaN, are INVALID: over the wire,
+// with the connection kept.
+TEST_F(DaemonQueryTest, LimitsOfLatitudeAndLongitudeOverTheWire) {
+  WriteSamples();
+  const uint64_t row = uint64_t{kCy} * Frame().chunk_edge();
+  Fill({{0, row, 0}, {1, row + 1, 1}}, 2);  // at longitude -180
+  for (const Case& c :
+       {RadiusAt(90, -180, 10), RadiusAt(-90, 180, 10), RectAt(-90, -180, -90, -180),
+        RectAt(90, 180, 90, -180), RectAt(-90, -180, 90, -180)}) {
+    SCOPED_TRACE(c.name);
+    ASSERT_OK_AND_ASSIGN(QueryReply r, client_->Query(c.request));
+    EXPECT_EQ(r.chunks, Expected(c).chunks);
+    EXPECT_EQ(r.fills, Expected(c).fills);
+  }
+  // The meridian -180..-180 is the meridian 180, where the fill starts.
+  ASSERT_OK_AND_ASSIGN(QueryReply meridian, client_->Query(RectAt(-90, -180, 90, -180).request));
+  ASSERT_EQ(meridian.fills.size(), 1u);
+  EXPECT_EQ(meridian.fills[0].seq, fills_[0].seq);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<std::pair<std::string, QueryRequest>> bad;
+  auto add_radius = [&](std::string name, double lat, double lon, double metres) {
+    QueryRequest q = RadiusAt(0, 0, 1).request;
+    q.lat = lat;
+    q.lon = lon;
+    q.radius = metres;
+    bad.push_back({std::move(name), q});
+  };
+  auto add_rect = [&](std::string name, double lat_lo, double lon_lo, double lat_hi,
+                      double lon_hi) {
+    QueryRequest q = RectAt(0, 0, 1, 1).request;
+    q.rect = {lat_lo, lon_lo, lat_hi, lon_hi};
+    bad.push_back({std::move(name), q});
+  };
+  add_radius("NaN latitude", nan, 0, 1);
+  add_radius("NaN longitude", 0, nan, 1);
+  add_radius("NaN radius", 0, 0, nan);
+  add_radius("infinite latitude", inf, 0, 1);
+  add_radius("longitude -inf", 0, -inf, 1);
+  add_radius("infinite radius", 0, 0, inf);
+  add_radius("latitude 90.0000001", 90.0000001, 0, 1);
+  add_radius("longitude -180.0000001", 0, -180.0000001, 1);
+  add_radius("longitude 1e308", 0, 1e308, 1);
+  add_radius("radius -1e-300", 0, 0, -1e-300);
+  add_rect("rect NaN latitude", nan, 0, 1, 1);
+  add_rect("rect NaN longitude", 0, 0, 1, nan);
+  add_rect("rect longitude -inf", 0, -inf, 1, 1);
+  add_rect("rect latitude -90.0000001", -90.0000001, 0, 1, 1);
+  add_rect("rect longitude 180.0000001", 0, 0, 1, 180.0000001);
+  add_rect("rect latitudes swapped", 1, 0, 0, 1);
+  for (uint64_t cell : std::vector<uint64_t>{0, 0xf000000000000000ull, 0xc000000000000001ull,
+                                             0x4000000000000000ull, ~uint64_t{0}}) {
+    QueryRequest q;
+    q.kind = QueryKind::kCell;
+    q.cell = cell;
+    bad.push_back({absl::StrFormat("cell %016x", cell), q});
+  }
+  for (const auto& [name, q] : bad) {
+    auto r = client_->Query(q);
+    EXPECT_EQ(protocol::ServerStatusOf(r.status()), WireStatus::kInvalid)
+        << name << ": " << r.status();
+  }
+  EXPECT_OK(client_->Ping());
 }
 
 }  // namespace

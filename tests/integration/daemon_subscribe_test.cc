@@ -20,6 +20,7 @@
 #include "engine/chunk_codec.h"
 #include "engine/journal.h"
 #include "engine/morton.h"
+#include "engine/world_frame.h"
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/stats.h"
@@ -392,6 +393,60 @@ TEST_F(DaemonSubscribeTest, UnreadEventsDoNotHoldUpAShutdown) {
   const int status = daemon_->StopWith(SIGTERM);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+// A radius subscription open while a fill touching x = 0 (longitude -180)
+// happened aborted voxdbd (libs2: s1interval.h: Check failed: is_valid())
+// as it checked the fill against the region. Now the fill reaches exactly
+// the subscriptions it meets, and voxdbd lives on.
+TEST_F(DaemonSubscribeTest, RadiusSubscriptionsSeeFillsTouchingXZero) {
+  Start();
+  auto writer = Connect(), near = Connect(), far = Connect();
+  const engine::WorldFrame frame = engine::WorldFrame::Earth();
+  const uint64_t row = kCy * kEdge;
+  const double lat = frame.MetresToGeo({0, (row + 0.5) * frame.voxel_size_m(), 0}).lat_deg;
+  auto radius = [](double lat_deg, double lon_deg, double metres) {
+    protocol::SubscribeRequest s;
+    s.region.kind = protocol::QueryKind::kRadius;
+    s.region.lat = lat_deg;
+    s.region.lon = lon_deg;
+    s.region.radius = metres;
+    return s;
+  };
+  ASSERT_OK_AND_ASSIGN(auto sn, near->Subscribe(radius(lat, 180, 100)));
+  ASSERT_OK_AND_ASSIGN(auto sf, far->Subscribe(radius(0, 0, 1)));  // voxdb watch radius 0 0 1
+
+  const Box beside{{0, row, 0}, {1, row + 1, 1}};  // at (lat, -180)
+  const Box corner{{0, 0, 0}, {1, 1, 1}};          // voxdb fill 0 0 0 1 1 1 0: the south pole
+  const Box planet{{0, 0, 5}, {frame.extent_x(), frame.extent_y(), 6}};
+  ASSERT_OK_AND_ASSIGN(uint64_t v1, writer->FillBox(beside, 2));
+  ASSERT_OK_AND_ASSIGN(uint64_t v2, writer->FillBox(corner, 0));
+  ASSERT_OK_AND_ASSIGN(uint64_t v3, writer->FillBox(planet, 3));
+  EXPECT_LT(v1, v2);
+
+  const std::vector<ChangeEvent> got_near = Receive(*near, sn.subscription, 2);
+  ASSERT_EQ(got_near.size(), 2u);
+  EXPECT_EQ(got_near[0].kind, EventKind::kFill);
+  EXPECT_EQ(got_near[0].seq, v1);
+  EXPECT_EQ(got_near[0].box, beside);
+  EXPECT_EQ(got_near[1].kind, EventKind::kFill);
+  EXPECT_EQ(got_near[1].seq, v3);
+  EXPECT_EQ(got_near[1].box, planet);
+  const std::vector<ChangeEvent> got_far = Receive(*far, sf.subscription, 1);
+  ASSERT_EQ(got_far.size(), 1u);
+  EXPECT_EQ(got_far[0].kind, EventKind::kFill);
+  EXPECT_EQ(got_far[0].seq, v3);
+  EXPECT_TRUE(Quiet(*near, std::chrono::milliseconds(300)));
+  EXPECT_TRUE(Quiet(*far, std::chrono::milliseconds(300)));
+
+  // voxdbd still serves, and stops cleanly.
+  EXPECT_OK(writer->Ping());
+  EXPECT_OK(near->Ping());
+  EXPECT_OK(far->Ping());
+  near.reset();
+  far.reset();
+  writer.reset();
+  EXPECT_EQ(daemon_->StopWith(SIGTERM), 0);
 }
 
 }  // namespace
