@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -101,12 +102,13 @@ class Server {
 
   // Binds and listens. Returns the bound port (useful with port 0).
   StatusOr<uint16_t> Listen();
-  // Serves until Stop() has drained: returns once every request in flight
-  // when Stop() was called has been answered and its reply sent (or after
-  // shutdown_timeout).
+  // Serves until Stop() has drained: returns once every connection has
+  // answered the requests it read and closed (or after shutdown_timeout).
   void Run();
-  // Stops accepting; requests that arrive from now on are answered
-  // UNAVAILABLE and their connection closed.
+  // Stops accepting. Each connection answers the requests it has read
+  // (from any thread), answers UNAVAILABLE the requests still readable,
+  // writes its replies, then half-closes (FIN) and closes after the
+  // client's EOF or a short linger.
   void Stop();
   // Waits for requests that run off the I/O threads (FLUSH). Call after
   // Run() returns and before the database goes away.
@@ -120,6 +122,9 @@ class Server {
   void Accept();
   void Reject(tcp::socket socket);
   void Drain(std::chrono::steady_clock::time_point deadline);
+  // The connections open, for Stop() to reach them all.
+  void Register(const std::shared_ptr<Connection>& c);
+  void Unregister(const Connection* c);
   // The role a HELLO token grants (kNone if none matches). Compares every
   // token in full so timing does not reveal a matching prefix.
   protocol::Role Authenticate(const std::string& token) const;
@@ -137,12 +142,15 @@ class Server {
   std::atomic<bool> stopping_{false};
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::unique_ptr<asio::steady_timer> drain_timer_;  // used on io_ only
+  std::mutex live_mu_;
+  std::map<const Connection*, std::weak_ptr<Connection>> live_;  // GUARDED_BY(live_mu_)
 
   std::atomic<uint64_t> connections_{0}, accepted_{0}, rejected_{0};
   std::atomic<uint64_t> auth_failures_{0}, permission_denied_{0};
   std::atomic<uint64_t> idle_closed_{0}, slow_closed_{0}, protocol_errors_{0};
   std::atomic<uint64_t> requests_{0}, bytes_in_{0}, bytes_out_{0};
   std::atomic<uint64_t> in_flight_{0};       // requests answered later (writes, FLUSH)
+  std::atomic<uint64_t> unanswered_{0};      // requests decoded, reply not queued yet
   std::atomic<uint64_t> unsent_{0};          // bytes queued on all connections, pushed ones too
   std::atomic<uint64_t> unsent_replies_{0};  // of which replies: what a drain waits for
   std::atomic<uint64_t> deferred_writes_{0};
