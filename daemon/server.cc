@@ -238,6 +238,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     if (closed_ || draining_) return;
     draining_ = true;
     DropPushes();  // only replies are waited for
+    bool replies = false;
+    for (const auto& f : outbox_) replies = replies || !IsPush(f);
+    if (!replies) ReleaseOutbox();  // a pushed frame half sent: its client is not reading
     MaybeFinish();
   }
 
@@ -260,7 +263,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   // every reply written, and, while stopping, nothing left to read (what
   // is readable still gets its UNAVAILABLE reply first).
   void MaybeFinish() {
-    if (closed_ || lingering_ || handling_input_ || writing_) return;
+    if (closed_ || lingering_ || handling_input_) return;
     if (!close_after_write_ && !draining_) return;
     if (unanswered_ > 0 || !outbox_.empty()) return;
     if (!close_after_write_) {
