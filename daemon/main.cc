@@ -159,7 +159,8 @@ int Fail(const std::string& option, const std::string& why) {
 int main(int argc, char** argv) {
   std::string config, data, listen, durability, cache, dirty, max_map;
   std::string metrics_listen;
-  std::string max_frame, max_buffered, idle_timeout, send_timeout, shutdown_timeout;
+  std::string max_frame, max_buffered, max_request_buffer, idle_timeout, send_timeout,
+      shutdown_timeout;
   std::vector<std::string> tokens;
   std::string log_level, slow_request;
   std::string change_window_bytes, push_window;
@@ -191,8 +192,10 @@ int main(int argc, char** argv) {
       "largest request payload (4KiB before a client has authenticated)")(
       "max-buffered-bytes", po::value(&max_buffered)->default_value("64MiB"),
       "reply bytes queued per connection before its requests stop being read")(
-      "idle-timeout", po::value(&idle_timeout)->default_value("5m"),
-      "close a connection without a whole request for this long (0: never)")(
+      "max-request-buffer-bytes", po::value(&max_request_buffer)->default_value("256MiB"),
+      "bytes of partly received requests over all connections; past it, those holding the most "
+      "stop being read")("idle-timeout", po::value(&idle_timeout)->default_value("5m"),
+                         "close a connection without a whole request for this long (0: never)")(
       "send-timeout", po::value(&send_timeout)->default_value("30s"),
       "close a connection whose replies make no progress for this long (0: never)")(
       "shutdown-timeout", po::value(&shutdown_timeout)->default_value("30s"),
@@ -279,6 +282,11 @@ int main(int argc, char** argv) {
     return Fail("max-buffered-bytes", "'" + max_buffered + "' is not a size");
   }
   server_options.max_buffered_bytes = n;
+  if (!ParseSize(max_request_buffer, &n) || n < (1u << 20)) {
+    return Fail("max-request-buffer-bytes",
+                "'" + max_request_buffer + "' is not a size of at least 1MiB");
+  }
+  server_options.max_request_buffer_bytes = n;
   if (!ParseDuration(idle_timeout, &server_options.idle_timeout)) {
     return Fail("idle-timeout", "'" + idle_timeout + "' is not a duration like 300s or 5m");
   }

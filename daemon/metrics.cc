@@ -205,6 +205,12 @@ class Metrics::Collector : public prometheus::Collectable {
     out->push_back(Single("voxdb_requests_in_flight",
                           "Requests answered later (writes, FLUSH) not answered yet",
                           MetricType::Gauge, d(s.in_flight)));
+    out->push_back(Single("voxdb_request_buffer_bytes",
+                          "Bytes of partly received requests held, over all connections",
+                          MetricType::Gauge, d(s.request_buffer_bytes)));
+    out->push_back(Single("voxdb_request_buffer_waits_total",
+                          "Times a connection stopped being read for max-request-buffer-bytes",
+                          MetricType::Counter, d(s.request_buffer_waits)));
     out->push_back(Single("voxdb_deferred_writes_total",
                           "Writes handed to the worker thread under back-pressure",
                           MetricType::Counter, d(s.deferred_writes)));

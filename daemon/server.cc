@@ -196,6 +196,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         });
         return;
       }
+      if (!lingering_ && OverBudget()) return;  // ResumeFromBudget() reads on
       boost::system::error_code ec;
       const size_t n = socket_.read_some(asio::buffer(buffer_), ec);
       if (ec == asio::error::would_block || ec == asio::error::try_again) {
@@ -224,16 +225,59 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
 
   // Whether requests are being read (not while paused, nor once the
   // connection is closing after its replies).
-  bool WantInput() const { return !paused_ && !close_after_write_; }
+  bool WantInput() const { return !paused_ && !budget_paused_ && !close_after_write_; }
 
   void Consume(std::span<const uint8_t> in) {
     const bool outer = !handling_input_;
     handling_input_ = true;  // no nested Read() or MaybeFinish() meanwhile
     OnBytes(in);
+    UpdateHeld();
     if (outer) handling_input_ = false;
     if (outer) MaybeFinish();
   }
 
+  // --- The server-wide budget for partly received requests ---
+
+  // Accounts this connection's bytes of requests read and not dispatched
+  // yet (a partial frame in the decoder, input kept while paused).
+  void UpdateHeld() {
+    const uint64_t now = closed_ ? 0 : decoder_.buffered() + pending_input_.size();
+    if (now == held_) return;
+    const uint64_t before = held_;
+    held_ = now;
+    if (now > before) {
+      server_->request_bytes_ += now - before;
+    } else {
+      server_->request_bytes_ -= before - now;
+      server_->RequestBytesFreed(this, now < kBudgetExempt);
+    }
+  }
+
+  // Whether to stop reading for now: this connection holds kBudgetExempt
+  // bytes or more of a partial request while the server's total is over
+  // max_request_buffer_bytes, and another such connection holds the one
+  // right to go on past it.
+  bool OverBudget() {
+    if (held_ < kBudgetExempt || server_->request_bytes_ <= options_.max_request_buffer_bytes) {
+      return false;
+    }
+    if (server_->MayBuffer(shared_from_this())) return false;
+    budget_paused_ = true;
+    return true;
+  }
+
+ public:
+  // Posted by the server when the total fell or the right to go on is free.
+  void ResumeFromBudget() {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      if (!self->budget_paused_ || self->closed_) return;
+      self->budget_paused_ = false;
+      self->Read();
+      self->MaybeFinish();
+    });
+  }
+
+ private:
   void OnStop() {
     if (closed_ || draining_) return;
     draining_ = true;
@@ -269,7 +313,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     if (!close_after_write_) {
       if (!pending_input_.empty()) return;  // MaybeResume() decodes it
       boost::system::error_code ec;
-      if (!paused_ && socket_.available(ec) > 0 && !ec) return Read();
+      if (!paused_ && !budget_paused_ && socket_.available(ec) > 0 && !ec) return Read();
     }
     Linger();
   }
@@ -283,6 +327,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     boost::system::error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_send, ignored);
     pending_input_.clear();
+    UpdateHeld();
     linger_timer_.expires_after(kLinger);
     linger_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
       if (!ec) self->Close();
@@ -969,10 +1014,11 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         << "\nidle_closed " << ss.idle_closed << "\nslow_closed " << ss.slow_closed
         << "\nprotocol_errors " << ss.protocol_errors << "\nrequests " << ss.requests
         << "\ndeferred_writes " << ss.deferred_writes << "\nbytes_in " << ss.bytes_in
-        << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight << "\nsnapshots_open "
-        << ss.snapshots_open << "\nunsent_bytes " << server_->unsent_.load() << "\nsubscribers "
-        << ss.subscriptions.subscribers << "\nsubscription_events "
-        << ss.subscriptions.events_pushed << "\nsubscription_frames "
+        << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight
+        << "\nrequest_buffer_bytes " << ss.request_buffer_bytes << "\nrequest_buffer_waits "
+        << ss.request_buffer_waits << "\nsnapshots_open " << ss.snapshots_open << "\nunsent_bytes "
+        << server_->unsent_.load() << "\nsubscribers " << ss.subscriptions.subscribers
+        << "\nsubscription_events " << ss.subscriptions.events_pushed << "\nsubscription_frames "
         << ss.subscriptions.frames_pushed << "\nsubscribers_cut_off " << ss.subscriptions.cut_off
         << "\nsubscription_lag " << ss.subscriptions.lag << "\nchange_feed_records "
         << server_->db_->changes().records() << "\nchange_feed_floor "
@@ -1208,6 +1254,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     timer_.cancel();
     linger_timer_.cancel();
     pending_input_.clear();
+    UpdateHeld();  // closed_: its bytes go back to the budget
     server_->snapshots_open_ -= snapshots_.size();
     snapshots_.clear();  // their LMDB reader slots
     server_->hub_->RemoveAll(this);
@@ -1256,6 +1303,11 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   bool lingering_ = false;       // FIN sent; reading only to discard
   bool reading_ = false;         // a wait for input (or a read turn) is pending
   bool handling_input_ = false;  // inside Consume()
+  bool budget_paused_ = false;   // not reading: over max_request_buffer_bytes
+  uint64_t held_ = 0;            // counted in server_->request_bytes_
+  // A connection holding less of a partial request reads on past the budget
+  // (small requests, and the first 64 KiB of large ones, are never held up).
+  static constexpr uint64_t kBudgetExempt = 64 << 10;
   bool closed_ = false;
   int in_flight_ = 0;
   int unanswered_ = 0;  // requests decoded whose reply is not queued yet
@@ -1417,6 +1469,8 @@ ServerStats Server::stats() const {
   s.bytes_in = bytes_in_;
   s.bytes_out = bytes_out_;
   s.in_flight = in_flight_;
+  s.request_buffer_bytes = request_bytes_;
+  s.request_buffer_waits = budget_waits_;
   s.deferred_writes = deferred_writes_;
   s.snapshots_open = static_cast<uint64_t>(std::max<int64_t>(0, snapshots_open_.load()));
   s.subscriptions = hub_->stats();
@@ -1452,6 +1506,46 @@ void Server::Stop() {
 void Server::Register(const std::shared_ptr<Connection>& c) {
   std::lock_guard<std::mutex> l(live_mu_);
   live_[c.get()] = c;
+}
+
+// Under budget_mu_: the total is over the budget, so `c` may go on only with
+// the one right to (so that some large request can always complete), else
+// it waits (registered before the total is read again: see
+// RequestBytesFreed).
+bool Server::MayBuffer(const std::shared_ptr<Connection>& c) {
+  std::lock_guard<std::mutex> l(budget_mu_);
+  ++budget_waiting_;
+  if (request_bytes_ <= options_.max_request_buffer_bytes) {
+    --budget_waiting_;
+    return true;
+  }
+  if (budget_lease_ == nullptr || budget_lease_ == c.get()) {
+    budget_lease_ = c.get();
+    --budget_waiting_;
+    return true;
+  }
+  budget_waiters_.push_back(c);
+  ++budget_waits_;
+  return false;
+}
+
+// `c` released bytes (`done`: it holds less than the exempt amount now, so
+// gives back the right to go on past the budget): wakes the waiters once
+// the total is under the budget or the right is free.
+void Server::RequestBytesFreed(const Connection* c, bool done) {
+  if (budget_waiting_ == 0 && budget_lease_ != c) return;
+  std::vector<std::weak_ptr<Connection>> wake;
+  {
+    std::lock_guard<std::mutex> l(budget_mu_);
+    if (done && budget_lease_ == c) budget_lease_ = nullptr;
+    if (budget_waiters_.empty()) return;
+    if (request_bytes_ > options_.max_request_buffer_bytes && budget_lease_ != nullptr) return;
+    wake.swap(budget_waiters_);
+    budget_waiting_ -= wake.size();
+  }
+  for (auto& weak : wake) {
+    if (auto w = weak.lock()) w->ResumeFromBudget();
+  }
 }
 
 void Server::Unregister(const Connection* c) {

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -194,6 +195,103 @@ TEST(DaemonShutdownTest, SigtermAnswersEveryRequestOnceAndEndsWithAFin) {
   size_t lost = 0;
   for (size_t i = 0; i < applied.size(); ++i) lost += got[i] != applied[i].material;
   EXPECT_EQ(lost, 0u) << "of " << applied.size() << " writes answered OK";
+}
+
+uint64_t RssBytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (in >> key) {
+    if (key == "VmRSS:") {
+      uint64_t kb = 0;
+      in >> kb;
+      return kb * 1024;
+    }
+  }
+  return 0;
+}
+
+uint64_t StatOf(protocol::Client* c, const std::string& name) {
+  auto text = c->Call(Opcode::kStats, {});
+  EXPECT_TRUE(text.ok()) << text.status();
+  if (!text.ok()) return 0;
+  std::istringstream in(std::string(text->begin(), text->end()));
+  std::string key;
+  double value;
+  while (in >> key >> value) {
+    if (key == name) return static_cast<uint64_t>(value);
+  }
+  ADD_FAILURE() << "STATS has no " << name;
+  return 0;
+}
+
+// Twelve connections each send most of a 16 MiB frame and stop: the bytes
+// the server holds for them stay within max-request-buffer-bytes (plus one
+// frame that may go on past it, and 128 KiB a connection), small requests
+// are still served, and a large frame waiting for the budget completes once
+// the stalled senders go.
+TEST(DaemonLimitsTest, PartlyReceivedRequestsStayWithinTheServerWideBudget) {
+  TempDir dir;
+  constexpr uint64_t kBudget = 8u << 20, kFrame = 16u << 20;
+  constexpr int kStalled = 12;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"),
+                       {"--max-request-buffer-bytes", "8MiB", "--idle-timeout", "0"});
+  auto admin = protocol::Client::Connect("127.0.0.1", daemon.port());
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  const uint64_t rss_before = RssBytes(daemon.pid());
+  std::vector<uint8_t> frame;
+  AppendFrame(Opcode::kPing, 1, std::vector<uint8_t>(kFrame, 7), &frame);
+  std::vector<int> fds;
+  std::vector<std::thread> senders;
+  for (int i = 0; i < kStalled; ++i) {
+    const int fd = ConnectRaw(daemon.port());
+    ASSERT_GE(fd, 0);
+    fds.push_back(fd);
+    // All but the last byte, until the server stops reading.
+    senders.emplace_back([fd, &frame] {
+      timeval tv{0, 500'000};
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      size_t done = 0;
+      while (done < frame.size() - 1) {
+        const ssize_t n = send(fd, frame.data() + done, frame.size() - 1 - done, MSG_NOSIGNAL);
+        if (n <= 0) break;  // stalled for 0.5 s (or closed)
+        done += static_cast<size_t>(n);
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  const uint64_t held = StatOf(admin->get(), "request_buffer_bytes");
+  const uint64_t rss_after = RssBytes(daemon.pid());
+  // Two I/O threads may each read 64 KiB past the budget at once.
+  const uint64_t bound = kBudget + kFrame + kStalled * (128u << 10) + (1u << 20);
+  std::printf("request_buffer_bytes %llu, RSS grew by %lld bytes\n", (unsigned long long)held,
+              (long long)(rss_after - rss_before));
+  EXPECT_GT(held, kBudget);
+  EXPECT_LE(held, bound);
+  EXPECT_LT(rss_after, rss_before + bound + (32u << 20)) << rss_before;
+  EXPECT_GT(StatOf(admin->get(), "request_buffer_waits"), 0u);
+  // Small requests go on, on old connections and new ones.
+  EXPECT_OK((*admin)->Ping(std::vector<uint8_t>(1000, 1)));
+  auto fresh = protocol::Client::Connect("127.0.0.1", daemon.port());
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_OK((*fresh)->Ping(std::vector<uint8_t>(1000, 2)));
+  // A whole large frame waits while the stalled senders hold the budget,
+  // and completes once they are gone.
+  std::atomic<bool> big_done{false};
+  absl::Status big_status;
+  std::thread big([&] {
+    auto c = protocol::Client::Connect("127.0.0.1", daemon.port());
+    big_status = c.ok() ? (*c)->Ping(std::vector<uint8_t>(kFrame, 3)) : c.status();
+    big_done = true;
+  });
+  std::this_thread::sleep_for(300ms);
+  for (int fd : fds) close(fd);
+  big.join();
+  EXPECT_OK(big_status);
+  for (int i = 0; i < 100 && StatOf(admin->get(), "request_buffer_bytes") != 0; ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(StatOf(admin->get(), "request_buffer_bytes"), 0u);
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
 }
 
 }  // namespace
