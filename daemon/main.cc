@@ -90,21 +90,41 @@ bool ParseDuration(const std::string& s, std::chrono::milliseconds* out) {
   return true;
 }
 
-// "HOST:PORT" with a non-empty host and a port of 0..65535 in digits only.
+// "HOST:PORT" with a non-empty host and a port of 0..65535 in digits only;
+// an IPv6 host goes in brackets, "[::1]:7390", and *host gets it without
+// them.
 bool ParseHostPort(const std::string& s, std::string* host, uint16_t* port) {
-  const size_t colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size() || s.size() - colon > 6) {
-    return false;
+  size_t colon;
+  std::string h;
+  if (!s.empty() && s[0] == '[') {
+    const size_t close = s.find(']');
+    if (close == std::string::npos || close == 1 || close + 1 >= s.size() || s[close + 1] != ':') {
+      return false;
+    }
+    h = s.substr(1, close - 1);
+    colon = close + 1;
+  } else {
+    colon = s.rfind(':');
+    if (colon == std::string::npos || colon == 0) return false;
+    h = s.substr(0, colon);
+    if (h.find(':') != std::string::npos) return false;  // IPv6 without brackets
   }
+  if (colon + 1 == s.size() || s.size() - colon > 6) return false;
   uint32_t p = 0;
   for (size_t i = colon + 1; i < s.size(); ++i) {
     if (!std::isdigit(static_cast<unsigned char>(s[i]))) return false;
     p = p * 10 + static_cast<uint32_t>(s[i] - '0');
   }
   if (p > 65535) return false;
-  *host = s.substr(0, colon);
+  *host = h;
   *port = static_cast<uint16_t>(p);
   return true;
+}
+
+// HOST:PORT as it is written, IPv6 in brackets.
+std::string HostPort(const std::string& host, uint16_t port) {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+         std::to_string(port);
 }
 
 // systemd readiness (Type=notify): one datagram to $NOTIFY_SOCKET, a path
@@ -263,13 +283,15 @@ int main(int argc, char** argv) {
 
   daemon::ServerOptions server_options;
   if (!ParseHostPort(listen, &server_options.listen_address, &server_options.listen_port)) {
-    return Fail("listen", "'" + listen + "' is not HOST:PORT (port 0..65535)");
+    return Fail("listen",
+                "'" + listen + "' is not HOST:PORT (port 0..65535; IPv6 as [ADDRESS]:PORT)");
   }
   std::string metrics_address;
   uint16_t metrics_port = 0;
   if (metrics_listen != "off" && !ParseHostPort(metrics_listen, &metrics_address, &metrics_port)) {
-    return Fail("metrics-listen",
-                "'" + metrics_listen + "' is not HOST:PORT (port 0..65535) or off");
+    return Fail(
+        "metrics-listen",
+        "'" + metrics_listen + "' is not HOST:PORT (port 0..65535; IPv6 as [ADDRESS]:PORT) or off");
   }
   server_options.io_threads = threads;
   if (max_connections < 1) return Fail("max-connections", "must be at least 1");
@@ -414,15 +436,15 @@ int main(int argc, char** argv) {
     }
     metrics_port = *bound;
   }
-  std::printf("voxdbd listening on %s:%u (data %s, %llu journal records replayed)\n",
-              server_options.listen_address.c_str(), *port, data.c_str(),
+  std::printf("voxdbd listening on %s (data %s, %llu journal records replayed)\n",
+              HostPort(server_options.listen_address, *port).c_str(), data.c_str(),
               static_cast<unsigned long long>((*db)->Stats().replayed_records));
   if (metrics != nullptr) {
-    std::printf("voxdbd metrics on %s:%u\n", metrics_address.c_str(), metrics_port);
+    std::printf("voxdbd metrics on %s\n", HostPort(metrics_address, metrics_port).c_str());
   }
   std::fflush(stdout);
-  daemon::Log(daemon::LogLevel::kInfo, "%s serving %s on %s:%u, %s durability, log level %s",
-              kVersion, data, server_options.listen_address, *port, durability, log_level);
+  daemon::Log(daemon::LogLevel::kInfo, "%s serving %s on %s, %s durability, log level %s", kVersion,
+              data, HostPort(server_options.listen_address, *port), durability, log_level);
   Notify("READY=1");
   std::thread signal_thread([&] {
     for (;;) {

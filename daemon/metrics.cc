@@ -399,7 +399,7 @@ StatusOr<uint16_t> Metrics::Serve(const std::string& address, uint16_t port, eng
   } catch (const std::exception& e) {
     // Debian's civetweb is built without IPv6.
     return absl::UnavailableError(absl::StrFormat(
-        "cannot serve metrics on %s:%u (in use, not an address of this host%s): %s", address, port,
+        "cannot serve metrics on %s:%u (in use, not an address of this host%s): %s", host, port,
         host == address ? "" : ", or IPv6 unsupported by civetweb", e.what()));
   }
   exposer_->RegisterCollectable(collector_);
@@ -407,7 +407,7 @@ StatusOr<uint16_t> Metrics::Serve(const std::string& address, uint16_t port, eng
   if (ports.empty()) {
     exposer_.reset();
     return absl::UnavailableError(
-        absl::StrFormat("cannot serve metrics on %s:%u: no listening port", address, port));
+        absl::StrFormat("cannot serve metrics on %s:%u: no listening port", host, port));
   }
   boost::system::error_code ec;
   wake_address_ = asio::ip::make_address(address, ec);
