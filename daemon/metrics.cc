@@ -394,8 +394,13 @@ StatusOr<uint16_t> Metrics::Serve(const std::string& address, uint16_t port, eng
   // civetweb's syntax: IPv6 addresses in brackets.
   const std::string host = address.find(':') != std::string::npos ? "[" + address + "]" : address;
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(absl::StrFormat("%s:%u", host, port),
-                                                     /*num_threads=*/2);
+    // civetweb serves a connection per thread: a client that sends half a
+    // request holds its thread until request_timeout_ms (30 s by default)
+    // has passed since the request began, so a few of them, unauthenticated,
+    // would block every scrape. Time them out sooner, with threads to spare.
+    exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", absl::StrFormat("%s:%u", host, port), "num_threads",
+        std::to_string(kHttpThreads), "request_timeout_ms", std::to_string(kHttpTimeoutMs)});
   } catch (const std::exception& e) {
     // Debian's civetweb is built without IPv6.
     return absl::UnavailableError(absl::StrFormat(
