@@ -343,6 +343,13 @@ int main(int argc, char** argv) {
     if (token.secret.size() < 16) {
       return Fail("token", "a " + role + " token's secret has fewer than 16 characters");
     }
+    for (const daemon::Token& other : server_options.tokens) {
+      if (other.secret == token.secret) {
+        return Fail("token", "one secret is configured twice (" +
+                                 std::string(protocol::RoleName(other.role)) + " and " + role +
+                                 "): give each token its own secret");
+      }
+    }
     server_options.tokens.push_back(std::move(token));
   }
   if (change_window < 1) return Fail("change-window", "must be at least 1");

@@ -176,6 +176,15 @@ TEST(DaemonAuthTest, RefusesToServeBeyondLoopbackWithoutATokenOrWithAWeakOne) {
   EXPECT_NE(out.find("--token"), std::string::npos) << out;
   std::tie(status, out) = RunDaemon("--data " + dir.Sub("d") + " --idle-timeout 5 parsecs");
   EXPECT_EQ(status, 2);
+  // One secret for two roles: HELLO would get the higher one. (The data
+  // "directory" is a file, so that a daemon that accepted the tokens would
+  // exit 1 rather than serve.)
+  std::ofstream(dir.Sub("e")) << "not a directory";
+  std::tie(status, out) =
+      RunDaemon("--data " + dir.Sub("e") + " --token read:" + Secret(kAdminToken) + " --token " +
+                kAdminToken);
+  EXPECT_EQ(status, 2);
+  EXPECT_NE(out.find("twice"), std::string::npos) << out;
 }
 
 // A client that sends one byte every 100 ms never completes a request: the
