@@ -90,21 +90,41 @@ bool ParseDuration(const std::string& s, std::chrono::milliseconds* out) {
   return true;
 }
 
-// "HOST:PORT" with a non-empty host and a port of 0..65535 in digits only.
+// "HOST:PORT" with a non-empty host and a port of 0..65535 in digits only;
+// an IPv6 host goes in brackets, "[::1]:7390", and *host gets it without
+// them.
 bool ParseHostPort(const std::string& s, std::string* host, uint16_t* port) {
-  const size_t colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size() || s.size() - colon > 6) {
-    return false;
+  size_t colon;
+  std::string h;
+  if (!s.empty() && s[0] == '[') {
+    const size_t close = s.find(']');
+    if (close == std::string::npos || close == 1 || close + 1 >= s.size() || s[close + 1] != ':') {
+      return false;
+    }
+    h = s.substr(1, close - 1);
+    colon = close + 1;
+  } else {
+    colon = s.rfind(':');
+    if (colon == std::string::npos || colon == 0) return false;
+    h = s.substr(0, colon);
+    if (h.find(':') != std::string::npos) return false;  // IPv6 without brackets
   }
+  if (colon + 1 == s.size() || s.size() - colon > 6) return false;
   uint32_t p = 0;
   for (size_t i = colon + 1; i < s.size(); ++i) {
     if (!std::isdigit(static_cast<unsigned char>(s[i]))) return false;
     p = p * 10 + static_cast<uint32_t>(s[i] - '0');
   }
   if (p > 65535) return false;
-  *host = s.substr(0, colon);
+  *host = h;
   *port = static_cast<uint16_t>(p);
   return true;
+}
+
+// HOST:PORT as it is written, IPv6 in brackets.
+std::string HostPort(const std::string& host, uint16_t port) {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+         std::to_string(port);
 }
 
 // systemd readiness (Type=notify): one datagram to $NOTIFY_SOCKET, a path
@@ -159,7 +179,8 @@ int Fail(const std::string& option, const std::string& why) {
 int main(int argc, char** argv) {
   std::string config, data, listen, durability, cache, dirty, max_map;
   std::string metrics_listen;
-  std::string max_frame, max_buffered, idle_timeout, send_timeout, shutdown_timeout;
+  std::string max_frame, max_buffered, max_request_buffer, idle_timeout, send_timeout,
+      shutdown_timeout;
   std::vector<std::string> tokens;
   std::string log_level, slow_request;
   std::string change_window_bytes, push_window, commit_interval;
@@ -194,8 +215,10 @@ int main(int argc, char** argv) {
       "largest request payload (4KiB before a client has authenticated)")(
       "max-buffered-bytes", po::value(&max_buffered)->default_value("64MiB"),
       "reply bytes queued per connection before its requests stop being read")(
-      "idle-timeout", po::value(&idle_timeout)->default_value("5m"),
-      "close a connection without a whole request for this long (0: never)")(
+      "max-request-buffer-bytes", po::value(&max_request_buffer)->default_value("256MiB"),
+      "bytes of partly received requests over all connections; past it, those holding the most "
+      "stop being read")("idle-timeout", po::value(&idle_timeout)->default_value("5m"),
+                         "close a connection without a whole request for this long (0: never)")(
       "send-timeout", po::value(&send_timeout)->default_value("30s"),
       "close a connection whose replies make no progress for this long (0: never)")(
       "shutdown-timeout", po::value(&shutdown_timeout)->default_value("30s"),
@@ -268,13 +291,15 @@ int main(int argc, char** argv) {
 
   daemon::ServerOptions server_options;
   if (!ParseHostPort(listen, &server_options.listen_address, &server_options.listen_port)) {
-    return Fail("listen", "'" + listen + "' is not HOST:PORT (port 0..65535)");
+    return Fail("listen",
+                "'" + listen + "' is not HOST:PORT (port 0..65535; IPv6 as [ADDRESS]:PORT)");
   }
   std::string metrics_address;
   uint16_t metrics_port = 0;
   if (metrics_listen != "off" && !ParseHostPort(metrics_listen, &metrics_address, &metrics_port)) {
-    return Fail("metrics-listen",
-                "'" + metrics_listen + "' is not HOST:PORT (port 0..65535) or off");
+    return Fail(
+        "metrics-listen",
+        "'" + metrics_listen + "' is not HOST:PORT (port 0..65535; IPv6 as [ADDRESS]:PORT) or off");
   }
   server_options.io_threads = threads;
   if (max_connections < 1) return Fail("max-connections", "must be at least 1");
@@ -287,6 +312,11 @@ int main(int argc, char** argv) {
     return Fail("max-buffered-bytes", "'" + max_buffered + "' is not a size");
   }
   server_options.max_buffered_bytes = n;
+  if (!ParseSize(max_request_buffer, &n) || n < (1u << 20)) {
+    return Fail("max-request-buffer-bytes",
+                "'" + max_request_buffer + "' is not a size of at least 1MiB");
+  }
+  server_options.max_request_buffer_bytes = n;
   if (!ParseDuration(idle_timeout, &server_options.idle_timeout)) {
     return Fail("idle-timeout", "'" + idle_timeout + "' is not a duration like 300s or 5m");
   }
@@ -320,6 +350,13 @@ int main(int argc, char** argv) {
     token.secret = t.substr(c + 1);
     if (token.secret.size() < 16) {
       return Fail("token", "a " + role + " token's secret has fewer than 16 characters");
+    }
+    for (const daemon::Token& other : server_options.tokens) {
+      if (other.secret == token.secret) {
+        return Fail("token", "one secret is configured twice (" +
+                                 std::string(protocol::RoleName(other.role)) + " and " + role +
+                                 "): give each token its own secret");
+      }
     }
     server_options.tokens.push_back(std::move(token));
   }
@@ -417,15 +454,15 @@ int main(int argc, char** argv) {
     }
     metrics_port = *bound;
   }
-  std::printf("voxdbd listening on %s:%u (data %s, %llu journal records replayed)\n",
-              server_options.listen_address.c_str(), *port, data.c_str(),
+  std::printf("voxdbd listening on %s (data %s, %llu journal records replayed)\n",
+              HostPort(server_options.listen_address, *port).c_str(), data.c_str(),
               static_cast<unsigned long long>((*db)->Stats().replayed_records));
   if (metrics != nullptr) {
-    std::printf("voxdbd metrics on %s:%u\n", metrics_address.c_str(), metrics_port);
+    std::printf("voxdbd metrics on %s\n", HostPort(metrics_address, metrics_port).c_str());
   }
   std::fflush(stdout);
-  daemon::Log(daemon::LogLevel::kInfo, "%s serving %s on %s:%u, %s durability, log level %s",
-              kVersion, data, server_options.listen_address, *port, durability, log_level);
+  daemon::Log(daemon::LogLevel::kInfo, "%s serving %s on %s, %s durability, log level %s", kVersion,
+              data, HostPort(server_options.listen_address, *port), durability, log_level);
   Notify("READY=1");
   std::thread signal_thread([&] {
     for (;;) {

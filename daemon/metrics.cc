@@ -205,6 +205,12 @@ class Metrics::Collector : public prometheus::Collectable {
     out->push_back(Single("voxdb_requests_in_flight",
                           "Requests answered later (writes, FLUSH) not answered yet",
                           MetricType::Gauge, d(s.in_flight)));
+    out->push_back(Single("voxdb_request_buffer_bytes",
+                          "Bytes of partly received requests held, over all connections",
+                          MetricType::Gauge, d(s.request_buffer_bytes)));
+    out->push_back(Single("voxdb_request_buffer_waits_total",
+                          "Times a connection stopped being read for max-request-buffer-bytes",
+                          MetricType::Counter, d(s.request_buffer_waits)));
     out->push_back(Single("voxdb_deferred_writes_total",
                           "Writes handed to the worker thread under back-pressure",
                           MetricType::Counter, d(s.deferred_writes)));
@@ -388,12 +394,17 @@ StatusOr<uint16_t> Metrics::Serve(const std::string& address, uint16_t port, eng
   // civetweb's syntax: IPv6 addresses in brackets.
   const std::string host = address.find(':') != std::string::npos ? "[" + address + "]" : address;
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(absl::StrFormat("%s:%u", host, port),
-                                                     /*num_threads=*/2);
+    // civetweb serves a connection per thread: a client that sends half a
+    // request holds its thread until request_timeout_ms (30 s by default)
+    // has passed since the request began, so a few of them, unauthenticated,
+    // would block every scrape. Time them out sooner, with threads to spare.
+    exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", absl::StrFormat("%s:%u", host, port), "num_threads",
+        std::to_string(kHttpThreads), "request_timeout_ms", std::to_string(kHttpTimeoutMs)});
   } catch (const std::exception& e) {
     // Debian's civetweb is built without IPv6.
     return absl::UnavailableError(absl::StrFormat(
-        "cannot serve metrics on %s:%u (in use, not an address of this host%s): %s", address, port,
+        "cannot serve metrics on %s:%u (in use, not an address of this host%s): %s", host, port,
         host == address ? "" : ", or IPv6 unsupported by civetweb", e.what()));
   }
   exposer_->RegisterCollectable(collector_);
@@ -401,7 +412,7 @@ StatusOr<uint16_t> Metrics::Serve(const std::string& address, uint16_t port, eng
   if (ports.empty()) {
     exposer_.reset();
     return absl::UnavailableError(
-        absl::StrFormat("cannot serve metrics on %s:%u: no listening port", address, port));
+        absl::StrFormat("cannot serve metrics on %s:%u: no listening port", host, port));
   }
   boost::system::error_code ec;
   wake_address_ = asio::ip::make_address(address, ec);

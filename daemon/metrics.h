@@ -118,6 +118,11 @@ class Metrics {
   AtomicHistogram flush_seconds_;
   AtomicHistogram event_delay_seconds_;
 
+  // The HTTP server's threads, and how long one request (its reading and
+  // its reply's writing) may take before civetweb drops its connection.
+  static constexpr int kHttpThreads = 4;
+  static constexpr int kHttpTimeoutMs = 5000;
+
   std::shared_ptr<Collector> collector_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   asio::ip::address wake_address_;  // where StopServing connects to

@@ -96,6 +96,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         options_(server->options_),
         socket_(std::move(socket)),
         timer_(socket_.get_executor()),
+        linger_timer_(socket_.get_executor()),
         role_(options_.tokens.empty() ? Role::kAdmin : Role::kNone),
         decoder_(role_ == Role::kNone
                      ? std::min(options_.unauthenticated_max_payload, options_.max_frame_payload)
@@ -111,8 +112,16 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     const tcp::endpoint remote = socket_.remote_endpoint(ec);
     peer_ = ec ? "unknown" : absl::StrFormat("%s:%u", remote.address().to_string(), remote.port());
     Log(LogLevel::kDebug, "connection from %s", peer_);
+    server_->Register(shared_from_this());
     ArmTimer();
     Read();
+    if (server_->stopping_) OnStop();  // accepted as the server stopped
+  }
+
+  // The server is stopping (from any thread): answer what was read, answer
+  // UNAVAILABLE what is still readable, then close after the replies.
+  void NotifyStop() {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->OnStop(); });
   }
 
   // --- PushTarget: called by the subscription dispatcher's thread ---
@@ -146,15 +155,160 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   }
 
  private:
+  // Reads what the socket has, without blocking, and handles it; then waits
+  // for more. Data stays in the kernel until it is read here, so while
+  // stopping, "nothing readable" (socket_.available()) is exact.
   void Read() {
-    if (closed_ || paused_ || close_after_write_) return;
-    auto self = shared_from_this();
-    socket_.async_read_some(asio::buffer(buffer_), [self](boost::system::error_code ec, size_t n) {
-      if (ec) return self->Close();
-      self->server_->bytes_in_ += n;
-      self->OnBytes(std::span<const uint8_t>(self->buffer_.data(), n));
-      if (!self->paused_) self->Read();
+    if (closed_ || reading_ || handling_input_) return;
+    if (!lingering_ && !WantInput()) return;
+    size_t turn = 0;
+    for (;;) {
+      if (closed_ || (!lingering_ && !WantInput())) return;
+      if (turn >= kReadTurnBytes) {  // let the strand's other handlers run
+        reading_ = true;
+        asio::post(socket_.get_executor(), [self = shared_from_this()] {
+          self->reading_ = false;
+          self->Read();
+        });
+        return;
+      }
+      if (!lingering_ && OverBudget()) return;  // ResumeFromBudget() reads on
+      boost::system::error_code ec;
+      const size_t n = socket_.read_some(asio::buffer(buffer_), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        reading_ = true;
+        socket_.async_wait(tcp::socket::wait_read,
+                           [self = shared_from_this()](boost::system::error_code wait_ec) {
+                             self->reading_ = false;
+                             if (self->closed_) return;
+                             if (wait_ec) return self->Close();
+                             self->Read();
+                           });
+        return;
+      }
+      if (ec == asio::error::eof && !lingering_) {
+        // The client sent all it will: answer what it asked, then close.
+        close_after_write_ = true;
+        return MaybeFinish();
+      }
+      if (ec) return Close();  // lingering: EOF, the client saw the FIN
+      turn += n;
+      if (lingering_) continue;  // discarded: it came after the last reply
+      server_->bytes_in_ += n;
+      Consume(std::span<const uint8_t>(buffer_.data(), n));
+    }
+  }
+
+  // Whether requests are being read (not while paused, nor once the
+  // connection is closing after its replies).
+  bool WantInput() const { return !paused_ && !budget_paused_ && !close_after_write_; }
+
+  void Consume(std::span<const uint8_t> in) {
+    const bool outer = !handling_input_;
+    handling_input_ = true;  // no nested Read() or MaybeFinish() meanwhile
+    OnBytes(in);
+    UpdateHeld();
+    if (outer) handling_input_ = false;
+    if (outer) MaybeFinish();
+  }
+
+  // --- The server-wide budget for partly received requests ---
+
+  // Accounts this connection's bytes of requests read and not dispatched
+  // yet (a partial frame in the decoder, input kept while paused).
+  void UpdateHeld() {
+    const uint64_t now = closed_ ? 0 : decoder_.buffered() + pending_input_.size();
+    if (now == held_) return;
+    const uint64_t before = held_;
+    held_ = now;
+    if (now > before) {
+      server_->request_bytes_ += now - before;
+    } else {
+      server_->request_bytes_ -= before - now;
+      server_->RequestBytesFreed(this, now < kBudgetExempt);
+    }
+  }
+
+  // Whether to stop reading for now: this connection holds kBudgetExempt
+  // bytes or more of a partial request while the server's total is over
+  // max_request_buffer_bytes, and another such connection holds the one
+  // right to go on past it.
+  bool OverBudget() {
+    if (held_ < kBudgetExempt || server_->request_bytes_ <= options_.max_request_buffer_bytes) {
+      return false;
+    }
+    if (server_->MayBuffer(shared_from_this())) return false;
+    budget_paused_ = true;
+    return true;
+  }
+
+ public:
+  // Posted by the server when the total fell or the right to go on is free.
+  void ResumeFromBudget() {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      if (!self->budget_paused_ || self->closed_) return;
+      self->budget_paused_ = false;
+      self->Read();
+      self->MaybeFinish();
     });
+  }
+
+ private:
+  void OnStop() {
+    if (closed_ || draining_) return;
+    draining_ = true;
+    DropPushes();  // only replies are waited for
+    bool replies = false;
+    for (const auto& f : outbox_) replies = replies || !IsPush(f);
+    if (!replies) ReleaseOutbox();  // a pushed frame half sent: its client is not reading
+    MaybeFinish();
+  }
+
+  // Drops the pushed frames queued and not begun (events, stream data).
+  void DropPushes() {
+    std::deque<std::vector<uint8_t>> kept;
+    for (size_t i = 0; i < outbox_.size(); ++i) {
+      if (IsPush(outbox_[i]) && !(i == 0 && front_offset_ > 0)) {
+        outbox_bytes_ -= outbox_[i].size();
+        server_->unsent_ -= outbox_[i].size();
+        continue;
+      }
+      kept.push_back(std::move(outbox_[i]));
+    }
+    outbox_ = std::move(kept);
+  }
+
+  // Closes gracefully once the connection is closing (close_after_write_,
+  // or the server stopping) and owes nothing: every request read answered,
+  // every reply written, and, while stopping, nothing left to read (what
+  // is readable still gets its UNAVAILABLE reply first).
+  void MaybeFinish() {
+    if (closed_ || lingering_ || handling_input_) return;
+    if (!close_after_write_ && !draining_) return;
+    if (unanswered_ > 0 || !outbox_.empty()) return;
+    if (!close_after_write_) {
+      if (!pending_input_.empty()) return;  // MaybeResume() decodes it
+      boost::system::error_code ec;
+      if (!paused_ && !budget_paused_ && socket_.available(ec) > 0 && !ec) return Read();
+    }
+    Linger();
+  }
+
+  // FIN after the last reply, then read and discard what the client still
+  // sends until its EOF (or kLinger): closing a socket with unread input
+  // would send a reset, and a reset makes the client's kernel drop replies
+  // it has not read yet.
+  void Linger() {
+    lingering_ = true;
+    boost::system::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    pending_input_.clear();
+    UpdateHeld();
+    linger_timer_.expires_after(kLinger);
+    linger_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) self->Close();
+    });
+    Read();
   }
 
   // Decodes and dispatches the frames in `in`. Stops early (keeping the rest
@@ -189,6 +343,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       if (result == protocol::FrameDecoder::Result::kFrame) {
         last_request_ = Clock::now();
         ++server_->requests_;
+        ++unanswered_;  // until its reply is queued (Enqueue)
+        ++server_->unanswered_;
         Dispatch(std::move(frame));
       }
     }
@@ -200,7 +356,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     paused_ = false;
     std::vector<uint8_t> in = std::move(pending_input_);
     pending_input_.clear();
-    OnBytes(in);
+    Consume(in);
     if (!paused_) Read();
   }
 
@@ -236,8 +392,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       return fail(absl::InvalidArgumentError("a client sent a reply or a pushed frame"));
     }
     if (server_->stopping_) {
-      close_after_write_ = true;
-      return fail(absl::CancelledError("voxdbd is shutting down"));
+      // Read after the stop: not run (PROTOCOL.md, "Errors and connection
+      // state"); the connection closes once nothing more is readable.
+      return fail(absl::CancelledError("voxdbd is shutting down: this request was not run"));
     }
     const Role need = protocol::RequiredRole(static_cast<Opcode>(op));
     if (role_ < need) {
@@ -596,7 +753,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         --self->opening_snapshots_;
         if (!s.ok() || self->closed_) {
           --self->server_->snapshots_open_;  // not kept: its reader slot goes now
-          if (!s.ok()) self->Reply(op, id, s);
+          self->Reply(op, id, s.ok() ? absl::CancelledError("the connection closed") : s);
           return;
         }
         const uint64_t handle = self->next_snapshot_++;
@@ -836,10 +993,11 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         << "\nidle_closed " << ss.idle_closed << "\nslow_closed " << ss.slow_closed
         << "\nprotocol_errors " << ss.protocol_errors << "\nrequests " << ss.requests
         << "\ndeferred_writes " << ss.deferred_writes << "\nbytes_in " << ss.bytes_in
-        << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight << "\nsnapshots_open "
-        << ss.snapshots_open << "\nunsent_bytes " << server_->unsent_.load() << "\nsubscribers "
-        << ss.subscriptions.subscribers << "\nsubscription_events "
-        << ss.subscriptions.events_pushed << "\nsubscription_frames "
+        << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight
+        << "\nrequest_buffer_bytes " << ss.request_buffer_bytes << "\nrequest_buffer_waits "
+        << ss.request_buffer_waits << "\nsnapshots_open " << ss.snapshots_open << "\nunsent_bytes "
+        << server_->unsent_.load() << "\nsubscribers " << ss.subscriptions.subscribers
+        << "\nsubscription_events " << ss.subscriptions.events_pushed << "\nsubscription_frames "
         << ss.subscriptions.frames_pushed << "\nsubscribers_cut_off " << ss.subscriptions.cut_off
         << "\nsubscription_lag " << ss.subscriptions.lag << "\nchange_feed_records "
         << server_->db_->changes().records() << "\nchange_feed_floor "
@@ -930,6 +1088,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       for (int i = 7; i >= 0; --i) id = id << 8 | frame[8 + i];
       Finished(frame[5], id, *reply_start_, static_cast<WireStatus>(frame[16] | frame[17] << 8));
       reply_start_.reset();
+      --unanswered_;
+      --server_->unanswered_;
     }
     if (closed_) return;
     if (outbox_.empty()) last_send_progress_ = Clock::now();
@@ -956,8 +1116,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       }
       if (outbox_.empty()) {
         writing_ = false;
-        if (close_after_write_ && in_flight_ == 0) Close();
-        return;
+        return MaybeFinish();
       }
       if (turn >= kWriteTurnBytes) {
         asio::post(socket_.get_executor(), [self = shared_from_this()] { self->Write(); });
@@ -1072,13 +1231,16 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
     timer_.cancel();
+    linger_timer_.cancel();
     pending_input_.clear();
+    UpdateHeld();  // closed_: its bytes go back to the budget
     server_->snapshots_open_ -= snapshots_.size();
     snapshots_.clear();  // their LMDB reader slots
     server_->hub_->RemoveAll(this);
     subscriptions_.clear();
     if (stream_) stream_->Stop();
     if (!writing_) ReleaseOutbox();  // else when the write completes
+    server_->Unregister(this);
     --server_->connections_;
   }
 
@@ -1097,6 +1259,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   const ServerOptions& options_;
   tcp::socket socket_;
   asio::steady_timer timer_;
+  asio::steady_timer linger_timer_;
   Role role_;
   protocol::FrameDecoder decoder_;
   std::array<uint8_t, 64 * 1024> buffer_{};
@@ -1112,9 +1275,26 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   std::shared_ptr<Stream> stream_;    // STREAM_UPDATE opened it
   uint64_t next_subscription_ = 1;
   bool writing_ = false;
+  // Closing once every request read is answered and its reply written (a
+  // protocol error, a failed HELLO, the client's EOF).
   bool close_after_write_ = false;
+  bool draining_ = false;        // the server is stopping (OnStop)
+  bool lingering_ = false;       // FIN sent; reading only to discard
+  bool reading_ = false;         // a wait for input (or a read turn) is pending
+  bool handling_input_ = false;  // inside Consume()
+  bool budget_paused_ = false;   // not reading: over max_request_buffer_bytes
+  uint64_t held_ = 0;            // counted in server_->request_bytes_
+  // A connection holding less of a partial request reads on past the budget
+  // (small requests, and the first 64 KiB of large ones, are never held up).
+  static constexpr uint64_t kBudgetExempt = 64 << 10;
   bool closed_ = false;
   int in_flight_ = 0;
+  int unanswered_ = 0;  // requests decoded whose reply is not queued yet
+  // Bytes one Read() turn reads before the strand's other handlers run.
+  static constexpr size_t kReadTurnBytes = 4u << 20;
+  // How long a closing connection discards what the client still sends
+  // (requests it sent before it saw the FIN) before closing the socket.
+  static constexpr auto kLinger = std::chrono::milliseconds(500);
   // Open snapshots, by the handle SNAPSHOT_OPEN gave.
   static constexpr size_t kMaxSnapshotsPerConnection = 4;
   // Bytes one Write() turn writes before the strand's other handlers run.
@@ -1268,6 +1448,8 @@ ServerStats Server::stats() const {
   s.bytes_in = bytes_in_;
   s.bytes_out = bytes_out_;
   s.in_flight = in_flight_;
+  s.request_buffer_bytes = request_bytes_;
+  s.request_buffer_waits = budget_waits_;
   s.deferred_writes = deferred_writes_;
   s.snapshots_open = static_cast<uint64_t>(std::max<int64_t>(0, snapshots_open_.load()));
   s.subscriptions = hub_->stats();
@@ -1288,16 +1470,75 @@ void Server::Stop() {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
     drain_timer_ = std::make_unique<asio::steady_timer>(io_);
+    std::vector<std::shared_ptr<Connection>> open;
+    {
+      std::lock_guard<std::mutex> l(live_mu_);
+      for (auto& [_, weak] : live_) {
+        if (auto c = weak.lock()) open.push_back(std::move(c));
+      }
+    }
+    for (auto& c : open) c->NotifyStop();
     Drain(Clock::now() + options_.shutdown_timeout);
   });
 }
 
-// Polls until every request in flight is answered and its reply written
-// (or the deadline passes), then stops the loop.
+void Server::Register(const std::shared_ptr<Connection>& c) {
+  std::lock_guard<std::mutex> l(live_mu_);
+  live_[c.get()] = c;
+}
+
+// Under budget_mu_: the total is over the budget, so `c` may go on only with
+// the one right to (so that some large request can always complete), else
+// it waits (registered before the total is read again: see
+// RequestBytesFreed).
+bool Server::MayBuffer(const std::shared_ptr<Connection>& c) {
+  std::lock_guard<std::mutex> l(budget_mu_);
+  ++budget_waiting_;
+  if (request_bytes_ <= options_.max_request_buffer_bytes) {
+    --budget_waiting_;
+    return true;
+  }
+  if (budget_lease_ == nullptr || budget_lease_ == c.get()) {
+    budget_lease_ = c.get();
+    --budget_waiting_;
+    return true;
+  }
+  budget_waiters_.push_back(c);
+  ++budget_waits_;
+  return false;
+}
+
+// `c` released bytes (`done`: it holds less than the exempt amount now, so
+// gives back the right to go on past the budget): wakes the waiters once
+// the total is under the budget or the right is free.
+void Server::RequestBytesFreed(const Connection* c, bool done) {
+  if (budget_waiting_ == 0 && budget_lease_ != c) return;
+  std::vector<std::weak_ptr<Connection>> wake;
+  {
+    std::lock_guard<std::mutex> l(budget_mu_);
+    if (done && budget_lease_ == c) budget_lease_ = nullptr;
+    if (budget_waiters_.empty()) return;
+    if (request_bytes_ > options_.max_request_buffer_bytes && budget_lease_ != nullptr) return;
+    wake.swap(budget_waiters_);
+    budget_waiting_ -= wake.size();
+  }
+  for (auto& weak : wake) {
+    if (auto w = weak.lock()) w->ResumeFromBudget();
+  }
+}
+
+void Server::Unregister(const Connection* c) {
+  std::lock_guard<std::mutex> l(live_mu_);
+  live_.erase(c);
+}
+
+// Polls until every connection has answered what it read, written its
+// replies and closed (each counts its requests from decoding to the reply
+// written, whether they run on its I/O thread or not), and nothing runs on
+// the worker for a connection gone; or until the deadline. Then stops the
+// loop.
 void Server::Drain(Clock::time_point deadline) {
-  // Pushed data (events, streams) owed to clients that do not read is not
-  // waited for: only replies.
-  if ((in_flight_ == 0 && unsent_replies_ == 0) || Clock::now() >= deadline) {
+  if ((connections_ == 0 && in_flight_ == 0) || Clock::now() >= deadline) {
     io_.stop();
     return;
   }

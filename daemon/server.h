@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,7 +51,10 @@ struct ServerOptions {
   uint32_t unauthenticated_max_payload = 4096;  // bytes, before a good HELLO
   uint32_t max_batch = 65536;                   // items per GET_CHUNKS / GET_VOXELS / SET_VOXELS
   int max_connections = 1024;
-  uint64_t max_buffered_bytes = 64u << 20;             // reply bytes queued per connection
+  uint64_t max_buffered_bytes = 64u << 20;  // reply bytes queued per connection
+  // Bytes of partly received requests over all connections; past it the
+  // connections holding 64 KiB or more of one stop being read (but one).
+  uint64_t max_request_buffer_bytes = 256u << 20;
   std::chrono::milliseconds idle_timeout{300'000};     // 0: never
   std::chrono::milliseconds send_timeout{30'000};      // 0: never
   std::chrono::milliseconds shutdown_timeout{30'000};  // for in-flight requests
@@ -86,8 +90,10 @@ struct ServerStats {
   uint64_t idle_closed = 0, slow_closed = 0, protocol_errors = 0;
   uint64_t requests = 0, bytes_in = 0, bytes_out = 0;
   uint64_t in_flight = 0;
-  uint64_t deferred_writes = 0;  // writes handed to the worker under back-pressure
-  uint64_t snapshots_open = 0;   // SNAPSHOT_OPEN handles not closed yet
+  uint64_t request_buffer_bytes = 0;  // of partly received requests, all connections
+  uint64_t request_buffer_waits = 0;  // times a connection stopped being read for it
+  uint64_t deferred_writes = 0;       // writes handed to the worker under back-pressure
+  uint64_t snapshots_open = 0;        // SNAPSHOT_OPEN handles not closed yet
   SubscriptionStats subscriptions;
   uint64_t streams_open = 0, stream_chunks = 0, stream_bytes = 0, stream_unloads = 0;
   int lod_levels = 0;      // 0: no LOD pyramid
@@ -101,12 +107,13 @@ class Server {
 
   // Binds and listens. Returns the bound port (useful with port 0).
   StatusOr<uint16_t> Listen();
-  // Serves until Stop() has drained: returns once every request in flight
-  // when Stop() was called has been answered and its reply sent (or after
-  // shutdown_timeout).
+  // Serves until Stop() has drained: returns once every connection has
+  // answered the requests it read and closed (or after shutdown_timeout).
   void Run();
-  // Stops accepting; requests that arrive from now on are answered
-  // UNAVAILABLE and their connection closed.
+  // Stops accepting. Each connection answers the requests it has read
+  // (from any thread), answers UNAVAILABLE the requests still readable,
+  // writes its replies, then half-closes (FIN) and closes after the
+  // client's EOF or a short linger.
   void Stop();
   // Waits for requests that run off the I/O threads (FLUSH). Call after
   // Run() returns and before the database goes away.
@@ -120,6 +127,12 @@ class Server {
   void Accept();
   void Reject(tcp::socket socket);
   void Drain(std::chrono::steady_clock::time_point deadline);
+  // The connections open, for Stop() to reach them all.
+  void Register(const std::shared_ptr<Connection>& c);
+  void Unregister(const Connection* c);
+  // The request buffer budget (max_request_buffer_bytes; see server.cc).
+  bool MayBuffer(const std::shared_ptr<Connection>& c);
+  void RequestBytesFreed(const Connection* c, bool done);
   // The role a HELLO token grants (kNone if none matches). Compares every
   // token in full so timing does not reveal a matching prefix.
   protocol::Role Authenticate(const std::string& token) const;
@@ -137,15 +150,24 @@ class Server {
   std::atomic<bool> stopping_{false};
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::unique_ptr<asio::steady_timer> drain_timer_;  // used on io_ only
+  std::mutex live_mu_;
+  std::map<const Connection*, std::weak_ptr<Connection>> live_;  // GUARDED_BY(live_mu_)
 
   std::atomic<uint64_t> connections_{0}, accepted_{0}, rejected_{0};
   std::atomic<uint64_t> auth_failures_{0}, permission_denied_{0};
   std::atomic<uint64_t> idle_closed_{0}, slow_closed_{0}, protocol_errors_{0};
   std::atomic<uint64_t> requests_{0}, bytes_in_{0}, bytes_out_{0};
   std::atomic<uint64_t> in_flight_{0};       // requests answered later (writes, FLUSH)
+  std::atomic<uint64_t> unanswered_{0};      // requests decoded, reply not queued yet
   std::atomic<uint64_t> unsent_{0};          // bytes queued on all connections, pushed ones too
   std::atomic<uint64_t> unsent_replies_{0};  // of which replies: what a drain waits for
   std::atomic<uint64_t> deferred_writes_{0};
+  std::atomic<uint64_t> request_bytes_{0};  // partly received requests, all connections
+  std::atomic<uint64_t> budget_waits_{0};
+  std::atomic<uint64_t> budget_waiting_{0};               // waiters, and those about to be
+  std::atomic<const Connection*> budget_lease_{nullptr};  // may go on past the budget
+  std::mutex budget_mu_;
+  std::vector<std::weak_ptr<Connection>> budget_waiters_;  // GUARDED_BY(budget_mu_)
   std::atomic<int64_t> snapshots_open_{0};
 
   // One worker for requests that wait on the disk (FLUSH, writes under

@@ -2,6 +2,7 @@
 // the real binary on an ephemeral loopback port.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -19,6 +20,7 @@
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/pipelined_writes.h"
+#include "tests/testing/run_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -174,6 +176,15 @@ TEST(DaemonAuthTest, RefusesToServeBeyondLoopbackWithoutATokenOrWithAWeakOne) {
   EXPECT_NE(out.find("--token"), std::string::npos) << out;
   std::tie(status, out) = RunDaemon("--data " + dir.Sub("d") + " --idle-timeout 5 parsecs");
   EXPECT_EQ(status, 2);
+  // One secret for two roles: HELLO would get the higher one. (The data
+  // "directory" is a file, so that a daemon that accepted the tokens would
+  // exit 1 rather than serve.)
+  std::ofstream(dir.Sub("e")) << "not a directory";
+  std::tie(status, out) =
+      RunDaemon("--data " + dir.Sub("e") + " --token read:" + Secret(kAdminToken) + " --token " +
+                kAdminToken);
+  EXPECT_EQ(status, 2);
+  EXPECT_NE(out.find("twice"), std::string::npos) << out;
 }
 
 // A client that sends one byte every 100 ms never completes a request: the
@@ -555,6 +566,73 @@ TEST(DaemonShutdownTest, SigtermDuringWritesExitsCleanlyKeepingEveryAcknowledged
 
 TEST(DaemonShutdownTest, KillNineDuringWritesKeepsEveryAcknowledgedWrite) {
   ExpectAcknowledgedWritesSurviveUnderLoad(SIGKILL);
+}
+
+// Whether this machine can bind the IPv6 loopback.
+bool HaveIpv6Loopback() {
+  const int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_addr = in6addr_loopback;
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return ok;
+}
+
+// Runs voxdbd with `args` until its "listening on [HOST]:PORT" line; returns
+// the port (0 if it did not get there).
+uint16_t StartListening(testing::ChildProcess* d) {
+  while (auto line = d->ReadLine(testing::ChildProcess::kOut, 30s)) {
+    const size_t at = line->find("listening on [");
+    if (at == std::string::npos) continue;
+    const size_t colon = line->find("]:", at);
+    return colon == std::string::npos ? 0
+                                      : static_cast<uint16_t>(std::atoi(line->c_str() + colon + 2));
+  }
+  return 0;
+}
+
+// --listen takes an IPv6 address in brackets: [::1] is loopback (no token
+// needed), [::] is not (a token is), and both serve.
+TEST(DaemonAuthTest, ListensOnBracketedIpv6Addresses) {
+  if (!HaveIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback on this machine";
+  TempDir dir;
+  {
+    testing::ChildProcess d(
+        {VOXDBD_PATH, "--data", dir.Sub("a"), "--listen", "[::1]:0", "--metrics-listen", "off"});
+    const uint16_t port = StartListening(&d);
+    ASSERT_NE(port, 0);
+    auto c = Client::Connect("::1", port);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_OK((*c)->Hello("").status());
+    EXPECT_OK((*c)->Call(Opcode::kStats, {}).status());  // no token needed on loopback
+    d.Signal(SIGTERM);
+    EXPECT_EQ(d.Wait(30s).exit_code, 0);
+  }
+  {
+    auto r = testing::RunProcess(
+        {VOXDBD_PATH, "--data", dir.Sub("b"), "--listen", "[::]:0", "--metrics-listen", "off"});
+    EXPECT_EQ(r.exit_code, 2) << r;
+    EXPECT_NE(r.err.find("token"), std::string::npos) << r;
+  }
+  {
+    testing::ChildProcess d({VOXDBD_PATH, "--data", dir.Sub("c"), "--listen", "[::]:0",
+                             "--metrics-listen", "off", "--token", kAdminToken});
+    const uint16_t port = StartListening(&d);
+    ASSERT_NE(port, 0);
+    auto c = Client::Connect("::1", port);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_TRUE(absl::IsUnauthenticated((*c)->Call(Opcode::kStats, {}).status()));
+    ASSERT_OK_AND_ASSIGN(auto hello, (*c)->Hello(Secret(kAdminToken)));
+    EXPECT_EQ(hello.role, static_cast<uint8_t>(protocol::Role::kAdmin));
+    d.Signal(SIGTERM);
+    EXPECT_EQ(d.Wait(30s).exit_code, 0);
+  }
+  // Without brackets an IPv6 address is refused with a hint.
+  auto r = testing::RunProcess({VOXDBD_PATH, "--data", dir.Sub("d"), "--listen", "::1:0"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_NE(r.err.find("[ADDRESS]:PORT"), std::string::npos) << r;
 }
 
 }  // namespace

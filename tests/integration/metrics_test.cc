@@ -9,12 +9,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "engine/morton.h"
 #include "protocol/client.h"
@@ -256,6 +259,37 @@ TEST(DaemonMetricsTest, BadAddressExitsTwoNamingTheOption) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << bad << ": " << out;
     EXPECT_NE(out.find("--metrics-listen"), std::string::npos) << out;
   }
+}
+
+// Clients that send half an HTTP request and wait hold a civetweb thread
+// each until its request timeout: a scrape after four of them (more than
+// the threads) is still answered, well before they would give up.
+TEST(MetricsTest, HalfSentRequestsDoNotBlockScrapes) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  std::vector<int> stalled;
+  for (int i = 0; i < 4; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(daemon.metrics_port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    const std::string half = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    ASSERT_EQ(write(fd, half.data(), half.size()), static_cast<ssize_t>(half.size()));
+    stalled.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // they hold the threads
+  const auto start = std::chrono::steady_clock::now();
+  const HttpReply reply = HttpGet(daemon.metrics_port(), "/metrics");
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(reply.status_line.rfind("HTTP/1.", 0), 0u) << reply.status_line;
+  EXPECT_NE(reply.body.find("voxdb_build_info"), std::string::npos);
+  // civetweb's default waits 30 s per stalled request, two threads: 60 s.
+  EXPECT_LT(took, std::chrono::seconds(20)) << std::chrono::duration<double>(took).count() << " s";
+  for (int fd : stalled) close(fd);
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
 }
 
 }  // namespace
