@@ -206,7 +206,10 @@ class Database::Impl {
   // failed commit rolled writes back since `epoch` (reset_epoch_ read
   // before what is to be checked was read): read again. Only in kSync
   // unless any_mode.
+  // The caller must hold no store read transaction (a commit growing the
+  // map waits for them all).
   bool WaitDurable(uint64_t seq, uint64_t epoch, bool any_mode = false);
+  bool IsDurable(uint64_t seq, uint64_t epoch) const;
   // OUT_OF_BOUNDS / INVALID / TOO_LARGE for a box ReadBox or WriteBox refuses.
   Status CheckReadBox(const VoxelBox& box) const;
 
@@ -704,9 +707,14 @@ Status Database::Impl::ReadChunk(uint64_t code, ChunkRef* out) {
   return absl::OkStatus();
 }
 
+bool Database::Impl::IsDurable(uint64_t seq, uint64_t epoch) const {
+  // durable_seq_ before reset_epoch_: a rollback bumps the epoch first.
+  return durable_seq_.load(std::memory_order_acquire) >= seq &&
+         reset_epoch_.load(std::memory_order_acquire) == epoch;
+}
+
 bool Database::Impl::WaitDurable(uint64_t seq, uint64_t epoch, bool any_mode) {
   if (!any_mode && options_.durability != Durability::kSync) return true;
-  // durable_seq_ before reset_epoch_: a rollback bumps the epoch first.
   if (durable_seq_.load(std::memory_order_acquire) >= seq) {
     return reset_epoch_.load(std::memory_order_acquire) == epoch;
   }
@@ -721,7 +729,9 @@ bool Database::Impl::WaitDurable(uint64_t seq, uint64_t epoch, bool any_mode) {
   durable_cv_.wait(l, [&] {
     return durable_seq_.load() >= seq || reset_epoch_.load() != epoch || committer_stopped_;
   });
-  return durable_seq_.load() >= seq && reset_epoch_.load() == epoch;
+  // (Once the committer has stopped nothing more becomes durable: reading
+  // again would find the same.)
+  return (durable_seq_.load() >= seq || committer_stopped_) && reset_epoch_.load() == epoch;
 }
 
 // --- Reads ------------------------------------------------------------------------
@@ -773,7 +783,11 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
           ++hits_;
         }
       }
-      if (!is_dirty || WaitDurable(dirty.version, epoch)) break;
+      if (!is_dirty) break;
+      // No read transaction may stay open while waiting: a commit that must
+      // grow the map waits for every one to end.
+      if (!IsDurable(dirty.version, epoch)) snap.reset();
+      if (WaitDurable(dirty.version, epoch)) break;
     }
     std::vector<uint8_t> owned;
     if (is_dirty) {
@@ -2110,6 +2124,11 @@ Status Database::Backup(const std::string& dest_dir, uint64_t* bytes) {
 std::vector<Database::DirtyChunk> Database::DirtyChunks() const { return impl_->DirtyChunks(); }
 
 StatusOr<std::unique_ptr<DatabaseSnapshot>> Database::Snapshot() {
+  // Everything submitted so far durable first, so that the wait below,
+  // which holds the snapshot's read transaction (and so would hold up a
+  // commit that must grow the map), is for the few writes of the moment
+  // between.
+  (void)impl_->WaitForSubmitted();
   for (;;) {
     std::unique_ptr<DatabaseSnapshot> snap(new DatabaseSnapshot(impl_->frame()));
     snap->registry_ = snapshots_;

@@ -31,6 +31,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -187,6 +188,11 @@ struct ChildPlan {
   int max_in_flight = 32;
   int pace_us = 0;         // sleep between submissions
   int flush_every_ms = 0;  // 0: no Flush() thread
+  // Disk-full spells: every this many ms (0: none), the process's file size
+  // limit drops to LMDB's meta pages for disk_full_ms, so every commit in
+  // between fails (EFBIG, as ENOSPC would).
+  int disk_full_every_ms = 0;
+  int disk_full_ms = 3;
 };
 
 [[noreturn]] void RunChild(const std::string& dir, const ChildPlan& plan,
@@ -200,6 +206,22 @@ struct ChildPlan {
   std::unique_ptr<Database> db = std::move(opened).value();
   SendMsg(fd, Msg{kReady, 0, 0, 0, 0});
   std::atomic<int> in_flight{0};
+  std::thread disk_full;
+  if (plan.disk_full_every_ms > 0) {
+    signal(SIGXFSZ, SIG_IGN);
+    disk_full = std::thread([&] {
+      rlimit normal{};
+      getrlimit(RLIMIT_FSIZE, &normal);
+      for (;;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(plan.disk_full_every_ms));
+        rlimit full = normal;
+        full.rlim_cur = 8192;
+        setrlimit(RLIMIT_FSIZE, &full);
+        std::this_thread::sleep_for(std::chrono::milliseconds(plan.disk_full_ms));
+        setrlimit(RLIMIT_FSIZE, &normal);
+      }
+    });
+  }
   std::thread flusher;
   if (plan.flush_every_ms > 0) {
     flusher = std::thread([&] {
@@ -363,8 +385,9 @@ class CrashModel {
 
   // Simulates the round from `base` (the value of every tracked voxel) and
   // the stored fills: per tracked voxel, the (op, value after op) list.
+  // Ops marked in `failed` (answered with an error) never happened.
   void Simulate(const std::vector<Op>& ops, const std::vector<uint8_t>& base,
-                std::vector<FillModel> fills) {
+                std::vector<FillModel> fills, const std::vector<bool>* failed = nullptr) {
     base_ = base;
     struct Touch {
       int t;
@@ -375,6 +398,7 @@ class CrashModel {
     auto set = [&](int t, uint32_t op, uint8_t value) { raw.push_back({t, op, value}); };
     for (uint32_t i = 0; i < ops.size(); ++i) {
       const Op& op = ops[i];
+      if (failed != nullptr && (*failed)[i]) continue;
       switch (op.kind) {
         case OpKind::kSetVoxels:
           for (const VoxelEdit& e : op.edits) set(index_.at(PackLocal(e.at)), i, e.material);
@@ -460,13 +484,16 @@ class CrashModel {
 
   // actual: the recovered value of every tracked voxel. durable_upto: every op
   // <= it must be durable (-1: none); acked[i]: op i was acknowledged with OK
-  // (and the ack is old enough to count); max_intent: ops after it never ran.
+  // (and the ack is old enough to count); failed[i]: op i was answered with
+  // an error, so it must never show; max_intent: ops after it never ran.
   Verdict Check(const std::vector<uint8_t>& actual, int64_t durable_upto,
-                const std::vector<bool>& acked, int64_t max_intent,
+                const std::vector<bool>& acked, const std::vector<bool>& failed, int64_t max_intent,
                 const std::vector<Op>& ops) const {
     Verdict v;
     for (size_t t = 0; t < coords_.size(); ++t) {
-      const auto list = TouchesOf(t);
+      const auto touches = TouchesOf(t);
+      std::vector<std::pair<uint32_t, uint8_t>> list(touches.begin(), touches.end());
+      std::erase_if(list, [&](const auto& touch) { return failed[touch.first]; });
       if (list.empty()) {
         if (actual[t] != base_[t]) {
           ++v.violations;
@@ -658,6 +685,8 @@ struct RoundConfig {
   int pace_us = 0;
   // kAsync: acks received at least this long before the kill must be durable.
   std::chrono::milliseconds durable_after{0};
+  // See ChildPlan. Writes answered with an error must then never appear.
+  int disk_full_every_ms = 0;
 };
 
 DatabaseOptions BaseOptions(Durability d) {
@@ -671,7 +700,7 @@ DatabaseOptions BaseOptions(Durability d) {
 }
 
 struct RoundStats {
-  int acked = 0, intents = 0, durable_checked = 0;
+  int acked = 0, intents = 0, durable_checked = 0, failed = 0;
   int kills_before_ready = 0, early_kills = 0;
   uint64_t replayed = 0;
 };
@@ -711,6 +740,7 @@ void RunCrashRounds(const RoundConfig& cfg) {
     plan.max_in_flight = 1 + static_cast<int>(rng() % static_cast<uint64_t>(cfg.max_in_flight));
     plan.pace_us = cfg.pace_us;
     plan.flush_every_ms = rng() % 4 == 0 ? 0 : 5 + static_cast<int>(rng() % 40);
+    plan.disk_full_every_ms = cfg.disk_full_every_ms;
     const bool kill_from_fork = rng() % 6 == 0;
     // A kill timed from the fork comes early, often inside Open / replay.
     const int delay_ms =
@@ -732,6 +762,7 @@ void RunCrashRounds(const RoundConfig& cfg) {
     setup_secs += std::chrono::duration<double>(fork_time - round_start).count();
 
     std::vector<bool> acked(ops.size(), false);
+    std::vector<bool> failed(ops.size(), false);  // answered with an error
     std::vector<Clock::time_point> ack_time(ops.size());
     std::vector<uint64_t> ack_version(ops.size(), 0);
     int64_t max_intent = -1;
@@ -772,6 +803,11 @@ void RunCrashRounds(const RoundConfig& cfg) {
               acked[m.op] = true;
               ack_time[m.op] = now;
               ack_version[m.op] = m.version;
+            } else if (cfg.disk_full_every_ms > 0 &&
+                       (m.code == static_cast<int32_t>(absl::StatusCode::kResourceExhausted) ||
+                        m.code == static_cast<int32_t>(absl::StatusCode::kInternal))) {
+              failed[m.op] = true;  // a disk-full spell: must never appear
+              ++totals.failed;
             } else if (bad_acks.size() < 5) {
               bad_acks.push_back(
                   absl::StrFormat("op %d %s: code %d", m.op, OpName(ops[m.op]), m.code));
@@ -822,6 +858,10 @@ void RunCrashRounds(const RoundConfig& cfg) {
     if (kill_from_fork) ++totals.early_kills;
     if (!was_ready) ++totals.kills_before_ready;
 
+    // Writes answered with an error never happened: a fill among them
+    // changes what a later DeleteChunk reads as.
+    if (totals.failed > 0) model.Simulate(ops, base, fills, &failed);
+
     // Which acks must be durable.
     std::vector<bool> durable(ops.size(), false);
     int64_t durable_upto = -1;
@@ -852,7 +892,7 @@ void RunCrashRounds(const RoundConfig& cfg) {
       EXPECT_GE(st.last_seq, last_seq_seen) << "sequence numbers went back";
       recovered = ReadTracked(*db, model.coords());
       const CrashModel::Verdict verdict =
-          model.Check(recovered, durable_upto, durable, max_intent, ops);
+          model.Check(recovered, durable_upto, durable, failed, max_intent, ops);
       EXPECT_EQ(verdict.violations, 0)
           << verdict.violations << " voxels hold a value no durable/intended write gave them ("
           << verdict.prefix_violations << " more break the prefix rule); " << n_acked << " acked, "
@@ -904,6 +944,11 @@ void RunCrashRounds(const RoundConfig& cfg) {
     if (::testing::Test::HasFatalFailure() || ::testing::Test::HasFailure()) break;
   }
   const double secs = std::chrono::duration<double>(Clock::now() - test_start).count();
+  if (cfg.disk_full_every_ms > 0) {
+    EXPECT_GT(totals.failed, 0) << "no disk-full spell made a write fail";
+    std::printf("%d writes answered with a disk-full error, none of them recovered\n",
+                totals.failed);
+  }
   std::printf(
       "%d rounds in %.1f s: %d ops intended, %d acked, %d checked as durable, %llu journal "
       "records replayed, %d of %d early kills before the child opened, %zu voxels tracked; %.1f s "
@@ -932,6 +977,17 @@ TEST(DatabaseCrashTest, AsyncDurabilityLosesAtMostTheCommitInterval) {
   cfg.pace_us = 500;
   cfg.max_in_flight = 64;
   cfg.durable_after = std::chrono::milliseconds(5) + std::chrono::seconds(1);
+  RunCrashRounds(cfg);
+}
+
+// Disk-full spells while writers run (and kill -9 at a random moment): a
+// write answered with an error, and every write queued behind it, never
+// shows after recovery; every acknowledged write does.
+TEST(DatabaseCrashTest, SyncWritesAnsweredWithDiskFullNeverAppear) {
+  RoundConfig cfg;
+  cfg.durability = Durability::kSync;
+  cfg.rounds = RoundsFromEnv(12);
+  cfg.disk_full_every_ms = 15;
   RunCrashRounds(cfg);
 }
 
