@@ -48,6 +48,7 @@ constexpr std::string_view kMetaFormatVersion = "format_version";
 constexpr std::string_view kMetaWorldFrame = "world_frame";
 constexpr std::string_view kMetaCreated = "created_us";
 constexpr std::string_view kMetaLastSeq = "last_seq";
+constexpr std::string_view kMetaSeqReserved = "seq_reserved";
 constexpr std::string_view kMetaIndexFormat = "s2index_format";
 
 std::span<const uint8_t> Bytes(std::string_view s) {
@@ -208,6 +209,9 @@ class Verifier {
       r_.has_last_seq = true;
       r_.last_seq = engine::DecodeFixed64(v->data());
     }
+    if (auto v = fixed(kMetaSeqReserved, 8, true)) {
+      seq_reserved_ = engine::DecodeFixed64(v->data());
+    }
     if (auto v = fixed(kMetaIndexFormat, 4, true)) {
       const uint32_t format = engine::DecodeFixed32(v->data());
       if (format == kIndexFormat) {
@@ -230,7 +234,7 @@ class Verifier {
         [&](std::span<const uint8_t> k, std::span<const uint8_t>) {
           const std::string_view name(reinterpret_cast<const char*>(k.data()), k.size());
           for (std::string_view known : {kMetaFormatVersion, kMetaWorldFrame, kMetaCreated,
-                                         kMetaLastSeq, kMetaIndexFormat}) {
+                                         kMetaLastSeq, kMetaSeqReserved, kMetaIndexFormat}) {
             if (name == known) return;
           }
           r_.Warning(absl::StrFormat("meta: unknown key %s (hex %s)", JsonQuote(name), Hex(k)));
@@ -298,7 +302,8 @@ class Verifier {
   void CheckChunks() {
     // On open, the next sequence number is one past the largest of these;
     // a stored version above it would let new writes get lower versions.
-    const uint64_t counter = std::max({r_.last_seq, r_.journal_last_seq, max_fill_seq_});
+    const uint64_t counter =
+        std::max({r_.last_seq, r_.journal_last_seq, max_fill_seq_, seq_reserved_});
     uint64_t ahead = 0;
     std::optional<std::pair<ChunkKey, uint64_t>> newest_ahead;
     ScanTable(
@@ -471,6 +476,7 @@ class Verifier {
   const engine::WorldFrame& frame_;
   VerifyReport& r_;
   uint64_t max_fill_seq_ = 0;
+  uint64_t seq_reserved_ = 0;  // meta.seq_reserved: no number above it was handed out
   std::array<std::optional<uint64_t>, engine::kTableCount> scanned_;
 };
 
