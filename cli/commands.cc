@@ -983,14 +983,16 @@ std::string CommandHelpDetails(const CommandSpec& spec) {
   return args.empty() ? spec.help : absl::StrCat(spec.help, "\n", args);
 }
 
-std::vector<Box> SplitBox(const Box& box, uint64_t max_voxels) {
+namespace {
+
+// Splits a box inside one chunk into at most max_voxels voxels a part.
+void SplitSmall(const Box& box, uint64_t max_voxels, std::vector<Box>* parts) {
   const uint64_t dx = box.hi.x - box.lo.x, dy = box.hi.y - box.lo.y;
-  std::vector<Box> parts;
   if (dx * dy <= max_voxels) {  // slabs of whole layers
     const uint64_t step = max_voxels / (dx * dy);
     for (uint64_t z = box.lo.z; z < box.hi.z;) {
       const uint64_t n = std::min(step, box.hi.z - z);
-      parts.push_back({{box.lo.x, box.lo.y, z}, {box.hi.x, box.hi.y, z + n}});
+      parts->push_back({{box.lo.x, box.lo.y, z}, {box.hi.x, box.hi.y, z + n}});
       z += n;
     }
   } else if (dx <= max_voxels) {  // rows of one layer
@@ -998,7 +1000,7 @@ std::vector<Box> SplitBox(const Box& box, uint64_t max_voxels) {
     for (uint64_t z = box.lo.z; z < box.hi.z; ++z) {
       for (uint64_t y = box.lo.y; y < box.hi.y;) {
         const uint64_t n = std::min(step, box.hi.y - y);
-        parts.push_back({{box.lo.x, y, z}, {box.hi.x, y + n, z + 1}});
+        parts->push_back({{box.lo.x, y, z}, {box.hi.x, y + n, z + 1}});
         y += n;
       }
     }
@@ -1007,8 +1009,52 @@ std::vector<Box> SplitBox(const Box& box, uint64_t max_voxels) {
       for (uint64_t y = box.lo.y; y < box.hi.y; ++y) {
         for (uint64_t x = box.lo.x; x < box.hi.x;) {
           const uint64_t n = std::min(max_voxels, box.hi.x - x);
-          parts.push_back({{x, y, z}, {x + n, y + 1, z + 1}});
+          parts->push_back({{x, y, z}, {x + n, y + 1, z + 1}});
           x += n;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<Box> SplitBox(const Box& box, uint64_t max_voxels, uint64_t max_chunks) {
+  constexpr uint64_t kEdge = 128;
+  const uint64_t lo[3] = {box.lo.x, box.lo.y, box.lo.z};
+  const uint64_t hi[3] = {box.hi.x, box.hi.y, box.hi.z};
+  // Chunks per block along each axis: grown one axis at a time (x, y, z)
+  // while a block's voxels (at most its extent inside the box) and chunks
+  // stay within the limits.
+  uint64_t span[3], t[3] = {1, 1, 1};
+  for (int a = 0; a < 3; ++a) span[a] = (hi[a] - 1) / kEdge - lo[a] / kEdge + 1;
+  auto volume = [&](const uint64_t* n) {
+    uint64_t v = 1;
+    for (int a = 0; a < 3; ++a) v *= std::min(hi[a] - lo[a], n[a] * kEdge);
+    return v;
+  };
+  for (int a = 0; a < 3; ++a) {
+    while (t[a] < span[a]) {
+      uint64_t next[3] = {t[0], t[1], t[2]};
+      ++next[a];
+      if (next[0] * next[1] * next[2] > max_chunks || volume(next) > max_voxels) break;
+      t[a] = next[a];
+    }
+  }
+  std::vector<Box> parts;
+  // Block borders: the box's low edge, then every t[a]-th chunk border.
+  auto next_edge = [&](int a, uint64_t from) {
+    const uint64_t border = (from / kEdge + t[a]) * kEdge;
+    return std::min(hi[a], border);
+  };
+  for (uint64_t z = lo[2]; z < hi[2]; z = next_edge(2, z)) {
+    for (uint64_t y = lo[1]; y < hi[1]; y = next_edge(1, y)) {
+      for (uint64_t x = lo[0]; x < hi[0]; x = next_edge(0, x)) {
+        const Box block{{x, y, z}, {next_edge(0, x), next_edge(1, y), next_edge(2, z)}};
+        if (BoxVolume(block) <= max_voxels) {
+          parts.push_back(block);
+        } else {
+          SplitSmall(block, max_voxels, &parts);  // one chunk, over max_voxels
         }
       }
     }

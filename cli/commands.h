@@ -42,10 +42,14 @@ const CommandSpec* FindCommand(std::string_view name);
 // spec.help and the meaning of its arguments, for `voxdb NAME --help`.
 std::string CommandHelpDetails(const CommandSpec& spec);
 
-// Splits `box` into boxes of at most `max_voxels` voxels each (whole z
-// slabs when a layer fits, else rows, else runs of a row), in z, y, x
-// order. REQUIRES: a non-empty box, max_voxels >= 1.
-std::vector<protocol::Box> SplitBox(const protocol::Box& box, uint64_t max_voxels);
+// Splits `box` into boxes of at most `max_voxels` voxels each that touch at
+// most `max_chunks` chunks each (the server refuses more with TOO_LARGE):
+// blocks aligned to chunk borders, as many chunks a block as both limits
+// allow; a block of one chunk still over max_voxels is cut into z slabs,
+// rows or runs of a row. Blocks come in z, y, x order of their corners.
+// REQUIRES: a non-empty box, max_voxels >= 1, max_chunks >= 1.
+std::vector<protocol::Box> SplitBox(const protocol::Box& box, uint64_t max_voxels,
+                                    uint64_t max_chunks = 1024);
 
 }  // namespace voxdb::cli
 

@@ -110,8 +110,9 @@ struct DatabaseOptions {
   // Largest box ReadBox / WriteBox / a GET accepts, in voxels. DEFAULT: 2^28.
   uint64_t max_box_voxels = uint64_t{1} << 28;
   // Most chunks a box of ReadBox / WriteBox may touch (a thin box crossing
-  // many chunks costs a chunk's work each). DEFAULT: 4096.
-  uint64_t max_box_chunks = 4096;
+  // many chunks costs a chunk's work each). DEFAULT: 1024 (a cube of max_box_voxels touches at most
+  // 343).
+  uint64_t max_box_chunks = 1024;
   // Told about every chunk the flusher stores or removes. Not owned; must
   // outlive the Database. DEFAULT: none.
   std::vector<ChunkObserver*> observers;

@@ -419,7 +419,8 @@ TEST_F(CliTest, FillThenReadBoxIsAllTheMaterial) {
 }
 
 // A server with a small frame limit: boxes go in several pipelined requests
-// (whole layers, rows, runs of a row), and come back the same.
+// (blocks of whole chunks, whole layers, rows, runs of a row), and come back
+// the same.
 TEST(CliLargeBoxTest, BoxesLargerThanAFrameTravelInSeveralRequests) {
   TempDir dir;
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"), {"--max-frame-bytes", "4KiB"});
@@ -429,7 +430,7 @@ TEST(CliLargeBoxTest, BoxesLargerThanAFrameTravelInSeveralRequests) {
     int min_requests;
   };
   uint32_t seed = 1;
-  for (const Case& c : {Case{10, 10, 300, 8}, Case{100, 100, 3, 9}, Case{5000, 2, 1, 4}}) {
+  for (const Case& c : {Case{10, 10, 300, 8}, Case{100, 100, 3, 9}, Case{5000, 2, 1, 3}}) {
     const std::vector<uint8_t> voxels = RandomBytes(c.dx * c.dy * c.dz, seed++);
     WriteBytes(dir.Sub("in.raw"), voxels);
     const std::vector<std::string> box = {std::to_string(kX),        std::to_string(kY),
@@ -1634,6 +1635,43 @@ TEST_F(CliTest, PutChunkOfAHugeFileIsRefusedBeforeReadingIt) {
                      "TOO_LARGE: FILE '" + over +
                          "' has 104857600 bytes; the server takes a chunk record of at most "
                          "67108847 (frames of at most 67108864 bytes)");
+}
+
+}  // namespace
+}  // namespace voxdb
+
+namespace voxdb {
+namespace {
+
+// A box wider than the server's chunk limit for one READ_BOX / WRITE_BOX
+// (1,024 chunks: a 4,200 x 4,200 x 1 layer crosses 34 x 34 = 1,156) is
+// refused whole by the server with TOO_LARGE; the CLI splits it into
+// blocks of whole chunks that are not, and the bytes come back the same.
+TEST_F(CliTest, ALayerAcrossMoreChunksThanOneRequestTakesTravelsInBlocks) {
+  constexpr uint64_t kSide = 4200;
+  const uint64_t x0 = kX + 5, y0 = kY + 7;
+  const protocol::Box layer{{x0, y0, kZ}, {x0 + kSide, y0 + kSide, kZ + 1}};
+  auto c = Connect();
+  const auto refused = c->ReadBox(layer);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(protocol::ServerStatusOf(refused.status()), WireStatus::kTooLarge) << refused.status();
+  std::vector<uint8_t> voxels = RandomBytes(kSide * kSide, 3);
+  WriteBytes(File("layer.raw"), voxels);
+  std::vector<std::string> args = {"write-box",
+                                   std::to_string(x0),
+                                   std::to_string(y0),
+                                   std::to_string(kZ),
+                                   std::to_string(x0 + kSide),
+                                   std::to_string(y0 + kSide),
+                                   std::to_string(kZ + 1),
+                                   File("layer.raw")};
+  CliResult r = Cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  args[0] = "read-box";
+  args.back() = File("back.raw");
+  r = Cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(ReadBytes(File("back.raw")) == voxels);
 }
 
 }  // namespace
