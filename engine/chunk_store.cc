@@ -113,6 +113,59 @@ struct TxnGuard {
   }
 };
 
+// The locks on data.mdb (engine/FORMAT.md, "The database directory"). The
+// exclusion is an open-file-description lock on [0, kPidLockStart): it
+// belongs to this ChunkStore's descriptor, whatever else the process opens
+// or closes. A classic (per-process) lock on the byte at kPidLockStart is
+// there only to tell another process who holds the database (F_GETLK gives
+// a classic lock's pid; an OFD lock's is -1). Both lie past any LMDB map
+// (at most 2^62 bytes) in the address space of locks, not of the file.
+constexpr off_t kPidLockStart = off_t{1} << 62;
+
+struct flock LockRange(short type, off_t start, off_t len) {
+  struct flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = start;
+  fl.l_len = len;
+  return fl;
+}
+
+// "process 1234 (voxdbd)", from the pid lock on DIR/data.mdb, else the pid
+// DIR/LOCK records; "another process" when neither tells.
+std::string DescribeHolder(const std::string& dir) {
+  long pid = 0;
+  const int fd = ::open((dir + "/data.mdb").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    struct flock fl = LockRange(F_WRLCK, kPidLockStart, 1);
+    if (::fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK && fl.l_pid > 0) pid = fl.l_pid;
+    ::close(fd);
+  }
+  if (pid == 0) {
+    // Information only: a LOCK file may be stale or gone.
+    char buf[32] = {};
+    const int lfd = ::open((dir + "/LOCK").c_str(), O_RDONLY | O_CLOEXEC);
+    if (lfd >= 0) {
+      const ssize_t n = ::read(lfd, buf, sizeof buf - 1);
+      ::close(lfd);
+      if (n > 0) pid = std::strtol(buf, nullptr, 10);
+    }
+  }
+  if (pid <= 0) return "another process";
+  std::string comm;
+  if (std::FILE* f = std::fopen(absl::StrFormat("/proc/%d/comm", pid).c_str(), "re")) {
+    char name[64] = {};
+    if (std::fgets(name, sizeof name, f) != nullptr) comm = name;
+    std::fclose(f);
+    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+  }
+  return comm.empty() ? absl::StrFormat("process %d", pid)
+                      : absl::StrFormat("process %d (%s)", pid, comm);
+}
+
+Status InUse(const std::string& dir) {
+  return BusyError(absl::StrFormat("database %s is in use by %s", dir, DescribeHolder(dir)));
+}
 }  // namespace
 
 const char* TableName(Table table) { return kTableNames[static_cast<int>(table)]; }
@@ -341,18 +394,40 @@ StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& dir,
   std::unique_ptr<ChunkStore> store(new ChunkStore());
   store->dir_ = dir;
   store->options_ = options;
-
-  if (options.exclusive) {
-    const std::string lock_path = dir + "/LOCK";
-    store->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (store->lock_fd_ < 0) return LmdbStatus(errno, "open " + lock_path);
-    if (::flock(store->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-      return BusyError(absl::StrFormat("database %s is in use by another process", dir));
-    }
-  }
+  VOXDB_RETURN_IF_ERROR(store->Lock(options.exclusive));
   VOXDB_RETURN_IF_ERROR(store->OpenEnv(options));
   VOXDB_RETURN_IF_ERROR(store->InitMeta(options));
   return store;
+}
+
+Status ChunkStore::Lock(bool exclusive) {
+  const std::string data_path = dir_ + "/data.mdb";
+  if (exclusive) {
+    // DIR/LOCK first, as before (voxdb compact holds it while it replaces
+    // data.mdb); it is information only: deleting it unlocks nothing.
+    const std::string lock_path = dir_ + "/LOCK";
+    lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (lock_fd_ < 0) return LmdbStatus(errno, "open " + lock_path);
+    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) return InUse(dir_);
+  }
+  // Our own descriptor of data.mdb, created here when new (LMDB opens the
+  // same file): the lock lives on it, and it tells when the file is
+  // deleted under us (CheckDataFile).
+  data_fd_ = ::open(data_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (data_fd_ < 0) return LmdbStatus(errno, "open " + data_path);
+  if (!exclusive) return absl::OkStatus();
+  struct flock ofd = LockRange(F_WRLCK, 0, kPidLockStart);
+  if (::fcntl(data_fd_, F_OFD_SETLK, &ofd) != 0) {
+    if (errno == EAGAIN || errno == EACCES) return InUse(dir_);
+    return LmdbStatus(errno, "lock " + data_path);
+  }
+  struct flock pid_lock = LockRange(F_WRLCK, kPidLockStart, 1);
+  (void)::fcntl(data_fd_, F_SETLK, &pid_lock);  // information only
+  const std::string pid = absl::StrFormat("%d\n", ::getpid());
+  if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0) {
+    // Information only: the lock on data.mdb is held.
+  }
+  return absl::OkStatus();
 }
 
 Status ChunkStore::OpenEnv(const StoreOptions& options) {
@@ -449,6 +524,8 @@ Status ChunkStore::InitMeta(const StoreOptions& options) {
 
 ChunkStore::~ChunkStore() {
   if (env_) mdb_env_close(env_);
+  // Closing the descriptors releases the locks (after LMDB is done).
+  if (data_fd_ >= 0) ::close(data_fd_);
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 

@@ -86,8 +86,10 @@ struct StoreOptions {
   // has returned; until then a power loss may undo it (never corrupt).
   // DEFAULT: false.
   bool lazy_meta_sync = false;
-  // Take an exclusive lock on the directory (one process at a time).
-  // DEFAULT: true.
+  // Take an exclusive lock on the database (one process at a time): an
+  // open-file-description lock on data.mdb itself, which cannot be deleted
+  // without the data (DIR/LOCK is flocked too, and records the holder's
+  // pid, for information). DEFAULT: true.
   bool exclusive = true;
   // How long a write that must grow the map waits for open snapshots.
   // DEFAULT: 10 s, then BUSY.
@@ -210,7 +212,8 @@ class ChunkStore {
   // Returns NOT_FOUND when missing and !create_if_missing; MISMATCH when the
   // directory holds a database of another world frame or store format, or is
   // not a voxdb database; UNSUPPORTED when its format is newer than this
-  // build; BUSY when another process holds it (exclusive); IO_ERROR or
+  // build; BUSY when another process holds it (exclusive; the message names
+  // that process's pid when it can be known); IO_ERROR or
   // PERMISSION_DENIED from the file system.
   static StatusOr<std::unique_ptr<ChunkStore>> Open(const std::string& dir,
                                                     const StoreOptions& options);
@@ -249,6 +252,9 @@ class ChunkStore {
 
  private:
   ChunkStore() = default;
+  // Opens data_fd_ and, when exclusive, takes the locks (BUSY naming the
+  // holder's pid when another process has them).
+  Status Lock(bool exclusive);
   Status OpenEnv(const StoreOptions& options);
   Status InitMeta(const StoreOptions& options);
   Status GrowMap(size_t needed);
@@ -259,7 +265,8 @@ class ChunkStore {
   WorldFrame frame_ = WorldFrame::Earth();
   MDB_env* env_ = nullptr;
   MDB_dbi dbis_[kTableCount] = {};
-  int lock_fd_ = -1;
+  int lock_fd_ = -1;  // DIR/LOCK (exclusive)
+  int data_fd_ = -1;  // DIR/data.mdb: the exclusive lock (exclusive)
   uint32_t stale_readers_cleared_ = 0;
 
   std::mutex write_mu_;  // serialises write transactions

@@ -284,6 +284,24 @@ TEST(ChunkStoreTest, MissingDatabaseAndSecondOpener) {
   EXPECT_TRUE(IsBusy(s)) << s;
 }
 
+// The exclusive lock lives on data.mdb: deleting LOCK (a "stale lock") lets
+// no second opener in, and the refusal names the holder.
+TEST(ChunkStoreTest, DeletingTheLockFileDoesNotUnlockTheDatabase) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(dir.path(), FastOptions()));
+  ASSERT_EQ(::unlink((dir.path() + "/LOCK").c_str()), 0);
+  const Status s = ChunkStore::Open(dir.path(), FastOptions()).status();
+  EXPECT_TRUE(IsBusy(s)) << s;
+  EXPECT_NE(s.message().find("in use by"), std::string_view::npos) << s;
+  // The first store goes on writing.
+  WriteBatch batch;
+  batch.PutChunk(ChunkKey::FromCoord({1, 1, 1}), Record(2, 1));
+  EXPECT_OK(store->Write(batch));
+  store.reset();
+  // Once it has closed, the database opens again.
+  EXPECT_OK(ChunkStore::Open(dir.path(), FastOptions()).status());
+}
+
 // LMDB resets its reader table when the first process opens the
 // environment, so a stale slot only outlives its process while another one
 // keeps the environment open (a tool such as mdb_stat, or a backup).

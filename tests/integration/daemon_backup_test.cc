@@ -1,18 +1,26 @@
 // BACKUP: an online copy taken while writes go on holds every write
 // acknowledged before the backup started; restoring is starting voxdbd on
-// the copy; LMDB's own tools read it.
+// the copy; LMDB's own tools read it. And the files of a data directory
+// under a running voxdbd: its lock, a deleted data.mdb, the map's maximum.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/pipelined_writes.h"
+#include "tests/testing/run_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -21,7 +29,9 @@ namespace {
 
 using protocol::Client;
 using protocol::Opcode;
+using testing::ChildProcess;
 using testing::DaemonProcess;
+using ::testing::HasSubstr;
 using testing::TempDir;
 using namespace std::chrono_literals;
 
@@ -117,6 +127,46 @@ TEST(DaemonBackupTest, NeedsTheAdminRole) {
   auto a = Client::Connect("127.0.0.1", daemon.port());
   ASSERT_OK((*a)->Hello("aaaaaaaaaaaaaaaaaaaa"));
   EXPECT_OK((*a)->Backup(dir.Sub("b")));
+}
+
+// Starts a voxdbd that is expected not to start, and returns how it ended
+// (a voxdbd that does start is killed after a generous bound).
+testing::ProcessResult RunVoxdbdExpectingRefusal(const std::string& data) {
+  ChildProcess p(
+      {VOXDBD_PATH, "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "off"});
+  return p.Wait(std::chrono::seconds(30));
+}
+
+TEST(DaemonStorageTest, SecondVoxdbdOnOneDirectoryIsRefusedEvenWithoutTheLockFile) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  DaemonProcess first(VOXDBD_PATH, data);
+  const std::string holder = "in use by process " + std::to_string(first.pid());
+  testing::ProcessResult second = RunVoxdbdExpectingRefusal(data);
+  EXPECT_EQ(second.exit_code, 1) << second;
+  EXPECT_THAT(second.err, HasSubstr(holder)) << second;
+  // A "stale lock" deleted: still refused, still naming the first.
+  ASSERT_EQ(::unlink((data + "/LOCK").c_str()), 0);
+  second = RunVoxdbdExpectingRefusal(data);
+  EXPECT_EQ(second.exit_code, 1) << second;
+  EXPECT_THAT(second.err, HasSubstr(holder)) << second;
+  // The first goes on serving, and its writes last.
+  auto c = Client::Connect("127.0.0.1", first.port());
+  ASSERT_TRUE(c.ok());
+  protocol::SetVoxelsRequest set;
+  set.edits.push_back({{kX, kY, kZ}, 7});
+  ASSERT_OK((*c)->SetVoxels(set).status());
+  ASSERT_OK((*c)->Flush());
+  c->reset();
+  EXPECT_EQ(first.StopWith(SIGTERM), 0);
+  DaemonProcess again(VOXDBD_PATH, data);
+  auto r = Client::Connect("127.0.0.1", again.port());
+  ASSERT_TRUE(r.ok());
+  protocol::GetVoxelsRequest get;
+  get.at.push_back({kX, kY, kZ});
+  ASSERT_OK_AND_ASSIGN(auto got, (*r)->GetVoxels(get));
+  EXPECT_EQ(got, std::vector<uint8_t>{7});
+  EXPECT_EQ(again.StopWith(SIGTERM), 0);
 }
 
 }  // namespace
