@@ -256,6 +256,11 @@ int main(int argc, char** argv) {
     return Fail("max-map-size", "'" + max_map + "' is not a size of at least 64MiB");
   }
   db_options.store.max_map_size = n;
+  // A store that refuses every write until an operator acts says so in the
+  // log, once (a FLUSH that fails is logged too; writes are not).
+  db_options.store.on_alert = [](const absl::Status& s) {
+    daemon::Log(daemon::LogLevel::kError, "%s", s.message());
+  };
   if (threads < 0 || threads > 1024) return Fail("threads", "must be in 0..1024");
 
   daemon::ServerOptions server_options;

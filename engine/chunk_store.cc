@@ -616,6 +616,8 @@ Status ChunkStore::Write(const WriteBatch& batch) {
         if (rc != MDB_SUCCESS) break;
       }
       if (rc == MDB_SUCCESS) {
+        // Not into a deleted file (the guard aborts the transaction).
+        VOXDB_RETURN_IF_ERROR(CheckDataFile());
         guard.txn = nullptr;
         rc = mdb_txn_commit(txn);  // aborts the transaction itself on failure
       }
@@ -632,8 +634,24 @@ Status ChunkStore::Write(const WriteBatch& batch) {
 }
 
 Status ChunkStore::Sync() {
+  VOXDB_RETURN_IF_ERROR(CheckDataFile());
   if (!options_.sync) return absl::OkStatus();
   return LmdbStatus(mdb_env_sync(env_, 1), "sync");
+}
+
+Status ChunkStore::CheckDataFile() {
+  if (!data_gone_.load(std::memory_order_relaxed)) {
+    struct stat st;
+    if (::fstat(data_fd_, &st) != 0 || st.st_nlink != 0) return absl::OkStatus();
+  }
+  const Status gone = IoError(absl::StrFormat(
+      "%s/data.mdb was deleted while the database is open: writes are refused, since they "
+      "would go to the deleted file and a restart would find no database. What it held is "
+      "still readable at /proc/%d/fd/%d while this process runs: copy it out now, stop the "
+      "process, and put the copy in place as data.mdb (or restore a backup)",
+      dir_, ::getpid(), data_fd_));
+  if (!data_gone_.exchange(true) && options_.on_alert) options_.on_alert(gone);
+  return gone;
 }
 
 Status ChunkStore::CopyTo(const std::string& dest_dir, bool compact) const {

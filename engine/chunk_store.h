@@ -94,6 +94,11 @@ struct StoreOptions {
   // How long a write that must grow the map waits for open snapshots.
   // DEFAULT: 10 s, then BUSY.
   std::chrono::milliseconds grow_wait{10'000};
+  // Told once when the store starts refusing every write until an operator
+  // acts (data.mdb deleted under it), with the error those writes get: for
+  // a log. Called on the writing thread; must not call into the store.
+  // DEFAULT: none.
+  std::function<void(const Status&)> on_alert;
 };
 
 struct StoreStats {
@@ -234,7 +239,8 @@ class ChunkStore {
 
   // Applies the batch atomically. Returns STORAGE_FULL when the map is at its
   // maximum or the disk is full (nothing of the batch is applied); BUSY when
-  // growing the map waited too long for readers; IO_ERROR otherwise.
+  // growing the map waited too long for readers; IO_ERROR when data.mdb has
+  // been deleted while open (see CheckDataFile) or otherwise.
   Status Write(const WriteBatch& batch);
 
   StatusOr<StoreStats> Stats() const;
@@ -247,8 +253,17 @@ class ChunkStore {
   Status CopyTo(const std::string& dest_dir, bool compact) const;
 
   // Makes every commit so far durable (mdb_env_sync). A no-op without
-  // StoreOptions::sync. IO_ERROR / STORAGE_FULL on failure.
+  // StoreOptions::sync. IO_ERROR / STORAGE_FULL on failure, IO_ERROR when
+  // data.mdb has been deleted.
   Status Sync();
+
+  // IO_ERROR once data.mdb has been deleted (its link count is 0) while the
+  // store is open: LMDB would go on writing to the deleted file, and a
+  // restart would find no database, so every write and sync is refused from
+  // then on (reads go on). The message tells how to save what the deleted
+  // file holds while this process runs. Checked before every commit (one
+  // fstat).
+  Status CheckDataFile();
 
  private:
   ChunkStore() = default;
@@ -265,8 +280,9 @@ class ChunkStore {
   WorldFrame frame_ = WorldFrame::Earth();
   MDB_env* env_ = nullptr;
   MDB_dbi dbis_[kTableCount] = {};
-  int lock_fd_ = -1;  // DIR/LOCK (exclusive)
-  int data_fd_ = -1;  // DIR/data.mdb: the exclusive lock (exclusive)
+  int lock_fd_ = -1;                    // DIR/LOCK (exclusive)
+  int data_fd_ = -1;                    // DIR/data.mdb: the exclusive lock (exclusive)
+  std::atomic<bool> data_gone_{false};  // data.mdb was deleted (sticky)
   uint32_t stale_readers_cleared_ = 0;
 
   std::mutex write_mu_;  // serialises write transactions

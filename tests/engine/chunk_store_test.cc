@@ -302,6 +302,29 @@ TEST(ChunkStoreTest, DeletingTheLockFileDoesNotUnlockTheDatabase) {
   EXPECT_OK(ChunkStore::Open(dir.path(), FastOptions()).status());
 }
 
+TEST(ChunkStoreTest, DeletedDataFileRefusesWritesAndAlertsOnce) {
+  TempDir dir;
+  StoreOptions o = FastOptions();
+  std::vector<std::string> alerts;
+  o.on_alert = [&](const Status& s) { alerts.push_back(std::string(s.message())); };
+  ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(dir.path(), o));
+  WriteBatch batch;
+  batch.PutChunk(ChunkKey::FromCoord({1, 1, 1}), Record(2, 1));
+  ASSERT_OK(store->Write(batch));
+  ASSERT_EQ(::unlink((dir.path() + "/data.mdb").c_str()), 0);
+  for (int i = 0; i < 2; ++i) {
+    const Status s = store->Write(batch);
+    EXPECT_TRUE(absl::IsInternal(s)) << s;
+    EXPECT_NE(s.message().find("data.mdb was deleted"), std::string_view::npos) << s;
+  }
+  EXPECT_TRUE(absl::IsInternal(store->Sync()));
+  ASSERT_EQ(alerts.size(), 1u);
+  EXPECT_NE(alerts[0].find("/proc/"), std::string::npos) << alerts[0];
+  // Reads go on.
+  ASSERT_OK_AND_ASSIGN(auto snap, store->BeginRead());
+  EXPECT_OK(snap->GetChunk(ChunkKey::FromCoord({1, 1, 1})).status());
+}
+
 // LMDB resets its reader table when the first process opens the
 // environment, so a stale slot only outlives its process while another one
 // keeps the environment open (a tool such as mdb_stat, or a backup).

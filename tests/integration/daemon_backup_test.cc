@@ -2,6 +2,7 @@
 // acknowledged before the backup started; restoring is starting voxdbd on
 // the copy; LMDB's own tools read it. And the files of a data directory
 // under a running voxdbd: its lock, a deleted data.mdb, the map's maximum.
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -11,8 +12,10 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -167,6 +170,59 @@ TEST(DaemonStorageTest, SecondVoxdbdOnOneDirectoryIsRefusedEvenWithoutTheLockFil
   ASSERT_OK_AND_ASSIGN(auto got, (*r)->GetVoxels(get));
   EXPECT_EQ(got, std::vector<uint8_t>{7});
   EXPECT_EQ(again.StopWith(SIGTERM), 0);
+}
+
+// Starts voxdbd with its stderr going to `log_path`.
+std::unique_ptr<DaemonProcess> StartLogging(const std::string& data, const std::string& log_path,
+                                            const std::vector<std::string>& args = {}) {
+  const int saved = dup(STDERR_FILENO);
+  const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  EXPECT_GE(fd, 0);
+  dup2(fd, STDERR_FILENO);
+  auto d = std::make_unique<DaemonProcess>(VOXDBD_PATH, data, args);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  close(fd);
+  return d;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+protocol::SetVoxelsRequest OneEdit(uint64_t dx, uint8_t material) {
+  protocol::SetVoxelsRequest set;
+  set.edits.push_back({{kX + dx, kY, kZ}, material});
+  return set;
+}
+
+TEST(DaemonStorageTest, DataFileDeletedUnderVoxdbdFailsWritesAndFlushClearly) {
+  TempDir dir;
+  const std::string data = dir.Sub("data"), log = dir.Sub("voxdbd.log");
+  auto daemon = StartLogging(data, log);
+  auto c = Client::Connect("127.0.0.1", daemon->port());
+  ASSERT_TRUE(c.ok());
+  ASSERT_OK((*c)->SetVoxels(OneEdit(0, 5)).status());
+  ASSERT_OK((*c)->Flush());
+  ASSERT_EQ(::unlink((data + "/data.mdb").c_str()), 0);
+  const absl::Status write = (*c)->SetVoxels(OneEdit(1, 6)).status();
+  EXPECT_TRUE(absl::IsInternal(write)) << write;
+  EXPECT_THAT(write.message(), HasSubstr("data.mdb was deleted")) << write;
+  const absl::Status flush = (*c)->Flush();
+  EXPECT_FALSE(flush.ok());
+  EXPECT_THAT(flush.message(), HasSubstr("data.mdb was deleted")) << flush;
+  // Reads go on.
+  protocol::GetVoxelsRequest get;
+  get.at.push_back({kX, kY, kZ});
+  ASSERT_OK_AND_ASSIGN(auto got, (*c)->GetVoxels(get));
+  EXPECT_EQ(got, std::vector<uint8_t>{5});
+  const std::string text = ReadFile(log);
+  EXPECT_THAT(text, HasSubstr("ERROR " + data + "/data.mdb was deleted")) << text;
+  c->reset();
+  EXPECT_EQ(WEXITSTATUS(daemon->StopWith(SIGTERM)), 1);  // its final flush cannot succeed
 }
 
 }  // namespace
