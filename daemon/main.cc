@@ -149,6 +149,35 @@ void ReloadLogLevel(const std::string& config, const po::options_description& de
   }
 }
 
+// SIGHUP: max-map-size from the config file, if it names one: the map may
+// grow to it from now on (a database whose map was full takes writes again).
+void ReloadMaxMapSize(const std::string& config, const po::options_description& desc,
+                      engine::ChunkStore& store) {
+  if (config.empty()) return;  // ReloadLogLevel has said so
+  try {
+    std::ifstream in(config);
+    if (!in) throw std::runtime_error("cannot read " + config);
+    po::variables_map fresh;
+    po::store(po::parse_config_file(in, desc), fresh);
+    if (!fresh.count("max-map-size") || fresh["max-map-size"].defaulted()) return;
+    const std::string text = fresh["max-map-size"].as<std::string>();
+    uint64_t n = 0;
+    if (!ParseSize(text, &n)) {
+      daemon::Log(daemon::LogLevel::kError, "SIGHUP: max-map-size '%s' is not a size; unchanged",
+                  text);
+      return;
+    }
+    if (n == store.max_map_size()) return;
+    if (absl::Status s = store.SetMaxMapSize(n); !s.ok()) {
+      daemon::Log(daemon::LogLevel::kError, "SIGHUP: max-map-size unchanged: %s", s.message());
+      return;
+    }
+    daemon::Log(daemon::LogLevel::kWarn, "SIGHUP: max-map-size is now %s", text);
+  } catch (const std::exception& e) {
+    daemon::Log(daemon::LogLevel::kError, "SIGHUP: %s; max-map-size unchanged", e.what());
+  }
+}
+
 int Fail(const std::string& option, const std::string& why) {
   std::fprintf(stderr, "voxdbd: invalid value for --%s: %s\n", option.c_str(), why.c_str());
   return 2;
@@ -181,7 +210,8 @@ int main(int argc, char** argv) {
       "dirty-bytes", po::value(&dirty)->default_value("256MiB"),
       "dirty chunks at most; writers wait beyond")(
       "max-map-size", po::value(&max_map)->default_value("1TiB"),
-      "largest the LMDB map may grow; then writes fail with STORAGE_FULL")(
+      "largest the LMDB map may grow; then writes fail with STORAGE_FULL; SIGHUP re-reads it "
+      "from --config")(
       "token", po::value(&tokens)->composing(),
       "ROLE:SECRET, repeatable; ROLE is read, write or admin; with any token every client "
       "must authenticate (required unless --listen is loopback)")(
@@ -427,6 +457,8 @@ int main(int argc, char** argv) {
       sigwait(&signals, &sig);
       if (sig == SIGHUP) {
         ReloadLogLevel(vm.count("config") ? vm["config"].as<std::string>() : std::string(), desc);
+        ReloadMaxMapSize(vm.count("config") ? vm["config"].as<std::string>() : std::string(), desc,
+                         (*db)->store());
         continue;
       }
       daemon::Log(daemon::LogLevel::kInfo, "signal %d: stopping", sig);

@@ -394,6 +394,7 @@ StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& dir,
   std::unique_ptr<ChunkStore> store(new ChunkStore());
   store->dir_ = dir;
   store->options_ = options;
+  store->max_map_size_ = options.max_map_size;
   VOXDB_RETURN_IF_ERROR(store->Lock(options.exclusive));
   VOXDB_RETURN_IF_ERROR(store->OpenEnv(options));
   VOXDB_RETURN_IF_ERROR(store->InitMeta(options));
@@ -552,15 +553,19 @@ StatusOr<std::unique_ptr<ChunkStore::Snapshot>> ChunkStore::BeginLongRead() cons
 
 Status ChunkStore::GrowMap(size_t needed) {
   const size_t current = map_size_;
-  if (current >= options_.max_map_size) {
-    return StorageFullError(absl::StrFormat(
-        "the database map is at its maximum of %s (max_map_size); writes are refused, reads go "
-        "on",
-        HumanBytes(options_.max_map_size)));
+  const size_t max_size = max_map_size_;
+  if (current >= max_size) {
+    const Status full = StorageFullError(absl::StrFormat(
+        "the database map is at its maximum of %s (max_map_size): writes and flushes fail until "
+        "it is raised, reads go on; for voxdbd, raise max-map-size in its config file and send "
+        "it SIGHUP (no restart needed)",
+        HumanBytes(max_size)));
+    if (!map_full_alerted_.exchange(true) && options_.on_alert) options_.on_alert(full);
+    return full;
   }
   size_t target = std::max(current * 2, current + 2 * needed);
   target = (target + (size_t{1} << 20) - 1) & ~((size_t{1} << 20) - 1);  // whole MiB
-  target = std::min(target, options_.max_map_size);
+  target = std::min(target, max_size);
   const auto deadline = std::chrono::steady_clock::now() + options_.grow_wait;
   std::unique_lock<std::shared_timed_mutex> lock(resize_mu_, std::defer_lock);
   if (!lock.try_lock_until(deadline)) {
@@ -670,6 +675,18 @@ Status ChunkStore::CopyTo(const std::string& dest_dir, bool compact) const {
   return absl::OkStatus();
 }
 
+Status ChunkStore::SetMaxMapSize(size_t max_map_size) {
+  std::lock_guard<std::mutex> write_lock(write_mu_);  // no growth meanwhile
+  if (max_map_size < map_size_) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_map_size %s is below the current map of %s, which does not shrink while open",
+        HumanBytes(max_map_size), HumanBytes(map_size_)));
+  }
+  max_map_size_ = max_map_size;
+  map_full_alerted_ = false;
+  return absl::OkStatus();
+}
+
 StatusOr<StoreStats> ChunkStore::Stats() const {
   StoreStats s;
   MDB_envinfo info;
@@ -677,7 +694,7 @@ StatusOr<StoreStats> ChunkStore::Stats() const {
   VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_info(env_, &info), "env info"));
   VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_stat(env_, &st), "env stat"));
   s.map_size = info.me_mapsize;
-  s.max_map_size = options_.max_map_size;
+  s.max_map_size = max_map_size_;
   s.used_bytes = uint64_t{info.me_last_pgno + 1} * st.ms_psize;
   s.max_readers = info.me_maxreaders;
   s.readers_in_use = info.me_numreaders;

@@ -71,7 +71,8 @@ struct StoreOptions {
   bool create_if_missing = true;
   // Map size of a new environment, in bytes. DEFAULT: 64 MiB.
   size_t initial_map_size = size_t{64} << 20;
-  // The map never grows past this; writes then fail with STORAGE_FULL.
+  // The map never grows past this; writes then fail with STORAGE_FULL
+  // (and on_alert is told, once) until SetMaxMapSize raises it.
   // DEFAULT: 1 TiB (address space, not disk: the file grows with the data).
   size_t max_map_size = size_t{1} << 40;
   // LMDB reader slots: at least the number of threads that read at once.
@@ -95,9 +96,9 @@ struct StoreOptions {
   // DEFAULT: 10 s, then BUSY.
   std::chrono::milliseconds grow_wait{10'000};
   // Told once when the store starts refusing every write until an operator
-  // acts (data.mdb deleted under it), with the error those writes get: for
-  // a log. Called on the writing thread; must not call into the store.
-  // DEFAULT: none.
+  // acts (data.mdb deleted under it; the map at max_map_size, again after
+  // each SetMaxMapSize), with the error those writes get: for a log. Called on the writing thread;
+  // must not call into the store. DEFAULT: none.
   std::function<void(const Status&)> on_alert;
 };
 
@@ -245,6 +246,12 @@ class ChunkStore {
 
   StatusOr<StoreStats> Stats() const;
 
+  // Changes the largest size the map may grow to, at once (the map itself
+  // grows on the next write that needs it). INVALID below the current map
+  // size (a map does not shrink while open).
+  Status SetMaxMapSize(size_t max_map_size);
+  size_t max_map_size() const { return max_map_size_; }
+
   // Writes a consistent copy of the environment as it is now (one read
   // transaction: every commit so far, none after) to `dest_dir`/data.mdb
   // while writes go on; compact leaves free pages out (MDB_CP_COMPACT).
@@ -293,6 +300,8 @@ class ChunkStore {
   mutable std::condition_variable long_cv_;
   mutable int long_readers_ = 0;     // GUARDED_BY(long_mu_)
   std::atomic<size_t> map_size_{0};  // written under write_mu_ + exclusive resize_mu_
+  std::atomic<size_t> max_map_size_{0};
+  std::atomic<bool> map_full_alerted_{false};  // on_alert told; reset by SetMaxMapSize
   std::atomic<uint64_t> map_grows_{0};
 };
 

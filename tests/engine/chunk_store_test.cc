@@ -239,6 +239,37 @@ TEST(ChunkStoreTest, MaximumMapSizeGivesStorageFullAndReadsGoOn) {
   EXPECT_OK(store->Write(small));
 }
 
+TEST(ChunkStoreTest, RaisingTheMaximumMapSizeLetsWritesGoOnWithoutReopening) {
+  TempDir dir;
+  StoreOptions o = FastOptions();
+  o.initial_map_size = 1 << 20;
+  o.max_map_size = 8 << 20;
+  int alerts = 0;
+  o.on_alert = [&](const Status&) { ++alerts; };
+  ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(dir.path(), o));
+  const std::vector<uint8_t> rec = BigRecord(3);
+  Status last;
+  uint32_t i = 0;
+  for (; i < 10 && last.ok(); ++i) {
+    WriteBatch batch;
+    batch.PutChunk(ChunkKey::FromCoord({i, 0, 0}), rec);
+    last = store->Write(batch);
+  }
+  ASSERT_TRUE(IsStorageFull(last)) << last;
+  WriteBatch again;
+  again.PutChunk(ChunkKey::FromCoord({i, 0, 0}), rec);
+  EXPECT_TRUE(IsStorageFull(store->Write(again)));
+  EXPECT_EQ(alerts, 1);  // once, not per write
+  ASSERT_OK_AND_ASSIGN(StoreStats stats, store->Stats());
+  // A map does not shrink while open.
+  EXPECT_TRUE(absl::IsInvalidArgument(store->SetMaxMapSize(stats.map_size - 1)));
+  ASSERT_OK(store->SetMaxMapSize(64 << 20));
+  EXPECT_OK(store->Write(again));
+  ASSERT_OK_AND_ASSIGN(stats, store->Stats());
+  EXPECT_EQ(stats.max_map_size, uint64_t{64} << 20);
+  EXPECT_GT(stats.map_size, uint64_t{8} << 20);
+}
+
 TEST(ChunkStoreTest, WorldFrameMismatchIsRefused) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(WorldFrame small, WorldFrame::Create(4096, 4096, 4096, 0.5, 128, 2048));

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -223,6 +224,58 @@ TEST(DaemonStorageTest, DataFileDeletedUnderVoxdbdFailsWritesAndFlushClearly) {
   EXPECT_THAT(text, HasSubstr("ERROR " + data + "/data.mdb was deleted")) << text;
   c->reset();
   EXPECT_EQ(WEXITSTATUS(daemon->StopWith(SIGTERM)), 1);  // its final flush cannot succeed
+}
+
+TEST(DaemonStorageTest, FullMapIsExplainedAndSighupRaisesItWithoutARestart) {
+  TempDir dir;
+  const std::string data = dir.Sub("data"), log = dir.Sub("voxdbd.log");
+  const std::string conf = dir.Sub("voxdb.conf");
+  std::ofstream(conf) << "max-map-size = 64MiB\n";
+  auto daemon = StartLogging(data, log, {"--config", conf});
+  auto c = Client::Connect("127.0.0.1", daemon->port());
+  ASSERT_TRUE(c.ok());
+  // Incompressible chunks of 2 MiB until the 64 MiB map is full.
+  std::mt19937 rng(7);
+  std::vector<uint8_t> voxels(128 * 128 * 128);
+  absl::Status full;
+  uint64_t written = 0;
+  for (; written < 100; ++written) {
+    for (uint8_t& v : voxels) v = static_cast<uint8_t>(rng());
+    const uint64_t x = kX + 128 * written;
+    full = (*c)->WriteBox({{x, kY, kZ}, {x + 128, kY + 128, kZ + 128}}, voxels).status();
+    if (!full.ok()) break;
+  }
+  ASSERT_TRUE(absl::IsResourceExhausted(full)) << full;
+  ASSERT_GT(written, 0u);
+  EXPECT_THAT(full.message(), HasSubstr("maximum of 64 MiB")) << full;
+  EXPECT_THAT(full.message(), HasSubstr("SIGHUP")) << full;
+  const absl::Status flush = (*c)->Flush();
+  EXPECT_TRUE(absl::IsResourceExhausted(flush)) << flush;
+  EXPECT_THAT(ReadFile(log), HasSubstr("ERROR the database map is at its maximum of 64 MiB"));
+
+  // Raised in the config file, read on SIGHUP: no restart.
+  std::ofstream(conf) << "max-map-size = 1GiB\n";
+  ASSERT_EQ(kill(daemon->pid(), SIGHUP), 0);
+  std::string text;
+  for (int i = 0; i < 500 && text.find("max-map-size is now 1GiB") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(20ms);
+    text = ReadFile(log);
+  }
+  ASSERT_THAT(text, HasSubstr("max-map-size is now 1GiB"));
+  ASSERT_OK((*c)->Flush());
+  const uint64_t x = kX + 128 * written;
+  ASSERT_OK((*c)->WriteBox({{x, kY, kZ}, {x + 128, kY + 128, kZ + 128}}, voxels).status());
+  ASSERT_OK((*c)->Flush());
+  c->reset();
+  EXPECT_EQ(daemon->StopWith(SIGTERM), 0);
+
+  // Everything acknowledged is there after a restart.
+  DaemonProcess again(VOXDBD_PATH, data, {"--config", conf});
+  auto r = Client::Connect("127.0.0.1", again.port());
+  ASSERT_TRUE(r.ok());
+  ASSERT_OK_AND_ASSIGN(auto back, (*r)->ReadBox({{x, kY, kZ}, {x + 128, kY + 128, kZ + 128}}));
+  EXPECT_TRUE(back == voxels);
+  EXPECT_EQ(again.StopWith(SIGTERM), 0);
 }
 
 }  // namespace
