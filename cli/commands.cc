@@ -21,6 +21,7 @@
 #include "cli/info.h"
 #include "cli/offline.h"
 #include "cli/output.h"
+#include "cli/recover.h"
 #include "cli/watch.h"
 #include "cli/zarr.h"
 #include "engine/chunk_codec.h"
@@ -918,6 +919,18 @@ const CommandSpec kCommands[] = {
      "refused while it runs); a crash at any point leaves the old or the new file, whole.\n"
      "Needs free space for the copy. Prints the file's size before and after.\n",
      0, false, false, Compact},
+    {"recover", "--data DIR [--truncate-journal]",
+     "report (or drop) a damaged journal record that keeps voxdbd from opening (offline)",
+     "For a database voxdbd refuses to open because a journal record is damaged (\"journal\n"
+     "record 15: ... checksum mismatch\"). Opens DIR itself (voxdbd must be stopped) and\n"
+     "reports the first damaged record and what dropping it would drop: that record and\n"
+     "every later one (replaying later records without it could build chunks no sequence\n"
+     "of writes made); the records before it are kept. Exit 1 when it finds damage.\n"
+     "With --truncate-journal it first writes a copy of those records to\n"
+     "DIR/journal-dropped-FIRST-LAST (format in engine/FORMAT.md), then deletes them;\n"
+     "sequence numbers (chunk versions) keep growing past the dropped ones. The writes\n"
+     "they held are lost. Exit 0 when nothing is damaged or the records were dropped.\n",
+     0, false, false, Recover},
 };
 
 }  // namespace

@@ -26,6 +26,7 @@
 #include "daemon/metrics.h"
 #include "daemon/server.h"
 #include "engine/database.h"
+#include "engine/journal_check.h"
 #include "engine/lod.h"
 #include "engine/world_frame.h"
 #include "index/s2_index.h"
@@ -176,6 +177,26 @@ void ReloadMaxMapSize(const std::string& config, const po::options_description& 
   } catch (const std::exception& e) {
     daemon::Log(daemon::LogLevel::kError, "SIGHUP: %s; max-map-size unchanged", e.what());
   }
+}
+
+// After an open refused for a damaged journal record: the way out.
+void PrintJournalRecoveryHint(const absl::Status& open_error, const std::string& data) {
+  if (!IsCorrupt(open_error)) return;
+  engine::StoreOptions options;
+  options.create_if_missing = false;
+  auto store = engine::ChunkStore::Open(data, options);
+  if (!store.ok()) return;
+  auto snap = (*store)->BeginRead();
+  if (!snap.ok()) return;
+  auto check = engine::CheckJournal(**snap);
+  if (!check.ok() || !check->bad_seq) return;
+  std::fprintf(stderr,
+               "voxdbd: journal record %llu is damaged; `voxdb recover --data %s` reports what "
+               "dropping it would drop (it and the %llu records after it), and `voxdb recover "
+               "--data %s --truncate-journal` drops them, keeping a copy, so that voxdbd opens "
+               "the database with the records before it\n",
+               static_cast<unsigned long long>(*check->bad_seq), data.c_str(),
+               static_cast<unsigned long long>(check->drop_records - 1), data.c_str());
 }
 
 int Fail(const std::string& option, const std::string& why) {
@@ -402,6 +423,7 @@ int main(int argc, char** argv) {
   if (!db.ok()) {
     std::fprintf(stderr, "voxdbd: cannot open %s: %s\n", data.c_str(),
                  std::string(db.status().message()).c_str());
+    PrintJournalRecoveryHint(db.status(), data);
     return 1;
   }
   // A database from before the index, or with an older index format:
