@@ -885,7 +885,8 @@ const CommandSpec kCommands[] = {
      kVariableArgs, false, false, WatchRegion},
     {"backup", "DEST", "copy the database online into DEST (on the server)",
      "Asks the server (admin role) for a consistent copy of its database, taken while\n"
-     "writes go on, in the directory DEST on the server's file system (it must not exist;\n"
+     "writes go on, in the directory DEST on the server's file system (an absolute path\n"
+     "there; it must not exist, nor DEST.partial, where the copy is built;\n"
      "under systemd, inside a directory voxdbd may write, e.g. /var/lib/voxdb/backups/NAME).\n"
      "The copy holds every write acknowledged before the backup started. Restore by starting\n"
      "voxdbd with --data DEST (or a copy of it). Prints ok backup DEST, N bytes.\n",

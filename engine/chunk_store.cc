@@ -660,18 +660,97 @@ Status ChunkStore::CheckDataFile() {
 }
 
 Status ChunkStore::CopyTo(const std::string& dest_dir, bool compact) const {
-  std::shared_lock<std::shared_timed_mutex> lock(resize_mu_);
-  VOXDB_RETURN_IF_ERROR(LmdbStatus(
-      mdb_env_copy2(env_, dest_dir.c_str(), compact ? MDB_CP_COMPACT : 0), "copy environment"));
-  // mdb_env_copy2 writes through an ordinary descriptor: make it durable.
+  // Our own descriptor, so that the copy has the live file's mode (LMDB
+  // would create it 0666 less the umask) and is synced through it.
   const std::string file = dest_dir + "/data.mdb";
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    const int err = errno;
-    if (fd >= 0) ::close(fd);
-    return LmdbStatus(err, "sync the copy");
+  struct stat live;
+  const mode_t mode = ::fstat(data_fd_, &live) == 0 ? (live.st_mode & 0660) | 0600 : 0600;
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return LmdbStatus(errno, "create " + file);
+  Status s;
+  {
+    std::shared_lock<std::shared_timed_mutex> lock(resize_mu_);
+    s = LmdbStatus(mdb_env_copyfd2(env_, fd, compact ? MDB_CP_COMPACT : 0), "copy environment");
   }
+  if (s.ok() && ::fchmod(fd, mode) != 0) s = LmdbStatus(errno, "chmod " + file);  // the umask
+  if (s.ok() && ::fsync(fd) != 0) s = LmdbStatus(errno, "sync the copy");
   ::close(fd);
+  return s;
+}
+
+Status ChunkStore::CheckBackupDestination(const std::string& dest_dir) {
+  // The destination often comes from a client as bytes: the C calls below
+  // would stop at a NUL, and a relative path would resolve against this
+  // process's working directory, not the caller's.
+  if (dest_dir.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("backup destination contains a NUL byte");
+  }
+  if (dest_dir.empty() || dest_dir.front() != '/') {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "backup destination '%s' is not an absolute path (it would resolve against the "
+        "server's working directory): give the whole path on the server",
+        dest_dir));
+  }
+  struct stat st;
+  if (::lstat(dest_dir.c_str(), &st) == 0 || errno != ENOENT) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("backup destination %s already exists", dest_dir));
+  }
+  return absl::OkStatus();
+}
+
+Status ChunkStore::Backup(const std::string& dest_dir, uint64_t* bytes) const {
+  *bytes = 0;
+  VOXDB_RETURN_IF_ERROR(CheckBackupDestination(dest_dir));
+  // Built in DEST.partial, which must not exist: what is there was not made
+  // by this call, and is never deleted. Modes like the live data: a group
+  // that may read data.mdb may enter the directory, nobody else.
+  const std::string tmp = dest_dir + ".partial";
+  struct stat st;
+  mode_t dir_mode = 0700;
+  if (::fstat(data_fd_, &st) == 0 && (st.st_mode & 0040) != 0) dir_mode = 0750;
+  if (::mkdir(tmp.c_str(), dir_mode) != 0) {
+    if (errno == EEXIST) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s exists (left by an interrupted backup, or not a backup at all): BACKUP deletes "
+          "nothing it did not create; remove it, or choose another destination",
+          tmp));
+    }
+    return LmdbStatus(errno, "create backup directory " + tmp);
+  }
+  // Exactly what this call created, when it fails.
+  auto discard = [&] {
+    ::unlink((tmp + "/data.mdb").c_str());
+    ::rmdir(tmp.c_str());
+  };
+  if (::chmod(tmp.c_str(), dir_mode) != 0) {  // mkdir's mode went through the umask
+    const int err = errno;
+    discard();
+    return LmdbStatus(err, "chmod " + tmp);
+  }
+  if (Status s = CopyTo(tmp, /*compact=*/true); !s.ok()) {
+    discard();
+    return s;
+  }
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dest_dir.c_str(), RENAME_NOREPLACE) != 0) {
+    const int err = errno;
+    discard();
+    if (err == EEXIST || err == ENOTEMPTY) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("backup destination %s appeared during the backup", dest_dir));
+    }
+    return LmdbStatus(err, absl::StrFormat("rename %s to %s", tmp, dest_dir));
+  }
+  // The rename durable too.
+  const std::string parent = std::filesystem::path(dest_dir).parent_path().string();
+  if (const int fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); fd >= 0) {
+    (void)::fsync(fd);
+    ::close(fd);
+  }
+  if (::stat((dest_dir + "/data.mdb").c_str(), &st) != 0) {
+    return LmdbStatus(errno, "stat the backup's data.mdb");
+  }
+  *bytes = static_cast<uint64_t>(st.st_size);
   return absl::OkStatus();
 }
 

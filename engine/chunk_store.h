@@ -255,9 +255,21 @@ class ChunkStore {
   // Writes a consistent copy of the environment as it is now (one read
   // transaction: every commit so far, none after) to `dest_dir`/data.mdb
   // while writes go on; compact leaves free pages out (MDB_CP_COMPACT).
-  // `dest_dir` must exist without a data.mdb. The copy is fsynced. Map
-  // growth waits until the copy is done.
+  // `dest_dir` must exist without a data.mdb. The copy has the live
+  // data.mdb's mode (owner and group bits only) and is fsynced. Map growth
+  // waits until the copy is done.
   Status CopyTo(const std::string& dest_dir, bool compact) const;
+
+  // A backup: a compacted CopyTo into the new directory `dest_dir`, built
+  // in `dest_dir`.partial (created 0750, or 0700 when the live data.mdb is
+  // not group-readable) and renamed into place without replacing anything,
+  // then the rename synced. INVALID when dest_dir has a NUL byte, is not
+  // absolute, or exists, or when `dest_dir`.partial exists: nothing that
+  // this call did not create is ever deleted. *bytes: the copy's size.
+  Status Backup(const std::string& dest_dir, uint64_t* bytes) const;
+  // The argument checks of Backup, alone (before a caller waits for
+  // anything).
+  static Status CheckBackupDestination(const std::string& dest_dir);
 
   // Makes every commit so far durable (mdb_env_sync). A no-op without
   // StoreOptions::sync. IO_ERROR / STORAGE_FULL on failure, IO_ERROR when

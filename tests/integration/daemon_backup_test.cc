@@ -278,5 +278,65 @@ TEST(DaemonStorageTest, FullMapIsExplainedAndSighupRaisesItWithoutARestart) {
   EXPECT_EQ(again.StopWith(SIGTERM), 0);
 }
 
+TEST(DaemonBackupTest, RefusesNulAndRelativeDestinations) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  auto c = Client::Connect("127.0.0.1", daemon.port());
+  ASSERT_TRUE(c.ok());
+  // Cut at the NUL, this would be DIR/b.
+  const std::string nul = dir.Sub("b") + std::string(1, '\0') + "x";
+  absl::Status s = (*c)->Backup(nul).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("NUL")) << s;
+  std::error_code ec;
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("b"), ec));
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("b.partial"), ec));
+  // Relative to what? voxdbd's working directory, not the caller's: refused.
+  s = (*c)->Backup("relative-backup").status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("not an absolute path")) << s;
+  s = (*c)->Backup("").status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+}
+
+TEST(DaemonBackupTest, NeverDeletesAPartialDirectoryItDidNotCreate) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  auto c = Client::Connect("127.0.0.1", daemon.port());
+  ASSERT_TRUE(c.ok());
+  const std::string dest = dir.Sub("nightly");
+  ASSERT_EQ(::mkdir((dest + ".partial").c_str(), 0755), 0);
+  std::ofstream(dest + ".partial/precious") << "not a backup";
+  const absl::Status s = (*c)->Backup(dest).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("nightly.partial exists")) << s;
+  EXPECT_EQ(ReadFile(dest + ".partial/precious"), "not a backup");
+  std::error_code ec;
+  EXPECT_FALSE(std::filesystem::exists(dest, ec));
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+}
+
+TEST(DaemonBackupTest, CopyHasTheModesOfTheLiveData) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  DaemonProcess daemon(VOXDBD_PATH, data);
+  auto c = Client::Connect("127.0.0.1", daemon.port());
+  ASSERT_TRUE(c.ok());
+  ASSERT_OK((*c)->SetVoxels(OneEdit(0, 3)).status());
+  const std::string dest = dir.Sub("copy");
+  ASSERT_OK_AND_ASSIGN(uint64_t bytes, (*c)->Backup(dest));
+  struct stat live, file, directory;
+  ASSERT_EQ(::stat((data + "/data.mdb").c_str(), &live), 0);
+  ASSERT_EQ(::stat((dest + "/data.mdb").c_str(), &file), 0);
+  ASSERT_EQ(::stat(dest.c_str(), &directory), 0);
+  EXPECT_EQ(bytes, static_cast<uint64_t>(file.st_size));
+  EXPECT_EQ(file.st_mode & 0777, live.st_mode & 0660) << std::oct << file.st_mode;
+  EXPECT_EQ(file.st_mode & 0007, 0u) << std::oct << file.st_mode;
+  EXPECT_EQ(directory.st_mode & 0777, (live.st_mode & 0040) ? 0750u : 0700u)
+      << std::oct << directory.st_mode;
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace voxdb
