@@ -285,6 +285,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
       status = flag(&cl.json);
     } else if (name == "--all") {
       status = flag(&cl.all);
+    } else if (name == "--truncate-journal") {
+      status = flag(&cl.truncate_journal);
     } else if (name == "--alt-min" || name == "--alt-max" || name == "--limit" ||
                name == "--cursor") {
       // The value may be negative (--alt-min -100): it is taken as it is.

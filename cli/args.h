@@ -76,6 +76,7 @@ struct CommandLine {
   // --data DIR: the database directory of the offline commands (verify,
   // compact), which open it themselves instead of connecting.
   std::optional<std::string> data;
+  bool truncate_journal = false;  // --truncate-journal (recover only)
   // The options of `voxdb export` / `voxdb import` (cli/zarr.h).
   std::optional<std::string> out;         // --out DIR
   std::optional<protocol::Box> box;       // --box X0 Y0 Z0 X1 Y1 Z1

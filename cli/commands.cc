@@ -21,6 +21,7 @@
 #include "cli/info.h"
 #include "cli/offline.h"
 #include "cli/output.h"
+#include "cli/recover.h"
 #include "cli/watch.h"
 #include "cli/zarr.h"
 #include "engine/chunk_codec.h"
@@ -923,7 +924,8 @@ const CommandSpec kCommands[] = {
      kVariableArgs, false, false, WatchRegion},
     {"backup", "DEST", "copy the database online into DEST (on the server)",
      "Asks the server (admin role) for a consistent copy of its database, taken while\n"
-     "writes go on, in the directory DEST on the server's file system (it must not exist;\n"
+     "writes go on, in the directory DEST on the server's file system (an absolute path\n"
+     "there; it must not exist, nor DEST.partial, where the copy is built;\n"
      "under systemd, inside a directory voxdbd may write, e.g. /var/lib/voxdb/backups/NAME).\n"
      "The copy holds every write acknowledged before the backup started. Restore by starting\n"
      "voxdbd with --data DEST (or a copy of it). Prints ok backup DEST, N bytes.\n",
@@ -957,6 +959,18 @@ const CommandSpec kCommands[] = {
      "refused while it runs); a crash at any point leaves the old or the new file, whole.\n"
      "Needs free space for the copy. Prints the file's size before and after.\n",
      0, false, false, Compact},
+    {"recover", "--data DIR [--truncate-journal]",
+     "report (or drop) a damaged journal record that keeps voxdbd from opening (offline)",
+     "For a database voxdbd refuses to open because a journal record is damaged (\"journal\n"
+     "record 15: ... checksum mismatch\"). Opens DIR itself (voxdbd must be stopped) and\n"
+     "reports the first damaged record and what dropping it would drop: that record and\n"
+     "every later one (replaying later records without it could build chunks no sequence\n"
+     "of writes made); the records before it are kept. Exit 1 when it finds damage.\n"
+     "With --truncate-journal it first writes a copy of those records to\n"
+     "DIR/journal-dropped-FIRST-LAST (format in engine/FORMAT.md), then deletes them;\n"
+     "sequence numbers (chunk versions) keep growing past the dropped ones. The writes\n"
+     "they held are lost. Exit 0 when nothing is damaged or the records were dropped.\n",
+     0, false, false, Recover},
 };
 
 }  // namespace

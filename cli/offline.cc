@@ -865,7 +865,7 @@ void VerifyReport::Warning(std::string text) {
 }
 
 bool TakesDataOption(std::string_view command) {
-  return command == "verify" || command == "compact";
+  return command == "verify" || command == "compact" || command == "recover";
 }
 
 absl::StatusOr<VerifyReport> VerifyStore(const ChunkStore& store) {

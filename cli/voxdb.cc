@@ -30,8 +30,10 @@ constexpr char kOptionsHelp[] =
     "  --address HOST:PORT  the server; [::1]:PORT for IPv6 (env VOXDB_ADDRESS;\n"
     "                       default 127.0.0.1:7390)\n"
     "  --token T            the token sent with HELLO (env VOXDB_TOKEN; default none)\n"
-    "  --data DIR           the database directory, for verify and compact (offline:\n"
-    "                       they open it themselves, with voxdbd stopped)\n"
+    "  --data DIR           the database directory, for verify, compact and recover\n"
+    "                       (offline: they open it themselves, with voxdbd stopped)\n"
+    "  --truncate-journal   for recover: drop the damaged journal record and every\n"
+    "                       later one (a copy is kept)\n"
     "  --out DIR, --compressor zstd|blosc   for export\n"
     "  --box X0 Y0 Z0 X1 Y1 Z1              for export and import: only this box\n"
     "  --lod L              for get-chunk and query: LOD level L (1..16) of the pyramid;\n"
@@ -157,7 +159,10 @@ int Main(int argc, char** argv) {
         "takes %u argument%s (%s), not %u", spec->arg_count, spec->arg_count == 1 ? "" : "s",
         spec->arg_count == 0 ? "none" : spec->synopsis, cl.args.size()));
   } else if (cl.data.has_value() && !TakesDataOption(spec->name)) {
-    status = UsageError("there is no option --data for this command (verify and compact take it)");
+    status = UsageError(
+        "there is no option --data for this command (verify, compact and recover take it)");
+  } else if (cl.truncate_journal && std::string_view(spec->name) != "recover") {
+    status = UsageError("there is no option --truncate-journal for this command (recover)");
   } else if (cl.expect_version.has_value() && !spec->takes_expect_version) {
     status = UsageError("there is no option --expect-version for this command");
   } else if ((cl.out.has_value() || cl.compressor.has_value()) &&

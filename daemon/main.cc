@@ -26,6 +26,7 @@
 #include "daemon/metrics.h"
 #include "daemon/server.h"
 #include "engine/database.h"
+#include "engine/journal_check.h"
 #include "engine/lod.h"
 #include "engine/world_frame.h"
 #include "index/s2_index.h"
@@ -169,6 +170,55 @@ void ReloadLogLevel(const std::string& config, const po::options_description& de
   }
 }
 
+// SIGHUP: max-map-size from the config file, if it names one: the map may
+// grow to it from now on (a database whose map was full takes writes again).
+void ReloadMaxMapSize(const std::string& config, const po::options_description& desc,
+                      engine::ChunkStore& store) {
+  if (config.empty()) return;  // ReloadLogLevel has said so
+  try {
+    std::ifstream in(config);
+    if (!in) throw std::runtime_error("cannot read " + config);
+    po::variables_map fresh;
+    po::store(po::parse_config_file(in, desc), fresh);
+    if (!fresh.count("max-map-size") || fresh["max-map-size"].defaulted()) return;
+    const std::string text = fresh["max-map-size"].as<std::string>();
+    uint64_t n = 0;
+    if (!ParseSize(text, &n)) {
+      daemon::Log(daemon::LogLevel::kError, "SIGHUP: max-map-size '%s' is not a size; unchanged",
+                  text);
+      return;
+    }
+    if (n == store.max_map_size()) return;
+    if (absl::Status s = store.SetMaxMapSize(n); !s.ok()) {
+      daemon::Log(daemon::LogLevel::kError, "SIGHUP: max-map-size unchanged: %s", s.message());
+      return;
+    }
+    daemon::Log(daemon::LogLevel::kWarn, "SIGHUP: max-map-size is now %s", text);
+  } catch (const std::exception& e) {
+    daemon::Log(daemon::LogLevel::kError, "SIGHUP: %s; max-map-size unchanged", e.what());
+  }
+}
+
+// After an open refused for a damaged journal record: the way out.
+void PrintJournalRecoveryHint(const absl::Status& open_error, const std::string& data) {
+  if (!IsCorrupt(open_error)) return;
+  engine::StoreOptions options;
+  options.create_if_missing = false;
+  auto store = engine::ChunkStore::Open(data, options);
+  if (!store.ok()) return;
+  auto snap = (*store)->BeginRead();
+  if (!snap.ok()) return;
+  auto check = engine::CheckJournal(**snap);
+  if (!check.ok() || !check->bad_seq) return;
+  std::fprintf(stderr,
+               "voxdbd: journal record %llu is damaged; `voxdb recover --data %s` reports what "
+               "dropping it would drop (it and the %llu records after it), and `voxdb recover "
+               "--data %s --truncate-journal` drops them, keeping a copy, so that voxdbd opens "
+               "the database with the records before it\n",
+               static_cast<unsigned long long>(*check->bad_seq), data.c_str(),
+               static_cast<unsigned long long>(check->drop_records - 1), data.c_str());
+}
+
 int Fail(const std::string& option, const std::string& why) {
   std::fprintf(stderr, "voxdbd: invalid value for --%s: %s\n", option.c_str(), why.c_str());
   return 2;
@@ -205,7 +255,8 @@ int main(int argc, char** argv) {
       "dirty-bytes", po::value(&dirty)->default_value("256MiB"),
       "dirty chunks at most; writers wait beyond")(
       "max-map-size", po::value(&max_map)->default_value("1TiB"),
-      "largest the LMDB map may grow; then writes fail with STORAGE_FULL")(
+      "largest the LMDB map may grow; then writes fail with STORAGE_FULL; SIGHUP re-reads it "
+      "from --config")(
       "token", po::value(&tokens)->composing(),
       "ROLE:SECRET, repeatable; ROLE is read, write or admin; with any token every client "
       "must authenticate (required unless --listen is loopback)")(
@@ -287,6 +338,11 @@ int main(int argc, char** argv) {
     return Fail("max-map-size", "'" + max_map + "' is not a size of at least 64MiB");
   }
   db_options.store.max_map_size = n;
+  // A store that refuses every write until an operator acts says so in the
+  // log, once (a FLUSH that fails is logged too; writes are not).
+  db_options.store.on_alert = [](const absl::Status& s) {
+    daemon::Log(daemon::LogLevel::kError, "%s", s.message());
+  };
   if (threads < 0 || threads > 1024) return Fail("threads", "must be in 0..1024");
 
   daemon::ServerOptions server_options;
@@ -415,6 +471,7 @@ int main(int argc, char** argv) {
   if (!db.ok()) {
     std::fprintf(stderr, "voxdbd: cannot open %s: %s\n", data.c_str(),
                  std::string(db.status().message()).c_str());
+    PrintJournalRecoveryHint(db.status(), data);
     return 1;
   }
   // A database from before the index, or with an older index format:
@@ -470,6 +527,8 @@ int main(int argc, char** argv) {
       sigwait(&signals, &sig);
       if (sig == SIGHUP) {
         ReloadLogLevel(vm.count("config") ? vm["config"].as<std::string>() : std::string(), desc);
+        ReloadMaxMapSize(vm.count("config") ? vm["config"].as<std::string>() : std::string(), desc,
+                         (*db)->store());
         continue;
       }
       daemon::Log(daemon::LogLevel::kInfo, "signal %d: stopping", sig);

@@ -113,6 +113,59 @@ struct TxnGuard {
   }
 };
 
+// The locks on data.mdb (engine/FORMAT.md, "The database directory"). The
+// exclusion is an open-file-description lock on [0, kPidLockStart): it
+// belongs to this ChunkStore's descriptor, whatever else the process opens
+// or closes. A classic (per-process) lock on the byte at kPidLockStart is
+// there only to tell another process who holds the database (F_GETLK gives
+// a classic lock's pid; an OFD lock's is -1). Both lie past any LMDB map
+// (at most 2^62 bytes) in the address space of locks, not of the file.
+constexpr off_t kPidLockStart = off_t{1} << 62;
+
+struct flock LockRange(short type, off_t start, off_t len) {
+  struct flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = start;
+  fl.l_len = len;
+  return fl;
+}
+
+// "process 1234 (voxdbd)", from the pid lock on DIR/data.mdb, else the pid
+// DIR/LOCK records; "another process" when neither tells.
+std::string DescribeHolder(const std::string& dir) {
+  long pid = 0;
+  const int fd = ::open((dir + "/data.mdb").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    struct flock fl = LockRange(F_WRLCK, kPidLockStart, 1);
+    if (::fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK && fl.l_pid > 0) pid = fl.l_pid;
+    ::close(fd);
+  }
+  if (pid == 0) {
+    // Information only: a LOCK file may be stale or gone.
+    char buf[32] = {};
+    const int lfd = ::open((dir + "/LOCK").c_str(), O_RDONLY | O_CLOEXEC);
+    if (lfd >= 0) {
+      const ssize_t n = ::read(lfd, buf, sizeof buf - 1);
+      ::close(lfd);
+      if (n > 0) pid = std::strtol(buf, nullptr, 10);
+    }
+  }
+  if (pid <= 0) return "another process";
+  std::string comm;
+  if (std::FILE* f = std::fopen(absl::StrFormat("/proc/%d/comm", pid).c_str(), "re")) {
+    char name[64] = {};
+    if (std::fgets(name, sizeof name, f) != nullptr) comm = name;
+    std::fclose(f);
+    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+  }
+  return comm.empty() ? absl::StrFormat("process %d", pid)
+                      : absl::StrFormat("process %d (%s)", pid, comm);
+}
+
+Status InUse(const std::string& dir) {
+  return BusyError(absl::StrFormat("database %s is in use by %s", dir, DescribeHolder(dir)));
+}
 }  // namespace
 
 const char* TableName(Table table) { return kTableNames[static_cast<int>(table)]; }
@@ -341,18 +394,41 @@ StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& dir,
   std::unique_ptr<ChunkStore> store(new ChunkStore());
   store->dir_ = dir;
   store->options_ = options;
-
-  if (options.exclusive) {
-    const std::string lock_path = dir + "/LOCK";
-    store->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (store->lock_fd_ < 0) return LmdbStatus(errno, "open " + lock_path);
-    if (::flock(store->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-      return BusyError(absl::StrFormat("database %s is in use by another process", dir));
-    }
-  }
+  store->max_map_size_ = options.max_map_size;
+  VOXDB_RETURN_IF_ERROR(store->Lock(options.exclusive));
   VOXDB_RETURN_IF_ERROR(store->OpenEnv(options));
   VOXDB_RETURN_IF_ERROR(store->InitMeta(options));
   return store;
+}
+
+Status ChunkStore::Lock(bool exclusive) {
+  const std::string data_path = dir_ + "/data.mdb";
+  if (exclusive) {
+    // DIR/LOCK first, as before (voxdb compact holds it while it replaces
+    // data.mdb); it is information only: deleting it unlocks nothing.
+    const std::string lock_path = dir_ + "/LOCK";
+    lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (lock_fd_ < 0) return LmdbStatus(errno, "open " + lock_path);
+    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) return InUse(dir_);
+  }
+  // Our own descriptor of data.mdb, created here when new (LMDB opens the
+  // same file): the lock lives on it, and it tells when the file is
+  // deleted under us (CheckDataFile).
+  data_fd_ = ::open(data_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (data_fd_ < 0) return LmdbStatus(errno, "open " + data_path);
+  if (!exclusive) return absl::OkStatus();
+  struct flock ofd = LockRange(F_WRLCK, 0, kPidLockStart);
+  if (::fcntl(data_fd_, F_OFD_SETLK, &ofd) != 0) {
+    if (errno == EAGAIN || errno == EACCES) return InUse(dir_);
+    return LmdbStatus(errno, "lock " + data_path);
+  }
+  struct flock pid_lock = LockRange(F_WRLCK, kPidLockStart, 1);
+  (void)::fcntl(data_fd_, F_SETLK, &pid_lock);  // information only
+  const std::string pid = absl::StrFormat("%d\n", ::getpid());
+  if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0) {
+    // Information only: the lock on data.mdb is held.
+  }
+  return absl::OkStatus();
 }
 
 Status ChunkStore::OpenEnv(const StoreOptions& options) {
@@ -449,6 +525,8 @@ Status ChunkStore::InitMeta(const StoreOptions& options) {
 
 ChunkStore::~ChunkStore() {
   if (env_) mdb_env_close(env_);
+  // Closing the descriptors releases the locks (after LMDB is done).
+  if (data_fd_ >= 0) ::close(data_fd_);
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
@@ -475,15 +553,19 @@ StatusOr<std::unique_ptr<ChunkStore::Snapshot>> ChunkStore::BeginLongRead() cons
 
 Status ChunkStore::GrowMap(size_t needed) {
   const size_t current = map_size_;
-  if (current >= options_.max_map_size) {
-    return StorageFullError(absl::StrFormat(
-        "the database map is at its maximum of %s (max_map_size); writes are refused, reads go "
-        "on",
-        HumanBytes(options_.max_map_size)));
+  const size_t max_size = max_map_size_;
+  if (current >= max_size) {
+    const Status full = StorageFullError(absl::StrFormat(
+        "the database map is at its maximum of %s (max_map_size): writes and flushes fail until "
+        "it is raised, reads go on; for voxdbd, raise max-map-size in its config file and send "
+        "it SIGHUP (no restart needed)",
+        HumanBytes(max_size)));
+    if (!map_full_alerted_.exchange(true) && options_.on_alert) options_.on_alert(full);
+    return full;
   }
   size_t target = std::max(current * 2, current + 2 * needed);
   target = (target + (size_t{1} << 20) - 1) & ~((size_t{1} << 20) - 1);  // whole MiB
-  target = std::min(target, options_.max_map_size);
+  target = std::min(target, max_size);
   const auto deadline = std::chrono::steady_clock::now() + options_.grow_wait;
   std::unique_lock<std::shared_timed_mutex> lock(resize_mu_, std::defer_lock);
   if (!lock.try_lock_until(deadline)) {
@@ -539,6 +621,8 @@ Status ChunkStore::Write(const WriteBatch& batch) {
         if (rc != MDB_SUCCESS) break;
       }
       if (rc == MDB_SUCCESS) {
+        // Not into a deleted file (the guard aborts the transaction).
+        VOXDB_RETURN_IF_ERROR(CheckDataFile());
         guard.txn = nullptr;
         rc = mdb_txn_commit(txn);  // aborts the transaction itself on failure
       }
@@ -555,23 +639,130 @@ Status ChunkStore::Write(const WriteBatch& batch) {
 }
 
 Status ChunkStore::Sync() {
+  VOXDB_RETURN_IF_ERROR(CheckDataFile());
   if (!options_.sync) return absl::OkStatus();
   return LmdbStatus(mdb_env_sync(env_, 1), "sync");
 }
 
-Status ChunkStore::CopyTo(const std::string& dest_dir, bool compact) const {
-  std::shared_lock<std::shared_timed_mutex> lock(resize_mu_);
-  VOXDB_RETURN_IF_ERROR(LmdbStatus(
-      mdb_env_copy2(env_, dest_dir.c_str(), compact ? MDB_CP_COMPACT : 0), "copy environment"));
-  // mdb_env_copy2 writes through an ordinary descriptor: make it durable.
-  const std::string file = dest_dir + "/data.mdb";
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    const int err = errno;
-    if (fd >= 0) ::close(fd);
-    return LmdbStatus(err, "sync the copy");
+Status ChunkStore::CheckDataFile() {
+  if (!data_gone_.load(std::memory_order_relaxed)) {
+    struct stat st;
+    if (::fstat(data_fd_, &st) != 0 || st.st_nlink != 0) return absl::OkStatus();
   }
+  const Status gone = IoError(absl::StrFormat(
+      "%s/data.mdb was deleted while the database is open: writes are refused, since they "
+      "would go to the deleted file and a restart would find no database. What it held is "
+      "still readable at /proc/%d/fd/%d while this process runs: copy it out now, stop the "
+      "process, and put the copy in place as data.mdb (or restore a backup)",
+      dir_, ::getpid(), data_fd_));
+  if (!data_gone_.exchange(true) && options_.on_alert) options_.on_alert(gone);
+  return gone;
+}
+
+Status ChunkStore::CopyTo(const std::string& dest_dir, bool compact) const {
+  // Our own descriptor, so that the copy has the live file's mode (LMDB
+  // would create it 0666 less the umask) and is synced through it.
+  const std::string file = dest_dir + "/data.mdb";
+  struct stat live;
+  const mode_t mode = ::fstat(data_fd_, &live) == 0 ? (live.st_mode & 0660) | 0600 : 0600;
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return LmdbStatus(errno, "create " + file);
+  Status s;
+  {
+    std::shared_lock<std::shared_timed_mutex> lock(resize_mu_);
+    s = LmdbStatus(mdb_env_copyfd2(env_, fd, compact ? MDB_CP_COMPACT : 0), "copy environment");
+  }
+  if (s.ok() && ::fchmod(fd, mode) != 0) s = LmdbStatus(errno, "chmod " + file);  // the umask
+  if (s.ok() && ::fsync(fd) != 0) s = LmdbStatus(errno, "sync the copy");
   ::close(fd);
+  return s;
+}
+
+Status ChunkStore::CheckBackupDestination(const std::string& dest_dir) {
+  // The destination often comes from a client as bytes: the C calls below
+  // would stop at a NUL, and a relative path would resolve against this
+  // process's working directory, not the caller's.
+  if (dest_dir.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("backup destination contains a NUL byte");
+  }
+  if (dest_dir.empty() || dest_dir.front() != '/') {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "backup destination '%s' is not an absolute path (it would resolve against the "
+        "server's working directory): give the whole path on the server",
+        dest_dir));
+  }
+  struct stat st;
+  if (::lstat(dest_dir.c_str(), &st) == 0 || errno != ENOENT) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("backup destination %s already exists", dest_dir));
+  }
+  return absl::OkStatus();
+}
+
+Status ChunkStore::Backup(const std::string& dest_dir, uint64_t* bytes) const {
+  *bytes = 0;
+  VOXDB_RETURN_IF_ERROR(CheckBackupDestination(dest_dir));
+  // Built in DEST.partial, which must not exist: what is there was not made
+  // by this call, and is never deleted. Modes like the live data: a group
+  // that may read data.mdb may enter the directory, nobody else.
+  const std::string tmp = dest_dir + ".partial";
+  struct stat st;
+  mode_t dir_mode = 0700;
+  if (::fstat(data_fd_, &st) == 0 && (st.st_mode & 0040) != 0) dir_mode = 0750;
+  if (::mkdir(tmp.c_str(), dir_mode) != 0) {
+    if (errno == EEXIST) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s exists (left by an interrupted backup, or not a backup at all): BACKUP deletes "
+          "nothing it did not create; remove it, or choose another destination",
+          tmp));
+    }
+    return LmdbStatus(errno, "create backup directory " + tmp);
+  }
+  // Exactly what this call created, when it fails.
+  auto discard = [&] {
+    ::unlink((tmp + "/data.mdb").c_str());
+    ::rmdir(tmp.c_str());
+  };
+  if (::chmod(tmp.c_str(), dir_mode) != 0) {  // mkdir's mode went through the umask
+    const int err = errno;
+    discard();
+    return LmdbStatus(err, "chmod " + tmp);
+  }
+  if (Status s = CopyTo(tmp, /*compact=*/true); !s.ok()) {
+    discard();
+    return s;
+  }
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dest_dir.c_str(), RENAME_NOREPLACE) != 0) {
+    const int err = errno;
+    discard();
+    if (err == EEXIST || err == ENOTEMPTY) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("backup destination %s appeared during the backup", dest_dir));
+    }
+    return LmdbStatus(err, absl::StrFormat("rename %s to %s", tmp, dest_dir));
+  }
+  // The rename durable too.
+  const std::string parent = std::filesystem::path(dest_dir).parent_path().string();
+  if (const int fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); fd >= 0) {
+    (void)::fsync(fd);
+    ::close(fd);
+  }
+  if (::stat((dest_dir + "/data.mdb").c_str(), &st) != 0) {
+    return LmdbStatus(errno, "stat the backup's data.mdb");
+  }
+  *bytes = static_cast<uint64_t>(st.st_size);
+  return absl::OkStatus();
+}
+
+Status ChunkStore::SetMaxMapSize(size_t max_map_size) {
+  std::lock_guard<std::mutex> write_lock(write_mu_);  // no growth meanwhile
+  if (max_map_size < map_size_) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_map_size %s is below the current map of %s, which does not shrink while open",
+        HumanBytes(max_map_size), HumanBytes(map_size_)));
+  }
+  max_map_size_ = max_map_size;
+  map_full_alerted_ = false;
   return absl::OkStatus();
 }
 
@@ -582,7 +773,7 @@ StatusOr<StoreStats> ChunkStore::Stats() const {
   VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_info(env_, &info), "env info"));
   VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_stat(env_, &st), "env stat"));
   s.map_size = info.me_mapsize;
-  s.max_map_size = options_.max_map_size;
+  s.max_map_size = max_map_size_;
   s.used_bytes = uint64_t{info.me_last_pgno + 1} * st.ms_psize;
   s.max_readers = info.me_maxreaders;
   s.readers_in_use = info.me_numreaders;

@@ -71,7 +71,8 @@ struct StoreOptions {
   bool create_if_missing = true;
   // Map size of a new environment, in bytes. DEFAULT: 64 MiB.
   size_t initial_map_size = size_t{64} << 20;
-  // The map never grows past this; writes then fail with STORAGE_FULL.
+  // The map never grows past this; writes then fail with STORAGE_FULL
+  // (and on_alert is told, once) until SetMaxMapSize raises it.
   // DEFAULT: 1 TiB (address space, not disk: the file grows with the data).
   size_t max_map_size = size_t{1} << 40;
   // LMDB reader slots: at least the number of threads that read at once.
@@ -86,12 +87,19 @@ struct StoreOptions {
   // has returned; until then a power loss may undo it (never corrupt).
   // DEFAULT: false.
   bool lazy_meta_sync = false;
-  // Take an exclusive lock on the directory (one process at a time).
-  // DEFAULT: true.
+  // Take an exclusive lock on the database (one process at a time): an
+  // open-file-description lock on data.mdb itself, which cannot be deleted
+  // without the data (DIR/LOCK is flocked too, and records the holder's
+  // pid, for information). DEFAULT: true.
   bool exclusive = true;
   // How long a write that must grow the map waits for open snapshots.
   // DEFAULT: 10 s, then BUSY.
   std::chrono::milliseconds grow_wait{10'000};
+  // Told once when the store starts refusing every write until an operator
+  // acts (data.mdb deleted under it; the map at max_map_size, again after
+  // each SetMaxMapSize), with the error those writes get: for a log. Called on the writing thread;
+  // must not call into the store. DEFAULT: none.
+  std::function<void(const Status&)> on_alert;
 };
 
 struct StoreStats {
@@ -210,7 +218,8 @@ class ChunkStore {
   // Returns NOT_FOUND when missing and !create_if_missing; MISMATCH when the
   // directory holds a database of another world frame or store format, or is
   // not a voxdb database; UNSUPPORTED when its format is newer than this
-  // build; BUSY when another process holds it (exclusive); IO_ERROR or
+  // build; BUSY when another process holds it (exclusive; the message names
+  // that process's pid when it can be known); IO_ERROR or
   // PERMISSION_DENIED from the file system.
   static StatusOr<std::unique_ptr<ChunkStore>> Open(const std::string& dir,
                                                     const StoreOptions& options);
@@ -231,24 +240,55 @@ class ChunkStore {
 
   // Applies the batch atomically. Returns STORAGE_FULL when the map is at its
   // maximum or the disk is full (nothing of the batch is applied); BUSY when
-  // growing the map waited too long for readers; IO_ERROR otherwise.
+  // growing the map waited too long for readers; IO_ERROR when data.mdb has
+  // been deleted while open (see CheckDataFile) or otherwise.
   Status Write(const WriteBatch& batch);
 
   StatusOr<StoreStats> Stats() const;
 
+  // Changes the largest size the map may grow to, at once (the map itself
+  // grows on the next write that needs it). INVALID below the current map
+  // size (a map does not shrink while open).
+  Status SetMaxMapSize(size_t max_map_size);
+  size_t max_map_size() const { return max_map_size_; }
+
   // Writes a consistent copy of the environment as it is now (one read
   // transaction: every commit so far, none after) to `dest_dir`/data.mdb
   // while writes go on; compact leaves free pages out (MDB_CP_COMPACT).
-  // `dest_dir` must exist without a data.mdb. The copy is fsynced. Map
-  // growth waits until the copy is done.
+  // `dest_dir` must exist without a data.mdb. The copy has the live
+  // data.mdb's mode (owner and group bits only) and is fsynced. Map growth
+  // waits until the copy is done.
   Status CopyTo(const std::string& dest_dir, bool compact) const;
 
+  // A backup: a compacted CopyTo into the new directory `dest_dir`, built
+  // in `dest_dir`.partial (created 0750, or 0700 when the live data.mdb is
+  // not group-readable) and renamed into place without replacing anything,
+  // then the rename synced. INVALID when dest_dir has a NUL byte, is not
+  // absolute, or exists, or when `dest_dir`.partial exists: nothing that
+  // this call did not create is ever deleted. *bytes: the copy's size.
+  Status Backup(const std::string& dest_dir, uint64_t* bytes) const;
+  // The argument checks of Backup, alone (before a caller waits for
+  // anything).
+  static Status CheckBackupDestination(const std::string& dest_dir);
+
   // Makes every commit so far durable (mdb_env_sync). A no-op without
-  // StoreOptions::sync. IO_ERROR / STORAGE_FULL on failure.
+  // StoreOptions::sync. IO_ERROR / STORAGE_FULL on failure, IO_ERROR when
+  // data.mdb has been deleted.
   Status Sync();
+
+  // IO_ERROR once data.mdb has been deleted (its link count is 0) while the
+  // store is open: LMDB would go on writing to the deleted file, and a
+  // restart would find no database, so every write and sync is refused from
+  // then on (reads go on). The message tells how to save what the deleted
+  // file holds while this process runs. Checked before every commit (one
+  // fstat).
+  Status CheckDataFile();
 
  private:
   ChunkStore() = default;
+  // Opens data_fd_ and, when exclusive, takes the locks (BUSY naming the
+  // holder's pid when another process has them).
+  Status Lock(bool exclusive);
   Status OpenEnv(const StoreOptions& options);
   Status InitMeta(const StoreOptions& options);
   Status GrowMap(size_t needed);
@@ -259,7 +299,9 @@ class ChunkStore {
   WorldFrame frame_ = WorldFrame::Earth();
   MDB_env* env_ = nullptr;
   MDB_dbi dbis_[kTableCount] = {};
-  int lock_fd_ = -1;
+  int lock_fd_ = -1;                    // DIR/LOCK (exclusive)
+  int data_fd_ = -1;                    // DIR/data.mdb: the exclusive lock (exclusive)
+  std::atomic<bool> data_gone_{false};  // data.mdb was deleted (sticky)
   uint32_t stale_readers_cleared_ = 0;
 
   std::mutex write_mu_;  // serialises write transactions
@@ -270,6 +312,8 @@ class ChunkStore {
   mutable std::condition_variable long_cv_;
   mutable int long_readers_ = 0;     // GUARDED_BY(long_mu_)
   std::atomic<size_t> map_size_{0};  // written under write_mu_ + exclusive resize_mu_
+  std::atomic<size_t> max_map_size_{0};
+  std::atomic<bool> map_full_alerted_{false};  // on_alert told; reset by SetMaxMapSize
   std::atomic<uint64_t> map_grows_{0};
 };
 

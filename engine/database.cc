@@ -2096,30 +2096,11 @@ DatabaseStats Database::Stats() const { return impl_->Stats(); }
 bool Database::WritesWouldWait() const { return impl_->WritesWouldWait(); }
 
 Status Database::Backup(const std::string& dest_dir, uint64_t* bytes) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (dest_dir.empty() || fs::exists(dest_dir, ec)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("backup destination '%s' already exists (or is empty)", dest_dir));
-  }
+  *bytes = 0;
+  // Refused before waiting: a NUL, a relative path, an existing destination.
+  VOXDB_RETURN_IF_ERROR(ChunkStore::CheckBackupDestination(dest_dir));
   VOXDB_RETURN_IF_ERROR(impl_->WaitForSubmitted());
-  const std::string tmp = dest_dir + ".partial";
-  fs::remove_all(tmp, ec);
-  if (!fs::create_directory(tmp, ec)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("cannot create backup directory %s: %s", tmp, ec.message()));
-  }
-  if (Status s = store().CopyTo(tmp, /*compact=*/true); !s.ok()) {
-    fs::remove_all(tmp, ec);
-    return s;
-  }
-  fs::rename(tmp, dest_dir, ec);
-  if (ec) {
-    return absl::InternalError(
-        absl::StrFormat("cannot rename %s to %s: %s", tmp, dest_dir, ec.message()));
-  }
-  *bytes = fs::file_size(fs::path(dest_dir) / "data.mdb", ec);
-  return absl::OkStatus();
+  return store().Backup(dest_dir, bytes);
 }
 std::vector<Database::DirtyChunk> Database::DirtyChunks() const { return impl_->DirtyChunks(); }
 

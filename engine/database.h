@@ -246,10 +246,12 @@ class Database {
 
   // An online backup: waits until every write submitted before the call is
   // in a journal commit, then copies the environment compacted (see
-  // ChunkStore::CopyTo) into `dest_dir`, which must not exist; the copy is
-  // built in a sibling temporary directory and renamed into place, so a
-  // crash leaves no half backup under that name. Restoring is opening the
-  // copy (the journal in it replays). *bytes gets the copy's size.
+  // ChunkStore::CopyTo) into `dest_dir`, an absolute path without NUL bytes
+  // that must not exist (else INVALID, before waiting); the copy is built in
+  // `dest_dir`.partial (which must not exist either) and renamed into place,
+  // so a crash leaves no half backup under that name (ChunkStore::Backup).
+  // Restoring is opening the copy (the journal in it replays). *bytes gets
+  // the copy's size.
   Status Backup(const std::string& dest_dir, uint64_t* bytes);
 
   // A consistent, point-in-time view of the whole database: every write

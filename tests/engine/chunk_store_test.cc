@@ -239,6 +239,37 @@ TEST(ChunkStoreTest, MaximumMapSizeGivesStorageFullAndReadsGoOn) {
   EXPECT_OK(store->Write(small));
 }
 
+TEST(ChunkStoreTest, RaisingTheMaximumMapSizeLetsWritesGoOnWithoutReopening) {
+  TempDir dir;
+  StoreOptions o = FastOptions();
+  o.initial_map_size = 1 << 20;
+  o.max_map_size = 8 << 20;
+  int alerts = 0;
+  o.on_alert = [&](const Status&) { ++alerts; };
+  ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(dir.path(), o));
+  const std::vector<uint8_t> rec = BigRecord(3);
+  Status last;
+  uint32_t i = 0;
+  for (; i < 10 && last.ok(); ++i) {
+    WriteBatch batch;
+    batch.PutChunk(ChunkKey::FromCoord({i, 0, 0}), rec);
+    last = store->Write(batch);
+  }
+  ASSERT_TRUE(IsStorageFull(last)) << last;
+  WriteBatch again;
+  again.PutChunk(ChunkKey::FromCoord({i, 0, 0}), rec);
+  EXPECT_TRUE(IsStorageFull(store->Write(again)));
+  EXPECT_EQ(alerts, 1);  // once, not per write
+  ASSERT_OK_AND_ASSIGN(StoreStats stats, store->Stats());
+  // A map does not shrink while open.
+  EXPECT_TRUE(absl::IsInvalidArgument(store->SetMaxMapSize(stats.map_size - 1)));
+  ASSERT_OK(store->SetMaxMapSize(64 << 20));
+  EXPECT_OK(store->Write(again));
+  ASSERT_OK_AND_ASSIGN(stats, store->Stats());
+  EXPECT_EQ(stats.max_map_size, uint64_t{64} << 20);
+  EXPECT_GT(stats.map_size, uint64_t{8} << 20);
+}
+
 TEST(ChunkStoreTest, WorldFrameMismatchIsRefused) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(WorldFrame small, WorldFrame::Create(4096, 4096, 4096, 0.5, 128, 2048));
@@ -282,6 +313,47 @@ TEST(ChunkStoreTest, MissingDatabaseAndSecondOpener) {
   // in this process stands in for it).
   const Status s = ChunkStore::Open(dir.path(), FastOptions()).status();
   EXPECT_TRUE(IsBusy(s)) << s;
+}
+
+// The exclusive lock lives on data.mdb: deleting LOCK (a "stale lock") lets
+// no second opener in, and the refusal names the holder.
+TEST(ChunkStoreTest, DeletingTheLockFileDoesNotUnlockTheDatabase) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(dir.path(), FastOptions()));
+  ASSERT_EQ(::unlink((dir.path() + "/LOCK").c_str()), 0);
+  const Status s = ChunkStore::Open(dir.path(), FastOptions()).status();
+  EXPECT_TRUE(IsBusy(s)) << s;
+  EXPECT_NE(s.message().find("in use by"), std::string_view::npos) << s;
+  // The first store goes on writing.
+  WriteBatch batch;
+  batch.PutChunk(ChunkKey::FromCoord({1, 1, 1}), Record(2, 1));
+  EXPECT_OK(store->Write(batch));
+  store.reset();
+  // Once it has closed, the database opens again.
+  EXPECT_OK(ChunkStore::Open(dir.path(), FastOptions()).status());
+}
+
+TEST(ChunkStoreTest, DeletedDataFileRefusesWritesAndAlertsOnce) {
+  TempDir dir;
+  StoreOptions o = FastOptions();
+  std::vector<std::string> alerts;
+  o.on_alert = [&](const Status& s) { alerts.push_back(std::string(s.message())); };
+  ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(dir.path(), o));
+  WriteBatch batch;
+  batch.PutChunk(ChunkKey::FromCoord({1, 1, 1}), Record(2, 1));
+  ASSERT_OK(store->Write(batch));
+  ASSERT_EQ(::unlink((dir.path() + "/data.mdb").c_str()), 0);
+  for (int i = 0; i < 2; ++i) {
+    const Status s = store->Write(batch);
+    EXPECT_TRUE(absl::IsInternal(s)) << s;
+    EXPECT_NE(s.message().find("data.mdb was deleted"), std::string_view::npos) << s;
+  }
+  EXPECT_TRUE(absl::IsInternal(store->Sync()));
+  ASSERT_EQ(alerts.size(), 1u);
+  EXPECT_NE(alerts[0].find("/proc/"), std::string::npos) << alerts[0];
+  // Reads go on.
+  ASSERT_OK_AND_ASSIGN(auto snap, store->BeginRead());
+  EXPECT_OK(snap->GetChunk(ChunkKey::FromCoord({1, 1, 1})).status());
 }
 
 // LMDB resets its reader table when the first process opens the

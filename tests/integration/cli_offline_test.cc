@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -807,6 +808,128 @@ TEST(CliInfoTest, PrintsEverySectionAndJsonHasOneMemberPerSection) {
   EXPECT_NE(j["cache"]["dirty_chunks"].u64(), ~uint64_t{0});
   EXPECT_EQ(j["clients"]["max_payload"].u64(), 67108864u);
   EXPECT_GE(j["clients"]["connections"].u64(), 1u);
+}
+
+// --- recover -------------------------------------------------------------------
+
+// A real database whose journal holds ten acknowledged one-voxel writes
+// (voxdbd killed before any flush), with the sixth record damaged: voxdbd
+// refuses it and names voxdb recover; recover reports, --truncate-journal
+// drops the sixth record and the later ones (keeping a copy), and voxdbd
+// then opens with the first five.
+TEST(CliRecoverTest, DamagedJournalRecordIsReportedThenTruncatedWithACopy) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  constexpr uint64_t kX = 128'000'000, kY = 51'200'000, kZ = 40'000'000;
+  std::vector<uint64_t> versions;
+  {
+    DaemonProcess daemon(VOXDBD_PATH, data);
+    auto c = protocol::Client::Connect("127.0.0.1", daemon.port());
+    ASSERT_TRUE(c.ok());
+    for (uint64_t i = 0; i < 10; ++i) {
+      protocol::SetVoxelsRequest set;
+      set.edits.push_back({{kX + i, kY, kZ}, static_cast<uint8_t>(i + 1)});
+      ASSERT_OK_AND_ASSIGN(uint64_t v, (*c)->SetVoxels(set));
+      versions.push_back(v);
+    }
+    c->reset();
+    daemon.StopWith(SIGKILL);  // the journal stays
+  }
+  uint64_t bad_seq = 0;
+  {
+    engine::StoreOptions o;
+    o.create_if_missing = false;
+    ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(data, o));
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> records;
+    {
+      ASSERT_OK_AND_ASSIGN(auto snap, store->BeginRead());
+      ASSERT_OK(snap->Scan(Table::kJournal, {}, {},
+                           [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+                             records.emplace_back(engine::DecodeJournalKey(k),
+                                                  std::vector<uint8_t>(v.begin(), v.end()));
+                             return true;
+                           }));
+    }
+    ASSERT_EQ(records.size(), 10u);
+    bad_seq = records[5].first;
+    EXPECT_EQ(bad_seq, versions[5]);
+    std::vector<uint8_t> damaged = records[5].second;
+    damaged.back() ^= 0x40;  // a flipped bit in the body
+    engine::WriteBatch b;
+    b.Put(Table::kJournal, engine::JournalKey(bad_seq), std::move(damaged));
+    ASSERT_OK(store->Write(b));
+  }
+  const std::string seq = std::to_string(bad_seq);
+  const std::vector<std::string> voxdbd = {VOXDBD_PATH,   "--data",           data, "--listen",
+                                           "127.0.0.1:0", "--metrics-listen", "off"};
+  CliResult r = testing::RunProcess(voxdbd);
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_NE(r.err.find("journal record " + seq), std::string::npos) << r;
+  EXPECT_NE(r.err.find("voxdb recover --data " + data), std::string::npos) << r;
+
+  // Reported, nothing dropped.
+  r = RunCli({"recover", "--data", data});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_NE(r.out.find("damaged: record " + seq + ": journal record checksum mismatch"),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.out.find("would drop 5 records"), std::string::npos) << r;
+  r = RunCli({"--json", "recover", "--data", data});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  Json j = JsonOf(r);
+  EXPECT_TRUE(j["damaged"].boolean()) << r;
+  EXPECT_EQ(j["bad_seq"].u64(), bad_seq);
+  EXPECT_EQ(j["kept_records"].u64(), 5u);
+  EXPECT_EQ(j["drop_records"].u64(), 5u);
+  EXPECT_FALSE(j["truncated"].boolean());
+  r = testing::RunProcess(voxdbd);
+  EXPECT_EQ(r.exit_code, 1) << r;  // still refused
+  EXPECT_EQ(RunCli({"verify", "--truncate-journal", "--data", data}).exit_code, 2);
+
+  // Dropped, with a copy of what was dropped.
+  r = RunCli({"--json", "recover", "--data", data, "--truncate-journal"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  j = JsonOf(r);
+  EXPECT_TRUE(j["truncated"].boolean()) << r;
+  const std::string copy = data + "/journal-dropped-" + seq + "-" + std::to_string(versions[9]);
+  EXPECT_EQ(j["copy"].str(), copy);
+  {
+    std::ifstream in(copy, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_GE(bytes.size(), 8u);
+    EXPECT_EQ(bytes.substr(0, 8), "VOXJDROP");
+    size_t at = 8, n = 0;
+    while (at + 12 <= bytes.size()) {
+      const auto* p = reinterpret_cast<const uint8_t*>(bytes.data() + at);
+      EXPECT_EQ(engine::DecodeJournalKey(std::span<const uint8_t>(p, 8)), versions[5 + n]);
+      at += 12 + engine::DecodeFixed32(p + 8);
+      ++n;
+    }
+    EXPECT_EQ(at, bytes.size());
+    EXPECT_EQ(n, 5u);
+    struct stat st;
+    ASSERT_EQ(::stat(copy.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+  }
+  r = RunCli({"recover", "--data", data});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.out.find("none damaged"), std::string::npos) << r;
+
+  // voxdbd opens: the five earlier writes are there, the later ones not,
+  // and versions go on past the dropped ones.
+  DaemonProcess daemon(VOXDBD_PATH, data);
+  auto c = protocol::Client::Connect("127.0.0.1", daemon.port());
+  ASSERT_TRUE(c.ok());
+  protocol::GetVoxelsRequest get;
+  for (uint64_t i = 0; i < 10; ++i) get.at.push_back({kX + i, kY, kZ});
+  ASSERT_OK_AND_ASSIGN(auto got, (*c)->GetVoxels(get));
+  EXPECT_EQ(got, (std::vector<uint8_t>{1, 2, 3, 4, 5, 0, 0, 0, 0, 0}));
+  protocol::SetVoxelsRequest set;
+  set.edits.push_back({{kX, kY, kZ}, 42});
+  ASSERT_OK_AND_ASSIGN(uint64_t v, (*c)->SetVoxels(set));
+  EXPECT_GT(v, versions[9]);
+  c->reset();
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
 }
 
 }  // namespace

@@ -1,18 +1,30 @@
 // BACKUP: an online copy taken while writes go on holds every write
 // acknowledged before the backup started; restoring is starting voxdbd on
-// the copy; LMDB's own tools read it.
+// the copy; LMDB's own tools read it. And the files of a data directory
+// under a running voxdbd: its lock, a deleted data.mdb, the map's maximum.
+#include <fcntl.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <random>
+#include <sstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/pipelined_writes.h"
+#include "tests/testing/run_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -21,7 +33,9 @@ namespace {
 
 using protocol::Client;
 using protocol::Opcode;
+using testing::ChildProcess;
 using testing::DaemonProcess;
+using ::testing::HasSubstr;
 using testing::TempDir;
 using namespace std::chrono_literals;
 
@@ -117,6 +131,211 @@ TEST(DaemonBackupTest, NeedsTheAdminRole) {
   auto a = Client::Connect("127.0.0.1", daemon.port());
   ASSERT_OK((*a)->Hello("aaaaaaaaaaaaaaaaaaaa"));
   EXPECT_OK((*a)->Backup(dir.Sub("b")));
+}
+
+// Starts a voxdbd that is expected not to start, and returns how it ended
+// (a voxdbd that does start is killed after a generous bound).
+testing::ProcessResult RunVoxdbdExpectingRefusal(const std::string& data) {
+  ChildProcess p(
+      {VOXDBD_PATH, "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", "off"});
+  return p.Wait(std::chrono::seconds(30));
+}
+
+TEST(DaemonStorageTest, SecondVoxdbdOnOneDirectoryIsRefusedEvenWithoutTheLockFile) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  DaemonProcess first(VOXDBD_PATH, data);
+  const std::string holder = "in use by process " + std::to_string(first.pid());
+  testing::ProcessResult second = RunVoxdbdExpectingRefusal(data);
+  EXPECT_EQ(second.exit_code, 1) << second;
+  EXPECT_THAT(second.err, HasSubstr(holder)) << second;
+  // A "stale lock" deleted: still refused, still naming the first.
+  ASSERT_EQ(::unlink((data + "/LOCK").c_str()), 0);
+  second = RunVoxdbdExpectingRefusal(data);
+  EXPECT_EQ(second.exit_code, 1) << second;
+  EXPECT_THAT(second.err, HasSubstr(holder)) << second;
+  // The first goes on serving, and its writes last.
+  auto c = Client::Connect("127.0.0.1", first.port());
+  ASSERT_TRUE(c.ok());
+  protocol::SetVoxelsRequest set;
+  set.edits.push_back({{kX, kY, kZ}, 7});
+  ASSERT_OK((*c)->SetVoxels(set).status());
+  ASSERT_OK((*c)->Flush());
+  c->reset();
+  EXPECT_EQ(first.StopWith(SIGTERM), 0);
+  DaemonProcess again(VOXDBD_PATH, data);
+  auto r = Client::Connect("127.0.0.1", again.port());
+  ASSERT_TRUE(r.ok());
+  protocol::GetVoxelsRequest get;
+  get.at.push_back({kX, kY, kZ});
+  ASSERT_OK_AND_ASSIGN(auto got, (*r)->GetVoxels(get));
+  EXPECT_EQ(got, std::vector<uint8_t>{7});
+  EXPECT_EQ(again.StopWith(SIGTERM), 0);
+}
+
+// Starts voxdbd with its stderr going to `log_path`.
+std::unique_ptr<DaemonProcess> StartLogging(const std::string& data, const std::string& log_path,
+                                            const std::vector<std::string>& args = {}) {
+  const int saved = dup(STDERR_FILENO);
+  const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  EXPECT_GE(fd, 0);
+  dup2(fd, STDERR_FILENO);
+  auto d = std::make_unique<DaemonProcess>(VOXDBD_PATH, data, args);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  close(fd);
+  return d;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+protocol::SetVoxelsRequest OneEdit(uint64_t dx, uint8_t material) {
+  protocol::SetVoxelsRequest set;
+  set.edits.push_back({{kX + dx, kY, kZ}, material});
+  return set;
+}
+
+TEST(DaemonStorageTest, DataFileDeletedUnderVoxdbdFailsWritesAndFlushClearly) {
+  TempDir dir;
+  const std::string data = dir.Sub("data"), log = dir.Sub("voxdbd.log");
+  auto daemon = StartLogging(data, log);
+  auto c = Client::Connect("127.0.0.1", daemon->port());
+  ASSERT_TRUE(c.ok());
+  ASSERT_OK((*c)->SetVoxels(OneEdit(0, 5)).status());
+  ASSERT_OK((*c)->Flush());
+  ASSERT_EQ(::unlink((data + "/data.mdb").c_str()), 0);
+  const absl::Status write = (*c)->SetVoxels(OneEdit(1, 6)).status();
+  EXPECT_TRUE(absl::IsInternal(write)) << write;
+  EXPECT_THAT(write.message(), HasSubstr("data.mdb was deleted")) << write;
+  const absl::Status flush = (*c)->Flush();
+  EXPECT_FALSE(flush.ok());
+  EXPECT_THAT(flush.message(), HasSubstr("data.mdb was deleted")) << flush;
+  // Reads go on.
+  protocol::GetVoxelsRequest get;
+  get.at.push_back({kX, kY, kZ});
+  ASSERT_OK_AND_ASSIGN(auto got, (*c)->GetVoxels(get));
+  EXPECT_EQ(got, std::vector<uint8_t>{5});
+  const std::string text = ReadFile(log);
+  EXPECT_THAT(text, HasSubstr("ERROR " + data + "/data.mdb was deleted")) << text;
+  c->reset();
+  EXPECT_EQ(WEXITSTATUS(daemon->StopWith(SIGTERM)), 1);  // its final flush cannot succeed
+}
+
+TEST(DaemonStorageTest, FullMapIsExplainedAndSighupRaisesItWithoutARestart) {
+  TempDir dir;
+  const std::string data = dir.Sub("data"), log = dir.Sub("voxdbd.log");
+  const std::string conf = dir.Sub("voxdb.conf");
+  std::ofstream(conf) << "max-map-size = 64MiB\n";
+  auto daemon = StartLogging(data, log, {"--config", conf});
+  auto c = Client::Connect("127.0.0.1", daemon->port());
+  ASSERT_TRUE(c.ok());
+  // Incompressible chunks of 2 MiB until the 64 MiB map is full.
+  std::mt19937 rng(7);
+  std::vector<uint8_t> voxels(128 * 128 * 128);
+  absl::Status full;
+  uint64_t written = 0;
+  for (; written < 100; ++written) {
+    for (uint8_t& v : voxels) v = static_cast<uint8_t>(rng());
+    const uint64_t x = kX + 128 * written;
+    full = (*c)->WriteBox({{x, kY, kZ}, {x + 128, kY + 128, kZ + 128}}, voxels).status();
+    if (!full.ok()) break;
+  }
+  ASSERT_TRUE(absl::IsResourceExhausted(full)) << full;
+  ASSERT_GT(written, 0u);
+  EXPECT_THAT(full.message(), HasSubstr("maximum of 64 MiB")) << full;
+  EXPECT_THAT(full.message(), HasSubstr("SIGHUP")) << full;
+  const absl::Status flush = (*c)->Flush();
+  EXPECT_TRUE(absl::IsResourceExhausted(flush)) << flush;
+  EXPECT_THAT(ReadFile(log), HasSubstr("ERROR the database map is at its maximum of 64 MiB"));
+
+  // Raised in the config file, read on SIGHUP: no restart.
+  std::ofstream(conf) << "max-map-size = 1GiB\n";
+  ASSERT_EQ(kill(daemon->pid(), SIGHUP), 0);
+  std::string text;
+  for (int i = 0; i < 500 && text.find("max-map-size is now 1GiB") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(20ms);
+    text = ReadFile(log);
+  }
+  ASSERT_THAT(text, HasSubstr("max-map-size is now 1GiB"));
+  ASSERT_OK((*c)->Flush());
+  const uint64_t x = kX + 128 * written;
+  ASSERT_OK((*c)->WriteBox({{x, kY, kZ}, {x + 128, kY + 128, kZ + 128}}, voxels).status());
+  ASSERT_OK((*c)->Flush());
+  c->reset();
+  EXPECT_EQ(daemon->StopWith(SIGTERM), 0);
+
+  // Everything acknowledged is there after a restart.
+  DaemonProcess again(VOXDBD_PATH, data, {"--config", conf});
+  auto r = Client::Connect("127.0.0.1", again.port());
+  ASSERT_TRUE(r.ok());
+  ASSERT_OK_AND_ASSIGN(auto back, (*r)->ReadBox({{x, kY, kZ}, {x + 128, kY + 128, kZ + 128}}));
+  EXPECT_TRUE(back == voxels);
+  EXPECT_EQ(again.StopWith(SIGTERM), 0);
+}
+
+TEST(DaemonBackupTest, RefusesNulAndRelativeDestinations) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  auto c = Client::Connect("127.0.0.1", daemon.port());
+  ASSERT_TRUE(c.ok());
+  // Cut at the NUL, this would be DIR/b.
+  const std::string nul = dir.Sub("b") + std::string(1, '\0') + "x";
+  absl::Status s = (*c)->Backup(nul).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("NUL")) << s;
+  std::error_code ec;
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("b"), ec));
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("b.partial"), ec));
+  // Relative to what? voxdbd's working directory, not the caller's: refused.
+  s = (*c)->Backup("relative-backup").status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("not an absolute path")) << s;
+  s = (*c)->Backup("").status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+}
+
+TEST(DaemonBackupTest, NeverDeletesAPartialDirectoryItDidNotCreate) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  auto c = Client::Connect("127.0.0.1", daemon.port());
+  ASSERT_TRUE(c.ok());
+  const std::string dest = dir.Sub("nightly");
+  ASSERT_EQ(::mkdir((dest + ".partial").c_str(), 0755), 0);
+  std::ofstream(dest + ".partial/precious") << "not a backup";
+  const absl::Status s = (*c)->Backup(dest).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("nightly.partial exists")) << s;
+  EXPECT_EQ(ReadFile(dest + ".partial/precious"), "not a backup");
+  std::error_code ec;
+  EXPECT_FALSE(std::filesystem::exists(dest, ec));
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+}
+
+TEST(DaemonBackupTest, CopyHasTheModesOfTheLiveData) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  DaemonProcess daemon(VOXDBD_PATH, data);
+  auto c = Client::Connect("127.0.0.1", daemon.port());
+  ASSERT_TRUE(c.ok());
+  ASSERT_OK((*c)->SetVoxels(OneEdit(0, 3)).status());
+  const std::string dest = dir.Sub("copy");
+  ASSERT_OK_AND_ASSIGN(uint64_t bytes, (*c)->Backup(dest));
+  struct stat live, file, directory;
+  ASSERT_EQ(::stat((data + "/data.mdb").c_str(), &live), 0);
+  ASSERT_EQ(::stat((dest + "/data.mdb").c_str(), &file), 0);
+  ASSERT_EQ(::stat(dest.c_str(), &directory), 0);
+  EXPECT_EQ(bytes, static_cast<uint64_t>(file.st_size));
+  EXPECT_EQ(file.st_mode & 0777, live.st_mode & 0660) << std::oct << file.st_mode;
+  EXPECT_EQ(file.st_mode & 0007, 0u) << std::oct << file.st_mode;
+  EXPECT_EQ(directory.st_mode & 0777, (live.st_mode & 0040) ? 0750u : 0700u)
+      << std::oct << directory.st_mode;
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
 }
 
 }  // namespace
