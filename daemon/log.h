@@ -37,6 +37,31 @@ void Log(LogLevel level, const absl::FormatSpec<Args...>& format, const Args&...
   if (LogEnabled(level)) LogLine(level, absl::StrFormat(format, args...));
 }
 
+// Lines a client can cause at will (requests before authenticating, failed
+// HELLOs) are rate-limited per `kind` (a plural noun: "unauthenticated
+// requests"), over all threads: a token bucket of kLimitedBurst lines refilled
+// at kLimitedPerSecond. The lines past it are counted, with their distinct
+// `peer` addresses, and one summary line says how many were not written:
+//
+//   ... WARN 19950 more unauthenticated requests not logged in the last 2.7 s
+//            (from 1 peer address)
+//
+// written (at the summary's level) at most once a second per kind, by the
+// next line of that kind or by FlushLimitedLogs() (voxdbd's server calls it
+// every second and when it stops). A line whose level is off costs nothing.
+inline constexpr int kLimitedBurst = 20;
+inline constexpr double kLimitedPerSecond = 5;
+void LogLimitedLine(LogLevel level, std::string_view kind, std::string_view peer,
+                    std::string_view message);
+template <typename... Args>
+void LogLimited(LogLevel level, std::string_view kind, std::string_view peer,
+                const absl::FormatSpec<Args...>& format, const Args&... args) {
+  if (LogEnabled(level)) LogLimitedLine(level, kind, peer, absl::StrFormat(format, args...));
+}
+// Writes the summary of each kind whose lines were suppressed at least a
+// second ago (`all`: whenever suppressed, e.g. at shutdown).
+void FlushLimitedLogs(bool all = false);
+
 }  // namespace voxdb::daemon
 
 #endif  // VOXDB_DAEMON_LOG_H_

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <deque>
+#include <list>
 #include <map>
 #include <set>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 
 #include "absl/strings/str_format.h"
 #include "daemon/log.h"
@@ -80,7 +82,95 @@ StatusOr<index::Region> ToRegion(const protocol::QueryRequest& q) {
   return absl::InvalidArgumentError("unknown kind of query");
 }
 
+// The address whose failed HELLOs count together: an IPv4 address (an
+// IPv4-mapped IPv6 one too), or an IPv6 address's /64 (one host commonly
+// holds a whole /64).
+std::string ThrottleKey(const asio::ip::address& a) {
+  if (!a.is_v6()) return a.to_string();
+  const asio::ip::address_v6 v6 = a.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+  asio::ip::address_v6::bytes_type b = v6.to_bytes();
+  std::fill(b.begin() + 8, b.end(), 0);
+  return asio::ip::address_v6(b).to_string() + "/64";
+}
+
 }  // namespace
+
+// Failed HELLOs by peer address (ThrottleKey). The n-th failure in a row
+// from an address (a failure more than kQuietPeriod after the last starts
+// again at 1) has its reply delayed by 0 for the first, then kFirstDelay
+// doubling up to kMaxDelay. While kMaxPending delayed failure replies to an
+// address are pending, its HELLOs are refused (BUSY) without their token
+// being checked: guessing on many connections at once gains nothing, and a
+// client that got its reply at once learns nothing from its timing. A good
+// HELLO is never delayed, and does not reset the count (a holder of a read
+// token could otherwise reset it between guesses of the admin token). At
+// most kMaxAddresses addresses are kept, the least recently failed
+// forgotten first.
+//
+// Thread-safety: any thread.
+class Server::HelloThrottle {
+ public:
+  static constexpr auto kFirstDelay = std::chrono::milliseconds(100);
+  static constexpr auto kMaxDelay = std::chrono::milliseconds(1000);
+  static constexpr auto kQuietPeriod = std::chrono::seconds(60);
+  static constexpr int kMaxPending = 4;
+  static constexpr size_t kMaxAddresses = 4096;
+
+  // Whether `address` has kMaxPending delayed failure replies pending.
+  bool Busy(const std::string& address) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = index_.find(address);
+    return it != index_.end() && it->second->pending >= kMaxPending;
+  }
+
+  // A HELLO from `address` failed: the delay before its reply. A nonzero
+  // delay is pending until Answered().
+  std::chrono::milliseconds Failed(const std::string& address) {
+    const Clock::time_point now = Clock::now();
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = index_.find(address);
+    if (it == index_.end()) {
+      if (index_.size() >= kMaxAddresses) {
+        index_.erase(lru_.back().address);
+        lru_.pop_back();
+      }
+      lru_.push_front(Entry{address, 0, now, 0});
+      it = index_.emplace(address, lru_.begin()).first;
+    } else {
+      lru_.splice(lru_.begin(), lru_, it->second);  // the most recent first
+    }
+    Entry& e = *it->second;
+    if (now - e.last > kQuietPeriod) e.failures = 0;
+    e.last = now;
+    ++e.failures;
+    if (e.failures == 1) return std::chrono::milliseconds(0);
+    const int doublings = std::min(e.failures - 2, 16);
+    const auto delay =
+        std::min<std::chrono::milliseconds>(kMaxDelay, kFirstDelay * (1 << doublings));
+    ++e.pending;
+    return delay;
+  }
+
+  // A delayed failure reply to `address` was queued (or its connection
+  // closed).
+  void Answered(const std::string& address) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = index_.find(address);
+    if (it != index_.end() && it->second->pending > 0) --it->second->pending;
+  }
+
+ private:
+  struct Entry {
+    std::string address;
+    int failures;
+    Clock::time_point last;  // of the last failure
+    int pending;             // delayed failure replies not sent yet
+  };
+  std::mutex mu_;
+  std::list<Entry> lru_;                                               // GUARDED_BY(mu_)
+  std::unordered_map<std::string, std::list<Entry>::iterator> index_;  // GUARDED_BY(mu_)
+};
 
 bool RequiresTokens(const std::string& address) {
   boost::system::error_code ec;
@@ -97,6 +187,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         socket_(std::move(socket)),
         timer_(socket_.get_executor()),
         linger_timer_(socket_.get_executor()),
+        hello_timer_(socket_.get_executor()),
         role_(options_.tokens.empty() ? Role::kAdmin : Role::kNone),
         decoder_(role_ == Role::kNone
                      ? std::min(options_.unauthenticated_max_payload, options_.max_frame_payload)
@@ -111,6 +202,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     }
     const tcp::endpoint remote = socket_.remote_endpoint(ec);
     peer_ = ec ? "unknown" : absl::StrFormat("%s:%u", remote.address().to_string(), remote.port());
+    peer_address_ = ec ? "unknown" : ThrottleKey(remote.address());
     Log(LogLevel::kDebug, "connection from %s", peer_);
     server_->Register(shared_from_this());
     ArmTimer();
@@ -257,7 +349,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   void OnStop() {
     if (closed_ || draining_) return;
     draining_ = true;
-    DropPushes();  // only replies are waited for
+    hello_timer_.cancel();  // a delayed HELLO failure is answered now
+    DropPushes();           // only replies are waited for
     bool replies = false;
     for (const auto& f : outbox_) replies = replies || !IsPush(f);
     if (!replies) ReleaseOutbox();  // a pushed frame half sent: its client is not reading
@@ -329,7 +422,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         // An untrusted frame: answer if we can, then close this connection.
         ++server_->protocol_errors_;
         std::string message(decoder_.error().message());
-        Log(LogLevel::kWarn, "protocol error from %s, closing: %s", peer_, message);
+        LogLimited(LogLevel::kWarn, "protocol errors", peer_address_,
+                   "protocol error from %s, closing: %s", peer_, message);
         if (role_ == Role::kNone && decoder_.error_wire_status() == WireStatus::kTooLarge) {
           message += absl::StrFormat(
               " (before authenticating, frames may carry at most %u bytes: send HELLO with a "
@@ -401,12 +495,14 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       const char* name = protocol::OpcodeName(static_cast<Opcode>(op));
       if (role_ == Role::kNone) {
         ++server_->auth_failures_;
-        Log(LogLevel::kWarn, "auth: %s sent %s before authenticating", peer_, name);
+        LogLimited(LogLevel::kWarn, "unauthenticated requests", peer_address_,
+                   "auth: %s sent %s before authenticating", peer_, name);
         return fail(absl::UnauthenticatedError(
             absl::StrFormat("%s needs authentication: send HELLO with a token first", name)));
       }
       ++server_->permission_denied_;
-      Log(LogLevel::kWarn, "auth: %s (role %s) may not %s", peer_, protocol::RoleName(role_), name);
+      LogLimited(LogLevel::kWarn, "requests denied by role", peer_address_,
+                 "auth: %s (role %s) may not %s", peer_, protocol::RoleName(role_), name);
       return fail(absl::PermissionDeniedError(
           absl::StrFormat("this token's role '%s' may not %s (needs '%s')",
                           protocol::RoleName(role_), name, protocol::RoleName(need))));
@@ -422,14 +518,32 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
               "this server speaks protocol version %u only", protocol::kProtocolVersion)));
         }
         if (!options_.tokens.empty()) {
+          HelloThrottle& throttle = *server_->hello_throttle_;
+          if (throttle.Busy(peer_address_)) {
+            // Refused before its token is checked (see HelloThrottle).
+            ++server_->auth_failures_;
+            LogLimited(LogLevel::kWarn, "failed HELLOs", peer_address_,
+                       "auth: HELLO from %s refused unchecked, closing: %d failed HELLOs from its "
+                       "address are still to be answered",
+                       peer_, HelloThrottle::kMaxPending);
+            close_after_write_ = true;
+            return fail(absl::UnavailableError(absl::StrFormat(
+                "%d failed HELLOs from this address are still to be answered (each failure "
+                "slows the next, up to %d ms); retry later",
+                HelloThrottle::kMaxPending, static_cast<int>(HelloThrottle::kMaxDelay.count()))));
+          }
           const Role granted = server_->Authenticate(req->token);
           if (granted == Role::kNone) {
             ++server_->auth_failures_;
-            Log(LogLevel::kWarn, "auth: %s token from %s, closing",
-                req->token.empty() ? "no" : "wrong", peer_);
+            const std::chrono::milliseconds delay = throttle.Failed(peer_address_);
+            LogLimited(LogLevel::kWarn, "failed HELLOs", peer_address_,
+                       "auth: %s token from %s, closing (reply delayed %d ms)",
+                       req->token.empty() ? "no" : "wrong", peer_, static_cast<int>(delay.count()));
             close_after_write_ = true;
-            return fail(absl::UnauthenticatedError(req->token.empty() ? "this server needs a token"
-                                                                      : "wrong token"));
+            const absl::Status refused = absl::UnauthenticatedError(
+                req->token.empty() ? "this server needs a token" : "wrong token");
+            if (delay.count() == 0) return fail(refused);
+            return DelayHelloFailure(op, id, delay, refused);
           }
           role_ = granted;
           decoder_.set_max_payload(options_.max_frame_payload);
@@ -611,6 +725,25 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         });
     }
     fail(absl::UnimplementedError(absl::StrFormat("unknown opcode %u", op)));
+  }
+
+  // Answers a failed HELLO after `delay` (HelloThrottle), from a timer on
+  // this strand: no thread waits. The request counts as in flight meanwhile;
+  // when the server stops or the connection closes, the timer is cancelled
+  // and the reply goes at once.
+  void DelayHelloFailure(uint8_t op, uint64_t id, std::chrono::milliseconds delay,
+                         absl::Status refused) {
+    BeginAsync();
+    hello_timer_.expires_after(delay);
+    hello_timer_.async_wait(
+        [self = shared_from_this(), op, id, refused](boost::system::error_code) {
+          self->EndAsync();
+          self->server_->hello_throttle_->Answered(self->peer_address_);
+          // The deliberate delay is no latency of the server's (metrics, the
+          // slow-request log).
+          self->reply_start_ = Clock::now();
+          self->Reply(op, id, refused);
+        });
   }
 
   // GET_CHUNKS: the reply is built in place. A reply that would pass the
@@ -1232,6 +1365,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     socket_.close(ignored);
     timer_.cancel();
     linger_timer_.cancel();
+    hello_timer_.cancel();
     pending_input_.clear();
     UpdateHeld();  // closed_: its bytes go back to the budget
     server_->snapshots_open_ -= snapshots_.size();
@@ -1260,6 +1394,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   tcp::socket socket_;
   asio::steady_timer timer_;
   asio::steady_timer linger_timer_;
+  asio::steady_timer hello_timer_;  // a delayed HELLO failure (DelayHelloFailure)
   Role role_;
   protocol::FrameDecoder decoder_;
   std::array<uint8_t, 64 * 1024> buffer_{};
@@ -1302,8 +1437,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   std::map<uint64_t, std::shared_ptr<const engine::DatabaseSnapshot>> snapshots_;
   size_t opening_snapshots_ = 0;  // SNAPSHOT_OPENs on the worker
   uint64_t next_snapshot_ = 1;
-  int deferred_writes_ = 0;  // writes queued on the background worker
-  std::string peer_;         // "address:port", for the log
+  int deferred_writes_ = 0;   // writes queued on the background worker
+  std::string peer_;          // "address:port", for the log
+  std::string peer_address_;  // ThrottleKey(): failed HELLOs and log summaries count by it
   Clock::time_point dispatch_start_;
   // When the request a reply answers began; set while that reply is queued.
   std::optional<Clock::time_point> reply_start_;
@@ -1315,7 +1451,8 @@ Server::Server(const ServerOptions& options, engine::Database* db)
     : options_(options),
       db_(db),
       acceptor_(io_),
-      hub_(std::make_unique<SubscriptionHub>(db, options.subscriptions, options.metrics)) {
+      hub_(std::make_unique<SubscriptionHub>(db, options.subscriptions, options.metrics)),
+      hello_throttle_(std::make_unique<HelloThrottle>()) {
   background_ = std::thread([this] {
     for (;;) {
       std::function<void()> task;
@@ -1350,7 +1487,18 @@ StatusOr<uint16_t> Server::Listen() {
         "cannot listen on %s:%u: %s", options_.listen_address, options_.listen_port, ec.message()));
   }
   Accept();
+  log_timer_ = std::make_unique<asio::steady_timer>(io_);
+  TickLogs();
   return acceptor_.local_endpoint().port();
+}
+
+void Server::TickLogs() {
+  FlushLimitedLogs();
+  if (stopping_) return;
+  log_timer_->expires_after(std::chrono::seconds(1));
+  log_timer_->async_wait([this](boost::system::error_code ec) {
+    if (!ec) TickLogs();
+  });
 }
 
 Role Server::Authenticate(const std::string& token) const {
@@ -1539,6 +1687,7 @@ void Server::Unregister(const Connection* c) {
 // loop.
 void Server::Drain(Clock::time_point deadline) {
   if ((connections_ == 0 && in_flight_ == 0) || Clock::now() >= deadline) {
+    FlushLimitedLogs(/*all=*/true);
     io_.stop();
     return;
   }

@@ -136,6 +136,12 @@ class Server {
   // The role a HELLO token grants (kNone if none matches). Compares every
   // token in full so timing does not reveal a matching prefix.
   protocol::Role Authenticate(const std::string& token) const;
+  // Writes the rate-limited log lines' summaries (daemon/log.h) every second.
+  void TickLogs();
+
+  // Failed HELLOs per peer address, which slow down its next failures
+  // (PROTOCOL.md, "Authentication"; defined in server.cc).
+  class HelloThrottle;
 
   ServerOptions options_;
   engine::Database* db_;
@@ -150,6 +156,8 @@ class Server {
   std::atomic<bool> stopping_{false};
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::unique_ptr<asio::steady_timer> drain_timer_;  // used on io_ only
+  std::unique_ptr<asio::steady_timer> log_timer_;    // used on io_ only
+  std::unique_ptr<HelloThrottle> hello_throttle_;
   std::mutex live_mu_;
   std::map<const Connection*, std::weak_ptr<Connection>> live_;  // GUARDED_BY(live_mu_)
 
