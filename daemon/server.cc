@@ -482,9 +482,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     const uint64_t id = frame.header.request_id;
     engine::Database* db = server_->db_;
     auto fail = [&](const absl::Status& s) { Reply(op, id, s); };
-    if (frame.header.is_reply() || frame.header.is_push()) {
-      return fail(absl::InvalidArgumentError("a client sent a reply or a pushed frame"));
-    }
+    if (absl::Status s = protocol::CheckRequestHeader(frame.header); !s.ok()) return fail(s);
     if (server_->stopping_) {
       // Read after the stop: not run (PROTOCOL.md, "Errors and connection
       // state"); the connection closes once nothing more is readable.
@@ -508,6 +506,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
                           protocol::RoleName(role_), name, protocol::RoleName(need))));
     }
     const std::span<const uint8_t> p = frame.payload;
+    if (absl::Status s = protocol::CheckEmptyPayload(static_cast<Opcode>(op), p); !s.ok()) {
+      return fail(s);
+    }
     switch (static_cast<Opcode>(op)) {
       case Opcode::kHello: {
         auto req = protocol::HelloRequest::Decode(p);
@@ -1209,6 +1210,14 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     Reply(op, id, status, std::vector<uint8_t>(message.begin(), message.end()));
   }
   void Reply(uint8_t op, uint64_t id, WireStatus status, std::vector<uint8_t> payload) {
+    if (status == WireStatus::kOk && payload.size() > options_.max_frame_payload) {
+      // No reply passes the frame limit (a query page with many fills).
+      return ReplyError(
+          op, id, WireStatus::kTooLarge,
+          absl::StrFormat("the reply would hold %u bytes, more than the frame limit of %u: ask "
+                          "for less (a smaller limit or region)",
+                          payload.size(), options_.max_frame_payload));
+    }
     std::vector<uint8_t> bytes = NewFrame(payload.size());
     Append(&bytes, payload.data(), payload.size());
     SealFrame(op, id, status, &bytes);

@@ -176,6 +176,7 @@ FrameDecoder::Result FrameDecoder::Feed(std::span<const uint8_t> in, size_t* con
     *consumed = pos;
     if (header_fill_ < kHeaderSize) return Result::kNeedMore;
     const uint8_t* p = header_bytes_;
+    error_request_id_ = 0;  // not the previous frame's: this header is not trusted yet
     if (Get32(p) != kMagic) {
       error_ = absl::InvalidArgumentError("bad magic: this is not a voxdb protocol stream");
       error_wire_status_ = WireStatus::kInvalid;

@@ -248,6 +248,36 @@ Role RequiredRole(Opcode op) {
   return Role::kNone;  // unknown opcodes are answered UNSUPPORTED
 }
 
+absl::Status CheckRequestHeader(const FrameHeader& h) {
+  if (h.is_reply() || h.is_push()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("a request frame has the %s flag set (flags 0x%04x): requests have flags 0",
+                        h.is_reply() ? "reply" : "push", h.flags));
+  }
+  if (h.status != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("a request frame carries status %u: requests have status 0", h.status));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckEmptyPayload(Opcode op, std::span<const uint8_t> payload) {
+  switch (op) {
+    case Opcode::kFlush:
+    case Opcode::kStats:
+    case Opcode::kReindex:
+    case Opcode::kLodRebuild:
+    case Opcode::kSnapshotOpen:
+    case Opcode::kStreamClose:
+      if (payload.empty()) return absl::OkStatus();
+      return absl::InvalidArgumentError(
+          absl::StrFormat("malformed %s payload: it takes none, %u bytes were sent", OpcodeName(op),
+                          payload.size()));
+    default:
+      return absl::OkStatus();
+  }
+}
+
 std::vector<uint8_t> HelloRequest::Encode() const {
   Writer w;
   w.U8(min_version);
@@ -264,6 +294,11 @@ absl::StatusOr<HelloRequest> HelloRequest::Decode(std::span<const uint8_t> p) {
   h.token = r.Str16();
   h.client = r.Str16();
   if (absl::Status s = r.Finish("HELLO"); !s.ok()) return s;
+  if (h.min_version > h.max_version) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("malformed HELLO payload: the version range %u..%u is empty", h.min_version,
+                        h.max_version));
+  }
   return h;
 }
 

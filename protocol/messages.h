@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "protocol/frame.h"
 
 namespace voxdb::protocol {
 
@@ -66,7 +67,18 @@ const char* RoleName(Role role);  // "none", "read", "write", "admin"
 // The least role a request needs.
 Role RequiredRole(Opcode op);
 
+// What a request's header must hold beyond what FrameDecoder checks
+// (PROTOCOL.md, "Framing"): neither the reply nor the push flag, and status
+// 0. INVALID otherwise (the connection stays).
+absl::Status CheckRequestHeader(const FrameHeader& header);
+// The requests whose payload is empty (FLUSH, STATS, REINDEX, LOD_REBUILD,
+// SNAPSHOT_OPEN, STREAM_CLOSE): INVALID when `payload` is not. OK for every
+// other opcode (their Decode checks their payload).
+absl::Status CheckEmptyPayload(Opcode op, std::span<const uint8_t> payload);
+
 struct HelloRequest {
+  // The protocol versions the client speaks; min_version > max_version is
+  // INVALID.
   uint8_t min_version = 1, max_version = 1;
   std::string token;   // empty: none
   std::string client;  // free text, for logs

@@ -662,3 +662,58 @@ TEST(DatabaseTest, FailedFillLeavesNoFill) {
 
 }  // namespace
 }  // namespace voxdb::engine
+
+namespace voxdb::engine {
+namespace {
+
+// The last chunk of the x and y axes is partly outside the world (x ends 48
+// voxels into chunk 1,252,344, y 24 into 626,172; z ends on a chunk
+// boundary). Voxels past the edge always read as 0 (engine/FORMAT.md,
+// "Chunks at the world's edge"), whatever PUT_CHUNK sent there and whatever
+// fill covers the chunk, before and after a flush and a reopen.
+TEST(DatabaseTest, VoxelsPastTheWorldsEdgeAreAlwaysAir) {
+  TempDir dir;
+  const ChunkKey edge = ChunkKey::FromCoord({1'252'344, 626'172, 312'500});
+  const ChunkKey other = ChunkKey::FromCoord({1'252'344, 400'000, 312'500});  // x edge only
+  auto at = [](const std::vector<uint8_t>& dense, uint32_t x, uint32_t y, uint32_t z) {
+    return dense[x + 128 * (y + 128 * z)];
+  };
+  auto check = [&](Database& db, uint8_t inside) {
+    const ReadOne r = GetChunk(db, edge);
+    ASSERT_OK(r.status);
+    EXPECT_EQ(at(r.dense, 0, 0, 0), inside);
+    EXPECT_EQ(at(r.dense, 47, 23, 127), inside);
+    EXPECT_EQ(at(r.dense, 48, 0, 0), 0);  // past x
+    EXPECT_EQ(at(r.dense, 0, 24, 0), 0);  // past y
+    EXPECT_EQ(at(r.dense, 127, 127, 127), 0);
+    const ReadOne o = GetChunk(db, other);
+    ASSERT_OK(o.status);
+    EXPECT_EQ(at(o.dense, 47, 127, 127), inside);
+    EXPECT_EQ(at(o.dense, 48, 0, 0), 0);
+  };
+  {
+    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+    // A uniform record and a dense one with material everywhere.
+    ASSERT_OK(db->PutChunkAndWait(edge, EncodeChunk(Chunk(3), 0, 0), std::nullopt).status);
+    std::vector<uint8_t> dense(kChunkVoxels, 3);
+    dense[5] = 4;
+    ASSERT_OK(db->PutChunkAndWait(other, EncodeChunk(Chunk::FromDense(dense), 0, 0), std::nullopt)
+                  .status);
+    check(*db, 3);
+  }
+  {
+    // Replayed from the journal.
+    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
+    check(*db, 3);
+    ASSERT_OK(db->Flush());
+    check(*db, 3);
+    // A fill over the whole world: the edge chunks read as it inside only.
+    ASSERT_OK(db->FillBoxAndWait(db->frame().Bounds(), 5).status);
+    check(*db, 5);
+    ASSERT_OK(db->Flush());
+    check(*db, 5);
+  }
+}
+
+}  // namespace
+}  // namespace voxdb::engine

@@ -560,3 +560,63 @@ TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
 
 }  // namespace
 }  // namespace voxdb::protocol
+
+namespace voxdb::protocol {
+namespace {
+
+// PROTOCOL.md, "Versioning": an empty version range is malformed, not a
+// range the server cannot serve.
+TEST(MessagesTest, HelloWithAnEmptyVersionRangeIsInvalid) {
+  auto r = HelloRequest::Decode(HelloRequest{2, 1, "", ""}.Encode());
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  EXPECT_NE(r.status().message().find("2..1"), std::string::npos) << r.status();
+  // A range that holds no version this server speaks is well formed: the
+  // server answers it UNSUPPORTED.
+  EXPECT_TRUE(HelloRequest::Decode(HelloRequest{2, 5, "", ""}.Encode()).ok());
+  EXPECT_TRUE(HelloRequest::Decode(HelloRequest{0, 1, "", ""}.Encode()).ok());
+}
+
+// PROTOCOL.md, "Framing": a request has flags 0 and status 0.
+TEST(MessagesTest, RequestHeadersHaveNoReplyOrPushFlagAndStatusZero) {
+  FrameHeader h;
+  h.opcode = static_cast<uint8_t>(Opcode::kPing);
+  EXPECT_TRUE(CheckRequestHeader(h).ok());
+  for (uint16_t flags : {kFlagReply, kFlagPush, uint16_t(kFlagReply | kFlagPush)}) {
+    h.flags = flags;
+    EXPECT_TRUE(absl::IsInvalidArgument(CheckRequestHeader(h))) << flags;
+  }
+  h.flags = 0;
+  h.status = static_cast<uint16_t>(WireStatus::kBusy);
+  const absl::Status s = CheckRequestHeader(h);
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_NE(s.message().find("status 7"), std::string::npos) << s;
+}
+
+// PROTOCOL.md, "Requests": a byte past the last field is INVALID, for the
+// requests with an empty payload too.
+TEST(MessagesTest, EmptyPayloadRequestsRefuseAnyByte) {
+  const std::vector<uint8_t> one = {0};
+  for (Opcode op : {Opcode::kFlush, Opcode::kStats, Opcode::kReindex, Opcode::kLodRebuild,
+                    Opcode::kSnapshotOpen, Opcode::kStreamClose}) {
+    EXPECT_TRUE(CheckEmptyPayload(op, {}).ok()) << OpcodeName(op);
+    const absl::Status s = CheckEmptyPayload(op, one);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << OpcodeName(op);
+    EXPECT_NE(s.message().find(OpcodeName(op)), std::string::npos) << s;
+  }
+  // PING echoes any bytes; BACKUP's payload is a path; the others decode
+  // their own payload.
+  for (Opcode op : {Opcode::kPing, Opcode::kBackup, Opcode::kGetChunks, Opcode::kDeleteChunk}) {
+    EXPECT_TRUE(CheckEmptyPayload(op, one).ok()) << OpcodeName(op);
+  }
+  // Every fixed-layout request refuses one byte more than its fields.
+  EXPECT_FALSE(DecodeU64(std::vector<uint8_t>(9)).ok());
+  EXPECT_FALSE(BoxRequest::DecodeReadBox(std::vector<uint8_t>(49)).ok());
+  EXPECT_FALSE(BoxRequest::DecodeFillBox(std::vector<uint8_t>(50)).ok());
+  std::vector<uint8_t> get = GetChunksRequest{{1}, 2}.Encode();
+  get.push_back(0);  // a level byte is optional; a second byte is not
+  EXPECT_FALSE(GetChunksRequest::Decode(get).ok());
+}
+
+}  // namespace
+}  // namespace voxdb::protocol
