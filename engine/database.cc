@@ -59,6 +59,20 @@ ChunkBox ChunksOf(const WorldFrame& frame, const VoxelBox& box) {
   return ChunkBox{frame.ChunkOf(box.lo), frame.ChunkOf({box.hi.x - 1, box.hi.y - 1, box.hi.z - 1})};
 }
 
+// Voxels past the world's edge always read as 0 (engine/FORMAT.md, "Chunks
+// at the world's edge"): clears them in a chunk of the last x, y or z layer.
+void ClearPastEdge(const WorldFrame& frame, ChunkCoord c, Chunk* chunk) {
+  const VoxelBox in = frame.ChunkBox(c);
+  const VoxelCoord o = frame.ChunkOrigin(c);
+  const uint32_t ex = static_cast<uint32_t>(in.hi.x - o.x);
+  const uint32_t ey = static_cast<uint32_t>(in.hi.y - o.y);
+  const uint32_t ez = static_cast<uint32_t>(in.hi.z - o.z);
+  constexpr uint32_t e = kChunkEdge;
+  if (ex < e) chunk->FillBox(LocalBox{{ex, 0, 0}, {e, e, e}}, 0);
+  if (ey < e) chunk->FillBox(LocalBox{{0, ey, 0}, {e, e, e}}, 0);
+  if (ez < e) chunk->FillBox(LocalBox{{0, 0, ez}, {e, e, e}}, 0);
+}
+
 // The record of a dirty chunk (null: it reads as the fills), encoded now.
 std::vector<uint8_t> EncodeDirty(const Chunk* chunk, uint64_t version, const FillSet& fills,
                                  const WorldFrame& frame, ChunkCoord c, const CodecOptions& codec) {
@@ -1312,6 +1326,7 @@ Status Database::Impl::ApplyPutChunk(uint64_t seq, uint64_t code, std::span<cons
   std::shared_ptr<Chunk> chunk;
   if (view.header.encoding != ChunkEncoding::kFills) {
     VOXDB_ASSIGN_OR_RETURN(Chunk decoded, DecodeChunk(record));
+    ClearPastEdge(frame(), MortonDecode(code), &decoded);
     decoded.Compact();
     chunk = std::make_shared<Chunk>(std::move(decoded));
   }
