@@ -405,11 +405,14 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   }
 
   // Decodes and dispatches the frames in `in`. Stops early (keeping the rest
-  // in pending_input_) when this connection owes too many reply bytes; the
-  // writer resumes it.
+  // in pending_input_) when this connection owes too many reply bytes (the
+  // writer resumes it), or while a write of it waits on back-pressure on the
+  // worker: a later request, a read above all, must not run before it
+  // (PROTOCOL.md, "Order on one connection"); the write resumes it once
+  // submitted.
   void OnBytes(std::span<const uint8_t> in) {
     while (!in.empty() && !closed_ && !close_after_write_) {
-      if (outbox_bytes_ > options_.max_buffered_bytes) {
+      if (outbox_bytes_ > options_.max_buffered_bytes || deferred_writes_ > 0) {
         paused_ = true;
         pending_input_.assign(in.begin(), in.end());
         return;
@@ -1181,7 +1184,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     auto self = shared_from_this();
     server_->RunBackground([self, submit = std::move(submit)] {
       submit();
-      asio::post(self->socket_.get_executor(), [self] { --self->deferred_writes_; });
+      asio::post(self->socket_.get_executor(), [self] {
+        if (--self->deferred_writes_ == 0) self->MaybeResume();  // the requests after it
+      });
     });
   }
 
