@@ -204,6 +204,109 @@ void BM_GetVoxel(benchmark::State& state) {
 }
 BENCHMARK(BM_GetVoxel)->Unit(benchmark::kNanosecond);
 
+// --- Fills ------------------------------------------------------------------------
+
+// Random fills around kBase: mostly small boxes (a voxel to a few chunks), one
+// in 64 a wide slab, one in 64 a thin column a few hundred chunks tall.
+std::vector<VoxelBox> RandomFills(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  constexpr uint64_t kSpan = 64 * kChunkEdge;  // a 64^3-chunk region
+  const VoxelCoord base{uint64_t{kBase.x} * kChunkEdge, uint64_t{kBase.y} * kChunkEdge,
+                        uint64_t{kBase.z} * kChunkEdge - kSpan / 2};
+  std::vector<VoxelBox> out(n);
+  for (VoxelBox& b : out) {
+    uint64_t ex = 1 + rng() % 400, ey = 1 + rng() % 400, ez = 1 + rng() % 400;
+    const uint64_t kind = rng() % 64;
+    if (kind == 0) ex = ey = 4096 + rng() % 8192, ez = 1 + rng() % 256;    // slab
+    if (kind == 1) ex = ey = 1 + rng() % 128, ez = 16384 + rng() % 32768;  // column
+    b.lo = {base.x + rng() % kSpan, base.y + rng() % kSpan, base.z + rng() % kSpan};
+    b.hi = {b.lo.x + ex, b.lo.y + ey, b.lo.z + ez};
+  }
+  return out;
+}
+
+// Opens a database in `dir` holding `n` random fills (untimed setup).
+std::unique_ptr<Database> DatabaseWithFills(const std::string& dir, size_t n) {
+  DatabaseOptions o = Options(Durability::kAsync);
+  o.max_dirty_age = std::chrono::hours(1);
+  auto db = Database::Open(dir, o);
+  if (!db.ok()) return nullptr;
+  std::atomic<size_t> pending{0};
+  for (const VoxelBox& b : RandomFills(n, 7)) {
+    pending.fetch_add(1);
+    (*db)->FillBox(b, 3, [&](const WriteResult&) { pending.fetch_sub(1); });
+  }
+  while (pending.load() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!(*db)->Flush().ok()) return nullptr;
+  return std::move(*db);
+}
+
+// FILL_BOX inserts per second with Arg fills already recorded (issue 16: each
+// insert used to copy the whole fill set).
+void BM_FillBoxInsert(benchmark::State& state) {
+  testing::TempDir dir;
+  auto db = DatabaseWithFills(dir.path(), static_cast<size_t>(state.range(0)));
+  if (!db) {
+    state.SkipWithError("setup failed");
+    return;
+  }
+  const auto boxes = RandomFills(4096, 8);
+  size_t i = 0;
+  for (auto _ : state) {
+    if (!db->FillBoxAndWait(boxes[i++ % boxes.size()], 5).status.ok())
+      state.SkipWithError("fill failed");
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_FillBoxInsert)
+    ->Arg(10'000)
+    ->Arg(80'000)
+    ->Unit(benchmark::kMicrosecond)
+    ->Iterations(500);
+
+// With 20,000 fills, reads of chunks nothing stores (each rasterised from the
+// fills). Arg 0: ReadBox of a thin column, 1 x 1 x 4096 chunks (one voxel
+// wide) through the fill region; arg 1: GetVoxels of 1024 random voxels there.
+void BM_ReadUnstored(benchmark::State& state) {
+  testing::TempDir dir;
+  auto db = DatabaseWithFills(dir.path(), 20'000);
+  if (!db) {
+    state.SkipWithError("setup failed");
+    return;
+  }
+  const uint64_t x = uint64_t{kBase.x + 20} * kChunkEdge + 5,
+                 y = uint64_t{kBase.y + 30} * kChunkEdge + 7;
+  const uint64_t z0 = uint64_t{kBase.z - 2048} * kChunkEdge;
+  size_t chunks = 0;
+  if (state.range(0) == 0) {
+    const VoxelBox column{{x, y, z0}, {x + 1, y + 1, z0 + 4096 * kChunkEdge}};
+    std::vector<uint8_t> out(column.volume());
+    for (auto _ : state) {
+      if (!db->ReadBox(column, out.data()).ok()) state.SkipWithError("read failed");
+      benchmark::DoNotOptimize(out.data());
+    }
+    chunks = 4096;
+    state.SetLabel("thin column of 4096 chunks");
+  } else {
+    std::mt19937_64 rng(3);
+    std::vector<VoxelCoord> at(1024);
+    for (auto& v : at) {
+      v = {uint64_t{kBase.x} * kChunkEdge + rng() % (64 * kChunkEdge),
+           uint64_t{kBase.y} * kChunkEdge + rng() % (64 * kChunkEdge),
+           uint64_t{kBase.z - 32} * kChunkEdge + rng() % (64 * kChunkEdge)};
+    }
+    std::vector<uint8_t> out(at.size());
+    for (auto _ : state) {
+      if (!db->GetVoxels(at, out.data()).ok()) state.SkipWithError("read failed");
+      benchmark::DoNotOptimize(out.data());
+    }
+    chunks = at.size();
+    state.SetLabel("1024 random voxels");
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * chunks));
+}
+BENCHMARK(BM_ReadUnstored)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 // --- Flush ------------------------------------------------------------------------
 
 // Records of generated terrain surface chunks (cached across benchmarks).
