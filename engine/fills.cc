@@ -351,8 +351,8 @@ Chunk FillSet::Rasterise(const WorldFrame& frame, const ChunkCoord& c, uint64_t*
          static_cast<uint32_t>(part.lo.z - origin.z)},
         {static_cast<uint32_t>(part.hi.x - origin.x), static_cast<uint32_t>(part.hi.y - origin.y),
          static_cast<uint32_t>(part.hi.z - origin.z)}};
-    // A fill covering the whole in-world part of an edge chunk covers it all.
-    if (BoxContains(f->box, chunk_box)) local = LocalBox::Whole();
+    // Past the world's edge stays 0 (engine/FORMAT.md, "Chunks at the
+    // world's edge").
     chunk.FillBox(local, f->material);
   }
   chunk.Compact();

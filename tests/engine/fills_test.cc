@@ -43,7 +43,6 @@ class ReferenceFills {
            static_cast<uint32_t>(part.lo.z - origin.z)},
           {static_cast<uint32_t>(part.hi.x - origin.x), static_cast<uint32_t>(part.hi.y - origin.y),
            static_cast<uint32_t>(part.hi.z - origin.z)}};
-      if (BoxContains(f.box, chunk_box)) local = LocalBox::Whole();
       chunk.FillBox(local, f.material);
     }
     chunk.Compact();
