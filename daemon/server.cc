@@ -707,15 +707,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
       case Opcode::kLodRebuild: {
         if (absl::Status s = CheckLodLevel(1); !s.ok()) return fail(s);
         // Reads every chunk: off the I/O threads.
-        engine::LodPyramid* lod = options_.lod;
-        return OnWorker(op, id, [lod]() -> absl::StatusOr<std::vector<uint8_t>> {
-          const auto t0 = Clock::now();
-          const absl::Status s = lod->RebuildAll();
-          Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "LOD rebuild: %s in %.1f s",
-              s.ToString(), std::chrono::duration<double>(Clock::now() - t0).count());
-          if (!s.ok()) return s;
-          return std::vector<uint8_t>();
-        });
+        return LodRebuild(op, id);
       }
       case Opcode::kReindex:
         // One write transaction over every chunk: off the I/O threads.
@@ -879,7 +871,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     ++opening_snapshots_;
     auto self = shared_from_this();
     const Clock::time_point start = BeginAsync();
-    server_->RunBackground([self, op, id, start] {
+    server_->RunBackground(this, [self, op, id, start] {
       auto snap = self->server_->db_->Snapshot();
       std::shared_ptr<const engine::DatabaseSnapshot> shared;
       absl::Status s = snap.status();
@@ -1034,6 +1026,40 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     Enqueue(std::move(out));
   }
 
+  // LOD_REBUILD: the worker drops the records and marks the nodes (one
+  // scan of the stored chunks' keys); the LOD builder thread builds them in
+  // passes that yield to shutdown, and the reply goes out when it is done,
+  // so the shared worker is not held. On shutdown the reply is UNAVAILABLE
+  // and what is left stays marked, built after the restart.
+  void LodRebuild(uint8_t op, uint64_t id) {
+    engine::LodPyramid* lod = options_.lod;
+    auto self = shared_from_this();
+    const Clock::time_point start = BeginAsync();
+    const auto t0 = Clock::now();
+    auto answer = [self, op, id, start, t0](const absl::Status& s) {
+      Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "LOD rebuild: %s in %.1f s", s.ToString(),
+          std::chrono::duration<double>(Clock::now() - t0).count());
+      asio::post(self->socket_.get_executor(), [self, op, id, start, s] {
+        self->EndAsync();
+        self->reply_start_ = start;
+        self->Reply(op, id, s);
+      });
+    };
+    server_->RunBackground(this, [self, lod, answer] {
+      if (self->server_->stopping_) {
+        return answer(absl::UnavailableError("voxdbd is stopping: LOD_REBUILD was not run"));
+      }
+      const absl::Status s = lod->MarkAllForRebuild();
+      if (!s.ok()) return answer(s);
+      lod->WhenBuilt(answer);
+      // A stop that came meanwhile may have missed this waiter.
+      if (self->server_->stopping_) {
+        lod->CancelWaiters(absl::UnavailableError(
+            "voxdbd is stopping: the LOD rebuild goes on after the restart"));
+      }
+    });
+  }
+
   absl::Status CheckLodLevel(int level) const {
     if (options_.lod == nullptr) {
       return absl::UnimplementedError("this server keeps no LOD pyramid (lod-levels = 0)");
@@ -1100,7 +1126,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
                 std::function<absl::StatusOr<std::vector<uint8_t>>()> work) {
     auto self = shared_from_this();
     const Clock::time_point start = BeginAsync();
-    server_->RunBackground([self, op, id, start, work = std::move(work)] {
+    server_->RunBackground(this, [self, op, id, start, work = std::move(work)] {
       auto result = work();
       asio::post(self->socket_.get_executor(),
                  [self, op, id, start, result = std::move(result)]() mutable {
@@ -1182,7 +1208,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     ++deferred_writes_;
     ++server_->deferred_writes_;
     auto self = shared_from_this();
-    server_->RunBackground([self, submit = std::move(submit)] {
+    server_->RunBackground(this, [self, submit = std::move(submit)] {
       submit();
       asio::post(self->socket_.get_executor(), [self] {
         if (--self->deferred_writes_ == 0) self->MaybeResume();  // the requests after it
@@ -1472,10 +1498,18 @@ Server::Server(const ServerOptions& options, engine::Database* db)
       std::function<void()> task;
       {
         std::unique_lock<std::mutex> l(background_mu_);
-        background_cv_.wait(l, [&] { return background_stop_ || !background_tasks_.empty(); });
-        if (background_tasks_.empty()) return;  // stopping, all done
-        task = std::move(background_tasks_.front());
-        background_tasks_.pop_front();
+        background_cv_.wait(l, [&] { return background_stop_ || !background_turns_.empty(); });
+        if (background_turns_.empty()) return;  // stopping, all done
+        const void* owner = background_turns_.front();
+        background_turns_.pop_front();
+        auto it = background_tasks_.find(owner);
+        task = std::move(it->second.front());
+        it->second.pop_front();
+        if (it->second.empty()) {
+          background_tasks_.erase(it);
+        } else {
+          background_turns_.push_back(owner);  // its next task after the others'
+        }
       }
       task();
     }
@@ -1577,10 +1611,12 @@ void Server::Run() {
   for (auto& t : pool) t.join();
 }
 
-void Server::RunBackground(std::function<void()> task) {
+void Server::RunBackground(const void* owner, std::function<void()> task) {
   {
     std::lock_guard<std::mutex> l(background_mu_);
-    background_tasks_.push_back(std::move(task));
+    auto& queue = background_tasks_[owner];
+    if (queue.empty()) background_turns_.push_back(owner);
+    queue.push_back(std::move(task));
   }
   background_cv_.notify_one();
 }
@@ -1640,6 +1676,12 @@ void Server::Stop() {
       }
     }
     for (auto& c : open) c->NotifyStop();
+    // A LOD_REBUILD waiting for the builder is answered now (its nodes stay
+    // marked: the builder resumes them after a restart).
+    if (options_.lod != nullptr) {
+      options_.lod->CancelWaiters(
+          absl::UnavailableError("voxdbd is stopping: the LOD rebuild goes on after the restart"));
+    }
     Drain(Clock::now() + options_.shutdown_timeout);
   });
 }

@@ -178,14 +178,19 @@ class Server {
   std::vector<std::weak_ptr<Connection>> budget_waiters_;  // GUARDED_BY(budget_mu_)
   std::atomic<int64_t> snapshots_open_{0};
 
-  // One worker for requests that wait on the disk (FLUSH, writes under
-  // back-pressure), so that no I/O thread does and a client spamming them
-  // cannot spawn threads.
-  void RunBackground(std::function<void()> task);
+  // One worker for requests that wait on the disk or run long (FLUSH,
+  // SNAPSHOT_OPEN, LOD queries, writes under back-pressure), so that no I/O
+  // thread does and a client spamming them cannot spawn threads. Each
+  // connection (`owner`) has its own queue, run in order; the worker takes
+  // one task from each owner with tasks in turn, so a connection with many
+  // queued delays another's by one task at most.
+  void RunBackground(const void* owner, std::function<void()> task);
   std::mutex background_mu_;
   std::condition_variable background_cv_;
-  std::deque<std::function<void()>> background_tasks_;  // GUARDED_BY(background_mu_)
-  bool background_stop_ = false;                        // GUARDED_BY(background_mu_)
+  // GUARDED_BY(background_mu_): the queues, and the owners with tasks in turn order.
+  std::map<const void*, std::deque<std::function<void()>>> background_tasks_;
+  std::deque<const void*> background_turns_;
+  bool background_stop_ = false;  // GUARDED_BY(background_mu_)
   std::thread background_;
 };
 

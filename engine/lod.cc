@@ -17,6 +17,8 @@ namespace voxdb::engine {
 namespace {
 
 constexpr int kHalf = kChunkEdge / 2;
+constexpr int kNodeShift = 7;  // log2 of kChunkEdge
+static_assert(kChunkEdge == 1 << kNodeShift);
 
 // Tokens of dirty markers: unique within a process and growing across
 // restarts (seeded with the clock), so a marker rewritten during a build
@@ -54,6 +56,37 @@ Status AddChild(std::span<const uint8_t> record, int octant, uint8_t* parent,
   LodDownsampleOctant(scratch->data(), octant, parent);
   return absl::OkStatus();
 }
+
+// The voxels of level-`level` node `node` (not clipped to the world: a node
+// past the world's edge is never inside a fill).
+VoxelBox NodeBox(int level, uint64_t node) {
+  const ChunkCoord c = MortonDecode(node);
+  const int shift = kNodeShift + level;
+  const VoxelCoord lo{uint64_t{c.x} << shift, uint64_t{c.y} << shift, uint64_t{c.z} << shift};
+  const uint64_t side = uint64_t{1} << shift;
+  return VoxelBox{lo, {lo.x + side, lo.y + side, lo.z + side}};
+}
+
+// Per axis, the level nodes a half-open voxel range [lo, hi) touches
+// (a0..a1) and those it covers wholly (i0..i1; none when i0 > i1).
+struct AxisNodes {
+  uint64_t a0, a1, i0, i1;
+  AxisNodes(uint64_t lo, uint64_t hi, int shift)
+      : a0(lo >> shift),
+        a1((hi - 1) >> shift),
+        i0((lo + (uint64_t{1} << shift) - 1) >> shift),
+        i1(hi >> shift) {  // one past the last covered wholly, for now
+    if (i1 == 0 || i0 > i1 - 1) {
+      i0 = 1;
+      i1 = 0;
+    } else {
+      --i1;
+    }
+  }
+  bool Inside(uint64_t n) const { return i0 <= i1 && n >= i0 && n <= i1; }
+  uint64_t count() const { return a1 - a0 + 1; }
+  uint64_t inside() const { return i0 <= i1 ? i1 - i0 + 1 : 0; }
+};
 
 }  // namespace
 
@@ -138,44 +171,127 @@ void LodPyramid::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  CancelWaiters(absl::UnavailableError(
+      "the LOD builder stopped; the nodes left stay marked and are built after a restart"));
+}
+
+void LodPyramid::WhenBuilt(std::function<void(const Status&)> done) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stop_) {
+      waiters_.push_back(Waiter{passes_, std::move(done)});
+      cv_.notify_all();
+      return;
+    }
+  }
+  done(absl::UnavailableError("the LOD builder is stopped"));
+}
+
+void LodPyramid::CancelWaiters(const Status& why) {
+  std::vector<Waiter> waiters;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiters.swap(waiters_);
+  }
+  for (Waiter& w : waiters) w.done(why);
 }
 
 void LodPyramid::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
+    const uint64_t pass = ++passes_;
     lock.unlock();
     bool did_work = false;
     Status s = BuildDirty(&did_work);
     lock.lock();
     if (!s.ok()) last_error_ = s;
     if (did_work && s.ok()) continue;
-    // Nothing to do (or an error): poll again shortly.
-    cv_.wait_for(lock, std::chrono::milliseconds(s.ok() ? 20 : 500), [this] { return stop_; });
+    // Nothing left (or an error): the waiters from before this pass learn it.
+    std::vector<Waiter> fire;
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (it->after < pass) {
+        fire.push_back(std::move(*it));
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (!fire.empty()) {
+      lock.unlock();
+      for (Waiter& w : fire) w.done(s);
+      lock.lock();
+      continue;
+    }
+    // Poll again shortly (at once for a new waiter).
+    const size_t waiting = waiters_.size();
+    cv_.wait_for(lock, std::chrono::milliseconds(s.ok() ? 20 : 500),
+                 [&] { return stop_ || waiters_.size() != waiting; });
   }
 }
 
-Status LodPyramid::ForEachFillNode(const Fill& fill,
-                                   const std::function<Status(uint64_t)>& fn) const {
+Status LodPyramid::ForEachFillBoundaryNode(const Fill& fill,
+                                           const std::function<void(int, uint64_t)>& fn) const {
   if (fill.box.empty()) return absl::OkStatus();
-  const WorldFrame& frame = db_->frame();
-  const ChunkCoord lo = frame.ChunkOf(fill.box.lo);
-  const ChunkCoord hi =
-      frame.ChunkOf(VoxelCoord{fill.box.hi.x - 1, fill.box.hi.y - 1, fill.box.hi.z - 1});
-  const uint64_t count = uint64_t{(hi.x >> 1) - (lo.x >> 1) + 1} * ((hi.y >> 1) - (lo.y >> 1) + 1) *
-                         ((hi.z >> 1) - (lo.z >> 1) + 1);
-  if (count > options_.max_rebuild_nodes) {
-    return absl::ResourceExhaustedError(
-        absl::StrFormat("fill %d covers %d LOD nodes, more than the limit %d", fill.seq, count,
-                        options_.max_rebuild_nodes));
+  // Count first: a fill's boundary is about its surface, but a thin slab is
+  // all boundary.
+  uint64_t total = 0;
+  for (int level = 1; level <= options_.levels; ++level) {
+    const int shift = kNodeShift + level;
+    const AxisNodes x(fill.box.lo.x, fill.box.hi.x, shift), y(fill.box.lo.y, fill.box.hi.y, shift),
+        z(fill.box.lo.z, fill.box.hi.z, shift);
+    total += x.count() * y.count() * z.count() - x.inside() * y.inside() * z.inside();
   }
-  for (uint32_t z = lo.z >> 1; z <= hi.z >> 1; ++z) {
-    for (uint32_t y = lo.y >> 1; y <= hi.y >> 1; ++y) {
-      for (uint32_t x = lo.x >> 1; x <= hi.x >> 1; ++x) {
-        VOXDB_RETURN_IF_ERROR(fn(MortonEncode(x, y, z)));
+  if (total > options_.max_rebuild_nodes) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("fill %d has %d LOD nodes on its boundary, more than the limit %d",
+                        fill.seq, total, options_.max_rebuild_nodes));
+  }
+  for (int level = 1; level <= options_.levels; ++level) {
+    const int shift = kNodeShift + level;
+    const AxisNodes x(fill.box.lo.x, fill.box.hi.x, shift), y(fill.box.lo.y, fill.box.hi.y, shift),
+        z(fill.box.lo.z, fill.box.hi.z, shift);
+    for (uint64_t nz = z.a0; nz <= z.a1; ++nz) {
+      for (uint64_t ny = y.a0; ny <= y.a1; ++ny) {
+        const bool skip = z.Inside(nz) && y.Inside(ny) && x.inside() > 0;
+        for (uint64_t nx = x.a0; nx <= x.a1; ++nx) {
+          if (skip && nx == x.i0) {
+            nx = x.i1;  // the nodes between are inside the fill
+            continue;
+          }
+          fn(level, MortonEncode(static_cast<uint32_t>(nx), static_cast<uint32_t>(ny),
+                                 static_cast<uint32_t>(nz)));
+        }
       }
     }
   }
   return absl::OkStatus();
+}
+
+StatusOr<LodRead> LodPyramid::ReadNode(const ChunkStore::Snapshot& snapshot, const FillSet& fills,
+                                       int level, uint64_t node) const {
+  auto record = snapshot.Get(Table::kLod, LodRecordKey(level, node));
+  if (!record.ok() && !absl::IsNotFound(record.status())) return record.status();
+  LodRead read;
+  if (record.ok()) {
+    read.record.assign(record->begin(), record->end());
+    VOXDB_ASSIGN_OR_RETURN(ChunkRecordView view, ParseChunkRecord(read.record));
+    read.version = view.header.version;
+  }
+  // The newest fill covering the node wholly: if it is newer than the
+  // record, every chunk under the node reads as it (its stored chunks were
+  // rewritten by it, and any newer write or partial fill marked the node).
+  const VoxelBox box = NodeBox(level, node);
+  const auto& all = fills.fills();
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    if (it->seq <= read.version) break;
+    if (BoxContains(it->box, box)) {
+      read.version = it->seq;
+      read.record = EncodeChunk(Chunk(it->material), it->seq, 0);
+      return read;
+    }
+  }
+  if (!record.ok()) return record.status();
+  return read;
 }
 
 Status LodPyramid::MarkNewFills() {
@@ -195,16 +311,18 @@ Status LodPyramid::MarkNewFills() {
   }
   if (newest <= cursor) return absl::OkStatus();
   WriteBatch batch;
-  std::set<uint64_t> nodes;
+  std::set<std::pair<int, uint64_t>> nodes;
   for (const Fill& fill : fills->fills()) {
     if (fill.seq <= cursor) continue;
-    // A fill too large to mark is skipped (RebuildAll refuses it too).
-    (void)ForEachFillNode(fill, [&](uint64_t node) {
-      nodes.insert(node);
-      return absl::OkStatus();
+    // A fill with too large a boundary is skipped (LOD_REBUILD skips it too):
+    // the nodes it covers wholly still read as it.
+    (void)ForEachFillBoundaryNode(fill, [&](int level, uint64_t node) {
+      nodes.insert({level, node});
     });
   }
-  for (uint64_t node : nodes) batch.Put(Table::kLod, LodDirtyKey(1, node), NextToken());
+  for (const auto& [level, node] : nodes) {
+    batch.Put(Table::kLod, LodDirtyKey(level, node), NextToken());
+  }
   std::vector<uint8_t> value(8);
   EncodeFixed64(value.data(), newest);
   batch.Put(Table::kLod, cursor_key, std::move(value));
@@ -301,13 +419,14 @@ Status LodPyramid::BuildLevel1(uint64_t node, uint8_t* dense, uint64_t* version)
 }
 
 Status LodPyramid::BuildUpper(int level, uint64_t node, uint8_t* dense, uint64_t* version) {
+  const std::shared_ptr<const FillSet> fills = db_->Fills();
   VOXDB_ASSIGN_OR_RETURN(auto snapshot, db_->store().BeginRead());
   std::vector<uint8_t> scratch;
   for (int i = 0; i < 8; ++i) {
-    auto record = snapshot->Get(Table::kLod, LodRecordKey(level - 1, (node << 3) | uint64_t(i)));
-    if (absl::IsNotFound(record.status())) continue;  // never built: air
-    if (!record.ok()) return record.status();
-    VOXDB_RETURN_IF_ERROR(AddChild(*record, i, dense, &scratch, version));
+    auto child = ReadNode(*snapshot, *fills, level - 1, (node << 3) | uint64_t(i));
+    if (absl::IsNotFound(child.status())) continue;  // never built: air
+    if (!child.ok()) return child.status();
+    VOXDB_RETURN_IF_ERROR(AddChild(child->record, i, dense, &scratch, version));
   }
   return absl::OkStatus();
 }
@@ -317,20 +436,25 @@ StatusOr<LodRead> LodPyramid::GetLod(int level, uint64_t node_code) {
     return absl::InvalidArgumentError(
         absl::StrFormat("LOD level %d is outside 1..%d", level, options_.levels));
   }
+  const std::shared_ptr<const FillSet> fills = db_->Fills();
   VOXDB_ASSIGN_OR_RETURN(auto snapshot, db_->store().BeginRead());
-  VOXDB_ASSIGN_OR_RETURN(std::span<const uint8_t> record,
-                         snapshot->Get(Table::kLod, LodRecordKey(level, node_code)));
-  LodRead read;
-  read.record.assign(record.begin(), record.end());
-  VOXDB_ASSIGN_OR_RETURN(ChunkRecordView view, ParseChunkRecord(read.record));
-  read.version = view.header.version;
+  VOXDB_ASSIGN_OR_RETURN(LodRead read, ReadNode(*snapshot, *fills, level, node_code));
   read.dirty = snapshot->Get(Table::kLod, LodDirtyKey(level, node_code)).ok();
   return read;
 }
 
 Status LodPyramid::RebuildAll() {
+  VOXDB_RETURN_IF_ERROR(MarkAllForRebuild());
+  for (;;) {
+    bool did_work = false;
+    VOXDB_RETURN_IF_ERROR(BuildDirty(&did_work));
+    if (!did_work) return absl::OkStatus();
+  }
+}
+
+Status LodPyramid::MarkAllForRebuild() {
   std::lock_guard<std::mutex> build_lock(build_mu_);
-  std::set<uint64_t> nodes;  // level-1 nodes with something under them
+  std::set<uint64_t> nodes;  // level-1 nodes with stored or dirty chunks under them
   auto add = [&](uint64_t node) -> Status {
     nodes.insert(node);
     if (nodes.size() > options_.max_rebuild_nodes) {
@@ -350,32 +474,26 @@ Status LodPyramid::RebuildAll() {
     VOXDB_RETURN_IF_ERROR(error);
   }
   for (const auto& dirty : db_->DirtyChunks()) VOXDB_RETURN_IF_ERROR(add(dirty.key.OctreeNode(1)));
-  for (const Fill& fill : db_->Fills()->fills()) {
-    VOXDB_RETURN_IF_ERROR(ForEachFillNode(fill, add));
+  // The fills' boundaries (what they cover wholly reads as them). A fill
+  // with too large a boundary is skipped, as by the builder.
+  std::set<std::pair<int, uint64_t>> boundary;
+  const std::shared_ptr<const FillSet> fills = db_->Fills();
+  for (const Fill& fill : fills->fills()) {
+    (void)ForEachFillBoundaryNode(fill, [&](int level, uint64_t node) {
+      if (level > 1 || nodes.count(node) == 0) boundary.insert({level, node});
+    });
   }
-  {
-    WriteBatch clear;  // records only: the fill cursor and markers stay
-    const std::array<uint8_t, 1> begin{0}, end{kLodFillCursorKey};
-    clear.DeleteRange(Table::kLod, begin, end);
-    VOXDB_RETURN_IF_ERROR(db_->store().Write(clear));
+  WriteBatch batch;  // records go; the fill cursor and markers stay
+  const std::array<uint8_t, 1> begin{0}, end{kLodFillCursorKey};
+  batch.DeleteRange(Table::kLod, begin, end);
+  for (uint64_t node : nodes) batch.Put(Table::kLod, LodDirtyKey(1, node), NextToken());
+  for (const auto& [level, node] : boundary) {
+    batch.Put(Table::kLod, LodDirtyKey(level, node), NextToken());
   }
-  for (int level = 1; level <= options_.levels && !nodes.empty(); ++level) {
-    WriteBatch batch;
-    std::set<uint64_t> parents;
-    for (uint64_t node : nodes) {
-      std::vector<uint8_t> record;
-      VOXDB_RETURN_IF_ERROR(BuildNode(level, node, &record));
-      batch.Put(Table::kLod, LodRecordKey(level, node), std::move(record));
-      parents.insert(node >> 3);
-      if (static_cast<int>(batch.size()) >= options_.nodes_per_write) {
-        VOXDB_RETURN_IF_ERROR(db_->store().Write(batch));
-        batch.Clear();
-      }
-    }
-    if (!batch.empty()) VOXDB_RETURN_IF_ERROR(db_->store().Write(batch));
-    nodes = std::move(parents);
-  }
-  return absl::OkStatus();
+  std::vector<uint8_t> cursor(8);  // these fills are marked now
+  EncodeFixed64(cursor.data(), fills->last_seq());
+  batch.Put(Table::kLod, std::array<uint8_t, 1>{kLodFillCursorKey}, std::move(cursor));
+  return db_->store().Write(batch);
 }
 
 uint64_t LodPyramid::DirtyCount() {

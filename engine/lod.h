@@ -12,7 +12,12 @@
 // Storage (table `lod`, engine/FORMAT.md): records keyed by level + node,
 // and dirty markers keyed by 0xFF + level + node. LodObserver marks the
 // level-1 parent of every chunk the flusher stores or removes, in the
-// flush's own transaction. LodPyramid's builder thread rebuilds dirty nodes
+// flush's own transaction. A fill marks only the nodes on its boundary (at
+// every level: those it covers in part); a node a fill covers wholly reads
+// as that fill (uniform, version the fill's seq) unless its last built
+// record is at least as new, the way an unstored chunk reads through the
+// fills. (The stored chunks a fill covers are rewritten by the fill, so
+// their flush marks their nodes.) LodPyramid's builder thread rebuilds dirty nodes
 // bottom-up (every dirty level-1 node, then level 2, ...), writing each
 // record, the parent's marker and the deletion of its own marker in one
 // store write; the marker is deleted only if it still holds the token read
@@ -35,6 +40,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -103,8 +109,11 @@ class LodPyramid {
   // The levels kept: 1..levels().
   int levels() const { return options_.levels; }
 
-  // Starts / stops the background builder. Stop waits for the node being
-  // built; call it before the Database is destroyed.
+  // Starts / stops the background builder. The builder works in passes of
+  // nodes_per_write nodes and checks for Stop between them, so Stop returns
+  // within one pass (what is left stays marked: the next Start resumes it).
+  // Stop also fails the WhenBuilt waiters (UNAVAILABLE). Call it before the
+  // Database is destroyed.
   void Start();
   void Stop();
 
@@ -114,11 +123,22 @@ class LodPyramid {
   // DirtyCount()). INVALID for a level outside 1..levels.
   StatusOr<LodRead> GetLod(int level, uint64_t node_code);
 
-  // Drops every record and rebuilds the pyramid from the chunks: the
-  // ancestors of stored chunks, of dirty chunks and of the chunks fills
-  // touch (at most max_rebuild_nodes level-1 nodes). Reads may see
-  // NOT_FOUND meanwhile. Markers are left for the builder (harmless).
+  // Drops every record and rebuilds the pyramid from the chunks, on the
+  // calling thread: MarkAllForRebuild, then builds until no marker is left.
+  // Reads may see NOT_FOUND meanwhile (or the fill a node lies in).
   Status RebuildAll();
+  // The first half of RebuildAll: drops every record and marks the nodes to
+  // build: the level-1 parents of stored and dirty chunks (at most
+  // max_rebuild_nodes) and the fills' boundary nodes. The builder builds
+  // them (WhenBuilt tells when); a stop leaves them marked (resumable).
+  Status MarkAllForRebuild();
+  // Calls done(OK) once a builder pass begun after this call finds no marker
+  // left, done(error) if such a pass fails, or done(UNAVAILABLE) on Stop or
+  // CancelWaiters. done runs on the builder's thread or the caller's, once;
+  // it must not block.
+  void WhenBuilt(std::function<void(const Status&)> done);
+  // Fails every WhenBuilt waiter with `why` (the server is stopping).
+  void CancelWaiters(const Status& why);
 
   // Dirty markers in the store.
   uint64_t DirtyCount();
@@ -137,14 +157,25 @@ class LodPyramid {
     uint64_t node;
     std::vector<uint8_t> record;
   };
+  struct Waiter {
+    uint64_t after;  // fires on a pass numbered above this
+    std::function<void(const Status&)> done;
+  };
   void Run();
-  // Marks the level-1 nodes under fills newer than the fill cursor dirty
+  // Marks the boundary nodes of the fills newer than the fill cursor dirty
   // (the flusher reports only chunks it stores, not unstored ones a fill
   // covers) and advances the cursor, in one write.
   Status MarkNewFills();
-  // Calls fn(level-1 node) for each node a fill touches; RESOURCE_EXHAUSTED
-  // past max_rebuild_nodes.
-  Status ForEachFillNode(const Fill& fill, const std::function<Status(uint64_t)>& fn) const;
+  // Calls fn(level, node) for each node of levels 1..levels that the fill
+  // covers in part (its boundary); RESOURCE_EXHAUSTED (calling fn for none)
+  // when they are more than max_rebuild_nodes.
+  Status ForEachFillBoundaryNode(const Fill& fill,
+                                 const std::function<void(int, uint64_t)>& fn) const;
+  // The node as reads see it: its record, or the newest fill covering it
+  // wholly when that is newer than the record (or there is none). NOT_FOUND
+  // when neither. `dirty` is not set.
+  StatusOr<LodRead> ReadNode(const ChunkStore::Snapshot& snapshot, const FillSet& fills, int level,
+                             uint64_t node) const;
   // One pass over the lowest dirty level; *did_work false when none is left.
   Status BuildDirty(bool* did_work);
   // Builds the node into *out (record with its version).
@@ -159,6 +190,8 @@ class LodPyramid {
   std::condition_variable cv_;
   bool stop_ = false;
   Status last_error_;
+  uint64_t passes_ = 0;          // builder passes begun
+  std::vector<Waiter> waiters_;  // GUARDED_BY(mu_)
   std::thread thread_;
 };
 

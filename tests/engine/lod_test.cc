@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <chrono>
+#include <future>
 #include <map>
 #include <memory>
 #include <set>
@@ -298,6 +300,110 @@ TEST_F(LodTest, MarkersSurviveReopen) {
 TEST_F(LodTest, NeverBuiltIsNotFound) {
   EXPECT_TRUE(absl::IsNotFound(lod_->GetLod(1, 12345).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(lod_->GetLod(kLevels + 1, 0).status()));
+}
+
+// Fills: a node a fill covers wholly reads as the fill without being built;
+// the nodes on a fill's boundary, and those with chunks written after it,
+// are built. Every node matches the brute-force downsampling.
+TEST_F(LodTest, FillsReadThroughWhatTheyCoverAndBuildTheirBoundary) {
+  const auto insert_chunks = [&](uint32_t x0, uint32_t y0, uint32_t z0, uint32_t x1, uint32_t y1,
+                                 uint32_t z1) {
+    for (uint32_t z = z0; z < z1; ++z) {
+      for (uint32_t y = y0; y < y1; ++y) {
+        for (uint32_t x = x0; x < x1; ++x)
+          chunks_.insert({At(x, y, z).x, At(x, y, z).y, At(x, y, z).z});
+      }
+    }
+  };
+  Put(At(1, 1, 1), testing::SampleSurfaceChunk(1));  // stored before the fill, inside it
+  Put(At(9, 1, 0), testing::SampleSurfaceChunk(2));  // on the second fill's boundary
+  Settle();
+  // A fill covering level-2 node At(0..3)^3 wholly (aligned to it).
+  const VoxelCoord o = db_->frame().ChunkOrigin(At(0, 0, 0));
+  const VoxelCoord e = db_->frame().ChunkOrigin(At(4, 4, 4));
+  const WriteResult aligned = db_->FillBoxAndWait(VoxelBox{o, e}, 7);
+  ASSERT_OK(aligned.status);
+  insert_chunks(0, 0, 0, 4, 4, 4);
+  // A fill aligned to nothing.
+  const VoxelCoord a = db_->frame().ChunkOrigin(At(8, 0, 0));
+  const VoxelCoord b = db_->frame().ChunkOrigin(At(11, 3, 2));
+  ASSERT_OK(db_->FillBoxAndWait(
+                   VoxelBox{{a.x + 100, a.y + 5, a.z + 60}, {b.x + 30, b.y + 40, b.z + 10}}, 8)
+                .status);
+  insert_chunks(8, 0, 0, 12, 4, 3);
+  Settle();
+  ExpectMatchesNaive();
+  // Level-1 node At(2..3, 0..1, 0..1) lies wholly in the first fill and
+  // holds no stored chunk: it reads as the fill.
+  ASSERT_OK_AND_ASSIGN(LodRead inside,
+                       lod_->GetLod(1, ChunkKey::FromCoord(At(2, 0, 0)).OctreeNode(1)));
+  EXPECT_EQ(inside.version, aligned.version);
+  EXPECT_FALSE(inside.dirty);
+
+  // A chunk written inside the fill after it, and a fill over part of it.
+  Put(At(2, 2, 2), testing::SampleSurfaceChunk(3));
+  const VoxelCoord p = db_->frame().ChunkOrigin(At(3, 0, 0));
+  ASSERT_OK(db_->FillBoxAndWait(
+                   VoxelBox{{p.x + 10, p.y + 10, p.z + 10}, {p.x + 50, p.y + 300, p.z + 20}}, 9)
+                .status);
+  Settle();
+  ExpectMatchesNaive();
+
+  // A full rebuild gives the same.
+  lod_->Stop();
+  ASSERT_OK(lod_->RebuildAll());
+  ExpectMatchesNaive();
+}
+
+// A fill over 256 x 256 x 8 chunks (65,536 level-1 nodes), aligned to the
+// level-3 nodes: nothing to build (the builder used to rebuild every node
+// under it, for minutes), and every level reads as the fill.
+TEST_F(LodTest, ABigFillLeavesNoNodeToBuild) {
+  const VoxelCoord o = db_->frame().ChunkOrigin(At(0, 0, 0));
+  const VoxelCoord e = db_->frame().ChunkOrigin(At(256, 256, 8));
+  const WriteResult fill = db_->FillBoxAndWait(VoxelBox{o, e}, 5);
+  ASSERT_OK(fill.status);
+  Settle();  // WaitIdle gives up after 120 s
+  EXPECT_EQ(lod_->DirtyCount(), 0u);
+  for (int level = 1; level <= kLevels; ++level) {
+    for (const ChunkCoord& c : {At(0, 0, 0), At(255, 255, 7), At(100, 37, 3)}) {
+      ASSERT_OK_AND_ASSIGN(LodRead read,
+                           lod_->GetLod(level, ChunkKey::FromCoord(c).OctreeNode(level)));
+      EXPECT_EQ(read.version, fill.version) << "level " << level;
+      Dense got(kChunkVoxels);
+      ASSERT_OK(DecodeChunkToDense(read.record, got.data()));
+      EXPECT_EQ(got, Dense(kChunkVoxels, 5)) << "level " << level;
+    }
+  }
+  // Just outside it: air, never built.
+  EXPECT_TRUE(
+      absl::IsNotFound(lod_->GetLod(1, ChunkKey::FromCoord(At(256, 0, 0)).OctreeNode(1)).status()));
+}
+
+// LOD_REBUILD's halves: the marks, then the builder; a waiter hears when it
+// is done, or that the builder stopped (the marks stay: resumable).
+TEST_F(LodTest, RebuildMarksForTheBuilderAndWaitersHearTheEnd) {
+  Put(At(0, 0, 0), testing::SampleSurfaceChunk(1));
+  Put(At(3, 2, 1), testing::SampleSurfaceChunk(2));
+  Settle();
+  ASSERT_OK(lod_->MarkAllForRebuild());
+  std::promise<Status> done;
+  lod_->WhenBuilt([&](const Status& s) { done.set_value(s); });
+  auto f = done.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_OK(f.get());
+  EXPECT_EQ(lod_->DirtyCount(), 0u);
+  ExpectMatchesNaive();
+
+  lod_->Stop();
+  ASSERT_OK(lod_->MarkAllForRebuild());
+  EXPECT_GT(lod_->DirtyCount(), 0u);
+  std::promise<Status> stopped;
+  lod_->WhenBuilt([&](const Status& s) { stopped.set_value(s); });
+  EXPECT_TRUE(absl::IsUnavailable(stopped.get_future().get()));
+  Reopen(/*start=*/true);  // resumes
+  Settle();
+  ExpectMatchesNaive();
 }
 
 }  // namespace

@@ -4,8 +4,11 @@
 // downsampling (written here, independently of engine/lod.cc) of the voxels
 // READ_BOX returns.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <set>
@@ -303,6 +306,83 @@ TEST_F(DaemonLodTest, RejectsABadLevelCount) {
   auto r = RunProcess({VOXDBD_PATH, "--data", dir_.Sub("bad"), "--lod-levels", "17"});
   EXPECT_EQ(r.exit_code, 2) << r;
   EXPECT_NE(r.err.find("lod-levels"), std::string::npos) << r;
+}
+
+// Issue 16: one FILL_BOX over 32768 x 32768 x 16384 voxels (aligned to the
+// level-4 nodes) used to mark about 10^6 LOD nodes dirty, then rebuild them
+// chunk by chunk for hours. Now the nodes it covers read as the fill.
+TEST_F(DaemonLodTest, AHugeFillLeavesNothingDirtyAndReadsAsTheFill) {
+  Start();
+  const uint64_t x0 = kCx * kEdge, y0 = kCy * kEdge, z0 = 19532 * 2048;  // multiples of 2048
+  ASSERT_OK_AND_ASSIGN(
+      uint64_t version,
+      client_->FillBox(Box{{x0, y0, z0}, {x0 + 32768, y0 + 32768, z0 + 16384}}, 6));
+  ASSERT_OK(client_->Flush());
+  bool clean = false;
+  for (int i = 0; i < 300 && !clean; ++i) {  // 30 s at most
+    clean = Stat("lod_dirty") == 0;
+    if (!clean) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(clean) << "lod_dirty " << Stat("lod_dirty");
+  for (int level = 1; level <= 4; ++level) {
+    for (uint64_t d : {uint64_t{0}, uint64_t{200}}) {  // chunks from the fill's corner
+      uint64_t v = 0;
+      const uint64_t node = NodeCode(level, x0 / kEdge + d, y0 / kEdge + d, z0 / kEdge + d / 2);
+      EXPECT_TRUE(GetLod(level, node, &v) == std::vector<uint8_t>(kDense, 6)) << "level " << level;
+      EXPECT_EQ(v, version) << "level " << level;
+    }
+  }
+  // Next to it: air, never built.
+  uint64_t v = 1;
+  EXPECT_TRUE(GetLod(1, NodeCode(1, x0 / kEdge - 2, y0 / kEdge, z0 / kEdge), &v) ==
+              std::vector<uint8_t>(kDense, 0));
+  EXPECT_EQ(v, 0u);
+}
+
+// LOD_REBUILD no longer holds the shared worker: another connection's FLUSH
+// and SNAPSHOT_OPEN are answered while it runs, and SIGTERM stops voxdbd
+// (exit 0) within shutdown-timeout, answering the rebuild BUSY (the wire's
+// UNAVAILABLE) with what is left still marked.
+TEST_F(DaemonLodTest, ARebuildYieldsToOthersAndToSigterm) {
+  Start({"--shutdown-timeout", "5s"});
+  // A fill whose boundary holds about 17,000 level-1 nodes (off the node
+  // grid by 64 voxels): minutes of building.
+  const uint64_t x0 = kCx * kEdge + 64, y0 = kCy * kEdge + 64, z0 = kCz * kEdge + 64;
+  ASSERT_OK(client_->FillBox(Box{{x0, y0, z0}, {x0 + 16384, y0 + 16384, z0 + 8192}}, 6).status());
+  std::vector<uint8_t> dense(kDense, 3);
+  const auto record = engine::EncodeChunk(engine::Chunk::FromDense(dense), 0, 0);
+  ASSERT_OK(client_
+                ->PutChunk(protocol::PutChunkRequest{
+                    ChunkKey::FromCoord({kCx + 300, kCy, kCz}).code(), std::nullopt, record})
+                .status());
+  ASSERT_OK(client_->Flush());
+  ASSERT_OK_AND_ASSIGN(uint64_t rebuild, client_->Send(Opcode::kLodRebuild, {}));
+  auto other = Client::Connect("127.0.0.1", daemon_->port());
+  ASSERT_OK(other.status());
+  ASSERT_OK((*other)->Hello("").status());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the rebuild has begun
+  for (int round = 0; round < 3; ++round) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_OK((*other)->Flush());
+    ASSERT_OK_AND_ASSIGN(protocol::SnapshotOpenReply snap, (*other)->SnapshotOpen());
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(seconds, 5.0) << "FLUSH + SNAPSHOT_OPEN during LOD_REBUILD, round " << round;
+    ASSERT_OK((*other)->SnapshotClose(snap.snapshot));
+  }
+  EXPECT_GT(Stat("lod_dirty"), 0u) << "the rebuild ended too soon to test anything";
+  const auto t0 = std::chrono::steady_clock::now();
+  const int status = daemon_->StopWith(SIGTERM);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_LT(seconds, 20.0) << "SIGTERM during LOD_REBUILD";
+  auto reply = client_->Receive();
+  ASSERT_OK(reply.status());
+  EXPECT_EQ(reply->header.request_id, rebuild);
+  EXPECT_EQ(reply->header.status, static_cast<uint16_t>(protocol::WireStatus::kBusy))
+      << std::string(reply->payload.begin(), reply->payload.end());
+  daemon_.reset();
 }
 
 }  // namespace
