@@ -412,7 +412,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   // submitted.
   void OnBytes(std::span<const uint8_t> in) {
     while (!in.empty() && !closed_ && !close_after_write_) {
-      if (outbox_bytes_ > options_.max_buffered_bytes || deferred_writes_ > 0) {
+      if (outbox_bytes_ > options_.max_buffered_bytes || deferred_writes_ > 0 ||
+          worker_jobs_ >= kMaxWorkerJobs) {
         paused_ = true;
         pending_input_.assign(in.begin(), in.end());
         return;
@@ -1126,10 +1127,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
                 std::function<absl::StatusOr<std::vector<uint8_t>>()> work) {
     auto self = shared_from_this();
     const Clock::time_point start = BeginAsync();
+    ++worker_jobs_;  // past kMaxWorkerJobs its requests wait (OnBytes)
     server_->RunBackground(this, [self, op, id, start, work = std::move(work)] {
       auto result = work();
       asio::post(self->socket_.get_executor(),
                  [self, op, id, start, result = std::move(result)]() mutable {
+                   if (self->worker_jobs_-- == kMaxWorkerJobs) self->MaybeResume();
                    self->EndAsync();
                    self->reply_start_ = start;
                    if (!result.ok()) return self->Reply(op, id, result.status());
@@ -1148,19 +1151,21 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         << "\ndirty_chunks " << st.dirty_chunks << "\noldest_dirty_age_seconds "
         << st.oldest_dirty_age_s << "\njournal_records " << st.journal_records
         << "\njournal_commits " << st.journal_commits << "\nlast_seq " << st.last_seq
-        << "\ncommitted_seq " << st.committed_seq << "\nreplayed_records " << st.replayed_records
-        << "\nflushes " << st.flushes << "\nflushed_chunks " << st.flushed_chunks << "\nfills "
-        << st.fills << "\nconnections " << ss.connections_open << "\nconnections_accepted "
-        << ss.connections_accepted << "\nconnections_rejected " << ss.connections_rejected
-        << "\nauth_failures " << ss.auth_failures << "\npermission_denied " << ss.permission_denied
-        << "\nidle_closed " << ss.idle_closed << "\nslow_closed " << ss.slow_closed
-        << "\nprotocol_errors " << ss.protocol_errors << "\nrequests " << ss.requests
-        << "\ndeferred_writes " << ss.deferred_writes << "\nbytes_in " << ss.bytes_in
-        << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight
-        << "\nrequest_buffer_bytes " << ss.request_buffer_bytes << "\nrequest_buffer_waits "
-        << ss.request_buffer_waits << "\nsnapshots_open " << ss.snapshots_open << "\nunsent_bytes "
-        << server_->unsent_.load() << "\nsubscribers " << ss.subscriptions.subscribers
-        << "\nsubscription_events " << ss.subscriptions.events_pushed << "\nsubscription_frames "
+        << "\ncommitted_seq " << st.committed_seq << "\ndurable_seq " << st.durable_seq
+        << "\nrollbacks " << st.rollbacks << "\njournal_waits " << st.journal_waits
+        << "\nreplayed_records " << st.replayed_records << "\nflushes " << st.flushes
+        << "\nflushed_chunks " << st.flushed_chunks << "\nfills " << st.fills << "\nconnections "
+        << ss.connections_open << "\nconnections_accepted " << ss.connections_accepted
+        << "\nconnections_rejected " << ss.connections_rejected << "\nauth_failures "
+        << ss.auth_failures << "\npermission_denied " << ss.permission_denied << "\nidle_closed "
+        << ss.idle_closed << "\nslow_closed " << ss.slow_closed << "\nprotocol_errors "
+        << ss.protocol_errors << "\nrequests " << ss.requests << "\ndeferred_writes "
+        << ss.deferred_writes << "\nbytes_in " << ss.bytes_in << "\nbytes_out " << ss.bytes_out
+        << "\nin_flight " << ss.in_flight << "\nrequest_buffer_bytes " << ss.request_buffer_bytes
+        << "\nrequest_buffer_waits " << ss.request_buffer_waits << "\nsnapshots_open "
+        << ss.snapshots_open << "\nunsent_bytes " << server_->unsent_.load() << "\nsubscribers "
+        << ss.subscriptions.subscribers << "\nsubscription_events "
+        << ss.subscriptions.events_pushed << "\nsubscription_frames "
         << ss.subscriptions.frames_pushed << "\nsubscribers_cut_off " << ss.subscriptions.cut_off
         << "\nsubscription_lag " << ss.subscriptions.lag << "\nchange_feed_records "
         << server_->db_->changes().records() << "\nchange_feed_floor "
@@ -1477,7 +1482,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   std::map<uint64_t, std::shared_ptr<const engine::DatabaseSnapshot>> snapshots_;
   size_t opening_snapshots_ = 0;  // SNAPSHOT_OPENs on the worker
   uint64_t next_snapshot_ = 1;
-  int deferred_writes_ = 0;   // writes queued on the background worker
+  int deferred_writes_ = 0;  // writes queued on the background worker
+  // Jobs of this connection queued on or running on the shared worker
+  // (OnWorker): at kMaxWorkerJobs its next requests wait, so one connection
+  // cannot queue unbounded work there.
+  static constexpr int kMaxWorkerJobs = 8;
+  int worker_jobs_ = 0;
   std::string peer_;          // "address:port", for the log
   std::string peer_address_;  // ThrottleKey(): failed HELLOs and log summaries count by it
   Clock::time_point dispatch_start_;

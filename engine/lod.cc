@@ -281,12 +281,13 @@ StatusOr<LodRead> LodPyramid::ReadNode(const ChunkStore::Snapshot& snapshot, con
   // record, every chunk under the node reads as it (its stored chunks were
   // rewritten by it, and any newer write or partial fill marked the node).
   const VoxelBox box = NodeBox(level, node);
-  const auto& all = fills.fills();
-  for (auto it = all.rbegin(); it != all.rend(); ++it) {
-    if (it->seq <= read.version) break;
-    if (BoxContains(it->box, box)) {
-      read.version = it->seq;
-      read.record = EncodeChunk(Chunk(it->material), it->seq, 0);
+  const FillList all = fills.fills();
+  for (size_t i = all.size(); i-- > 0;) {
+    const Fill& f = all[i];
+    if (f.seq <= read.version) break;
+    if (BoxContains(f.box, box)) {
+      read.version = f.seq;
+      read.record = EncodeChunk(Chunk(f.material), f.seq, 0);
       return read;
     }
   }

@@ -17,6 +17,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -297,6 +299,51 @@ TEST_F(DaemonContractTest, ThePlanetWideFillEndToEnd) {
   Start();
   auto after = Connect();
   check(*after);
+}
+
+}  // namespace
+}  // namespace voxdb
+
+namespace voxdb {
+namespace {
+
+// One connection cannot queue unbounded work on the shared worker, nor make
+// everyone else wait behind it: 200 pipelined BACKUPs (each a copy of the
+// database with an fsync) from one connection, and another connection's
+// SNAPSHOT_OPEN is answered long before they are done.
+TEST_F(DaemonContractTest, OneConnectionsWorkerJobsDoNotQueueAheadOfEveryoneElse) {
+  Start();
+  auto busy = Connect(), other = Connect();
+  ASSERT_OK(busy->SetVoxels({{{ChunkBox(0).lo, 1}}}).status());
+  ASSERT_OK(busy->Flush());
+  constexpr int kJobs = 200;
+  for (int i = 0; i < kJobs; ++i) {
+    const std::string dest = dir_.Sub("backup-" + std::to_string(i));
+    ASSERT_OK(busy->Send(protocol::Opcode::kBackup,
+                         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(dest.data()),
+                                                  dest.size()))
+                  .status());
+  }
+  auto backups_done = [&] {
+    int n = 0;
+    for (int i = 0; i < kJobs; ++i) {
+      n += std::filesystem::exists(dir_.Sub("backup-" + std::to_string(i)));
+    }
+    return n;
+  };
+  ASSERT_OK_AND_ASSIGN(auto snapshot, other->Call(protocol::Opcode::kSnapshotOpen, {}));
+  EXPECT_EQ(snapshot.size(), 16u);
+  // Behind one FIFO queue the snapshot would have come after all 200.
+  const int done_then = backups_done();
+  EXPECT_LT(done_then, kJobs / 2) << "the other connection waited for the busy one's jobs";
+  std::printf("%d of %d backups done when the other connection's snapshot opened\n", done_then,
+              kJobs);
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_OK_AND_ASSIGN(auto reply, busy->Receive());
+    EXPECT_EQ(reply.header.status, 0);
+  }
+  const int on_disk_at_the_end = backups_done();
+  EXPECT_EQ(on_disk_at_the_end, kJobs);
 }
 
 }  // namespace
