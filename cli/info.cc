@@ -54,6 +54,8 @@ constexpr std::pair<std::string_view, std::string_view> kPrefixes[] = {
     {"journal_", "journal"},
     {"last_seq", "journal"},
     {"committed_seq", "journal"},
+    {"durable_seq", "journal"},
+    {"rollbacks", "journal"},
     {"replayed_", "journal"},
     {"commit", "journal"},
     // clients: connections and requests

@@ -1194,9 +1194,10 @@ Status Database::Impl::WaitForJournal() {
     return t;
   };
   const auto deadline = std::chrono::steady_clock::now() + options_.busy_timeout;
-  for (;;) {
+  for (bool counted = false;; counted = true) {
     const int64_t t = oldest();
     if (t == 0 || SteadyMicros() - t <= bound_us || stop_committer_) return absl::OkStatus();
+    if (!counted) ++journal_waits_;
     if (std::chrono::steady_clock::now() >= deadline) {
       ++busy_rejections_;
       return BusyError(absl::StrFormat(
@@ -1204,7 +1205,6 @@ Status Database::Impl::WaitForJournal() {
           "within %d ms",
           static_cast<int>(bound_us / 1000), static_cast<int>(options_.busy_timeout.count())));
     }
-    ++journal_waits_;
     commit_now_ = true;
     commit_cv_.notify_all();
     committed_cv_.wait_for(l, std::chrono::milliseconds(2));
