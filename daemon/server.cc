@@ -591,6 +591,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
               absl::StrFormat("the box holds %u voxels, more than the largest frame (%u bytes)",
                               box.volume(), options_.max_frame_payload)));
         }
+        const engine::ChunkCoord first = db->frame().ChunkOf(box.lo);
+        const engine::ChunkCoord last =
+            db->frame().ChunkOf({box.hi.x - 1, box.hi.y - 1, box.hi.z - 1});
+        const uint64_t chunks =
+            uint64_t{last.x - first.x + 1} * (last.y - first.y + 1) * (last.z - first.z + 1);
+        if (chunks > kInlineReadChunks) return ReadBoxOnPool(op, id, box);
         std::vector<uint8_t> out = NewFrame(box.volume());
         out.resize(protocol::kHeaderSize + box.volume());
         if (absl::Status s = db->ReadBox(box, out.data() + protocol::kHeaderSize); !s.ok()) {
@@ -1141,6 +1147,34 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
     });
   }
 
+  // A READ_BOX across more than this many chunks runs on the read pool, not
+  // on the I/O thread (up to max_box_chunks chunks to load and decode).
+  static constexpr uint64_t kInlineReadChunks = 16;
+
+  // Runs a long READ_BOX on the server's read pool; it stops early (its
+  // reply then goes nowhere) once this connection has closed. Counted like
+  // a worker job (kMaxWorkerJobs) and in flight, so SIGTERM answers it.
+  void ReadBoxOnPool(uint8_t op, uint64_t id, const engine::VoxelBox& box) {
+    auto self = shared_from_this();
+    const Clock::time_point start = BeginAsync();
+    ++worker_jobs_;
+    std::vector<uint8_t> out = NewFrame(box.volume());
+    out.resize(protocol::kHeaderSize + box.volume());
+    server_->RunRead([self, op, id, start, box, out = std::move(out)]() mutable {
+      absl::Status s =
+          self->server_->db_->ReadBox(box, out.data() + protocol::kHeaderSize, self->gone_.get());
+      asio::post(self->socket_.get_executor(),
+                 [self, op, id, start, s = std::move(s), out = std::move(out)]() mutable {
+                   if (self->worker_jobs_-- == kMaxWorkerJobs) self->MaybeResume();
+                   self->EndAsync();
+                   self->reply_start_ = start;
+                   if (!s.ok()) return self->Reply(op, id, s);
+                   SealFrame(op, id, WireStatus::kOk, &out);
+                   self->Enqueue(std::move(out));
+                 });
+    });
+  }
+
   std::vector<uint8_t> StatsText() const {
     const engine::DatabaseStats st = server_->db_->Stats();
     const ServerStats ss = server_->stats();
@@ -1404,6 +1438,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   void Close() {
     if (closed_) return;
     closed_ = true;
+    gone_->store(true);  // long reads of this connection stop
     Log(LogLevel::kDebug, "connection from %s closed", peer_);
     boost::system::error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
@@ -1488,6 +1523,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   // cannot queue unbounded work there.
   static constexpr int kMaxWorkerJobs = 8;
   int worker_jobs_ = 0;
+  // Set when the connection closes: its reads on the read pool stop.
+  std::shared_ptr<std::atomic<bool>> gone_ = std::make_shared<std::atomic<bool>>(false);
   std::string peer_;          // "address:port", for the log
   std::string peer_address_;  // ThrottleKey(): failed HELLOs and log summaries count by it
   Clock::time_point dispatch_start_;
@@ -1502,7 +1539,8 @@ Server::Server(const ServerOptions& options, engine::Database* db)
       db_(db),
       acceptor_(io_),
       hub_(std::make_unique<SubscriptionHub>(db, options.subscriptions, options.metrics)),
-      hello_throttle_(std::make_unique<HelloThrottle>()) {
+      hello_throttle_(std::make_unique<HelloThrottle>()),
+      read_pool_(std::make_unique<asio::thread_pool>(2)) {
   background_ = std::thread([this] {
     for (;;) {
       std::function<void()> task;
@@ -1631,6 +1669,8 @@ void Server::RunBackground(const void* owner, std::function<void()> task) {
   background_cv_.notify_one();
 }
 
+void Server::RunRead(std::function<void()> task) { asio::post(*read_pool_, std::move(task)); }
+
 void Server::JoinBackground() {
   hub_->Stop();  // the dispatcher reads the database too
   {
@@ -1638,6 +1678,7 @@ void Server::JoinBackground() {
     if (background_stop_) return;
     background_stop_ = true;
   }
+  read_pool_->join();  // the reads still running finish (they are bounded)
   background_cv_.notify_all();
   background_.join();
 }

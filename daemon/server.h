@@ -185,6 +185,10 @@ class Server {
   // one task from each owner with tasks in turn, so a connection with many
   // queued delays another's by one task at most.
   void RunBackground(const void* owner, std::function<void()> task);
+  // Runs `task` on the read pool (two threads): reads too long for an I/O
+  // thread (ReadBoxOnPool).
+  void RunRead(std::function<void()> task);
+  std::unique_ptr<asio::thread_pool> read_pool_;
   std::mutex background_mu_;
   std::condition_variable background_cv_;
   // GUARDED_BY(background_mu_): the queues, and the owners with tasks in turn order.

@@ -131,7 +131,7 @@ class Database::Impl {
   Status GetChunks(std::span<const ChunkKey> keys,
                    const std::function<void(size_t, const ChunkRead&)>& fn);
   Status GetVoxels(std::span<const VoxelCoord> at, uint8_t* out);
-  Status ReadBox(const VoxelBox& box, uint8_t* out);
+  Status ReadBox(const VoxelBox& box, uint8_t* out, const std::atomic<bool>* cancel);
 
   void SetVoxels(std::span<const VoxelEdit> edits, WriteDone done);
   void WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels, WriteDone done);
@@ -887,7 +887,7 @@ Status Database::Impl::CheckReadBox(const VoxelBox& box) const {
   return absl::OkStatus();
 }
 
-Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out) {
+Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out, const std::atomic<bool>* cancel) {
   VOXDB_RETURN_IF_ERROR(CheckReadBox(box));
   const uint64_t sx = box.hi.x - box.lo.x, sy = box.hi.y - box.lo.y;
   const ChunkBox chunks = ChunksOf(frame(), box);
@@ -898,6 +898,9 @@ Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out) {
     for (uint32_t cz = chunks.lo.z; cz <= chunks.hi.z; ++cz) {
       for (uint32_t cy = chunks.lo.y; cy <= chunks.hi.y; ++cy) {
         for (uint32_t cx = chunks.lo.x; cx <= chunks.hi.x; ++cx) {
+          if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+            return ClosingError("the read was cancelled (its connection closed)");
+          }
           const ChunkCoord c{cx, cy, cz};
           const uint64_t code = MortonEncode(cx, cy, cz);
           ChunkRef ref;
@@ -2087,7 +2090,9 @@ Status Database::GetChunks(std::span<const ChunkKey> keys,
 Status Database::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
   return impl_->GetVoxels(at, out);
 }
-Status Database::ReadBox(const VoxelBox& box, uint8_t* out) { return impl_->ReadBox(box, out); }
+Status Database::ReadBox(const VoxelBox& box, uint8_t* out, const std::atomic<bool>* cancel) {
+  return impl_->ReadBox(box, out, cancel);
+}
 Status Database::CheckBoxLimits(const VoxelBox& box) const { return impl_->CheckReadBox(box); }
 void Database::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done) {
   impl_->SetVoxels(edits, std::move(done));

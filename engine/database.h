@@ -30,6 +30,7 @@
 #ifndef VOXDB_ENGINE_DATABASE_H_
 #define VOXDB_ENGINE_DATABASE_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -203,7 +204,9 @@ class Database {
   // A dense copy of the box (x fastest, then y, then z) into out
   // (box.volume() bytes). OUT_OF_BOUNDS / INVALID for a bad box or one over
   // max_box_voxels.
-  Status ReadBox(const VoxelBox& box, uint8_t* out);
+  // `cancel`, when set, is checked between chunks: once true the read stops
+  // with CLOSING (kCancelled).
+  Status ReadBox(const VoxelBox& box, uint8_t* out, const std::atomic<bool>* cancel = nullptr);
   // What ReadBox and WriteBox check of a box before they touch anything:
   // OUT_OF_BOUNDS / INVALID for a bad box, TOO_LARGE over max_box_voxels
   // or max_box_chunks. For callers that allocate box.volume() bytes first.

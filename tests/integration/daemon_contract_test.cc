@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "engine/chunk_codec.h"
+#include "engine/database.h"
 #include "engine/morton.h"
 #include "engine/world_frame.h"
 #include "protocol/client.h"
@@ -344,6 +345,63 @@ TEST_F(DaemonContractTest, OneConnectionsWorkerJobsDoNotQueueAheadOfEveryoneElse
   }
   const int on_disk_at_the_end = backups_done();
   EXPECT_EQ(on_disk_at_the_end, kJobs);
+}
+
+}  // namespace
+}  // namespace voxdb
+
+namespace voxdb {
+namespace {
+
+// A READ_BOX across many chunks runs on the read pool, not on an I/O
+// thread: with one I/O thread, another connection's PING is answered while
+// sixteen pipelined 1,024-chunk READ_BOXes are still being read (on the
+// I/O thread, it waited for most of them).
+TEST_F(DaemonContractTest, LongReadsDoNotHoldAnIoThread) {
+  Start({"--threads", "1"});
+  auto reader = Connect(), pinger = Connect();
+  // A column of 1,024 chunks that read through a fill.
+  const Box column{{kCx * kEdge, kCy * kEdge, 0}, {kCx * kEdge + 1, kCy * kEdge + 1, 1024 * kEdge}};
+  ASSERT_OK(reader->FillBox({column.lo, {column.hi.x + 300, column.hi.y + 300, column.hi.z}}, 6)
+                .status());
+  ASSERT_OK_AND_ASSIGN(auto one, reader->ReadBox(column));
+  ASSERT_EQ(one, std::vector<uint8_t>(1024 * kEdge, 6));
+  protocol::BoxRequest req;
+  req.box = column;
+  const std::vector<uint8_t> payload = req.EncodeReadBox();
+  constexpr int kReads = 16;
+  for (int i = 0; i < kReads; ++i)
+    ASSERT_OK(reader->Send(protocol::Opcode::kReadBox, payload).status());
+  std::atomic<int> read_replies{0};
+  std::thread drain([&] {
+    for (int i = 0; i < kReads; ++i) {
+      auto frame = reader->Receive();
+      EXPECT_OK(frame.status());
+      if (!frame.ok()) return;
+      EXPECT_EQ(frame->header.status, 0);
+      EXPECT_EQ(frame->payload.size(), 1024 * kEdge);
+      ++read_replies;
+    }
+  });
+  ASSERT_OK(pinger->Ping());
+  const int done_at_ping = read_replies.load();
+  drain.join();
+  EXPECT_LE(done_at_ping, kReads / 2) << "the PING waited for the READ_BOXes";
+  std::printf("%d of %d long READ_BOXes answered when the PING was\n", done_at_ping, kReads);
+}
+
+// A read stops early when told to (its connection closed).
+TEST(DatabaseReadBoxTest, StopsWhenCancelled) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto db, engine::Database::Open(dir.Sub("data"), engine::DatabaseOptions()));
+  const engine::VoxelBox column{{kCx * kEdge, kCy * kEdge, 0},
+                                {kCx * kEdge + 1, kCy * kEdge + 1, 64 * kEdge}};
+  std::vector<uint8_t> out(column.volume());
+  std::atomic<bool> cancel{true};
+  const absl::Status s = db->ReadBox(column, out.data(), &cancel);
+  EXPECT_TRUE(absl::IsCancelled(s)) << s;
+  cancel = false;
+  EXPECT_OK(db->ReadBox(column, out.data(), &cancel));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -33,8 +34,11 @@ DaemonProcess::DaemonProcess(const std::string& binary, const std::string& data_
     dup2(out[1], STDOUT_FILENO);
     close(out[0]);
     close(out[1]);
-    std::vector<std::string> args = {binary,        "--data",    data_dir, "--listen",
-                                     "127.0.0.1:0", "--threads", "2"};
+    std::vector<std::string> args = {binary, "--data", data_dir, "--listen", "127.0.0.1:0"};
+    // Two I/O threads unless the test sets its own.
+    if (std::find(extra_args.begin(), extra_args.end(), "--threads") == extra_args.end()) {
+      args.insert(args.end(), {"--threads", "2"});
+    }
     if (!own_metrics) args.insert(args.end(), {"--metrics-listen", metrics});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     std::vector<char*> argv;

@@ -15,7 +15,7 @@ namespace voxdb::testing {
 
 class DaemonProcess {
  public:
-  // Starts `binary --data data_dir --listen 127.0.0.1:0 --metrics-listen
+  // Starts `binary --data data_dir --listen 127.0.0.1:0 [--threads 2] --metrics-listen
   // 127.0.0.1:0 extra_args...` (no --metrics-listen of its own when
   // extra_args has one) and waits (up to 30 s) for its "listening on" line,
   // then its "metrics on" line unless metrics are off. Crashes the test on
