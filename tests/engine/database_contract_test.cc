@@ -375,6 +375,7 @@ TEST(DatabaseContractTest, AsyncWritersWaitWhenTheJournalFallsBehind) {
   options.durability = Durability::kAsync;
   options.commit_interval = std::chrono::milliseconds(1);
   options.store.initial_map_size = size_t{4} << 20;
+  options.store.grow_wait = std::chrono::seconds(120);  // the growth waits for the snapshot
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), options));
   ASSERT_OK(db->SetVoxelsAndWait(std::vector<VoxelEdit>{{ChunkBoxAt(0).lo, 1}}).status);
   ASSERT_OK(db->Flush());
@@ -390,16 +391,23 @@ TEST(DatabaseContractTest, AsyncWritersWaitWhenTheJournalFallsBehind) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   });
+  // The writes' voxels, made before the journal is held (slow under ASan).
+  std::vector<std::vector<uint8_t>> noise;
+  for (uint64_t i = 0; i < 4; ++i) noise.push_back(TwoValueNoise(20, i));
   ASSERT_OK_AND_ASSIGN(auto snapshot, db->Snapshot());
   std::thread writer([&] {
     for (int i = 0; i < 40; ++i) {
-      EXPECT_OK(db->WriteBoxAndWait(ChunkBoxAt(static_cast<uint32_t>(1 + i % 8)),
-                                    TwoValueNoise(20, static_cast<uint64_t>(i)))
-                    .status);
+      EXPECT_OK(
+          db->WriteBoxAndWait(ChunkBoxAt(static_cast<uint32_t>(1 + i % 8)), noise[i % 4]).status);
     }
   });
-  // The journal cannot commit past the map's 4 MiB while the snapshot lives.
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  // The journal cannot commit past the map's 4 MiB while the snapshot
+  // lives: the writer soon waits for it (or the test fails after 60 s).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (db->Stats().journal_waits == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // it stays waiting
   const uint64_t lag_while_held = db->Stats().last_seq - db->Stats().committed_seq;
   snapshot.reset();
   writer.join();
