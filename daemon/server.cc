@@ -194,7 +194,12 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
                      : options_.max_frame_payload),
         last_request_(Clock::now()) {}
 
+  // Called from the acceptor: the connection's work runs on its strand.
   void Start() {
+    asio::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->StartOnStrand(); });
+  }
+
+  void StartOnStrand() {
     boost::system::error_code ec;
     if (socket_.non_blocking(true, ec); ec) {  // Write() writes directly, never blocking
       Log(LogLevel::kWarn, "closing a connection: %s", ec.message());

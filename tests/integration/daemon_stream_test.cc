@@ -133,7 +133,7 @@ class DaemonStreamTest : public ::testing::Test {
       }
     }
     EXPECT_OK(writer_->Flush());
-    for (int i = 0; i < 600 && Stat("lod_dirty") != 0; ++i) {
+    for (int i = 0; i < 3600 && Stat("lod_dirty") != 0; ++i) {  // 3 min: TSan is slow
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     EXPECT_EQ(Stat("lod_dirty"), 0u);
