@@ -1251,7 +1251,10 @@ Status Database::Impl::ApplyWriteBox(uint64_t seq, const VoxelBox& box,
       }
   const uint64_t sx = box.hi.x - box.lo.x, sy = box.hi.y - box.lo.y;
   std::vector<uint8_t> part;
-  for (auto& [code, e] : pinned) {
+  for (auto& pin : pinned) {
+    // (Not a structured binding: the lambda below captures it.)
+    const uint64_t code = pin.first;
+    Entry* e = pin.second;
     const ChunkCoord c = MortonDecode(code);
     const VoxelBox pbox = Intersect(box, frame().ChunkBox(c));
     const LocalBox local = ToLocal(pbox, frame().ChunkOrigin(c));
