@@ -1676,3 +1676,25 @@ TEST_F(CliTest, ALayerAcrossMoreChunksThanOneRequestTakesTravelsInBlocks) {
 
 }  // namespace
 }  // namespace voxdb
+
+namespace voxdb {
+namespace {
+
+// DESIGN.md's own example through the CLI: everything deeper than 10 km is
+// rock, planet-wide (about 10^23 voxels, more than 2^64): one FILL_BOX, and
+// both ends of the world read as it.
+TEST_F(CliTest, ThePlanetWideFillIsOneCommand) {
+  // The Earth frame: 160,300,080 x 80,150,040 voxels; sea level at z 40,000,000.
+  CliResult r = Cli({"fill", "0", "0", "0", "160300080", "80150040", "39960000", "7"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(OkVersion(r.out).has_value()) << r;
+  r = Cli({"get-voxel", "0", "0", "0"});
+  EXPECT_EQ(r.out, "7\n") << r;
+  r = Cli({"get-voxel", "160300079", "80150039", "39959999"});
+  EXPECT_EQ(r.out, "7\n") << r;
+  r = Cli({"get-voxel", "160300079", "80150039", "39960000"});
+  EXPECT_EQ(r.out, "0\n") << r;
+}
+
+}  // namespace
+}  // namespace voxdb
