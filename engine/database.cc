@@ -791,7 +791,8 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
         if (it != shard.map.end() && it->second.dirty) {
           is_dirty = true;
           dirty.chunk = it->second.chunk;
-          dirty.fills = it->second.fills ? it->second.fills : FillsSnapshot();
+          // (A chunk with voxels does not use its fills: the call's will do.)
+          dirty.fills = it->second.fills ? it->second.fills : fills;
           it->second.shared = true;
           dirty.version = it->second.version;
           ++hits_;
