@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -331,6 +332,7 @@ Status LodPyramid::MarkNewFills() {
 }
 
 Status LodPyramid::BuildDirty(bool* did_work) {
+  while (markers_waiting_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::lock_guard<std::mutex> build_lock(build_mu_);
   *did_work = false;
   VOXDB_RETURN_IF_ERROR(MarkNewFills());
@@ -454,7 +456,9 @@ Status LodPyramid::RebuildAll() {
 }
 
 Status LodPyramid::MarkAllForRebuild() {
-  std::lock_guard<std::mutex> build_lock(build_mu_);
+  ++markers_waiting_;
+  std::unique_lock<std::mutex> build_lock(build_mu_);
+  --markers_waiting_;
   std::set<uint64_t> nodes;  // level-1 nodes with stored or dirty chunks under them
   auto add = [&](uint64_t node) -> Status {
     nodes.insert(node);

@@ -37,6 +37,7 @@
 #define VOXDB_ENGINE_LOD_H_
 
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -186,6 +187,9 @@ class LodPyramid {
   Database* const db_;
   const LodOptions options_;
   std::mutex build_mu_;  // one build (builder pass or RebuildAll) at a time
+  // MarkAllForRebuild calls waiting for build_mu_: the builder lets them in
+  // between its passes (std::mutex is not fair; they would starve).
+  std::atomic<int> markers_waiting_{0};
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

@@ -367,15 +367,7 @@ TEST_F(DaemonLodTest, ARebuildYieldsToOthersAndToSigterm) {
     ASSERT_OK_AND_ASSIGN(protocol::SnapshotOpenReply snap, (*other)->SnapshotOpen());
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-#if !defined(__SANITIZE_THREAD__)
-    // Under ThreadSanitizer the builder is ~100x slower, and LOD_REBUILD's
-    // marking job on the shared worker then waits for the builder's lock
-    // between its passes (std::mutex is not fair), holding this FLUSH back
-    // (72 s seen once): a known limit, see the closing note of issue 16.
     EXPECT_LT(seconds, 5.0) << "FLUSH + SNAPSHOT_OPEN during LOD_REBUILD, round " << round;
-#else
-    (void)seconds;
-#endif
     ASSERT_OK((*other)->SnapshotClose(snap.snapshot));
   }
   EXPECT_GT(Stat("lod_dirty"), 0u) << "the rebuild ended too soon to test anything";
