@@ -30,13 +30,13 @@
 #include "engine/lod.h"
 #include "engine/world_frame.h"
 #include "index/s2_index.h"
+#include "protocol/version.h"
 
 namespace po = boost::program_options;
 using namespace voxdb;
 
 namespace {
 
-constexpr const char* kVersion = "voxdbd 0.1.0";
 
 // "64GiB", "512MiB", "1000", "10k": bytes. Returns false on anything else.
 bool ParseSize(const std::string& s, uint64_t* out) {
@@ -310,7 +310,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (vm.count("version")) {
-    std::printf("%s\n", kVersion);
+    std::printf("%s\n", kServerVersion);
     return 0;
   }
 
@@ -518,7 +518,7 @@ int main(int argc, char** argv) {
     std::printf("voxdbd metrics on %s\n", HostPort(metrics_address, metrics_port).c_str());
   }
   std::fflush(stdout);
-  daemon::Log(daemon::LogLevel::kInfo, "%s serving %s on %s, %s durability, log level %s", kVersion,
+  daemon::Log(daemon::LogLevel::kInfo, "%s serving %s on %s, %s durability, log level %s", kServerVersion,
               data, HostPort(server_options.listen_address, *port), durability, log_level);
   Notify("READY=1");
   std::thread signal_thread([&] {

@@ -18,10 +18,7 @@
 #include "daemon/asio.h"
 #include "daemon/server.h"
 #include "protocol/messages.h"
-
-#ifndef VOXDB_VERSION
-#define VOXDB_VERSION "unknown"
-#endif
+#include "protocol/version.h"
 
 namespace voxdb::daemon {
 namespace {
@@ -129,7 +126,7 @@ class Metrics::Collector : public prometheus::Collectable {
     std::vector<MetricFamily> out;
     MetricFamily info =
         Family("voxdb_build_info", "voxdbd's version, as a label", MetricType::Gauge);
-    AddSample(&info, 1, {{"version", VOXDB_VERSION}});
+    AddSample(&info, 1, {{"version", kVersion}});
     out.push_back(std::move(info));
     CollectRequests(&out);
     if (server_ != nullptr) CollectServer(&out);

@@ -16,6 +16,7 @@
 #include "index/s2_index.h"
 #include "protocol/frame.h"
 #include "protocol/messages.h"
+#include "protocol/version.h"
 
 namespace voxdb::daemon {
 namespace {
@@ -561,7 +562,7 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         protocol::HelloReply reply;
         reply.version = protocol::kProtocolVersion;
         reply.world_frame = db->frame().Encode();
-        reply.server_version = "voxdbd 0.1.0";
+        reply.server_version = kServerVersion;
         reply.max_payload = options_.max_frame_payload;
         reply.max_batch = options_.max_batch;
         reply.max_box_voxels = uint64_t{1} << 28;

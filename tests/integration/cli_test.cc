@@ -31,6 +31,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/chunk.h"
 #include "engine/chunk_codec.h"
@@ -38,6 +39,7 @@
 #include "engine/world_frame.h"
 #include "index/s2_index.h"
 #include "protocol/client.h"
+#include "protocol/version.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/run_process.h"
 #include "tests/testing/status_matchers.h"
@@ -590,7 +592,7 @@ TEST_F(CliTest, JsonOutputIsOneObjectPerCommand) {
   json = JsonOf(Cli({"--json", "info"}));
   auto server = JsonReader::ParseObject(json["server"]);
   ASSERT_TRUE(server.has_value());
-  EXPECT_EQ((*server)["server_version"], "\"voxdbd 0.1.0\"");
+  EXPECT_EQ((*server)["server_version"], absl::StrCat("\"", kServerVersion, "\""));
   auto frame = JsonReader::ParseObject(json["storage"]);
   ASSERT_TRUE(frame.has_value());
   EXPECT_EQ((*frame)["extent_x"], "160300080");

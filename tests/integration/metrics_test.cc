@@ -20,7 +20,9 @@
 #include <vector>
 
 #include "engine/morton.h"
+#include "absl/strings/str_cat.h"
 #include "protocol/client.h"
+#include "protocol/version.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -164,7 +166,7 @@ TEST(DaemonMetricsTest, CountersFollowALoadAndThePagePassesPromtool) {
   const std::string& page = reply.body;
   const auto m = ParseSamples(page);
 
-  EXPECT_EQ(Value(m, "voxdb_build_info{version=\"0.1.0\"}"), 1);
+  EXPECT_EQ(Value(m, absl::StrCat("voxdb_build_info{version=\"", kVersion, "\"}")), 1);
   // Requests, exactly as sent.
   EXPECT_EQ(Value(m, Requests("PING", "OK")), kPings);
   EXPECT_EQ(Value(m, Requests("SET_VOXELS", "OK")), kSets);
