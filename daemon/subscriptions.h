@@ -6,10 +6,13 @@
 // Every subscription has a cursor: the last sequence number it was sent.
 // The dispatcher wakes when the feed publishes (or a connection drains),
 // reads the records after each cursor, keeps those in the region, and
-// queues them on the connection as one frame. A connection whose pushed
-// bytes not yet written pass `push_window_bytes` gets nothing more until
-// it drains: a slow subscriber holds at most its window in the server,
-// plus its share of the feed, which is bounded for everyone. When the feed
+// queues them on the connection as one frame. A connection with bytes not
+// yet written (PushTarget::PushBacklog) gets nothing more until they are
+// written, and the changes of the meantime gather into its next frame: a
+// slow subscriber holds about one frame (max_frame_bytes) in the server,
+// plus its share of the feed, which is bounded for everyone. A connection
+// wakes the dispatcher once its backlog is below half of
+// `push_window_bytes`. When the feed
 // has dropped changes a subscription was not sent yet, the subscriber is
 // cut off (its connection closed); it resumes from its last sequence number
 // if that is still retained, else gets RESYNC and reads the region anew.

@@ -5,8 +5,10 @@
 //             version u64 | mtime_us i64 | payload_size u32
 //   crc32c  covers bytes [0, 4) and [8, end): everything but itself.
 //
-// Encodings: kUniform (payload: the material, 1 byte; a 29-byte record) and
-// kBricks (16^3 bricks, uniform or palette + bit-packed, then zstd).
+// Encodings: kUniform (payload: the material, 1 byte; a 29-byte record),
+// kBricks (16^3 bricks, uniform or palette + bit-packed, then zstd) and
+// kFills (no payload: a deleted chunk that reads as the fills and keeps its
+// version; never handed to a client).
 //
 // Every decode verifies the checksum first, so a flipped byte anywhere gives
 // CORRUPT, never wrong voxels; the parsers are bounds-checked throughout, so

@@ -1,4 +1,4 @@
-// CRC-32C (Castagnoli), the checksum of chunk records.
+// CRC-32C (Castagnoli), the checksum of chunk records and journal records.
 //
 // Uses the SSE4.2 crc32 instruction when the CPU has it, a table otherwise;
 // both give the same value (tests prove it). Known vector:

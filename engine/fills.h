@@ -1,4 +1,4 @@
-// Fills: the procedural base layer (DESIGN.md section 2a).
+// Fills: the procedural base layer (docs/DESIGN.md, section 6).
 //
 // A fill is an axis-aligned voxel box of one material; newer fills (higher
 // sequence numbers) win where fills overlap. A chunk that is not stored reads

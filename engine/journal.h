@@ -1,5 +1,5 @@
 // Journal records: one per write operation, keyed by sequence number in the
-// `journal` table (engine/FORMAT.md, "journal").
+// `journal` table (engine/FORMAT.md, "Journal").
 //
 //   value = crc32c u32 (of the rest) | op u8 | body
 //

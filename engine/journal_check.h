@@ -1,6 +1,7 @@
 // Checking and truncating the journal of a stopped database, for the
 // operator's way out when a damaged journal record keeps the database from
-// opening (`voxdb recover`, engine/FORMAT.md "Dropped journal records").
+// opening (`voxdb recover`; the copy's format is in engine/FORMAT.md,
+// "Journal").
 //
 // Opening a database replays its journal and refuses the database at the
 // first record that fails its checksum or does not decode: replaying the

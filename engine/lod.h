@@ -1,4 +1,4 @@
-// The LOD pyramid (DESIGN.md 2): levels 1..N of downsampled chunks.
+// The LOD pyramid (docs/DESIGN.md, section 9): levels 1..N of downsampled chunks.
 //
 // The level-l LOD chunk of octree node `code >> 3l` is 128^3 voxels of
 // 0.25 m * 2^l: each voxel is the most common material of its 2x2x2

@@ -1,9 +1,10 @@
 // voxdb's status codes, on top of absl::Status.
 //
 // Every fallible call in voxdb returns an absl::Status or absl::StatusOr<T>.
-// The domain errors of DESIGN.md map onto canonical absl codes so that one
-// table (here) fixes what each code means everywhere, from the engine to the
-// wire protocol:
+// voxdb's domain errors map onto canonical absl codes so that one table
+// (here) fixes what each code means everywhere, from the engine to the wire
+// protocol (protocol/PROTOCOL.md, "Status codes"; protocol/frame.h,
+// ToWireStatus):
 //
 //   voxdb name      absl code              meaning
 //   OUT_OF_BOUNDS   kOutOfRange            a coordinate outside the world frame

@@ -1,5 +1,5 @@
 // The S2 cell -> chunk secondary index and the spatial queries on it
-// (DESIGN.md section 5).
+// (docs/DESIGN.md, section 8).
 //
 // Index entries live in the store's s2index table, one per column of
 // stored chunks (the chunks with one x, y: they share a centre, so a cell):

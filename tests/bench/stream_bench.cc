@@ -49,7 +49,7 @@
 //      transfer measured here (one thread writing 256 KiB send() calls, one
 //      reading like the stream reader) (target: >= 70%).
 //
-// Output: human-readable lines, a markdown table for the README and one
+// Output: human-readable lines, a markdown table for docs/BENCHMARKS.md and one
 // machine-readable line "SUMMARY stream_bench key=value ...". Exit status 1
 // on any protocol error, and with --smoke on a failed check.
 //

@@ -1682,8 +1682,8 @@ TEST_F(CliTest, ALayerAcrossMoreChunksThanOneRequestTakesTravelsInBlocks) {
 namespace voxdb {
 namespace {
 
-// DESIGN.md's own example through the CLI: everything deeper than 10 km is
-// rock, planet-wide (about 10^23 voxels, more than 2^64): one FILL_BOX, and
+// The fills example of docs/DESIGN.md (section 6) through the CLI: everything
+// deeper than 10 km is rock, planet-wide (about 10^23 voxels, more than 2^64): one FILL_BOX, and
 // both ends of the world read as it.
 TEST_F(CliTest, ThePlanetWideFillIsOneCommand) {
   // The Earth frame: 160,300,080 x 80,150,040 voxels; sea level at z 40,000,000.

@@ -253,8 +253,8 @@ TEST_F(DaemonContractTest, RequestsOverTheLimitsAreRefusedAtOnce) {
   EXPECT_EQ(daemon_->StopWith(SIGTERM), 0);
 }
 
-// DESIGN.md's own example, "everything deeper than 10 km is rock,
-// planet-wide", end to end: one FILL_BOX of ~10^23 voxels, reads at both
+// The fills example of docs/DESIGN.md (section 6), "everything deeper than
+// 10 km is rock, planet-wide", end to end: one FILL_BOX of ~10^23 voxels, reads at both
 // ends of the world, a box query and a subscription over all of it, and a
 // restart.
 TEST_F(DaemonContractTest, ThePlanetWideFillEndToEnd) {

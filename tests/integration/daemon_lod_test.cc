@@ -308,9 +308,10 @@ TEST_F(DaemonLodTest, RejectsABadLevelCount) {
   EXPECT_NE(r.err.find("lod-levels"), std::string::npos) << r;
 }
 
-// Issue 16: one FILL_BOX over 32768 x 32768 x 16384 voxels (aligned to the
-// level-4 nodes) used to mark about 10^6 LOD nodes dirty, then rebuild them
-// chunk by chunk for hours. Now the nodes it covers read as the fill.
+// One FILL_BOX over 32768 x 32768 x 16384 voxels (aligned to the level-4
+// nodes) must not mark the ~10^6 LOD nodes it covers dirty (rebuilding them
+// chunk by chunk would take hours): the nodes it covers wholly read as the
+// fill, and only its boundary is marked.
 TEST_F(DaemonLodTest, AHugeFillLeavesNothingDirtyAndReadsAsTheFill) {
   Start();
   const uint64_t x0 = kCx * kEdge, y0 = kCy * kEdge, z0 = 19532 * 2048;  // multiples of 2048

@@ -1,12 +1,14 @@
 // voxdb_demo: generates a demo terrain region into a database directory
-// through the engine and prints what it stored. The README's main job until
-// voxdbd exists.
+// through the engine's store (engine/chunk_store.h) and prints what it
+// stored: chunk counts, bytes, the compression ratio and the memory the
+// chunks take as bricks.
 //
 //   voxdb_demo [--data DIR] [--size N] [--seed S] [--lat DEG] [--lon DEG]
 //
 // Stores the N x N chunk columns around (lat, lon): every chunk of each column
 // that holds terrain variation (surface, soil, caves, ores); pure sky and deep
-// rock above and below are left out (they will be fills). Running it again
+// rock above and below are left out (a real world would cover them with
+// fills; the demo writes none). Running it again
 // overwrites the same chunks with new versions.
 #include <chrono>
 #include <cstdio>
