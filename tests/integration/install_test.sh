@@ -22,6 +22,8 @@ check() {
     test -x "$dest$prefix/$f" || fail "missing $prefix/$f"
   done
   for f in share/doc/voxdb/README.md share/doc/voxdb/voxdb.conf.example \
+           share/doc/voxdb/protocol/PROTOCOL.md share/doc/voxdb/engine/FORMAT.md \
+           share/doc/voxdb/docs/DESIGN.md share/doc/voxdb/docs/BENCHMARKS.md \
            lib/systemd/system/voxdbd.service; do
     test -f "$dest$prefix/$f" || fail "missing $prefix/$f"
   done
