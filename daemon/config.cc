@@ -57,8 +57,9 @@ constexpr ConfigOption HostPortOption(const char* name, OptionKind kind, const c
 
 constexpr int64_t KiB = int64_t{1} << 10, MiB = int64_t{1} << 20, GiB = int64_t{1} << 30;
 
-// The defaults agree with DaemonConfig's (config_test checks it), and with
-// conf/voxdb.conf (so does the integration test of the shipped file).
+// In --help's order, which is also the order values are checked in. The
+// defaults agree with DaemonConfig's and with conf/voxdb.conf
+// (tests/daemon/config_test.cc checks both).
 constexpr ConfigOption kOptions[] = {
     Flag("help", "show this help and exit"),
     Flag("version", "print the version and exit"),

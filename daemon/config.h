@@ -1,9 +1,10 @@
-// voxdbd's options: one table, kConfigOptions, with a row per option (its
-// name, kind, bounds, default, help and the DaemonConfig field it sets), in
-// the manner of redis's static_configs[]. The program_options description,
-// --help, the config file's parsing and the validation (bounds, and an
-// error naming the option) all come from it, so an option is added by adding
-// a row; conf/voxdb.conf documents the same options with the same defaults.
+// voxdbd's options: one table (daemon/config.cc, ConfigOptions() here) with
+// a row per option (its name, kind, bounds, default, help and the
+// DaemonConfig field it sets), in the manner of redis's static_configs[].
+// The program_options description, --help, the config file's parsing and
+// the validation (bounds, and an error naming the option) all come from it,
+// so an option is added by adding a row. conf/voxdb.conf documents the same
+// options with the same defaults (tests/daemon/config_test.cc checks it).
 //
 // Example (daemon/main.cc):
 //   DaemonConfig config;
@@ -65,11 +66,11 @@ enum class OptionKind {
 
 // An option's value, parsed as its kind says.
 struct ConfigValue {
-  std::string text;                    // as written
-  int64_t number = 0;                  // kInt
-  uint64_t count = 0;                  // kCount; kSize: bytes
-  std::chrono::milliseconds duration;  // kDuration
-  std::string host;                    // kHostPort(OrOff); empty: off
+  std::string text;                       // as written
+  int64_t number = 0;                     // kInt
+  uint64_t count = 0;                     // kCount; kSize: bytes
+  std::chrono::milliseconds duration{0};  // kDuration
+  std::string host;                       // kHostPort(OrOff); empty: off
   uint16_t port = 0;
 };
 
