@@ -25,6 +25,7 @@
 #include "cli/watch.h"
 #include "cli/zarr.h"
 #include "engine/chunk_codec.h"
+#include "engine/coding.h"
 #include "engine/status.h"
 #include "engine/world_frame.h"
 #include "protocol/client.h"
@@ -210,7 +211,7 @@ absl::Status Ping(const CommandLine& cl) {
   const auto start = std::chrono::steady_clock::now();
   std::array<uint8_t, 8> bytes;
   const uint64_t stamp = static_cast<uint64_t>(start.time_since_epoch().count());
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(stamp >> (8 * i));
+  engine::EncodeFixed64(bytes.data(), stamp);
   VOXDB_RETURN_IF_ERROR(s.client->Ping(bytes));
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_format.h"
+#include "engine/coding.h"
 #include "engine/fills.h"
 #include "index/s2_index.h"
 #include "protocol/frame.h"
@@ -349,10 +350,9 @@ class FrameBuilder {
     uint8_t head[22];
     head[0] = static_cast<uint8_t>(kind);
     head[1] = key.level;
-    for (int i = 0; i < 8; ++i) head[2 + i] = static_cast<uint8_t>(key.code >> (8 * i));
-    for (int i = 0; i < 8; ++i) head[10 + i] = static_cast<uint8_t>(version >> (8 * i));
-    const auto len = static_cast<uint32_t>(record.size());
-    for (int i = 0; i < 4; ++i) head[18 + i] = static_cast<uint8_t>(len >> (8 * i));
+    engine::EncodeFixed64(head + 2, key.code);
+    engine::EncodeFixed64(head + 10, version);
+    engine::EncodeFixed32(head + 18, static_cast<uint32_t>(record.size()));
     bytes_.insert(bytes_.end(), head, head + sizeof head);
     bytes_.insert(bytes_.end(), record.begin(), record.end());
     ++n_;
@@ -360,8 +360,7 @@ class FrameBuilder {
   uint32_t items() const { return n_; }
   size_t size() const { return bytes_.size(); }
   std::vector<uint8_t> Seal() {
-    for (int i = 0; i < 4; ++i)
-      bytes_[protocol::kHeaderSize + i] = static_cast<uint8_t>(n_ >> (8 * i));
+    engine::EncodeFixed32(bytes_.data() + protocol::kHeaderSize, n_);
     protocol::FrameHeader h;
     h.opcode = static_cast<uint8_t>(protocol::Opcode::kStreamData);
     h.flags = protocol::kFlagPush;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
+#include "engine/coding.h"
 #include "protocol/frame.h"
 
 namespace voxdb::daemon {
@@ -316,7 +317,7 @@ bool SubscriptionHub::Serve(Subscription& sub, PushTarget& target,
   }
   sub.cursor = done;
   if (n == 0) return more;
-  for (int i = 0; i < 4; ++i) out[protocol::kHeaderSize + i] = static_cast<uint8_t>(n >> (8 * i));
+  engine::EncodeFixed32(out.data() + protocol::kHeaderSize, n);
   protocol::FrameHeader h;
   h.opcode = static_cast<uint8_t>(protocol::Opcode::kEvents);
   h.flags = protocol::kFlagPush;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/coding.h"
 #include "engine/crc32c.h"
+#include "engine/format.h"
 
 namespace voxdb::engine {
 namespace {
@@ -173,6 +174,18 @@ std::vector<uint8_t> EncodeChunk(const Chunk& chunk, uint64_t version, int64_t m
   return FinishRecord(std::move(rec), ChunkEncoding::kBricks, version, mtime_us);
 }
 
+std::optional<ChunkRecordHeader> PeekChunkHeader(std::span<const uint8_t> record) {
+  if (record.size() < kChunkHeaderSize) return std::nullopt;
+  const uint8_t* p = record.data();
+  ChunkRecordHeader h;
+  h.format_version = p[0];
+  h.encoding = static_cast<ChunkEncoding>(p[1]);
+  h.version = DecodeFixed64(p + 8);
+  h.mtime_us = static_cast<int64_t>(DecodeFixed64(p + 16));
+  h.payload_size = DecodeFixed32(p + 24);
+  return h;
+}
+
 StatusOr<ChunkRecordView> ParseChunkRecord(std::span<const uint8_t> record) {
   if (record.size() < kChunkHeaderSize) {
     return CorruptError(absl::StrFormat("chunk record is %u bytes, shorter than its %u-byte header",
@@ -186,21 +199,18 @@ StatusOr<ChunkRecordView> ParseChunkRecord(std::span<const uint8_t> record) {
         "chunk record checksum mismatch (stored %08x, computed %08x)", stored, actual));
   }
   ChunkRecordView view;
-  view.header.format_version = p[0];
-  if (p[0] != kChunkFormatVersion) {
+  view.header = *PeekChunkHeader(record);
+  if (view.header.format_version != kChunkFormatVersion) {
     return UnsupportedError(absl::StrFormat(
         "chunk record format version %u is not supported by this build (it reads version %u); "
         "upgrade voxdb",
-        p[0], kChunkFormatVersion));
+        view.header.format_version, kChunkFormatVersion));
   }
-  if (p[1] > static_cast<uint8_t>(ChunkEncoding::kFills)) {
+  if (view.header.encoding > ChunkEncoding::kFills) {
     return UnsupportedError(
-        absl::StrFormat("chunk record encoding %u is not supported by this build", p[1]));
+        absl::StrFormat("chunk record encoding %u is not supported by this build",
+                        static_cast<uint8_t>(view.header.encoding)));
   }
-  view.header.encoding = static_cast<ChunkEncoding>(p[1]);
-  view.header.version = DecodeFixed64(p + 8);
-  view.header.mtime_us = static_cast<int64_t>(DecodeFixed64(p + 16));
-  view.header.payload_size = DecodeFixed32(p + 24);
   if (p[2] != 0 || p[3] != 0 || view.header.payload_size != record.size() - kChunkHeaderSize) {
     return CorruptError("chunk record header is inconsistent");
   }

@@ -10,19 +10,18 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 #include "engine/chunk_codec.h"
 #include "engine/coding.h"
+#include "engine/format.h"
 
 namespace voxdb::engine {
 namespace {
 
 constexpr const char* kTableNames[kTableCount] = {"meta",    "chunks", "fills",
                                                   "journal", "lod",    "s2index"};
-constexpr std::string_view kMetaFormatVersion = "format_version";
-constexpr std::string_view kMetaWorldFrame = "world_frame";
-constexpr std::string_view kMetaCreated = "created_us";
 
 MDB_val Val(std::span<const uint8_t> s) {
   return MDB_val{s.size(), const_cast<uint8_t*>(s.data())};
@@ -30,10 +29,6 @@ MDB_val Val(std::span<const uint8_t> s) {
 std::span<const uint8_t> Span(const MDB_val& v) {
   return {static_cast<const uint8_t*>(v.mv_data), v.mv_size};
 }
-std::span<const uint8_t> Bytes(std::string_view s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
 int CompareBytes(std::span<const uint8_t> a, std::span<const uint8_t> b) {
   const size_t n = std::min(a.size(), b.size());
   const int c = n ? std::memcmp(a.data(), b.data(), n) : 0;
@@ -135,7 +130,7 @@ struct flock LockRange(short type, off_t start, off_t len) {
 // DIR/LOCK records; "another process" when neither tells.
 std::string DescribeHolder(const std::string& dir) {
   long pid = 0;
-  const int fd = ::open((dir + "/data.mdb").c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open((dir + "/" + kDataFile).c_str(), O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
     struct flock fl = LockRange(F_WRLCK, kPidLockStart, 1);
     if (::fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK && fl.l_pid > 0) pid = fl.l_pid;
@@ -144,7 +139,7 @@ std::string DescribeHolder(const std::string& dir) {
   if (pid == 0) {
     // Information only: a LOCK file may be stale or gone.
     char buf[32] = {};
-    const int lfd = ::open((dir + "/LOCK").c_str(), O_RDONLY | O_CLOEXEC);
+    const int lfd = ::open((dir + "/" + kLockFile).c_str(), O_RDONLY | O_CLOEXEC);
     if (lfd >= 0) {
       const ssize_t n = ::read(lfd, buf, sizeof buf - 1);
       ::close(lfd);
@@ -165,6 +160,20 @@ std::string DescribeHolder(const std::string& dir) {
 
 Status InUse(const std::string& dir) {
   return BusyError(absl::StrFormat("database %s is in use by %s", dir, DescribeHolder(dir)));
+}
+
+// DIR/LOCK, opened (created when missing) and flocked: the first lock an
+// exclusive owner takes. Returns its descriptor; BUSY when another process
+// holds it.
+StatusOr<int> TakeLockFile(const std::string& dir) {
+  const std::string path = dir + "/" + kLockFile;
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0) return LmdbStatus(errno, "open " + path);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return InUse(dir);
+  }
+  return fd;
 }
 }  // namespace
 
@@ -381,7 +390,7 @@ StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& dir,
         "max_map_size must be at least initial_map_size, and both non-zero");
   }
   std::error_code ec;
-  const bool exists = std::filesystem::exists(std::filesystem::path(dir) / "data.mdb", ec);
+  const bool exists = std::filesystem::exists(std::filesystem::path(dir) / kDataFile, ec);
   if (!exists) {
     if (!options.create_if_missing) {
       return absl::NotFoundError(absl::StrFormat("no voxdb database in %s", dir));
@@ -402,14 +411,12 @@ StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& dir,
 }
 
 Status ChunkStore::Lock(bool exclusive) {
-  const std::string data_path = dir_ + "/data.mdb";
+  const std::string data_path = dir_ + "/" + kDataFile;
   if (exclusive) {
-    // DIR/LOCK first, as before (voxdb compact holds it while it replaces
-    // data.mdb); it is information only: deleting it unlocks nothing.
-    const std::string lock_path = dir_ + "/LOCK";
-    lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (lock_fd_ < 0) return LmdbStatus(errno, "open " + lock_path);
-    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) return InUse(dir_);
+    // DIR/LOCK first, as before (voxdb compact holds it, LockDirectory,
+    // while it replaces data.mdb); it is information only: deleting it
+    // unlocks nothing.
+    VOXDB_ASSIGN_OR_RETURN(lock_fd_, TakeLockFile(dir_));
   }
   // Our own descriptor of data.mdb, created here when new (LMDB opens the
   // same file): the lock lives on it, and it tells when the file is
@@ -429,6 +436,17 @@ Status ChunkStore::Lock(bool exclusive) {
     // Information only: the lock on data.mdb is held.
   }
   return absl::OkStatus();
+}
+
+StatusOr<DirectoryLock> ChunkStore::LockDirectory(const std::string& dir) {
+  VOXDB_ASSIGN_OR_RETURN(const int fd, TakeLockFile(dir));
+  return DirectoryLock(fd);
+}
+
+DirectoryLock::DirectoryLock(DirectoryLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the flock
 }
 
 Status ChunkStore::OpenEnv(const StoreOptions& options) {
@@ -468,14 +486,14 @@ Status ChunkStore::InitMeta(const StoreOptions& options) {
   std::optional<WorldFrame> stored_frame;
   {
     VOXDB_ASSIGN_OR_RETURN(auto snap, BeginRead());
-    auto v = snap->Get(Table::kMeta, Bytes(kMetaFormatVersion));
+    auto v = snap->Get(Table::kMeta, AsBytes(kMetaFormatVersion));
     if (v.ok()) {
       if (v->size() != 4) return CorruptError("meta format_version is not 4 bytes");
       version = DecodeFixed32(v->data());
     } else if (!absl::IsNotFound(v.status())) {
       return v.status();
     }
-    auto f = snap->Get(Table::kMeta, Bytes(kMetaWorldFrame));
+    auto f = snap->Get(Table::kMeta, AsBytes(kMetaWorldFrame));
     if (f.ok()) {
       VOXDB_ASSIGN_OR_RETURN(WorldFrame frame, WorldFrame::Decode(*f));
       stored_frame = frame;
@@ -516,10 +534,10 @@ Status ChunkStore::InitMeta(const StoreOptions& options) {
   WriteBatch batch;
   std::vector<uint8_t> version_bytes, created_bytes;
   PutFixed32(version_bytes, kStoreFormatVersion);
-  batch.Put(Table::kMeta, Bytes(kMetaFormatVersion), std::move(version_bytes));
-  batch.Put(Table::kMeta, Bytes(kMetaWorldFrame), frame_.Encode());
+  batch.Put(Table::kMeta, AsBytes(kMetaFormatVersion), std::move(version_bytes));
+  batch.Put(Table::kMeta, AsBytes(kMetaWorldFrame), frame_.Encode());
   PutFixed64(created_bytes, static_cast<uint64_t>(NowMicros()));
-  batch.Put(Table::kMeta, Bytes(kMetaCreated), std::move(created_bytes));
+  batch.Put(Table::kMeta, AsBytes(kMetaCreated), std::move(created_bytes));
   return Write(batch);
 }
 
@@ -662,7 +680,7 @@ Status ChunkStore::CheckDataFile() {
 Status ChunkStore::CopyTo(const std::string& dest_dir, bool compact) const {
   // Our own descriptor, so that the copy has the live file's mode (LMDB
   // would create it 0666 less the umask) and is synced through it.
-  const std::string file = dest_dir + "/data.mdb";
+  const std::string file = dest_dir + "/" + kDataFile;
   struct stat live;
   const mode_t mode = ::fstat(data_fd_, &live) == 0 ? (live.st_mode & 0660) | 0600 : 0600;
   const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
@@ -720,7 +738,7 @@ Status ChunkStore::Backup(const std::string& dest_dir, uint64_t* bytes) const {
   }
   // Exactly what this call created, when it fails.
   auto discard = [&] {
-    ::unlink((tmp + "/data.mdb").c_str());
+    ::unlink((tmp + "/" + kDataFile).c_str());
     ::rmdir(tmp.c_str());
   };
   if (::chmod(tmp.c_str(), dir_mode) != 0) {  // mkdir's mode went through the umask
@@ -747,7 +765,7 @@ Status ChunkStore::Backup(const std::string& dest_dir, uint64_t* bytes) const {
     (void)::fsync(fd);
     ::close(fd);
   }
-  if (::stat((dest_dir + "/data.mdb").c_str(), &st) != 0) {
+  if (::stat((dest_dir + "/" + kDataFile).c_str(), &st) != 0) {
     return LmdbStatus(errno, "stat the backup's data.mdb");
   }
   *bytes = static_cast<uint64_t>(st.st_size);

@@ -171,6 +171,23 @@ class WriteBatch {
   size_t bytes_ = 0;
 };
 
+// An exclusive flock on DIR/LOCK: the lock an exclusive ChunkStore::Open
+// (voxdbd's) takes first, so none opens the directory while this is held.
+// For a tool that opens and closes the store several times and must keep
+// every owner out in between (engine/compact.h). Released when destroyed.
+// Made by ChunkStore::LockDirectory.
+class DirectoryLock {
+ public:
+  DirectoryLock(DirectoryLock&& other) noexcept;
+  DirectoryLock& operator=(DirectoryLock&&) = delete;
+  ~DirectoryLock();
+
+ private:
+  friend class ChunkStore;
+  explicit DirectoryLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
 class ChunkStore {
  public:
   // A consistent read-only view (one LMDB read transaction).
@@ -223,6 +240,13 @@ class ChunkStore {
   // PERMISSION_DENIED from the file system.
   static StatusOr<std::unique_ptr<ChunkStore>> Open(const std::string& dir,
                                                     const StoreOptions& options);
+  // Takes the directory lock of `dir` (see DirectoryLock), creating DIR/LOCK
+  // when missing. BUSY, naming the holder when it can be known, while
+  // another process holds it; IO_ERROR or PERMISSION_DENIED from the file
+  // system. A store opened while it is held must be opened with
+  // StoreOptions::exclusive = false (the lock is already this process's).
+  static StatusOr<DirectoryLock> LockDirectory(const std::string& dir);
+
   ~ChunkStore();
   ChunkStore(const ChunkStore&) = delete;
   ChunkStore& operator=(const ChunkStore&) = delete;

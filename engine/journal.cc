@@ -56,17 +56,9 @@ struct Reader {
 
 }  // namespace
 
-std::array<uint8_t, 8> JournalKey(uint64_t seq) {
-  std::array<uint8_t, 8> k;
-  for (int i = 0; i < 8; ++i) k[i] = static_cast<uint8_t>(seq >> (56 - 8 * i));
-  return k;
-}
+std::array<uint8_t, 8> JournalKey(uint64_t seq) { return BigEndian64(seq); }
 
-uint64_t DecodeJournalKey(std::span<const uint8_t> key) {
-  uint64_t v = 0;
-  for (uint8_t b : key) v = (v << 8) | b;
-  return v;
-}
+uint64_t DecodeJournalKey(std::span<const uint8_t> key) { return DecodeBigEndian(key); }
 
 std::vector<uint8_t> EncodeSetVoxels(const std::vector<ChunkEdits>& edits) {
   size_t n = 4;

@@ -10,16 +10,11 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/coding.h"
+#include "engine/format.h"
 #include "engine/journal.h"
 
 namespace voxdb::engine {
 namespace {
-
-constexpr std::string_view kMetaLastSeq = "last_seq";  // engine/FORMAT.md, "meta"
-
-std::span<const uint8_t> Bytes(std::string_view s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
 
 Status WriteAll(int fd, const std::vector<uint8_t>& bytes, const std::string& path) {
   size_t done = 0;
@@ -118,12 +113,12 @@ Status TruncateJournal(ChunkStore& store, const JournalCheck& check, const std::
   uint64_t last = check.drop_last_seq;
   {
     VOXDB_ASSIGN_OR_RETURN(auto snap, store.BeginRead());
-    auto meta = snap->Get(Table::kMeta, Bytes(kMetaLastSeq));
+    auto meta = snap->Get(Table::kMeta, AsBytes(kMetaLastSeq));
     if (meta.ok() && meta->size() == 8) last = std::max(last, DecodeFixed64(meta->data()));
   }
   std::vector<uint8_t> last_bytes;
   PutFixed64(last_bytes, last);
-  batch.Put(Table::kMeta, Bytes(kMetaLastSeq), std::move(last_bytes));
+  batch.Put(Table::kMeta, AsBytes(kMetaLastSeq), std::move(last_bytes));
   VOXDB_RETURN_IF_ERROR(store.Write(batch));
   return store.Sync();
 }

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
+#include "engine/coding.h"
 
 namespace voxdb::engine {
 namespace {
@@ -96,14 +97,11 @@ std::array<uint8_t, ChunkKey::kEncodedSize> ChunkKey::Encode() const {
   return out;
 }
 
-void ChunkKey::EncodeTo(uint8_t* out) const {
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(code_ >> (56 - 8 * i));
-}
+void ChunkKey::EncodeTo(uint8_t* out) const { EncodeBigEndian64(out, code_); }
 
 std::optional<ChunkKey> ChunkKey::Decode(std::span<const uint8_t> bytes) {
   if (bytes.size() != kEncodedSize) return std::nullopt;
-  uint64_t code = 0;
-  for (uint8_t b : bytes) code = (code << 8) | b;
+  const uint64_t code = DecodeBigEndian64(bytes.data());
   if (code > kMaxCode) return std::nullopt;
   return ChunkKey(code);
 }

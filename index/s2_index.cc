@@ -14,16 +14,19 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/coding.h"
+#include "engine/format.h"
 #include "engine/morton_box.h"
 
 namespace voxdb::index {
 namespace {
 
+using engine::AsBytes;
 using engine::ChunkKey;
+using engine::DecodeBigEndian64;
+using engine::EncodeBigEndian64;
+using engine::kMetaIndexFormat;
 using engine::Table;
 
-// In the meta table: the index's format, present once it has been built.
-constexpr char kMetaIndexFormat[] = "s2index_format";
 constexpr uint32_t kMaxLimit = 65536;
 constexpr int kCoveringCells = 128;
 // Cells below ~10 m gain nothing: chunk centres are 32 m apart.
@@ -32,19 +35,6 @@ constexpr int kCoveringMaxLevel = 20;
 // point on a covering cell's boundary (whose leaf cell may lie on the other
 // side) is never missed; the exact test decides.
 constexpr double kCoveringSlackRad = 1e-12;
-
-std::span<const uint8_t> Bytes(const char* s) {
-  return {reinterpret_cast<const uint8_t*>(s), std::strlen(s)};
-}
-
-void PutBE64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (56 - 8 * i));
-}
-uint64_t GetBE64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
-  return v;
-}
 
 engine::VoxelBox ChunkVoxels(const engine::WorldFrame& frame, ChunkKey key) {
   return frame.ChunkBox(key.coord());
@@ -125,9 +115,9 @@ bool InDirty(const std::vector<engine::Database::DirtyChunk>& dirty, uint64_t co
 }
 
 bool StoredChunkVersion(std::span<const uint8_t> record, uint64_t* version) {
-  if (record.size() < engine::kChunkHeaderSize) return false;
-  if (record[1] == static_cast<uint8_t>(engine::ChunkEncoding::kFills)) return false;
-  *version = engine::DecodeFixed64(record.data() + 8);
+  const std::optional<engine::ChunkRecordHeader> header = engine::PeekChunkHeader(record);
+  if (!header || header->encoding == engine::ChunkEncoding::kFills) return false;
+  *version = header->version;
   return true;
 }
 
@@ -294,24 +284,25 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
     if (stopped) break;
     const bool interior = contains_cell(cell);
     std::array<uint8_t, kIndexKeySize> begin{}, end{};
-    PutBE64(begin.data(), cell.range_min().id());
-    PutBE64(end.data(), cell.range_max().id() + 1);
+    EncodeBigEndian64(begin.data(), cell.range_min().id());
+    EncodeBigEndian64(end.data(), cell.range_max().id() + 1);
     if (std::memcmp(end.data(), resume.data(), kIndexKeySize) <= 0) continue;
     if (std::memcmp(begin.data(), resume.data(), kIndexKeySize) < 0) {
       // From the resume point's column; its items before the point are skipped.
-      PutBE64(begin.data(), GetBE64(resume.data()));
-      PutBE64(begin.data() + 8, GetBE64(resume.data() + 8) >> engine::kMortonAxisBits);
+      EncodeBigEndian64(begin.data(), DecodeBigEndian64(resume.data()));
+      EncodeBigEndian64(begin.data() + 8,
+                        DecodeBigEndian64(resume.data() + 8) >> engine::kMortonAxisBits);
     }
     std::vector<IndexItem> items;
     VOXDB_RETURN_IF_ERROR(snapshot->Scan(
         Table::kS2Index, begin, end, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
           if (k.size() != kIndexKeySize) return true;  // not an entry
           DecodeIndexValue(v, &items);                 // a damaged value: what can be read of it
-          const uint64_t column = GetBE64(k.data() + 8);
+          const uint64_t column = DecodeBigEndian64(k.data() + 8);
           if (column >> (2 * engine::kMortonAxisBits) != 0) return true;
           const uint32_t x = static_cast<uint32_t>(column >> engine::kMortonAxisBits);
           const uint32_t y = static_cast<uint32_t>(column & engine::kMaxChunkAxis);
-          const S2CellId leaf(GetBE64(k.data()));
+          const S2CellId leaf(DecodeBigEndian64(k.data()));
           // The region test depends on the column only; the band on z.
           std::optional<bool> inside;
           if (interior) inside = true;
@@ -323,8 +314,8 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
               if (!BandMeets(options.band, bottom, top)) continue;
             }
             Hit h;
-            PutBE64(h.order.data(), leaf.id());
-            PutBE64(h.order.data() + 8, column << engine::kMortonAxisBits | item.z);
+            EncodeBigEndian64(h.order.data(), leaf.id());
+            EncodeBigEndian64(h.order.data() + 8, column << engine::kMortonAxisBits | item.z);
             if (std::memcmp(h.order.data(), resume.data(), kIndexKeySize) < 0) continue;
             if (!inside) inside = in_region(leaf, key);
             if (!*inside) return true;
@@ -349,7 +340,7 @@ StatusOr<QueryResult> QueryBox(engine::Database& db, const engine::VoxelBox& box
   const engine::ChunkBox chunks{lo, hi};
   const Region region = BoxRegion{box};
   const std::array<uint8_t, kIndexKeySize> resume = ResumeKey(options.cursor);
-  const uint64_t from = options.cursor.empty() ? 0 : GetBE64(resume.data());
+  const uint64_t from = options.cursor.empty() ? 0 : DecodeBigEndian64(resume.data());
   if (!options.cursor.empty() && from == 0) return QueryResult{};  // the cursor was the last key
 
   const std::vector<engine::Database::DirtyChunk> dirty = db.DirtyChunks();
@@ -360,7 +351,7 @@ StatusOr<QueryResult> QueryBox(engine::Database& db, const engine::VoxelBox& box
       continue;
     }
     Hit h{};
-    PutBE64(h.order.data(), d.key.code());
+    EncodeBigEndian64(h.order.data(), d.key.code());
     h.hit = {d.key, d.version};
     dirty_hits.push_back(h);  // DirtyChunks is in Morton order already
   }
@@ -378,7 +369,7 @@ StatusOr<QueryResult> QueryBox(engine::Database& db, const engine::VoxelBox& box
           return true;
         }
         Hit h{};
-        PutBE64(h.order.data(), key.code());
+        EncodeBigEndian64(h.order.data(), key.code());
         h.hit = {key, version};
         return page.Add(h);
       }));
@@ -399,7 +390,7 @@ Status ForEachChunkInBox(engine::Database& db, const engine::ChunkBox& box,
     // data, known without reading it.
     const bool data = record.size() > engine::kChunkHeaderSize ||
                       (record.size() == engine::kChunkHeaderSize &&
-                       record[1] != static_cast<uint8_t>(engine::ChunkEncoding::kFills));
+                       engine::PeekChunkHeader(record)->encoding != engine::ChunkEncoding::kFills);
     if (data && !InDirty(dirty, key.code())) fn(key);
     return true;
   });
@@ -418,7 +409,7 @@ StatusOr<QueryResult> QueryLod(engine::Database& db, engine::LodPyramid& lod, in
   uint64_t from = 0;
   if (!options.cursor.empty()) {
     if (options.cursor.size() != 8) return absl::InvalidArgumentError("bad LOD query cursor");
-    from = GetBE64(options.cursor.data());
+    from = DecodeBigEndian64(options.cursor.data());
   }
   // The whole level-0 answer, mapped to its ancestors.
   QueryOptions all;
@@ -451,7 +442,7 @@ StatusOr<QueryResult> QueryLod(engine::Database& db, engine::LodPyramid& lod, in
   for (uint64_t node : nodes) {
     if (result.chunks.size() == options.limit) {
       result.next_cursor.resize(8);
-      PutBE64(result.next_cursor.data(), node);
+      EncodeBigEndian64(result.next_cursor.data(), node);
       break;
     }
     uint64_t version = 0;
@@ -532,8 +523,8 @@ StatusOr<Region> MakeRectRegion(double lat_lo_deg, double lon_lo_deg, double lat
 
 std::array<uint8_t, kIndexKeySize> IndexKey(S2CellId cell, uint64_t column) {
   std::array<uint8_t, kIndexKeySize> k;
-  PutBE64(k.data(), cell.id());
-  PutBE64(k.data() + 8, column);
+  EncodeBigEndian64(k.data(), cell.id());
+  EncodeBigEndian64(k.data() + 8, column);
   return k;
 }
 
@@ -735,7 +726,7 @@ Status Rebuild(engine::Database* db, uint64_t* chunks) {
     }
     std::vector<uint8_t> format(4);
     engine::EncodeFixed32(format.data(), kIndexFormat);
-    batch->Put(Table::kMeta, Bytes(kMetaIndexFormat), std::move(format));
+    batch->Put(Table::kMeta, AsBytes(kMetaIndexFormat), std::move(format));
     return absl::OkStatus();
   });
 }
@@ -747,7 +738,7 @@ Status EnsureBuilt(engine::Database* db,
   {
     VOXDB_ASSIGN_OR_RETURN(auto snapshot, db->store().BeginRead());
     VOXDB_ASSIGN_OR_RETURN(chunks, snapshot->Count(Table::kChunks));
-    auto format = snapshot->Get(Table::kMeta, Bytes(kMetaIndexFormat));
+    auto format = snapshot->Get(Table::kMeta, AsBytes(kMetaIndexFormat));
     if (format.ok()) {
       if (format->size() != 4 || engine::DecodeFixed32(format->data()) > kIndexFormat) {
         return absl::FailedPreconditionError(

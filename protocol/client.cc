@@ -18,6 +18,7 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_format.h"
+#include "engine/coding.h"
 
 namespace voxdb::protocol {
 namespace {
@@ -263,7 +264,7 @@ absl::Status Client::SendFrame(Opcode op, uint64_t id, std::span<const uint8_t> 
   // "Framing": payload_length, u32 little-endian at offset 20).
   std::vector<uint8_t> header;
   EncodeFrame(h, {}, &header);
-  for (int i = 0; i < 4; ++i) header[20 + i] = static_cast<uint8_t>(payload.size() >> (8 * i));
+  engine::EncodeFixed32(header.data() + 20, static_cast<uint32_t>(payload.size()));
   if (absl::Status s = WriteAll(header); !s.ok()) return s;
   return WriteAll(payload);
 }

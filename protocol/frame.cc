@@ -4,34 +4,17 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "engine/coding.h"
 #include "engine/status.h"
 
 namespace voxdb::protocol {
-namespace {
 
-void Put16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v);
-  p[1] = static_cast<uint8_t>(v >> 8);
-}
-void Put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void Put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint16_t Get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
-}  // namespace
+using engine::DecodeFixed16;
+using engine::DecodeFixed32;
+using engine::DecodeFixed64;
+using engine::EncodeFixed16;
+using engine::EncodeFixed32;
+using engine::EncodeFixed64;
 
 const char* WireStatusName(WireStatus code) {
   switch (code) {
@@ -144,14 +127,14 @@ absl::Status FromWireStatus(WireStatus code, std::string_view message) {
 }
 
 void EncodeHeader(const FrameHeader& h, uint32_t payload_length, uint8_t* p) {
-  Put32(p, kMagic);
+  EncodeFixed32(p, kMagic);
   p[4] = h.version;
   p[5] = h.opcode;
-  Put16(p + 6, h.flags);
-  Put64(p + 8, h.request_id);
-  Put16(p + 16, h.status);
-  Put16(p + 18, 0);
-  Put32(p + 20, payload_length);
+  EncodeFixed16(p + 6, h.flags);
+  EncodeFixed64(p + 8, h.request_id);
+  EncodeFixed16(p + 16, h.status);
+  EncodeFixed16(p + 18, 0);
+  EncodeFixed32(p + 20, payload_length);
 }
 
 void EncodeFrame(const FrameHeader& h, std::span<const uint8_t> payload,
@@ -177,17 +160,17 @@ FrameDecoder::Result FrameDecoder::Feed(std::span<const uint8_t> in, size_t* con
     if (header_fill_ < kHeaderSize) return Result::kNeedMore;
     const uint8_t* p = header_bytes_;
     error_request_id_ = 0;  // not the previous frame's: this header is not trusted yet
-    if (Get32(p) != kMagic) {
+    if (DecodeFixed32(p) != kMagic) {
       error_ = absl::InvalidArgumentError("bad magic: this is not a voxdb protocol stream");
       error_wire_status_ = WireStatus::kInvalid;
       return Result::kError;
     }
     header_.version = p[4];
     header_.opcode = p[5];
-    header_.flags = Get16(p + 6);
-    header_.request_id = Get64(p + 8);
-    header_.status = Get16(p + 16);
-    header_.payload_length = Get32(p + 20);
+    header_.flags = DecodeFixed16(p + 6);
+    header_.request_id = DecodeFixed64(p + 8);
+    header_.status = DecodeFixed16(p + 16);
+    header_.payload_length = DecodeFixed32(p + 20);
     error_request_id_ = header_.request_id;
     if (header_.version != kProtocolVersion) {
       error_ = absl::UnimplementedError(
@@ -196,7 +179,7 @@ FrameDecoder::Result FrameDecoder::Feed(std::span<const uint8_t> in, size_t* con
       error_wire_status_ = WireStatus::kUnsupported;
       return Result::kError;
     }
-    if (Get16(p + 18) != 0 || (header_.flags & ~(kFlagReply | kFlagPush)) != 0) {
+    if (DecodeFixed16(p + 18) != 0 || (header_.flags & ~(kFlagReply | kFlagPush)) != 0) {
       error_ = absl::InvalidArgumentError("reserved header bits are set");
       error_wire_status_ = WireStatus::kInvalid;
       return Result::kError;

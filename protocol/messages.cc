@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_format.h"
+#include "engine/coding.h"
 
 namespace voxdb::protocol {
 namespace {
@@ -14,9 +15,9 @@ class Writer {
   // Appends to *out instead of a buffer of its own (Take() is then empty).
   explicit Writer(std::vector<uint8_t>* out) : out_(*out) {}
   void U8(uint8_t v) { out_.push_back(v); }
-  void U16(uint16_t v) { Int(v, 2); }
-  void U32(uint32_t v) { Int(v, 4); }
-  void U64(uint64_t v) { Int(v, 8); }
+  void U16(uint16_t v) { engine::PutFixed16(out_, v); }
+  void U32(uint32_t v) { engine::PutFixed32(out_, v); }
+  void U64(uint64_t v) { engine::PutFixed64(out_, v); }
   void F64(double v) { U64(std::bit_cast<uint64_t>(v)); }
   void Bytes(std::span<const uint8_t> b) { out_.insert(out_.end(), b.begin(), b.end()); }
   void Str16(const std::string& s) {
@@ -35,11 +36,6 @@ class Writer {
   std::vector<uint8_t> Take() { return std::move(own_); }
 
  private:
-  void Int(uint64_t v, int n) {
-    uint8_t b[8];
-    for (int i = 0; i < n; ++i) b[i] = static_cast<uint8_t>(v >> (8 * i));
-    out_.insert(out_.end(), b, b + n);
-  }
   std::vector<uint8_t> own_;
   std::vector<uint8_t>& out_;
 };
@@ -59,13 +55,25 @@ class Reader {
   bool ok() const { return ok_; }
   void Fail() { ok_ = false; }
   size_t left() const { return p_.size() - at_; }
-  uint8_t U8() { return static_cast<uint8_t>(Int(1)); }
-  uint16_t U16() { return static_cast<uint16_t>(Int(2)); }
-  uint32_t U32() { return static_cast<uint32_t>(Int(4)); }
-  uint64_t U64() { return Int(8); }
+  uint8_t U8() {
+    const uint8_t* p = Next(1);
+    return p ? *p : 0;
+  }
+  uint16_t U16() {
+    const uint8_t* p = Next(2);
+    return p ? engine::DecodeFixed16(p) : 0;
+  }
+  uint32_t U32() {
+    const uint8_t* p = Next(4);
+    return p ? engine::DecodeFixed32(p) : 0;
+  }
+  uint64_t U64() {
+    const uint8_t* p = Next(8);
+    return p ? engine::DecodeFixed64(p) : 0;
+  }
   // A finite double; a NaN or an infinity makes the payload malformed.
   double F64() {
-    const double v = std::bit_cast<double>(Int(8));
+    const double v = std::bit_cast<double>(U64());
     if (!std::isfinite(v)) {
       ok_ = false;
       return 0;
@@ -112,16 +120,17 @@ class Reader {
   }
 
  private:
-  uint64_t Int(int n) {
-    if (left() < static_cast<size_t>(n)) {
+  // The next n bytes, consumed; nullptr (the payload is then malformed and
+  // read to its end) when fewer are left.
+  const uint8_t* Next(size_t n) {
+    if (left() < n) {
       ok_ = false;
       at_ = p_.size();
-      return 0;
+      return nullptr;
     }
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; --i) v = (v << 8) | p_[at_ + static_cast<size_t>(i)];
-    at_ += static_cast<size_t>(n);
-    return v;
+    const uint8_t* p = p_.data() + at_;
+    at_ += n;
+    return p;
   }
   std::span<const uint8_t> p_;
   size_t at_ = 0;
@@ -712,8 +721,7 @@ absl::StatusOr<EventsPush> EventsPush::Decode(std::span<const uint8_t> p) {
           if (len % 4 != 0) r.Fail();
           e.detail = EventDetailKind::kEdits;
           for (size_t j = 0; j + 4 <= bytes.size(); j += 4) {
-            e.edits.push_back(bytes[j] | bytes[j + 1] << 8 | bytes[j + 2] << 16 |
-                              static_cast<uint32_t>(bytes[j + 3]) << 24);
+            e.edits.push_back(engine::DecodeFixed32(bytes.data() + j));
           }
           break;
         case 2: {
