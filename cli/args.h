@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/morton.h"
+#include "engine/voxel_box.h"
 #include "protocol/messages.h"
 
 namespace voxdb::cli {
@@ -62,6 +63,13 @@ absl::StatusOr<engine::ChunkKey> ParseChunk(std::string_view text);
 absl::StatusOr<protocol::Box> ParseBox(std::span<const std::string> six);
 // (hi - lo) per axis multiplied. REQUIRES: a box ParseBox accepted.
 uint64_t BoxVolume(const protocol::Box& box);
+// The same box as the engine's geometry type (engine/voxel_box.h), and back.
+inline engine::VoxelBox ToVoxelBox(const protocol::Box& b) {
+  return {{b.lo.x, b.lo.y, b.lo.z}, {b.hi.x, b.hi.y, b.hi.z}};
+}
+inline protocol::Box ToWireBox(const engine::VoxelBox& b) {
+  return {{b.lo.x, b.lo.y, b.lo.z}, {b.hi.x, b.hi.y, b.hi.z}};
+}
 
 // The command line; options may come before or after the command.
 struct CommandLine {

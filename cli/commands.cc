@@ -27,6 +27,7 @@
 #include "engine/chunk_codec.h"
 #include "engine/coding.h"
 #include "engine/status.h"
+#include "engine/voxel_box.h"
 #include "engine/world_frame.h"
 #include "protocol/client.h"
 
@@ -155,24 +156,6 @@ absl::Status CheckBoxLimit(const Session& s, const Box& box) {
                         volume, s.hello.max_box_voxels));
   }
   return absl::OkStatus();
-}
-
-// Copies the voxels of `part` (a box inside `box`) between the dense array
-// of `box` and the dense array of `part`, both x fastest.
-void CopyPart(const Box& box, const Box& part, uint8_t* whole, uint8_t* piece, bool to_whole) {
-  const uint64_t dx = box.hi.x - box.lo.x, dy = box.hi.y - box.lo.y;
-  const uint64_t px = part.hi.x - part.lo.x, py = part.hi.y - part.lo.y;
-  for (uint64_t z = part.lo.z; z < part.hi.z; ++z) {
-    for (uint64_t y = part.lo.y; y < part.hi.y; ++y) {
-      const uint64_t w = ((z - box.lo.z) * dy + (y - box.lo.y)) * dx + (part.lo.x - box.lo.x);
-      const uint64_t p = ((z - part.lo.z) * py + (y - part.lo.y)) * px;
-      if (to_whole) {
-        std::memcpy(whole + w, piece + p, px);
-      } else {
-        std::memcpy(piece + p, whole + w, px);
-      }
-    }
-  }
 }
 
 // "part 2 of 5, (..)..(..): " for errors of split requests.
@@ -364,7 +347,8 @@ absl::Status ReadBox(const CommandLine& cl) {
             absl::StrFormat("%sREAD_BOX of %u voxels was answered with %u bytes", prefix,
                             BoxVolume(parts[i]), results[i]->size()));
       }
-      CopyPart(box, parts[i], voxels.data(), results[i]->data(), /*to_whole=*/true);
+      const engine::VoxelBox part = ToVoxelBox(parts[i]);
+      engine::CopySubBox(part, part, *results[i], ToVoxelBox(box), voxels);
       *results[i] = {};
     }
   }
@@ -406,7 +390,8 @@ absl::Status WriteBox(const CommandLine& cl) {
       req.box = part;
       std::vector<uint8_t> payload = req.EncodeReadBox();  // WRITE_BOX: the box, then voxels
       payload.resize(kBoxBytes + BoxVolume(part));
-      CopyPart(box, part, voxels.data(), payload.data() + kBoxBytes, /*to_whole=*/false);
+      engine::CopySubBox(ToVoxelBox(part), ToVoxelBox(box), voxels, ToVoxelBox(part),
+                         std::span(payload).subspan(kBoxBytes));
       requests.push_back({Opcode::kWriteBox, std::move(payload)});
     }
     voxels = {};

@@ -1,5 +1,5 @@
-// What the voxdb CLI prints: JSON objects (--json), status names, and the
-// exit code of an error.
+// What the voxdb CLI prints: JSON objects (--json, built with cli/json.h),
+// status names, and the exit code of an error.
 //
 // Exit codes: 0 success; 1 the server refused the request (or answered
 // something this client cannot use); 2 a usage error (cli/args.h); 3 the
@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "cli/json.h"
 #include "protocol/frame.h"
 
 namespace voxdb::cli {
@@ -22,31 +23,6 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitServerError = 1;
 inline constexpr int kExitUsage = 2;
 inline constexpr int kExitUnreachable = 3;
-
-// A JSON object built field by field, in insertion order:
-//   JsonObject o;
-//   o.Str("command", "get-voxel").Num("material", 7);
-//   o.ToString()  // {"command":"get-voxel","material":7}
-class JsonObject {
- public:
-  JsonObject& Str(std::string_view key, std::string_view value);
-  JsonObject& Num(std::string_view key, uint64_t value);
-  JsonObject& Double(std::string_view key, double value);  // shortest round-trip form
-  JsonObject& Bool(std::string_view key, bool value);
-  JsonObject& Object(std::string_view key, const JsonObject& value);
-  // `json` must be one JSON value.
-  JsonObject& Raw(std::string_view key, std::string_view json);
-  std::string ToString() const { return "{" + body_ + "}"; }
-
- private:
-  std::string body_;
-};
-
-// `text` as a JSON string, quotes included. Bytes that are not UTF-8 become
-// U+FFFD so that the output is always valid JSON.
-std::string JsonQuote(std::string_view text);
-// True when `text` is a JSON number (so that it can be emitted as one).
-bool IsJsonNumber(std::string_view text);
 
 // The exit code for `status` (see the file comment) and the status name
 // printed with it: the server's wire status name; USAGE; UNREACHABLE; or,

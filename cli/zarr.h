@@ -30,6 +30,9 @@
 // Zarr chunk (cz, cy, cx) is the voxdb chunk (cx, cy, cz). In zarr-python:
 // `zarr.open(DIR)["world_voxels"][z, y, x]` is voxel (x, y, z).
 //
+// The chunk codecs are in cli/zarr_codecs.h, the LOD arrays' builder in
+// cli/zarr_pyramid.h and the worker threads in cli/ordered_work.h.
+//
 // Thread-safety: call from one thread. Only that thread uses the Client;
 // the per-chunk work (decompressing, encoding, compressing, chunk files)
 // runs on a few worker threads of their own, one per core, started and
@@ -43,12 +46,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "cli/zarr_codecs.h"
 #include "protocol/client.h"
 #include "protocol/messages.h"
 
 namespace voxdb::cli {
-
-enum class ZarrCompressor { kZstd, kBlosc };
 
 // Fills over more chunk positions than this (within the exported box) make
 // the export fail INVALID instead of enumerating them: a fill over a

@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/coding.h"
 #include "engine/fills.h"
+#include "engine/voxel_box.h"
 #include "index/s2_index.h"
 #include "protocol/frame.h"
 
@@ -20,11 +21,6 @@ engine::VoxelBox NodeBox(const NodeKey& key) {
   const uint64_t edge = uint64_t{engine::kChunkEdge} << key.level;
   return {{n.x * edge, n.y * edge, n.z * edge},
           {(n.x + uint64_t{1}) * edge, (n.y + uint64_t{1}) * edge, (n.z + uint64_t{1}) * edge}};
-}
-
-bool Meets(const engine::VoxelBox& a, const engine::VoxelBox& b) {
-  return a.lo.x < b.hi.x && b.lo.x < a.hi.x && a.lo.y < b.hi.y && b.lo.y < a.hi.y &&
-         a.lo.z < b.hi.z && b.lo.z < a.hi.z;
 }
 
 }  // namespace
@@ -245,18 +241,16 @@ void Stream::Replan() {
   const StreamPlan::ChunkLister lister = [this](const engine::VoxelBox& box,
                                                 const std::function<void(uint64_t)>& fn) {
     const engine::WorldFrame& frame = db_->frame();
-    const engine::ChunkBox chunks{frame.ChunkOf(box.lo),
-                                  frame.ChunkOf({box.hi.x - 1, box.hi.y - 1, box.hi.z - 1})};
+    const engine::ChunkBox chunks = engine::ChunksCovering(frame, box);
     const auto list = [&](engine::ChunkKey key) { fn(key.code()); };
     if (!index::ForEachChunkInBox(*db_, chunks, list).ok()) return false;
     for (const engine::Fill& fill : db_->Fills()->fills()) {
       const engine::VoxelBox part = engine::Intersect(fill.box, box);
-      if (part.lo.x >= part.hi.x || part.lo.y >= part.hi.y || part.lo.z >= part.hi.z) continue;
-      const engine::ChunkCoord lo = frame.ChunkOf(part.lo);
-      const engine::ChunkCoord hi = frame.ChunkOf({part.hi.x - 1, part.hi.y - 1, part.hi.z - 1});
-      for (uint32_t z = lo.z; z <= hi.z; ++z) {
-        for (uint32_t y = lo.y; y <= hi.y; ++y) {
-          for (uint32_t x = lo.x; x <= hi.x; ++x) fn(engine::MortonEncode(x, y, z));
+      if (part.empty()) continue;
+      const engine::ChunkBox covered = engine::ChunksCovering(frame, part);
+      for (uint32_t z = covered.lo.z; z <= covered.hi.z; ++z) {
+        for (uint32_t y = covered.lo.y; y <= covered.hi.y; ++y) {
+          for (uint32_t x = covered.lo.x; x <= covered.hi.x; ++x) fn(engine::MortonEncode(x, y, z));
         }
       }
     }
@@ -303,10 +297,10 @@ void Stream::TakeChanges() {
       // The chunks that only read as the fill changed too.
       std::set<NodeKey> touched;
       for (const NodeKey& k : wanted_) {
-        if (Meets(NodeBox(k), rec->box)) touched.insert(k);
+        if (engine::Meets(NodeBox(k), rec->box)) touched.insert(k);
       }
       for (const auto& [k, version] : known_) {
-        if (Meets(NodeBox(k), rec->box)) touched.insert(k);
+        if (engine::Meets(NodeBox(k), rec->box)) touched.insert(k);
       }
       for (const NodeKey& k : touched) {
         if (k.level == 0) {

@@ -7,16 +7,6 @@
 
 namespace voxdb::engine {
 
-VoxelBox Intersect(const VoxelBox& a, const VoxelBox& b) {
-  return VoxelBox{{std::max(a.lo.x, b.lo.x), std::max(a.lo.y, b.lo.y), std::max(a.lo.z, b.lo.z)},
-                  {std::min(a.hi.x, b.hi.x), std::min(a.hi.y, b.hi.y), std::min(a.hi.z, b.hi.z)}};
-}
-
-bool BoxContains(const VoxelBox& outer, const VoxelBox& inner) {
-  return inner.lo.x >= outer.lo.x && inner.lo.y >= outer.lo.y && inner.lo.z >= outer.lo.z &&
-         inner.hi.x <= outer.hi.x && inner.hi.y <= outer.hi.y && inner.hi.z <= outer.hi.z;
-}
-
 std::vector<uint8_t> Fill::Encode() const {
   std::vector<uint8_t> out;
   out.reserve(kEncodedSize);

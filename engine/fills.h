@@ -24,6 +24,7 @@
 
 #include "engine/chunk.h"
 #include "engine/status.h"
+#include "engine/voxel_box.h"
 #include "engine/world_frame.h"
 
 namespace voxdb::engine {
@@ -160,11 +161,6 @@ class FillSet {
   uint32_t level_mask_ = 0;                 // bit L: level L may hold fills
   std::array<Level, kLevels> levels_;
 };
-
-// Intersection of two boxes (possibly empty).
-VoxelBox Intersect(const VoxelBox& a, const VoxelBox& b);
-// Whether `inner` lies wholly inside `outer`.
-bool BoxContains(const VoxelBox& outer, const VoxelBox& inner);
 
 }  // namespace voxdb::engine
 

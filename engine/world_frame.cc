@@ -20,8 +20,6 @@ constexpr uint32_t kFrameMagic = 0x46584f56;  // "VOXF" little-endian
 
 }  // namespace
 
-std::string VoxelCoord::ToString() const { return absl::StrFormat("(%u, %u, %u)", x, y, z); }
-
 WorldFrame WorldFrame::Earth() {
   auto frame = Create(160'300'080, 80'150'040, 80'000'000, 0.25, kChunkEdge, 40'000'000);
   VOXDB_CHECK(frame.ok());

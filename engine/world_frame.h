@@ -31,19 +31,11 @@
 
 #include "engine/morton.h"
 #include "engine/status.h"
+#include "engine/voxel_box.h"
 
 namespace voxdb::engine {
 
 inline constexpr double kEarthRadiusM = 6'378'137.0;  // EPSG:4087 sphere
-
-// Integer voxel coordinates in the world.
-struct VoxelCoord {
-  uint64_t x = 0;
-  uint64_t y = 0;
-  uint64_t z = 0;
-  friend bool operator==(const VoxelCoord&, const VoxelCoord&) = default;
-  std::string ToString() const;
-};
 
 // A point in metres from the world's south-west-bottom corner.
 struct MetreCoord {
@@ -57,26 +49,6 @@ struct GeoCoord {
   double lat_deg = 0;
   double lon_deg = 0;
   double altitude_m = 0;
-};
-
-// A half-open box of voxels [lo, hi) per axis.
-struct VoxelBox {
-  VoxelCoord lo;
-  VoxelCoord hi;
-  bool empty() const { return lo.x >= hi.x || lo.y >= hi.y || lo.z >= hi.z; }
-  // Voxels in the box; UINT64_MAX when that does not fit 64 bits (a box
-  // inside the world can hold about 10^24), so that every "volume > limit"
-  // check holds for it.
-  uint64_t volume() const {
-    if (empty()) return 0;
-    uint64_t xy, xyz;
-    if (__builtin_mul_overflow(hi.x - lo.x, hi.y - lo.y, &xy) ||
-        __builtin_mul_overflow(xy, hi.z - lo.z, &xyz)) {
-      return UINT64_MAX;
-    }
-    return xyz;
-  }
-  friend bool operator==(const VoxelBox&, const VoxelBox&) = default;
 };
 
 class WorldFrame {

@@ -16,6 +16,7 @@
 #include "engine/coding.h"
 #include "engine/format.h"
 #include "engine/morton_box.h"
+#include "engine/voxel_box.h"
 
 namespace voxdb::index {
 namespace {
@@ -42,11 +43,6 @@ engine::VoxelBox ChunkVoxels(const engine::WorldFrame& frame, ChunkKey key) {
 
 bool BandMeets(const std::optional<AltitudeBand>& band, double bottom, double top) {
   return !band || (bottom <= band->max_m && top > band->min_m);
-}
-
-bool BoxesMeet(const engine::VoxelBox& a, const engine::VoxelBox& b) {
-  return a.lo.x < b.hi.x && b.lo.x < a.hi.x && a.lo.y < b.hi.y && b.lo.y < a.hi.y &&
-         a.lo.z < b.hi.z && b.lo.z < a.hi.z;
 }
 
 // --- Building S2 values safely ---------------------------------------------
@@ -334,10 +330,7 @@ StatusOr<QueryResult> QueryCells(engine::Database& db, const Region& region,
 StatusOr<QueryResult> QueryBox(engine::Database& db, const engine::VoxelBox& box,
                                const QueryOptions& options) {
   const engine::WorldFrame& frame = db.frame();
-  const engine::ChunkCoord lo = frame.ChunkOf(box.lo);
-  const engine::ChunkCoord hi =
-      frame.ChunkOf(engine::VoxelCoord{box.hi.x - 1, box.hi.y - 1, box.hi.z - 1});
-  const engine::ChunkBox chunks{lo, hi};
+  const engine::ChunkBox chunks = engine::ChunksCovering(frame, box);
   const Region region = BoxRegion{box};
   const std::array<uint8_t, kIndexKeySize> resume = ResumeKey(options.cursor);
   const uint64_t from = options.cursor.empty() ? 0 : DecodeBigEndian64(resume.data());
@@ -789,7 +782,9 @@ RegionMatcher::RegionMatcher(const Region& region, const std::optional<AltitudeB
 bool RegionMatcher::Contains(const ChunkFacts& chunk) const {
   if (!valid_) return false;
   if (!BandMeets(band_, chunk.bottom_m(), chunk.top_m())) return false;
-  if (const auto* b = std::get_if<BoxRegion>(&region_)) return BoxesMeet(chunk.voxels(), b->box);
+  if (const auto* b = std::get_if<BoxRegion>(&region_)) {
+    return engine::Meets(chunk.voxels(), b->box);
+  }
   if (std::holds_alternative<RadiusRegion>(region_)) {
     return everything_ || cap_->Contains(chunk.point());
   }
@@ -807,7 +802,7 @@ bool FillInRegion(const engine::WorldFrame& frame, const engine::Fill& fill, con
   if (!BandMeets(band, frame.AltitudeOfZ(fill.box.lo.z), frame.AltitudeOfZ(fill.box.hi.z))) {
     return false;
   }
-  if (const auto* b = std::get_if<BoxRegion>(&region)) return BoxesMeet(fill.box, b->box);
+  if (const auto* b = std::get_if<BoxRegion>(&region)) return engine::Meets(fill.box, b->box);
   if (!CheckS2Region(region).ok()) return false;
   const S2LatLngRect footprint = BoxFootprint(frame, fill.box);
   if (const auto* r = std::get_if<RadiusRegion>(&region)) {

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "cli/json.h"
 #include "engine/chunk.h"
 #include "engine/chunk_codec.h"
 #include "engine/chunk_store.h"
@@ -44,6 +45,7 @@
 namespace voxdb {
 namespace {
 
+using cli::Json;
 using engine::ChunkCoord;
 using engine::ChunkKey;
 using engine::ChunkStore;
@@ -77,158 +79,13 @@ CliResult RunCli(const std::vector<std::string>& args) {
   return testing::RunProcess(argv, {"VOXDB_ADDRESS", "VOXDB_TOKEN"});
 }
 
-// --- A small strict JSON reader ---------------------------------------------
-
-class Json {
- public:
-  enum class Type { kNull, kBool, kNumber, kString, kArray, kObject };
-
-  // The value, or nullopt unless `text` is exactly one JSON value (with
-  // surrounding white space).
-  static std::optional<Json> Parse(std::string_view text) {
-    Parser p{text};
-    Json v;
-    if (!p.Value(&v)) return std::nullopt;
-    p.Space();
-    if (p.i != text.size()) return std::nullopt;
-    return v;
-  }
-
-  Type type() const { return type_; }
-  bool is_object() const { return type_ == Type::kObject; }
-  // A member; a null value when absent.
-  const Json& operator[](const std::string& key) const {
-    static const Json kNull;
-    auto it = members_.find(key);
-    return it == members_.end() ? kNull : it->second;
-  }
-  bool has(const std::string& key) const { return members_.count(key) != 0; }
-  const std::vector<Json>& items() const { return items_; }
-  const std::string& str() const { return text_; }
-  bool boolean() const { return type_ == Type::kBool && text_ == "true"; }
-  // A non-negative integer number, else ~0.
-  uint64_t u64() const {
-    if (type_ != Type::kNumber || text_.empty() ||
-        text_.find_first_not_of("0123456789") != std::string::npos) {
-      return ~uint64_t{0};
-    }
-    return std::stoull(text_);
-  }
-
- private:
-  struct Parser {
-    std::string_view s;
-    size_t i = 0;
-    void Space() {
-      while (i < s.size() && std::strchr(" \t\r\n", s[i]) != nullptr) ++i;
-    }
-    bool Take(std::string_view w) {
-      if (s.substr(i, w.size()) != w) return false;
-      i += w.size();
-      return true;
-    }
-    bool String(std::string* out) {
-      if (!Take("\"")) return false;
-      while (i < s.size()) {
-        const char c = s[i++];
-        if (c == '"') return true;
-        if (static_cast<unsigned char>(c) < 0x20) return false;
-        if (c != '\\') {
-          *out += c;
-          continue;
-        }
-        if (i >= s.size()) return false;
-        const char e = s[i++];
-        if (e == 'u') {
-          for (int k = 0; k < 4; ++k) {
-            if (i >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i++]))) return false;
-          }
-          *out += '?';
-        } else if (std::strchr("\"\\/bfnrt", e) != nullptr) {
-          *out += e == 'n' ? '\n' : e == 't' ? '\t' : e;
-        } else {
-          return false;
-        }
-      }
-      return false;
-    }
-    bool Digits() {
-      const size_t from = i;
-      while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
-      return i > from;
-    }
-    bool Value(Json* v) {
-      Space();
-      if (i >= s.size()) return false;
-      const char c = s[i];
-      if (c == '{') {
-        ++i;
-        v->type_ = Type::kObject;
-        Space();
-        if (Take("}")) return true;
-        do {
-          Space();
-          std::string key;
-          if (!String(&key)) return false;
-          Space();
-          if (!Take(":")) return false;
-          Json member;
-          if (!Value(&member)) return false;
-          if (!v->members_.emplace(key, std::move(member)).second) return false;  // duplicate
-          Space();
-        } while (Take(","));
-        return Take("}");
-      }
-      if (c == '[') {
-        ++i;
-        v->type_ = Type::kArray;
-        Space();
-        if (Take("]")) return true;
-        do {
-          Json item;
-          if (!Value(&item)) return false;
-          v->items_.push_back(std::move(item));
-          Space();
-        } while (Take(","));
-        return Take("]");
-      }
-      if (c == '"') {
-        v->type_ = Type::kString;
-        return String(&v->text_);
-      }
-      if (Take("true") || Take("false")) {
-        v->type_ = Type::kBool;
-        v->text_ = s[i - 1] == 'e' && s[i - 2] == 'u' ? "true" : "false";
-        return true;
-      }
-      if (Take("null")) return true;
-      const size_t from = i;
-      Take("-");
-      if (!Take("0") && !Digits()) return false;
-      if (Take(".") && !Digits()) return false;
-      if (Take("e") || Take("E")) {
-        if (!Take("+")) Take("-");
-        if (!Digits()) return false;
-      }
-      v->type_ = Type::kNumber;
-      v->text_ = std::string(s.substr(from, i - from));
-      return true;
-    }
-  };
-
-  Type type_ = Type::kNull;
-  std::string text_;  // string, number or bool
-  std::map<std::string, Json> members_;
-  std::vector<Json> items_;
-};
-
 // The one JSON object the CLI printed (exactly one line).
 Json JsonOf(const CliResult& r) {
   EXPECT_FALSE(r.out.empty()) << r;
   EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "not one line: " << r;
   auto v = Json::Parse(r.out);
-  EXPECT_TRUE(v.has_value() && v->is_object()) << "not a JSON object: " << r;
-  return v.value_or(Json());
+  EXPECT_TRUE(v.ok() && v->is_object()) << "not a JSON object: " << r;
+  return v.ok() ? *std::move(v) : Json();
 }
 
 // --- Databases ---------------------------------------------------------------

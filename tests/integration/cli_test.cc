@@ -33,6 +33,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/json.h"
 #include "engine/chunk.h"
 #include "engine/chunk_codec.h"
 #include "engine/morton.h"
@@ -134,117 +135,17 @@ std::optional<uint64_t> StatValue(const std::string& stats, const std::string& n
   return std::stoull(value);
 }
 
-// A minimal JSON reader, enough to check that the CLI prints well-formed
-// JSON: ParseObject validates one object and returns its members as raw
-// JSON text (strings with their quotes).
+// Checks that `text` is one well-formed JSON object (cli/json.h is strict)
+// and returns its members as raw JSON text (strings with their quotes).
 class JsonReader {
  public:
   static std::optional<std::map<std::string, std::string>> ParseObject(std::string_view text) {
-    JsonReader r(text);
+    auto v = cli::Json::Parse(text);
+    if (!v.ok() || !v->is_object()) return std::nullopt;
     std::map<std::string, std::string> members;
-    r.Space();
-    if (!r.Object(&members)) return std::nullopt;
-    r.Space();
-    if (r.i_ != text.size()) return std::nullopt;
+    for (const auto& [key, value] : v->members()) members[key] = value.raw();
     return members;
   }
-
- private:
-  explicit JsonReader(std::string_view s) : s_(s) {}
-  void Space() {
-    while (i_ < s_.size() && std::strchr(" \t\r\n", s_[i_]) != nullptr) ++i_;
-  }
-  bool Take(std::string_view word) {
-    if (s_.substr(i_, word.size()) != word) return false;
-    i_ += word.size();
-    return true;
-  }
-  bool String(std::string* out) {
-    if (!Take("\"")) return false;
-    while (i_ < s_.size()) {
-      const char c = s_[i_++];
-      if (c == '"') return true;
-      if (static_cast<unsigned char>(c) < 0x20) return false;
-      if (c != '\\') {
-        *out += c;
-        continue;
-      }
-      if (i_ >= s_.size()) return false;
-      const char e = s_[i_++];
-      if (e == 'u') {
-        if (i_ + 4 > s_.size()) return false;
-        for (int k = 0; k < 4; ++k) {
-          if (!std::isxdigit(static_cast<unsigned char>(s_[i_++]))) return false;
-        }
-        *out += '?';
-      } else if (std::strchr("\"\\/bfnrt", e) != nullptr) {
-        *out += e == 'n' ? '\n' : e;
-      } else {
-        return false;
-      }
-    }
-    return false;
-  }
-  bool Digits() {
-    const size_t from = i_;
-    while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
-    return i_ > from;
-  }
-  bool Number() {
-    Take("-");
-    if (!Take("0") && !Digits()) return false;
-    if (Take(".") && !Digits()) return false;
-    if (Take("e") || Take("E")) {
-      if (!Take("+")) Take("-");
-      if (!Digits()) return false;
-    }
-    return true;
-  }
-  bool Value() {
-    Space();
-    if (i_ >= s_.size()) return false;
-    switch (s_[i_]) {
-      case '{':
-        return Object(nullptr);
-      case '[': {
-        ++i_;
-        Space();
-        if (Take("]")) return true;
-        do {
-          if (!Value()) return false;
-          Space();
-        } while (Take(","));
-        return Take("]");
-      }
-      case '"': {
-        std::string ignored;
-        return String(&ignored);
-      }
-      default:
-        return Take("true") || Take("false") || Take("null") || Number();
-    }
-  }
-  bool Object(std::map<std::string, std::string>* members) {
-    if (!Take("{")) return false;
-    Space();
-    if (Take("}")) return true;
-    do {
-      Space();
-      std::string key;
-      if (!String(&key)) return false;
-      Space();
-      if (!Take(":")) return false;
-      Space();
-      const size_t from = i_;
-      if (!Value()) return false;
-      if (members != nullptr) (*members)[key] = std::string(s_.substr(from, i_ - from));
-      Space();
-    } while (Take(","));
-    return Take("}");
-  }
-
-  std::string_view s_;
-  size_t i_ = 0;
 };
 
 // The one JSON object the CLI printed (exactly one line), or a test failure.
