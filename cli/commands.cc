@@ -30,10 +30,8 @@
 #include "engine/voxel_box.h"
 #include "engine/world_frame.h"
 #include "protocol/client.h"
+#include "protocol/version.h"
 
-#ifndef VOXDB_VERSION
-#define VOXDB_VERSION "unknown"
-#endif
 
 namespace voxdb::cli {
 namespace {
@@ -73,7 +71,7 @@ absl::StatusOr<Session> Connect(const CommandLine& cl) {
   Session s;
   s.address = cl.address;
   VOXDB_ASSIGN_OR_RETURN(s.client, protocol::Client::Connect(address.host, address.port, options));
-  VOXDB_ASSIGN_OR_RETURN(s.hello, s.client->Hello(cl.token, "voxdb " VOXDB_VERSION));
+  VOXDB_ASSIGN_OR_RETURN(s.hello, s.client->Hello(cl.token, absl::StrCat("voxdb ", kVersion)));
   return s;
 }
 

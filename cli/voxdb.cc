@@ -17,10 +17,8 @@
 #include "cli/commands.h"
 #include "cli/offline.h"
 #include "cli/output.h"
+#include "protocol/version.h"
 
-#ifndef VOXDB_VERSION
-#define VOXDB_VERSION "unknown"
-#endif
 
 namespace voxdb::cli {
 namespace {
@@ -122,9 +120,9 @@ int Main(int argc, char** argv) {
   CommandLine& cl = *parsed;
   if (cl.version) {
     if (cl.json) {
-      PrintJson(JsonObject().Str("command", "version").Str("version", VOXDB_VERSION));
+      PrintJson(JsonObject().Str("command", "version").Str("version", kVersion));
     } else {
-      std::printf("voxdb %s\n", VOXDB_VERSION);
+      std::printf("voxdb %s\n", kVersion);
     }
     return kExitOk;
   }
