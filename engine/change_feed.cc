@@ -17,7 +17,7 @@ void ChangeFeed::Publish(std::vector<std::shared_ptr<const ChangeRecord>> record
   if (records.empty()) return;
   std::vector<std::function<void()>> listeners;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     for (auto& r : records) {
       last_seq_ = std::max(last_seq_, r->seq);
       bytes_ += r->MemoryUsage();
@@ -36,7 +36,7 @@ void ChangeFeed::Publish(std::vector<std::shared_ptr<const ChangeRecord>> record
 
 bool ChangeFeed::Read(uint64_t after, size_t max_records,
                       std::vector<std::shared_ptr<const ChangeRecord>>* out) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (after < floor_) return false;
   auto it = std::upper_bound(
       records_.begin(), records_.end(), after,
@@ -46,27 +46,27 @@ bool ChangeFeed::Read(uint64_t after, size_t max_records,
 }
 
 uint64_t ChangeFeed::last_seq() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return last_seq_;
 }
 
 uint64_t ChangeFeed::resume_floor() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return floor_;
 }
 
 size_t ChangeFeed::records() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return records_.size();
 }
 
 size_t ChangeFeed::bytes() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return bytes_;
 }
 
 void ChangeFeed::AddListener(std::function<void()> listener) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   listeners_.push_back(std::move(listener));
 }
 

@@ -23,10 +23,10 @@
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "engine/journal.h"
+#include "engine/mutex.h"
 #include "engine/world_frame.h"
 
 namespace voxdb::engine {
@@ -67,7 +67,7 @@ class ChangeFeed {
   ChangeFeed(const ChangeFeedOptions& options, uint64_t start_seq);
 
   // Appends records in increasing seq order, then calls the listeners.
-  void Publish(std::vector<std::shared_ptr<const ChangeRecord>> records);
+  void Publish(std::vector<std::shared_ptr<const ChangeRecord>> records) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Appends to *out the records with seq > after, at most max_records of
   // them, oldest first. False (nothing appended) when records after `after`
@@ -88,12 +88,13 @@ class ChangeFeed {
 
  private:
   const ChangeFeedOptions options_;
-  mutable std::mutex mu_;
-  std::deque<std::shared_ptr<const ChangeRecord>> records_;  // GUARDED_BY(mu_)
-  size_t bytes_ = 0;                                         // GUARDED_BY(mu_)
-  uint64_t last_seq_;                                        // GUARDED_BY(mu_)
-  uint64_t floor_;  // GUARDED_BY(mu_): the newest seq dropped (or start_seq)
-  std::vector<std::function<void()>> listeners_;  // GUARDED_BY(mu_) to add; read after
+  mutable Mutex mu_;
+  std::deque<std::shared_ptr<const ChangeRecord>> records_ ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t last_seq_ ABSL_GUARDED_BY(mu_);
+  uint64_t floor_ ABSL_GUARDED_BY(mu_);  // the newest seq dropped (or start_seq)
+  // Publish copies them under mu_ and calls the copies after releasing it.
+  std::vector<std::function<void()>> listeners_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace voxdb::engine

@@ -275,9 +275,9 @@ void WriteBatch::AppendSorted(WriteBatch&& other) {
 ChunkStore::Snapshot::~Snapshot() {
   mdb_txn_abort(txn_);
   if (long_read_) {
-    std::lock_guard<std::mutex> l(store_->long_mu_);
+    MutexLock l(&store_->long_mu_);
     --store_->long_readers_;
-    store_->long_cv_.notify_all();
+    store_->long_cv_.SignalAll();
   }
 }
 
@@ -562,7 +562,7 @@ StatusOr<std::unique_ptr<ChunkStore::Snapshot>> ChunkStore::BeginLongRead() cons
   VOXDB_RETURN_IF_ERROR(
       LmdbStatus(mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn), "begin read transaction"));
   {
-    std::lock_guard<std::mutex> l(long_mu_);
+    MutexLock l(&long_mu_);
     ++long_readers_;
   }
   return std::unique_ptr<Snapshot>(
@@ -591,10 +591,12 @@ Status ChunkStore::GrowMap(size_t needed) {
   }
   {
     // No new read begins now; the long ones must end too.
-    std::unique_lock<std::mutex> l(long_mu_);
-    if (!long_cv_.wait_until(l, deadline, [&] { return long_readers_ == 0; })) {
-      return BusyError(absl::StrFormat(
-          "growing the database map waited too long for %d open snapshots", long_readers_));
+    MutexLock l(&long_mu_);
+    while (long_readers_ != 0) {
+      if (!long_cv_.WaitUntil(deadline) && long_readers_ != 0) {
+        return BusyError(absl::StrFormat(
+            "growing the database map waited too long for %d open snapshots", long_readers_));
+      }
     }
   }
   VOXDB_RETURN_IF_ERROR(LmdbStatus(mdb_env_set_mapsize(env_, target), "grow map"));
@@ -606,7 +608,7 @@ Status ChunkStore::GrowMap(size_t needed) {
 }
 
 Status ChunkStore::Write(const WriteBatch& batch) {
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  MutexLock write_lock(&write_mu_);
   for (;;) {
     int rc = MDB_SUCCESS;
     {
@@ -773,7 +775,7 @@ Status ChunkStore::Backup(const std::string& dest_dir, uint64_t* bytes) const {
 }
 
 Status ChunkStore::SetMaxMapSize(size_t max_map_size) {
-  std::lock_guard<std::mutex> write_lock(write_mu_);  // no growth meanwhile
+  MutexLock write_lock(&write_mu_);  // no growth meanwhile
   if (max_map_size < map_size_) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "max_map_size %s is below the current map of %s, which does not shrink while open",

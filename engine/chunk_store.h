@@ -37,7 +37,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -51,6 +50,7 @@
 
 #include "engine/morton.h"
 #include "engine/morton_box.h"
+#include "engine/mutex.h"
 #include "engine/status.h"
 #include "engine/world_frame.h"
 
@@ -266,14 +266,14 @@ class ChunkStore {
   // maximum or the disk is full (nothing of the batch is applied); BUSY when
   // growing the map waited too long for readers; IO_ERROR when data.mdb has
   // been deleted while open (see CheckDataFile) or otherwise.
-  Status Write(const WriteBatch& batch);
+  Status Write(const WriteBatch& batch) ABSL_LOCKS_EXCLUDED(write_mu_);
 
   StatusOr<StoreStats> Stats() const;
 
   // Changes the largest size the map may grow to, at once (the map itself
   // grows on the next write that needs it). INVALID below the current map
   // size (a map does not shrink while open).
-  Status SetMaxMapSize(size_t max_map_size);
+  Status SetMaxMapSize(size_t max_map_size) ABSL_LOCKS_EXCLUDED(write_mu_);
   size_t max_map_size() const { return max_map_size_; }
 
   // Writes a consistent copy of the environment as it is now (one read
@@ -315,7 +315,7 @@ class ChunkStore {
   Status Lock(bool exclusive);
   Status OpenEnv(const StoreOptions& options);
   Status InitMeta(const StoreOptions& options);
-  Status GrowMap(size_t needed);
+  Status GrowMap(size_t needed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   MDB_dbi dbi(Table t) const { return dbis_[static_cast<int>(t)]; }
 
   std::string dir_;
@@ -328,13 +328,17 @@ class ChunkStore {
   std::atomic<bool> data_gone_{false};  // data.mdb was deleted (sticky)
   uint32_t stale_readers_cleared_ = 0;
 
-  std::mutex write_mu_;  // serialises write transactions
-  // Shared by every transaction; exclusive while the map is resized.
+  // Lock order: write_mu_, then resize_mu_, then long_mu_.
+  Mutex write_mu_;  // serialises write transactions
+  // Shared by every transaction; exclusive while the map is resized. A
+  // std::shared_timed_mutex, unannotated: it guards LMDB's map rather than
+  // members, a Snapshot holds it beyond any one scope, and GrowMap takes it
+  // with a deadline (try_lock_until), which voxdb::Mutex does not offer.
   mutable std::shared_timed_mutex resize_mu_;
   // Long reads (BeginLongRead) open: GrowMap waits for none to be left.
-  mutable std::mutex long_mu_;
-  mutable std::condition_variable long_cv_;
-  mutable int long_readers_ = 0;     // GUARDED_BY(long_mu_)
+  mutable Mutex long_mu_;
+  mutable CondVar long_cv_{&long_mu_};
+  mutable int long_readers_ ABSL_GUARDED_BY(long_mu_) = 0;
   std::atomic<size_t> map_size_{0};  // written under write_mu_ + exclusive resize_mu_
   std::atomic<size_t> max_map_size_{0};
   std::atomic<bool> map_full_alerted_{false};  // on_alert told; reset by SetMaxMapSize

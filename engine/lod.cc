@@ -159,7 +159,7 @@ LodPyramid::LodPyramid(Database* db, const LodOptions& options) : db_(db), optio
 LodPyramid::~LodPyramid() { Stop(); }
 
 void LodPyramid::Start() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (thread_.joinable()) return;
   stop_ = false;
   thread_ = std::thread([this] { Run(); });
@@ -167,10 +167,10 @@ void LodPyramid::Start() {
 
 void LodPyramid::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
   CancelWaiters(absl::UnavailableError(
       "the LOD builder stopped; the nodes left stay marked and are built after a restart"));
@@ -178,10 +178,10 @@ void LodPyramid::Stop() {
 
 void LodPyramid::WhenBuilt(std::function<void(const Status&)> done) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!stop_) {
       waiters_.push_back(Waiter{passes_, std::move(done)});
-      cv_.notify_all();
+      cv_.SignalAll();
       return;
     }
   }
@@ -191,20 +191,20 @@ void LodPyramid::WhenBuilt(std::function<void(const Status&)> done) {
 void LodPyramid::CancelWaiters(const Status& why) {
   std::vector<Waiter> waiters;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     waiters.swap(waiters_);
   }
   for (Waiter& w : waiters) w.done(why);
 }
 
 void LodPyramid::Run() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   while (!stop_) {
     const uint64_t pass = ++passes_;
-    lock.unlock();
+    mu_.Unlock();
     bool did_work = false;
     Status s = BuildDirty(&did_work);
-    lock.lock();
+    mu_.Lock();
     if (!s.ok()) last_error_ = s;
     if (did_work && s.ok()) continue;
     // Nothing left (or an error): the waiters from before this pass learn it.
@@ -218,15 +218,18 @@ void LodPyramid::Run() {
       }
     }
     if (!fire.empty()) {
-      lock.unlock();
+      mu_.Unlock();
       for (Waiter& w : fire) w.done(s);
-      lock.lock();
+      mu_.Lock();
       continue;
     }
     // Poll again shortly (at once for a new waiter).
     const size_t waiting = waiters_.size();
-    cv_.wait_for(lock, std::chrono::milliseconds(s.ok() ? 20 : 500),
-                 [&] { return stop_ || waiters_.size() != waiting; });
+    const auto until =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(s.ok() ? 20 : 500);
+    while (!stop_ && waiters_.size() == waiting) {
+      if (!cv_.WaitUntil(until)) break;
+    }
   }
 }
 
@@ -333,7 +336,7 @@ Status LodPyramid::MarkNewFills() {
 
 Status LodPyramid::BuildDirty(bool* did_work) {
   while (markers_waiting_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  std::lock_guard<std::mutex> build_lock(build_mu_);
+  MutexLock build_lock(&build_mu_);
   *did_work = false;
   VOXDB_RETURN_IF_ERROR(MarkNewFills());
   std::vector<Marker> markers;
@@ -457,7 +460,7 @@ Status LodPyramid::RebuildAll() {
 
 Status LodPyramid::MarkAllForRebuild() {
   ++markers_waiting_;
-  std::unique_lock<std::mutex> build_lock(build_mu_);
+  MutexLock build_lock(&build_mu_);
   --markers_waiting_;
   std::set<uint64_t> nodes;  // level-1 nodes with stored or dirty chunks under them
   auto add = [&](uint64_t node) -> Status {
@@ -516,13 +519,13 @@ uint64_t LodPyramid::DirtyCount() {
 
 Status LodPyramid::WaitIdle() {
   {
-    std::lock_guard<std::mutex> build_lock(build_mu_);
+    MutexLock build_lock(&build_mu_);
     VOXDB_RETURN_IF_ERROR(MarkNewFills());
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (DirtyCount() != 0) {
     if (std::chrono::steady_clock::now() > deadline) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       return last_error_.ok() ? BusyError("the LOD builder did not finish") : last_error_;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

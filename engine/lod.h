@@ -38,15 +38,14 @@
 
 #include <array>
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "engine/database.h"
+#include "engine/mutex.h"
 #include "engine/status.h"
 
 namespace voxdb::engine {
@@ -115,8 +114,8 @@ class LodPyramid {
   // within one pass (what is left stays marked: the next Start resumes it).
   // Stop also fails the WhenBuilt waiters (UNAVAILABLE). Call it before the
   // Database is destroyed.
-  void Start();
-  void Stop();
+  void Start() ABSL_LOCKS_EXCLUDED(mu_);
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
   // The last built record of the node. NOT_FOUND when the node was never
   // built: no stored chunk or fill lies under it (it reads as air), or its
@@ -127,25 +126,25 @@ class LodPyramid {
   // Drops every record and rebuilds the pyramid from the chunks, on the
   // calling thread: MarkAllForRebuild, then builds until no marker is left.
   // Reads may see NOT_FOUND meanwhile (or the fill a node lies in).
-  Status RebuildAll();
+  Status RebuildAll() ABSL_LOCKS_EXCLUDED(build_mu_);
   // The first half of RebuildAll: drops every record and marks the nodes to
   // build: the level-1 parents of stored and dirty chunks (at most
   // max_rebuild_nodes) and the fills' boundary nodes. The builder builds
   // them (WhenBuilt tells when); a stop leaves them marked (resumable).
-  Status MarkAllForRebuild();
+  Status MarkAllForRebuild() ABSL_LOCKS_EXCLUDED(build_mu_);
   // Calls done(OK) once a builder pass begun after this call finds no marker
   // left, done(error) if such a pass fails, or done(UNAVAILABLE) on Stop or
   // CancelWaiters. done runs on the builder's thread or the caller's, once;
   // it must not block.
-  void WhenBuilt(std::function<void(const Status&)> done);
+  void WhenBuilt(std::function<void(const Status&)> done) ABSL_LOCKS_EXCLUDED(mu_);
   // Fails every WhenBuilt waiter with `why` (the server is stopping).
-  void CancelWaiters(const Status& why);
+  void CancelWaiters(const Status& why) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Dirty markers in the store.
   uint64_t DirtyCount();
   // Blocks until no marker is left and the builder is idle (tests). Returns
   // the builder's last error if it stopped progressing.
-  Status WaitIdle();
+  Status WaitIdle() ABSL_LOCKS_EXCLUDED(build_mu_, mu_);
 
  private:
   struct Marker {
@@ -162,11 +161,11 @@ class LodPyramid {
     uint64_t after;  // fires on a pass numbered above this
     std::function<void(const Status&)> done;
   };
-  void Run();
+  void Run() ABSL_LOCKS_EXCLUDED(mu_, build_mu_);
   // Marks the boundary nodes of the fills newer than the fill cursor dirty
   // (the flusher reports only chunks it stores, not unstored ones a fill
   // covers) and advances the cursor, in one write.
-  Status MarkNewFills();
+  Status MarkNewFills() ABSL_EXCLUSIVE_LOCKS_REQUIRED(build_mu_);
   // Calls fn(level, node) for each node of levels 1..levels that the fill
   // covers in part (its boundary); RESOURCE_EXHAUSTED (calling fn for none)
   // when they are more than max_rebuild_nodes.
@@ -178,7 +177,7 @@ class LodPyramid {
   StatusOr<LodRead> ReadNode(const ChunkStore::Snapshot& snapshot, const FillSet& fills, int level,
                              uint64_t node) const;
   // One pass over the lowest dirty level; *did_work false when none is left.
-  Status BuildDirty(bool* did_work);
+  Status BuildDirty(bool* did_work) ABSL_LOCKS_EXCLUDED(build_mu_);
   // Builds the node into *out (record with its version).
   Status BuildNode(int level, uint64_t node, std::vector<uint8_t>* out);
   Status BuildLevel1(uint64_t node, uint8_t* dense, uint64_t* version);
@@ -186,16 +185,20 @@ class LodPyramid {
 
   Database* const db_;
   const LodOptions options_;
-  std::mutex build_mu_;  // one build (builder pass or RebuildAll) at a time
+  // One build (builder pass or RebuildAll) at a time. Lock order: build_mu_,
+  // then the Database's and the store's locks; mu_ is never held with
+  // build_mu_.
+  Mutex build_mu_;
   // MarkAllForRebuild calls waiting for build_mu_: the builder lets them in
-  // between its passes (std::mutex is not fair; they would starve).
+  // between its passes (the std::mutex under Mutex is not fair; they would
+  // starve).
   std::atomic<int> markers_waiting_{0};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  Status last_error_;
-  uint64_t passes_ = 0;          // builder passes begun
-  std::vector<Waiter> waiters_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  CondVar cv_{&mu_};
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  Status last_error_ ABSL_GUARDED_BY(mu_);
+  uint64_t passes_ ABSL_GUARDED_BY(mu_) = 0;  // builder passes begun
+  std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 
