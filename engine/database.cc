@@ -15,7 +15,9 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/coding.h"
+#include "engine/database_snapshot.h"
 #include "engine/fills.h"
+#include "engine/group_committer.h"
 #include "engine/journal.h"
 #include "engine/morton_box.h"
 
@@ -31,12 +33,6 @@ constexpr std::string_view kMetaLastSeq = "last_seq";
 // number being issued twice.
 constexpr std::string_view kMetaSeqReserved = "seq_reserved";
 constexpr uint64_t kSeqBlock = uint64_t{1} << 16;
-
-int64_t SteadyMicros() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 std::span<const uint8_t> Bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
@@ -73,59 +69,28 @@ void ClearPastEdge(const WorldFrame& frame, ChunkCoord c, Chunk* chunk) {
   if (ez < e) chunk->FillBox(LocalBox{{0, 0, ez}, {e, e, e}}, 0);
 }
 
-// The record of a dirty chunk (null: it reads as the fills), encoded now.
-std::vector<uint8_t> EncodeDirty(const Chunk* chunk, uint64_t version, const FillSet& fills,
-                                 const WorldFrame& frame, ChunkCoord c, const CodecOptions& codec) {
-  if (chunk) return EncodeChunk(*chunk, version, NowMicros(), codec);
-  return EncodeChunk(fills.Rasterise(frame, c, nullptr), version, NowMicros(), codec);
-}
-
-// A chunk that is not dirty, as `store` and `fills` have it: its stored
-// record, zero-copy; else (not stored, or a fills marker) rasterised from
-// the fills into *owned. Fills in read->status, version, record, source.
-void ReadClean(const ChunkStore::Snapshot& store, const FillSet& fills, const WorldFrame& frame,
-               const CodecOptions& codec, ChunkRead* read, std::vector<uint8_t>* owned) {
-  auto got = store.GetChunk(read->key);
-  uint64_t marker_version = 0;
-  if (got.ok()) {
-    auto view = ParseChunkRecord(*got);
-    if (!view.ok()) {
-      read->status = view.status();
-      return;
-    }
-    if (view->header.encoding != ChunkEncoding::kFills) {
-      read->version = view->header.version;
-      read->record = *got;
-      read->source = ChunkRead::Source::kStore;
-      return;
-    }
-    marker_version = view->header.version;
-  } else if (!absl::IsNotFound(got.status())) {
-    read->status = got.status();
-    return;
-  }
-  uint64_t fill_version = 0;
-  Chunk raster = fills.Rasterise(frame, read->key.coord(), &fill_version);
-  read->version = std::max(marker_version, fill_version);
-  *owned = EncodeChunk(raster, read->version, NowMicros(), codec);
-  read->record = *owned;
-  read->source = ChunkRead::Source::kFills;
-}
-
 }  // namespace
 
 class Database::Impl {
  public:
-  explicit Impl(const DatabaseOptions& options) : options_(options) {
+  Impl(const DatabaseOptions& options, std::unique_ptr<ChunkStore> store)
+      : options_(options),
+        store_(std::move(store)),
+        committer_(options_, store_.get(),
+                   [this](const Status& cause, std::vector<Pending> batch, bool written) {
+                     Fail(cause, std::move(batch), written);
+                   }) {
     shards_ = std::vector<Shard>(static_cast<size_t>(std::max(1, options.cache_shards)));
   }
   ~Impl() { Close(); }
 
-  Status Open(const std::string& dir);
+  // INVALID for options Open refuses.
+  static Status CheckOptions(const DatabaseOptions& options);
+  Status Open();
   void Close();
   const WorldFrame& frame() const { return store_->frame(); }
   ChunkStore& store() { return *store_; }
-  ChangeFeed* feed() { return feed_.get(); }
+  ChangeFeed* feed() { return &committer_.feed(); }
   int zstd_level() const { return options_.zstd_level; }
 
   Status GetChunks(std::span<const ChunkKey> keys,
@@ -151,9 +116,9 @@ class Database::Impl {
     {
       std::lock_guard<std::mutex> lock(edit_mu_);
       target = next_seq_ - 1;
-      epoch = reset_epoch_.load();
+      epoch = committer_.epoch();
     }
-    if (WaitDurable(target, epoch, /*any_mode=*/true)) return absl::OkStatus();
+    if (committer_.WaitDurable(target, epoch, /*any_mode=*/true)) return absl::OkStatus();
     std::lock_guard<std::mutex> lock(edit_mu_);
     return last_failure_;
   }
@@ -164,7 +129,7 @@ class Database::Impl {
       uint64_t epoch, newest = 0;
       {
         std::lock_guard<std::mutex> lock(edit_mu_);
-        epoch = reset_epoch_.load();
+        epoch = committer_.epoch();
         out.reserve(dirty_.size());
         for (const auto& [code, info] : dirty_) {
           const Shard& shard = ShardOf(code);
@@ -177,7 +142,7 @@ class Database::Impl {
         }
       }
       // kSync: only once all of it is durable (else list again).
-      if (WaitDurable(newest, epoch)) return out;
+      if (committer_.WaitDurable(newest, epoch)) return out;
     }
   }
 
@@ -201,7 +166,7 @@ class Database::Impl {
                       std::shared_ptr<const FillSet>* fills, uint64_t* seq, uint64_t* epoch) {
     std::lock_guard<std::mutex> w(store_write_mu_);
     std::lock_guard<std::mutex> lock(edit_mu_);
-    *epoch = reset_epoch_.load();
+    *epoch = committer_.epoch();
     VOXDB_ASSIGN_OR_RETURN(*store, store_->BeginLongRead());
     for (const auto& [code, info] : dirty_) {
       Shard& shard = ShardOf(code);
@@ -216,14 +181,10 @@ class Database::Impl {
     return absl::OkStatus();
   }
 
-  // Returns once every write up to `seq` is durable (true), or false when a
-  // failed commit rolled writes back since `epoch` (reset_epoch_ read
-  // before what is to be checked was read): read again. Only in kSync
-  // unless any_mode.
-  // The caller must hold no store read transaction (a commit growing the
-  // map waits for them all).
-  bool WaitDurable(uint64_t seq, uint64_t epoch, bool any_mode = false);
-  bool IsDurable(uint64_t seq, uint64_t epoch) const;
+  // See GroupCommitter::WaitDurable.
+  bool WaitDurable(uint64_t seq, uint64_t epoch, bool any_mode = false) {
+    return committer_.WaitDurable(seq, epoch, any_mode);
+  }
   // OUT_OF_BOUNDS / INVALID / TOO_LARGE for a box ReadBox or WriteBox refuses.
   Status CheckReadBox(const VoxelBox& box) const;
 
@@ -261,13 +222,6 @@ class Database::Impl {
     bool in_flight = false;  // a flush holds a snapshot
     uint64_t snapshot_seq = 0;
     uint64_t pending_first = 0;  // first edit after the snapshot
-  };
-  struct Pending {
-    uint64_t seq;
-    int64_t enqueued_us;  // SteadyMicros() when queued (async lag)
-    std::vector<uint8_t> record;
-    WriteDone done;                        // null in async mode (already acknowledged)
-    std::shared_ptr<ChangeRecord> change;  // for the change feed
   };
   // A chunk as read: the cached/stored chunk, or null for "reads as fills".
   struct ChunkRef {
@@ -367,10 +321,7 @@ class Database::Impl {
   }
 
   // --- Committer and flusher ---
-  void CommitterLoop();
-  // A batch is durable: publishes it, moves durable_seq_, queues its
-  // acknowledgements.
-  void Acknowledge(std::vector<Pending> batch);
+  using Pending = GroupCommitter::Pending;
   // A batch failed (`written`: its transaction committed but its sync
   // failed): removes its records from the journal, rolls the database back
   // to its durable state (failing every write queued behind it too) and
@@ -385,7 +336,8 @@ class Database::Impl {
   Status FlushBatch(uint64_t max_first_seq, int64_t dirty_before_us, size_t max_bytes, bool* more);
 
   const DatabaseOptions options_;
-  std::unique_ptr<ChunkStore> store_;
+  const std::unique_ptr<ChunkStore> store_;
+  GroupCommitter committer_;
   std::vector<Shard> shards_;
   std::atomic<int64_t> cache_bytes_{0};
   std::atomic<int64_t> dirty_bytes_{0};
@@ -406,48 +358,13 @@ class Database::Impl {
   // No sequence number above it has been handed out (kMetaSeqReserved).
   uint64_t seq_reserved_ = 0;  // GUARDED_BY(edit_mu_)
   // Set when the disk failed a sync and the undo: every write fails with it.
-  Status poisoned_;      // GUARDED_BY(edit_mu_)
-  Status last_failure_;  // GUARDED_BY(edit_mu_): of the last failed commit
-  // Bumped (under store_write_mu_ and edit_mu_) each time a failed commit
-  // rolled the database back: what was read before may be gone.
-  std::atomic<uint64_t> reset_epoch_{0};
-  std::atomic<uint64_t> rollbacks_{0};
+  Status poisoned_;             // GUARDED_BY(edit_mu_)
+  Status last_failure_;         // GUARDED_BY(edit_mu_): of the last failed commit
   uint64_t journal_floor_ = 0;  // GUARDED_BY(edit_mu_): journal keys below are gone
   std::atomic<uint64_t> last_seq_{0};
   std::atomic<uint64_t> dirty_chunks_{0};
   // The chunks the write being applied changed, as Commit() saw them.
   std::vector<ChangedChunk> changed_;  // GUARDED_BY(edit_mu_)
-  // Committed writes, published once durable (created at open).
-  std::unique_ptr<ChangeFeed> feed_;
-  void Publish(const std::vector<Pending>& batch);
-
-  // Group committer.
-  std::mutex commit_mu_;
-  std::condition_variable commit_cv_;     // work for the committer
-  std::condition_variable committed_cv_;  // committed_seq_ moved
-  std::vector<Pending> pending_;          // GUARDED_BY(commit_mu_)
-  bool commit_now_ = false;               // GUARDED_BY(commit_mu_)
-  bool stop_committer_ = false;           // GUARDED_BY(commit_mu_)
-  std::atomic<uint64_t> committed_seq_{0};
-  int64_t inflight_oldest_us_ = 0;  // GUARDED_BY(commit_mu_): the batch committing
-  std::atomic<uint64_t> journal_waits_{0};
-  // Every write up to durable_seq_ is durable (or failed and rolled back).
-  std::mutex durable_mu_;
-  std::condition_variable durable_cv_;
-  std::atomic<uint64_t> durable_seq_{0};
-  bool committer_stopped_ = false;  // GUARDED_BY(durable_mu_)
-  std::atomic<uint64_t> journal_records_{0}, journal_bytes_{0}, journal_commits_{0};
-  std::thread committer_;
-
-  // Acknowledgements run on their own thread, so that waking the writers of
-  // one commit overlaps the next commit's fsync.
-  std::mutex ack_mu_;
-  std::condition_variable ack_cv_;
-  std::vector<std::pair<Status, std::vector<Pending>>> acks_;  // GUARDED_BY(ack_mu_)
-  bool stop_acker_ = false;                                    // GUARDED_BY(ack_mu_)
-  std::thread acker_;
-  void AckerLoop();
-
   // Flusher.
   std::mutex flush_mu_;
   // Held around the flusher's store writes and RebuildFromStore.
@@ -478,14 +395,17 @@ class Database::Impl {
 
 // --- Open, replay, close ------------------------------------------------------
 
-Status Database::Impl::Open(const std::string& dir) {
-  if (options_.dirty_bytes == 0 || options_.dirty_bytes > options_.cache_bytes) {
+Status Database::Impl::CheckOptions(const DatabaseOptions& options) {
+  if (options.dirty_bytes == 0 || options.dirty_bytes > options.cache_bytes) {
     return absl::InvalidArgumentError("dirty_bytes must be in (0, cache_bytes]");
   }
-  if (!(options_.flush_high_water > 0 && options_.flush_high_water <= 1)) {
+  if (!(options.flush_high_water > 0 && options.flush_high_water <= 1)) {
     return absl::InvalidArgumentError("flush_high_water must be in (0, 1]");
   }
-  VOXDB_ASSIGN_OR_RETURN(store_, ChunkStore::Open(dir, options_.store));
+  return absl::OkStatus();
+}
+
+Status Database::Impl::Open() {
   VOXDB_RETURN_IF_ERROR(LoadFills());
   {
     VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
@@ -510,11 +430,7 @@ Status Database::Impl::Open(const std::string& dir) {
   }
   changed_.clear();  // what replay committed is before the feed
   changed_.shrink_to_fit();
-  committed_seq_ = next_seq_ - 1;
-  durable_seq_ = next_seq_ - 1;
-  feed_ = std::make_unique<ChangeFeed>(options_.changes, next_seq_ - 1);
-  committer_ = std::thread([this] { CommitterLoop(); });
-  acker_ = std::thread([this] { AckerLoop(); });
+  committer_.Start(next_seq_ - 1);
   flusher_ = std::thread([this] { FlusherLoop(); });
   open_ = true;
   return absl::OkStatus();
@@ -575,23 +491,7 @@ void Database::Impl::Close() {
   }
   flush_cv_.notify_all();
   flusher_.join();
-  {
-    std::lock_guard<std::mutex> l(commit_mu_);
-    stop_committer_ = true;
-  }
-  commit_cv_.notify_all();
-  committer_.join();
-  {
-    std::lock_guard<std::mutex> l(durable_mu_);
-    committer_stopped_ = true;
-  }
-  durable_cv_.notify_all();
-  {
-    std::lock_guard<std::mutex> l(ack_mu_);
-    stop_acker_ = true;
-  }
-  ack_cv_.notify_all();
-  acker_.join();
+  committer_.Stop();
   {
     // A clean close hands out nothing past last_seq: the next open need
     // not skip the rest of the reserved block.
@@ -721,33 +621,6 @@ Status Database::Impl::ReadChunk(uint64_t code, ChunkRef* out) {
   return absl::OkStatus();
 }
 
-bool Database::Impl::IsDurable(uint64_t seq, uint64_t epoch) const {
-  // durable_seq_ before reset_epoch_: a rollback bumps the epoch first.
-  return durable_seq_.load(std::memory_order_acquire) >= seq &&
-         reset_epoch_.load(std::memory_order_acquire) == epoch;
-}
-
-bool Database::Impl::WaitDurable(uint64_t seq, uint64_t epoch, bool any_mode) {
-  if (!any_mode && options_.durability != Durability::kSync) return true;
-  if (durable_seq_.load(std::memory_order_acquire) >= seq) {
-    return reset_epoch_.load(std::memory_order_acquire) == epoch;
-  }
-  {
-    // The committer syncs as soon as it has nothing else to do; ask it to
-    // commit now in case it is gathering.
-    std::lock_guard<std::mutex> l(commit_mu_);
-    commit_now_ = true;
-  }
-  commit_cv_.notify_all();
-  std::unique_lock<std::mutex> l(durable_mu_);
-  durable_cv_.wait(l, [&] {
-    return durable_seq_.load() >= seq || reset_epoch_.load() != epoch || committer_stopped_;
-  });
-  // (Once the committer has stopped nothing more becomes durable: reading
-  // again would find the same.)
-  return (durable_seq_.load() >= seq || committer_stopped_) && reset_epoch_.load() == epoch;
-}
-
 // --- Reads ------------------------------------------------------------------------
 
 Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
@@ -762,7 +635,7 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
   // In kSync only once they are durable.
   std::shared_ptr<const FillSet> fills;
   for (;;) {
-    const uint64_t epoch = reset_epoch_.load(std::memory_order_acquire);
+    const uint64_t epoch = committer_.epoch();
     fills = FillsSnapshot();
     if (WaitDurable(fills->last_seq(), epoch)) break;
   }
@@ -782,7 +655,7 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
     ChunkRef dirty;
     bool is_dirty = false;
     for (;;) {
-      const uint64_t epoch = reset_epoch_.load(std::memory_order_acquire);
+      const uint64_t epoch = committer_.epoch();
       is_dirty = false;
       {
         Shard& shard = ShardOf(code);
@@ -801,7 +674,7 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
       if (!is_dirty) break;
       // No read transaction may stay open while waiting: a commit that must
       // grow the map waits for every one to end.
-      if (!IsDurable(dirty.version, epoch)) snap.reset();
+      if (!committer_.IsDurable(dirty.version, epoch)) snap.reset();
       if (WaitDurable(dirty.version, epoch)) break;
     }
     std::vector<uint8_t> owned;
@@ -831,7 +704,7 @@ Status Database::Impl::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
   for (;;) {
     // Read everything, then wait until what was read is durable (kSync);
     // read again if a failed commit rolled writes back meanwhile.
-    const uint64_t epoch = reset_epoch_.load(std::memory_order_acquire);
+    const uint64_t epoch = committer_.epoch();
     uint64_t newest = 0;
     std::unordered_map<uint64_t, std::shared_ptr<const Chunk>> chunks;
     for (size_t i = 0; i < at.size(); ++i) {
@@ -894,7 +767,7 @@ Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out, const std::ato
   const ChunkBox chunks = ChunksOf(frame(), box);
   std::vector<uint8_t> part;
   for (;;) {
-    const uint64_t epoch = reset_epoch_.load(std::memory_order_acquire);
+    const uint64_t epoch = committer_.epoch();
     uint64_t newest = 0;
     for (uint32_t cz = chunks.lo.z; cz <= chunks.hi.z; ++cz) {
       for (uint32_t cy = chunks.lo.y; cy <= chunks.hi.y; ++cy) {
@@ -1151,12 +1024,8 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
       change->chunks = std::move(changed_);
       changed_.clear();
       if (describe) describe(change.get());
-      {
-        std::lock_guard<std::mutex> l(commit_mu_);
-        pending_.push_back(Pending{seq, SteadyMicros(), std::move(record),
-                                   sync ? std::move(done) : WriteDone(), std::move(change)});
-      }
-      commit_cv_.notify_one();
+      committer_.Enqueue(Pending{seq, SteadyMicros(), std::move(record),
+                                 sync ? std::move(done) : WriteDone(), std::move(change)});
     }
   }
   ReleaseRoom(estimate);
@@ -1189,30 +1058,13 @@ Status Database::Impl::WaitForJournal() {
   // kAsync acknowledges before the commit; the journal may fall behind by
   // at most this much before writers wait for it.
   const int64_t bound_us = AsyncLagBoundMicros();
-  std::unique_lock<std::mutex> l(commit_mu_);
-  auto oldest = [&] {
-    int64_t t = inflight_oldest_us_;
-    if (!pending_.empty() && (t == 0 || pending_.front().enqueued_us < t)) {
-      t = pending_.front().enqueued_us;
-    }
-    return t;
-  };
   const auto deadline = std::chrono::steady_clock::now() + options_.busy_timeout;
-  for (bool counted = false;; counted = true) {
-    const int64_t t = oldest();
-    if (t == 0 || SteadyMicros() - t <= bound_us || stop_committer_) return absl::OkStatus();
-    if (!counted) ++journal_waits_;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      ++busy_rejections_;
-      return BusyError(absl::StrFormat(
-          "the journal is more than %d ms behind the acknowledged writes and did not catch up "
-          "within %d ms",
-          static_cast<int>(bound_us / 1000), static_cast<int>(options_.busy_timeout.count())));
-    }
-    commit_now_ = true;
-    commit_cv_.notify_all();
-    committed_cv_.wait_for(l, std::chrono::milliseconds(2));
-  }
+  if (committer_.WaitForLag(bound_us, deadline)) return absl::OkStatus();
+  ++busy_rejections_;
+  return BusyError(absl::StrFormat(
+      "the journal is more than %d ms behind the acknowledged writes and did not catch up "
+      "within %d ms",
+      static_cast<int>(bound_us / 1000), static_cast<int>(options_.busy_timeout.count())));
 }
 
 Status Database::Impl::ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits>& edits) {
@@ -1524,122 +1376,6 @@ void Database::Impl::DeleteChunk(ChunkKey key, WriteDone done) {
          [&](uint64_t seq) { return ApplyDeleteChunk(seq, key.code()); });
 }
 
-// --- Group committer ------------------------------------------------------------
-
-void Database::Impl::CommitterLoop() {
-  const bool async = options_.durability == Durability::kAsync;
-  // With lazy meta sync, a commit is durable once the next commit (or a
-  // Sync) returns: its acknowledgements wait in `unacked` until then.
-  std::vector<Pending> unacked;
-  for (;;) {
-    std::vector<Pending> batch;
-    {
-      std::unique_lock<std::mutex> l(commit_mu_);
-      if (unacked.empty()) {
-        commit_cv_.wait(l, [&] { return stop_committer_ || commit_now_ || !pending_.empty(); });
-      }
-      if (pending_.empty()) {
-        if (!unacked.empty()) {
-          // Idle: make the last commit durable now rather than wait.
-          l.unlock();
-          if (Status s = store_->Sync(); s.ok()) {
-            Acknowledge(std::move(unacked));
-          } else {
-            Fail(s, std::move(unacked), /*written=*/true);
-          }
-          unacked.clear();
-          continue;
-        }
-        commit_now_ = false;
-        committed_cv_.notify_all();
-        if (stop_committer_) return;
-        continue;
-      }
-      if (async && !stop_committer_ && !commit_now_) {
-        // Gather for one interval: in async mode nobody waits for the commit.
-        commit_cv_.wait_for(l, options_.commit_interval,
-                            [&] { return stop_committer_ || commit_now_; });
-      }
-      commit_now_ = false;
-      batch.swap(pending_);
-      inflight_oldest_us_ = batch.front().enqueued_us;
-    }
-    WriteBatch wb;
-    uint64_t bytes = 0;
-    for (Pending& p : batch) {
-      bytes += p.record.size();
-      wb.Put(Table::kJournal, JournalKey(p.seq), std::move(p.record));
-    }
-    const auto commit_start = std::chrono::steady_clock::now();
-    Status s = store_->Write(wb);
-    const bool written = s.ok();
-    if (s.ok() && async) s = store_->Sync();  // durable within the interval
-    journal_records_ += batch.size();
-    journal_bytes_ += bytes;
-    ++journal_commits_;
-    if (options_.on_commit) {
-      options_.on_commit(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_start).count(),
-          batch.size());
-    }
-    const uint64_t last = batch.back().seq;
-    if (!s.ok()) {
-      // The batch failed: its writes (and every one queued behind it, which
-      // were applied on top of it) are rolled back and answered with the
-      // error. An earlier commit still waiting for its meta sync is synced
-      // first: it succeeded.
-      // (unacked is empty in kAsync, so here the batch's write failed.)
-      if (!unacked.empty()) {
-        if (Status u = store_->Sync(); u.ok()) {
-          Acknowledge(std::move(unacked));
-        } else {
-          Fail(u, std::move(unacked), /*written=*/true);
-        }
-        unacked.clear();
-      }
-      Fail(s, std::move(batch), written);
-      std::lock_guard<std::mutex> l(commit_mu_);
-      inflight_oldest_us_ = 0;
-      continue;
-    }
-    // This commit's data sync also flushed the previous commit's meta page.
-    if (!unacked.empty()) Acknowledge(std::move(unacked));
-    unacked.clear();
-    if (!options_.store.lazy_meta_sync || async) {
-      // Published before committed_seq_ moves: whoever waits for the commit
-      // (Flush) then finds the change in the feed.
-      Acknowledge(std::move(batch));
-    } else {
-      unacked = std::move(batch);
-    }
-    {
-      std::lock_guard<std::mutex> l(commit_mu_);
-      committed_seq_ = std::max(committed_seq_.load(), last);
-      inflight_oldest_us_ = 0;
-    }
-    committed_cv_.notify_all();
-  }
-}
-
-void Database::Impl::Acknowledge(std::vector<Pending> batch) {
-  if (batch.empty()) return;
-  // Durable now: published, then visible to kSync readers, then answered.
-  Publish(batch);
-  {
-    std::lock_guard<std::mutex> l(durable_mu_);
-    durable_seq_.store(std::max(durable_seq_.load(), batch.back().seq), std::memory_order_release);
-  }
-  durable_cv_.notify_all();
-  if (std::none_of(batch.begin(), batch.end(), [](const Pending& p) { return bool(p.done); })) {
-    return;
-  }
-  {
-    std::lock_guard<std::mutex> l(ack_mu_);
-    acks_.emplace_back(absl::OkStatus(), std::move(batch));
-  }
-  ack_cv_.notify_one();
-}
-
 void Database::Impl::Fail(const Status& cause, std::vector<Pending> batch, bool written) {
   // The error the writers get: what failed, and that nothing was applied.
   const Status error(
@@ -1664,10 +1400,7 @@ void Database::Impl::Fail(const Status& cause, std::vector<Pending> batch, bool 
   {
     std::lock_guard<std::mutex> w(store_write_mu_);
     std::lock_guard<std::mutex> lock(edit_mu_);
-    {
-      std::lock_guard<std::mutex> l(commit_mu_);
-      queued.swap(pending_);
-    }
+    queued = committer_.TakeQueued();
     last_failure_ = error;
     if (!poison.ok()) {
       poisoned_ = poison;
@@ -1676,28 +1409,13 @@ void Database::Impl::Fail(const Status& cause, std::vector<Pending> batch, bool 
           absl::StrCat("after a failed journal commit the database could not be read back (",
                        s.message(), "); no write is accepted until voxdbd restarts"));
     }
-    ++rollbacks_;
     // Every number handed out is now durable or failed.
-    const uint64_t resolved = next_seq_ - 1;
-    reset_epoch_.fetch_add(1, std::memory_order_acq_rel);
-    {
-      std::lock_guard<std::mutex> l(durable_mu_);
-      durable_seq_.store(std::max(durable_seq_.load(), resolved), std::memory_order_release);
-    }
-    {
-      std::lock_guard<std::mutex> l(commit_mu_);
-      committed_seq_ = std::max(committed_seq_.load(), resolved);
-    }
+    committer_.MarkRolledBack(next_seq_ - 1);
   }
-  durable_cv_.notify_all();
-  committed_cv_.notify_all();
+  committer_.WakeAfterRollback();
   room_cv_.notify_all();
   std::move(queued.begin(), queued.end(), std::back_inserter(batch));
-  {
-    std::lock_guard<std::mutex> l(ack_mu_);
-    acks_.emplace_back(error, std::move(batch));
-  }
-  ack_cv_.notify_one();
+  committer_.Answer(error, std::move(batch));
 }
 
 Status Database::Impl::ReloadLocked() {
@@ -1725,35 +1443,6 @@ Status Database::Impl::ReloadLocked() {
   return s;
 }
 
-void Database::Impl::Publish(const std::vector<Pending>& batch) {
-  std::vector<std::shared_ptr<const ChangeRecord>> records;
-  records.reserve(batch.size());
-  const auto now = std::chrono::steady_clock::now();
-  for (const Pending& p : batch) {
-    if (!p.change) continue;
-    p.change->durable = now;  // not shared before this
-    records.push_back(p.change);
-  }
-  feed_->Publish(std::move(records));
-}
-
-void Database::Impl::AckerLoop() {
-  for (;;) {
-    std::vector<std::pair<Status, std::vector<Pending>>> work;
-    {
-      std::unique_lock<std::mutex> l(ack_mu_);
-      ack_cv_.wait(l, [&] { return stop_acker_ || !acks_.empty(); });
-      if (acks_.empty()) return;  // stopping, nothing left
-      work.swap(acks_);
-    }
-    for (auto& [status, batch] : work) {
-      for (Pending& p : batch) {
-        if (p.done) p.done({status, status.ok() ? p.seq : 0});
-      }
-    }
-  }
-}
-
 // --- Flusher --------------------------------------------------------------------
 
 Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_us, size_t max_bytes,
@@ -1771,9 +1460,9 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
   *more = false;
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
-    epoch = reset_epoch_.load();
+    epoch = committer_.epoch();
     size_t bytes = 0;
-    low_water = std::min(committed_seq_.load() + 1, next_seq_);
+    low_water = std::min(committer_.committed_seq() + 1, next_seq_);
     for (const auto& [first_seq, code] : dirty_order_) {
       DirtyInfo& d = dirty_[code];
       const bool eligible = first_seq <= max_first_seq && d.since_us <= dirty_before_us;
@@ -1812,7 +1501,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
   }
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
-    if (reset_epoch_.load() != epoch) {
+    if (committer_.epoch() != epoch) {
       *more = true;
       return absl::OkStatus();
     }
@@ -1872,7 +1561,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
   Status s;
   // Held until the chunks are marked clean: no rollback in between.
   std::unique_lock<std::mutex> write_lock(store_write_mu_);
-  if (reset_epoch_.load() != epoch) {
+  if (committer_.epoch() != epoch) {
     *more = true;
     return absl::OkStatus();
   }
@@ -1998,7 +1687,7 @@ Status Database::Impl::Flush() {
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
     target = next_seq_ - 1;
-    epoch = reset_epoch_.load();
+    epoch = committer_.epoch();
   }
   if (!WaitDurable(target, epoch, /*any_mode=*/true)) {
     // A write submitted before the call failed its commit and was rolled
@@ -2035,14 +1724,14 @@ DatabaseStats Database::Impl::Stats() const {
     }
     s.fills = FillsSnapshot()->size();
   }
-  s.journal_records = journal_records_;
-  s.journal_bytes = journal_bytes_;
-  s.journal_commits = journal_commits_;
+  s.journal_records = committer_.journal_records();
+  s.journal_bytes = committer_.journal_bytes();
+  s.journal_commits = committer_.journal_commits();
   s.last_seq = last_seq_;
-  s.committed_seq = committed_seq_;
-  s.durable_seq = durable_seq_;
-  s.rollbacks = rollbacks_;
-  s.journal_waits = journal_waits_;
+  s.committed_seq = committer_.committed_seq();
+  s.durable_seq = committer_.durable_seq();
+  s.rollbacks = committer_.rollbacks();
+  s.journal_waits = committer_.journal_waits();
   s.replayed_records = replayed_;
   s.flushes = flushes_;
   s.flushed_chunks = flushed_chunks_;
@@ -2054,20 +1743,6 @@ DatabaseStats Database::Impl::Stats() const {
 
 // --- Database -----------------------------------------------------------------
 
-struct SnapshotRegistry {
-  std::mutex mu;
-  std::set<DatabaseSnapshot*> live;  // GUARDED_BY(mu)
-  bool closed = false;               // GUARDED_BY(mu)
-  // Ends every live snapshot's read transaction (before the environment
-  // closes); later snapshots are refused.
-  void CloseAll() {
-    std::lock_guard<std::mutex> l(mu);
-    for (DatabaseSnapshot* s : live) s->store_.reset();
-    live.clear();
-    closed = true;
-  }
-};
-
 Database::Database(std::unique_ptr<Impl> impl)
     : impl_(std::move(impl)), snapshots_(std::make_shared<SnapshotRegistry>()) {}
 // Snapshots still alive lose their read transactions first: LMDB must have
@@ -2078,8 +1753,10 @@ void Database::EndSnapshots() { snapshots_->CloseAll(); }
 
 StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& dir,
                                                    const DatabaseOptions& options) {
-  auto impl = std::make_unique<Impl>(options);
-  VOXDB_RETURN_IF_ERROR(impl->Open(dir));
+  VOXDB_RETURN_IF_ERROR(Impl::CheckOptions(options));
+  VOXDB_ASSIGN_OR_RETURN(auto store, ChunkStore::Open(dir, options.store));
+  auto impl = std::make_unique<Impl>(options, std::move(store));
+  VOXDB_RETURN_IF_ERROR(impl->Open());
   return std::unique_ptr<Database>(new Database(std::move(impl)));
 }
 
@@ -2145,99 +1822,13 @@ StatusOr<std::unique_ptr<DatabaseSnapshot>> Database::Snapshot() {
     for (auto& [code, d] : dirty) {
       snap->dirty_.emplace(code, DatabaseSnapshot::Dirty{std::move(d.first), d.second});
     }
-    {
-      std::lock_guard<std::mutex> l(snapshots_->mu);
-      if (snapshots_->closed) return absl::CancelledError("the database is closing");
-      snapshots_->live.insert(snap.get());
-    }
+    if (!snapshots_->Add(snap.get())) return absl::CancelledError("the database is closing");
     // Only what is durable: a write in the view is not one that could still
     // fail (or be lost in a crash). If one failed, the view held it: again.
     if (impl_->WaitDurable(snap->seq_, epoch, /*any_mode=*/true)) return snap;
   }
 }
 
-DatabaseSnapshot::~DatabaseSnapshot() {
-  if (!registry_) return;
-  std::lock_guard<std::mutex> l(registry_->mu);
-  registry_->live.erase(this);
-  store_.reset();  // while the environment is open (else CloseAll did it)
-}
-
-Status DatabaseSnapshot::CheckOpen() const {
-  if (!store_) return absl::UnavailableError("the snapshot's database has closed");
-  return absl::OkStatus();
-}
-
-Status DatabaseSnapshot::GetChunks(std::span<const ChunkKey> keys,
-                                   const std::function<void(size_t, const ChunkRead&)>& fn) const {
-  VOXDB_RETURN_IF_ERROR(CheckOpen());
-  const CodecOptions codec{zstd_level_};
-  for (size_t i = 0; i < keys.size(); ++i) {
-    ChunkRead read;
-    read.key = keys[i];
-    const ChunkCoord c = keys[i].coord();
-    if (Status s = frame_.CheckChunk(c); !s.ok()) {
-      read.status = s;
-      fn(i, read);
-      continue;
-    }
-    std::vector<uint8_t> owned;
-    if (auto it = dirty_.find(keys[i].code()); it != dirty_.end()) {
-      read.source = ChunkRead::Source::kCache;
-      read.version = it->second.version;
-      owned = EncodeDirty(it->second.chunk.get(), read.version, *fills_, frame_, c, codec);
-      read.record = owned;
-      fn(i, read);
-      continue;
-    }
-    ReadClean(*store_, *fills_, frame_, codec, &read, &owned);
-    fn(i, read);
-  }
-  return absl::OkStatus();
-}
-
-Status DatabaseSnapshot::ScanChunks(const ChunkBox& box, uint64_t from,
-                                    const std::function<bool(ChunkKey, uint64_t)>& fn) const {
-  VOXDB_RETURN_IF_ERROR(CheckOpen());
-  if (from > box.MaxCode()) return absl::OkStatus();  // past the box: nothing left
-  // The stored chunks in the box (BIGMIN jumps over the gaps), merged in
-  // Morton order with the dirty ones, which win.
-  auto dirty = dirty_.lower_bound(std::max(from, box.MinCode()));
-  const auto dirty_end = dirty_.upper_bound(box.MaxCode());
-  bool stopped = false;
-  // Emits the dirty chunks before `code` (all of them when nullopt); false
-  // when fn asked to stop.
-  auto emit_dirty_before = [&](std::optional<uint64_t> code) {
-    for (; dirty != dirty_end && (!code || dirty->first < *code); ++dirty) {
-      if (!dirty->second.chunk || !box.ContainsCode(dirty->first)) continue;
-      if (!fn(ChunkKey::FromCode(dirty->first), dirty->second.version)) return false;
-    }
-    return true;
-  };
-  Status inner;
-  VOXDB_RETURN_IF_ERROR(
-      store_->ScanChunksInBox(box, from, [&](ChunkKey key, std::span<const uint8_t> record) {
-        if (!emit_dirty_before(key.code())) {
-          stopped = true;
-          return false;
-        }
-        if (dirty != dirty_end && dirty->first == key.code()) return true;  // dirty wins
-        auto view = ParseChunkRecord(record);
-        if (!view.ok()) {
-          inner = view.status();
-          return false;
-        }
-        if (view->header.encoding == ChunkEncoding::kFills) return true;
-        if (!fn(key, view->header.version)) {
-          stopped = true;
-          return false;
-        }
-        return true;
-      }));
-  VOXDB_RETURN_IF_ERROR(inner);
-  if (!stopped) emit_dirty_before(std::nullopt);
-  return absl::OkStatus();
-}
 std::shared_ptr<const FillSet> Database::Fills() const { return impl_->Fills(); }
 Status Database::RebuildFromStore(
     const std::function<Status(const ChunkStore::Snapshot&, WriteBatch*)>& build) {

@@ -61,15 +61,19 @@ class CondVar {
   CondVar(const CondVar&) = delete;
   CondVar& operator=(const CondVar&) = delete;
 
+  // The waits need the CondVar's Mutex held, but are not annotated with it:
+  // the analysis cannot tell that `mu_` here and the caller's Mutex are one
+  // (as absl::CondVar::Wait and leveldb's port::CondVar::Wait, unannotated).
+  //
   // Releases the mutex, sleeps until signalled (or spuriously), relocks.
-  void Wait() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void Wait() {
     std::unique_lock<std::mutex> lock(mu_->mu_, std::adopt_lock);
     cv_.wait(lock);
     lock.release();
   }
   // As Wait, for at most `timeout`. False if the time ran out.
   template <class Rep, class Period>
-  bool WaitFor(std::chrono::duration<Rep, Period> timeout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  bool WaitFor(std::chrono::duration<Rep, Period> timeout) {
     std::unique_lock<std::mutex> lock(mu_->mu_, std::adopt_lock);
     const bool signalled = cv_.wait_for(lock, timeout) == std::cv_status::no_timeout;
     lock.release();
@@ -77,8 +81,7 @@ class CondVar {
   }
   // As Wait, until `deadline`. False if the deadline passed.
   template <class Clock, class Duration>
-  bool WaitUntil(std::chrono::time_point<Clock, Duration> deadline)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  bool WaitUntil(std::chrono::time_point<Clock, Duration> deadline) {
     std::unique_lock<std::mutex> lock(mu_->mu_, std::adopt_lock);
     const bool signalled = cv_.wait_until(lock, deadline) == std::cv_status::no_timeout;
     lock.release();
