@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "absl/strings/str_format.h"
+#include "engine/chunk_cache.h"
 #include "engine/coding.h"
 #include "engine/database_snapshot.h"
 #include "engine/fills.h"
@@ -24,8 +25,6 @@
 namespace voxdb::engine {
 namespace {
 
-// Memory charged for a cache entry that holds no chunk (reads as fills).
-constexpr size_t kVirtualEntryBytes = 64;
 constexpr std::string_view kMetaLastSeq = "last_seq";
 // No sequence number above this value has ever been handed out: numbers
 // are reserved in blocks, durably, before they are used, so that a crash
@@ -36,10 +35,6 @@ constexpr uint64_t kSeqBlock = uint64_t{1} << 16;
 
 std::span<const uint8_t> Bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
-size_t EntryBytes(const std::shared_ptr<Chunk>& chunk) {
-  return chunk ? chunk->MemoryUsage() + kVirtualEntryBytes : kVirtualEntryBytes;
 }
 
 LocalBox ToLocal(const VoxelBox& part, const VoxelCoord& origin) {
@@ -79,9 +74,8 @@ class Database::Impl {
         committer_(options_, store_.get(),
                    [this](const Status& cause, std::vector<Pending> batch, bool written) {
                      Fail(cause, std::move(batch), written);
-                   }) {
-    shards_ = std::vector<Shard>(static_cast<size_t>(std::max(1, options.cache_shards)));
-  }
+                   }),
+        cache_(options_, store_.get(), &fills_) {}
   ~Impl() { Close(); }
 
   // INVALID for options Open refuses.
@@ -107,7 +101,7 @@ class Database::Impl {
   Status Flush();
   DatabaseStats Stats() const;
 
-  std::shared_ptr<const FillSet> Fills() const { return FillsSnapshot(); }
+  std::shared_ptr<const FillSet> Fills() const { return fills_.Get(); }
 
   // Waits until every write submitted so far is durable. The error of the
   // failed commit that rolled some of them back, if one did.
@@ -132,13 +126,11 @@ class Database::Impl {
         epoch = committer_.epoch();
         out.reserve(dirty_.size());
         for (const auto& [code, info] : dirty_) {
-          const Shard& shard = ShardOf(code);
-          std::lock_guard<std::mutex> l(shard.mu);
-          auto it = shard.map.find(code);
-          if (it == shard.map.end()) continue;
-          out.push_back(
-              {ChunkKey::FromCode(code), it->second.version, it->second.chunk != nullptr});
-          newest = std::max(newest, it->second.version);
+          uint64_t version;
+          bool present;
+          if (!cache_.Peek(code, &version, &present)) continue;
+          out.push_back({ChunkKey::FromCode(code), version, present});
+          newest = std::max(newest, version);
         }
       }
       // kSync: only once all of it is durable (else list again).
@@ -160,23 +152,23 @@ class Database::Impl {
   // The parts of a DatabaseSnapshot that need the internals: no flush may
   // commit (store_write_mu_) and no write may apply (edit_mu_) between the
   // read transaction and the list of dirty chunks, so that the two are one
-  // moment. Dirty chunks are marked shared: their writers copy them.
-  Status FillSnapshot(std::unique_ptr<ChunkStore::Snapshot>* store,
-                      std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>>* dirty,
-                      std::shared_ptr<const FillSet>* fills, uint64_t* seq, uint64_t* epoch) {
+  // moment. Dirty chunks are marked held by readers: their writers copy
+  // them.
+  Status CaptureSnapshotState(
+      std::unique_ptr<ChunkStore::Snapshot>* store,
+      std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>>* dirty,
+      std::shared_ptr<const FillSet>* fills, uint64_t* seq, uint64_t* epoch) {
     std::lock_guard<std::mutex> w(store_write_mu_);
     std::lock_guard<std::mutex> lock(edit_mu_);
     *epoch = committer_.epoch();
     VOXDB_ASSIGN_OR_RETURN(*store, store_->BeginLongRead());
     for (const auto& [code, info] : dirty_) {
-      Shard& shard = ShardOf(code);
-      std::lock_guard<std::mutex> l(shard.mu);
-      auto it = shard.map.find(code);
-      if (it == shard.map.end()) continue;
-      it->second.shared = true;
-      dirty->emplace(code, std::make_pair(it->second.chunk, it->second.version));
+      std::shared_ptr<const Chunk> chunk;
+      uint64_t version;
+      if (!cache_.Share(code, &chunk, &version)) continue;
+      dirty->emplace(code, std::make_pair(std::move(chunk), version));
     }
-    *fills = FillsSnapshot();
+    *fills = fills_.Get();
     *seq = next_seq_ - 1;
     return absl::OkStatus();
   }
@@ -190,31 +182,10 @@ class Database::Impl {
 
   bool WritesWouldWait() const {
     return waiting_writers_.load() > 0 ||
-           dirty_bytes_.load() >= static_cast<int64_t>(options_.dirty_bytes);
+           cache_.dirty_bytes() >= static_cast<int64_t>(options_.dirty_bytes);
   }
 
  private:
-  struct Entry {
-    std::shared_ptr<Chunk> chunk;  // null: the chunk reads as the fills
-    // With chunk null: the fills it reads as (those of the moment it took
-    // `version`), so that its voxels and version always go together.
-    std::shared_ptr<const FillSet> fills;
-    uint64_t version = 0;
-    size_t bytes = kVirtualEntryBytes;
-    bool dirty = false;
-    bool pinned = false;  // held by a writer between load and apply
-    bool in_lru = false;
-    // A reader or the flusher took a reference to `chunk` (under the shard
-    // lock): the next writer copies it instead of mutating in place.
-    bool shared = false;
-    std::list<uint64_t>::iterator lru;
-  };
-  struct Shard {
-    mutable std::mutex mu;
-    std::unordered_map<uint64_t, Entry> map;  // node-based: Entry* stay valid
-    std::list<uint64_t> lru;                  // clean, unpinned entries; front = newest
-    uint64_t epoch = 0;                       // bumps when an entry leaves or turns clean
-  };
   struct DirtyInfo {
     uint64_t first_seq = 0;  // oldest edit not yet flushed
     uint64_t last_seq = 0;   // newest edit
@@ -223,57 +194,15 @@ class Database::Impl {
     uint64_t snapshot_seq = 0;
     uint64_t pending_first = 0;  // first edit after the snapshot
   };
-  // A chunk as read: the cached/stored chunk, or null for "reads as fills".
-  struct ChunkRef {
-    std::shared_ptr<const Chunk> chunk;
-    std::shared_ptr<const FillSet> fills;  // virtual: the fills it reads as
-    uint64_t version = 0;
-    bool virtual_chunk = false;
-    // The chunk's voxels: `chunk`, or the fills rasterised.
-    std::shared_ptr<const Chunk> Materialise(const WorldFrame& frame, uint64_t code) const {
-      if (chunk) return chunk;
-      return std::make_shared<Chunk>(fills->Rasterise(frame, MortonDecode(code), nullptr));
-    }
-  };
-
-  Shard& ShardOf(uint64_t code) {
-    return shards_[(code * 0x9E3779B97F4A7C15ull >> 32) % shards_.size()];
-  }
-  const Shard& ShardOf(uint64_t code) const {
-    return shards_[(code * 0x9E3779B97F4A7C15ull >> 32) % shards_.size()];
-  }
-  std::shared_ptr<const FillSet> FillsSnapshot() const {
-    std::lock_guard<std::mutex> l(fills_mu_);
-    return fills_;
-  }
-
-  // What a writer needs of the chunk it is about to change.
-  enum class Need { kContent, kVersion, kNothing };
-  // Reads the chunk from the store (not the cache). Virtual for a chunk that
-  // is not stored or is a kFills marker. With kVersion only the header is
-  // read; with kNothing a corrupt record is read as a virtual version 0.
-  Status LoadFromStore(uint64_t code, ChunkRef* out, Need need = Need::kContent);
-  // Cache first, then the store; caches what it decoded.
-  Status ReadChunk(uint64_t code, ChunkRef* out);
-  void InsertClean(Shard& shard, uint64_t code, ChunkRef ref, uint64_t epoch);
-  void TouchLocked(Shard& shard, Entry& e);
-  // Evicts clean chunks until the cache, plus `headroom` bytes about to be
-  // added, fits cache_bytes (or nothing clean is left).
-  void MaybeEvict(size_t headroom = 0);
+  using Entry = ChunkCache::Entry;
+  using ChunkRef = ChunkCache::ChunkRef;
+  using Need = ChunkCache::Need;
 
   // --- Writes: all under edit_mu_ ---
-  // Loads and pins the entry for `code`.
-  Status PinForWrite(uint64_t code, Entry** out, Need need = Need::kContent)
-      /* REQUIRES edit_mu_ */;
-  void Unpin(uint64_t code, Entry* e) /* REQUIRES edit_mu_ */;
-  // Gives the entry a private, materialised chunk to mutate. Shard lock held.
-  Chunk& MutableChunk(uint64_t code, Entry* e);
-  // Changes a pinned entry: mutate(*e) runs under its shard's lock, and the
-  // entry takes its new version, byte count and dirty state under the same
-  // lock, so that readers see voxels and version of one moment. Then the
-  // entry is unpinned and listed dirty.
+  // Changes a pinned entry (ChunkCache::MarkDirty) and lists it dirty.
+  // Returns what the change feed records of it.
   template <typename F>
-  void Change(uint64_t code, Entry* e, uint64_t seq, F&& mutate) /* REQUIRES edit_mu_ */;
+  ChangedChunk Change(uint64_t code, Entry* e, uint64_t seq, F&& mutate) /* REQUIRES edit_mu_ */;
 
   // Applies a validated write: waits for room for `estimate` more dirty
   // bytes, takes a sequence number, runs apply(seq) under edit_mu_ and queues
@@ -287,17 +216,18 @@ class Database::Impl {
   // the flusher when they do not fit. BUSY after busy_timeout.
   Status ReserveRoom(size_t estimate);
   void ReleaseRoom(size_t estimate);
-  // What making `code` dirty costs in memory on top of today: 0 if it is
-  // dirty, its size if cached clean, else an estimate from its stored record.
-  size_t DirtyCost(uint64_t code, std::unique_ptr<ChunkStore::Snapshot>* snap);
-
-  Status ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits>& edits);
-  Status ApplyWriteBox(uint64_t seq, const VoxelBox& box, std::span<const uint8_t> voxels);
-  Status ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t material);
-  Status ApplyPutChunk(uint64_t seq, uint64_t code, std::span<const uint8_t> record,
-                       std::optional<uint64_t> expected);
-  Status ApplyDeleteChunk(uint64_t seq, uint64_t code);
-  Status ApplyRecord(uint64_t seq, const JournalRecord& rec);
+  // The Apply* functions apply a validated write as `seq` and return the
+  // chunks it changed, in the order it changed them (for the change feed).
+  // They fail before they change anything.
+  using Changes = std::vector<ChangedChunk>;
+  StatusOr<Changes> ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits>& edits);
+  StatusOr<Changes> ApplyWriteBox(uint64_t seq, const VoxelBox& box,
+                                  std::span<const uint8_t> voxels);
+  StatusOr<Changes> ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t material);
+  StatusOr<Changes> ApplyPutChunk(uint64_t seq, uint64_t code, std::span<const uint8_t> record,
+                                  std::optional<uint64_t> expected);
+  StatusOr<Changes> ApplyDeleteChunk(uint64_t seq, uint64_t code);
+  StatusOr<Changes> ApplyRecord(uint64_t seq, const JournalRecord& rec);
   // Reads the fills table into fills_.
   Status LoadFills();
   // Applies every journal record in the store.
@@ -338,15 +268,8 @@ class Database::Impl {
   const DatabaseOptions options_;
   const std::unique_ptr<ChunkStore> store_;
   GroupCommitter committer_;
-  std::vector<Shard> shards_;
-  std::atomic<int64_t> cache_bytes_{0};
-  std::atomic<int64_t> dirty_bytes_{0};
-  std::atomic<uint64_t> hits_{0}, misses_{0}, evictions_{0};
-  std::atomic<size_t> evict_cursor_{0};
-
-  // Fills: an immutable snapshot replaced on every FILL_BOX.
-  mutable std::mutex fills_mu_;
-  std::shared_ptr<const FillSet> fills_ = std::make_shared<FillSet>();
+  CurrentFills fills_;
+  ChunkCache cache_;
 
   // Writes.
   mutable std::mutex edit_mu_;
@@ -363,8 +286,6 @@ class Database::Impl {
   uint64_t journal_floor_ = 0;  // GUARDED_BY(edit_mu_): journal keys below are gone
   std::atomic<uint64_t> last_seq_{0};
   std::atomic<uint64_t> dirty_chunks_{0};
-  // The chunks the write being applied changed, as Commit() saw them.
-  std::vector<ChangedChunk> changed_;  // GUARDED_BY(edit_mu_)
   // Flusher.
   std::mutex flush_mu_;
   // Held around the flusher's store writes and RebuildFromStore.
@@ -419,7 +340,7 @@ Status Database::Impl::Open() {
       last = std::max(last, DecodeFixed64(reserved->data()));
     auto journal_last = snap->LastKey(Table::kJournal);
     if (journal_last.ok()) last = std::max(last, DecodeJournalKey(*journal_last));
-    for (const Fill& f : fills_->fills()) last = std::max(last, f.seq);
+    for (const Fill& f : fills_.Get()->fills()) last = std::max(last, f.seq);
     next_seq_ = last + 1;
     last_seq_ = last;
     seq_reserved_ = last;
@@ -428,8 +349,6 @@ Status Database::Impl::Open() {
     std::lock_guard<std::mutex> lock(edit_mu_);
     VOXDB_RETURN_IF_ERROR(ReplayLocked());
   }
-  changed_.clear();  // what replay committed is before the feed
-  changed_.shrink_to_fit();
   committer_.Start(next_seq_ - 1);
   flusher_ = std::thread([this] { FlusherLoop(); });
   open_ = true;
@@ -451,8 +370,7 @@ Status Database::Impl::LoadFills() {
                                      return true;
                                    }));
   VOXDB_RETURN_IF_ERROR(inner);
-  std::lock_guard<std::mutex> l(fills_mu_);
-  fills_ = std::move(fills);
+  fills_.Set(std::move(fills));
   return absl::OkStatus();
 }
 
@@ -507,120 +425,6 @@ void Database::Impl::Close() {
   open_ = false;
 }
 
-// --- Cache ---------------------------------------------------------------------
-
-Status Database::Impl::LoadFromStore(uint64_t code, ChunkRef* out, Need need) {
-  const ChunkCoord c = MortonDecode(code);
-  // The fills first: a fill applied after this reads as newer (its writer
-  // updates the cached entry under the shard lock, or the chunk is loaded
-  // again).
-  out->fills = FillsSnapshot();
-  VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
-  auto got = snap->GetChunk(ChunkKey::FromCode(code));
-  if (absl::IsNotFound(got.status())) {
-    out->chunk = nullptr;
-    out->virtual_chunk = true;
-    out->version = out->fills->VersionOf(frame(), c);
-    return absl::OkStatus();
-  }
-  VOXDB_RETURN_IF_ERROR(got.status());
-  auto parsed = ParseChunkRecord(*got);
-  if (!parsed.ok() && need == Need::kNothing) {
-    // Being replaced whole: a corrupt record does not stand in the way.
-    out->chunk = nullptr;
-    out->virtual_chunk = true;
-    out->version = 0;
-    return absl::OkStatus();
-  }
-  VOXDB_RETURN_IF_ERROR(parsed.status());
-  const ChunkRecordView view = *parsed;
-  if (view.header.encoding == ChunkEncoding::kFills) {
-    out->chunk = nullptr;
-    out->virtual_chunk = true;
-    out->version = std::max(view.header.version, out->fills->VersionOf(frame(), c));
-    return absl::OkStatus();
-  }
-  if (need != Need::kContent) {  // about to be replaced whole: the version is enough
-    out->chunk = nullptr;
-    out->virtual_chunk = true;
-    out->version = view.header.version;
-    return absl::OkStatus();
-  }
-  VOXDB_ASSIGN_OR_RETURN(Chunk chunk, DecodeChunk(*got));
-  out->chunk = std::make_shared<Chunk>(std::move(chunk));
-  out->virtual_chunk = false;
-  out->version = view.header.version;
-  return absl::OkStatus();
-}
-
-void Database::Impl::TouchLocked(Shard& shard, Entry& e) {
-  if (e.in_lru) shard.lru.splice(shard.lru.begin(), shard.lru, e.lru);
-}
-
-void Database::Impl::InsertClean(Shard& shard, uint64_t code, ChunkRef ref, uint64_t epoch) {
-  if (ref.virtual_chunk) return;  // fills change; virtual entries are not cached clean
-  {
-    std::lock_guard<std::mutex> l(shard.mu);
-    if (shard.epoch != epoch || shard.map.count(code)) return;
-    Entry& e = shard.map[code];
-    e.chunk = std::const_pointer_cast<Chunk>(ref.chunk);
-    e.version = ref.version;
-    e.bytes = EntryBytes(e.chunk);
-    e.shared = true;  // the reader keeps its reference
-    shard.lru.push_front(code);
-    e.lru = shard.lru.begin();
-    e.in_lru = true;
-    cache_bytes_ += static_cast<int64_t>(e.bytes);
-  }
-  MaybeEvict();
-}
-
-void Database::Impl::MaybeEvict(size_t headroom) {
-  const int64_t budget =
-      static_cast<int64_t>(options_.cache_bytes) - static_cast<int64_t>(headroom);
-  for (size_t tries = 0; cache_bytes_.load() > budget && tries < shards_.size(); ++tries) {
-    Shard& shard = shards_[evict_cursor_++ % shards_.size()];
-    std::lock_guard<std::mutex> l(shard.mu);
-    while (cache_bytes_.load() > budget && !shard.lru.empty()) {
-      const uint64_t code = shard.lru.back();
-      shard.lru.pop_back();
-      auto it = shard.map.find(code);
-      VOXDB_CHECK(it != shard.map.end() && !it->second.dirty && !it->second.pinned);
-      cache_bytes_ -= static_cast<int64_t>(it->second.bytes);
-      shard.map.erase(it);
-      ++shard.epoch;
-      ++evictions_;
-    }
-  }
-}
-
-Status Database::Impl::ReadChunk(uint64_t code, ChunkRef* out) {
-  Shard& shard = ShardOf(code);
-  uint64_t epoch;
-  {
-    std::lock_guard<std::mutex> l(shard.mu);
-    auto it = shard.map.find(code);
-    if (it != shard.map.end()) {
-      ++hits_;
-      out->chunk = it->second.chunk;
-      out->fills = it->second.fills;
-      it->second.shared = true;
-      out->version = it->second.version;
-      out->virtual_chunk = it->second.chunk == nullptr;
-      if (out->virtual_chunk && !out->fills) out->fills = FillsSnapshot();
-      TouchLocked(shard, it->second);
-      return absl::OkStatus();
-    }
-    epoch = shard.epoch;
-  }
-  ++misses_;
-  ChunkRef ref;
-  VOXDB_RETURN_IF_ERROR(LoadFromStore(code, &ref));
-  InsertClean(shard, code, ref, epoch);
-  *out = std::move(ref);
-  return absl::OkStatus();
-}
-
 // --- Reads ------------------------------------------------------------------------
 
 Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
@@ -636,7 +440,7 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
   std::shared_ptr<const FillSet> fills;
   for (;;) {
     const uint64_t epoch = committer_.epoch();
-    fills = FillsSnapshot();
+    fills = fills_.Get();
     if (WaitDurable(fills->last_seq(), epoch)) break;
   }
   const CodecOptions codec{options_.zstd_level};
@@ -656,21 +460,7 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
     bool is_dirty = false;
     for (;;) {
       const uint64_t epoch = committer_.epoch();
-      is_dirty = false;
-      {
-        Shard& shard = ShardOf(code);
-        std::lock_guard<std::mutex> l(shard.mu);
-        auto it = shard.map.find(code);
-        if (it != shard.map.end() && it->second.dirty) {
-          is_dirty = true;
-          dirty.chunk = it->second.chunk;
-          // (A chunk with voxels does not use its fills: the call's will do.)
-          dirty.fills = it->second.fills ? it->second.fills : fills;
-          it->second.shared = true;
-          dirty.version = it->second.version;
-          ++hits_;
-        }
-      }
+      is_dirty = cache_.ReadDirty(code, fills, &dirty);
       if (!is_dirty) break;
       // No read transaction may stay open while waiting: a commit that must
       // grow the map waits for every one to end.
@@ -712,24 +502,14 @@ Status Database::Impl::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
       const uint64_t code = MortonEncode(c.x, c.y, c.z);
       auto it = chunks.find(code);
       if (it == chunks.end()) {
-        // A cached chunk is read in place under its shard's lock (writers
-        // change chunks only under it), without marking it shared: taking a
-        // reference would make the next write copy the whole chunk.
-        Shard& shard = ShardOf(code);
-        {
-          std::lock_guard<std::mutex> l(shard.mu);
-          auto e = shard.map.find(code);
-          if (e != shard.map.end() && e->second.chunk) {
-            ++hits_;
-            TouchLocked(shard, e->second);
-            const ChunkCoord o = frame().OffsetInChunk(at[i]);
-            out[i] = e->second.chunk->Get(o.x, o.y, o.z);
-            newest = std::max(newest, e->second.version);
-            continue;
-          }
+        // A cached chunk is read in place (ChunkCache::ReadVoxelInPlace).
+        uint64_t version;
+        if (cache_.ReadVoxelInPlace(code, frame().OffsetInChunk(at[i]), &out[i], &version)) {
+          newest = std::max(newest, version);
+          continue;
         }
         ChunkRef ref;
-        VOXDB_RETURN_IF_ERROR(ReadChunk(code, &ref));
+        VOXDB_RETURN_IF_ERROR(cache_.Read(code, &ref));
         newest = std::max(newest, ref.version);
         if (ref.fills) newest = std::max(newest, ref.fills->last_seq());
         it = chunks.emplace(code, ref.Materialise(frame(), code)).first;
@@ -778,7 +558,7 @@ Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out, const std::ato
           const ChunkCoord c{cx, cy, cz};
           const uint64_t code = MortonEncode(cx, cy, cz);
           ChunkRef ref;
-          VOXDB_RETURN_IF_ERROR(ReadChunk(code, &ref));
+          VOXDB_RETURN_IF_ERROR(cache_.Read(code, &ref));
           newest = std::max(newest, ref.version);
           if (ref.fills) newest = std::max(newest, ref.fills->last_seq());
           const std::shared_ptr<const Chunk> chunk = ref.Materialise(frame(), code);
@@ -803,95 +583,9 @@ Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out, const std::ato
 
 // --- Writes ------------------------------------------------------------------------
 
-Status Database::Impl::PinForWrite(uint64_t code, Entry** out, Need need) {
-  Shard& shard = ShardOf(code);
-  {
-    std::lock_guard<std::mutex> l(shard.mu);
-    auto it = shard.map.find(code);
-    if (it != shard.map.end()) {
-      Entry& e = it->second;
-      if (e.in_lru) {
-        shard.lru.erase(e.lru);
-        e.in_lru = false;
-      }
-      e.pinned = true;
-      if (!e.dirty) ++hits_;
-      *out = &e;
-      return absl::OkStatus();
-    }
-  }
-  ++misses_;
-  ChunkRef ref;
-  VOXDB_RETURN_IF_ERROR(LoadFromStore(code, &ref, need));
-  std::lock_guard<std::mutex> l(shard.mu);
-  auto [it, inserted] = shard.map.try_emplace(code);
-  Entry& e = it->second;
-  if (inserted) {
-    e.chunk = std::const_pointer_cast<Chunk>(ref.chunk);
-    if (!e.chunk) e.fills = ref.fills;
-    e.version = ref.version;
-    e.bytes = EntryBytes(e.chunk);
-    cache_bytes_ += static_cast<int64_t>(e.bytes);
-  } else if (e.in_lru) {  // a reader cached it meanwhile: the same stored state
-    shard.lru.erase(e.lru);
-    e.in_lru = false;
-  }
-  e.pinned = true;
-  *out = &e;
-  return absl::OkStatus();
-}
-
-void Database::Impl::Unpin(uint64_t code, Entry* e) {
-  Shard& shard = ShardOf(code);
-  std::lock_guard<std::mutex> l(shard.mu);
-  e->pinned = false;
-  if (!e->dirty) {
-    if (!e->chunk) {  // virtual and clean: not cached
-      cache_bytes_ -= static_cast<int64_t>(e->bytes);
-      shard.map.erase(code);
-      ++shard.epoch;
-      return;
-    }
-    shard.lru.push_front(code);
-    e->lru = shard.lru.begin();
-    e->in_lru = true;
-  }
-}
-
-Chunk& Database::Impl::MutableChunk(uint64_t code, Entry* e) {
-  if (!e->chunk) {
-    const std::shared_ptr<const FillSet> fills = e->fills ? e->fills : FillsSnapshot();
-    e->chunk = std::make_shared<Chunk>(fills->Rasterise(frame(), MortonDecode(code), nullptr));
-  } else if (e->shared) {
-    // A reader or the flusher may hold this state: copy on write. (The flag,
-    // not use_count(), orders their reads before our writes.)
-    e->chunk = std::make_shared<Chunk>(*e->chunk);
-  }
-  e->shared = false;
-  return *e->chunk;
-}
-
 template <typename F>
-void Database::Impl::Change(uint64_t code, Entry* e, uint64_t seq, F&& mutate) {
-  Shard& shard = ShardOf(code);
-  {
-    std::lock_guard<std::mutex> l(shard.mu);
-    mutate(*e);
-    if (e->chunk) e->fills.reset();
-    const size_t bytes = EntryBytes(e->chunk);
-    const int64_t delta = static_cast<int64_t>(bytes) - static_cast<int64_t>(e->bytes);
-    cache_bytes_ += delta;
-    if (e->dirty) {
-      dirty_bytes_ += delta;
-    } else {
-      dirty_bytes_ += static_cast<int64_t>(bytes);
-      e->dirty = true;
-    }
-    e->bytes = bytes;
-    e->version = seq;
-    e->pinned = false;
-    changed_.push_back(ChangedChunk{code, e->chunk != nullptr, {}});
-  }
+ChangedChunk Database::Impl::Change(uint64_t code, Entry* e, uint64_t seq, F&& mutate) {
+  ChangedChunk changed = cache_.MarkDirty(code, e, seq, std::forward<F>(mutate));
   auto [it, inserted] = dirty_.try_emplace(code);
   DirtyInfo& d = it->second;
   if (inserted) {
@@ -903,28 +597,7 @@ void Database::Impl::Change(uint64_t code, Entry* e, uint64_t seq, F&& mutate) {
     d.last_seq = seq;
     if (d.in_flight && d.pending_first == 0) d.pending_first = seq;
   }
-}
-
-size_t Database::Impl::DirtyCost(uint64_t code, std::unique_ptr<ChunkStore::Snapshot>* snap) {
-  {
-    Shard& shard = ShardOf(code);
-    std::lock_guard<std::mutex> l(shard.mu);
-    auto it = shard.map.find(code);
-    if (it != shard.map.end()) return it->second.dirty ? 0 : it->second.bytes;
-  }
-  if (!*snap) {
-    auto opened = store_->BeginRead();
-    if (!opened.ok()) return kVirtualEntryBytes;
-    *snap = std::move(*opened);
-  }
-  auto got = (*snap)->GetChunk(ChunkKey::FromCode(code));
-  if (!got.ok() || got->size() < kChunkHeaderSize + 4 ||
-      (*got)[1] != static_cast<uint8_t>(ChunkEncoding::kBricks)) {
-    return kVirtualEntryBytes + sizeof(Chunk);
-  }
-  // The brick stream's size is about the bricks' memory.
-  return DecodeFixed32(got->data() + kChunkHeaderSize) + sizeof(Brick) * kBricksPerChunk +
-         kVirtualEntryBytes;
+  return changed;
 }
 
 Status Database::Impl::ReserveRoom(size_t estimate) {
@@ -932,7 +605,7 @@ Status Database::Impl::ReserveRoom(size_t estimate) {
   const int64_t want = static_cast<int64_t>(estimate);
   std::unique_lock<std::mutex> l(room_mu_);
   auto fits = [&] {
-    const int64_t used = dirty_bytes_.load() + reserved_;
+    const int64_t used = cache_.dirty_bytes() + reserved_;
     // A write larger than the whole budget goes alone.
     return used + want <= budget || (used <= 0 && reserved_ == 0);
   };
@@ -992,6 +665,7 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
   }
   uint64_t seq = 0;
   Status status;
+  Changes changed;
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
     if (closing_) {
@@ -1005,10 +679,12 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
       last_seq_ = seq;
       // Writes are serialised here: make room for this one's growth first,
       // so that concurrent writers cannot overshoot the cache together.
-      MaybeEvict(estimate);
-      changed_.clear();
-      status = apply(seq);
-      if (!status.ok()) {
+      cache_.MaybeEvict(estimate);
+      StatusOr<Changes> applied = apply(seq);
+      status = applied.status();
+      if (applied.ok()) {
+        changed = std::move(*applied);
+      } else {
         // Applying fails before it changes anything (writes pin or read all
         // they need first): the write did not happen, and its number goes
         // back, else it would be a hole that WaitCommitted (Flush, Backup,
@@ -1021,15 +697,14 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
       auto change = std::make_shared<ChangeRecord>();
       change->seq = seq;
       change->op = EncodedJournalOp(record);
-      change->chunks = std::move(changed_);
-      changed_.clear();
+      change->chunks = std::move(changed);
       if (describe) describe(change.get());
       committer_.Enqueue(Pending{seq, SteadyMicros(), std::move(record),
                                  sync ? std::move(done) : WriteDone(), std::move(change)});
     }
   }
   ReleaseRoom(estimate);
-  MaybeEvict();  // the write may have grown the cache past its budget
+  cache_.MaybeEvict();  // the write may have grown the cache past its budget
   if (!status.ok()) {
     if (done) done({status, 0});
   } else if (!sync && done) {
@@ -1067,28 +742,31 @@ Status Database::Impl::WaitForJournal() {
       static_cast<int>(bound_us / 1000), static_cast<int>(options_.busy_timeout.count())));
 }
 
-Status Database::Impl::ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits>& edits) {
+StatusOr<Database::Impl::Changes> Database::Impl::ApplySetVoxels(
+    uint64_t seq, const std::vector<ChunkEdits>& edits) {
   std::vector<Entry*> entries(edits.size());
   for (size_t i = 0; i < edits.size(); ++i) {
-    if (Status s = PinForWrite(edits[i].code, &entries[i]); !s.ok()) {
-      for (size_t j = 0; j < i; ++j) Unpin(edits[j].code, entries[j]);
+    if (Status s = cache_.PinForWrite(edits[i].code, &entries[i]); !s.ok()) {
+      for (size_t j = 0; j < i; ++j) cache_.Unpin(edits[j].code, entries[j]);
       return s;
     }
   }
+  Changes changed;
+  changed.reserve(edits.size());
   for (size_t i = 0; i < edits.size(); ++i) {
-    Change(edits[i].code, entries[i], seq, [&](Entry& e) {
-      Chunk& chunk = MutableChunk(edits[i].code, &e);
+    changed.push_back(Change(edits[i].code, entries[i], seq, [&](Entry& e) {
+      Chunk& chunk = cache_.MutableChunk(edits[i].code, &e);
       for (uint32_t p : edits[i].packed) {
         const uint32_t idx = EditIndex(p);
         chunk.Set(idx & 127, (idx >> 7) & 127, idx >> 14, EditMaterial(p));
       }
-    });
+    }));
   }
-  return absl::OkStatus();
+  return changed;
 }
 
-Status Database::Impl::ApplyWriteBox(uint64_t seq, const VoxelBox& box,
-                                     std::span<const uint8_t> voxels) {
+StatusOr<Database::Impl::Changes> Database::Impl::ApplyWriteBox(uint64_t seq, const VoxelBox& box,
+                                                                std::span<const uint8_t> voxels) {
   const ChunkBox cb = ChunksOf(frame(), box);
   std::vector<std::pair<uint64_t, Entry*>> pinned;
   for (uint32_t cz = cb.lo.z; cz <= cb.hi.z; ++cz)
@@ -1096,14 +774,16 @@ Status Database::Impl::ApplyWriteBox(uint64_t seq, const VoxelBox& box,
       for (uint32_t cx = cb.lo.x; cx <= cb.hi.x; ++cx) {
         const uint64_t code = MortonEncode(cx, cy, cz);
         Entry* e;
-        if (Status s = PinForWrite(code, &e); !s.ok()) {
-          for (auto& [c, pe] : pinned) Unpin(c, pe);
+        if (Status s = cache_.PinForWrite(code, &e); !s.ok()) {
+          for (auto& [c, pe] : pinned) cache_.Unpin(c, pe);
           return s;
         }
         pinned.push_back({code, e});
       }
   const uint64_t sx = box.hi.x - box.lo.x, sy = box.hi.y - box.lo.y;
   std::vector<uint8_t> part;
+  Changes changed;
+  changed.reserve(pinned.size());
   for (auto& pin : pinned) {
     // (Not a structured binding: the lambda below captures it.)
     const uint64_t code = pin.first;
@@ -1119,19 +799,20 @@ Status Database::Impl::ApplyWriteBox(uint64_t seq, const VoxelBox& box,
             part.data() + px * ((y - pbox.lo.y) + py * (z - pbox.lo.z)),
             voxels.data() + (pbox.lo.x - box.lo.x) + sx * ((y - box.lo.y) + sy * (z - box.lo.z)),
             px);
-    Change(code, e, seq, [&](Entry& entry) {
+    changed.push_back(Change(code, e, seq, [&](Entry& entry) {
       if (local.volume() == kChunkVoxels) {
         entry.chunk = std::make_shared<Chunk>(Chunk::FromDense(part));
-        entry.shared = false;
+        entry.readers_may_hold = false;
       } else {
-        MutableChunk(code, &entry).WriteBox(local, part.data());
+        cache_.MutableChunk(code, &entry).WriteBox(local, part.data());
       }
-    });
+    }));
   }
-  return absl::OkStatus();
+  return changed;
 }
 
-Status Database::Impl::ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t material) {
+StatusOr<Database::Impl::Changes> Database::Impl::ApplyFillBox(uint64_t seq, const VoxelBox& box,
+                                                               uint8_t material) {
   // The stored and dirty chunks it touches, in Morton order.
   const ChunkBox cb = ChunksOf(frame(), box);
   std::set<uint64_t> touched;
@@ -1150,13 +831,13 @@ Status Database::Impl::ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t m
   // reads through it.
   std::shared_ptr<const FillSet> fills;
   {
-    auto next = std::make_shared<FillSet>(*FillsSnapshot());
+    auto next = std::make_shared<FillSet>(*fills_.Get());
     next->Add(Fill{seq, box, material});
     fills = next;
-    std::lock_guard<std::mutex> l(fills_mu_);
-    fills_ = fills;
+    fills_.Set(fills);
   }
   unpersisted_fills_.push_back(Fill{seq, box, material});
+  Changes changed;
   for (uint64_t code : touched) {
     const ChunkCoord c = MortonDecode(code);
     const VoxelBox chunk_box = frame().ChunkBox(c);
@@ -1166,21 +847,22 @@ Status Database::Impl::ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t m
     // A chunk the fill covers wholly is replaced, even a corrupt one. One
     // it covers in part and that fails to load (corrupt) is left as it is;
     // the fill still covers everything else.
-    if (!PinForWrite(code, &e, whole ? Need::kNothing : Need::kContent).ok()) continue;
-    Change(code, e, seq, [&](Entry& entry) {
+    if (!cache_.PinForWrite(code, &e, whole ? Need::kNothing : Need::kContent).ok()) continue;
+    changed.push_back(Change(code, e, seq, [&](Entry& entry) {
       if (whole || !entry.chunk) {
         entry.chunk = nullptr;  // reads as the fills, this one on top
         entry.fills = fills;
       } else {
-        MutableChunk(code, &entry).FillBox(ToLocal(pbox, frame().ChunkOrigin(c)), material);
+        cache_.MutableChunk(code, &entry).FillBox(ToLocal(pbox, frame().ChunkOrigin(c)), material);
       }
-    });
+    }));
   }
-  return absl::OkStatus();
+  return changed;
 }
 
-Status Database::Impl::ApplyPutChunk(uint64_t seq, uint64_t code, std::span<const uint8_t> record,
-                                     std::optional<uint64_t> expected) {
+StatusOr<Database::Impl::Changes> Database::Impl::ApplyPutChunk(uint64_t seq, uint64_t code,
+                                                                std::span<const uint8_t> record,
+                                                                std::optional<uint64_t> expected) {
   VOXDB_ASSIGN_OR_RETURN(ChunkRecordView view, ParseChunkRecord(record));
   std::shared_ptr<Chunk> chunk;
   if (view.header.encoding != ChunkEncoding::kFills) {
@@ -1190,32 +872,31 @@ Status Database::Impl::ApplyPutChunk(uint64_t seq, uint64_t code, std::span<cons
     chunk = std::make_shared<Chunk>(std::move(decoded));
   }
   Entry* e;
-  VOXDB_RETURN_IF_ERROR(PinForWrite(code, &e, expected ? Need::kVersion : Need::kNothing));
+  VOXDB_RETURN_IF_ERROR(cache_.PinForWrite(code, &e, expected ? Need::kVersion : Need::kNothing));
   if (expected && *expected != e->version) {
     const uint64_t current = e->version;
-    Unpin(code, e);
+    cache_.Unpin(code, e);
     return ConflictError(absl::StrFormat("chunk %s is at version %u, not the expected %u",
                                          ChunkKey::FromCode(code).ToString(), current, *expected));
   }
-  Change(code, e, seq, [&](Entry& entry) {
+  return Changes{Change(code, e, seq, [&](Entry& entry) {
     entry.chunk = std::move(chunk);
-    entry.shared = false;
-    if (!entry.chunk) entry.fills = FillsSnapshot();
-  });
-  return absl::OkStatus();
+    entry.readers_may_hold = false;
+    if (!entry.chunk) entry.fills = fills_.Get();
+  })};
 }
 
-Status Database::Impl::ApplyDeleteChunk(uint64_t seq, uint64_t code) {
+StatusOr<Database::Impl::Changes> Database::Impl::ApplyDeleteChunk(uint64_t seq, uint64_t code) {
   Entry* e;
-  VOXDB_RETURN_IF_ERROR(PinForWrite(code, &e, Need::kNothing));
-  Change(code, e, seq, [&](Entry& entry) {
+  VOXDB_RETURN_IF_ERROR(cache_.PinForWrite(code, &e, Need::kNothing));
+  return Changes{Change(code, e, seq, [&](Entry& entry) {
     entry.chunk = nullptr;
-    entry.fills = FillsSnapshot();
-  });
-  return absl::OkStatus();
+    entry.fills = fills_.Get();
+  })};
 }
 
-Status Database::Impl::ApplyRecord(uint64_t seq, const JournalRecord& rec) {
+StatusOr<Database::Impl::Changes> Database::Impl::ApplyRecord(uint64_t seq,
+                                                              const JournalRecord& rec) {
   if (seq >= next_seq_) {
     next_seq_ = seq + 1;
     last_seq_ = seq;
@@ -1285,7 +966,7 @@ void Database::Impl::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done)
   std::unique_ptr<ChunkStore::Snapshot> snap;
   size_t estimate = 0;
   for (const ChunkEdits& g : groups) {
-    const size_t cost = DirtyCost(g.code, &snap);
+    const size_t cost = cache_.DirtyCost(g.code, &snap);
     if (cost > 0) estimate += cost + sizeof(Brick) * kBricksPerChunk;
     estimate += std::min(g.packed.size() * 1024, kChunkVoxels);
     if (estimate > MaxWriteBytes()) break;  // refused whole: no need to look further
@@ -1320,7 +1001,8 @@ void Database::Impl::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxe
   for (uint32_t cz = cb.lo.z; cz <= cb.hi.z; ++cz)
     for (uint32_t cy = cb.lo.y; cy <= cb.hi.y; ++cy)
       for (uint32_t cx = cb.lo.x; cx <= cb.hi.x; ++cx)
-        estimate += DirtyCost(MortonEncode(cx, cy, cz), &snap) + sizeof(Brick) * kBricksPerChunk;
+        estimate +=
+            cache_.DirtyCost(MortonEncode(cx, cy, cz), &snap) + sizeof(Brick) * kBricksPerChunk;
   snap.reset();
   Submit(
       EncodeWriteBox(box, voxels), std::move(done), estimate,
@@ -1422,14 +1104,7 @@ Status Database::Impl::ReloadLocked() {
   // Forget every cached chunk, dirty or not, and every fill not yet
   // persisted; read the fills back and replay the journal: the state of
   // the last durable commit. (Snapshots keep their own copies.)
-  for (Shard& shard : shards_) {
-    std::lock_guard<std::mutex> l(shard.mu);
-    shard.map.clear();
-    shard.lru.clear();
-    ++shard.epoch;
-  }
-  cache_bytes_ = 0;
-  dirty_bytes_ = 0;
+  cache_.Clear();
   dirty_.clear();
   dirty_order_.clear();
   dirty_chunks_ = 0;
@@ -1439,7 +1114,6 @@ Status Database::Impl::ReloadLocked() {
   Status s = ReplayLocked();
   next_seq_ = std::max(next_seq_, keep_next);  // failed numbers are never reused
   last_seq_ = next_seq_ - 1;
-  changed_.clear();
   return s;
 }
 
@@ -1472,17 +1146,14 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
         *more = eligible;
         break;
       }
-      Shard& shard = ShardOf(code);
-      std::lock_guard<std::mutex> l(shard.mu);
-      Entry& e = shard.map.at(code);
-      items.push_back(Item{code, e.chunk, e.version});
-      e.shared = true;
-      bytes += e.bytes;
+      Item& item = items.emplace_back();
+      item.code = code;
+      cache_.TakeForFlush(code, &item.chunk, &item.version, &bytes);
       d.in_flight = true;
       d.snapshot_seq = d.last_seq;
       d.pending_first = 0;
     }
-    fills = FillsSnapshot();
+    fills = fills_.Get();
     last_seq = next_seq_ - 1;
     journal_floor = journal_floor_;
   }
@@ -1584,22 +1255,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
       if (d.last_seq == d.snapshot_seq) {
         dirty_.erase(dit);
         --dirty_chunks_;
-        Shard& shard = ShardOf(it.code);
-        std::lock_guard<std::mutex> l(shard.mu);
-        Entry& e = shard.map.at(it.code);
-        e.dirty = false;
-        dirty_bytes_ -= static_cast<int64_t>(e.bytes);
-        ++shard.epoch;
-        if (!e.pinned) {
-          if (!e.chunk) {
-            cache_bytes_ -= static_cast<int64_t>(e.bytes);
-            shard.map.erase(it.code);
-          } else {
-            shard.lru.push_front(it.code);
-            e.lru = shard.lru.begin();
-            e.in_lru = true;
-          }
-        }
+        cache_.MarkClean(it.code);
       } else {
         d.first_seq = d.pending_first;
         d.since_us = SteadyMicros();
@@ -1621,7 +1277,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
     }
   }
   room_cv_.notify_all();
-  MaybeEvict();
+  cache_.MaybeEvict();
   return s;
 }
 
@@ -1637,8 +1293,8 @@ void Database::Impl::FlusherLoop() {
       std::unique_lock<std::mutex> l(flush_mu_);
       flush_cv_.wait_for(l, tick, [&] {
         return stop_flusher_ || flush_requested_ > flush_served_ ||
-               dirty_bytes_.load() > high_water ||
-               (waiting_writers_.load() > 0 && dirty_bytes_.load() > 0);
+               cache_.dirty_bytes() > high_water ||
+               (waiting_writers_.load() > 0 && cache_.dirty_bytes() > 0);
       });
       if (stop_flusher_ && flush_requested_ <= flush_served_) return;
       if (flush_requested_ > flush_served_) {
@@ -1663,8 +1319,8 @@ void Database::Impl::FlusherLoop() {
     // Oldest first, until below the high-water mark, or further while
     // writers wait for room.
     while (more && status.ok() &&
-           (dirty_bytes_.load() > high_water ||
-            (waiting_writers_.load() > 0 && dirty_bytes_.load() > 0))) {
+           (cache_.dirty_bytes() > high_water ||
+            (waiting_writers_.load() > 0 && cache_.dirty_bytes() > 0))) {
       status = FlushBatch(UINT64_MAX, INT64_MAX, options_.flush_batch_bytes, &more);
     }
     // Then anything older than the maximum age.
@@ -1705,16 +1361,13 @@ Status Database::Impl::Flush() {
 
 DatabaseStats Database::Impl::Stats() const {
   DatabaseStats s;
-  s.cache_hits = hits_;
-  s.cache_misses = misses_;
-  s.cache_evictions = evictions_;
-  s.cache_bytes = static_cast<uint64_t>(std::max<int64_t>(0, cache_bytes_.load()));
-  s.dirty_bytes = static_cast<uint64_t>(std::max<int64_t>(0, dirty_bytes_.load()));
+  s.cache_hits = cache_.hits();
+  s.cache_misses = cache_.misses();
+  s.cache_evictions = cache_.evictions();
+  s.cache_bytes = static_cast<uint64_t>(std::max<int64_t>(0, cache_.cache_bytes()));
+  s.dirty_bytes = static_cast<uint64_t>(std::max<int64_t>(0, cache_.dirty_bytes()));
   s.dirty_chunks = dirty_chunks_;
-  for (const Shard& shard : shards_) {
-    std::lock_guard<std::mutex> l(shard.mu);
-    s.cache_chunks += shard.map.size();
-  }
+  s.cache_chunks = cache_.CountEntries();
   {
     std::lock_guard<std::mutex> lock(edit_mu_);
     if (!dirty_order_.empty()) {
@@ -1722,7 +1375,7 @@ DatabaseStats Database::Impl::Stats() const {
       for (const auto& [code, d] : dirty_) oldest = std::min(oldest, d.since_us);
       s.oldest_dirty_age_s = static_cast<double>(SteadyMicros() - oldest) / 1e6;
     }
-    s.fills = FillsSnapshot()->size();
+    s.fills = fills_.Get()->size();
   }
   s.journal_records = committer_.journal_records();
   s.journal_bytes = committer_.journal_bytes();
@@ -1818,7 +1471,7 @@ StatusOr<std::unique_ptr<DatabaseSnapshot>> Database::Snapshot() {
     std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>> dirty;
     uint64_t epoch = 0;
     VOXDB_RETURN_IF_ERROR(
-        impl_->FillSnapshot(&snap->store_, &dirty, &snap->fills_, &snap->seq_, &epoch));
+        impl_->CaptureSnapshotState(&snap->store_, &dirty, &snap->fills_, &snap->seq_, &epoch));
     for (auto& [code, d] : dirty) {
       snap->dirty_.emplace(code, DatabaseSnapshot::Dirty{std::move(d.first), d.second});
     }
