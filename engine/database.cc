@@ -21,6 +21,7 @@
 #include "engine/group_committer.h"
 #include "engine/journal.h"
 #include "engine/morton_box.h"
+#include "engine/write_admission.h"
 
 namespace voxdb::engine {
 namespace {
@@ -75,7 +76,8 @@ class Database::Impl {
                    [this](const Status& cause, std::vector<Pending> batch, bool written) {
                      Fail(cause, std::move(batch), written);
                    }),
-        cache_(options_, store_.get(), &fills_) {}
+        cache_(options_, store_.get(), &fills_),
+        admission_(options_, &cache_, &committer_, [this] { flush_cv_.notify_all(); }) {}
   ~Impl() { Close(); }
 
   // INVALID for options Open refuses.
@@ -180,10 +182,7 @@ class Database::Impl {
   // OUT_OF_BOUNDS / INVALID / TOO_LARGE for a box ReadBox or WriteBox refuses.
   Status CheckReadBox(const VoxelBox& box) const;
 
-  bool WritesWouldWait() const {
-    return waiting_writers_.load() > 0 ||
-           cache_.dirty_bytes() >= static_cast<int64_t>(options_.dirty_bytes);
-  }
+  bool WritesWouldWait() const { return admission_.WritesWouldWait(); }
 
  private:
   struct DirtyInfo {
@@ -212,10 +211,6 @@ class Database::Impl {
   template <typename Fn>
   void Submit(std::vector<uint8_t> record, WriteDone done, size_t estimate, Fn&& apply,
               const std::function<void(ChangeRecord*)>& describe = {});
-  // Back-pressure: reserves `estimate` bytes of the dirty budget, waiting for
-  // the flusher when they do not fit. BUSY after busy_timeout.
-  Status ReserveRoom(size_t estimate);
-  void ReleaseRoom(size_t estimate);
   // The Apply* functions apply a validated write as `seq` and return the
   // chunks it changed, in the order it changed them (for the change feed).
   // They fail before they change anything.
@@ -234,14 +229,6 @@ class Database::Impl {
   Status ReplayLocked() /* REQUIRES edit_mu_ */;
   // Persists (synced) a new reservation of sequence numbers from next_seq_.
   Status ReserveSeqs() /* REQUIRES edit_mu_ */;
-  // kAsync back-pressure: waits while the oldest write not yet committed is
-  // older than AsyncLagBoundMicros(). BUSY after busy_timeout.
-  Status WaitForJournal();
-  int64_t AsyncLagBoundMicros() const {
-    return 2 * std::chrono::duration_cast<std::chrono::microseconds>(options_.commit_interval)
-                   .count() +
-           20'000;
-  }
   // The most dirty memory one write may ask for: half the dirty budget, but
   // always enough for a 2 x 2 x 2 block of whole chunks (which then goes
   // alone if it must).
@@ -270,6 +257,7 @@ class Database::Impl {
   GroupCommitter committer_;
   CurrentFills fills_;
   ChunkCache cache_;
+  WriteAdmission admission_;
 
   // Writes.
   mutable std::mutex edit_mu_;
@@ -302,13 +290,6 @@ class Database::Impl {
   // Bumped after each flush commits, before its chunks turn clean.
   std::atomic<uint64_t> flush_generation_{0};
   std::thread flusher_;
-
-  // Back-pressure.
-  std::mutex room_mu_;
-  std::condition_variable room_cv_;
-  int64_t reserved_ = 0;                 // GUARDED_BY(room_mu_): admitted, not yet applied
-  std::atomic<int> waiting_writers_{0};  // writers blocked on back-pressure
-  std::atomic<uint64_t> write_waits_{0}, busy_rejections_{0};
 
   uint64_t replayed_ = 0;
   bool open_ = false;
@@ -401,7 +382,7 @@ void Database::Impl::Close() {
     std::lock_guard<std::mutex> lock(edit_mu_);
     closing_ = true;
   }
-  room_cv_.notify_all();
+  admission_.WakeWriters();
   (void)Flush();
   {
     std::lock_guard<std::mutex> l(flush_mu_);
@@ -600,45 +581,6 @@ ChangedChunk Database::Impl::Change(uint64_t code, Entry* e, uint64_t seq, F&& m
   return changed;
 }
 
-Status Database::Impl::ReserveRoom(size_t estimate) {
-  const int64_t budget = static_cast<int64_t>(options_.dirty_bytes);
-  const int64_t want = static_cast<int64_t>(estimate);
-  std::unique_lock<std::mutex> l(room_mu_);
-  auto fits = [&] {
-    const int64_t used = cache_.dirty_bytes() + reserved_;
-    // A write larger than the whole budget goes alone.
-    return used + want <= budget || (used <= 0 && reserved_ == 0);
-  };
-  if (!fits()) {
-    ++write_waits_;
-    ++waiting_writers_;
-    const auto deadline = std::chrono::steady_clock::now() + options_.busy_timeout;
-    while (!fits()) {
-      if (std::chrono::steady_clock::now() >= deadline) {
-        --waiting_writers_;
-        ++busy_rejections_;
-        return BusyError(absl::StrFormat(
-            "dirty data is at its budget of %u bytes and the flusher did not make room within "
-            "%d ms",
-            options_.dirty_bytes, static_cast<int>(options_.busy_timeout.count())));
-      }
-      flush_cv_.notify_all();
-      room_cv_.wait_for(l, std::chrono::milliseconds(5));
-    }
-    --waiting_writers_;
-  }
-  reserved_ += want;
-  return absl::OkStatus();
-}
-
-void Database::Impl::ReleaseRoom(size_t estimate) {
-  {
-    std::lock_guard<std::mutex> l(room_mu_);
-    reserved_ -= static_cast<int64_t>(estimate);
-  }
-  room_cv_.notify_all();
-}
-
 template <typename Fn>
 void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t estimate,
                             Fn&& apply, const std::function<void(ChangeRecord*)>& describe) {
@@ -654,12 +596,12 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
     return;
   }
   if (!sync) {
-    if (Status s = WaitForJournal(); !s.ok()) {
+    if (Status s = admission_.WaitForJournal(); !s.ok()) {
       if (done) done({s, 0});
       return;
     }
   }
-  if (Status s = ReserveRoom(estimate); !s.ok()) {
+  if (Status s = admission_.ReserveRoom(estimate); !s.ok()) {
     if (done) done({s, 0});
     return;
   }
@@ -703,7 +645,7 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
                                  sync ? std::move(done) : WriteDone(), std::move(change)});
     }
   }
-  ReleaseRoom(estimate);
+  admission_.ReleaseRoom(estimate);
   cache_.MaybeEvict();  // the write may have grown the cache past its budget
   if (!status.ok()) {
     if (done) done({status, 0});
@@ -727,19 +669,6 @@ Status Database::Impl::ReserveSeqs() {
   }
   seq_reserved_ = reserved;
   return absl::OkStatus();
-}
-
-Status Database::Impl::WaitForJournal() {
-  // kAsync acknowledges before the commit; the journal may fall behind by
-  // at most this much before writers wait for it.
-  const int64_t bound_us = AsyncLagBoundMicros();
-  const auto deadline = std::chrono::steady_clock::now() + options_.busy_timeout;
-  if (committer_.WaitForLag(bound_us, deadline)) return absl::OkStatus();
-  ++busy_rejections_;
-  return BusyError(absl::StrFormat(
-      "the journal is more than %d ms behind the acknowledged writes and did not catch up "
-      "within %d ms",
-      static_cast<int>(bound_us / 1000), static_cast<int>(options_.busy_timeout.count())));
 }
 
 StatusOr<Database::Impl::Changes> Database::Impl::ApplySetVoxels(
@@ -1095,7 +1024,7 @@ void Database::Impl::Fail(const Status& cause, std::vector<Pending> batch, bool 
     committer_.MarkRolledBack(next_seq_ - 1);
   }
   committer_.WakeAfterRollback();
-  room_cv_.notify_all();
+  admission_.WakeWriters();
   std::move(queued.begin(), queued.end(), std::back_inserter(batch));
   committer_.Answer(error, std::move(batch));
 }
@@ -1276,7 +1205,7 @@ Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_u
           items.size(), bytes);
     }
   }
-  room_cv_.notify_all();
+  admission_.WakeWriters();
   cache_.MaybeEvict();
   return s;
 }
@@ -1294,7 +1223,7 @@ void Database::Impl::FlusherLoop() {
       flush_cv_.wait_for(l, tick, [&] {
         return stop_flusher_ || flush_requested_ > flush_served_ ||
                cache_.dirty_bytes() > high_water ||
-               (waiting_writers_.load() > 0 && cache_.dirty_bytes() > 0);
+               (admission_.waiting_writers() > 0 && cache_.dirty_bytes() > 0);
       });
       if (stop_flusher_ && flush_requested_ <= flush_served_) return;
       if (flush_requested_ > flush_served_) {
@@ -1320,7 +1249,7 @@ void Database::Impl::FlusherLoop() {
     // writers wait for room.
     while (more && status.ok() &&
            (cache_.dirty_bytes() > high_water ||
-            (waiting_writers_.load() > 0 && cache_.dirty_bytes() > 0))) {
+            (admission_.waiting_writers() > 0 && cache_.dirty_bytes() > 0))) {
       status = FlushBatch(UINT64_MAX, INT64_MAX, options_.flush_batch_bytes, &more);
     }
     // Then anything older than the maximum age.
@@ -1389,8 +1318,8 @@ DatabaseStats Database::Impl::Stats() const {
   s.flushes = flushes_;
   s.flushed_chunks = flushed_chunks_;
   s.flushed_bytes = flushed_bytes_;
-  s.write_waits = write_waits_;
-  s.busy_rejections = busy_rejections_;
+  s.write_waits = admission_.write_waits();
+  s.busy_rejections = admission_.busy_rejections();
   return s;
 }
 
