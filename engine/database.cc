@@ -2,15 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <future>
-#include <list>
 #include <map>
-#include <mutex>
 #include <set>
-#include <thread>
 #include <unordered_map>
 
 #include "absl/strings/str_format.h"
@@ -18,6 +14,7 @@
 #include "engine/coding.h"
 #include "engine/database_snapshot.h"
 #include "engine/fills.h"
+#include "engine/flusher.h"
 #include "engine/group_committer.h"
 #include "engine/journal.h"
 #include "engine/morton_box.h"
@@ -77,7 +74,9 @@ class Database::Impl {
                      Fail(cause, std::move(batch), written);
                    }),
         cache_(options_, store_.get(), &fills_),
-        admission_(options_, &cache_, &committer_, [this] { flush_cv_.notify_all(); }) {}
+        admission_(options_, &cache_, &committer_, [this] { flusher_.Wake(); }),
+        flusher_(options_, store_.get(), &cache_, &fills_, &committer_, &admission_, &edit_mu_,
+                 &store_write_mu_, &last_seq_) {}
   ~Impl() { Close(); }
 
   // INVALID for options Open refuses.
@@ -110,12 +109,12 @@ class Database::Impl {
   Status WaitForSubmitted() {
     uint64_t target, epoch;
     {
-      std::lock_guard<std::mutex> lock(edit_mu_);
+      MutexLock lock(&edit_mu_);
       target = next_seq_ - 1;
       epoch = committer_.epoch();
     }
     if (committer_.WaitDurable(target, epoch, /*any_mode=*/true)) return absl::OkStatus();
-    std::lock_guard<std::mutex> lock(edit_mu_);
+    MutexLock lock(&edit_mu_);
     return last_failure_;
   }
 
@@ -124,16 +123,17 @@ class Database::Impl {
       std::vector<Database::DirtyChunk> out;
       uint64_t epoch, newest = 0;
       {
-        std::lock_guard<std::mutex> lock(edit_mu_);
+        MutexLock lock(&edit_mu_);
         epoch = committer_.epoch();
-        out.reserve(dirty_.size());
-        for (const auto& [code, info] : dirty_) {
+        flusher_.AssertEditLockHeld();
+        out.reserve(flusher_.dirty_count());
+        flusher_.ForEachDirty([&](uint64_t code) {
           uint64_t version;
           bool present;
-          if (!cache_.Peek(code, &version, &present)) continue;
+          if (!cache_.Peek(code, &version, &present)) return;
           out.push_back({ChunkKey::FromCode(code), version, present});
           newest = std::max(newest, version);
-        }
+        });
       }
       // kSync: only once all of it is durable (else list again).
       if (committer_.WaitDurable(newest, epoch)) return out;
@@ -142,7 +142,7 @@ class Database::Impl {
 
   Status RebuildFromStore(
       const std::function<Status(const ChunkStore::Snapshot&, WriteBatch*)>& build) {
-    std::lock_guard<std::mutex> l(store_write_mu_);
+    MutexLock l(&store_write_mu_);
     WriteBatch batch;
     {
       VOXDB_ASSIGN_OR_RETURN(auto snapshot, store_->BeginRead());
@@ -160,16 +160,17 @@ class Database::Impl {
       std::unique_ptr<ChunkStore::Snapshot>* store,
       std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>>* dirty,
       std::shared_ptr<const FillSet>* fills, uint64_t* seq, uint64_t* epoch) {
-    std::lock_guard<std::mutex> w(store_write_mu_);
-    std::lock_guard<std::mutex> lock(edit_mu_);
+    MutexLock w(&store_write_mu_);
+    MutexLock lock(&edit_mu_);
     *epoch = committer_.epoch();
     VOXDB_ASSIGN_OR_RETURN(*store, store_->BeginLongRead());
-    for (const auto& [code, info] : dirty_) {
+    flusher_.AssertEditLockHeld();
+    flusher_.ForEachDirty([&](uint64_t code) {
       std::shared_ptr<const Chunk> chunk;
       uint64_t version;
-      if (!cache_.Share(code, &chunk, &version)) continue;
+      if (!cache_.Share(code, &chunk, &version)) return;
       dirty->emplace(code, std::make_pair(std::move(chunk), version));
-    }
+    });
     *fills = fills_.Get();
     *seq = next_seq_ - 1;
     return absl::OkStatus();
@@ -185,14 +186,6 @@ class Database::Impl {
   bool WritesWouldWait() const { return admission_.WritesWouldWait(); }
 
  private:
-  struct DirtyInfo {
-    uint64_t first_seq = 0;  // oldest edit not yet flushed
-    uint64_t last_seq = 0;   // newest edit
-    int64_t since_us = 0;    // when first_seq was applied
-    bool in_flight = false;  // a flush holds a snapshot
-    uint64_t snapshot_seq = 0;
-    uint64_t pending_first = 0;  // first edit after the snapshot
-  };
   using Entry = ChunkCache::Entry;
   using ChunkRef = ChunkCache::ChunkRef;
   using Need = ChunkCache::Need;
@@ -201,7 +194,8 @@ class Database::Impl {
   // Changes a pinned entry (ChunkCache::MarkDirty) and lists it dirty.
   // Returns what the change feed records of it.
   template <typename F>
-  ChangedChunk Change(uint64_t code, Entry* e, uint64_t seq, F&& mutate) /* REQUIRES edit_mu_ */;
+  ChangedChunk Change(uint64_t code, Entry* e, uint64_t seq, F&& mutate)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
 
   // Applies a validated write: waits for room for `estimate` more dirty
   // bytes, takes a sequence number, runs apply(seq) under edit_mu_ and queues
@@ -215,20 +209,26 @@ class Database::Impl {
   // chunks it changed, in the order it changed them (for the change feed).
   // They fail before they change anything.
   using Changes = std::vector<ChangedChunk>;
-  StatusOr<Changes> ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits>& edits);
+  StatusOr<Changes> ApplySetVoxels(uint64_t seq, const std::vector<ChunkEdits>& edits)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
   StatusOr<Changes> ApplyWriteBox(uint64_t seq, const VoxelBox& box,
-                                  std::span<const uint8_t> voxels);
-  StatusOr<Changes> ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t material);
+                                  std::span<const uint8_t> voxels)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
+  StatusOr<Changes> ApplyFillBox(uint64_t seq, const VoxelBox& box, uint8_t material)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
   StatusOr<Changes> ApplyPutChunk(uint64_t seq, uint64_t code, std::span<const uint8_t> record,
-                                  std::optional<uint64_t> expected);
-  StatusOr<Changes> ApplyDeleteChunk(uint64_t seq, uint64_t code);
-  StatusOr<Changes> ApplyRecord(uint64_t seq, const JournalRecord& rec);
+                                  std::optional<uint64_t> expected)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
+  StatusOr<Changes> ApplyDeleteChunk(uint64_t seq, uint64_t code)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
+  StatusOr<Changes> ApplyRecord(uint64_t seq, const JournalRecord& rec)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
   // Reads the fills table into fills_.
   Status LoadFills();
   // Applies every journal record in the store.
-  Status ReplayLocked() /* REQUIRES edit_mu_ */;
+  Status ReplayLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
   // Persists (synced) a new reservation of sequence numbers from next_seq_.
-  Status ReserveSeqs() /* REQUIRES edit_mu_ */;
+  Status ReserveSeqs() ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
   // The most dirty memory one write may ask for: half the dirty budget, but
   // always enough for a 2 x 2 x 2 block of whole chunks (which then goes
   // alone if it must).
@@ -245,12 +245,7 @@ class Database::Impl {
   // answers them all with the error.
   void Fail(const Status& cause, std::vector<Pending> batch, bool written);
   // Empties the cache and reloads fills and journal: the durable state.
-  Status ReloadLocked() /* REQUIRES store_write_mu_, edit_mu_ */;
-  void FlusherLoop();
-  // Flushes up to one batch of dirty chunks whose first_seq <= max_first_seq
-  // and that became dirty before `dirty_before_us`; sets *more when more such
-  // chunks remain.
-  Status FlushBatch(uint64_t max_first_seq, int64_t dirty_before_us, size_t max_bytes, bool* more);
+  Status ReloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(store_write_mu_, edit_mu_);
 
   const DatabaseOptions options_;
   const std::unique_ptr<ChunkStore> store_;
@@ -260,36 +255,21 @@ class Database::Impl {
   WriteAdmission admission_;
 
   // Writes.
-  mutable std::mutex edit_mu_;
-  uint64_t next_seq_ = 1;                                // GUARDED_BY(edit_mu_)
-  std::map<uint64_t, DirtyInfo> dirty_;                  // GUARDED_BY(edit_mu_)
-  std::set<std::pair<uint64_t, uint64_t>> dirty_order_;  // (first_seq, code)
-  std::vector<Fill> unpersisted_fills_;                  // GUARDED_BY(edit_mu_)
-  bool closing_ = false;                                 // GUARDED_BY(edit_mu_)
+  mutable Mutex edit_mu_;
+  uint64_t next_seq_ ABSL_GUARDED_BY(edit_mu_) = 1;
+  bool closing_ ABSL_GUARDED_BY(edit_mu_) = false;
   // No sequence number above it has been handed out (kMetaSeqReserved).
-  uint64_t seq_reserved_ = 0;  // GUARDED_BY(edit_mu_)
+  uint64_t seq_reserved_ ABSL_GUARDED_BY(edit_mu_) = 0;
   // Set when the disk failed a sync and the undo: every write fails with it.
-  Status poisoned_;             // GUARDED_BY(edit_mu_)
-  Status last_failure_;         // GUARDED_BY(edit_mu_): of the last failed commit
-  uint64_t journal_floor_ = 0;  // GUARDED_BY(edit_mu_): journal keys below are gone
+  Status poisoned_ ABSL_GUARDED_BY(edit_mu_);
+  // Of the last failed commit.
+  Status last_failure_ ABSL_GUARDED_BY(edit_mu_);
+  // next_seq_ - 1, written under edit_mu_; read anywhere.
   std::atomic<uint64_t> last_seq_{0};
-  std::atomic<uint64_t> dirty_chunks_{0};
-  // Flusher.
-  std::mutex flush_mu_;
-  // Held around the flusher's store writes and RebuildFromStore.
-  std::mutex store_write_mu_;
-  std::condition_variable flush_cv_;    // work for the flusher
-  std::condition_variable flushed_cv_;  // a requested flush finished
-  // Flush() requests: generation numbers, and the seq they must cover.
-  uint64_t flush_requested_ = 0;  // GUARDED_BY(flush_mu_)
-  uint64_t flush_served_ = 0;     // GUARDED_BY(flush_mu_)
-  uint64_t flush_target_ = 0;     // GUARDED_BY(flush_mu_): flush all with first_seq <= this
-  Status flush_status_;           // GUARDED_BY(flush_mu_): of the last requested flush
-  bool stop_flusher_ = false;     // GUARDED_BY(flush_mu_)
-  std::atomic<uint64_t> flushes_{0}, flushed_chunks_{0}, flushed_bytes_{0};
-  // Bumped after each flush commits, before its chunks turn clean.
-  std::atomic<uint64_t> flush_generation_{0};
-  std::thread flusher_;
+  // Held around the flusher's store writes, RebuildFromStore,
+  // CaptureSnapshotState and the rollback.
+  Mutex store_write_mu_;
+  Flusher flusher_;
 
   uint64_t replayed_ = 0;
   bool open_ = false;
@@ -309,9 +289,9 @@ Status Database::Impl::CheckOptions(const DatabaseOptions& options) {
 
 Status Database::Impl::Open() {
   VOXDB_RETURN_IF_ERROR(LoadFills());
+  uint64_t last = 0;
   {
     VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
-    uint64_t last = 0;
     auto meta = snap->Get(Table::kMeta, Bytes(kMetaLastSeq));
     if (meta.ok() && meta->size() == 8) last = DecodeFixed64(meta->data());
     // Numbers up to the reservation may have been handed out to writes a
@@ -322,16 +302,17 @@ Status Database::Impl::Open() {
     auto journal_last = snap->LastKey(Table::kJournal);
     if (journal_last.ok()) last = std::max(last, DecodeJournalKey(*journal_last));
     for (const Fill& f : fills_.Get()->fills()) last = std::max(last, f.seq);
+  }
+  {
+    MutexLock lock(&edit_mu_);
     next_seq_ = last + 1;
     last_seq_ = last;
     seq_reserved_ = last;
-  }
-  {
-    std::lock_guard<std::mutex> lock(edit_mu_);
     VOXDB_RETURN_IF_ERROR(ReplayLocked());
+    last = next_seq_ - 1;
   }
-  committer_.Start(next_seq_ - 1);
-  flusher_ = std::thread([this] { FlusherLoop(); });
+  committer_.Start(last);
+  flusher_.Start();
   open_ = true;
   return absl::OkStatus();
 }
@@ -359,7 +340,9 @@ Status Database::Impl::ReplayLocked() {
   VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
   Status inner;
   VOXDB_RETURN_IF_ERROR(snap->Scan(
-      Table::kJournal, {}, {}, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+      Table::kJournal, {}, {},
+      [&](std::span<const uint8_t> k,
+          std::span<const uint8_t> v) ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_) {
         const uint64_t seq = DecodeJournalKey(k);
         auto rec = DecodeJournalRecord(v);
         if (!rec.ok()) {
@@ -379,22 +362,17 @@ Status Database::Impl::ReplayLocked() {
 void Database::Impl::Close() {
   if (!open_) return;
   {
-    std::lock_guard<std::mutex> lock(edit_mu_);
+    MutexLock lock(&edit_mu_);
     closing_ = true;
   }
   admission_.WakeWriters();
   (void)Flush();
-  {
-    std::lock_guard<std::mutex> l(flush_mu_);
-    stop_flusher_ = true;
-  }
-  flush_cv_.notify_all();
-  flusher_.join();
+  flusher_.Stop();
   committer_.Stop();
   {
     // A clean close hands out nothing past last_seq: the next open need
     // not skip the rest of the reserved block.
-    std::lock_guard<std::mutex> lock(edit_mu_);
+    MutexLock lock(&edit_mu_);
     if (poisoned_.ok() && seq_reserved_ > next_seq_ - 1) {
       WriteBatch batch;
       std::vector<uint8_t> value(8);
@@ -458,7 +436,7 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
       continue;
     }
     // Clean: straight from the memory map when stored as chunk data.
-    const uint64_t generation = flush_generation_.load(std::memory_order_acquire);
+    const uint64_t generation = flusher_.generation();
     if (!snap || snap_generation != generation) {
       snap.reset();
       VOXDB_ASSIGN_OR_RETURN(snap, store_->BeginRead());
@@ -567,17 +545,8 @@ Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out, const std::ato
 template <typename F>
 ChangedChunk Database::Impl::Change(uint64_t code, Entry* e, uint64_t seq, F&& mutate) {
   ChangedChunk changed = cache_.MarkDirty(code, e, seq, std::forward<F>(mutate));
-  auto [it, inserted] = dirty_.try_emplace(code);
-  DirtyInfo& d = it->second;
-  if (inserted) {
-    d.first_seq = d.last_seq = seq;
-    d.since_us = SteadyMicros();
-    dirty_order_.insert({seq, code});
-    ++dirty_chunks_;
-  } else {
-    d.last_seq = seq;
-    if (d.in_flight && d.pending_first == 0) d.pending_first = seq;
-  }
+  flusher_.AssertEditLockHeld();
+  flusher_.NoteDirty(code, seq);
   return changed;
 }
 
@@ -609,7 +578,7 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
   Status status;
   Changes changed;
   {
-    std::lock_guard<std::mutex> lock(edit_mu_);
+    MutexLock lock(&edit_mu_);
     if (closing_) {
       status = ClosingError("the database is closing");
     } else if (!poisoned_.ok()) {
@@ -745,9 +714,10 @@ StatusOr<Database::Impl::Changes> Database::Impl::ApplyFillBox(uint64_t seq, con
   // The stored and dirty chunks it touches, in Morton order.
   const ChunkBox cb = ChunksOf(frame(), box);
   std::set<uint64_t> touched;
-  for (const auto& [code, info] : dirty_) {
+  flusher_.AssertEditLockHeld();
+  flusher_.ForEachDirty([&](uint64_t code) {
     if (cb.ContainsCode(code)) touched.insert(code);
-  }
+  });
   {
     VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
     VOXDB_RETURN_IF_ERROR(snap->ScanChunksInBox(cb, 0, [&](ChunkKey key, std::span<const uint8_t>) {
@@ -765,7 +735,7 @@ StatusOr<Database::Impl::Changes> Database::Impl::ApplyFillBox(uint64_t seq, con
     fills = next;
     fills_.Set(fills);
   }
-  unpersisted_fills_.push_back(Fill{seq, box, material});
+  flusher_.AddFill(Fill{seq, box, material});
   Changes changed;
   for (uint64_t code : touched) {
     const ChunkCoord c = MortonDecode(code);
@@ -903,7 +873,8 @@ void Database::Impl::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done)
   snap.reset();
   Submit(
       std::move(record), std::move(done), estimate,
-      [&](uint64_t seq) { return ApplySetVoxels(seq, groups); },
+      [&](uint64_t seq)
+          ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_) { return ApplySetVoxels(seq, groups); },
       [&](ChangeRecord* change) {
         // ApplySetVoxels commits the groups in order, one chunk each.
         for (size_t i = 0; i < groups.size() && i < change->chunks.size(); ++i) {
@@ -935,7 +906,8 @@ void Database::Impl::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxe
   snap.reset();
   Submit(
       EncodeWriteBox(box, voxels), std::move(done), estimate,
-      [&](uint64_t seq) { return ApplyWriteBox(seq, box, voxels); },
+      [&](uint64_t seq)
+          ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_) { return ApplyWriteBox(seq, box, voxels); },
       [&](ChangeRecord* change) { change->box = box; });
 }
 
@@ -947,7 +919,8 @@ void Database::Impl::FillBox(const VoxelBox& box, uint8_t material, WriteDone do
   // Fills make bricks uniform: they shrink chunks more often than not.
   Submit(
       EncodeFillBox(box, material), std::move(done), 0,
-      [&](uint64_t seq) { return ApplyFillBox(seq, box, material); },
+      [&](uint64_t seq)
+          ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_) { return ApplyFillBox(seq, box, material); },
       [&](ChangeRecord* change) {
         change->box = box;
         change->material = material;
@@ -975,7 +948,9 @@ void Database::Impl::PutChunk(ChunkKey key, std::span<const uint8_t> record,
     return;
   }
   Submit(EncodePutChunk(key, record), std::move(done), memory + kVirtualEntryBytes,
-         [&](uint64_t seq) { return ApplyPutChunk(seq, key.code(), record, expected_version); });
+         [&](uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_) {
+           return ApplyPutChunk(seq, key.code(), record, expected_version);
+         });
 }
 
 void Database::Impl::DeleteChunk(ChunkKey key, WriteDone done) {
@@ -984,7 +959,8 @@ void Database::Impl::DeleteChunk(ChunkKey key, WriteDone done) {
     return;
   }
   Submit(EncodeDeleteChunk(key), std::move(done), kVirtualEntryBytes,
-         [&](uint64_t seq) { return ApplyDeleteChunk(seq, key.code()); });
+         [&](uint64_t seq)
+             ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_) { return ApplyDeleteChunk(seq, key.code()); });
 }
 
 void Database::Impl::Fail(const Status& cause, std::vector<Pending> batch, bool written) {
@@ -1009,8 +985,8 @@ void Database::Impl::Fail(const Status& cause, std::vector<Pending> batch, bool 
   }
   std::vector<Pending> queued;
   {
-    std::lock_guard<std::mutex> w(store_write_mu_);
-    std::lock_guard<std::mutex> lock(edit_mu_);
+    MutexLock w(&store_write_mu_);
+    MutexLock lock(&edit_mu_);
     queued = committer_.TakeQueued();
     last_failure_ = error;
     if (!poison.ok()) {
@@ -1034,10 +1010,8 @@ Status Database::Impl::ReloadLocked() {
   // persisted; read the fills back and replay the journal: the state of
   // the last durable commit. (Snapshots keep their own copies.)
   cache_.Clear();
-  dirty_.clear();
-  dirty_order_.clear();
-  dirty_chunks_ = 0;
-  unpersisted_fills_.clear();
+  flusher_.AssertEditLockHeld();
+  flusher_.Clear();
   VOXDB_RETURN_IF_ERROR(LoadFills());
   const uint64_t keep_next = next_seq_;
   Status s = ReplayLocked();
@@ -1046,246 +1020,20 @@ Status Database::Impl::ReloadLocked() {
   return s;
 }
 
-// --- Flusher --------------------------------------------------------------------
-
-Status Database::Impl::FlushBatch(uint64_t max_first_seq, int64_t dirty_before_us, size_t max_bytes,
-                                  bool* more) {
-  const auto start = std::chrono::steady_clock::now();
-  struct Item {
-    uint64_t code;
-    std::shared_ptr<const Chunk> chunk;
-    uint64_t version;
-  };
-  std::vector<Item> items;
-  std::vector<Fill> fills_to_persist;
-  std::shared_ptr<const FillSet> fills;
-  uint64_t low_water, last_seq, journal_floor, epoch;
-  *more = false;
-  {
-    std::lock_guard<std::mutex> lock(edit_mu_);
-    epoch = committer_.epoch();
-    size_t bytes = 0;
-    low_water = std::min(committer_.committed_seq() + 1, next_seq_);
-    for (const auto& [first_seq, code] : dirty_order_) {
-      DirtyInfo& d = dirty_[code];
-      const bool eligible = first_seq <= max_first_seq && d.since_us <= dirty_before_us;
-      if (!eligible || bytes >= max_bytes) {
-        // dirty_order_ is by first_seq: everything from here stays dirty.
-        low_water = std::min(low_water, first_seq);
-        *more = eligible;
-        break;
-      }
-      Item& item = items.emplace_back();
-      item.code = code;
-      cache_.TakeForFlush(code, &item.chunk, &item.version, &bytes);
-      d.in_flight = true;
-      d.snapshot_seq = d.last_seq;
-      d.pending_first = 0;
-    }
-    fills = fills_.Get();
-    last_seq = next_seq_ - 1;
-    journal_floor = journal_floor_;
-  }
-  // The snapshots may include edits whose journal records are not durable
-  // yet. Write nothing before they are: a flushed state must never be ahead
-  // of the journal (a fill's chunk deletes without the fill, a write box
-  // half on disk), nor hold a write whose commit could still fail. Then
-  // every fill up to there is durable too. If a failed commit rolled writes
-  // back meanwhile, the snapshots may hold them: start again.
-  uint64_t included = 0;
-  for (const Item& it : items) included = std::max(included, it.version);
-  included = std::max(included, fills->last_seq());
-  if (!WaitDurable(included, epoch, /*any_mode=*/true)) {
-    *more = true;
-    return absl::OkStatus();
-  }
-  {
-    std::lock_guard<std::mutex> lock(edit_mu_);
-    if (committer_.epoch() != epoch) {
-      *more = true;
-      return absl::OkStatus();
-    }
-    for (const Fill& f : unpersisted_fills_) {
-      if (f.seq <= included) fills_to_persist.push_back(f);
-    }
-  }
-  if (items.empty() && fills_to_persist.empty() && low_water <= journal_floor) {
-    return absl::OkStatus();
-  }
-
-  // Encode outside every lock: the snapshots are immutable (copy on write).
-  WriteBatch batch;
-  std::vector<FlushedChunk> flushed;  // for the observers
-  // The chunks, then at most one operation per chunk and observer, the
-  // fills, last_seq and the journal range.
-  batch.Reserve(items.size() * (1 + options_.observers.size()) + fills_to_persist.size() + 2);
-  if (!options_.observers.empty()) flushed.reserve(items.size());
-  const CodecOptions codec{options_.zstd_level};
-  const int64_t now = NowMicros();
-  uint64_t bytes = 0;
-  for (const Item& it : items) {
-    const ChunkKey key = ChunkKey::FromCode(it.code);
-    if (!it.chunk) {
-      // A deleted chunk: a marker keeps its version when that is newer than
-      // the fills it reads as; otherwise nothing needs storing.
-      if (it.version > fills->VersionOf(frame(), key.coord())) {
-        batch.PutChunk(key, EncodeFillsMarker(it.version, now));
-      } else {
-        batch.DeleteChunk(key);
-      }
-      if (!options_.observers.empty()) flushed.push_back({key, it.version, false});
-      continue;
-    }
-    Chunk compact = *it.chunk;
-    compact.Compact();
-    std::vector<uint8_t> rec = EncodeChunk(compact, it.version, now, codec);
-    bytes += rec.size();
-    batch.PutChunk(key, std::move(rec));
-    if (!options_.observers.empty()) flushed.push_back({key, it.version, true});
-  }
-  if (!flushed.empty()) {
-    for (ChunkObserver* o : options_.observers) {
-      WriteBatch observed;  // applied in key order
-      o->OnFlush(flushed, &observed);
-      batch.AppendSorted(std::move(observed));
-    }
-  }
-  for (const Fill& f : fills_to_persist) {
-    batch.Put(Table::kFills, JournalKey(f.seq), f.Encode());
-  }
-  std::vector<uint8_t> last(8);
-  EncodeFixed64(last.data(), last_seq);
-  batch.Put(Table::kMeta, Bytes(kMetaLastSeq), std::move(last));
-  // The journal records every flushed state covers, in the same transaction.
-  batch.DeleteRange(Table::kJournal, JournalKey(0), JournalKey(low_water));
-  Status s;
-  // Held until the chunks are marked clean: no rollback in between.
-  std::unique_lock<std::mutex> write_lock(store_write_mu_);
-  if (committer_.epoch() != epoch) {
-    *more = true;
-    return absl::OkStatus();
-  }
-  s = store_->Write(batch);
-  if (s.ok()) flush_generation_.fetch_add(1, std::memory_order_release);
-
-  {
-    std::lock_guard<std::mutex> lock(edit_mu_);
-    if (s.ok()) {
-      for (const Fill& f : fills_to_persist) {
-        std::erase_if(unpersisted_fills_, [&](const Fill& u) { return u.seq == f.seq; });
-      }
-    }
-    for (const Item& it : items) {
-      auto dit = dirty_.find(it.code);
-      DirtyInfo& d = dit->second;
-      d.in_flight = false;
-      if (!s.ok()) continue;  // stays dirty; the next flush retries
-      dirty_order_.erase({d.first_seq, it.code});
-      if (d.last_seq == d.snapshot_seq) {
-        dirty_.erase(dit);
-        --dirty_chunks_;
-        cache_.MarkClean(it.code);
-      } else {
-        d.first_seq = d.pending_first;
-        d.since_us = SteadyMicros();
-        d.pending_first = 0;
-        dirty_order_.insert({d.first_seq, it.code});
-      }
-    }
-    if (s.ok()) journal_floor_ = low_water;
-  }
-  write_lock.unlock();
-  if (s.ok()) {
-    ++flushes_;
-    flushed_chunks_ += items.size();
-    flushed_bytes_ += bytes;
-    if (options_.on_flush) {
-      options_.on_flush(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-          items.size(), bytes);
-    }
-  }
-  admission_.WakeWriters();
-  cache_.MaybeEvict();
-  return s;
-}
-
-void Database::Impl::FlusherLoop() {
-  const auto tick =
-      std::chrono::milliseconds(std::clamp<int64_t>(options_.max_dirty_age.count() / 4, 10, 1000));
-  const int64_t high_water =
-      static_cast<int64_t>(options_.flush_high_water * static_cast<double>(options_.dirty_bytes));
-  for (;;) {
-    uint64_t target = 0, generation = 0;
-    bool requested = false;
-    {
-      std::unique_lock<std::mutex> l(flush_mu_);
-      flush_cv_.wait_for(l, tick, [&] {
-        return stop_flusher_ || flush_requested_ > flush_served_ ||
-               cache_.dirty_bytes() > high_water ||
-               (admission_.waiting_writers() > 0 && cache_.dirty_bytes() > 0);
-      });
-      if (stop_flusher_ && flush_requested_ <= flush_served_) return;
-      if (flush_requested_ > flush_served_) {
-        requested = true;
-        generation = flush_requested_;
-        target = flush_target_;
-      }
-    }
-    Status status;
-    bool more = true;
-    if (requested) {
-      // Everything dirty at the time of the request.
-      while (more && status.ok()) {
-        status = FlushBatch(target, INT64_MAX, options_.flush_batch_bytes, &more);
-      }
-      std::lock_guard<std::mutex> l(flush_mu_);
-      flush_served_ = generation;
-      flush_status_ = status;
-      flushed_cv_.notify_all();
-      continue;
-    }
-    // Oldest first, until below the high-water mark, or further while
-    // writers wait for room.
-    while (more && status.ok() &&
-           (cache_.dirty_bytes() > high_water ||
-            (admission_.waiting_writers() > 0 && cache_.dirty_bytes() > 0))) {
-      status = FlushBatch(UINT64_MAX, INT64_MAX, options_.flush_batch_bytes, &more);
-    }
-    // Then anything older than the maximum age.
-    const int64_t cutoff = SteadyMicros() - options_.max_dirty_age.count() * 1000;
-    more = true;
-    while (more && status.ok()) {
-      status = FlushBatch(UINT64_MAX, cutoff, options_.flush_batch_bytes, &more);
-    }
-    if (!status.ok()) {
-      // Storage full or an I/O error: back off; writers meet back-pressure.
-      std::unique_lock<std::mutex> l(flush_mu_);
-      flush_cv_.wait_for(l, tick,
-                         [&] { return stop_flusher_ || flush_requested_ > flush_served_; });
-    }
-  }
-}
-
 Status Database::Impl::Flush() {
   uint64_t target, epoch;
   {
-    std::lock_guard<std::mutex> lock(edit_mu_);
+    MutexLock lock(&edit_mu_);
     target = next_seq_ - 1;
     epoch = committer_.epoch();
   }
   if (!WaitDurable(target, epoch, /*any_mode=*/true)) {
     // A write submitted before the call failed its commit and was rolled
     // back: what this flush was to make durable did not all happen.
-    std::lock_guard<std::mutex> lock(edit_mu_);
+    MutexLock lock(&edit_mu_);
     if (!last_failure_.ok()) return last_failure_;
   }
-  std::unique_lock<std::mutex> l(flush_mu_);
-  const uint64_t generation = ++flush_requested_;
-  flush_target_ = std::max(flush_target_, target);
-  flush_cv_.notify_all();
-  flushed_cv_.wait(l, [&] { return flush_served_ >= generation; });
-  return flush_status_;
+  return flusher_.Flush(target);
 }
 
 DatabaseStats Database::Impl::Stats() const {
@@ -1295,14 +1043,13 @@ DatabaseStats Database::Impl::Stats() const {
   s.cache_evictions = cache_.evictions();
   s.cache_bytes = static_cast<uint64_t>(std::max<int64_t>(0, cache_.cache_bytes()));
   s.dirty_bytes = static_cast<uint64_t>(std::max<int64_t>(0, cache_.dirty_bytes()));
-  s.dirty_chunks = dirty_chunks_;
+  s.dirty_chunks = flusher_.dirty_chunks();
   s.cache_chunks = cache_.CountEntries();
   {
-    std::lock_guard<std::mutex> lock(edit_mu_);
-    if (!dirty_order_.empty()) {
-      int64_t oldest = INT64_MAX;
-      for (const auto& [code, d] : dirty_) oldest = std::min(oldest, d.since_us);
-      s.oldest_dirty_age_s = static_cast<double>(SteadyMicros() - oldest) / 1e6;
+    MutexLock lock(&edit_mu_);
+    flusher_.AssertEditLockHeld();
+    if (std::optional<int64_t> oldest = flusher_.OldestDirtySinceUs()) {
+      s.oldest_dirty_age_s = static_cast<double>(SteadyMicros() - *oldest) / 1e6;
     }
     s.fills = fills_.Get()->size();
   }
@@ -1315,9 +1062,9 @@ DatabaseStats Database::Impl::Stats() const {
   s.rollbacks = committer_.rollbacks();
   s.journal_waits = committer_.journal_waits();
   s.replayed_records = replayed_;
-  s.flushes = flushes_;
-  s.flushed_chunks = flushed_chunks_;
-  s.flushed_bytes = flushed_bytes_;
+  s.flushes = flusher_.flushes();
+  s.flushed_chunks = flusher_.flushed_chunks();
+  s.flushed_bytes = flusher_.flushed_bytes();
   s.write_waits = admission_.write_waits();
   s.busy_rejections = admission_.busy_rejections();
   return s;
