@@ -1,3 +1,35 @@
+// Database::Impl: the orchestrator of the engine's parts (engine/database.h
+// is the front door). It opens the store and replays the journal, validates
+// writes and applies them (Submit, the Apply* functions, which recovery
+// replays through too), serves the reads, and runs the rollback when a
+// journal commit fails. The parts, each with its own state and lock:
+//   ChunkCache      (chunk_cache.h)        the sharded write-back cache
+//   GroupCommitter  (group_committer.h)    the journal, durable sequence numbers
+//   Flusher         (flusher.h)            the dirty set, writing chunks back
+//   WriteAdmission  (write_admission.h)    back-pressure
+//   SnapshotRegistry (database_snapshot.h) the live DatabaseSnapshots
+//
+// Lock order. A thread holding a lock may take only locks below it:
+//   1. store_write_mu_ (Impl)      no flush commits, no rollback (held by the
+//                                  flusher's store write, RebuildFromStore,
+//                                  CaptureSnapshotState and Fail)
+//   2. edit_mu_ (Impl)             writes apply one at a time: sequence
+//                                  numbers, and the flusher's dirty set
+//   3. ChunkCache shard `mu`       one shard at a time
+//   4. leaves, nothing under them: CurrentFills' lock, GroupCommitter's
+//      commit_mu_ / durable_mu_ / ack_mu_, Flusher::flush_mu_,
+//      WriteAdmission's lock, SnapshotRegistry::mu, the ChangeFeed's lock.
+// LMDB's own write lock (ChunkStore::Write) may be taken under 1 and 2 (the
+// seq reservation, the undo of a failed commit, the final write of Close)
+// but under no lock of 3 or 4. A store read transaction is never held while
+// waiting for the journal (GroupCommitter::WaitDurable takes no lock of
+// ours, but a commit growing the map waits for every reader), and no
+// callback (WriteDone, observers, on_commit, on_flush) runs under any lock.
+//
+// The compiler checks what it can: edit_mu_ and store_write_mu_ are
+// voxdb::Mutex and the state under them is ABSL_GUARDED_BY; the flusher's
+// dirty set is under edit_mu_ too, reached through a pointer the analysis
+// cannot tie to ours (hence flusher_.AssertEditLockHeld() where we hold it).
 #include "engine/database.h"
 
 #include <algorithm>
@@ -81,8 +113,8 @@ class Database::Impl {
 
   // INVALID for options Open refuses.
   static Status CheckOptions(const DatabaseOptions& options);
-  Status Open();
-  void Close();
+  Status Open() ABSL_LOCKS_EXCLUDED(edit_mu_);
+  void Close() ABSL_LOCKS_EXCLUDED(store_write_mu_, edit_mu_);
   const WorldFrame& frame() const { return store_->frame(); }
   ChunkStore& store() { return *store_; }
   ChangeFeed* feed() { return &committer_.feed(); }
@@ -99,14 +131,14 @@ class Database::Impl {
   void PutChunk(ChunkKey key, std::span<const uint8_t> record,
                 std::optional<uint64_t> expected_version, WriteDone done);
   void DeleteChunk(ChunkKey key, WriteDone done);
-  Status Flush();
-  DatabaseStats Stats() const;
+  Status Flush() ABSL_LOCKS_EXCLUDED(edit_mu_);
+  DatabaseStats Stats() const ABSL_LOCKS_EXCLUDED(edit_mu_);
 
   std::shared_ptr<const FillSet> Fills() const { return fills_.Get(); }
 
   // Waits until every write submitted so far is durable. The error of the
   // failed commit that rolled some of them back, if one did.
-  Status WaitForSubmitted() {
+  Status WaitForSubmitted() ABSL_LOCKS_EXCLUDED(edit_mu_) {
     uint64_t target, epoch;
     {
       MutexLock lock(&edit_mu_);
@@ -118,7 +150,7 @@ class Database::Impl {
     return last_failure_;
   }
 
-  std::vector<Database::DirtyChunk> DirtyChunks() {
+  std::vector<Database::DirtyChunk> DirtyChunks() ABSL_LOCKS_EXCLUDED(edit_mu_) {
     for (;;) {
       std::vector<Database::DirtyChunk> out;
       uint64_t epoch, newest = 0;
@@ -141,7 +173,8 @@ class Database::Impl {
   }
 
   Status RebuildFromStore(
-      const std::function<Status(const ChunkStore::Snapshot&, WriteBatch*)>& build) {
+      const std::function<Status(const ChunkStore::Snapshot&, WriteBatch*)>& build)
+      ABSL_LOCKS_EXCLUDED(store_write_mu_) {
     MutexLock l(&store_write_mu_);
     WriteBatch batch;
     {
@@ -159,7 +192,8 @@ class Database::Impl {
   Status CaptureSnapshotState(
       std::unique_ptr<ChunkStore::Snapshot>* store,
       std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>>* dirty,
-      std::shared_ptr<const FillSet>* fills, uint64_t* seq, uint64_t* epoch) {
+      std::shared_ptr<const FillSet>* fills, uint64_t* seq, uint64_t* epoch)
+      ABSL_LOCKS_EXCLUDED(store_write_mu_, edit_mu_) {
     MutexLock w(&store_write_mu_);
     MutexLock lock(&edit_mu_);
     *epoch = committer_.epoch();
@@ -204,7 +238,8 @@ class Database::Impl {
   // (the changed voxels) to its record once applied.
   template <typename Fn>
   void Submit(std::vector<uint8_t> record, WriteDone done, size_t estimate, Fn&& apply,
-              const std::function<void(ChangeRecord*)>& describe = {});
+              const std::function<void(ChangeRecord*)>& describe = {})
+      ABSL_LOCKS_EXCLUDED(edit_mu_);
   // The Apply* functions apply a validated write as `seq` and return the
   // chunks it changed, in the order it changed them (for the change feed).
   // They fail before they change anything.
@@ -243,7 +278,8 @@ class Database::Impl {
   // failed): removes its records from the journal, rolls the database back
   // to its durable state (failing every write queued behind it too) and
   // answers them all with the error.
-  void Fail(const Status& cause, std::vector<Pending> batch, bool written);
+  void Fail(const Status& cause, std::vector<Pending> batch, bool written)
+      ABSL_LOCKS_EXCLUDED(store_write_mu_, edit_mu_);
   // Empties the cache and reloads fills and journal: the durable state.
   Status ReloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(store_write_mu_, edit_mu_);
 
