@@ -172,8 +172,8 @@ struct DatabaseStats {
 };
 
 class DatabaseSnapshot;
-// A Database's live snapshots (engine/database.cc), shared with them so that
-// either may be destroyed first.
+// A Database's live snapshots (engine/database_snapshot.h), shared with
+// them so that either may be destroyed first.
 struct SnapshotRegistry;
 
 class Database {
