@@ -353,7 +353,10 @@ class DatabaseSnapshot {
   std::shared_ptr<SnapshotRegistry> registry_;
   WorldFrame frame_;
   int zstd_level_ = CodecOptions::kDefaultZstdLevel;
-  std::unique_ptr<ChunkStore::Snapshot> store_;  // GUARDED_BY(registry_->mu) for reset
+  // Reset under registry_->mu (by the destructor, or by CloseAll when the
+  // Database closes); read without it, since reads must not run while the
+  // Database is being destroyed (so not annotated ABSL_GUARDED_BY).
+  std::unique_ptr<ChunkStore::Snapshot> store_;
   std::map<uint64_t, Dirty> dirty_;              // by Morton code
   std::shared_ptr<const FillSet> fills_;
   uint64_t seq_ = 0;
