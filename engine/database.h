@@ -357,7 +357,7 @@ class DatabaseSnapshot {
   // Database closes); read without it, since reads must not run while the
   // Database is being destroyed (so not annotated ABSL_GUARDED_BY).
   std::unique_ptr<ChunkStore::Snapshot> store_;
-  std::map<uint64_t, Dirty> dirty_;              // by Morton code
+  std::map<uint64_t, Dirty> dirty_;  // by Morton code
   std::shared_ptr<const FillSet> fills_;
   uint64_t seq_ = 0;
 };
