@@ -12,14 +12,6 @@
 #include "engine/write_admission.h"
 
 namespace voxdb::engine {
-namespace {
-
-// The meta key of the newest sequence number a flush covers
-// (engine/FORMAT.md; database.cc reads it at open).
-constexpr std::string_view kMetaLastSeq = "last_seq";
-
-}  // namespace
-
 Flusher::Flusher(const DatabaseOptions& options, ChunkStore* store, ChunkCache* cache,
                  const CurrentFills* fills, GroupCommitter* committer, WriteAdmission* admission,
                  Mutex* edit_mu, Mutex* store_write_mu, const std::atomic<uint64_t>* last_seq)
@@ -275,6 +267,9 @@ WriteBatch Flusher::BuildWriteBatch(const Batch& b, uint64_t* bytes) const {
   for (const Fill& f : b.fills_to_persist) {
     batch.Put(Table::kFills, JournalKey(f.seq), f.Encode());
   }
+  // The meta key of the newest sequence number the flush covers
+  // (engine/FORMAT.md; database.cc reads it at open).
+  constexpr std::string_view kMetaLastSeq = "last_seq";
   std::vector<uint8_t> last(8);
   EncodeFixed64(last.data(), b.last_seq);
   batch.Put(Table::kMeta,
