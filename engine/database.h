@@ -172,8 +172,8 @@ struct DatabaseStats {
 };
 
 class DatabaseSnapshot;
-// A Database's live snapshots (engine/database.cc), shared with them so that
-// either may be destroyed first.
+// A Database's live snapshots (engine/database_snapshot.h), shared with
+// them so that either may be destroyed first.
 struct SnapshotRegistry;
 
 class Database {
@@ -353,8 +353,11 @@ class DatabaseSnapshot {
   std::shared_ptr<SnapshotRegistry> registry_;
   WorldFrame frame_;
   int zstd_level_ = CodecOptions::kDefaultZstdLevel;
-  std::unique_ptr<ChunkStore::Snapshot> store_;  // GUARDED_BY(registry_->mu) for reset
-  std::map<uint64_t, Dirty> dirty_;              // by Morton code
+  // Reset under registry_->mu (by the destructor, or by CloseAll when the
+  // Database closes); read without it, since reads must not run while the
+  // Database is being destroyed (so not annotated ABSL_GUARDED_BY).
+  std::unique_ptr<ChunkStore::Snapshot> store_;
+  std::map<uint64_t, Dirty> dirty_;  // by Morton code
   std::shared_ptr<const FillSet> fills_;
   uint64_t seq_ = 0;
 };

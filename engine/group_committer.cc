@@ -1,0 +1,270 @@
+#include "engine/group_committer.h"
+
+#include <algorithm>
+
+#include "engine/journal.h"
+
+namespace voxdb::engine {
+
+GroupCommitter::GroupCommitter(const DatabaseOptions& options, ChunkStore* store, FailFn fail)
+    : options_(options), store_(store), fail_(std::move(fail)) {}
+
+void GroupCommitter::Start(uint64_t last_seq) {
+  committed_seq_ = last_seq;
+  durable_seq_ = last_seq;
+  feed_ = std::make_unique<ChangeFeed>(options_.changes, last_seq);
+  committer_ = std::thread([this] { CommitterLoop(); });
+  acker_ = std::thread([this] { AckerLoop(); });
+}
+
+void GroupCommitter::Stop() {
+  {
+    MutexLock l(&commit_mu_);
+    stop_committer_ = true;
+  }
+  commit_cv_.SignalAll();
+  committer_.join();
+  {
+    MutexLock l(&durable_mu_);
+    committer_stopped_ = true;
+  }
+  durable_cv_.SignalAll();
+  {
+    MutexLock l(&ack_mu_);
+    stop_acker_ = true;
+  }
+  ack_cv_.SignalAll();
+  acker_.join();
+}
+
+void GroupCommitter::Enqueue(Pending pending) {
+  {
+    MutexLock l(&commit_mu_);
+    pending_.push_back(std::move(pending));
+  }
+  commit_cv_.Signal();
+}
+
+void GroupCommitter::CommitterLoop() {
+  const bool async = options_.durability == Durability::kAsync;
+  // With lazy meta sync, a commit is durable once the next commit (or a
+  // Sync) returns: its acknowledgements wait in `unacked` until then.
+  std::vector<Pending> unacked;
+  for (;;) {
+    std::vector<Pending> batch;
+    {
+      MutexLock l(&commit_mu_);
+      if (unacked.empty()) {
+        while (!stop_committer_ && !commit_now_ && pending_.empty()) commit_cv_.Wait();
+      }
+      if (pending_.empty()) {
+        if (unacked.empty()) {
+          commit_now_ = false;
+          committed_cv_.SignalAll();
+          if (stop_committer_) return;
+          continue;
+        }
+        // Idle: make the last commit durable now rather than wait (below,
+        // without the lock).
+      } else {
+        if (async && !stop_committer_ && !commit_now_) {
+          // Gather for one interval: in async mode nobody waits for the commit.
+          const auto deadline = std::chrono::steady_clock::now() + options_.commit_interval;
+          while (!stop_committer_ && !commit_now_) {
+            if (!commit_cv_.WaitUntil(deadline)) break;
+          }
+        }
+        commit_now_ = false;
+        batch.swap(pending_);
+        inflight_oldest_us_ = batch.front().enqueued_us;
+      }
+    }
+    if (batch.empty()) {
+      SyncUnacked(&unacked);
+      continue;
+    }
+    WriteBatch wb;
+    uint64_t bytes = 0;
+    for (Pending& p : batch) {
+      bytes += p.record.size();
+      wb.Put(Table::kJournal, JournalKey(p.seq), std::move(p.record));
+    }
+    const auto commit_start = std::chrono::steady_clock::now();
+    Status s = store_->Write(wb);
+    const bool written = s.ok();
+    if (s.ok() && async) s = store_->Sync();  // durable within the interval
+    journal_records_ += batch.size();
+    journal_bytes_ += bytes;
+    ++journal_commits_;
+    if (options_.on_commit) {
+      options_.on_commit(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_start).count(),
+          batch.size());
+    }
+    const uint64_t last = batch.back().seq;
+    if (!s.ok()) {
+      // The batch failed: its writes (and every one queued behind it, which
+      // were applied on top of it) are rolled back and answered with the
+      // error. An earlier commit still waiting for its meta sync is synced
+      // first: it succeeded.
+      // (unacked is empty in kAsync, so here the batch's write failed.)
+      if (!unacked.empty()) SyncUnacked(&unacked);
+      fail_(s, std::move(batch), written);
+      MutexLock l(&commit_mu_);
+      inflight_oldest_us_ = 0;
+      continue;
+    }
+    // This commit's data sync also flushed the previous commit's meta page.
+    if (!unacked.empty()) Acknowledge(std::move(unacked));
+    unacked.clear();
+    if (!options_.store.lazy_meta_sync || async) {
+      // Published before committed_seq_ moves: whoever waits for the commit
+      // (Flush) then finds the change in the feed.
+      Acknowledge(std::move(batch));
+    } else {
+      unacked = std::move(batch);
+    }
+    {
+      MutexLock l(&commit_mu_);
+      committed_seq_ = std::max(committed_seq_.load(), last);
+      inflight_oldest_us_ = 0;
+    }
+    committed_cv_.SignalAll();
+  }
+}
+
+void GroupCommitter::SyncUnacked(std::vector<Pending>* unacked) {
+  if (Status s = store_->Sync(); s.ok()) {
+    Acknowledge(std::move(*unacked));
+  } else {
+    fail_(s, std::move(*unacked), /*written=*/true);
+  }
+  unacked->clear();
+}
+
+void GroupCommitter::Acknowledge(std::vector<Pending> batch) {
+  if (batch.empty()) return;
+  // Durable now: published, then visible to kSync readers, then answered.
+  Publish(batch);
+  {
+    MutexLock l(&durable_mu_);
+    durable_seq_.store(std::max(durable_seq_.load(), batch.back().seq), std::memory_order_release);
+  }
+  durable_cv_.SignalAll();
+  if (std::none_of(batch.begin(), batch.end(), [](const Pending& p) { return bool(p.done); })) {
+    return;
+  }
+  Answer(absl::OkStatus(), std::move(batch));
+}
+
+void GroupCommitter::Publish(const std::vector<Pending>& batch) {
+  std::vector<std::shared_ptr<const ChangeRecord>> records;
+  records.reserve(batch.size());
+  const auto now = std::chrono::steady_clock::now();
+  for (const Pending& p : batch) {
+    if (!p.change) continue;
+    p.change->durable = now;  // not shared before this
+    records.push_back(p.change);
+  }
+  feed_->Publish(std::move(records));
+}
+
+void GroupCommitter::Answer(Status status, std::vector<Pending> batch) {
+  {
+    MutexLock l(&ack_mu_);
+    acks_.emplace_back(std::move(status), std::move(batch));
+  }
+  ack_cv_.Signal();
+}
+
+void GroupCommitter::AckerLoop() {
+  for (;;) {
+    std::vector<std::pair<Status, std::vector<Pending>>> work;
+    {
+      MutexLock l(&ack_mu_);
+      while (!stop_acker_ && acks_.empty()) ack_cv_.Wait();
+      if (acks_.empty()) return;  // stopping, nothing left
+      work.swap(acks_);
+    }
+    for (auto& [status, batch] : work) {
+      for (Pending& p : batch) {
+        if (p.done) p.done({status, status.ok() ? p.seq : 0});
+      }
+    }
+  }
+}
+
+bool GroupCommitter::IsDurable(uint64_t seq, uint64_t epoch) const {
+  // durable_seq_ before reset_epoch_: a rollback bumps the epoch first.
+  return durable_seq_.load(std::memory_order_acquire) >= seq &&
+         reset_epoch_.load(std::memory_order_acquire) == epoch;
+}
+
+bool GroupCommitter::WaitDurable(uint64_t seq, uint64_t epoch, bool any_mode) {
+  if (!any_mode && options_.durability != Durability::kSync) return true;
+  if (durable_seq_.load(std::memory_order_acquire) >= seq) {
+    return reset_epoch_.load(std::memory_order_acquire) == epoch;
+  }
+  {
+    // The committer syncs as soon as it has nothing else to do; ask it to
+    // commit now in case it is gathering.
+    MutexLock l(&commit_mu_);
+    commit_now_ = true;
+  }
+  commit_cv_.SignalAll();
+  MutexLock l(&durable_mu_);
+  while (durable_seq_.load() < seq && reset_epoch_.load() == epoch && !committer_stopped_) {
+    durable_cv_.Wait();
+  }
+  // (Once the committer has stopped nothing more becomes durable: reading
+  // again would find the same.)
+  return (durable_seq_.load() >= seq || committer_stopped_) && reset_epoch_.load() == epoch;
+}
+
+int64_t GroupCommitter::OldestUncommittedLocked() const {
+  int64_t t = inflight_oldest_us_;
+  if (!pending_.empty() && (t == 0 || pending_.front().enqueued_us < t)) {
+    t = pending_.front().enqueued_us;
+  }
+  return t;
+}
+
+bool GroupCommitter::WaitForLag(int64_t bound_us, std::chrono::steady_clock::time_point deadline) {
+  MutexLock l(&commit_mu_);
+  for (bool counted = false;; counted = true) {
+    const int64_t t = OldestUncommittedLocked();
+    if (t == 0 || SteadyMicros() - t <= bound_us || stop_committer_) return true;
+    if (!counted) ++journal_waits_;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    commit_now_ = true;
+    commit_cv_.SignalAll();
+    committed_cv_.WaitFor(std::chrono::milliseconds(2));
+  }
+}
+
+std::vector<GroupCommitter::Pending> GroupCommitter::TakeQueued() {
+  std::vector<Pending> queued;
+  MutexLock l(&commit_mu_);
+  queued.swap(pending_);
+  return queued;
+}
+
+void GroupCommitter::MarkRolledBack(uint64_t resolved) {
+  ++rollbacks_;
+  reset_epoch_.fetch_add(1, std::memory_order_acq_rel);
+  {
+    MutexLock l(&durable_mu_);
+    durable_seq_.store(std::max(durable_seq_.load(), resolved), std::memory_order_release);
+  }
+  {
+    MutexLock l(&commit_mu_);
+    committed_seq_ = std::max(committed_seq_.load(), resolved);
+  }
+}
+
+void GroupCommitter::WakeAfterRollback() {
+  durable_cv_.SignalAll();
+  committed_cv_.SignalAll();
+}
+
+}  // namespace voxdb::engine
