@@ -4,6 +4,7 @@
 
 #include "engine/chunk_codec.h"
 #include "engine/coding.h"
+#include "engine/format.h"
 
 namespace voxdb::engine {
 
@@ -266,8 +267,8 @@ size_t ChunkCache::DirtyCost(uint64_t code, std::unique_ptr<ChunkStore::Snapshot
     *snap = std::move(*opened);
   }
   auto got = (*snap)->GetChunk(ChunkKey::FromCode(code));
-  if (!got.ok() || got->size() < kChunkHeaderSize + 4 ||
-      (*got)[1] != static_cast<uint8_t>(ChunkEncoding::kBricks)) {
+  const auto header = got.ok() ? PeekChunkHeader(*got) : std::nullopt;
+  if (!header || header->encoding != ChunkEncoding::kBricks || got->size() < kChunkHeaderSize + 4) {
     return kVirtualEntryBytes + sizeof(Chunk);
   }
   // The brick stream's size is about the bricks' memory.

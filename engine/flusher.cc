@@ -7,6 +7,7 @@
 #include "engine/chunk_cache.h"
 #include "engine/chunk_codec.h"
 #include "engine/coding.h"
+#include "engine/format.h"
 #include "engine/group_committer.h"
 #include "engine/journal.h"
 #include "engine/write_admission.h"
@@ -267,15 +268,11 @@ WriteBatch Flusher::BuildWriteBatch(const Batch& b, uint64_t* bytes) const {
   for (const Fill& f : b.fills_to_persist) {
     batch.Put(Table::kFills, JournalKey(f.seq), f.Encode());
   }
-  // The meta key of the newest sequence number the flush covers
-  // (engine/FORMAT.md; database.cc reads it at open).
-  constexpr std::string_view kMetaLastSeq = "last_seq";
+  // The newest sequence number the flush covers (database.cc reads it at
+  // open).
   std::vector<uint8_t> last(8);
   EncodeFixed64(last.data(), b.last_seq);
-  batch.Put(Table::kMeta,
-            std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(kMetaLastSeq.data()),
-                                     kMetaLastSeq.size()),
-            std::move(last));
+  batch.Put(Table::kMeta, AsBytes(kMetaLastSeq), std::move(last));
   // The journal records every flushed state covers, in the same transaction.
   batch.DeleteRange(Table::kJournal, JournalKey(0), JournalKey(b.low_water));
   return batch;

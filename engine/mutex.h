@@ -65,10 +65,6 @@ class CondVar {
   CondVar(const CondVar&) = delete;
   CondVar& operator=(const CondVar&) = delete;
 
-  // The waits need the CondVar's Mutex held, but are not annotated with it:
-  // the analysis cannot tell that `mu_` here and the caller's Mutex are one
-  // (as absl::CondVar::Wait and leveldb's port::CondVar::Wait, unannotated).
-  //
   // Releases the mutex, sleeps until signalled (or spuriously), relocks.
   void Wait() {
     std::unique_lock<std::mutex> lock(mu_->mu_, std::adopt_lock);
