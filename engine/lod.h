@@ -148,7 +148,9 @@ class LodPyramid {
   // top, are the parents those builds mark. Nodes marked after the call
   // (later flushes and fills) are not waited for, so it answers while
   // writes keep coming, as soon as the builder has worked off what was there
-  // before them. done(error) if a builder pass fails first, done(UNAVAILABLE)
+  // before them. (The builder takes the lowest dirty level first: while
+  // level-1 nodes are marked faster than it builds them, the levels above
+  // wait, and so does this.) done(error) if a builder pass fails first, done(UNAVAILABLE)
   // on Stop or CancelWaiters. With nothing marked, the next builder pass
   // answers it. done runs on the builder's thread or the caller's, once; it
   // must not block.

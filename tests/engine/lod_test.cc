@@ -58,25 +58,12 @@ uint8_t NaiveMode(const std::array<uint8_t, 8>& v) {
 
 class LodTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    DatabaseOptions o = testing::TestOptions();
-    o.observers = {&observer_};
-    ASSERT_OK_AND_ASSIGN(db_, Database::Open(dir_.path(), o));
-    LodOptions lo;
-    lo.levels = kLevels;
-    lod_ = std::make_unique<LodPyramid>(db_.get(), lo);
-    lod_->Start();
-  }
-  void TearDown() override {
-    lod_->Stop();
-    lod_.reset();
-    db_.reset();
-  }
+  void SetUp() override { Open(/*start=*/true); }
+  void TearDown() override { Close(); }
 
-  void Reopen(bool start) {
-    lod_->Stop();
-    lod_.reset();
-    db_.reset();
+  // Opens the database with a LodObserver and a pyramid over it; starts
+  // its builder when `start`.
+  void Open(bool start) {
     DatabaseOptions o = testing::TestOptions();
     o.observers = {&observer_};
     ASSERT_OK_AND_ASSIGN(db_, Database::Open(dir_.path(), o));
@@ -84,6 +71,15 @@ class LodTest : public ::testing::Test {
     lo.levels = kLevels;
     lod_ = std::make_unique<LodPyramid>(db_.get(), lo);
     if (start) lod_->Start();
+  }
+  void Close() {
+    if (lod_) lod_->Stop();
+    lod_.reset();
+    db_.reset();
+  }
+  void Reopen(bool start) {
+    Close();
+    Open(start);
   }
 
   void Put(const ChunkCoord& c, const Dense& dense) {

@@ -441,13 +441,15 @@ TEST_F(DaemonLodTest, LodSyncAnswersWhileWritesKeepComing) {
     ASSERT_OK(c.status());
     ASSERT_OK((*c)->Hello("").status());
     for (uint64_t i = 0; !stop.load(); ++i) {
-      // A chunk column 16 chunks away, one voxel a write: level-1 nodes
-      // there are marked again and again.
-      const uint64_t x = (kCx + 16 + i % 8) * kEdge + i % 100, y = kCy * kEdge + 3;
+      // Two chunks 16 chunks away, one voxel a write: their level-1 node
+      // is marked again and again. Paced, so that the builder keeps up
+      // (it builds the lowest level first: see PROTOCOL.md, LOD_SYNC).
+      const uint64_t x = (kCx + 16 + i % 2) * kEdge + i % 100, y = kCy * kEdge + 3;
       ASSERT_OK((*c)->SetVoxels({{{{x, y, kCz * kEdge + 1}, static_cast<uint8_t>(1 + i % 200)}}})
                     .status());
-      if (i % 16 == 0) ASSERT_OK((*c)->Flush());
+      if (i % 8 == 0) ASSERT_OK((*c)->Flush());
       ++writes;
+      std::this_thread::sleep_for(testing::Scaled(20ms));
     }
   });
   ASSERT_TRUE(testing::WaitUntil([&] { return writes.load() >= 50; }, 30s));
