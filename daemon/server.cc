@@ -722,6 +722,9 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
         // Reads every chunk: off the I/O threads.
         return LodRebuild(op, id);
       }
+      case Opcode::kLodSync:
+        if (absl::Status s = CheckLodLevel(1); !s.ok()) return fail(s);
+        return LodSync(op, id);
       case Opcode::kReindex:
         // One write transaction over every chunk: off the I/O threads.
         return OnWorker(op, id, [db]() -> absl::StatusOr<std::vector<uint8_t>> {
@@ -1071,6 +1074,26 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
             "voxdbd is stopping: the LOD rebuild goes on after the restart"));
       }
     });
+  }
+
+  // LOD_SYNC: the reply goes out when the LOD builder has built every node
+  // marked before the request; the builder's thread calls back, so no
+  // worker is held meanwhile. On shutdown the waiter is cancelled (the
+  // server's stop cancels every LOD waiter) and the reply is BUSY.
+  void LodSync(uint8_t op, uint64_t id) {
+    auto self = shared_from_this();
+    const Clock::time_point start = BeginAsync();
+    options_.lod->WhenSynced([self, op, id, start](const absl::Status& s) {
+      asio::post(self->socket_.get_executor(), [self, op, id, start, s] {
+        self->EndAsync();
+        self->reply_start_ = start;
+        self->Reply(op, id, s);
+      });
+    });
+    // A stop that came meanwhile may have missed this waiter.
+    if (server_->stopping_) {
+      options_.lod->CancelWaiters(absl::UnavailableError("voxdbd is stopping"));
+    }
   }
 
   absl::Status CheckLodLevel(int level) const {

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <future>
+#include <memory>
 #include <set>
 #include <thread>
 #include <utility>
@@ -23,13 +25,21 @@ static_assert(kChunkEdge == 1 << kNodeShift);
 
 // Tokens of dirty markers: unique within a process and growing across
 // restarts (seeded with the clock), so a marker rewritten during a build
-// never holds the token the builder read.
-std::vector<uint8_t> NextToken() {
+// never holds the token the builder read. Because they grow, WhenSynced
+// tells the markers written before a point (a token below PeekToken() read
+// then) from later ones.
+std::atomic<uint64_t>& TokenCounter() {
   static std::atomic<uint64_t> next{static_cast<uint64_t>(NowMicros()) << 10};
+  return next;
+}
+std::vector<uint8_t> NextToken() {
   std::vector<uint8_t> token(8);
-  EncodeFixed64(token.data(), next.fetch_add(1));
+  EncodeFixed64(token.data(), TokenCounter().fetch_add(1));
   return token;
 }
+// The token the next marker will get: every marker written so far holds a
+// smaller one.
+uint64_t PeekToken() { return TokenCounter().load(); }
 
 // Fills octant `octant` of the dense parent with one material.
 void FillOctant(uint8_t material, int octant, uint8_t* parent) {
@@ -188,13 +198,108 @@ void LodPyramid::WhenBuilt(std::function<void(const Status&)> done) {
   done(absl::UnavailableError("the LOD builder is stopped"));
 }
 
+void LodPyramid::WhenSynced(std::function<void(const Status&)> done) {
+  {
+    MutexLock lock(&mu_);
+    if (!stop_) {
+      syncs_.push_back(SyncWaiter{passes_, 0, 0, std::move(done)});
+      cv_.SignalAll();
+      return;
+    }
+  }
+  done(absl::UnavailableError("the LOD builder is stopped"));
+}
+
+Status LodPyramid::WaitIdle(std::chrono::steady_clock::duration timeout) {
+  // The promise is shared: on a timeout the callback may still come later.
+  auto done = std::make_shared<std::promise<Status>>();
+  std::future<Status> synced = done->get_future();
+  WhenSynced([done](const Status& s) { done->set_value(s); });
+  if (timeout == std::chrono::steady_clock::duration::max()) return synced.get();
+  if (synced.wait_for(timeout) != std::future_status::ready) {
+    return BusyError(
+        absl::StrFormat("the LOD builder did not catch up within %.1f s (%d nodes dirty)",
+                        std::chrono::duration<double>(timeout).count(), DirtyCount()));
+  }
+  return synced.get();
+}
+
 void LodPyramid::CancelWaiters(const Status& why) {
   std::vector<Waiter> waiters;
+  std::vector<SyncWaiter> syncs;
   {
     MutexLock lock(&mu_);
     waiters.swap(waiters_);
+    syncs.swap(syncs_);
   }
   for (Waiter& w : waiters) w.done(why);
+  for (SyncWaiter& w : syncs) w.done(why);
+}
+
+std::vector<uint64_t> LodPyramid::OldestTokens() {
+  std::vector<uint64_t> oldest(options_.levels + 1, UINT64_MAX);
+  auto snapshot = db_->store().BeginRead();
+  if (!snapshot.ok()) return std::vector<uint64_t>(options_.levels + 1, 0);
+  const std::array<uint8_t, 1> begin{kLodDirtyPrefix};
+  const Status s = (*snapshot)->Scan(
+      Table::kLod, begin, {}, [&](std::span<const uint8_t> key, std::span<const uint8_t> value) {
+        if (key.size() != 10 || key[1] < 1 || key[1] > options_.levels) return true;  // stray
+        // A token of another size is older than any this process hands out.
+        const uint64_t token = value.size() == 8 ? DecodeFixed64(value.data()) : 0;
+        oldest[key[1]] = std::min(oldest[key[1]], token);
+        return true;
+      });
+  if (!s.ok()) return std::vector<uint64_t>(options_.levels + 1, 0);  // try again next pass
+  return oldest;
+}
+
+std::vector<LodPyramid::SyncWaiter> LodPyramid::AdvanceSyncs(uint64_t pass, bool busy,
+                                                             const Status& pass_status) {
+  std::vector<SyncWaiter> fire;
+  bool any_due = false;
+  for (const SyncWaiter& w : syncs_) any_due |= w.after < pass;
+  if (!any_due) return fire;
+  // The check scans every marker: while the builder is busy, at most every
+  // 50 ms, so that waiting costs a long rebuild little.
+  const auto t = std::chrono::steady_clock::now();
+  if (!busy || t - last_sync_check_ >= std::chrono::milliseconds(50)) {
+    last_sync_check_ = t;
+  } else {
+    return fire;
+  }
+  // Read before the scan: a marker with a smaller token was written before
+  // the scan began, by this thread's passes or by a flush that committed.
+  mu_.Unlock();
+  const uint64_t now = PeekToken();
+  const std::vector<uint64_t> oldest = pass_status.ok() ? OldestTokens() : std::vector<uint64_t>();
+  mu_.Lock();
+  for (auto it = syncs_.begin(); it != syncs_.end();) {
+    SyncWaiter& w = *it;
+    if (w.after >= pass) {  // registered during this pass: the next one serves it
+      ++it;
+      continue;
+    }
+    if (pass_status.ok()) {
+      if (w.level == 0) {  // the first pass begun after the call marked its fills
+        w.level = 1;
+        w.below = now;
+      }
+      // A level is done when no marker older than its bound is left; the
+      // next level's bound is then taken, which covers the parents that
+      // those builds marked.
+      while (w.level <= options_.levels && oldest[w.level] >= w.below) {
+        ++w.level;
+        w.below = now;
+      }
+      if (w.level <= options_.levels) {
+        ++it;
+        continue;
+      }
+    }
+    fire.push_back(std::move(w));
+    it = syncs_.erase(it);
+  }
+  return fire;
 }
 
 void LodPyramid::Run() {
@@ -206,6 +311,14 @@ void LodPyramid::Run() {
     Status s = BuildDirty(&did_work);
     mu_.Lock();
     if (!s.ok()) last_error_ = s;
+    if (!syncs_.empty()) {
+      std::vector<SyncWaiter> synced = AdvanceSyncs(pass, did_work && s.ok(), s);
+      if (!synced.empty()) {
+        mu_.Unlock();
+        for (SyncWaiter& w : synced) w.done(s);
+        mu_.Lock();
+      }
+    }
     if (did_work && s.ok()) continue;
     // Nothing left (or an error): the waiters from before this pass learn it.
     std::vector<Waiter> fire;
@@ -224,10 +337,10 @@ void LodPyramid::Run() {
       continue;
     }
     // Poll again shortly (at once for a new waiter).
-    const size_t waiting = waiters_.size();
+    const size_t waiting = waiters_.size() + syncs_.size();
     const auto until =
         std::chrono::steady_clock::now() + std::chrono::milliseconds(s.ok() ? 20 : 500);
-    while (!stop_ && waiters_.size() == waiting) {
+    while (!stop_ && waiters_.size() + syncs_.size() == waiting) {
       if (!cv_.WaitUntil(until)) break;
     }
   }
@@ -515,22 +628,6 @@ uint64_t LodPyramid::DirtyCount() {
                             return true;
                           });
   return count;
-}
-
-Status LodPyramid::WaitIdle() {
-  {
-    MutexLock build_lock(&build_mu_);
-    VOXDB_RETURN_IF_ERROR(MarkNewFills());
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (DirtyCount() != 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      MutexLock lock(&mu_);
-      return last_error_.ok() ? BusyError("the LOD builder did not finish") : last_error_;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace voxdb::engine

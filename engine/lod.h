@@ -38,6 +38,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -140,11 +141,26 @@ class LodPyramid {
   // Fails every WhenBuilt waiter with `why` (the server is stopping).
   void CancelWaiters(const Status& why) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Calls done(OK) once the pyramid has caught up with everything marked
+  // before this call ("synced"): every node marked dirty before it (and
+  // every fill made before it) is built, and so, level by level up to the
+  // top, are the parents those builds mark. Nodes marked after the call
+  // (later flushes and fills) are not waited for, so it answers while
+  // writes keep coming, as soon as the builder has worked off what was there
+  // before them. (The builder takes the lowest dirty level first: while
+  // level-1 nodes are marked faster than it builds them, the levels above
+  // wait, and so does this.) done(error) if a builder pass fails first, done(UNAVAILABLE)
+  // on Stop or CancelWaiters. With nothing marked, the next builder pass
+  // answers it. done runs on the builder's thread or the caller's, once; it
+  // must not block.
+  void WhenSynced(std::function<void(const Status&)> done) ABSL_LOCKS_EXCLUDED(mu_);
+  // WhenSynced, blocking: its status, or BUSY when `timeout` passes first.
+  // With no writes meanwhile, DirtyCount() is 0 after an OK.
+  Status WaitIdle(std::chrono::steady_clock::duration timeout =
+                      std::chrono::steady_clock::duration::max()) ABSL_LOCKS_EXCLUDED(mu_);
+
   // Dirty markers in the store.
   uint64_t DirtyCount();
-  // Blocks until no marker is left and the builder is idle (tests). Returns
-  // the builder's last error if it stopped progressing.
-  Status WaitIdle() ABSL_LOCKS_EXCLUDED(build_mu_, mu_);
 
  private:
   struct Marker {
@@ -161,7 +177,24 @@ class LodPyramid {
     uint64_t after;  // fires on a pass numbered above this
     std::function<void(const Status&)> done;
   };
+  // A WhenSynced caller. The first pass numbered above `after` arms it
+  // (level 1); it then waits, level by level, until no marker of `level`
+  // holds a token below `below`, the token counter when it reached it.
+  struct SyncWaiter {
+    uint64_t after;
+    int level;  // 0: not armed yet; levels() + 1: synced
+    uint64_t below;
+    std::function<void(const Status&)> done;
+  };
   void Run() ABSL_LOCKS_EXCLUDED(mu_, build_mu_);
+  // After builder pass `pass` (`busy`: it built something): advances the
+  // sync waiters and returns those to answer. Called and returns with mu_
+  // held; drops it to scan the store.
+  std::vector<SyncWaiter> AdvanceSyncs(uint64_t pass, bool busy, const Status& pass_status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The smallest marker token of each level (index 1..levels; UINT64_MAX for
+  // none; all 0 when the store cannot be read).
+  std::vector<uint64_t> OldestTokens() ABSL_LOCKS_EXCLUDED(mu_);
   // Marks the boundary nodes of the fills newer than the fill cursor dirty
   // (the flusher reports only chunks it stores, not unstored ones a fill
   // covers) and advances the cursor, in one write.
@@ -199,6 +232,8 @@ class LodPyramid {
   Status last_error_ ABSL_GUARDED_BY(mu_);
   uint64_t passes_ ABSL_GUARDED_BY(mu_) = 0;  // builder passes begun
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  std::vector<SyncWaiter> syncs_ ABSL_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point last_sync_check_;  // the builder's thread only
   std::thread thread_;
 };
 

@@ -538,6 +538,8 @@ absl::Status Client::SnapshotClose(uint64_t snapshot) {
 
 absl::Status Client::LodRebuild() { return Call(Opcode::kLodRebuild, {}).status(); }
 
+absl::Status Client::LodSync() { return Call(Opcode::kLodSync, {}).status(); }
+
 absl::Status Client::Flush() { return Call(Opcode::kFlush, {}).status(); }
 
 absl::StatusOr<std::string> Client::Stats() {

@@ -151,6 +151,9 @@ class Client {
 
   // LOD_REBUILD: rebuilds the whole LOD pyramid; returns when done.
   absl::Status LodRebuild();
+  // LOD_SYNC: returns once the LOD pyramid has built every node marked
+  // before the request (FLUSH first to include the writes not flushed yet).
+  absl::Status LodSync();
 
   // Flushes every dirty chunk to the store; returns when done.
   absl::Status Flush();

@@ -199,6 +199,8 @@ const char* OpcodeName(Opcode op) {
       return "STREAM_CLOSE";
     case Opcode::kStreamData:
       return "STREAM_DATA";
+    case Opcode::kLodSync:
+      return "LOD_SYNC";
   }
   return "UNKNOWN";
 }
@@ -247,6 +249,7 @@ Role RequiredRole(Opcode op) {
     case Opcode::kSetVoxels:
     case Opcode::kWriteBox:
     case Opcode::kFillBox:
+    case Opcode::kLodSync:
       return Role::kWrite;
     case Opcode::kFlush:
     case Opcode::kReindex:
@@ -278,6 +281,7 @@ absl::Status CheckEmptyPayload(Opcode op, std::span<const uint8_t> payload) {
     case Opcode::kLodRebuild:
     case Opcode::kSnapshotOpen:
     case Opcode::kStreamClose:
+    case Opcode::kLodSync:
       if (payload.empty()) return absl::OkStatus();
       return absl::InvalidArgumentError(
           absl::StrFormat("malformed %s payload: it takes none, %u bytes were sent", OpcodeName(op),

@@ -48,6 +48,7 @@ enum class Opcode : uint8_t {
   kStreamUpdate = 27,
   kStreamClose = 28,
   kStreamData = 29,  // pushed by the server (kFlagPush)
+  kLodSync = 30,
 };
 const char* OpcodeName(Opcode op);  // "GET_CHUNKS", ...; "UNKNOWN" otherwise
 
@@ -72,7 +73,7 @@ Role RequiredRole(Opcode op);
 // 0. INVALID otherwise (the connection stays).
 absl::Status CheckRequestHeader(const FrameHeader& header);
 // The requests whose payload is empty (FLUSH, STATS, REINDEX, LOD_REBUILD,
-// SNAPSHOT_OPEN, STREAM_CLOSE): INVALID when `payload` is not. OK for every
+// SNAPSHOT_OPEN, STREAM_CLOSE, LOD_SYNC): INVALID when `payload` is not. OK for every
 // other opcode (their Decode checks their payload).
 absl::Status CheckEmptyPayload(Opcode op, std::span<const uint8_t> payload);
 

@@ -9,19 +9,17 @@
 #include "engine/database.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/test_database.h"
+#include "tests/testing/world.h"
 
 namespace voxdb::engine {
 namespace {
 
+using testing::kX;
+using testing::kY;
+using testing::kZ;
 using testing::TempDir;
-
-constexpr uint64_t kX0 = 1'000'000 * 128, kY0 = 400'000 * 128, kZ0 = 40'000'000;
-
-DatabaseOptions TestOptions() {
-  DatabaseOptions o;
-  o.store.sync = false;
-  return o;
-}
+using testing::TestOptions;
 
 std::vector<std::shared_ptr<const ChangeRecord>> ReadAll(const ChangeFeed& feed, uint64_t after) {
   std::vector<std::shared_ptr<const ChangeRecord>> out;
@@ -40,7 +38,7 @@ TEST(DatabaseChangeFeedTest, EveryKindOfWriteIsPublishedInCommitOrderOnceAcknowl
   ChangeFeed& feed = db->changes();
   EXPECT_EQ(feed.last_seq(), 0u);
 
-  const VoxelCoord a{kX0 + 1, kY0 + 2, kZ0 + 3}, b{kX0 + 130, kY0 + 2, kZ0 + 3};
+  const VoxelCoord a{kX + 1, kY + 2, kZ + 3}, b{kX + 130, kY + 2, kZ + 3};
   const VoxelEdit edits[] = {{a, 7}, {b, 8}, {a, 9}};
   const WriteResult set = db->SetVoxelsAndWait(edits);
   ASSERT_OK(set.status);
@@ -60,7 +58,7 @@ TEST(DatabaseChangeFeedTest, EveryKindOfWriteIsPublishedInCommitOrderOnceAcknowl
   EXPECT_EQ(records[0]->chunks[1].code, CodeOf(*db, b));
   EXPECT_EQ(records[0]->chunks[1].edits.size(), 1u);
 
-  const VoxelBox box{{kX0, kY0, kZ0}, {kX0 + 200, kY0 + 10, kZ0 + 10}};
+  const VoxelBox box{{kX, kY, kZ}, {kX + 200, kY + 10, kZ + 10}};
   std::vector<uint8_t> voxels(box.volume(), 3);
   const WriteResult wrote = db->WriteBoxAndWait(box, voxels);
   ASSERT_OK(wrote.status);
@@ -100,7 +98,7 @@ TEST(DatabaseChangeFeedTest, ConcurrentWritersAppearInSequenceOrderWithNoneMissi
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kWrites; ++i) {
-        const VoxelEdit e[] = {{{kX0 + 128u * t, kY0 + i, kZ0}, static_cast<uint8_t>(i)}};
+        const VoxelEdit e[] = {{{kX + 128u * t, kY + i, kZ}, static_cast<uint8_t>(i)}};
         ASSERT_OK(db->SetVoxelsAndWait(e).status);
       }
     });
@@ -119,7 +117,7 @@ TEST(DatabaseChangeFeedTest, DroppedRecordsMakeAGapAndAReopenedDatabaseStartsAft
   {
     ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), options));
     for (int i = 0; i < 5; ++i) {
-      const VoxelEdit e[] = {{{kX0, kY0, kZ0 + i}, 1}};
+      const VoxelEdit e[] = {{{kX, kY, kZ + i}, 1}};
       last = db->SetVoxelsAndWait(e).version;
     }
     ChangeFeed& feed = db->changes();
@@ -141,7 +139,7 @@ TEST(DatabaseChangeFeedTest, DroppedRecordsMakeAGapAndAReopenedDatabaseStartsAft
   EXPECT_FALSE(db->changes().Read(last - 1, SIZE_MAX, &out));
   EXPECT_TRUE(db->changes().Read(last, SIZE_MAX, &out));
   EXPECT_TRUE(out.empty());
-  const VoxelEdit e[] = {{{kX0, kY0, kZ0}, 2}};
+  const VoxelEdit e[] = {{{kX, kY, kZ}, 2}};
   EXPECT_EQ(db->SetVoxelsAndWait(e).version, last + 1);
   EXPECT_EQ(ReadAll(db->changes(), last).size(), 1u);
 }
@@ -171,7 +169,7 @@ TEST(DatabaseChangeFeedTest, AsyncWritesArePublishedWhenTheirCommitIsDone) {
   DatabaseOptions options = TestOptions();
   options.durability = Durability::kAsync;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), options));
-  const VoxelEdit e[] = {{{kX0, kY0, kZ0}, 1}};
+  const VoxelEdit e[] = {{{kX, kY, kZ}, 1}};
   const uint64_t v = db->SetVoxelsAndWait(e).version;
   ASSERT_OK(db->Flush());  // commits the journal first
   const auto records = ReadAll(db->changes(), 0);

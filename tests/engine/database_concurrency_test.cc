@@ -30,6 +30,7 @@
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/terrain.h"
+#include "tests/testing/test_database.h"
 
 namespace voxdb::engine {
 namespace {
@@ -91,9 +92,8 @@ class SharedModel {
 };
 
 DatabaseOptions SmallCacheOptions(Durability d) {
-  DatabaseOptions o;
+  DatabaseOptions o = testing::TestOptions();  // about concurrency, not the disk
   o.durability = d;
-  o.store.sync = false;  // the test is about concurrency, not the disk
   o.cache_bytes = size_t{6} << 20;
   o.dirty_bytes = size_t{2} << 20;
   o.max_dirty_age = std::chrono::milliseconds(50);
@@ -399,8 +399,7 @@ TEST(DatabaseConcurrencyTest, ReadersSeeOnlyWrittenValuesAsync) {
 // while the call is running, between its snapshot and its dirty check.
 TEST(DatabaseConcurrencyTest, GetChunksSeesAWriteAcknowledgedBeforeTheCall) {
   TempDir dir;
-  DatabaseOptions options;
-  options.store.sync = false;
+  DatabaseOptions options = testing::TestOptions();
   options.max_dirty_age = std::chrono::hours(1);
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), options));
   const ChunkCoord a = kBase, b{kBase.x + 1, kBase.y, kBase.z};

@@ -28,18 +28,23 @@
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/terrain.h"
+#include "tests/testing/test_database.h"
+#include "tests/testing/wait.h"
+#include "tests/testing/world.h"
 
 namespace voxdb::engine {
 namespace {
 
+using testing::kX;
+using testing::kY;
+using testing::kZ;
 using testing::TempDir;
 
-constexpr uint64_t kX0 = 1'000'000 * 128, kY0 = 400'000 * 128, kZ0 = 40'000'000;
-const ChunkCoord kBase{1'000'000, 400'000, 312'500};
+const ChunkCoord kBase{testing::kCx, testing::kCy, testing::kCz};
 
 VoxelBox ChunkBoxAt(uint32_t dx) {
-  const uint64_t x = kX0 + 128 * uint64_t{dx};
-  return VoxelBox{{x, kY0, kZ0}, {x + 128, kY0 + 128, kZ0 + 128}};
+  const uint64_t x = kX + 128 * uint64_t{dx};
+  return VoxelBox{{x, kY, kZ}, {x + 128, kY + 128, kZ + 128}};
 }
 
 uint8_t Voxel(Database& db, VoxelCoord v) {
@@ -229,12 +234,10 @@ TEST(DatabaseContractTest, VersionsAreNeverHandedOutTwiceAcrossACrash) {
 // version before them (or old voxels with the new version).
 TEST(DatabaseContractTest, GetChunksNeverTearsVoxelsFromTheirVersion) {
   TempDir dir;
-  DatabaseOptions options;
-  options.store.sync = false;
-  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), options));
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), testing::TestOptions()));
   const ChunkKey filled = ChunkKey::FromCoord(kBase);
   const ChunkKey edited = ChunkKey::FromCoord({kBase.x + 1, kBase.y, kBase.z});
-  const VoxelCoord edit_at{kX0 + 128, kY0, kZ0};
+  const VoxelCoord edit_at{kX + 128, kY, kZ};
   // Make both chunks dirty entries (the filled one reads as the fills).
   ASSERT_OK(db->SetVoxelsAndWait(std::vector<VoxelEdit>{{ChunkBoxAt(0).lo, 1}}).status);
   ASSERT_OK(db->FillBoxAndWait(ChunkBoxAt(0), 1).status);
@@ -287,26 +290,13 @@ TEST(DatabaseContractTest, GetChunksNeverTearsVoxelsFromTheirVersion) {
 // A fill that covers a corrupt stored chunk wholly replaces it.
 TEST(DatabaseContractTest, AFillCoveringACorruptChunkReplacesIt) {
   TempDir dir;
-  DatabaseOptions options;
-  options.store.sync = false;
+  const DatabaseOptions options = testing::TestOptions();
   const ChunkKey bad = ChunkKey::FromCoord(kBase);
   {
     ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), options));
     ASSERT_OK(db->WriteBoxAndWait(ChunkBoxAt(0), TwoValueNoise(10, 3)).status);
   }
-  {
-    ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(dir.path(), options.store));
-    std::vector<uint8_t> rec;
-    {
-      ASSERT_OK_AND_ASSIGN(auto snap, store->BeginRead());
-      ASSERT_OK_AND_ASSIGN(auto got, snap->GetChunk(bad));
-      rec.assign(got.begin(), got.end());
-    }
-    rec[rec.size() / 2] ^= 0x40;
-    WriteBatch batch;
-    batch.PutChunk(bad, rec);
-    ASSERT_OK(store->Write(batch));
-  }
+  ASSERT_OK(testing::CorruptStoredChunk(dir.path(), bad));
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), options));
   uint8_t v = 0;
   const VoxelCoord at = ChunkBoxAt(0).lo;
@@ -330,9 +320,7 @@ TEST(DatabaseContractTest, AFillCoveringACorruptChunkReplacesIt) {
 // before anything is allocated or applied.
 TEST(DatabaseContractTest, OversizedRequestsAreRefusedBeforeTheyCost) {
   TempDir dir;
-  DatabaseOptions options;
-  options.store.sync = false;
-  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), options));
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), testing::TestOptions()));
   // 2^27 x 2^26 x 2^11 = 2^64 voxels: the volume wraps to 0 in 64 bits.
   const VoxelBox wraps{{0, 0, 0}, {uint64_t{1} << 27, uint64_t{1} << 26, uint64_t{1} << 11}};
   EXPECT_EQ(wraps.volume(), UINT64_MAX);
@@ -342,7 +330,7 @@ TEST(DatabaseContractTest, OversizedRequestsAreRefusedBeforeTheyCost) {
   s = db->WriteBoxAndWait(wraps, {}).status;
   EXPECT_TRUE(IsTooLarge(s)) << s;
   // A thin column crossing half a million chunks.
-  const VoxelBox column{{kX0, kY0, 0}, {kX0 + 1, kY0 + 1, uint64_t{1} << 26}};
+  const VoxelBox column{{kX, kY, 0}, {kX + 1, kY + 1, uint64_t{1} << 26}};
   std::vector<uint8_t> out(column.volume());
   s = db->ReadBox(column, out.data());
   EXPECT_TRUE(IsTooLarge(s)) << s;
@@ -350,7 +338,7 @@ TEST(DatabaseContractTest, OversizedRequestsAreRefusedBeforeTheyCost) {
   // One SET_VOXELS with an edit in each of 65,536 chunks: ~1 GiB of bricks.
   std::vector<VoxelEdit> edits;
   for (uint64_t i = 0; i < 65'536; ++i) {
-    edits.push_back({{kX0 + 128 * (i % 256), kY0 + 128 * (i / 256), kZ0}, 5});
+    edits.push_back({{kX + 128 * (i % 256), kY + 128 * (i / 256), kZ}, 5});
   }
   s = db->SetVoxelsAndWait(edits).status;
   EXPECT_TRUE(IsTooLarge(s)) << s;
@@ -403,7 +391,7 @@ TEST(DatabaseContractTest, AsyncWritersWaitWhenTheJournalFallsBehind) {
   });
   // The journal cannot commit past the map's 4 MiB while the snapshot
   // lives: the writer soon waits for it (or the test fails after 60 s).
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  const auto deadline = testing::DeadlineIn(std::chrono::seconds(60));
   while (db->Stats().journal_waits == 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

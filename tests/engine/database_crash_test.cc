@@ -59,6 +59,7 @@
 #include "engine/fills.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
 
 namespace voxdb::engine {
 namespace {
@@ -820,7 +821,7 @@ void RunCrashRounds(const RoundConfig& cfg) {
       buf.erase(buf.begin(), buf.begin() + static_cast<ptrdiff_t>(used));
     };
     // Wait for the child to open (unless this kill is timed from the fork).
-    const auto open_deadline = fork_time + std::chrono::seconds(60);
+    const auto open_deadline = fork_time + testing::Scaled(std::chrono::seconds(60));
     while (!kill_from_fork && !ready && !open_failed && Clock::now() < open_deadline) {
       pollfd p{fds[0], POLLIN, 0};
       if (poll(&p, 1, 100) > 0) consume(false);

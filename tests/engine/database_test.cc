@@ -14,21 +14,18 @@
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/terrain.h"
+#include "tests/testing/test_database.h"
+#include "tests/testing/wait.h"
+#include "tests/testing/world.h"
 
 namespace voxdb::engine {
 namespace {
 
+using testing::kX;
+using testing::kY;
+using testing::kZ;
 using testing::TempDir;
-
-// A region near sea level: chunk z 312500 starts at the datum.
-constexpr uint64_t kX0 = 1'000'000 * 128, kY0 = 400'000 * 128, kZ0 = 40'000'000;
-
-DatabaseOptions TestOptions() {
-  DatabaseOptions o;
-  o.store.sync = false;  // durability itself is the crash tests' business
-  o.durability = Durability::kSync;
-  return o;
-}
+using testing::TestOptions;
 
 uint64_t StoredChunks(Database& db) {
   auto snap = db.store().BeginRead();
@@ -77,7 +74,7 @@ ReadOne GetChunk(Database& db, ChunkKey key) {
 TEST(DatabaseTest, UnwrittenWorldIsAirAtVersionZero) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
-  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 0);
+  EXPECT_EQ(Voxel(*db, {kX, kY, kZ}), 0);
   const ReadOne r = GetChunk(*db, ChunkKey::FromCoord({1'000'000, 400'000, 312'500}));
   ASSERT_OK(r.status);
   EXPECT_EQ(r.version, 0u);
@@ -88,16 +85,16 @@ TEST(DatabaseTest, UnwrittenWorldIsAirAtVersionZero) {
 TEST(DatabaseTest, SetVoxelsReadYourWritesThenFlushToStore) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
-  std::vector<VoxelEdit> edits = {{{kX0, kY0, kZ0}, 5},
-                                  {{kX0 + 127, kY0, kZ0}, 6},
-                                  {{kX0 + 128, kY0, kZ0}, 7},  // next chunk
-                                  {{kX0, kY0, kZ0}, 8}};       // same voxel again: last wins
+  std::vector<VoxelEdit> edits = {{{kX, kY, kZ}, 5},
+                                  {{kX + 127, kY, kZ}, 6},
+                                  {{kX + 128, kY, kZ}, 7},  // next chunk
+                                  {{kX, kY, kZ}, 8}};       // same voxel again: last wins
   const WriteResult w = db->SetVoxelsAndWait(edits);
   ASSERT_OK(w.status);
   EXPECT_GT(w.version, 0u);
-  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 8);
-  EXPECT_EQ(Voxel(*db, {kX0 + 127, kY0, kZ0}), 6);
-  EXPECT_EQ(Voxel(*db, {kX0 + 128, kY0, kZ0}), 7);
+  EXPECT_EQ(Voxel(*db, {kX, kY, kZ}), 8);
+  EXPECT_EQ(Voxel(*db, {kX + 127, kY, kZ}), 6);
+  EXPECT_EQ(Voxel(*db, {kX + 128, kY, kZ}), 7);
   const ChunkKey key = ChunkKey::FromCoord({1'000'000, 400'000, 312'500});
   ReadOne r = GetChunk(*db, key);
   EXPECT_EQ(r.source, ChunkRead::Source::kCache);
@@ -115,7 +112,7 @@ TEST(DatabaseTest, SetVoxelsReadYourWritesThenFlushToStore) {
   EXPECT_EQ(r.dense[0], 8);
 
   // Versions grow with every change.
-  const WriteResult w2 = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX0, kY0, kZ0}, 9}});
+  const WriteResult w2 = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX, kY, kZ}, 9}});
   ASSERT_OK(w2.status);
   EXPECT_GT(w2.version, w.version);
   EXPECT_EQ(GetChunk(*db, key).version, w2.version);
@@ -129,15 +126,15 @@ TEST(DatabaseTest, DataSurvivesReopen) {
   uint64_t version;
   {
     ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
-    const WriteResult w = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX0 + 1, kY0, kZ0}, 3}});
+    const WriteResult w = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX + 1, kY, kZ}, 3}});
     ASSERT_OK(w.status);
     version = w.version;
   }  // close flushes
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
-  EXPECT_EQ(Voxel(*db, {kX0 + 1, kY0, kZ0}), 3);
+  EXPECT_EQ(Voxel(*db, {kX + 1, kY, kZ}), 3);
   EXPECT_EQ(db->Stats().replayed_records, 0u);
   // Sequence numbers continue past everything stored.
-  const WriteResult w = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX0 + 2, kY0, kZ0}, 3}});
+  const WriteResult w = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX + 2, kY, kZ}, 3}});
   EXPECT_GT(w.version, version);
 }
 
@@ -151,7 +148,7 @@ TEST(DatabaseTest, JournalIsReplayedAfterAProcessDiesUnflushed) {
     auto db = Database::Open(dir.path(), o);
     if (!db.ok()) _exit(2);
     for (uint64_t i = 0; i < 100; ++i) {
-      const VoxelEdit e{{kX0 + i, kY0, kZ0}, static_cast<uint8_t>(1 + i % 200)};
+      const VoxelEdit e{{kX + i, kY, kZ}, static_cast<uint8_t>(1 + i % 200)};
       if (!(*db)->SetVoxelsAndWait({&e, 1}).status.ok()) _exit(3);
     }
     _exit(0);  // no destructor: nothing flushed, the journal holds everything
@@ -162,14 +159,14 @@ TEST(DatabaseTest, JournalIsReplayedAfterAProcessDiesUnflushed) {
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
   EXPECT_EQ(db->Stats().replayed_records, 100u);
   for (uint64_t i = 0; i < 100; ++i) {
-    EXPECT_EQ(Voxel(*db, {kX0 + i, kY0, kZ0}), 1 + i % 200) << i;
+    EXPECT_EQ(Voxel(*db, {kX + i, kY, kZ}), 1 + i % 200) << i;
   }
 }
 
 TEST(DatabaseTest, WriteBoxAndReadBoxAcrossChunks) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
-  const VoxelBox box{{kX0 + 100, kY0 + 120, kZ0 + 5}, {kX0 + 300, kY0 + 140, kZ0 + 9}};
+  const VoxelBox box{{kX + 100, kY + 120, kZ + 5}, {kX + 300, kY + 140, kZ + 9}};
   std::vector<uint8_t> voxels(box.volume());
   std::mt19937 rng(1);
   for (auto& v : voxels) v = static_cast<uint8_t>(rng() % 6);
@@ -182,13 +179,13 @@ TEST(DatabaseTest, WriteBoxAndReadBoxAcrossChunks) {
   ASSERT_OK(db->ReadBox(box, out.data()));
   EXPECT_EQ(out, voxels);
   // A box around it reads air outside.
-  const VoxelBox bigger{{kX0 + 99, kY0 + 120, kZ0 + 5}, {kX0 + 101, kY0 + 121, kZ0 + 6}};
+  const VoxelBox bigger{{kX + 99, kY + 120, kZ + 5}, {kX + 101, kY + 121, kZ + 6}};
   uint8_t two[2];
   ASSERT_OK(db->ReadBox(bigger, two));
   EXPECT_EQ(two[0], 0);
   EXPECT_EQ(two[1], voxels[0]);
   // A whole chunk written at once.
-  const VoxelBox chunk_box{{kX0, kY0, kZ0 + 128}, {kX0 + 128, kY0 + 128, kZ0 + 256}};
+  const VoxelBox chunk_box{{kX, kY, kZ + 128}, {kX + 128, kY + 128, kZ + 256}};
   const std::vector<uint8_t> surface = testing::SampleSurfaceChunk(1);
   ASSERT_OK(db->WriteBoxAndWait(chunk_box, surface).status);
   EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'000, 400'000, 312'501})).dense, surface);
@@ -197,9 +194,9 @@ TEST(DatabaseTest, WriteBoxAndReadBoxAcrossChunks) {
 TEST(DatabaseTest, InvalidWritesAreRefusedBeforeAnythingIsApplied) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
-  const std::vector<VoxelEdit> edits = {{{kX0, kY0, kZ0}, 1}, {{0, 0, 80'000'000}, 1}};
+  const std::vector<VoxelEdit> edits = {{{kX, kY, kZ}, 1}, {{0, 0, 80'000'000}, 1}};
   EXPECT_TRUE(IsOutOfBounds(db->SetVoxelsAndWait(edits).status));
-  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 0);  // the valid edit was not applied either
+  EXPECT_EQ(Voxel(*db, {kX, kY, kZ}), 0);  // the valid edit was not applied either
   EXPECT_TRUE(absl::IsInvalidArgument(db->SetVoxelsAndWait({}).status));
   const VoxelBox box{{0, 0, 0}, {2, 2, 2}};
   EXPECT_TRUE(absl::IsInvalidArgument(db->WriteBoxAndWait(box, std::vector<uint8_t>(7)).status));
@@ -230,7 +227,7 @@ TEST(DatabaseTest, PutChunkWithExpectedVersion) {
   EXPECT_TRUE(IsConflict(stale.status)) << stale.status;
   EXPECT_EQ(GetChunk(*db, key).dense, surface);
   ASSERT_OK(db->PutChunkAndWait(key, EncodeChunk(Chunk(1), 1, 1), first.version).status);
-  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 1);
+  EXPECT_EQ(Voxel(*db, {kX, kY, kZ}), 1);
   ASSERT_OK(db->Flush());
   ASSERT_OK(db->PutChunkAndWait(key, rec, std::nullopt).status);  // unconditional
   EXPECT_EQ(GetChunk(*db, key).dense, surface);
@@ -239,15 +236,14 @@ TEST(DatabaseTest, PutChunkWithExpectedVersion) {
 TEST(DatabaseTest, FillsOverlapNewestWins) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
-  const WriteResult a = db->FillBoxAndWait({{kX0, kY0, kZ0}, {kX0 + 200, kY0 + 10, kZ0 + 10}}, 1);
-  const WriteResult b =
-      db->FillBoxAndWait({{kX0 + 100, kY0, kZ0}, {kX0 + 300, kY0 + 10, kZ0 + 10}}, 2);
+  const WriteResult a = db->FillBoxAndWait({{kX, kY, kZ}, {kX + 200, kY + 10, kZ + 10}}, 1);
+  const WriteResult b = db->FillBoxAndWait({{kX + 100, kY, kZ}, {kX + 300, kY + 10, kZ + 10}}, 2);
   ASSERT_OK(a.status);
   ASSERT_OK(b.status);
-  EXPECT_EQ(Voxel(*db, {kX0 + 50, kY0, kZ0}), 1);
-  EXPECT_EQ(Voxel(*db, {kX0 + 150, kY0, kZ0}), 2);  // overlap: newest
-  EXPECT_EQ(Voxel(*db, {kX0 + 250, kY0 + 9, kZ0 + 9}), 2);
-  EXPECT_EQ(Voxel(*db, {kX0 + 250, kY0 + 10, kZ0}), 0);
+  EXPECT_EQ(Voxel(*db, {kX + 50, kY, kZ}), 1);
+  EXPECT_EQ(Voxel(*db, {kX + 150, kY, kZ}), 2);  // overlap: newest
+  EXPECT_EQ(Voxel(*db, {kX + 250, kY + 9, kZ + 9}), 2);
+  EXPECT_EQ(Voxel(*db, {kX + 250, kY + 10, kZ}), 0);
   // Version of an unstored chunk: its newest fill.
   EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'000, 400'000, 312'500})).version, b.version);
   EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'002, 400'000, 312'500})).version, b.version);
@@ -256,16 +252,16 @@ TEST(DatabaseTest, FillsOverlapNewestWins) {
   db.reset();
   ASSERT_OK_AND_ASSIGN(db, Database::Open(dir.path(), TestOptions()));
   EXPECT_EQ(db->Stats().fills, 2u);
-  EXPECT_EQ(Voxel(*db, {kX0 + 150, kY0, kZ0}), 2);
+  EXPECT_EQ(Voxel(*db, {kX + 150, kY, kZ}), 2);
 }
 
 TEST(DatabaseTest, WriteInsideAFillMaterialisesOnlyThatChunk) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
   // 4 x 4 x 4 chunks of rock.
-  const VoxelBox rock{{kX0, kY0, kZ0}, {kX0 + 512, kY0 + 512, kZ0 + 512}};
+  const VoxelBox rock{{kX, kY, kZ}, {kX + 512, kY + 512, kZ + 512}};
   ASSERT_OK(db->FillBoxAndWait(rock, testing::kStone).status);
-  const VoxelCoord dig{kX0 + 200, kY0 + 200, kZ0 + 200};
+  const VoxelCoord dig{kX + 200, kY + 200, kZ + 200};
   ASSERT_OK(db->SetVoxelsAndWait(std::vector<VoxelEdit>{{dig, 0}}).status);
   EXPECT_EQ(Voxel(*db, dig), 0);
   EXPECT_EQ(Voxel(*db, {dig.x + 1, dig.y, dig.z}), testing::kStone);
@@ -290,7 +286,7 @@ TEST(DatabaseTest, FillDeletesChunksWhollyInsideAndRewritesPartlyInside) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
   // Two stored chunks side by side.
-  const VoxelBox two{{kX0, kY0, kZ0}, {kX0 + 256, kY0 + 128, kZ0 + 128}};
+  const VoxelBox two{{kX, kY, kZ}, {kX + 256, kY + 128, kZ + 128}};
   std::vector<uint8_t> noise(two.volume());
   std::mt19937 rng(2);
   for (auto& v : noise) v = static_cast<uint8_t>(1 + rng() % 4);
@@ -298,17 +294,17 @@ TEST(DatabaseTest, FillDeletesChunksWhollyInsideAndRewritesPartlyInside) {
   ASSERT_OK(db->Flush());
   ASSERT_EQ(StoredChunks(*db), 2u);
   // A fill covering the first chunk wholly and the second one's first 10 x-columns.
-  const VoxelBox fill{{kX0 - 5, kY0, kZ0}, {kX0 + 138, kY0 + 128, kZ0 + 128}};
+  const VoxelBox fill{{kX - 5, kY, kZ}, {kX + 138, kY + 128, kZ + 128}};
   const WriteResult f = db->FillBoxAndWait(fill, 9);
   ASSERT_OK(f.status);
-  EXPECT_EQ(Voxel(*db, {kX0 + 64, kY0 + 64, kZ0 + 64}), 9);
-  EXPECT_EQ(Voxel(*db, {kX0 + 137, kY0 + 5, kZ0 + 5}), 9);
+  EXPECT_EQ(Voxel(*db, {kX + 64, kY + 64, kZ + 64}), 9);
+  EXPECT_EQ(Voxel(*db, {kX + 137, kY + 5, kZ + 5}), 9);
   const size_t i = 138 + 256 * (5 + 128 * 5);
-  EXPECT_EQ(Voxel(*db, {kX0 + 138, kY0 + 5, kZ0 + 5}), noise[i]);
+  EXPECT_EQ(Voxel(*db, {kX + 138, kY + 5, kZ + 5}), noise[i]);
   ASSERT_OK(db->Flush());
   EXPECT_EQ(StoredChunks(*db), 1u);  // the wholly covered chunk was deleted
-  EXPECT_EQ(Voxel(*db, {kX0 + 64, kY0 + 64, kZ0 + 64}), 9);
-  EXPECT_EQ(Voxel(*db, {kX0 + 138, kY0 + 5, kZ0 + 5}), noise[i]);
+  EXPECT_EQ(Voxel(*db, {kX + 64, kY + 64, kZ + 64}), 9);
+  EXPECT_EQ(Voxel(*db, {kX + 138, kY + 5, kZ + 5}), noise[i]);
   EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'000, 400'000, 312'500})).version, f.version);
   EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'001, 400'000, 312'500})).version, f.version);
 }
@@ -319,7 +315,7 @@ TEST(DatabaseTest, PlanetWideFillIsOneSmallRecord) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
   // Some terrain near the surface, which the fill must not touch.
-  ASSERT_OK(db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX0, kY0, kZ0}, 3}}).status);
+  ASSERT_OK(db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX, kY, kZ}, 3}}).status);
   ASSERT_OK(db->Flush());
   const WorldFrame& f = db->frame();
   const uint64_t ten_km = 10'000 * 4;  // voxels
@@ -343,7 +339,7 @@ TEST(DatabaseTest, PlanetWideFillIsOneSmallRecord) {
   EXPECT_LE(fill_bytes, 100u);
   EXPECT_EQ(Voxel(*db, {12'345, 67'890, 1'000}), testing::kStone);
   EXPECT_EQ(Voxel(*db, {12'345, 67'890, f.sea_level_z() - ten_km}), 0);
-  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 3);
+  EXPECT_EQ(Voxel(*db, {kX, kY, kZ}), 3);
   EXPECT_EQ(StoredChunks(*db), 1u);
 }
 
@@ -357,7 +353,7 @@ TEST(DatabaseTest, EvictionUnderASmallBudgetKeepsData) {
   std::vector<std::vector<uint8_t>> written;
   for (uint32_t i = 0; i < 24; ++i) {
     std::vector<uint8_t> dense = i % 2 ? testing::NoiseChunk(i) : testing::SampleSurfaceChunk(i);
-    const VoxelBox box{{kX0 + 128 * i, kY0, kZ0}, {kX0 + 128 * i + 128, kY0 + 128, kZ0 + 128}};
+    const VoxelBox box{{kX + 128 * i, kY, kZ}, {kX + 128 * i + 128, kY + 128, kZ + 128}};
     ASSERT_OK(db->WriteBoxAndWait(box, dense).status);
     written.push_back(std::move(dense));
     EXPECT_LE(db->Stats().cache_bytes, o.cache_bytes + (3u << 20));
@@ -367,7 +363,7 @@ TEST(DatabaseTest, EvictionUnderASmallBudgetKeepsData) {
     EXPECT_EQ(GetChunk(*db, ChunkKey::FromCoord({1'000'000 + i, 400'000, 312'500})).dense,
               written[i]);
     uint8_t v;
-    const VoxelCoord at{kX0 + 128 * i + 3, kY0 + 4, kZ0 + 5};
+    const VoxelCoord at{kX + 128 * i + 3, kY + 4, kZ + 5};
     ASSERT_OK(db->GetVoxels({&at, 1}, &v));  // decodes into the cache, evicting others
     EXPECT_EQ(v, written[i][3 + 128 * (4 + 128 * 5)]);
   }
@@ -383,11 +379,11 @@ TEST(DatabaseTest, AsyncModeAcknowledgesBeforeTheCommit) {
   o.durability = Durability::kAsync;
   o.commit_interval = std::chrono::milliseconds(50);
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), o));
-  const WriteResult w = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX0, kY0, kZ0}, 4}});
+  const WriteResult w = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX, kY, kZ}, 4}});
   ASSERT_OK(w.status);
-  EXPECT_EQ(Voxel(*db, {kX0, kY0, kZ0}), 4);
+  EXPECT_EQ(Voxel(*db, {kX, kY, kZ}), 4);
   EXPECT_LT(db->Stats().committed_seq, w.version);  // not yet committed: within the interval
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  const auto deadline = testing::DeadlineIn(std::chrono::seconds(5));
   while (db->Stats().committed_seq < w.version && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -400,33 +396,18 @@ TEST(DatabaseTest, CorruptStoredChunkIsReportedAndTheRestServes) {
   const ChunkKey good = ChunkKey::FromCoord({1'000'001, 400'000, 312'500});
   {
     ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
-    ASSERT_OK(db->SetVoxelsAndWait(
-                    std::vector<VoxelEdit>{{{kX0, kY0, kZ0}, 1}, {{kX0 + 128, kY0, kZ0}, 2}})
-                  .status);
+    ASSERT_OK(
+        db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX, kY, kZ}, 1}, {{kX + 128, kY, kZ}, 2}})
+            .status);
   }
-  {
-    // Flip a byte of one record behind the database's back.
-    StoreOptions so;
-    so.sync = false;
-    ASSERT_OK_AND_ASSIGN(auto store, ChunkStore::Open(dir.path(), so));
-    std::vector<uint8_t> rec;
-    {
-      ASSERT_OK_AND_ASSIGN(auto snap, store->BeginRead());
-      ASSERT_OK_AND_ASSIGN(auto got, snap->GetChunk(bad));
-      rec.assign(got.begin(), got.end());
-    }
-    rec[rec.size() / 2] ^= 0x40;
-    WriteBatch batch;
-    batch.PutChunk(bad, rec);
-    ASSERT_OK(store->Write(batch));
-  }
+  ASSERT_OK(testing::CorruptStoredChunk(dir.path(), bad));  // behind the database's back
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
   EXPECT_TRUE(IsCorrupt(GetChunk(*db, bad).status));
   uint8_t v;
-  const VoxelCoord at{kX0, kY0, kZ0};
+  const VoxelCoord at{kX, kY, kZ};
   EXPECT_TRUE(IsCorrupt(db->GetVoxels({&at, 1}, &v)));
   EXPECT_TRUE(IsCorrupt(db->SetVoxelsAndWait(std::vector<VoxelEdit>{{at, 3}}).status));
-  EXPECT_EQ(Voxel(*db, {kX0 + 128, kY0, kZ0}), 2);
+  EXPECT_EQ(Voxel(*db, {kX + 128, kY, kZ}), 2);
   EXPECT_OK(GetChunk(*db, good).status);
   // Replacing the corrupt chunk whole is allowed.
   ASSERT_OK(db->PutChunkAndWait(bad, EncodeChunk(Chunk(6), 1, 1), std::nullopt).status);
@@ -467,12 +448,12 @@ std::vector<std::pair<uint64_t, uint64_t>> SnapshotScan(const DatabaseSnapshot& 
 TEST(DatabaseSnapshotTest, IsOneMomentWhateverHappensAfter) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
-  const ChunkCoord c0 = ChunkCoord{kX0 / 128, kY0 / 128, kZ0 / 128};
+  const ChunkCoord c0 = ChunkCoord{kX / 128, kY / 128, kZ / 128};
   auto key = [&](uint32_t dx, uint32_t dy = 0, uint32_t dz = 0) {
     return ChunkKey::FromCoord({c0.x + dx, c0.y + dy, c0.z + dz});
   };
   auto voxel = [&](uint32_t dx, uint64_t i = 0) {
-    return VoxelCoord{kX0 + 128 * dx + i, kY0 + 7, kZ0 + 9};
+    return VoxelCoord{kX + 128 * dx + i, kY + 7, kZ + 9};
   };
   // Chunk 0 stored (flushed); chunk 1 stored then deleted; chunk 2 dirty;
   // a fill over chunk 3 (unstored).
@@ -481,7 +462,7 @@ TEST(DatabaseSnapshotTest, IsOneMomentWhateverHappensAfter) {
   ASSERT_OK(db->Flush());
   ASSERT_OK(db->DeleteChunkAndWait(key(1)).status);
   const uint64_t v2 = db->SetVoxelsAndWait({{{voxel(2), 7}}}).version;
-  const VoxelBox fill{{kX0 + 3 * 128, kY0, kZ0}, {kX0 + 4 * 128, kY0 + 64, kZ0 + 64}};
+  const VoxelBox fill{{kX + 3 * 128, kY, kZ}, {kX + 4 * 128, kY + 64, kZ + 64}};
   const uint64_t vf = db->FillBoxAndWait(fill, 9).version;
   const ChunkBox box{key(0).coord(), key(5).coord()};
   std::vector<std::pair<uint64_t, std::vector<uint8_t>>> before;
@@ -511,7 +492,7 @@ TEST(DatabaseSnapshotTest, IsOneMomentWhateverHappensAfter) {
   ASSERT_OK(db->DeleteChunkAndWait(key(2)).status);
   ASSERT_OK(db->SetVoxelsAndWait({{{voxel(4), 80}}}).status);
   ASSERT_OK(db->SetVoxelsAndWait({{{voxel(5, 1), 12}}}).status);
-  ASSERT_OK(db->FillBoxAndWait({{kX0, kY0, kZ0}, {kX0 + 5 * 128, kY0 + 1, kZ0 + 1}}, 1).status);
+  ASSERT_OK(db->FillBoxAndWait({{kX, kY, kZ}, {kX + 5 * 128, kY + 1, kZ + 1}}, 1).status);
   ASSERT_OK(db->Flush());
   EXPECT_NE(GetChunk(*db, key(0)).dense, before[0].second);
 
@@ -549,12 +530,12 @@ TEST(DatabaseSnapshotTest, IsOneMomentWhateverHappensAfter) {
 TEST(DatabaseSnapshotTest, OutlivesItsDatabase) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
-  ASSERT_OK(db->SetVoxelsAndWait({{{VoxelCoord{kX0, kY0, kZ0}, 3}}}).status);
+  ASSERT_OK(db->SetVoxelsAndWait({{{VoxelCoord{kX, kY, kZ}, 3}}}).status);
   ASSERT_OK(db->Flush());
   ASSERT_OK_AND_ASSIGN(auto snap, db->Snapshot());
   ASSERT_OK_AND_ASSIGN(auto second, db->Snapshot());
   second.reset();  // one ends before the database, one after
-  const ChunkKey key = ChunkKey::FromCoord({kX0 / 128, kY0 / 128, kZ0 / 128});
+  const ChunkKey key = ChunkKey::FromCoord({kX / 128, kY / 128, kZ / 128});
   EXPECT_EQ(SnapshotChunk(*snap, key).second[0], 3);
   db.reset();
   EXPECT_TRUE(absl::IsUnavailable(snap->GetChunks({&key, 1}, [](size_t, const ChunkRead&) {})));
@@ -564,7 +545,7 @@ TEST(DatabaseSnapshotTest, OutlivesItsDatabase) {
   snap.reset();
   // The database opens again, whole.
   ASSERT_OK_AND_ASSIGN(db, Database::Open(dir.path(), TestOptions()));
-  EXPECT_EQ(Voxel(*db, VoxelCoord{kX0, kY0, kZ0}), 3);
+  EXPECT_EQ(Voxel(*db, VoxelCoord{kX, kY, kZ}), 3);
 }
 
 // Snapshots taken and read while writers and the flusher run (for TSan):
@@ -575,13 +556,13 @@ TEST(DatabaseSnapshotTest, StableUnderConcurrentWritesAndFlushes) {
   o.dirty_bytes = size_t{4} << 20;  // the flusher runs often
   o.flush_high_water = 0.1;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), o));
-  const ChunkCoord c0 = ChunkCoord{kX0 / 128, kY0 / 128, kZ0 / 128};
+  const ChunkCoord c0 = ChunkCoord{kX / 128, kY / 128, kZ / 128};
   const ChunkBox box{c0, {c0.x + 3, c0.y, c0.z}};
   std::atomic<bool> stop{false};
   std::thread writer([&] {
     std::mt19937_64 rng(7);
     while (!stop.load()) {
-      const VoxelCoord v{kX0 + rng() % 512, kY0 + rng() % 128, kZ0 + rng() % 128};
+      const VoxelCoord v{kX + rng() % 512, kY + rng() % 128, kZ + rng() % 128};
       ASSERT_OK(db->SetVoxelsAndWait({{{v, static_cast<uint8_t>(1 + rng() % 9)}}}).status);
       if (rng() % 64 == 0) ASSERT_OK(db->Flush());
     }
@@ -617,8 +598,8 @@ namespace {
 TEST(DatabaseTest, AFailedWriteLeavesNoHoleInTheSequence) {
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), TestOptions()));
-  const uint64_t v1 = db->SetVoxelsAndWait({{{VoxelCoord{kX0, kY0, kZ0}, 3}}}).version;
-  const ChunkKey key = ChunkKey::FromCoord({kX0 / 128, kY0 / 128, kZ0 / 128});
+  const uint64_t v1 = db->SetVoxelsAndWait({{{VoxelCoord{kX, kY, kZ}, 3}}}).version;
+  const ChunkKey key = ChunkKey::FromCoord({kX / 128, kY / 128, kZ / 128});
   const std::vector<uint8_t> record = EncodeChunk(Chunk(5), 0, 0);
   const WriteResult conflict = db->PutChunkAndWait(key, record, v1 + 7);
   EXPECT_TRUE(absl::IsAborted(conflict.status)) << conflict.status;
@@ -638,7 +619,7 @@ TEST(DatabaseTest, FailedFillLeavesNoFill) {
   DatabaseOptions o = TestOptions();
   o.store.max_readers = 4;
   ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), o));
-  ASSERT_OK(db->SetVoxelsAndWait({{{VoxelCoord{kX0, kY0, kZ0}, 3}}}).status);
+  ASSERT_OK(db->SetVoxelsAndWait({{{VoxelCoord{kX, kY, kZ}, 3}}}).status);
   std::vector<std::unique_ptr<DatabaseSnapshot>> held;
   for (int i = 0; i < 16; ++i) {
     auto s = db->Snapshot();
@@ -646,18 +627,18 @@ TEST(DatabaseTest, FailedFillLeavesNoFill) {
     held.push_back(std::move(*s));
   }
   ASSERT_FALSE(held.empty());
-  const VoxelBox box{{kX0 + 10, kY0, kZ0}, {kX0 + 20, kY0 + 10, kZ0 + 10}};
+  const VoxelBox box{{kX + 10, kY, kZ}, {kX + 20, kY + 10, kZ + 10}};
   const WriteResult r = db->FillBoxAndWait(box, 9);
   EXPECT_FALSE(r.status.ok());
   EXPECT_EQ(db->Fills()->size(), 0u);
   held.clear();
-  EXPECT_EQ(Voxel(*db, VoxelCoord{kX0 + 15, kY0 + 5, kZ0 + 5}), 0);
+  EXPECT_EQ(Voxel(*db, VoxelCoord{kX + 15, kY + 5, kZ + 5}), 0);
   ASSERT_OK(db->Flush());
   db.reset();
   ASSERT_OK_AND_ASSIGN(db, Database::Open(dir.path(), TestOptions()));
   EXPECT_EQ(db->Fills()->size(), 0u);
-  EXPECT_EQ(Voxel(*db, VoxelCoord{kX0 + 15, kY0 + 5, kZ0 + 5}), 0);
-  EXPECT_EQ(Voxel(*db, VoxelCoord{kX0, kY0, kZ0}), 3);
+  EXPECT_EQ(Voxel(*db, VoxelCoord{kX + 15, kY + 5, kZ + 5}), 0);
+  EXPECT_EQ(Voxel(*db, VoxelCoord{kX, kY, kZ}), 3);
 }
 
 }  // namespace

@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <map>
 #include <memory>
 #include <set>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -18,6 +20,8 @@
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/terrain.h"
+#include "tests/testing/test_database.h"
+#include "tests/testing/wait.h"
 
 namespace voxdb::engine {
 namespace {
@@ -54,34 +58,28 @@ uint8_t NaiveMode(const std::array<uint8_t, 8>& v) {
 
 class LodTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    DatabaseOptions o;
-    o.store.sync = false;
-    o.observers = {&observer_};
-    ASSERT_OK_AND_ASSIGN(db_, Database::Open(dir_.path(), o));
-    LodOptions lo;
-    lo.levels = kLevels;
-    lod_ = std::make_unique<LodPyramid>(db_.get(), lo);
-    lod_->Start();
-  }
-  void TearDown() override {
-    lod_->Stop();
-    lod_.reset();
-    db_.reset();
-  }
+  void SetUp() override { Open(/*start=*/true); }
+  void TearDown() override { Close(); }
 
-  void Reopen(bool start) {
-    lod_->Stop();
-    lod_.reset();
-    db_.reset();
-    DatabaseOptions o;
-    o.store.sync = false;
+  // Opens the database with a LodObserver and a pyramid over it; starts
+  // its builder when `start`.
+  void Open(bool start) {
+    DatabaseOptions o = testing::TestOptions();
     o.observers = {&observer_};
     ASSERT_OK_AND_ASSIGN(db_, Database::Open(dir_.path(), o));
     LodOptions lo;
     lo.levels = kLevels;
     lod_ = std::make_unique<LodPyramid>(db_.get(), lo);
     if (start) lod_->Start();
+  }
+  void Close() {
+    if (lod_) lod_->Stop();
+    lod_.reset();
+    db_.reset();
+  }
+  void Reopen(bool start) {
+    Close();
+    Open(start);
   }
 
   void Put(const ChunkCoord& c, const Dense& dense) {
@@ -90,9 +88,11 @@ class LodTest : public ::testing::Test {
     chunks_.insert({c.x, c.y, c.z});
   }
 
+  // Flushes, then waits for the builder to catch up (a bound for a hang:
+  // two minutes, scaled).
   void Settle() {
     ASSERT_OK(db_->Flush());
-    ASSERT_OK(lod_->WaitIdle());
+    ASSERT_OK(lod_->WaitIdle(testing::Scaled(std::chrono::minutes(2))));
   }
 
   // Level 0 of a chunk we know, read through the Database (fills included).
@@ -363,7 +363,7 @@ TEST_F(LodTest, ABigFillLeavesNoNodeToBuild) {
   const VoxelCoord e = db_->frame().ChunkOrigin(At(256, 256, 8));
   const WriteResult fill = db_->FillBoxAndWait(VoxelBox{o, e}, 5);
   ASSERT_OK(fill.status);
-  Settle();  // WaitIdle gives up after 120 s
+  Settle();
   EXPECT_EQ(lod_->DirtyCount(), 0u);
   for (int level = 1; level <= kLevels; ++level) {
     for (const ChunkCoord& c : {At(0, 0, 0), At(255, 255, 7), At(100, 37, 3)}) {
@@ -390,7 +390,7 @@ TEST_F(LodTest, RebuildMarksForTheBuilderAndWaitersHearTheEnd) {
   std::promise<Status> done;
   lod_->WhenBuilt([&](const Status& s) { done.set_value(s); });
   auto f = done.get_future();
-  ASSERT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  ASSERT_EQ(f.wait_for(testing::Scaled(std::chrono::seconds(60))), std::future_status::ready);
   EXPECT_OK(f.get());
   EXPECT_EQ(lod_->DirtyCount(), 0u);
   ExpectMatchesNaive();
@@ -403,6 +403,73 @@ TEST_F(LodTest, RebuildMarksForTheBuilderAndWaitersHearTheEnd) {
   EXPECT_TRUE(absl::IsUnavailable(stopped.get_future().get()));
   Reopen(/*start=*/true);  // resumes
   Settle();
+  ExpectMatchesNaive();
+}
+
+// WhenSynced answers once what was marked before it is built: every level
+// over a flushed chunk has its version, while another thread keeps writing
+// and flushing chunks under other nodes (whose markers it does not wait for).
+TEST_F(LodTest, WhenSyncedWaitsForWhatWasMarkedBeforeItWhileWritesGoOn) {
+  std::atomic<bool> stop{false};
+  std::atomic<int> flushes{0};
+  std::thread writer([&] {
+    const VoxelCoord far = db_->frame().ChunkOrigin(At(64, 0, 0));
+    for (uint64_t i = 0; !stop.load(); ++i) {
+      const VoxelCoord v{far.x + 128 * (i % 16) + i % 100, far.y, far.z};
+      const VoxelEdit edit{v, static_cast<uint8_t>(1 + i % 200)};
+      ASSERT_OK(db_->SetVoxelsAndWait({&edit, 1}).status);
+      if (i % 8 == 0) {
+        ASSERT_OK(db_->Flush());
+        ++flushes;
+      }
+    }
+  });
+  ASSERT_TRUE(testing::WaitUntil([&] { return flushes.load() >= 3; }, std::chrono::seconds(30)));
+  for (uint32_t round = 0; round < 3; ++round) {
+    const ChunkCoord c = At(round, 0, 0);
+    const VoxelCoord o = db_->frame().ChunkOrigin(c);
+    const VoxelEdit edit{o, static_cast<uint8_t>(7 + round)};
+    const WriteResult w = db_->SetVoxelsAndWait({&edit, 1});
+    ASSERT_OK(w.status);
+    ASSERT_OK(db_->Flush());
+    const int before = flushes.load();
+    std::promise<Status> done;
+    lod_->WhenSynced([&](const Status& s) { done.set_value(s); });
+    auto f = done.get_future();
+    ASSERT_EQ(f.wait_for(testing::Scaled(std::chrono::seconds(60))), std::future_status::ready);
+    ASSERT_OK(f.get());
+    for (int level = 1; level <= kLevels; ++level) {
+      ASSERT_OK_AND_ASSIGN(LodRead read,
+                           lod_->GetLod(level, ChunkKey::FromCoord(c).OctreeNode(level)));
+      EXPECT_EQ(read.version, w.version) << "level " << level << ", round " << round;
+      EXPECT_FALSE(read.dirty) << "level " << level << ", round " << round;
+    }
+    EXPECT_GE(flushes.load(), before);
+  }
+  stop = true;
+  writer.join();
+  Settle();
+  EXPECT_EQ(lod_->DirtyCount(), 0u);
+}
+
+// WhenSynced with nothing marked answers at once; on a stopped builder it
+// fails (UNAVAILABLE), and WaitIdle says BUSY when its timeout passes first.
+TEST_F(LodTest, WhenSyncedOnAStoppedBuilderFails) {
+  ASSERT_OK(lod_->WaitIdle(testing::Scaled(std::chrono::seconds(30))));
+  Put(At(0, 0, 0), testing::SampleSurfaceChunk(1));
+  lod_->Stop();
+  ASSERT_OK(db_->Flush());
+  std::promise<Status> stopped;
+  lod_->WhenSynced([&](const Status& s) { stopped.set_value(s); });
+  EXPECT_TRUE(absl::IsUnavailable(stopped.get_future().get()));
+  Reopen(/*start=*/false);
+  EXPECT_GT(lod_->DirtyCount(), 0u);
+  // Not started: nothing builds, so the wait runs out.
+  const Status s = lod_->WaitIdle(std::chrono::milliseconds(50));
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  lod_->Start();
+  Settle();
+  EXPECT_EQ(lod_->DirtyCount(), 0u);
   ExpectMatchesNaive();
 }
 

@@ -19,6 +19,7 @@
 
 #include "engine/chunk_codec.h"
 #include "engine/coding.h"
+#include "tests/testing/indexed_db.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -35,19 +36,7 @@ using testing::TempDir;
 const engine::WorldFrame kFrame = engine::WorldFrame::Earth();
 constexpr uint32_t kSeaCz = 312'500;  // the chunk layer starting at altitude 0
 
-struct Db {
-  explicit Db(const std::string& dir) : index(kFrame) {
-    DatabaseOptions o;
-    o.store.sync = false;
-    o.observers = {&index};
-    auto d = Database::Open(dir, o);
-    EXPECT_TRUE(d.ok()) << d.status();
-    db = std::move(*d);
-    EXPECT_OK(EnsureBuilt(db.get()));
-  }
-  S2Index index;
-  std::unique_ptr<Database> db;
-};
+using Db = testing::IndexedDb;
 
 std::vector<uint8_t> Uniform(uint8_t material) {
   return engine::EncodeChunk(engine::Chunk(material), 1, 1);
@@ -454,9 +443,7 @@ TEST(S2IndexTest, RebuildAndEnsureBuiltRecreateTheIndex) {
   const std::vector<ChunkCoord> world = RandomWorld(rng, 6, 60);
   {
     // A database written without the index (as before it existed).
-    DatabaseOptions o;
-    o.store.sync = false;
-    auto db = Database::Open(dir.Sub("db"), o);
+    auto db = Database::Open(dir.Sub("db"), testing::TestOptions());
     ASSERT_TRUE(db.ok());
     for (const ChunkCoord& c : world) {
       ASSERT_OK((*db)->PutChunkAndWait(ChunkKey::FromCoord(c), Uniform(4), std::nullopt).status);
@@ -528,9 +515,7 @@ TEST(S2IndexTest, EnsureBuiltReplacesAnOlderFormat) {
     ASSERT_OK(EnsureBuilt(d.db.get(), tell));  // current: nothing to do
     EXPECT_EQ(said.size(), 1u);
     {
-      DatabaseOptions o;
-      o.store.sync = false;
-      auto empty = Database::Open(dir.Sub("empty"), o);
+      auto empty = Database::Open(dir.Sub("empty"), testing::TestOptions());
       ASSERT_TRUE(empty.ok());
       ASSERT_OK(EnsureBuilt(empty->get(), tell));  // a new database: built without a word
       EXPECT_EQ(said.size(), 1u);

@@ -38,6 +38,7 @@
 #include "index/s2_index.h"
 #include "protocol/client.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/indexed_db.h"
 #include "tests/testing/run_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -91,20 +92,7 @@ Json JsonOf(const CliResult& r) {
 // --- Databases ---------------------------------------------------------------
 
 // A database as voxdbd keeps it: the S2 index as a flusher observer.
-struct Db {
-  explicit Db(const std::string& dir) : index(kFrame) {
-    DatabaseOptions o;
-    o.store.sync = false;
-    o.observers = {&index};
-    auto d = Database::Open(dir, o);
-    EXPECT_TRUE(d.ok()) << d.status();
-    if (!d.ok()) std::abort();
-    db = std::move(*d);
-    EXPECT_OK(index::EnsureBuilt(db.get()));
-  }
-  index::S2Index index;
-  std::unique_ptr<Database> db;  // closed (flushed) before the index goes
-};
+using Db = testing::IndexedDb;
 
 std::unique_ptr<ChunkStore> OpenStore(const std::string& dir) {
   engine::StoreOptions o;

@@ -15,6 +15,8 @@
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
@@ -22,6 +24,7 @@ namespace {
 using protocol::Client;
 using protocol::Opcode;
 using protocol::WireStatus;
+using testing::Connect;
 using testing::DaemonProcess;
 using testing::TempDir;
 using namespace std::chrono_literals;
@@ -29,12 +32,6 @@ using Clock = std::chrono::steady_clock;
 
 const std::string kSecret = "aaaaaaaaaaaaaaaaaaaa";
 const std::string kWrong = "aaaaaaaaaaaaaaaaaaab";
-
-std::unique_ptr<Client> Connect(const DaemonProcess& d) {
-  auto c = Client::Connect("127.0.0.1", d.port());
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? std::move(*c) : nullptr;
-}
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -57,9 +54,9 @@ int64_t AuthFailures(Client* admin) {
   return -1;
 }
 
-// Waits (up to 10 s) until the server has counted `n` auth failures.
+// Waits (up to 10 s, scaled) until the server has counted `n` auth failures.
 void AwaitAuthFailures(Client* admin, int64_t n) {
-  for (int i = 0; i < 1000 && AuthFailures(admin) < n; ++i) std::this_thread::sleep_for(10ms);
+  testing::WaitUntil([&] { return AuthFailures(admin) >= n; }, 10s);
   ASSERT_EQ(AuthFailures(admin), n);
 }
 
@@ -71,7 +68,7 @@ TEST(DaemonAuthDelayTest, FailedHellosSlowDownAndOthersAreNotDelayed) {
   constexpr int kGuesses = 10;
   const auto t0 = Clock::now();
   for (int i = 0; i < kGuesses; ++i) {
-    auto c = Connect(daemon);
+    auto c = Connect(daemon.port());
     auto r = c->Hello(kWrong);
     ASSERT_TRUE(absl::IsUnauthenticated(r.status())) << i << ": " << r.status();
   }
@@ -83,18 +80,18 @@ TEST(DaemonAuthDelayTest, FailedHellosSlowDownAndOthersAreNotDelayed) {
 
   // A failure now waits 1 s. Meanwhile a good HELLO and a PING from the same
   // address, on other connections, are answered at once.
-  auto guesser = Connect(daemon);
+  auto guesser = Connect(daemon.port());
   const auto sent = Clock::now();
   ASSERT_OK(guesser->Send(Opcode::kHello, HelloPayload(kWrong)).status());
   std::this_thread::sleep_for(50ms);  // the server has it
   {
-    auto good = Connect(daemon);
+    auto good = Connect(daemon.port());
     const auto h0 = Clock::now();
     ASSERT_OK_AND_ASSIGN(auto hello, good->Hello(kSecret));
     EXPECT_EQ(hello.role, static_cast<uint8_t>(protocol::Role::kAdmin));
     EXPECT_OK(good->Ping());
     EXPECT_LT(Seconds(Clock::now() - h0), 0.5);
-    auto other = Connect(daemon);
+    auto other = Connect(daemon.port());
     const auto p0 = Clock::now();
     EXPECT_OK(other->Ping());
     EXPECT_LT(Seconds(Clock::now() - p0), 0.5);
@@ -112,21 +109,21 @@ TEST(DaemonAuthDelayTest, FailedHellosSlowDownAndOthersAreNotDelayed) {
 TEST(DaemonAuthDelayTest, ParallelGuessesAreRefusedUnchecked) {
   TempDir dir;
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"), {"--token", "admin:" + kSecret});
-  auto admin = Connect(daemon);
+  auto admin = Connect(daemon.port());
   ASSERT_OK(admin->Hello(kSecret).status());
   {
-    auto c = Connect(daemon);  // the first failure: answered at once
+    auto c = Connect(daemon.port());  // the first failure: answered at once
     ASSERT_TRUE(absl::IsUnauthenticated(c->Hello(kWrong).status()));
   }
   std::vector<std::unique_ptr<Client>> pending;
   for (int i = 0; i < 4; ++i) {  // 100, 200, 400, 800 ms
-    pending.push_back(Connect(daemon));
+    pending.push_back(Connect(daemon.port()));
     ASSERT_OK(pending.back()->Send(Opcode::kHello, HelloPayload(kWrong)).status());
     AwaitAuthFailures(admin.get(), 2 + i);
   }
   // Even the right token is not checked now.
   for (const std::string& token : {kWrong, kSecret}) {
-    auto c = Connect(daemon);
+    auto c = Connect(daemon.port());
     const auto t0 = Clock::now();
     auto r = c->Hello(token);
     EXPECT_EQ(protocol::ServerStatusOf(r.status()), WireStatus::kBusy) << r.status();
@@ -139,7 +136,7 @@ TEST(DaemonAuthDelayTest, ParallelGuessesAreRefusedUnchecked) {
     EXPECT_EQ(reply->header.status, static_cast<uint16_t>(WireStatus::kUnauthenticated));
   }
   // Answered: HELLOs are checked again (and a good one is not delayed).
-  auto c = Connect(daemon);
+  auto c = Connect(daemon.port());
   EXPECT_OK(c->Hello(kSecret).status());
   EXPECT_EQ(AuthFailures(admin.get()), 7);
   EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
@@ -151,10 +148,10 @@ TEST(DaemonAuthDelayTest, ShutdownAnswersADelayedHelloAtOnce) {
   TempDir dir;
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"), {"--token", "admin:" + kSecret});
   for (int i = 0; i < 5; ++i) {  // 0, 100, 200, 400, 800 ms: the next waits 1 s
-    auto c = Connect(daemon);
+    auto c = Connect(daemon.port());
     ASSERT_TRUE(absl::IsUnauthenticated(c->Hello(kWrong).status()));
   }
-  auto guesser = Connect(daemon);
+  auto guesser = Connect(daemon.port());
   const auto sent = Clock::now();
   ASSERT_OK(guesser->Send(Opcode::kHello, HelloPayload(kWrong)).status());
   std::this_thread::sleep_for(50ms);

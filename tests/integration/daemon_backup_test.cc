@@ -27,6 +27,8 @@
 #include "tests/testing/run_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
@@ -36,10 +38,13 @@ using protocol::Opcode;
 using testing::ChildProcess;
 using testing::DaemonProcess;
 using ::testing::HasSubstr;
+using testing::kX;
+using testing::kY;
+using testing::kZ;
+using testing::ReadFile;
+using testing::StartLogging;
 using testing::TempDir;
 using namespace std::chrono_literals;
-
-constexpr uint64_t kX = 128'000'000, kY = 51'200'000, kZ = 40'000'000;
 
 TEST(DaemonBackupTest, OnlineBackupUnderWritesHoldsEveryEarlierAcknowledgedWrite) {
   TempDir dir;
@@ -173,27 +178,6 @@ TEST(DaemonStorageTest, SecondVoxdbdOnOneDirectoryIsRefusedEvenWithoutTheLockFil
   EXPECT_EQ(again.StopWith(SIGTERM), 0);
 }
 
-// Starts voxdbd with its stderr going to `log_path`.
-std::unique_ptr<DaemonProcess> StartLogging(const std::string& data, const std::string& log_path,
-                                            const std::vector<std::string>& args = {}) {
-  const int saved = dup(STDERR_FILENO);
-  const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  EXPECT_GE(fd, 0);
-  dup2(fd, STDERR_FILENO);
-  auto d = std::make_unique<DaemonProcess>(VOXDBD_PATH, data, args);
-  dup2(saved, STDERR_FILENO);
-  close(saved);
-  close(fd);
-  return d;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 protocol::SetVoxelsRequest OneEdit(uint64_t dx, uint8_t material) {
   protocol::SetVoxelsRequest set;
   set.edits.push_back({{kX + dx, kY, kZ}, material});
@@ -203,7 +187,7 @@ protocol::SetVoxelsRequest OneEdit(uint64_t dx, uint8_t material) {
 TEST(DaemonStorageTest, DataFileDeletedUnderVoxdbdFailsWritesAndFlushClearly) {
   TempDir dir;
   const std::string data = dir.Sub("data"), log = dir.Sub("voxdbd.log");
-  auto daemon = StartLogging(data, log);
+  auto daemon = StartLogging(VOXDBD_PATH, data, log);
   auto c = Client::Connect("127.0.0.1", daemon->port());
   ASSERT_TRUE(c.ok());
   ASSERT_OK((*c)->SetVoxels(OneEdit(0, 5)).status());
@@ -231,7 +215,7 @@ TEST(DaemonStorageTest, FullMapIsExplainedAndSighupRaisesItWithoutARestart) {
   const std::string data = dir.Sub("data"), log = dir.Sub("voxdbd.log");
   const std::string conf = dir.Sub("voxdb.conf");
   std::ofstream(conf) << "max-map-size = 64MiB\n";
-  auto daemon = StartLogging(data, log, {"--config", conf});
+  auto daemon = StartLogging(VOXDBD_PATH, data, log, {"--config", conf});
   auto c = Client::Connect("127.0.0.1", daemon->port());
   ASSERT_TRUE(c.ok());
   // Incompressible chunks of 2 MiB until the 64 MiB map is full.
@@ -257,10 +241,12 @@ TEST(DaemonStorageTest, FullMapIsExplainedAndSighupRaisesItWithoutARestart) {
   std::ofstream(conf) << "max-map-size = 1GiB\n";
   ASSERT_EQ(kill(daemon->pid(), SIGHUP), 0);
   std::string text;
-  for (int i = 0; i < 500 && text.find("max-map-size is now 1GiB") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(20ms);
-    text = ReadFile(log);
-  }
+  testing::WaitUntil(
+      [&] {
+        text = ReadFile(log);
+        return text.find("max-map-size is now 1GiB") != std::string::npos;
+      },
+      10s, 20ms);
   ASSERT_THAT(text, HasSubstr("max-map-size is now 1GiB"));
   ASSERT_OK((*c)->Flush());
   const uint64_t x = kX + 128 * written;

@@ -32,6 +32,8 @@
 #include "tests/testing/stats.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
@@ -41,10 +43,11 @@ using protocol::Box;
 using protocol::Client;
 using protocol::WireStatus;
 using testing::DaemonProcess;
+using testing::kCx;
+using testing::kCy;
+using testing::kCz;
+using testing::kEdge;
 using testing::TempDir;
-
-constexpr uint64_t kEdge = 128;
-constexpr uint64_t kCx = 1'000'000, kCy = 400'000, kCz = 312'500;
 
 Box ChunkBox(uint64_t dx) {
   return {{(kCx + dx) * kEdge, kCy * kEdge, kCz * kEdge},
@@ -57,13 +60,7 @@ class DaemonContractTest : public ::testing::Test {
     daemon_ = std::make_unique<DaemonProcess>(VOXDBD_PATH, dir_.Sub("data"), args);
   }
   std::unique_ptr<Client> Connect() {
-    protocol::ClientOptions o;
-    o.io_timeout = std::chrono::seconds(60);
-    auto c = Client::Connect("127.0.0.1", daemon_->port(), o);
-    EXPECT_OK(c.status());
-    if (!c.ok()) return nullptr;
-    EXPECT_OK((*c)->Hello("").status());
-    return std::move(*c);
+    return testing::ConnectWithHello(daemon_->port(), "", std::chrono::seconds(60));
   }
   // The daemon's writes past `bytes` of any file fail (EFBIG).
   void LimitFileSize(rlim_t bytes) {
@@ -145,7 +142,7 @@ TEST_F(DaemonContractTest, AWriteAnsweredWithAnErrorIsNeverSeen) {
   // The subscriber was told of the first write and the good one, never of
   // the failed one.
   std::vector<uint64_t> seqs;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const auto deadline = testing::DeadlineIn(std::chrono::seconds(20));
   while (std::chrono::steady_clock::now() < deadline && (seqs.empty() || seqs.back() < good)) {
     auto frame = subscriber->ReceivePush(std::chrono::milliseconds(200));
     if (absl::IsDeadlineExceeded(frame.status())) continue;
@@ -282,7 +279,7 @@ TEST_F(DaemonContractTest, ThePlanetWideFillEndToEnd) {
   check(*c);
   // The subscriber hears of it.
   bool heard = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const auto deadline = testing::DeadlineIn(std::chrono::seconds(20));
   while (!heard && std::chrono::steady_clock::now() < deadline) {
     auto frame = watcher->ReceivePush(std::chrono::milliseconds(200));
     if (absl::IsDeadlineExceeded(frame.status())) continue;

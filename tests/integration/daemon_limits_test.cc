@@ -23,6 +23,8 @@
 #include "tests/testing/run_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
@@ -30,22 +32,19 @@ namespace {
 using protocol::Client;
 using protocol::Opcode;
 using protocol::WireStatus;
+using testing::Connect;
 using testing::DaemonProcess;
+using testing::kX;
+using testing::kY;
+using testing::kZ;
+using testing::RssBytes;
+using testing::Secret;
 using testing::TempDir;
 using namespace std::chrono_literals;
 
-constexpr uint64_t kX = 128'000'000, kY = 51'200'000, kZ = 40'000'000;
 const std::string kReadToken = "read:rrrrrrrrrrrrrrrrrrrr";
 const std::string kWriteToken = "write:wwwwwwwwwwwwwwwwwwww";
 const std::string kAdminToken = "admin:aaaaaaaaaaaaaaaaaaaa";
-
-std::string Secret(const std::string& token) { return token.substr(token.find(':') + 1); }
-
-std::unique_ptr<Client> Connect(const DaemonProcess& d) {
-  auto c = Client::Connect("127.0.0.1", d.port());
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? std::move(*c) : nullptr;
-}
 
 // STATS as name → value.
 std::map<std::string, double> Stats(Client* c) {
@@ -61,8 +60,9 @@ std::map<std::string, double> Stats(Client* c) {
 }
 
 // True once the server has closed `c`'s connection (reads until EOF/error,
-// discarding replies), false if it is still open after `within`.
+// discarding replies), false if it is still open after `within` (scaled).
 bool ClosedWithin(Client* c, std::chrono::milliseconds within) {
+  within = testing::Scaled(within);
   timeval tv{};
   tv.tv_sec = within.count() / 1000;
   tv.tv_usec = (within.count() % 1000) * 1000;
@@ -77,19 +77,6 @@ bool ClosedWithin(Client* c, std::chrono::milliseconds within) {
   return false;
 }
 
-uint64_t RssBytes(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  while (in >> key) {
-    if (key == "VmRSS:") {
-      uint64_t kb = 0;
-      in >> kb;
-      return kb * 1024;
-    }
-  }
-  return 0;
-}
-
 TEST(DaemonAuthTest, TokensGrantRolesAndFailuresAreCounted) {
   TempDir dir;
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"),
@@ -97,7 +84,7 @@ TEST(DaemonAuthTest, TokensGrantRolesAndFailuresAreCounted) {
   protocol::SetVoxelsRequest set{{{{kX, kY, kZ}, 5}}};
   {
     // Before HELLO: PING works, data requests are refused, the connection stays.
-    auto c = Connect(daemon);
+    auto c = Connect(daemon.port());
     EXPECT_OK(c->Call(Opcode::kPing, {}));
     auto r = c->GetVoxels({{{kX, kY, kZ}}});
     EXPECT_TRUE(absl::IsUnauthenticated(r.status())) << r.status();
@@ -110,17 +97,17 @@ TEST(DaemonAuthTest, TokensGrantRolesAndFailuresAreCounted) {
     EXPECT_TRUE(ClosedWithin(c.get(), 5s));
   }
   {
-    auto c = Connect(daemon);  // a wrong token: refused, then closed
+    auto c = Connect(daemon.port());  // a wrong token: refused, then closed
     auto r = c->Hello("wwwwwwwwwwwwwwwwwwwx");
     EXPECT_TRUE(absl::IsUnauthenticated(r.status())) << r.status();
     EXPECT_TRUE(ClosedWithin(c.get(), 5s));
   }
   {
-    auto c = Connect(daemon);  // no token at all
+    auto c = Connect(daemon.port());  // no token at all
     EXPECT_TRUE(absl::IsUnauthenticated(c->Hello("").status()));
   }
   {
-    auto c = Connect(daemon);
+    auto c = Connect(daemon.port());
     ASSERT_OK_AND_ASSIGN(auto hello, c->Hello(Secret(kReadToken)));
     EXPECT_EQ(hello.role, static_cast<uint8_t>(protocol::Role::kRead));
     EXPECT_OK(c->GetVoxels({{{kX, kY, kZ}}}));
@@ -130,7 +117,7 @@ TEST(DaemonAuthTest, TokensGrantRolesAndFailuresAreCounted) {
     EXPECT_TRUE(absl::IsPermissionDenied(c->Call(Opcode::kFlush, {}).status()));
   }
   {
-    auto c = Connect(daemon);
+    auto c = Connect(daemon.port());
     ASSERT_OK_AND_ASSIGN(auto hello, c->Hello(Secret(kWriteToken)));
     EXPECT_EQ(hello.role, static_cast<uint8_t>(protocol::Role::kWrite));
     EXPECT_OK(c->SetVoxels(set));
@@ -138,7 +125,7 @@ TEST(DaemonAuthTest, TokensGrantRolesAndFailuresAreCounted) {
     // Authenticated frames may be large.
     EXPECT_OK(c->Call(Opcode::kPing, std::vector<uint8_t>(1 << 20, 1)));
   }
-  auto admin = Connect(daemon);
+  auto admin = Connect(daemon.port());
   ASSERT_OK_AND_ASSIGN(auto hello, admin->Hello(Secret(kAdminToken)));
   EXPECT_EQ(hello.role, static_cast<uint8_t>(protocol::Role::kAdmin));
   EXPECT_OK(admin->Call(Opcode::kFlush, {}));
@@ -192,8 +179,8 @@ TEST(DaemonAuthTest, RefusesToServeBeyondLoopbackWithoutATokenOrWithAWeakOne) {
 TEST(DaemonLimitsTest, TricklingClientIsClosedByTheIdleTimeout) {
   TempDir dir;
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"), {"--idle-timeout", "1s"});
-  auto healthy = Connect(daemon);
-  auto slow = Connect(daemon);
+  auto healthy = Connect(daemon.port());
+  auto slow = Connect(daemon.port());
   protocol::HelloRequest hello;
   std::vector<uint8_t> frame;
   protocol::FrameHeader h;
@@ -214,7 +201,7 @@ TEST(DaemonLimitsTest, TricklingClientIsClosedByTheIdleTimeout) {
   EXPECT_GE(took, 900ms);
   EXPECT_LT(took, 4s);
   EXPECT_EQ(Stats(healthy.get())["idle_closed"], 1);
-  auto fresh = Connect(daemon);
+  auto fresh = Connect(daemon.port());
   EXPECT_OK(fresh->Call(Opcode::kPing, {}));
 }
 
@@ -225,10 +212,10 @@ TEST(DaemonLimitsTest, ClientThatNeverReadsIsCutOffWithBoundedMemory) {
   TempDir dir;
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"),
                        {"--send-timeout", "1s", "--max-buffered-bytes", "2MiB"});
-  auto healthy = Connect(daemon);
+  auto healthy = Connect(daemon.port());
   ASSERT_OK(healthy->Call(Opcode::kPing, {}));
   const uint64_t rss_before = RssBytes(daemon.pid());
-  auto greedy = Connect(daemon);
+  auto greedy = Connect(daemon.port());
   // 100,000 requests (7 MB, more than the kernel's socket buffers hold) for
   // 1 MiB each: 100 GiB of replies if nothing held back.
   protocol::BoxRequest box;
@@ -240,7 +227,7 @@ TEST(DaemonLimitsTest, ClientThatNeverReadsIsCutOffWithBoundedMemory) {
   std::vector<uint8_t> all;
   for (int i = 0; i < 100'000; ++i) all.insert(all.end(), request.begin(), request.end());
   size_t sent = 0;
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  const auto deadline = testing::DeadlineIn(10s);
   while (sent < all.size() && std::chrono::steady_clock::now() < deadline) {
     const ssize_t n =
         send(greedy->fd(), all.data() + sent, all.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -256,7 +243,7 @@ TEST(DaemonLimitsTest, ClientThatNeverReadsIsCutOffWithBoundedMemory) {
   // The server stopped reading long before it had all the requests.
   EXPECT_LT(sent, all.size());
   // Cut off within the send timeout (plus slack).
-  const auto cut_deadline = std::chrono::steady_clock::now() + 5s;
+  const auto cut_deadline = testing::DeadlineIn(5s);
   double slow_closed = 0;
   while (std::chrono::steady_clock::now() < cut_deadline) {
     slow_closed = Stats(healthy.get())["slow_closed"];
@@ -274,10 +261,10 @@ TEST(DaemonLimitsTest, ConnectionsOverTheLimitAreRefusedWithBusy) {
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"), {"--max-connections", "4"});
   std::vector<std::unique_ptr<Client>> clients;
   for (int i = 0; i < 4; ++i) {
-    clients.push_back(Connect(daemon));
+    clients.push_back(Connect(daemon.port()));
     ASSERT_OK(clients.back()->Call(Opcode::kPing, {}));
   }
-  auto extra = Connect(daemon);
+  auto extra = Connect(daemon.port());
   ASSERT_OK_AND_ASSIGN(protocol::Frame f, extra->Receive());
   EXPECT_EQ(f.header.status, static_cast<uint16_t>(WireStatus::kBusy));
   EXPECT_NE(std::string(f.payload.begin(), f.payload.end()).find("too many connections"),
@@ -286,12 +273,14 @@ TEST(DaemonLimitsTest, ConnectionsOverTheLimitAreRefusedWithBusy) {
   EXPECT_EQ(Stats(clients[0].get())["connections_rejected"], 1);
   clients.pop_back();  // one leaves; a newcomer gets in (the close is asynchronous)
   std::unique_ptr<Client> newcomer;
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    newcomer = Connect(daemon);
-    if (newcomer->Call(Opcode::kPing, {}).ok()) break;
-    newcomer.reset();
-    std::this_thread::sleep_for(20ms);
-  }
+  testing::WaitUntil(
+      [&] {
+        newcomer = Connect(daemon.port());
+        if (newcomer != nullptr && newcomer->Call(Opcode::kPing, {}).ok()) return true;
+        newcomer.reset();
+        return false;
+      },
+      2s, 20ms);
   ASSERT_NE(newcomer, nullptr);
   EXPECT_OK(clients[0]->Call(Opcode::kPing, {}));
 }
@@ -303,7 +292,7 @@ TEST(DaemonLimitsTest, TruncatedAndLyingFramesCloseOnlyTheirConnection) {
   std::atomic<bool> done{false};
   std::atomic<int> healthy_failures{0}, healthy_pings{0};
   std::thread healthy([&] {
-    auto c = Connect(daemon);
+    auto c = Connect(daemon.port());
     while (!done) {
       if (c->Call(Opcode::kPing, {}).ok()) {
         ++healthy_pings;
@@ -319,18 +308,18 @@ TEST(DaemonLimitsTest, TruncatedAndLyingFramesCloseOnlyTheirConnection) {
   h.request_id = 9;
   protocol::EncodeFrame(h, std::vector<uint8_t>{1, 2, 3, 4}, &ping);
   {
-    auto c = Connect(daemon);  // a truncated header, then the client goes away
+    auto c = Connect(daemon.port());  // a truncated header, then the client goes away
     send(c->fd(), ping.data(), 10, MSG_NOSIGNAL);
   }
   {
-    auto c = Connect(daemon);  // a length that promises more than comes: idle timeout
+    auto c = Connect(daemon.port());  // a length that promises more than comes: idle timeout
     std::vector<uint8_t> lie = ping;
     lie[20] = 100;
     send(c->fd(), lie.data(), lie.size(), MSG_NOSIGNAL);
     EXPECT_TRUE(ClosedWithin(c.get(), 4s));
   }
   {
-    auto c = Connect(daemon);  // a length shorter than the payload: the rest is not a frame
+    auto c = Connect(daemon.port());  // a length shorter than the payload: the rest is not a frame
     std::vector<uint8_t> lie = ping;
     lie[20] = 1;
     send(c->fd(), lie.data(), lie.size(), MSG_NOSIGNAL);
@@ -343,7 +332,7 @@ TEST(DaemonLimitsTest, TruncatedAndLyingFramesCloseOnlyTheirConnection) {
   healthy.join();
   EXPECT_EQ(healthy_failures.load(), 0);
   EXPECT_GT(healthy_pings.load(), 10);
-  auto fresh = Connect(daemon);
+  auto fresh = Connect(daemon.port());
   EXPECT_OK(fresh->Call(Opcode::kPing, {}));
 }
 
@@ -357,7 +346,7 @@ TEST(DaemonLimitsTest, WritesUnderBackPressureDoNotBlockReaders) {
   std::atomic<bool> done{false};
   std::atomic<int> reads{0}, read_errors{0}, write_errors{0};
   std::thread reader([&] {
-    auto c = Connect(daemon);
+    auto c = Connect(daemon.port());
     while (!done) {
       if (c->GetVoxels({{{kX, kY, kZ}}}).ok()) {
         ++reads;
@@ -380,7 +369,7 @@ TEST(DaemonLimitsTest, WritesUnderBackPressureDoNotBlockReaders) {
   std::vector<std::thread> writers;
   for (int w = 0; w < kWriters; ++w) {
     writers.emplace_back([&, w] {
-      auto c = Connect(daemon);
+      auto c = Connect(daemon.port());
       for (int i = 0; i < kBoxes; ++i) {
         protocol::BoxRequest b;
         b.box = box_of(w, i);
@@ -395,7 +384,7 @@ TEST(DaemonLimitsTest, WritesUnderBackPressureDoNotBlockReaders) {
   EXPECT_EQ(write_errors.load(), 0);
   EXPECT_EQ(read_errors.load(), 0);
   EXPECT_GT(reads.load(), 0);
-  auto c = Connect(daemon);
+  auto c = Connect(daemon.port());
   EXPECT_GT(Stats(c.get())["deferred_writes"], 0);
   for (int w = 0; w < kWriters; ++w) {
     protocol::BoxRequest b;
@@ -489,7 +478,7 @@ TEST(DaemonConcurrencyTest, SixtyFourClientsMatchAModelOfTheirWrites) {
     }
     for (auto& t : threads) t.join();
     ASSERT_EQ(errors.load(), 0);
-    auto c = Connect(daemon);
+    auto c = Connect(daemon.port());
     protocol::BoxRequest all;
     all.box = {{x0, kY, kZ}, {x0 + kW, kY + kH, kZ + kD}};
     ASSERT_OK_AND_ASSIGN(region_before_restart, c->Call(Opcode::kReadBox, all.EncodeReadBox()));
@@ -507,7 +496,7 @@ TEST(DaemonConcurrencyTest, SixtyFourClientsMatchAModelOfTheirWrites) {
   EXPECT_EQ(writes.size() > 64 * 20, true) << writes.size();
   EXPECT_TRUE(region_before_restart == model) << "the region differs from the model";
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
-  auto c = Connect(daemon);
+  auto c = Connect(daemon.port());
   protocol::BoxRequest all;
   all.box = {{x0, kY, kZ}, {x0 + kW, kY + kH, kZ + kD}};
   ASSERT_OK_AND_ASSIGN(auto after, c->Call(Opcode::kReadBox, all.EncodeReadBox()));
@@ -548,7 +537,7 @@ void ExpectAcknowledgedWritesSurviveUnderLoad(int signal) {
   }
   ASSERT_GT(acked.size(), 100u);
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
-  auto c = Connect(daemon);
+  auto c = Connect(daemon.port());
   size_t lost = 0;
   for (size_t from = 0; from < acked.size(); from += 50'000) {  // under max_batch
     const size_t to = std::min(acked.size(), from + 50'000);

@@ -1,5 +1,5 @@
 // The LOD pyramid as voxdbd serves it: GET_CHUNKS and the queries at a LOD
-// level, LOD_REBUILD, STATS' lod_dirty and `voxdb lod rebuild`, against the
+// level, LOD_REBUILD, LOD_SYNC, STATS' lod_dirty and `voxdb lod rebuild`, against the
 // real voxdbd binary. The served levels are compared with a brute-force mode
 // downsampling (written here, independently of engine/lod.cc) of the voxels
 // READ_BOX returns.
@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -26,6 +27,8 @@
 #include "tests/testing/stats.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
@@ -37,13 +40,17 @@ using protocol::Opcode;
 using protocol::QueryKind;
 using protocol::QueryRequest;
 using testing::DaemonProcess;
+using testing::kCx;
+using testing::kCy;
+using testing::kCz;
+using testing::kEdge;
 using testing::RunProcess;
+using testing::Scaled;
 using testing::TempDir;
+using namespace std::chrono_literals;
 
-constexpr uint64_t kEdge = 128;
-// Chunk (kCx, kCy, kCz) starts a 2x2x2 block of chunks: level-1 node
-// (kCx, kCy, kCz) / 2, at sea level in Europe. All three are multiples of 4.
-constexpr uint64_t kCx = 1'000'000, kCy = 400'000, kCz = 312'500;
+// The tests write the 2x2x2 block of chunks from the region's first chunk
+// (kCx, kCy, kCz): the level-1 node (kCx, kCy, kCz) / 2.
 constexpr size_t kDense = kEdge * kEdge * kEdge;
 
 uint64_t NodeCode(int level, uint64_t cx, uint64_t cy, uint64_t cz) {
@@ -101,18 +108,15 @@ class DaemonLodTest : public ::testing::Test {
 
   uint64_t Stat(const std::string& name) { return testing::Stat(*client_, name); }
 
-  // FLUSHes, then waits (30 s at most) until no LOD node is dirty and the
-  // level-1 node of the block has version `version`.
+  // FLUSHes and waits for the pyramid (LOD_SYNC); then no LOD node is
+  // dirty and the level-1 node of the block has version `version`.
   void WaitBuilt(uint64_t version) {
     ASSERT_OK(client_->Flush());
+    ASSERT_OK(client_->LodSync());
     const uint64_t node = NodeCode(1, kCx, kCy, kCz);
-    for (int i = 0; i < 3000; ++i) {
-      auto r = client_->GetChunks({&node, 1}, 1);
-      ASSERT_OK(r.status());
-      if (r->results[0].version == version && Stat("lod_dirty") == 0) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    FAIL() << "the LOD pyramid did not reach version " << version;
+    ASSERT_OK_AND_ASSIGN(protocol::GetChunksReply r, client_->GetChunks({&node, 1}, 1));
+    EXPECT_EQ(r.results[0].version, version);
+    EXPECT_EQ(Stat("lod_dirty"), 0u);
   }
 
   // The decoded record of LOD node `code` at `level`, and its version.
@@ -319,12 +323,8 @@ TEST_F(DaemonLodTest, AHugeFillLeavesNothingDirtyAndReadsAsTheFill) {
       uint64_t version,
       client_->FillBox(Box{{x0, y0, z0}, {x0 + 32768, y0 + 32768, z0 + 16384}}, 6));
   ASSERT_OK(client_->Flush());
-  bool clean = false;
-  for (int i = 0; i < 300 && !clean; ++i) {  // 30 s at most
-    clean = Stat("lod_dirty") == 0;
-    if (!clean) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  EXPECT_TRUE(clean) << "lod_dirty " << Stat("lod_dirty");
+  ASSERT_OK(client_->LodSync());
+  EXPECT_EQ(Stat("lod_dirty"), 0u);
   for (int level = 1; level <= 4; ++level) {
     for (uint64_t d : {uint64_t{0}, uint64_t{200}}) {  // chunks from the fill's corner
       uint64_t v = 0;
@@ -368,22 +368,136 @@ TEST_F(DaemonLodTest, ARebuildYieldsToOthersAndToSigterm) {
     ASSERT_OK_AND_ASSIGN(protocol::SnapshotOpenReply snap, (*other)->SnapshotOpen());
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    EXPECT_LT(seconds, 5.0) << "FLUSH + SNAPSHOT_OPEN during LOD_REBUILD, round " << round;
+    EXPECT_LT(seconds, Scaled(5s).count() / 1e3)
+        << "FLUSH + SNAPSHOT_OPEN during LOD_REBUILD, round " << round;
     ASSERT_OK((*other)->SnapshotClose(snap.snapshot));
   }
   EXPECT_GT(Stat("lod_dirty"), 0u) << "the rebuild ended too soon to test anything";
+  // A LOD_SYNC waits for the rebuild's marks too; the stop answers it.
+  ASSERT_OK_AND_ASSIGN(uint64_t sync, (*other)->Send(Opcode::kLodSync, {}));
   const auto t0 = std::chrono::steady_clock::now();
   const int status = daemon_->StopWith(SIGTERM);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  EXPECT_LT(seconds, 20.0) << "SIGTERM during LOD_REBUILD";
+  EXPECT_LT(seconds, Scaled(20s).count() / 1e3) << "SIGTERM during LOD_REBUILD";
   auto reply = client_->Receive();
   ASSERT_OK(reply.status());
   EXPECT_EQ(reply->header.request_id, rebuild);
   EXPECT_EQ(reply->header.status, static_cast<uint16_t>(protocol::WireStatus::kBusy))
       << std::string(reply->payload.begin(), reply->payload.end());
+  auto sync_reply = (*other)->Receive();
+  ASSERT_OK(sync_reply.status());
+  EXPECT_EQ(sync_reply->header.request_id, sync);
+  EXPECT_EQ(sync_reply->header.status, static_cast<uint16_t>(protocol::WireStatus::kBusy))
+      << std::string(sync_reply->payload.begin(), sync_reply->payload.end());
   daemon_.reset();
+}
+
+// LOD_SYNC answers once what was marked before it is built: right after
+// it, every level over a flushed write reads that write's version and no
+// node is dirty; with nothing marked it answers at once.
+TEST_F(DaemonLodTest, LodSyncAnswersOnceTheMarkedNodesAreBuilt) {
+  Start();
+  ASSERT_OK(client_->LodSync());  // nothing marked
+  for (int round = 0; round < 3; ++round) {
+    std::vector<protocol::SetVoxelsRequest::Edit> edits;
+    for (uint64_t i = 0; i < 16; ++i) {
+      edits.push_back({{kCx * kEdge + 9 * i, kCy * kEdge + 17 * i, kCz * kEdge + 13 * i},
+                       static_cast<uint8_t>(10 + round)});
+    }
+    ASSERT_OK_AND_ASSIGN(uint64_t version, client_->SetVoxels({edits}));
+    ASSERT_OK(client_->Flush());
+    ASSERT_OK(client_->LodSync());
+    EXPECT_EQ(Stat("lod_dirty"), 0u) << "round " << round;
+    for (int level = 1; level <= 4; ++level) {
+      uint64_t v = 0;
+      GetLod(level, NodeCode(level, kCx, kCy, kCz), &v);
+      EXPECT_EQ(v, version) << "level " << level << ", round " << round;
+    }
+    ExpectLevelsMatch();
+  }
+  // A fill made before it: the nodes on its boundary are built too.
+  ASSERT_OK_AND_ASSIGN(uint64_t fill,
+                       client_->FillBox({{kCx * kEdge + 3, kCy * kEdge + 5, kCz * kEdge + 7},
+                                         {kCx * kEdge + 99, kCy * kEdge + 88, kCz * kEdge + 77}},
+                                        4));
+  ASSERT_OK(client_->Flush());
+  ASSERT_OK(client_->LodSync());
+  uint64_t v = 0;
+  GetLod(1, NodeCode(1, kCx, kCy, kCz), &v);
+  EXPECT_EQ(v, fill);
+  ExpectLevelsMatch();
+}
+
+// Under a steady stream of writes and flushes from another connection,
+// LOD_SYNC still answers (it waits only for what was marked before it), and
+// this connection's flushed write has reached every level by then.
+TEST_F(DaemonLodTest, LodSyncAnswersWhileWritesKeepComing) {
+  Start();
+  std::atomic<bool> stop{false};
+  std::atomic<int> writes{0};
+  std::thread writer([&] {
+    auto c = Client::Connect("127.0.0.1", daemon_->port());
+    ASSERT_OK(c.status());
+    ASSERT_OK((*c)->Hello("").status());
+    for (uint64_t i = 0; !stop.load(); ++i) {
+      // Two chunks 16 chunks away, one voxel a write: their level-1 node
+      // is marked again and again. Paced, so that the builder keeps up
+      // (it builds the lowest level first: see PROTOCOL.md, LOD_SYNC).
+      const uint64_t x = (kCx + 16 + i % 2) * kEdge + i % 100, y = kCy * kEdge + 3;
+      ASSERT_OK((*c)->SetVoxels({{{{x, y, kCz * kEdge + 1}, static_cast<uint8_t>(1 + i % 200)}}})
+                    .status());
+      if (i % 8 == 0) ASSERT_OK((*c)->Flush());
+      ++writes;
+      std::this_thread::sleep_for(testing::Scaled(20ms));
+    }
+  });
+  ASSERT_TRUE(testing::WaitUntil([&] { return writes.load() >= 50; }, 30s));
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_OK_AND_ASSIGN(
+        uint64_t version,
+        client_->SetVoxels(
+            {{{{kCx * kEdge + 1, kCy * kEdge + 2, kCz * kEdge + 3 + static_cast<uint64_t>(round)},
+               static_cast<uint8_t>(50 + round)}}}));
+    ASSERT_OK(client_->Flush());
+    ASSERT_OK(client_->LodSync());
+    for (int level = 1; level <= 4; ++level) {
+      uint64_t v = 0;
+      GetLod(level, NodeCode(level, kCx, kCy, kCz), &v);
+      // The other writer's chunks lie under other nodes at every level.
+      EXPECT_EQ(v, version) << "level " << level << ", round " << round;
+    }
+  }
+  // The other connection's writes were never held up: they go on.
+  const int after = writes.load();
+  EXPECT_TRUE(testing::WaitUntil([&] { return writes.load() >= after + 20; }, 30s));
+  stop = true;
+  writer.join();
+}
+
+// LOD_SYNC takes the write role and an empty payload; without a pyramid it
+// is UNSUPPORTED.
+TEST_F(DaemonLodTest, LodSyncNeedsTheWriteRoleAndAPyramid) {
+  const std::string read = "read-token-read-token-read", write = "write-token-write-token-w";
+  daemon_ = std::make_unique<DaemonProcess>(
+      VOXDBD_PATH, dir_.Sub("data"),
+      std::vector<std::string>{"--token", "read:" + read, "--token", "write:" + write});
+  ASSERT_OK_AND_ASSIGN(auto reader, Client::Connect("127.0.0.1", daemon_->port()));
+  ASSERT_OK(reader->Hello(read).status());
+  EXPECT_TRUE(absl::IsPermissionDenied(reader->LodSync()));
+  ASSERT_OK_AND_ASSIGN(auto writer, Client::Connect("127.0.0.1", daemon_->port()));
+  ASSERT_OK(writer->Hello(write).status());
+  EXPECT_OK(writer->LodSync());
+  const std::vector<uint8_t> extra{1};
+  EXPECT_TRUE(absl::IsInvalidArgument(writer->Call(Opcode::kLodSync, extra).status()));
+  EXPECT_OK(writer->Ping());  // the connection stays
+  reader.reset();
+  writer.reset();
+  daemon_.reset();
+
+  Start({"--lod-levels", "0"});
+  EXPECT_TRUE(absl::IsUnimplemented(client_->LodSync()));
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
 
 namespace voxdb {
 namespace {
@@ -22,29 +23,10 @@ namespace {
 using protocol::Client;
 using protocol::Opcode;
 using testing::DaemonProcess;
+using testing::ReadFile;
+using testing::StartLogging;
 using testing::TempDir;
 using namespace std::chrono_literals;
-
-// Starts voxdbd with its stderr going to `log_path`.
-std::unique_ptr<DaemonProcess> StartLogging(const std::string& data, const std::string& log_path,
-                                            const std::vector<std::string>& args) {
-  const int saved = dup(STDERR_FILENO);
-  const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  EXPECT_GE(fd, 0);
-  dup2(fd, STDERR_FILENO);
-  auto d = std::make_unique<DaemonProcess>(VOXDBD_PATH, data, args);
-  dup2(saved, STDERR_FILENO);
-  close(saved);
-  close(fd);
-  return d;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 size_t Count(const std::string& text, const std::string& what) {
   size_t n = 0;
@@ -63,7 +45,7 @@ TEST(DaemonLogTest, SlowRequestsAreLoggedAndSighupChangesTheLevel) {
   TempDir dir;
   const std::string conf = dir.Sub("voxdb.conf"), log = dir.Sub("voxdbd.log");
   std::ofstream(conf) << "log-level = error\nslow-request = 1ms\n";
-  auto daemon = StartLogging(dir.Sub("data"), log, {"--config", conf});
+  auto daemon = StartLogging(VOXDBD_PATH, dir.Sub("data"), log, {"--config", conf});
   auto c = Client::Connect("127.0.0.1", daemon->port());
   ASSERT_TRUE(c.ok());
   SlowRequest(c->get());
@@ -73,16 +55,20 @@ TEST(DaemonLogTest, SlowRequestsAreLoggedAndSighupChangesTheLevel) {
   std::ofstream(conf) << "log-level = warn\nslow-request = 1ms\n";
   ASSERT_EQ(kill(daemon->pid(), SIGHUP), 0);
   std::string text;
-  for (int i = 0; i < 100 && Count(text, "log level is now warn") == 0; ++i) {
-    std::this_thread::sleep_for(20ms);
-    text = ReadFile(log);
-  }
+  testing::WaitUntil(
+      [&] {
+        text = ReadFile(log);
+        return Count(text, "log level is now warn") > 0;
+      },
+      2s, 20ms);
   ASSERT_EQ(Count(text, "log level is now warn"), 1u) << text;
   SlowRequest(c->get());
-  for (int i = 0; i < 100 && Count(text, "slow request") == 0; ++i) {
-    std::this_thread::sleep_for(20ms);
-    text = ReadFile(log);
-  }
+  testing::WaitUntil(
+      [&] {
+        text = ReadFile(log);
+        return Count(text, "slow request") > 0;
+      },
+      2s, 20ms);
   EXPECT_EQ(Count(text, "slow request: READ_BOX"), 1u) << text;
   // One line per event: a timestamp, a level, a message.
   std::istringstream lines(text);
@@ -114,7 +100,8 @@ uint64_t SumSuppressed(const std::string& text, const std::string& what) {
 TEST(DaemonLogTest, UnauthenticatedRequestsAreLoggedAtABoundedRate) {
   TempDir dir;
   const std::string log = dir.Sub("voxdbd.log");
-  auto daemon = StartLogging(dir.Sub("data"), log, {"--token", "admin:aaaaaaaaaaaaaaaaaaaa"});
+  auto daemon =
+      StartLogging(VOXDBD_PATH, dir.Sub("data"), log, {"--token", "admin:aaaaaaaaaaaaaaaaaaaa"});
   auto c = Client::Connect("127.0.0.1", daemon->port());
   ASSERT_TRUE(c.ok());
   constexpr size_t kRequests = 20'000;

@@ -18,6 +18,7 @@
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
@@ -27,18 +28,12 @@ using protocol::Frame;
 using protocol::FrameHeader;
 using protocol::Opcode;
 using protocol::WireStatus;
+using testing::Connect;
 using testing::DaemonProcess;
+using testing::kX;
+using testing::kY;
+using testing::kZ;
 using testing::TempDir;
-
-constexpr uint64_t kX = 128'000'000, kY = 51'200'000, kZ = 40'000'000;
-
-std::unique_ptr<Client> Connect(const DaemonProcess& d) {
-  protocol::ClientOptions o;
-  o.io_timeout = std::chrono::seconds(30);
-  auto c = Client::Connect("127.0.0.1", d.port(), o);
-  EXPECT_TRUE(c.ok()) << c.status();
-  return std::move(*c);
-}
 
 // A frame's bytes with any header fields a test wants.
 std::vector<uint8_t> RawFrame(uint8_t opcode, uint64_t id, std::span<const uint8_t> payload,
@@ -88,7 +83,7 @@ class DaemonProtocolTest : public ::testing::Test {
 };
 
 TEST_F(DaemonProtocolTest, BadMagicIsAnsweredWithOpcodeZeroIdZeroThenClosed) {
-  auto c = Connect(*daemon_);
+  auto c = Connect(daemon_->port(), std::chrono::seconds(30));
   // A request before it, so that the id of the last good frame is not
   // reused for the bad one.
   const Frame pong = RoundTrip(c.get(), RawFrame(Opcode::kPing, 77, std::vector<uint8_t>{9}));
@@ -106,7 +101,7 @@ TEST_F(DaemonProtocolTest, BadMagicIsAnsweredWithOpcodeZeroIdZeroThenClosed) {
 
 TEST_F(DaemonProtocolTest, UntrustedHeadersNameTheRequestIdWithOpcodeZeroThenClose) {
   {
-    auto c = Connect(*daemon_);
+    auto c = Connect(daemon_->port(), std::chrono::seconds(30));
     std::vector<uint8_t> v2 = RawFrame(Opcode::kPing, 5, {});
     v2[4] = 2;  // framing version 2
     const Frame f = RoundTrip(c.get(), v2);
@@ -116,7 +111,7 @@ TEST_F(DaemonProtocolTest, UntrustedHeadersNameTheRequestIdWithOpcodeZeroThenClo
     EXPECT_FALSE(c->Receive().ok());
   }
   {
-    auto c = Connect(*daemon_);
+    auto c = Connect(daemon_->port(), std::chrono::seconds(30));
     const Frame f = RoundTrip(c.get(), RawFrame(2, 6, {}, /*flags=*/4));
     EXPECT_EQ(f.header.opcode, 0);
     EXPECT_EQ(f.header.request_id, 6u);
@@ -126,7 +121,7 @@ TEST_F(DaemonProtocolTest, UntrustedHeadersNameTheRequestIdWithOpcodeZeroThenClo
 }
 
 TEST_F(DaemonProtocolTest, RequestsWithTheReplyOrPushFlagAreInvalidAndTheConnectionStays) {
-  auto c = Connect(*daemon_);
+  auto c = Connect(daemon_->port(), std::chrono::seconds(30));
   for (uint16_t flags : {protocol::kFlagReply, protocol::kFlagPush}) {
     const Frame f =
         RoundTrip(c.get(), RawFrame(static_cast<uint8_t>(Opcode::kPing), 40 + flags, {}, flags));
@@ -139,7 +134,7 @@ TEST_F(DaemonProtocolTest, RequestsWithTheReplyOrPushFlagAreInvalidAndTheConnect
 }
 
 TEST_F(DaemonProtocolTest, ARequestWithANonZeroStatusIsInvalidAndNotRun) {
-  auto c = Connect(*daemon_);
+  auto c = Connect(daemon_->port(), std::chrono::seconds(30));
   protocol::SetVoxelsRequest set{{{{kX, kY, kZ}, 7}}};
   const Frame f =
       RoundTrip(c.get(), RawFrame(static_cast<uint8_t>(Opcode::kSetVoxels), 9, set.Encode(), 0, 1));
@@ -151,7 +146,7 @@ TEST_F(DaemonProtocolTest, ARequestWithANonZeroStatusIsInvalidAndNotRun) {
 }
 
 TEST_F(DaemonProtocolTest, HelloVersionRanges) {
-  auto c = Connect(*daemon_);
+  auto c = Connect(daemon_->port(), std::chrono::seconds(30));
   auto hello = [&](uint8_t lo, uint8_t hi) {
     protocol::HelloRequest h{lo, hi, "", "t"};
     return RoundTrip(c.get(), RawFrame(Opcode::kHello, 3, h.Encode())).header.status;
@@ -169,7 +164,7 @@ TEST_F(DaemonProtocolTest, HelloVersionRanges) {
 }
 
 TEST_F(DaemonProtocolTest, ABytePastTheLastFieldIsInvalid) {
-  auto c = Connect(*daemon_);
+  auto c = Connect(daemon_->port(), std::chrono::seconds(30));
   const uint64_t code = engine::ChunkKey::FromCoord({1'000'000, 400'000, 312'500}).code();
   auto status_of = [&](Opcode op, std::vector<uint8_t> payload) {
     payload.push_back(0);
@@ -180,7 +175,7 @@ TEST_F(DaemonProtocolTest, ABytePastTheLastFieldIsInvalid) {
   };
   const auto kInvalid = static_cast<uint16_t>(WireStatus::kInvalid);
   for (Opcode op : {Opcode::kFlush, Opcode::kStats, Opcode::kSnapshotOpen, Opcode::kStreamClose,
-                    Opcode::kReindex}) {
+                    Opcode::kReindex, Opcode::kLodSync}) {
     EXPECT_EQ(status_of(op, {}), kInvalid) << protocol::OpcodeName(op);
   }
   EXPECT_EQ(status_of(Opcode::kDeleteChunk, protocol::EncodeU64(code)), kInvalid);
@@ -220,7 +215,7 @@ TEST_F(DaemonProtocolTest, ABytePastTheLastFieldIsInvalid) {
 }
 
 TEST_F(DaemonProtocolTest, ChunkCodesWithBit63OrOutsideTheGrid) {
-  auto c = Connect(*daemon_);
+  auto c = Connect(daemon_->port(), std::chrono::seconds(30));
   const uint64_t good = engine::ChunkKey::FromCoord({1'000'000, 400'000, 312'500}).code();
   const uint64_t bit63 = good | uint64_t{1} << 63;
   // x = 1,252,345 is one chunk past the grid's last (1,252,344).
@@ -254,7 +249,7 @@ TEST_F(DaemonProtocolTest, ChunkCodesWithBit63OrOutsideTheGrid) {
 }
 
 TEST_F(DaemonProtocolTest, EmptyAndInvertedBoxesAreInvalid) {
-  auto c = Connect(*daemon_);
+  auto c = Connect(daemon_->port(), std::chrono::seconds(30));
   const protocol::Voxel3 lo{kX, kY, kZ};
   const std::vector<protocol::Box> bad = {
       {lo, lo},                                     // empty
@@ -287,7 +282,7 @@ TEST_F(DaemonProtocolTest, EmptyAndInvertedBoxesAreInvalid) {
 }
 
 TEST_F(DaemonProtocolTest, TwoRequestsInFlightWithOneIdAreBothRunAndAnswered) {
-  auto c = Connect(*daemon_);
+  auto c = Connect(daemon_->port(), std::chrono::seconds(30));
   std::vector<uint8_t> bytes = RawFrame(Opcode::kPing, 5, std::vector<uint8_t>{'a'});
   const std::vector<uint8_t> second = RawFrame(Opcode::kPing, 5, std::vector<uint8_t>{'b'});
   bytes.insert(bytes.end(), second.begin(), second.end());
@@ -332,7 +327,7 @@ void ExpectPipelinedReadsSeeWrites(Client* c, uint64_t rounds) {
 }
 
 TEST_F(DaemonProtocolTest, APipelinedReadSeesTheWriteSentBeforeIt) {
-  auto c = Connect(*daemon_);
+  auto c = Connect(daemon_->port(), std::chrono::seconds(30));
   ExpectPipelinedReadsSeeWrites(c.get(), 200);
 }
 

@@ -34,6 +34,7 @@
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
@@ -149,13 +150,7 @@ class DaemonQueryTest : public ::testing::Test {
     client_ = Connect();
   }
 
-  std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect("127.0.0.1", daemon_->port());
-    EXPECT_TRUE(c.ok()) << c.status();
-    if (!c.ok()) return nullptr;
-    EXPECT_OK((*c)->Hello(""));
-    return std::move(*c);
-  }
+  std::unique_ptr<Client> Connect() { return testing::ConnectWithHello(daemon_->port()); }
 
   // Writes one voxel into the chunk; remembers the chunk's version.
   void WriteChunk(const ChunkCoord& c, uint8_t material = 7) {

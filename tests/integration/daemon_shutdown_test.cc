@@ -27,6 +27,8 @@
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
@@ -34,10 +36,12 @@ namespace {
 using protocol::Opcode;
 using protocol::WireStatus;
 using testing::DaemonProcess;
+using testing::kX;
+using testing::kY;
+using testing::kZ;
+using testing::RssBytes;
 using testing::TempDir;
 using namespace std::chrono_literals;
-
-constexpr uint64_t kX = 128'000'000, kY = 51'200'000, kZ = 40'000'000;
 
 int ConnectRaw(uint16_t port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -156,7 +160,7 @@ TEST(DaemonShutdownTest, SigtermAnswersEveryRequestOnceAndEndsWithAFin) {
     }
     for (int c = 0; c < kClients; ++c) ASSERT_TRUE(SendAll(fds[c], bursts[c]));
     // SIGTERM once some are answered, while most are in flight or not read yet.
-    for (int i = 0; i < 10'000 && logs[0].replies < 500; ++i) std::this_thread::sleep_for(1ms);
+    testing::WaitUntil([&] { return logs[0].replies >= 500; }, 10s, 1ms);
     const int status = daemon.StopWith(SIGTERM);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
     for (auto& r : readers) r.join();
@@ -195,19 +199,6 @@ TEST(DaemonShutdownTest, SigtermAnswersEveryRequestOnceAndEndsWithAFin) {
   size_t lost = 0;
   for (size_t i = 0; i < applied.size(); ++i) lost += got[i] != applied[i].material;
   EXPECT_EQ(lost, 0u) << "of " << applied.size() << " writes answered OK";
-}
-
-uint64_t RssBytes(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  while (in >> key) {
-    if (key == "VmRSS:") {
-      uint64_t kb = 0;
-      in >> kb;
-      return kb * 1024;
-    }
-  }
-  return 0;
 }
 
 uint64_t StatOf(protocol::Client* c, const std::string& name) {
@@ -289,9 +280,7 @@ TEST(DaemonLimitsTest, PartlyReceivedRequestsStayWithinTheServerWideBudget) {
   for (int fd : fds) close(fd);
   big.join();
   EXPECT_OK(big_status);
-  for (int i = 0; i < 100 && StatOf(admin->get(), "request_buffer_bytes") != 0; ++i) {
-    std::this_thread::sleep_for(50ms);
-  }
+  testing::WaitUntil([&] { return StatOf(admin->get(), "request_buffer_bytes") == 0; }, 5s);
   EXPECT_EQ(StatOf(admin->get(), "request_buffer_bytes"), 0u);
   EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
 }

@@ -21,6 +21,8 @@
 #include "tests/testing/stats.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
@@ -28,24 +30,16 @@ namespace {
 using engine::ChunkKey;
 using protocol::Box;
 using protocol::Client;
+using testing::ChunkRow;
+using testing::Code;
 using testing::DaemonProcess;
+using testing::kCx;
+using testing::kCy;
+using testing::kCz;
+using testing::kEdge;
 using testing::Stat;
 using testing::TempDir;
-
-constexpr uint64_t kEdge = 128;
-constexpr uint64_t kCx = 1'000'000, kCy = 400'000, kCz = 312'500;
-
-uint64_t Code(uint64_t dx) {
-  return ChunkKey::FromCoord({static_cast<uint32_t>(kCx + dx), kCy, kCz}).code();
-}
-protocol::Voxel3 VoxelOf(uint64_t dx, uint64_t i = 0) {
-  return {(kCx + dx) * kEdge + i, kCy * kEdge + 3, kCz * kEdge + 4};
-}
-// The box of chunks 0..7 along x.
-Box Row() {
-  return {{kCx * kEdge, kCy * kEdge, kCz * kEdge},
-          {(kCx + 8) * kEdge, (kCy + 1) * kEdge, (kCz + 1) * kEdge}};
-}
+using testing::VoxelOf;
 
 class DaemonSnapshotTest : public ::testing::Test {
  protected:
@@ -53,13 +47,7 @@ class DaemonSnapshotTest : public ::testing::Test {
     daemon_ = std::make_unique<DaemonProcess>(VOXDBD_PATH, dir_.Sub("data"));
     client_ = Connect();
   }
-  std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect("127.0.0.1", daemon_->port());
-    EXPECT_OK(c.status());
-    if (!c.ok()) return nullptr;
-    EXPECT_OK((*c)->Hello("").status());
-    return std::move(*c);
-  }
+  std::unique_ptr<Client> Connect() { return testing::ConnectWithHello(daemon_->port()); }
   // version and decoded voxels of each result.
   static std::vector<std::pair<uint64_t, std::vector<uint8_t>>> Decode(
       const protocol::GetChunksReply& reply) {
@@ -117,7 +105,7 @@ TEST_F(DaemonSnapshotTest, ReadsOneMomentWhileWritesAndFlushesGoOn) {
   // fill, 3 did not exist), one a page, and the fill on the first page.
   protocol::SnapshotScanRequest scan;
   scan.snapshot = snap.snapshot;
-  scan.box = Row();
+  scan.box = ChunkRow(0, 8);
   scan.limit = 1;
   std::vector<protocol::QueryChunk> chunks;
   std::vector<protocol::QueryFill> fills;
@@ -181,7 +169,7 @@ TEST_F(DaemonSnapshotTest, LimitsErrorsAndTheEndOfTheConnection) {
   // Bad requests: a cursor, a box outside the world, a limit.
   protocol::SnapshotScanRequest scan;
   scan.snapshot = handles[0];
-  scan.box = Row();
+  scan.box = ChunkRow(0, 8);
   scan.cursor = {1, 2, 3};
   EXPECT_TRUE(absl::IsInvalidArgument(c.SnapshotScan(scan).status()));
   scan.cursor.clear();
@@ -209,22 +197,18 @@ TEST_F(DaemonSnapshotTest, LimitsErrorsAndTheEndOfTheConnection) {
   EXPECT_EQ(opened, 28);
   EXPECT_EQ(Stat(*other, "snapshots_open"), 32u);
   more.clear();
-  for (int i = 0; i < 500 && Stat(*other, "snapshots_open") != 4; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  testing::WaitUntil([&] { return Stat(*other, "snapshots_open") == 4; }, std::chrono::seconds(5));
   EXPECT_EQ(Stat(*other, "snapshots_open"), 4u);
   // A cursor past the box is an empty last page.
   protocol::SnapshotScanRequest past;
   past.snapshot = handles[0];
-  past.box = Row();
+  past.box = ChunkRow(0, 8);
   past.cursor = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0};
   ASSERT_OK_AND_ASSIGN(protocol::QueryReply empty, c.SnapshotScan(past));
   EXPECT_TRUE(empty.chunks.empty() && empty.next_cursor.empty());
   // The end of the connection closes its snapshots.
   client_.reset();
-  for (int i = 0; i < 500 && Stat(*other, "snapshots_open") != 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  testing::WaitUntil([&] { return Stat(*other, "snapshots_open") == 0; }, std::chrono::seconds(5));
   EXPECT_EQ(Stat(*other, "snapshots_open"), 0u);
 }
 

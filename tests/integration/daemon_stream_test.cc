@@ -22,6 +22,8 @@
 #include "tests/testing/stats.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
@@ -29,9 +31,9 @@ namespace {
 using protocol::Client;
 using protocol::StreamItem;
 using testing::DaemonProcess;
+using testing::kEdge;
 using testing::TempDir;
 
-constexpr uint64_t kEdge = 128;
 constexpr double kVoxelM = 0.25;
 // The world: chunks [kCx, kCx + kSide) x [kCy, kCy + kSide) x [kCz, kCz + 2),
 // one voxel set in each. kCx, kCy, kCz are multiples of 8: LOD nodes align.
@@ -105,13 +107,7 @@ class DaemonStreamTest : public ::testing::Test {
     writer_ = Connect();
   }
   std::unique_ptr<Client> Connect() {
-    protocol::ClientOptions o;
-    o.io_timeout = std::chrono::seconds(30);
-    auto c = Client::Connect("127.0.0.1", daemon_->port(), o);
-    EXPECT_OK(c.status());
-    if (!c.ok()) return nullptr;
-    EXPECT_OK((*c)->Hello("").status());
-    return std::move(*c);
+    return testing::ConnectWithHello(daemon_->port(), "", std::chrono::seconds(30));
   }
   uint64_t Stat(const std::string& name) { return testing::Stat(*writer_, name); }
   // One voxel in every chunk of the world; returns each chunk's version.
@@ -133,17 +129,16 @@ class DaemonStreamTest : public ::testing::Test {
       }
     }
     EXPECT_OK(writer_->Flush());
-    for (int i = 0; i < 3600 && Stat("lod_dirty") != 0; ++i) {  // 3 min: TSan is slow
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    EXPECT_OK(writer_->LodSync());
     EXPECT_EQ(Stat("lod_dirty"), 0u);
     return versions;
   }
-  // Every item pushed until nothing came for `quiet`.
+  // Every item pushed until nothing came for `quiet` (scaled: a slow build
+  // pauses longer between frames).
   static std::vector<StreamItem> Drain(Client& c, std::chrono::milliseconds quiet) {
     std::vector<StreamItem> items;
     for (;;) {
-      auto frame = c.ReceivePush(quiet);
+      auto frame = c.ReceivePush(testing::Scaled(quiet));
       if (absl::IsDeadlineExceeded(frame.status())) return items;
       EXPECT_OK(frame.status());
       if (!frame.ok()) return items;
@@ -303,7 +298,7 @@ TEST_F(DaemonStreamTest, TheBudgetIsHonouredAndAStalledShardSlowsOnlyItsOwnStrea
   uint64_t bytes = 0;
   double seconds = 0;
   while (seconds < 2.5) {
-    auto frame = shard->ReceivePush(std::chrono::seconds(5));
+    auto frame = shard->ReceivePush(testing::Scaled(std::chrono::seconds(5)));
     ASSERT_OK(frame.status());
     bytes += protocol::kHeaderSize + frame->payload.size();
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -26,6 +26,8 @@
 #include "tests/testing/stats.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
@@ -36,24 +38,17 @@ using protocol::ChangeEvent;
 using protocol::Client;
 using protocol::EventKind;
 using protocol::WireStatus;
+using testing::ChunkRow;
+using testing::Code;
 using testing::DaemonProcess;
+using testing::kCx;
+using testing::kCy;
+using testing::kCz;
+using testing::kEdge;
 using testing::Stat;
 using testing::TempDir;
+using testing::VoxelOf;
 
-constexpr uint64_t kEdge = 128;
-constexpr uint64_t kCx = 1'000'000, kCy = 400'000, kCz = 312'500;
-
-uint64_t Code(uint64_t dx) {
-  return ChunkKey::FromCoord({static_cast<uint32_t>(kCx + dx), kCy, kCz}).code();
-}
-protocol::Voxel3 VoxelOf(uint64_t dx, uint64_t i = 0) {
-  return {(kCx + dx) * kEdge + i % kEdge, kCy * kEdge + i / kEdge % kEdge, kCz * kEdge + 4};
-}
-// The box of chunks [from, to) along x.
-Box Chunks(uint64_t from, uint64_t to) {
-  return {{(kCx + from) * kEdge, kCy * kEdge, kCz * kEdge},
-          {(kCx + to) * kEdge, (kCy + 1) * kEdge, (kCz + 1) * kEdge}};
-}
 protocol::SubscribeRequest BoxSubscription(const Box& box) {
   protocol::SubscribeRequest s;
   s.region.kind = protocol::QueryKind::kBox;
@@ -70,18 +65,13 @@ class DaemonSubscribeTest : public ::testing::Test {
     daemon_ = std::make_unique<DaemonProcess>(VOXDBD_PATH, dir_.Sub("data"), args);
   }
   std::unique_ptr<Client> Connect() {
-    protocol::ClientOptions o;
-    o.io_timeout = std::chrono::seconds(30);
-    auto c = Client::Connect("127.0.0.1", daemon_->port(), o);
-    EXPECT_OK(c.status());
-    if (!c.ok()) return nullptr;
-    EXPECT_OK((*c)->Hello("").status());
-    return std::move(*c);
+    return testing::ConnectWithHello(daemon_->port(), "", std::chrono::seconds(30));
   }
-  // Reads pushed EVENTS of `sub` until `want` events arrived (or 20 s).
+  // Reads pushed EVENTS of `sub` until `want` events arrived (or 20 s,
+  // scaled).
   static std::vector<ChangeEvent> Receive(Client& c, uint64_t sub, size_t want) {
     std::vector<ChangeEvent> events;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    const auto deadline = testing::DeadlineIn(std::chrono::seconds(20));
     while (events.size() < want && std::chrono::steady_clock::now() < deadline) {
       auto frame = c.ReceivePush(std::chrono::milliseconds(500));
       if (absl::IsDeadlineExceeded(frame.status())) continue;
@@ -119,8 +109,8 @@ TEST_F(DaemonSubscribeTest, ShardsOnASharedBorderSeeEachOthersChangesInOrderExac
   Start();
   auto a = Connect(), b = Connect();
   auto a_writer = Connect(), b_writer = Connect();
-  ASSERT_OK_AND_ASSIGN(auto sub_a, a->Subscribe(BoxSubscription(Chunks(3, 8))));
-  ASSERT_OK_AND_ASSIGN(auto sub_b, b->Subscribe(BoxSubscription(Chunks(0, 5))));
+  ASSERT_OK_AND_ASSIGN(auto sub_a, a->Subscribe(BoxSubscription(ChunkRow(3, 8))));
+  ASSERT_OK_AND_ASSIGN(auto sub_b, b->Subscribe(BoxSubscription(ChunkRow(0, 5))));
   EXPECT_EQ(sub_a.seq, 0u);  // nothing written yet
 
   // Every write's (seq, chunk), from the writers' replies.
@@ -168,7 +158,7 @@ TEST_F(DaemonSubscribeTest, AShardThatReconnectsResumesFromItsLastSequenceNumber
   Start();
   auto writer = Connect();
   auto shard = Connect();
-  ASSERT_OK_AND_ASSIGN(auto sub, shard->Subscribe(BoxSubscription(Chunks(0, 2))));
+  ASSERT_OK_AND_ASSIGN(auto sub, shard->Subscribe(BoxSubscription(ChunkRow(0, 2))));
   std::vector<Change> written;
   auto write = [&](int n) {
     for (int i = 0; i < n; ++i) {
@@ -185,7 +175,7 @@ TEST_F(DaemonSubscribeTest, AShardThatReconnectsResumesFromItsLastSequenceNumber
   shard.reset();  // disconnects
   write(60);      // missed while away
   shard = Connect();
-  auto resume = BoxSubscription(Chunks(0, 2));
+  auto resume = BoxSubscription(ChunkRow(0, 2));
   resume.from_seq = last;
   ASSERT_OK_AND_ASSIGN(auto again, shard->Subscribe(resume));
   EXPECT_EQ(again.seq, last);
@@ -209,7 +199,7 @@ TEST_F(DaemonSubscribeTest, AResumePointBeyondTheRetainedWindowNeedsAResync) {
   for (int i = 0; i < 30; ++i) {
     ASSERT_OK_AND_ASSIGN(last, c->SetVoxels({{{VoxelOf(0, static_cast<uint64_t>(i)), 1}}}));
   }
-  auto old = BoxSubscription(Chunks(0, 1));
+  auto old = BoxSubscription(ChunkRow(0, 1));
   old.from_seq = 5;
   auto s = c->Subscribe(old);
   EXPECT_EQ(protocol::ServerStatusOf(s.status()), WireStatus::kResync) << s.status();
@@ -221,8 +211,8 @@ TEST_F(DaemonSubscribeTest, AResumePointBeyondTheRetainedWindowNeedsAResync) {
   EXPECT_EQ(protocol::ServerStatusOf(c->Subscribe(old).status()), WireStatus::kInvalid);
 
   // Limits and bad requests leave the connection usable.
-  ASSERT_OK(c->Subscribe(BoxSubscription(Chunks(0, 1))).status());
-  auto third = c->Subscribe(BoxSubscription(Chunks(0, 1)));
+  ASSERT_OK(c->Subscribe(BoxSubscription(ChunkRow(0, 1))).status());
+  auto third = c->Subscribe(BoxSubscription(ChunkRow(0, 1)));
   EXPECT_EQ(protocol::ServerStatusOf(third.status()), WireStatus::kInvalid) << third.status();
   auto outside = BoxSubscription({{0, 0, 0}, {1, 1, ~uint64_t{0}}});
   EXPECT_EQ(protocol::ServerStatusOf(c->Subscribe(outside).status()), WireStatus::kOutOfBounds);
@@ -234,7 +224,7 @@ TEST_F(DaemonSubscribeTest, AResumePointBeyondTheRetainedWindowNeedsAResync) {
 TEST_F(DaemonSubscribeTest, EventsCarryTheChangedVoxelsRecordsFillsAndDeletes) {
   Start();
   auto writer = Connect(), c = Connect();
-  auto voxels = BoxSubscription(Chunks(0, 2));
+  auto voxels = BoxSubscription(ChunkRow(0, 2));
   voxels.detail = protocol::EventDetail::kVoxels;
   ASSERT_OK_AND_ASSIGN(auto sv, c->Subscribe(voxels));
 
@@ -242,7 +232,7 @@ TEST_F(DaemonSubscribeTest, EventsCarryTheChangedVoxelsRecordsFillsAndDeletes) {
   const Box box{{kCx * kEdge + 100, kCy * kEdge, kCz * kEdge},
                 {kCx * kEdge + 150, kCy * kEdge + 2, kCz * kEdge + 2}};
   ASSERT_OK_AND_ASSIGN(uint64_t v2, writer->WriteBox(box, std::vector<uint8_t>(50 * 2 * 2, 4)));
-  const Box fill = Chunks(1, 3);  // chunk 1 only reads as it: no chunk event
+  const Box fill = ChunkRow(1, 3);  // chunk 1 only reads as it: no chunk event
   ASSERT_OK_AND_ASSIGN(uint64_t v3, writer->FillBox(fill, 6));
   ASSERT_OK_AND_ASSIGN(uint64_t v4, writer->DeleteChunk(Code(0)));
 
@@ -278,7 +268,7 @@ TEST_F(DaemonSubscribeTest, EventsCarryTheChangedVoxelsRecordsFillsAndDeletes) {
 TEST_F(DaemonSubscribeTest, RecordEventsRebuildTheChunks) {
   Start();
   auto writer = Connect(), c = Connect();
-  auto records = BoxSubscription(Chunks(0, 2));
+  auto records = BoxSubscription(ChunkRow(0, 2));
   records.detail = protocol::EventDetail::kRecords;
   ASSERT_OK_AND_ASSIGN(auto sr, c->Subscribe(records));
   for (uint64_t i = 0; i < 20; ++i) {
@@ -312,10 +302,10 @@ TEST_F(DaemonSubscribeTest, ASubscriberThatNeverReadsIsCutOffWithoutHoldingUpThe
   Start({"--change-window", "100", "--push-window", "64KiB"});
   auto writer = Connect(), reader = Connect(), stalled = Connect();
   // Large events: every record, of chunks of noise.
-  auto records = BoxSubscription(Chunks(0, 4));
+  auto records = BoxSubscription(ChunkRow(0, 4));
   records.detail = protocol::EventDetail::kRecords;
   ASSERT_OK(stalled->Subscribe(records).status());
-  ASSERT_OK_AND_ASSIGN(auto sub, reader->Subscribe(BoxSubscription(Chunks(0, 4))));
+  ASSERT_OK_AND_ASSIGN(auto sub, reader->Subscribe(BoxSubscription(ChunkRow(0, 4))));
   std::vector<uint8_t> noise(kEdge * kEdge * 8);
   uint32_t x = 1;
   constexpr int kWrites = 400;
@@ -356,7 +346,7 @@ TEST_F(DaemonSubscribeTest, ASubscriberThatNeverReadsIsCutOffWithoutHoldingUpThe
 TEST_F(DaemonSubscribeTest, AQuietSubscriberIsNotIdle) {
   Start({"--idle-timeout", "300ms"});
   auto quiet = Connect(), plain = Connect();
-  ASSERT_OK_AND_ASSIGN(auto sub, quiet->Subscribe(BoxSubscription(Chunks(0, 1))));
+  ASSERT_OK_AND_ASSIGN(auto sub, quiet->Subscribe(BoxSubscription(ChunkRow(0, 1))));
   std::this_thread::sleep_for(std::chrono::milliseconds(1200));
   EXPECT_FALSE(plain->Ping().ok());  // idle: closed
   auto writer = Connect();
@@ -371,7 +361,7 @@ TEST_F(DaemonSubscribeTest, AQuietSubscriberIsNotIdle) {
 TEST_F(DaemonSubscribeTest, UnreadEventsDoNotHoldUpAShutdown) {
   Start({"--shutdown-timeout", "20s"});
   auto writer = Connect(), stalled = Connect();
-  auto records = BoxSubscription(Chunks(0, 4));
+  auto records = BoxSubscription(ChunkRow(0, 4));
   records.detail = protocol::EventDetail::kRecords;
   ASSERT_OK(stalled->Subscribe(records).status());
   std::vector<uint8_t> noise(kEdge * kEdge * 8);

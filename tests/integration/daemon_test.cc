@@ -21,27 +21,24 @@
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
 
 using protocol::Client;
 using protocol::Opcode;
+using testing::Connect;
 using testing::DaemonProcess;
+using testing::kX;
+using testing::kY;
+using testing::kZ;
 using testing::TempDir;
-
-constexpr uint64_t kX = 128'000'000, kY = 51'200'000, kZ = 40'000'000;
-
-std::unique_ptr<Client> Connect(const DaemonProcess& d) {
-  auto c = Client::Connect("127.0.0.1", d.port());
-  EXPECT_TRUE(c.ok()) << c.status();
-  return std::move(*c);
-}
 
 TEST(DaemonTest, EveryRequestTypeThroughTheClient) {
   TempDir dir;
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
-  auto c = Connect(daemon);
+  auto c = Connect(daemon.port());
   ASSERT_OK_AND_ASSIGN(protocol::HelloReply hello, c->Hello(""));
   ASSERT_OK_AND_ASSIGN(engine::WorldFrame frame, engine::WorldFrame::Decode(hello.world_frame));
   EXPECT_EQ(frame, engine::WorldFrame::Earth());
@@ -106,7 +103,7 @@ TEST(DaemonTest, EveryRequestTypeThroughTheClient) {
 TEST(DaemonTest, ThousandPipelinedRequestsOnOneConnection) {
   TempDir dir;
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
-  auto c = Connect(daemon);
+  auto c = Connect(daemon.port());
   std::vector<uint64_t> ids;
   for (uint64_t i = 0; i < 1000; ++i) {
     protocol::SetVoxelsRequest set{{{{kX + i, kY, kZ}, static_cast<uint8_t>(1 + i % 250)}}};
@@ -130,10 +127,10 @@ TEST(DaemonTest, ThousandPipelinedRequestsOnOneConnection) {
 TEST(DaemonTest, HostileInputClosesOnlyThatConnection) {
   TempDir dir;
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
-  auto healthy = Connect(daemon);
+  auto healthy = Connect(daemon.port());
   ASSERT_OK(healthy->Call(Opcode::kPing, {}));
   {
-    auto bad = Connect(daemon);  // bad magic
+    auto bad = Connect(daemon.port());  // bad magic
     const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     ASSERT_EQ(send(bad->fd(), junk, sizeof junk - 1, MSG_NOSIGNAL), ssize_t{sizeof junk - 1});
     auto r = bad->Receive();
@@ -143,7 +140,7 @@ TEST(DaemonTest, HostileInputClosesOnlyThatConnection) {
     EXPECT_FALSE(bad->Receive().ok());  // closed
   }
   {
-    auto big = Connect(daemon);  // a length over the maximum
+    auto big = Connect(daemon.port());  // a length over the maximum
     protocol::FrameHeader h;
     h.opcode = static_cast<uint8_t>(Opcode::kPing);
     h.request_id = 77;
@@ -157,14 +154,14 @@ TEST(DaemonTest, HostileInputClosesOnlyThatConnection) {
     EXPECT_FALSE(big->Receive().ok());
   }
   {
-    auto garbage = Connect(daemon);  // random bytes
+    auto garbage = Connect(daemon.port());  // random bytes
     std::mt19937 rng(1);
     std::vector<uint8_t> noise(10'000);
     for (auto& b : noise) b = static_cast<uint8_t>(rng());
     send(garbage->fd(), noise.data(), noise.size(), MSG_NOSIGNAL);
   }
   ASSERT_OK(healthy->Call(Opcode::kPing, {}));
-  auto fresh = Connect(daemon);
+  auto fresh = Connect(daemon.port());
   ASSERT_OK(fresh->Call(Opcode::kPing, {}));
 }
 
@@ -222,7 +219,7 @@ TEST(DaemonTest, ShippedConfigFileMatchesTheDaemon) {
   }
   TempDir dir;
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"), {"--config", VOXDB_CONF_PATH});
-  auto c = Connect(daemon);
+  auto c = Connect(daemon.port());
   EXPECT_OK(c->Call(Opcode::kPing, {}));
 }
 

@@ -19,33 +19,30 @@
 #include <thread>
 #include <vector>
 
-#include "engine/morton.h"
 #include "absl/strings/str_cat.h"
+#include "engine/morton.h"
 #include "protocol/client.h"
 #include "protocol/version.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/world.h"
 
 namespace voxdb {
 namespace {
 
 using protocol::Client;
 using protocol::Opcode;
+using testing::Connect;
 using testing::DaemonProcess;
+using testing::kX;
+using testing::kY;
+using testing::kZ;
+using testing::Secret;
 using testing::TempDir;
 
-constexpr uint64_t kX = 128'000'000, kY = 51'200'000, kZ = 40'000'000;
 constexpr char kAdminToken[] = "admin:metrics-admin-secret-0123";
 constexpr char kReadToken[] = "read:metrics-read-secret-456789";
-
-std::string Secret(const std::string& token) { return token.substr(token.find(':') + 1); }
-
-std::unique_ptr<Client> Connect(const DaemonProcess& d) {
-  auto c = Client::Connect("127.0.0.1", d.port());
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? std::move(*c) : nullptr;
-}
 
 // GET `path` over HTTP/1.0 on a plain socket (the server closes after the
 // reply); empty on failure.
@@ -130,7 +127,7 @@ TEST(DaemonMetricsTest, CountersFollowALoadAndThePagePassesPromtool) {
   ASSERT_NE(daemon.metrics_port(), 0);
   constexpr int kPings = 5, kSets = 7, kGets = 3;
 
-  auto admin = Connect(daemon);
+  auto admin = Connect(daemon.port());
   ASSERT_NE(admin, nullptr);
   ASSERT_OK(admin->Hello(Secret(kAdminToken)).status());
   for (int i = 0; i < kPings; ++i) ASSERT_OK(admin->Call(Opcode::kPing, {}).status());
@@ -151,13 +148,13 @@ TEST(DaemonMetricsTest, CountersFollowALoadAndThePagePassesPromtool) {
   ASSERT_OK(admin->Call(Opcode::kFlush, {}).status());
 
   // A read token may not write: PERMISSION_DENIED, the connection stays.
-  auto reader = Connect(daemon);
+  auto reader = Connect(daemon.port());
   ASSERT_NE(reader, nullptr);
   ASSERT_OK(reader->Hello(Secret(kReadToken)).status());
   protocol::SetVoxelsRequest denied{{{{kX, kY, kZ}, 9}}};
   EXPECT_TRUE(absl::IsPermissionDenied(reader->SetVoxels(denied).status()));
   // A wrong token: UNAUTHENTICATED, then closed.
-  auto stranger = Connect(daemon);
+  auto stranger = Connect(daemon.port());
   ASSERT_NE(stranger, nullptr);
   EXPECT_TRUE(absl::IsUnauthenticated(stranger->Hello("not-the-right-secret-at-all").status()));
 
@@ -240,7 +237,7 @@ TEST(DaemonMetricsTest, OffServesNoMetrics) {
   TempDir dir;
   DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"), {"--metrics-listen", "off"});
   EXPECT_EQ(daemon.metrics_port(), 0);
-  auto c = Connect(daemon);
+  auto c = Connect(daemon.port());
   ASSERT_NE(c, nullptr);
   EXPECT_OK(c->Call(Opcode::kPing, {}).status());
   EXPECT_EQ(daemon.StopWith(SIGTERM), 0);

@@ -552,7 +552,9 @@ TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
   EXPECT_STREQ(OpcodeName(Opcode::kSubscribe), "SUBSCRIBE");
   EXPECT_STREQ(OpcodeName(Opcode::kEvents), "EVENTS");
   EXPECT_STREQ(OpcodeName(Opcode::kStreamData), "STREAM_DATA");
-  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(30)), "UNKNOWN");
+  EXPECT_STREQ(OpcodeName(Opcode::kLodSync), "LOD_SYNC");
+  EXPECT_EQ(RequiredRole(Opcode::kLodSync), Role::kWrite);
+  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(31)), "UNKNOWN");
   EXPECT_LT(Role::kRead, Role::kWrite);
   EXPECT_LT(Role::kWrite, Role::kAdmin);
   EXPECT_STREQ(RoleName(Role::kAdmin), "admin");

@@ -1,5 +1,6 @@
 #include "tests/testing/daemon_process.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 
 namespace voxdb::testing {
@@ -90,6 +92,34 @@ int DaemonProcess::StopWith(int signal) {
   waitpid(pid_, &status, 0);
   pid_ = -1;
   return status;
+}
+
+std::unique_ptr<DaemonProcess> StartLogging(const std::string& binary, const std::string& data_dir,
+                                            const std::string& log_path,
+                                            const std::vector<std::string>& extra_args) {
+  // The child inherits stderr: point ours at the file while it starts.
+  const int saved = dup(STDERR_FILENO);
+  const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (saved < 0 || fd < 0) std::abort();
+  dup2(fd, STDERR_FILENO);
+  auto d = std::make_unique<DaemonProcess>(binary, data_dir, extra_args);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  close(fd);
+  return d;
+}
+
+uint64_t RssBytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (in >> key) {
+    if (key == "VmRSS:") {
+      uint64_t kb = 0;
+      in >> kb;
+      return kb * 1024;
+    }
+  }
+  return 0;
 }
 
 }  // namespace voxdb::testing

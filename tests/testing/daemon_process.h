@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,16 @@ class DaemonProcess {
   uint16_t port_ = 0;
   uint16_t metrics_port_ = 0;
 };
+
+// Starts a DaemonProcess whose stderr (its log) goes to `log_path`, created
+// or truncated.
+std::unique_ptr<DaemonProcess> StartLogging(const std::string& binary, const std::string& data_dir,
+                                            const std::string& log_path,
+                                            const std::vector<std::string>& extra_args = {});
+
+// The resident set size of process `pid` in bytes (VmRSS in
+// /proc/PID/status); 0 when it cannot be read.
+uint64_t RssBytes(pid_t pid);
 
 }  // namespace voxdb::testing
 

@@ -25,6 +25,9 @@ class TempDir {
   std::string path_;
 };
 
+// The whole content of the file at `path`; empty when it cannot be read.
+std::string ReadFile(const std::string& path);
+
 }  // namespace voxdb::testing
 
 #endif  // VOXDB_TESTS_TESTING_TEMP_DIR_H_
