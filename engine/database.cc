@@ -127,6 +127,7 @@ class Database::Impl {
   ChunkStore& store() { return *store_; }
   ChangeFeed* feed() { return feed_.get(); }
   int zstd_level() const { return options_.zstd_level; }
+  uint64_t max_box_voxels() const { return options_.max_box_voxels; }
 
   Status GetChunks(std::span<const ChunkKey> keys,
                    const std::function<void(size_t, const ChunkRead&)>& fn);
@@ -2098,6 +2099,7 @@ Status Database::ReadBox(const VoxelBox& box, uint8_t* out, const std::atomic<bo
   return impl_->ReadBox(box, out, cancel);
 }
 Status Database::CheckBoxLimits(const VoxelBox& box) const { return impl_->CheckReadBox(box); }
+uint64_t Database::max_box_voxels() const { return impl_->max_box_voxels(); }
 void Database::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done) {
   impl_->SetVoxels(edits, std::move(done));
 }
