@@ -17,7 +17,7 @@ using protocol::Role;
 using protocol::WireStatus;
 
 // Whether a whole frame in a buffer was pushed (EVENTS, STREAM_DATA).
-bool IsPush(const std::vector<uint8_t>& frame) { return frame[6] & protocol::kFlagPush; }
+bool IsPush(const std::vector<uint8_t>& frame) { return protocol::PeekHeader(frame).is_push(); }
 
 // The address whose failed HELLOs count together: an IPv4 address (an
 // IPv4-mapped IPv6 one too), or an IPv6 address's /64 (one host commonly
@@ -32,28 +32,6 @@ std::string ThrottleKey(const asio::ip::address& a) {
 }
 
 }  // namespace
-
-std::vector<uint8_t> NewFrame(size_t payload_hint) {
-  std::vector<uint8_t> bytes;
-  bytes.reserve(protocol::kHeaderSize + payload_hint);
-  bytes.resize(protocol::kHeaderSize);
-  return bytes;
-}
-
-void SealFrame(uint8_t op, uint64_t id, WireStatus status, std::vector<uint8_t>* bytes) {
-  protocol::FrameHeader h;
-  h.opcode = op;
-  h.flags = protocol::kFlagReply;
-  h.request_id = id;
-  h.status = static_cast<uint16_t>(status);
-  protocol::EncodeHeader(h, static_cast<uint32_t>(bytes->size() - protocol::kHeaderSize),
-                         bytes->data());
-}
-
-void Append(std::vector<uint8_t>* out, const void* p, size_t n) {
-  const auto* b = static_cast<const uint8_t*>(p);
-  out->insert(out->end(), b, b + n);
-}
 
 Server::Connection::Connection(Server* server, tcp::socket socket)
     : server_(server),
@@ -103,8 +81,7 @@ void Server::Connection::Push(std::vector<uint8_t> frame) {
   auto self = shared_from_this();
   asio::post(socket_.get_executor(), [self, frame = std::move(frame), size]() mutable {
     self->push_posted_ -= size;
-    uint64_t id = 0;
-    for (int i = 7; i >= 0; --i) id = id << 8 | frame[8 + i];
+    const uint64_t id = protocol::PeekHeader(frame).request_id;
     // Not after UNSUBSCRIBE's reply, even if the dispatcher built it before;
     // nothing new while shutting down (it would keep the drain waiting).
     if (self->session_.subscriptions.count(id) == 0 || self->server_->stopping_) {
@@ -363,9 +340,8 @@ void Server::Connection::ReplyError(uint8_t op, uint64_t id, WireStatus status,
 
 void Server::Connection::Enqueue(std::vector<uint8_t> frame) {
   if (reply_start_) {
-    uint64_t id = 0;
-    for (int i = 7; i >= 0; --i) id = id << 8 | frame[8 + i];
-    Finished(frame[5], id, *reply_start_, static_cast<WireStatus>(frame[16] | frame[17] << 8));
+    const protocol::FrameHeader h = protocol::PeekHeader(frame);
+    Finished(h.opcode, h.request_id, *reply_start_, static_cast<WireStatus>(h.status));
     reply_start_.reset();
     --unanswered_;
     --server_->unanswered_;
@@ -581,7 +557,6 @@ void Server::Connection::RunOnReadPool(uint8_t op, uint64_t id,
                  if (self->worker_jobs_-- == kMaxWorkerJobs) self->MaybeResume();
                  self->EndAsync(start);
                  if (!frame.ok()) return self->Reply(op, id, frame.status());
-                 SealFrame(op, id, WireStatus::kOk, &*frame);
                  self->Enqueue(std::move(*frame));
                });
   });
@@ -644,10 +619,9 @@ void Server::Connection::Reply(uint8_t op, uint64_t id, WireStatus status,
                         "for less (a smaller limit or region)",
                         payload.size(), options_.max_frame_payload));
   }
-  std::vector<uint8_t> bytes = NewFrame(payload.size());
-  Append(&bytes, payload.data(), payload.size());
-  SealFrame(op, id, status, &bytes);
-  Enqueue(std::move(bytes));
+  protocol::FrameWriter frame(payload.size());
+  frame.Append(payload);
+  Enqueue(frame.Seal(op, id, protocol::kFlagReply, status));
 }
 
 void Server::Connection::RunInBackground(std::function<void()> task) {

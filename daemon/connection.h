@@ -41,20 +41,6 @@ namespace voxdb::daemon {
 
 using Clock = std::chrono::steady_clock;
 
-// A frame buffer whose payload is appended after room for the header;
-// SealFrame() writes the header once the payload is complete. Replies are
-// built in place this way so that a chunk record is copied once, from the
-// LMDB map (or the cache) into the socket's buffer.
-std::vector<uint8_t> NewFrame(size_t payload_hint);
-void SealFrame(uint8_t op, uint64_t id, protocol::WireStatus status, std::vector<uint8_t>* bytes);
-void Append(std::vector<uint8_t>* out, const void* p, size_t n);
-template <typename T>
-void AppendLE(std::vector<uint8_t>* out, T v) {
-  uint8_t b[sizeof(T)];
-  for (size_t i = 0; i < sizeof(T); ++i) b[i] = static_cast<uint8_t>(v >> (8 * i));
-  Append(out, b, sizeof b);
-}
-
 class Server::Connection : public std::enable_shared_from_this<Connection>, public PushTarget {
  public:
   Connection(Server* server, tcp::socket socket);
@@ -119,8 +105,8 @@ class Server::Connection : public std::enable_shared_from_this<Connection>, publ
   void RunOnWorker(uint8_t op, uint64_t id,
                    std::function<absl::StatusOr<std::vector<uint8_t>>()> work);
   // Runs `work` on the server's read pool, then answers the request on this
-  // strand: on success `work`'s value is the whole reply frame, built with
-  // NewFrame() and sealed here. Counted like a worker job and in flight, so
+  // strand: on success `work`'s value is the whole reply frame, sealed
+  // (protocol::FrameWriter). Counted like a worker job and in flight, so
   // SIGTERM answers it.
   void RunOnReadPool(uint8_t op, uint64_t id,
                      std::function<absl::StatusOr<std::vector<uint8_t>>()> work);

@@ -43,9 +43,10 @@ void Server::Handlers::ReplyChunks(Connection& c, const Request& r,
                                    std::span<const engine::ChunkKey> keys,
                                    const ChunkReader& read_chunks) {
   const ServerOptions& options = c.server().options_;
-  std::vector<uint8_t> out =
-      NewFrame(std::min<size_t>(4 + keys.size() * (48 << 10), options.max_frame_payload));
-  AppendLE<uint32_t>(&out, static_cast<uint32_t>(keys.size()));
+  protocol::FrameWriter out(
+      std::min<size_t>(4 + keys.size() * (48 << 10), options.max_frame_payload),
+      /*count_prefix=*/true);
+  out.set_count(static_cast<uint32_t>(keys.size()));
   const size_t limit = protocol::kHeaderSize + options.max_frame_payload;
   absl::Status s = read_chunks(keys, [&](size_t, const engine::ChunkRead& read) {
     WireStatus wire = protocol::ToWireStatus(read.status);
@@ -58,14 +59,13 @@ void Server::Handlers::ReplyChunks(Connection& c, const Request& r,
       wire = WireStatus::kTooLarge;  // no message: 14 bytes per chunk left out
       bytes = {};
     }
-    AppendLE<uint16_t>(&out, static_cast<uint16_t>(wire));
-    AppendLE<uint64_t>(&out, read.version);
-    AppendLE<uint32_t>(&out, static_cast<uint32_t>(bytes.size()));
-    Append(&out, bytes.data(), bytes.size());
+    out.AppendLE<uint16_t>(static_cast<uint16_t>(wire));
+    out.AppendLE<uint64_t>(read.version);
+    out.AppendLE<uint32_t>(static_cast<uint32_t>(bytes.size()));
+    out.Append(bytes.data(), bytes.size());
   });
   if (!s.ok()) return c.Reply(r.op, r.id, s);
-  SealFrame(r.op, r.id, WireStatus::kOk, &out);
-  c.Enqueue(std::move(out));
+  c.Enqueue(out.Seal(r.op, r.id, protocol::kFlagReply, WireStatus::kOk));
 }
 
 void Server::Handlers::GetVoxels(Connection& c, Request& r) {
@@ -107,21 +107,19 @@ void Server::Handlers::ReadBox(Connection& c, Request& r) {
       uint64_t{last.x - first.x + 1} * (last.y - first.y + 1) * (last.z - first.z + 1);
   if (chunks > kInlineReadChunks) {
     return c.RunOnReadPool(
-        r.op, r.id, [db, box, gone = c.gone()]() -> absl::StatusOr<std::vector<uint8_t>> {
-          std::vector<uint8_t> out = NewFrame(box.volume());
-          out.resize(protocol::kHeaderSize + box.volume());
-          absl::Status s = db->ReadBox(box, out.data() + protocol::kHeaderSize, gone.get());
+        r.op, r.id,
+        [db, box, op = r.op, id = r.id, gone = c.gone()]() -> absl::StatusOr<std::vector<uint8_t>> {
+          protocol::FrameWriter out(box.volume());
+          absl::Status s = db->ReadBox(box, out.Extend(box.volume()), gone.get());
           if (!s.ok()) return s;
-          return out;
+          return out.Seal(op, id, protocol::kFlagReply, WireStatus::kOk);
         });
   }
-  std::vector<uint8_t> out = NewFrame(box.volume());
-  out.resize(protocol::kHeaderSize + box.volume());
-  if (absl::Status s = db->ReadBox(box, out.data() + protocol::kHeaderSize); !s.ok()) {
+  protocol::FrameWriter out(box.volume());
+  if (absl::Status s = db->ReadBox(box, out.Extend(box.volume())); !s.ok()) {
     return c.Reply(r.op, r.id, s);
   }
-  SealFrame(r.op, r.id, WireStatus::kOk, &out);
-  c.Enqueue(std::move(out));
+  c.Enqueue(out.Seal(r.op, r.id, protocol::kFlagReply, WireStatus::kOk));
 }
 
 void Server::Handlers::SetVoxels(Connection& c, Request& r) {

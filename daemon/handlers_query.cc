@@ -96,9 +96,10 @@ void Server::Handlers::GetLodChunks(Connection& c, const Request& r,
                          "node %u does not exist at LOD level %u", code, req.level)));
     }
   }
-  std::vector<uint8_t> out =
-      NewFrame(std::min<size_t>(4 + req.codes.size() * (48 << 10), options.max_frame_payload));
-  AppendLE<uint32_t>(&out, static_cast<uint32_t>(req.codes.size()));
+  protocol::FrameWriter out(
+      std::min<size_t>(4 + req.codes.size() * (48 << 10), options.max_frame_payload),
+      /*count_prefix=*/true);
+  out.set_count(static_cast<uint32_t>(req.codes.size()));
   const size_t limit = protocol::kHeaderSize + options.max_frame_payload;
   for (uint64_t code : req.codes) {
     auto read = lod->GetLod(req.level, code);
@@ -120,13 +121,12 @@ void Server::Handlers::GetLodChunks(Connection& c, const Request& r,
       wire = WireStatus::kTooLarge;  // as at level 0: ask for it again
       bytes.clear();
     }
-    AppendLE<uint16_t>(&out, static_cast<uint16_t>(wire));
-    AppendLE<uint64_t>(&out, version);
-    AppendLE<uint32_t>(&out, static_cast<uint32_t>(bytes.size()));
-    Append(&out, bytes.data(), bytes.size());
+    out.AppendLE<uint16_t>(static_cast<uint16_t>(wire));
+    out.AppendLE<uint64_t>(version);
+    out.AppendLE<uint32_t>(static_cast<uint32_t>(bytes.size()));
+    out.Append(bytes.data(), bytes.size());
   }
-  SealFrame(r.op, r.id, WireStatus::kOk, &out);
-  c.Enqueue(std::move(out));
+  c.Enqueue(out.Seal(r.op, r.id, protocol::kFlagReply, WireStatus::kOk));
 }
 
 }  // namespace voxdb::daemon

@@ -123,9 +123,9 @@ void Server::Reject(tcp::socket socket) {
       options_.max_connections);
   const std::string message = absl::StrFormat("too many connections (the limit is %d); retry later",
                                               options_.max_connections);
-  std::vector<uint8_t> bytes = NewFrame(message.size());
-  Append(&bytes, message.data(), message.size());
-  SealFrame(0, 0, WireStatus::kBusy, &bytes);
+  protocol::FrameWriter frame(message.size());
+  frame.Append(message.data(), message.size());
+  const std::vector<uint8_t> bytes = frame.Seal(0, 0, protocol::kFlagReply, WireStatus::kBusy);
   boost::system::error_code ignored;
   socket.non_blocking(true, ignored);
   socket.write_some(asio::buffer(bytes), ignored);
