@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstring>
 #include <exception>
 #include <limits>
 #include <thread>
@@ -18,6 +17,7 @@
 #include "daemon/asio.h"
 #include "daemon/server.h"
 #include "protocol/messages.h"
+#include "protocol/opcodes.h"
 #include "protocol/version.h"
 
 namespace voxdb::daemon {
@@ -341,11 +341,10 @@ Metrics::Metrics()
       event_delay_seconds_(LatencyBounds()),
       collector_(std::make_shared<Collector>(this)) {
   opcode_of_row_.push_back(0);  // row 0: "UNKNOWN"
-  for (int op = 0; op < 256; ++op) {
-    const char* name = protocol::OpcodeName(static_cast<protocol::Opcode>(op));
-    if (std::strcmp(name, "UNKNOWN") == 0) continue;
+  for (const protocol::OpcodeInfo& info : protocol::kOpcodes) {
+    const auto op = static_cast<uint8_t>(info.op);
     row_of_[op] = static_cast<uint8_t>(opcode_of_row_.size());
-    opcode_of_row_.push_back(static_cast<uint8_t>(op));
+    opcode_of_row_.push_back(op);
   }
   requests_ = std::make_unique<std::atomic<uint64_t>[]>(opcode_of_row_.size() * kStatuses);
   for (size_t i = 0; i < opcode_of_row_.size(); ++i) {

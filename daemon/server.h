@@ -36,6 +36,7 @@
 
 namespace voxdb::daemon {
 
+class HelloThrottle;
 class Metrics;
 
 struct Token {
@@ -83,7 +84,7 @@ struct ServerOptions {
 // when voxdbd refuses to listen on it without tokens.
 bool RequiresTokens(const std::string& address);
 
-// Counters since start, for STATS (and, with issue 6, metrics).
+// Counters since start, for STATS and the metrics.
 struct ServerStats {
   uint64_t connections_open = 0, connections_accepted = 0, connections_rejected = 0;
   uint64_t auth_failures = 0, permission_denied = 0;
@@ -121,7 +122,10 @@ class Server {
 
   ServerStats stats() const;
 
+  // One client connection: the transport (daemon/connection.h).
   class Connection;
+  // The gate and the request handlers (daemon/dispatch.h).
+  struct Handlers;
 
  private:
   void Accept();
@@ -139,10 +143,6 @@ class Server {
   // Writes the rate-limited log lines' summaries (daemon/log.h) every second.
   void TickLogs();
 
-  // Failed HELLOs per peer address, which slow down its next failures
-  // (PROTOCOL.md, "Authentication"; defined in server.cc).
-  class HelloThrottle;
-
   ServerOptions options_;
   engine::Database* db_;
   // Before io_: streams the I/O context still holds count into them and
@@ -157,6 +157,8 @@ class Server {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::unique_ptr<asio::steady_timer> drain_timer_;  // used on io_ only
   std::unique_ptr<asio::steady_timer> log_timer_;    // used on io_ only
+  // Failed HELLOs per peer address, which slow down its next failures
+  // (PROTOCOL.md, "Authentication").
   std::unique_ptr<HelloThrottle> hello_throttle_;
   std::mutex live_mu_;
   std::map<const Connection*, std::weak_ptr<Connection>> live_;  // GUARDED_BY(live_mu_)

@@ -331,13 +331,10 @@ void Stream::TakeChanges() {
 // record copied once, from the store (or the cache) into the frame.
 class FrameBuilder {
  public:
-  FrameBuilder() : bytes_(protocol::kHeaderSize + 4) {}
   // Starts over in `buffer`, with room for about `bytes` of items so that
   // the frame is not regrown.
   void Start(std::vector<uint8_t> buffer, size_t bytes) {
-    bytes_ = std::move(buffer);
-    bytes_.assign(protocol::kHeaderSize + 4, 0);
-    bytes_.reserve(protocol::kHeaderSize + 4 + bytes);
+    writer_ = protocol::FrameWriter(std::move(buffer), bytes, /*count_prefix=*/true);
   }
   void Add(protocol::StreamItem::Kind kind, const NodeKey& key, uint64_t version,
            std::span<const uint8_t> record) {
@@ -347,24 +344,20 @@ class FrameBuilder {
     engine::EncodeFixed64(head + 2, key.code);
     engine::EncodeFixed64(head + 10, version);
     engine::EncodeFixed32(head + 18, static_cast<uint32_t>(record.size()));
-    bytes_.insert(bytes_.end(), head, head + sizeof head);
-    bytes_.insert(bytes_.end(), record.begin(), record.end());
+    writer_.Append(head, sizeof head);
+    writer_.Append(record);
     ++n_;
   }
   uint32_t items() const { return n_; }
-  size_t size() const { return bytes_.size(); }
+  size_t size() const { return writer_.size(); }
   std::vector<uint8_t> Seal() {
-    engine::EncodeFixed32(bytes_.data() + protocol::kHeaderSize, n_);
-    protocol::FrameHeader h;
-    h.opcode = static_cast<uint8_t>(protocol::Opcode::kStreamData);
-    h.flags = protocol::kFlagPush;
-    protocol::EncodeHeader(h, static_cast<uint32_t>(bytes_.size() - protocol::kHeaderSize),
-                           bytes_.data());
-    return std::move(bytes_);
+    writer_.set_count(n_);
+    return writer_.Seal(static_cast<uint8_t>(protocol::Opcode::kStreamData), 0, protocol::kFlagPush,
+                        protocol::WireStatus::kOk);
   }
 
  private:
-  std::vector<uint8_t> bytes_;
+  protocol::FrameWriter writer_{0, /*count_prefix=*/true};
   uint32_t n_ = 0;
 };
 

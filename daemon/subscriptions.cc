@@ -250,9 +250,8 @@ bool SubscriptionHub::Serve(Subscription& sub, PushTarget& target,
   if (first == records.size()) return false;
 
   // The frame: header, then n u32 and the events.
-  std::vector<uint8_t> out;
-  out.reserve(4096);
-  out.resize(protocol::kHeaderSize + 4);
+  protocol::FrameWriter writer(4096 - protocol::kHeaderSize - 4, /*count_prefix=*/true);
+  std::vector<uint8_t>& out = *writer.buffer();  // the encoders append to it
   uint32_t n = 0;
   uint64_t done = cursor;
   std::optional<std::chrono::steady_clock::time_point> oldest;  // of the events sent
@@ -317,16 +316,12 @@ bool SubscriptionHub::Serve(Subscription& sub, PushTarget& target,
   }
   sub.cursor = done;
   if (n == 0) return more;
-  engine::EncodeFixed32(out.data() + protocol::kHeaderSize, n);
-  protocol::FrameHeader h;
-  h.opcode = static_cast<uint8_t>(protocol::Opcode::kEvents);
-  h.flags = protocol::kFlagPush;
-  h.request_id = sub.id;
-  protocol::EncodeHeader(h, static_cast<uint32_t>(out.size() - protocol::kHeaderSize), out.data());
+  writer.set_count(n);
   events_ += n;
   ++frames_;
   if (metrics_ != nullptr) metrics_->OnEventDelay(std::chrono::steady_clock::now() - *oldest);
-  target.Push(std::move(out));
+  target.Push(writer.Seal(static_cast<uint8_t>(protocol::Opcode::kEvents), sub.id,
+                          protocol::kFlagPush, protocol::WireStatus::kOk));
   return more;
 }
 

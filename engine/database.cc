@@ -449,6 +449,7 @@ Status Database::ReadBox(const VoxelBox& box, uint8_t* out, const std::atomic<bo
   return impl_->ReadBox(box, out, cancel);
 }
 Status Database::CheckBoxLimits(const VoxelBox& box) const { return impl_->CheckReadBox(box); }
+uint64_t Database::max_box_voxels() const { return impl_->max_box_voxels(); }
 void Database::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done) {
   impl_->SetVoxels(edits, std::move(done));
 }

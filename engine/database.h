@@ -211,6 +211,9 @@ class Database {
   // OUT_OF_BOUNDS / INVALID for a bad box, TOO_LARGE over max_box_voxels
   // or max_box_chunks. For callers that allocate box.volume() bytes first.
   Status CheckBoxLimits(const VoxelBox& box) const;
+  // DatabaseOptions::max_box_voxels: the largest box ReadBox and WriteBox
+  // take (HELLO advertises it).
+  uint64_t max_box_voxels() const;
 
   // --- Writes (asynchronous) -----------------------------------------------
   // `done` is called exactly once. Validation errors (OUT_OF_BOUNDS,

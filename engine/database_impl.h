@@ -53,6 +53,7 @@ class Database::Impl {
   ChunkStore& store() { return *store_; }
   ChangeFeed* feed() { return &committer_.feed(); }
   int zstd_level() const { return options_.zstd_level; }
+  uint64_t max_box_voxels() const { return options_.max_box_voxels; }
 
   Status GetChunks(std::span<const ChunkKey> keys,
                    const std::function<void(size_t, const ChunkRead&)>& fn);

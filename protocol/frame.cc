@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 #include "engine/coding.h"
@@ -144,6 +145,48 @@ void EncodeFrame(const FrameHeader& h, std::span<const uint8_t> payload,
   uint8_t* p = out->data() + at;
   EncodeHeader(h, static_cast<uint32_t>(payload.size()), p);
   if (!payload.empty()) std::memcpy(p + kHeaderSize, payload.data(), payload.size());
+}
+
+FrameHeader PeekHeader(std::span<const uint8_t> frame) {
+  const uint8_t* p = frame.data();
+  FrameHeader h;
+  h.version = p[4];
+  h.opcode = p[5];
+  h.flags = Get16(p + 6);
+  h.request_id = Get64(p + 8);
+  h.status = Get16(p + 16);
+  h.payload_length = Get32(p + 20);
+  return h;
+}
+
+FrameWriter::FrameWriter(std::vector<uint8_t> buffer, size_t payload_hint, bool count_prefix)
+    : bytes_(std::move(buffer)), count_prefix_(count_prefix) {
+  const size_t start = kHeaderSize + (count_prefix ? 4 : 0);
+  bytes_.assign(start, 0);
+  bytes_.reserve(start + payload_hint);
+}
+
+void FrameWriter::Append(const void* data, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(data);
+  bytes_.insert(bytes_.end(), b, b + n);
+}
+
+uint8_t* FrameWriter::Extend(size_t n) {
+  const size_t at = bytes_.size();
+  bytes_.resize(at + n);
+  return bytes_.data() + at;
+}
+
+std::vector<uint8_t> FrameWriter::Seal(uint8_t opcode, uint64_t request_id, uint16_t flags,
+                                       WireStatus status) {
+  if (count_prefix_) Put32(bytes_.data() + kHeaderSize, count_);
+  FrameHeader h;
+  h.opcode = opcode;
+  h.flags = flags;
+  h.request_id = request_id;
+  h.status = static_cast<uint16_t>(status);
+  EncodeHeader(h, static_cast<uint32_t>(bytes_.size() - kHeaderSize), bytes_.data());
+  return std::move(bytes_);
 }
 
 FrameDecoder::Result FrameDecoder::Feed(std::span<const uint8_t> in, size_t* consumed,

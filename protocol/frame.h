@@ -91,6 +91,58 @@ void EncodeHeader(const FrameHeader& header, uint32_t payload_length, uint8_t* o
 void EncodeFrame(const FrameHeader& header, std::span<const uint8_t> payload,
                  std::vector<uint8_t>* out);
 
+// The header of a whole frame this process built (`frame` holds at least
+// kHeaderSize bytes), read back without checks: a sender's look at what it
+// queued (a reply's request id and status, whether a frame was pushed).
+FrameHeader PeekHeader(std::span<const uint8_t> frame);
+
+// Builds one frame in place: room for the header first, then the payload,
+// optionally starting with a u32 count that Seal() fills in; Seal() writes
+// the header once the payload is complete. Replies and pushes are built
+// this way so that a chunk record is copied once, into the buffer the
+// socket sends.
+//
+// Example:
+//   FrameWriter w(/*payload_hint=*/n * 22, /*count_prefix=*/true);
+//   for (...) { w.AppendLE<uint64_t>(code); ++count; }
+//   w.set_count(count);
+//   std::vector<uint8_t> frame = w.Seal(op, id, kFlagReply, WireStatus::kOk);
+class FrameWriter {
+ public:
+  // `payload_hint`: payload bytes to reserve room for.
+  explicit FrameWriter(size_t payload_hint = 0, bool count_prefix = false)
+      : FrameWriter(std::vector<uint8_t>(), payload_hint, count_prefix) {}
+  // Builds in `buffer` (its bytes are dropped, its capacity kept).
+  FrameWriter(std::vector<uint8_t> buffer, size_t payload_hint, bool count_prefix);
+
+  void Append(const void* data, size_t n);
+  void Append(std::span<const uint8_t> bytes) { Append(bytes.data(), bytes.size()); }
+  template <typename T>
+  void AppendLE(T v) {
+    uint8_t b[sizeof(T)];
+    for (size_t i = 0; i < sizeof(T); ++i) b[i] = static_cast<uint8_t>(v >> (8 * i));
+    Append(b, sizeof b);
+  }
+  // Appends `n` payload bytes for the caller to fill; returns the first.
+  uint8_t* Extend(size_t n);
+  // The buffer, for encoders that append to a vector (ChangeEvent::EncodeTo).
+  std::vector<uint8_t>* buffer() { return &bytes_; }
+
+  // Bytes of the frame so far, its header (and count) included.
+  size_t size() const { return bytes_.size(); }
+  // The count Seal() writes first in the payload (count_prefix only).
+  void set_count(uint32_t n) { count_ = n; }
+
+  // Writes the count and the header; returns the whole frame. The writer is
+  // empty afterwards.
+  std::vector<uint8_t> Seal(uint8_t opcode, uint64_t request_id, uint16_t flags, WireStatus status);
+
+ private:
+  std::vector<uint8_t> bytes_;
+  bool count_prefix_;
+  uint32_t count_ = 0;
+};
+
 class FrameDecoder {
  public:
   // REQUIRES: max_payload <= 2^32 - 1.

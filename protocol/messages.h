@@ -15,42 +15,11 @@
 
 #include "absl/status/statusor.h"
 #include "protocol/frame.h"
+#include "protocol/opcodes.h"
 
 namespace voxdb::protocol {
 
-enum class Opcode : uint8_t {
-  kHello = 1,
-  kPing = 2,
-  kGetChunks = 3,
-  kPutChunk = 4,
-  kDeleteChunk = 5,
-  kGetVoxels = 6,
-  kSetVoxels = 7,
-  kReadBox = 8,
-  kWriteBox = 9,
-  kFillBox = 10,
-  kFlush = 11,
-  kStats = 12,
-  kQueryRadius = 13,
-  kQueryCell = 14,
-  kQueryRect = 15,
-  kQueryBox = 16,
-  kReindex = 17,
-  kBackup = 18,
-  kLodRebuild = 19,
-  kSnapshotOpen = 20,
-  kSnapshotScan = 21,
-  kSnapshotGet = 22,
-  kSnapshotClose = 23,
-  kSubscribe = 24,
-  kUnsubscribe = 25,
-  kEvents = 26,  // pushed by the server (kFlagPush)
-  kStreamUpdate = 27,
-  kStreamClose = 28,
-  kStreamData = 29,  // pushed by the server (kFlagPush)
-  kLodSync = 30,
-};
-const char* OpcodeName(Opcode op);  // "GET_CHUNKS", ...; "UNKNOWN" otherwise
+// Opcode, Role and what each opcode needs: protocol/opcodes.h.
 
 struct Voxel3 {
   uint64_t x = 0, y = 0, z = 0;
@@ -60,13 +29,6 @@ struct Box {
   Voxel3 lo, hi;  // hi exclusive
   friend bool operator==(const Box&, const Box&) = default;
 };
-
-// What a token allows (PROTOCOL.md, "Authentication"); each role includes
-// the ones below it.
-enum class Role : uint8_t { kNone = 0, kRead = 1, kWrite = 2, kAdmin = 3 };
-const char* RoleName(Role role);  // "none", "read", "write", "admin"
-// The least role a request needs.
-Role RequiredRole(Opcode op);
 
 // What a request's header must hold beyond what FrameDecoder checks
 // (PROTOCOL.md, "Framing"): neither the reply nor the push flag, and status

@@ -152,5 +152,51 @@ TEST(FrameTest, StatusCodesRoundTrip) {
   }
 }
 
+TEST(FrameWriterTest, BuildsTheFrameEncodeFrameBuilds) {
+  FrameWriter w(3);
+  w.Append(std::vector<uint8_t>{1, 2});
+  *w.Extend(1) = 3;
+  EXPECT_EQ(w.size(), kHeaderSize + 3);
+  const std::vector<uint8_t> frame = w.Seal(9, 0x0102030405060708, kFlagReply, WireStatus::kOk);
+  std::vector<uint8_t> expected;
+  FrameHeader h;
+  h.opcode = 9;
+  h.flags = kFlagReply;
+  h.request_id = 0x0102030405060708;
+  EncodeFrame(h, std::vector<uint8_t>{1, 2, 3}, &expected);
+  EXPECT_EQ(frame, expected);
+}
+
+TEST(FrameWriterTest, CountPrefixIsWrittenAtSeal) {
+  std::vector<uint8_t> recycled(100, 0xee);  // its bytes go, its capacity stays
+  FrameWriter w(std::move(recycled), 16, /*count_prefix=*/true);
+  EXPECT_EQ(w.size(), kHeaderSize + 4);
+  w.AppendLE<uint16_t>(0xbeef);
+  w.set_count(2);
+  const std::vector<uint8_t> frame = w.Seal(26, 7, kFlagPush, WireStatus::kOk);
+  ASSERT_EQ(frame.size(), kHeaderSize + 6);
+  EXPECT_EQ(std::vector<uint8_t>(frame.begin() + kHeaderSize, frame.end()),
+            (std::vector<uint8_t>{2, 0, 0, 0, 0xef, 0xbe}));
+  const FrameHeader h = PeekHeader(frame);
+  EXPECT_EQ(h.opcode, 26);
+  EXPECT_EQ(h.request_id, 7u);
+  EXPECT_TRUE(h.is_push());
+  EXPECT_FALSE(h.is_reply());
+  EXPECT_EQ(h.status, 0);
+  EXPECT_EQ(h.payload_length, 6u);
+}
+
+TEST(FrameWriterTest, PeekHeaderReadsWhatEncodeHeaderWrote) {
+  FrameWriter w;
+  const std::vector<uint8_t> frame = w.Seal(3, ~uint64_t{0} - 1, kFlagReply, WireStatus::kTooLarge);
+  const FrameHeader h = PeekHeader(frame);
+  EXPECT_EQ(h.version, kProtocolVersion);
+  EXPECT_EQ(h.opcode, 3);
+  EXPECT_EQ(h.request_id, ~uint64_t{0} - 1);
+  EXPECT_EQ(static_cast<WireStatus>(h.status), WireStatus::kTooLarge);
+  EXPECT_TRUE(h.is_reply());
+  EXPECT_EQ(h.payload_length, 0u);
+}
+
 }  // namespace
 }  // namespace voxdb::protocol

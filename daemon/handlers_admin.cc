@@ -1,0 +1,214 @@
+// HELLO, PING, STATS, FLUSH, BACKUP, REINDEX and LOD_REBUILD (daemon/dispatch.h).
+#include <chrono>
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "daemon/dispatch.h"
+#include "daemon/hello_throttle.h"
+#include "daemon/log.h"
+#include "protocol/version.h"
+
+namespace voxdb::daemon {
+
+using protocol::Role;
+using protocol::WireStatus;
+
+void Server::Handlers::Hello(Connection& c, Request& r) {
+  Server& server = c.server();
+  const ServerOptions& options = server.options_;
+  auto fail = [&](const absl::Status& s) { c.Reply(r.op, r.id, s); };
+  auto req = protocol::HelloRequest::Decode(r.payload);
+  if (!req.ok()) return fail(req.status());
+  if (req->min_version > protocol::kProtocolVersion ||
+      req->max_version < protocol::kProtocolVersion) {
+    return fail(absl::UnimplementedError(absl::StrFormat(
+        "this server speaks protocol version %u only", protocol::kProtocolVersion)));
+  }
+  if (!options.tokens.empty()) {
+    HelloThrottle& throttle = *server.hello_throttle_;
+    if (throttle.Busy(c.peer_address())) {
+      // Refused before its token is checked (see HelloThrottle).
+      ++server.auth_failures_;
+      LogLimited(LogLevel::kWarn, "failed HELLOs", c.peer_address(),
+                 "auth: HELLO from %s refused unchecked, closing: %d failed HELLOs from its "
+                 "address are still to be answered",
+                 c.peer(), HelloThrottle::kMaxPending);
+      c.CloseAfterReplies();
+      return fail(absl::UnavailableError(absl::StrFormat(
+          "%d failed HELLOs from this address are still to be answered (each failure "
+          "slows the next, up to %d ms); retry later",
+          HelloThrottle::kMaxPending, static_cast<int>(HelloThrottle::kMaxDelay.count()))));
+    }
+    const Role granted = server.Authenticate(req->token);
+    if (granted == Role::kNone) {
+      ++server.auth_failures_;
+      const std::chrono::milliseconds delay = throttle.Failed(c.peer_address());
+      LogLimited(LogLevel::kWarn, "failed HELLOs", c.peer_address(),
+                 "auth: %s token from %s, closing (reply delayed %d ms)",
+                 req->token.empty() ? "no" : "wrong", c.peer(), static_cast<int>(delay.count()));
+      c.CloseAfterReplies();
+      const absl::Status refused = absl::UnauthenticatedError(
+          req->token.empty() ? "this server needs a token" : "wrong token");
+      if (delay.count() == 0) return fail(refused);
+      return c.ReplyAfter(r.op, r.id, delay, refused,
+                          [&throttle, address = c.peer_address()] { throttle.Answered(address); });
+    }
+    c.GrantRole(granted);
+  }
+  protocol::HelloReply reply;
+  reply.version = protocol::kProtocolVersion;
+  reply.world_frame = server.db_->frame().Encode();
+  reply.server_version = kServerVersion;
+  reply.max_payload = options.max_frame_payload;
+  reply.max_batch = options.max_batch;
+  reply.max_box_voxels = server.db_->max_box_voxels();
+  reply.role = static_cast<uint8_t>(c.role());
+  c.Reply(r.op, r.id, WireStatus::kOk, reply.Encode());
+}
+
+void Server::Handlers::Ping(Connection& c, Request& r) {
+  c.Reply(r.op, r.id, WireStatus::kOk, std::move(r.payload));
+}
+
+// Flush waits on the disk: on the worker.
+absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Flush(engine::Database& db, const Request&) {
+  const absl::Status s = db.Flush();
+  if (!s.ok()) {
+    Log(LogLevel::kError, "flush failed: %s", s.ToString());
+    return s;
+  }
+  return std::vector<uint8_t>();
+}
+
+// Copies the whole environment: on the worker.
+absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Backup(engine::Database& db,
+                                                              const Request& r) {
+  const std::string dest(r.payload.begin(), r.payload.end());
+  uint64_t bytes = 0;
+  const absl::Status s = db.Backup(dest, &bytes);
+  Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "backup to %s: %s, %u bytes", dest, s.ToString(),
+      bytes);
+  if (!s.ok()) return s;
+  return protocol::EncodeU64(bytes);
+}
+
+// One write transaction over every chunk: on the worker.
+absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Reindex(engine::Database& db,
+                                                               const Request&) {
+  uint64_t entries = 0;
+  const absl::Status s = index::Rebuild(&db, &entries);
+  Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "reindex: %s, %u entries", s.ToString(),
+      entries);
+  if (!s.ok()) return s;
+  return protocol::EncodeU64(entries);
+}
+
+// LOD_REBUILD: the worker drops the records and marks the nodes (one scan
+// of the stored chunks' keys); the LOD builder thread builds them in passes
+// that yield to shutdown, and the reply goes out when it is done, so the
+// shared worker is not held. On shutdown the reply is UNAVAILABLE and what
+// is left stays marked, built after the restart.
+void Server::Handlers::LodRebuild(Connection& c, Request& r) {
+  Server& server = c.server();
+  if (absl::Status s = CheckLodLevel(server, 1); !s.ok()) return c.Reply(r.op, r.id, s);
+  engine::LodPyramid* lod = server.options_.lod;
+  auto self = c.shared_from_this();
+  const Clock::time_point start = c.BeginAsync();
+  const auto t0 = Clock::now();
+  auto answer = [self, op = r.op, id = r.id, start, t0](const absl::Status& s) {
+    Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "LOD rebuild: %s in %.1f s", s.ToString(),
+        std::chrono::duration<double>(Clock::now() - t0).count());
+    asio::post(self->executor(), [self, op, id, start, s] {
+      self->EndAsync(start);
+      self->Reply(op, id, s);
+    });
+  };
+  c.RunInBackground([self, lod, answer] {
+    if (self->server().stopping_) {
+      return answer(absl::UnavailableError("voxdbd is stopping: LOD_REBUILD was not run"));
+    }
+    const absl::Status s = lod->MarkAllForRebuild();
+    if (!s.ok()) return answer(s);
+    lod->WhenBuilt(answer);
+    // A stop that came meanwhile may have missed this waiter.
+    if (self->server().stopping_) {
+      lod->CancelWaiters(
+          absl::UnavailableError("voxdbd is stopping: the LOD rebuild goes on after the restart"));
+    }
+  });
+}
+
+// LOD_SYNC: the reply goes out when the LOD builder has built every node
+// marked before the request; the builder's thread calls back, so no worker
+// is held meanwhile. On shutdown the waiter is cancelled (the server's stop
+// cancels every LOD waiter) and the reply is BUSY.
+void Server::Handlers::LodSync(Connection& c, Request& r) {
+  Server& server = c.server();
+  if (absl::Status s = CheckLodLevel(server, 1); !s.ok()) return c.Reply(r.op, r.id, s);
+  engine::LodPyramid* lod = server.options_.lod;
+  auto self = c.shared_from_this();
+  const Clock::time_point start = c.BeginAsync();
+  lod->WhenSynced([self, op = r.op, id = r.id, start](const absl::Status& s) {
+    asio::post(self->executor(), [self, op, id, start, s] {
+      self->EndAsync(start);
+      self->Reply(op, id, s);
+    });
+  });
+  // A stop that came meanwhile may have missed this waiter.
+  if (server.stopping_) lod->CancelWaiters(absl::UnavailableError("voxdbd is stopping"));
+}
+
+void Server::Handlers::Stats(Connection& c, Request& r) {
+  const Server& server = c.server();
+  engine::Database* db = server.db_;
+  const engine::DatabaseStats st = db->Stats();
+  const ServerStats ss = server.stats();
+  std::ostringstream out;
+  out << "cache_hits " << st.cache_hits << "\ncache_misses " << st.cache_misses
+      << "\ncache_evictions " << st.cache_evictions << "\ncache_bytes " << st.cache_bytes
+      << "\ncache_chunks " << st.cache_chunks << "\ndirty_bytes " << st.dirty_bytes
+      << "\ndirty_chunks " << st.dirty_chunks << "\noldest_dirty_age_seconds "
+      << st.oldest_dirty_age_s << "\njournal_records " << st.journal_records << "\njournal_commits "
+      << st.journal_commits << "\nlast_seq " << st.last_seq << "\ncommitted_seq "
+      << st.committed_seq << "\ndurable_seq " << st.durable_seq << "\nrollbacks " << st.rollbacks
+      << "\njournal_waits " << st.journal_waits << "\nreplayed_records " << st.replayed_records
+      << "\nflushes " << st.flushes << "\nflushed_chunks " << st.flushed_chunks << "\nfills "
+      << st.fills << "\nconnections " << ss.connections_open << "\nconnections_accepted "
+      << ss.connections_accepted << "\nconnections_rejected " << ss.connections_rejected
+      << "\nauth_failures " << ss.auth_failures << "\npermission_denied " << ss.permission_denied
+      << "\nidle_closed " << ss.idle_closed << "\nslow_closed " << ss.slow_closed
+      << "\nprotocol_errors " << ss.protocol_errors << "\nrequests " << ss.requests
+      << "\ndeferred_writes " << ss.deferred_writes << "\nbytes_in " << ss.bytes_in
+      << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight
+      << "\nrequest_buffer_bytes " << ss.request_buffer_bytes << "\nrequest_buffer_waits "
+      << ss.request_buffer_waits << "\nsnapshots_open " << ss.snapshots_open << "\nunsent_bytes "
+      << server.unsent_.load() << "\nsubscribers " << ss.subscriptions.subscribers
+      << "\nsubscription_events " << ss.subscriptions.events_pushed << "\nsubscription_frames "
+      << ss.subscriptions.frames_pushed << "\nsubscribers_cut_off " << ss.subscriptions.cut_off
+      << "\nsubscription_lag " << ss.subscriptions.lag << "\nchange_feed_records "
+      << db->changes().records() << "\nchange_feed_floor " << db->changes().resume_floor()
+      << "\nstreams_open " << ss.streams_open << "\nstream_chunks " << ss.stream_chunks
+      << "\nstream_bytes " << ss.stream_bytes << "\nstream_unloads " << ss.stream_unloads << "\n";
+  if (auto store = db->store().Stats(); store.ok()) {
+    out << "map_size_bytes " << store->map_size << "\nmax_map_size_bytes " << store->max_map_size
+        << "\nused_bytes " << store->used_bytes << "\nchunks_stored " << store->chunk_count
+        << "\nchunk_bytes " << store->chunk_bytes << "\nreaders_in_use " << store->readers_in_use
+        << "\n";
+  }
+  if (auto snap = db->store().BeginRead(); snap.ok()) {
+    if (auto n = (*snap)->Count(engine::Table::kS2Index); n.ok()) {
+      out << "index_columns " << *n << "\n";  // s2index entries: one per column
+    }
+  }
+  out << "lod_levels " << ss.lod_levels << "\n";
+  if (ss.lod_levels > 0) out << "lod_dirty " << ss.lod_dirty << "\n";
+  out << "uptime_seconds "
+      << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - server.started_).count()
+      << "\n";
+  const std::string text = out.str();
+  c.Reply(r.op, r.id, WireStatus::kOk, std::vector<uint8_t>(text.begin(), text.end()));
+}
+
+}  // namespace voxdb::daemon
