@@ -152,10 +152,10 @@ FrameHeader PeekHeader(std::span<const uint8_t> frame) {
   FrameHeader h;
   h.version = p[4];
   h.opcode = p[5];
-  h.flags = Get16(p + 6);
-  h.request_id = Get64(p + 8);
-  h.status = Get16(p + 16);
-  h.payload_length = Get32(p + 20);
+  h.flags = DecodeFixed16(p + 6);
+  h.request_id = DecodeFixed64(p + 8);
+  h.status = DecodeFixed16(p + 16);
+  h.payload_length = DecodeFixed32(p + 20);
   return h;
 }
 
@@ -179,7 +179,7 @@ uint8_t* FrameWriter::Extend(size_t n) {
 
 std::vector<uint8_t> FrameWriter::Seal(uint8_t opcode, uint64_t request_id, uint16_t flags,
                                        WireStatus status) {
-  if (count_prefix_) Put32(bytes_.data() + kHeaderSize, count_);
+  if (count_prefix_) EncodeFixed32(bytes_.data() + kHeaderSize, count_);
   FrameHeader h;
   h.opcode = opcode;
   h.flags = flags;
