@@ -1,6 +1,7 @@
 // The offline commands of the voxdb CLI: they open the database directory
 // (--data DIR) themselves instead of talking to voxdbd, and refuse to run
-// while any process (voxdbd) holds the directory's LOCK.
+// while any process (voxdbd) holds the directory (ChunkStore's locks on
+// DIR/LOCK and on data.mdb).
 //
 //   voxdb verify --data DIR   checks every record and the index; exit 1 on
 //                             any problem

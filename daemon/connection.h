@@ -5,7 +5,7 @@
 // in an outbox written straight from its strand, enforces the idle and send
 // timeouts, and closes gracefully (FIN after the last reply, then linger).
 //
-// The handlers (daemon/handlers.h) answer through Reply() and Enqueue(),
+// The handlers (daemon/dispatch.h) answer through Reply() and Enqueue(),
 // mark a request answered later with BeginAsync()/EndAsync(), and run long
 // work with RunOnWorker(), RunOnReadPool() and SubmitWrite(). What a
 // connection holds beyond the transport is its Session (daemon/session.h).

@@ -24,11 +24,10 @@ absl::StatusOr<const engine::DatabaseSnapshot*> FindSnapshot(const Session& sess
 
 }  // namespace
 
-// SNAPSHOT_OPEN: taking one waits for a flush commit in progress, so it
-// runs on the worker. Each snapshot holds an LMDB reader slot: at most
-// Session::kMaxSnapshots per connection (counting those being opened, so
-// that pipelined requests cannot pass the check together) and
-// max_snapshots in all.
+// SNAPSHOT_OPEN: taking one waits until every write submitted before it is
+// durable and for a flush commit in progress, so it runs on the worker. Each snapshot holds an LMDB
+// reader slot: at most Session::kMaxSnapshots per connection (counting those being opened, so that
+// pipelined requests cannot pass the check together) and max_snapshots in all.
 void Server::Handlers::SnapshotOpen(Connection& c, Request& r) {
   Server& server = c.server();
   Session& session = c.session();

@@ -2,8 +2,9 @@
 //
 //   voxdbd [--config FILE] [--data DIR] [--listen HOST:PORT] [...]; voxdbd --help
 //
-// Prints "voxdbd listening on HOST:PORT" once it serves (then "voxdbd
-// metrics on HOST:PORT" unless --metrics-listen off). SIGTERM/SIGINT:
+// Prints "voxdbd listening on HOST:PORT (data DIR, N journal records
+// replayed)" once it serves (then "voxdbd metrics on HOST:PORT" unless
+// --metrics-listen off). SIGTERM/SIGINT:
 // stop accepting, answer what is in flight, flush, exit 0. SIGHUP: re-read
 // the log level and max-map-size from --config.
 //

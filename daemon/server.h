@@ -134,7 +134,7 @@ class Server {
   // The connections open, for Stop() to reach them all.
   void Register(const std::shared_ptr<Connection>& c);
   void Unregister(const Connection* c);
-  // The request buffer budget (max_request_buffer_bytes; see server.cc).
+  // The request buffer budget (max_request_buffer_bytes).
   bool MayBuffer(const std::shared_ptr<Connection>& c);
   void RequestBytesFreed(const Connection* c, bool done);
   // The role a HELLO token grants (kNone if none matches). Compares every
@@ -145,8 +145,8 @@ class Server {
 
   ServerOptions options_;
   engine::Database* db_;
-  // Before io_: streams the I/O context still holds count into them and
-  // take buffers from them.
+  // Declared before io_, so destroyed after it: the streams that the I/O
+  // context still holds count into these and take buffers from them.
   StreamCounters stream_counters_;
   FrameBuffers frame_buffers_;
   asio::io_context io_;
@@ -181,7 +181,8 @@ class Server {
   std::atomic<int64_t> snapshots_open_{0};
 
   // One worker for requests that wait on the disk or run long (FLUSH,
-  // SNAPSHOT_OPEN, LOD queries, writes under back-pressure), so that no I/O
+  // BACKUP, REINDEX, SNAPSHOT_OPEN, LOD queries and the marking of
+  // LOD_REBUILD, writes under back-pressure), so that no I/O
   // thread does and a client spamming them cannot spawn threads. Each
   // connection (`owner`) has its own queue, run in order; the worker takes
   // one task from each owner with tasks in turn, so a connection with many

@@ -43,7 +43,7 @@ namespace voxdb::daemon {
 
 class Metrics;
 
-// The connection side of a subscription (daemon/server.cc).
+// The connection side of a subscription (daemon/connection.h).
 class PushTarget {
  public:
   virtual ~PushTarget() = default;

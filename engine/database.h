@@ -1,6 +1,6 @@
 // engine::Database: the engine's front door. A write-back cache of chunks
 // over the ChunkStore, a durable journal with a group committer, a
-// background flusher, fills, recovery and back-pressure (DESIGN.md 2a, 4).
+// background flusher, fills, recovery and back-pressure (docs/DESIGN.md §4–§6).
 //
 // Writes are validated, applied to the cached chunk (loaded on a miss), and
 // their edit appended to the journal (table `journal`, keyed by a sequence
@@ -23,9 +23,11 @@
 //   db->SetVoxels(edits, [](const WriteResult& r) { /* r.status, r.version */ });
 //   Status s = db->SetVoxelsAndWait(edits).status;   // blocking form
 //
-// Thread-safety: every method is thread-safe. Completion callbacks run on an
-// engine thread (the committer) or inline on the caller's thread; they must
-// not block and must not call back into the Database's write methods
+// Thread-safety: every method is thread-safe. Completion callbacks run on the
+// engine's acknowledging thread (kSync, once the journal commit is durable,
+// and for every write a failed commit rolled back) or inline on the caller's
+// thread (kAsync, and errors decided before the write was queued); they
+// must not block and must not call back into the Database's write methods
 // synchronously with waits.
 #ifndef VOXDB_ENGINE_DATABASE_H_
 #define VOXDB_ENGINE_DATABASE_H_
@@ -124,9 +126,9 @@ struct DatabaseOptions {
   // bytes. On those engine threads: must be thread-safe, must not block and
   // must not call into the Database. DEFAULT: none.
   std::function<void(double seconds, size_t writes)> on_commit;
+  std::function<void(double seconds, size_t chunks, size_t bytes)> on_flush;
   // How many committed writes the change feed retains (changes()).
   ChangeFeedOptions changes;
-  std::function<void(double seconds, size_t chunks, size_t bytes)> on_flush;
 };
 
 struct WriteResult {
@@ -190,7 +192,11 @@ class Database {
 
   const WorldFrame& frame() const;
 
-  // --- Reads (blocking, never wait on the journal) ------------------------
+  // --- Reads (blocking) ----------------------------------------------------
+  // In kSync a read returns only what is durable: when it touched a chunk
+  // whose newest change is not yet committed it waits for that commit
+  // (about one commit interval) and, if the commit failed and rolled back,
+  // reads again.
 
   // Calls fn(i, read) for each key in order. A dirty chunk comes from the
   // cache (encoded), a clean stored one zero-copy from LMDB, an unstored one
@@ -219,13 +225,16 @@ class Database {
   // `done` is called exactly once. Validation errors (OUT_OF_BOUNDS,
   // INVALID, CONFLICT) complete inline before anything is applied; BUSY when
   // back-pressure waited longer than busy_timeout; CLOSING (kCancelled) after close
-  // began; STORAGE_FULL / IO_ERROR when the journal commit failed (the edit
-  // is then applied in memory but not durable).
+  // began; STORAGE_FULL / IO_ERROR when the journal commit failed: the write
+  // is then not applied (the database rolls back to its durable state, and
+  // every write queued behind it gets the error too), never visible to a
+  // reader or subscriber and never made durable later.
 
   void SetVoxels(std::span<const VoxelEdit> edits, WriteDone done);
   // voxels: box.volume() bytes, x fastest.
   void WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels, WriteDone done);
-  // Records a fill and rewrites the stored chunks it touches (DESIGN 2a).
+  // Records a fill and rewrites the stored chunks it touches (docs/DESIGN.md
+  // §6).
   void FillBox(const VoxelBox& box, uint8_t material, WriteDone done);
   // Replaces a whole chunk with a chunk record (its version and mtime
   // fields are ignored). CONFLICT when expected_version is set and differs
@@ -280,6 +289,7 @@ class Database {
     uint64_t version = 0;
     bool present = false;
   };
+  // In kSync it returns once every listed state is durable.
   std::vector<DirtyChunk> DirtyChunks() const;
   // The fills, in sequence order.
   std::shared_ptr<const FillSet> Fills() const;

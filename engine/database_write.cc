@@ -97,8 +97,8 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
       } else {
         // Applying fails before it changes anything (writes pin or read all
         // they need first): the write did not happen, and its number goes
-        // back, else it would be a hole that WaitCommitted (Flush, Backup,
-        // Snapshot) waits on until some later write commits.
+        // back, else it would be a hole that WaitDurable (Flush, Backup,
+        // Snapshot, kSync reads) waits on until some later write commits.
         next_seq_ = seq;
         last_seq_ = seq - 1;
       }
