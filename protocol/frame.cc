@@ -208,12 +208,7 @@ FrameDecoder::Result FrameDecoder::Feed(std::span<const uint8_t> in, size_t* con
       error_wire_status_ = WireStatus::kInvalid;
       return Result::kError;
     }
-    header_.version = p[4];
-    header_.opcode = p[5];
-    header_.flags = DecodeFixed16(p + 6);
-    header_.request_id = DecodeFixed64(p + 8);
-    header_.status = DecodeFixed16(p + 16);
-    header_.payload_length = DecodeFixed32(p + 20);
+    header_ = PeekHeader({p, kHeaderSize});
     error_request_id_ = header_.request_id;
     if (header_.version != kProtocolVersion) {
       error_ = absl::UnimplementedError(

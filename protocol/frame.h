@@ -91,9 +91,10 @@ void EncodeHeader(const FrameHeader& header, uint32_t payload_length, uint8_t* o
 void EncodeFrame(const FrameHeader& header, std::span<const uint8_t> payload,
                  std::vector<uint8_t>* out);
 
-// The header of a whole frame this process built (`frame` holds at least
-// kHeaderSize bytes), read back without checks: a sender's look at what it
-// queued (a reply's request id and status, whether a frame was pushed).
+// The header fields of `frame` (at least kHeaderSize bytes), read without
+// checks (the magic, version and length are the caller's to check): the
+// decoder's first step, and a sender's look at what it queued (a reply's
+// request id and status, whether a frame was pushed).
 FrameHeader PeekHeader(std::span<const uint8_t> frame);
 
 // Builds one frame in place: room for the header first, then the payload,
