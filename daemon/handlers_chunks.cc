@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "daemon/dispatch.h"
 #include "daemon/metrics.h"
+#include "engine/voxel_box.h"
 
 namespace voxdb::daemon {
 namespace {
@@ -55,14 +56,11 @@ void Server::Handlers::ReplyChunks(Connection& c, const Request& r,
     if (!read.status.ok()) {
       const absl::string_view m = read.status.message();
       bytes = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(m.data()), m.size());
-    } else if (out.size() + 14 + bytes.size() > limit) {
-      wire = WireStatus::kTooLarge;  // no message: 14 bytes per chunk left out
+    } else if (out.size() + protocol::kChunkResultHeaderBytes + bytes.size() > limit) {
+      wire = WireStatus::kTooLarge;  // no message: a bare header per chunk left out
       bytes = {};
     }
-    out.AppendLE<uint16_t>(static_cast<uint16_t>(wire));
-    out.AppendLE<uint64_t>(read.version);
-    out.AppendLE<uint32_t>(static_cast<uint32_t>(bytes.size()));
-    out.Append(bytes.data(), bytes.size());
+    protocol::AppendChunkResult(out, wire, read.version, bytes);
   });
   if (!s.ok()) return c.Reply(r.op, r.id, s);
   c.Enqueue(out.Seal(r.op, r.id, protocol::kFlagReply, WireStatus::kOk));
@@ -101,10 +99,9 @@ void Server::Handlers::ReadBox(Connection& c, Request& r) {
                        "the box holds %u voxels, more than the largest frame (%u bytes)",
                        box.volume(), max_payload)));
   }
-  const engine::ChunkCoord first = db->frame().ChunkOf(box.lo);
-  const engine::ChunkCoord last = db->frame().ChunkOf({box.hi.x - 1, box.hi.y - 1, box.hi.z - 1});
-  const uint64_t chunks =
-      uint64_t{last.x - first.x + 1} * (last.y - first.y + 1) * (last.z - first.z + 1);
+  const engine::ChunkBox covered = engine::ChunksCovering(db->frame(), box);
+  const uint64_t chunks = uint64_t{covered.hi.x - covered.lo.x + 1} *
+                          (covered.hi.y - covered.lo.y + 1) * (covered.hi.z - covered.lo.z + 1);
   if (chunks > kInlineReadChunks) {
     return c.RunOnReadPool(
         r.op, r.id,

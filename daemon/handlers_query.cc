@@ -117,14 +117,12 @@ void Server::Handlers::GetLodChunks(Connection& c, const Request& r,
       bytes.assign(m.begin(), m.end());
       if (options.metrics != nullptr) options.metrics->OnError(wire);
     }
-    if (wire == WireStatus::kOk && out.size() + 14 + bytes.size() > limit) {
+    if (wire == WireStatus::kOk &&
+        out.size() + protocol::kChunkResultHeaderBytes + bytes.size() > limit) {
       wire = WireStatus::kTooLarge;  // as at level 0: ask for it again
       bytes.clear();
     }
-    out.AppendLE<uint16_t>(static_cast<uint16_t>(wire));
-    out.AppendLE<uint64_t>(version);
-    out.AppendLE<uint32_t>(static_cast<uint32_t>(bytes.size()));
-    out.Append(bytes.data(), bytes.size());
+    protocol::AppendChunkResult(out, wire, version, bytes);
   }
   c.Enqueue(out.Seal(r.op, r.id, protocol::kFlagReply, WireStatus::kOk));
 }

@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_format.h"
 #include "daemon/dispatch.h"
+#include "engine/coding.h"
+#include "engine/voxel_box.h"
 
 namespace voxdb::daemon {
 namespace {
@@ -87,16 +89,14 @@ void Server::Handlers::SnapshotScan(Connection& c, Request& r) {
     if (req->cursor.size() != 8) {
       return c.Reply(r.op, r.id, absl::InvalidArgumentError("bad SNAPSHOT_SCAN cursor"));
     }
-    for (uint8_t b : req->cursor) from = from << 8 | b;
+    from = engine::DecodeBigEndian64(req->cursor.data());
   }
-  const engine::ChunkBox chunks{
-      frame.ChunkOf(box.lo),
-      frame.ChunkOf(engine::VoxelCoord{box.hi.x - 1, box.hi.y - 1, box.hi.z - 1})};
+  const engine::ChunkBox chunks = engine::ChunksCovering(frame, box);
   protocol::QueryReply reply;
   absl::Status s = (*snap)->ScanChunks(chunks, from, [&](engine::ChunkKey key, uint64_t version) {
     if (reply.chunks.size() == req->limit) {
       reply.next_cursor.resize(8);
-      for (int i = 0; i < 8; ++i) reply.next_cursor[i] = key.code() >> (56 - 8 * i) & 0xff;
+      engine::EncodeBigEndian64(reply.next_cursor.data(), key.code());
       return false;
     }
     reply.chunks.push_back({key.code(), version});
@@ -105,7 +105,7 @@ void Server::Handlers::SnapshotScan(Connection& c, Request& r) {
   if (!s.ok()) return c.Reply(r.op, r.id, s);
   if (req->cursor.empty()) {
     for (const engine::Fill& f : (*snap)->fills().fills()) {
-      if (!engine::Intersect(f.box, box).empty()) {
+      if (engine::Meets(f.box, box)) {
         reply.fills.push_back({f.seq, FromBox(f.box), f.material});
       }
     }

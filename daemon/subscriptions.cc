@@ -289,7 +289,7 @@ bool SubscriptionHub::Serve(Subscription& sub, PushTarget& target,
           event.edits = c.edits;
         } else if (rec.op == engine::JournalOp::kWriteBox) {
           event.detail = protocol::EventDetailKind::kBox;
-          event.box = FromBox(engine::Intersect(rec.box, frame.ChunkBox(key.coord())));
+          event.box = FromBox(engine::Intersect(rec.box, frame.VoxelsOfChunk(key.coord())));
         }
       } else if (sub.detail == protocol::EventDetail::kRecords && c.present &&
                  out.size() < kMaxRecordFrameBytes) {

@@ -296,7 +296,7 @@ Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out, const std::ato
           newest = std::max(newest, ref.version);
           if (ref.fills) newest = std::max(newest, ref.fills->last_seq());
           const std::shared_ptr<const Chunk> chunk = ref.Materialise(frame(), code);
-          const VoxelBox pbox = Intersect(box, frame().ChunkBox(c));
+          const VoxelBox pbox = Intersect(box, frame().VoxelsOfChunk(c));
           const LocalBox local = LocalPart(pbox, c);
           part.resize(local.volume());
           chunk->ReadBox(local, part.data());

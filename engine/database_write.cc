@@ -26,7 +26,7 @@ constexpr uint64_t kSeqBlock = uint64_t{1} << 16;
 // Voxels past the world's edge always read as 0 (engine/FORMAT.md, "Chunks
 // at the world's edge"): clears them in a chunk of the last x, y or z layer.
 void ClearPastEdge(const WorldFrame& frame, ChunkCoord c, Chunk* chunk) {
-  const VoxelBox in = frame.ChunkBox(c);
+  const VoxelBox in = frame.VoxelsOfChunk(c);
   const VoxelCoord o = frame.ChunkOrigin(c);
   const uint32_t ex = static_cast<uint32_t>(in.hi.x - o.x);
   const uint32_t ey = static_cast<uint32_t>(in.hi.y - o.y);
@@ -185,7 +185,7 @@ StatusOr<Database::Impl::Changes> Database::Impl::ApplyWriteBox(uint64_t seq, co
     const uint64_t code = pin.first;
     Entry* e = pin.second;
     const ChunkCoord c = MortonDecode(code);
-    const VoxelBox pbox = Intersect(box, frame().ChunkBox(c));
+    const VoxelBox pbox = Intersect(box, frame().VoxelsOfChunk(c));
     const LocalBox local = LocalPart(pbox, c);
     part.resize(local.volume());
     CopySubBox(pbox, box, voxels, pbox, part);
@@ -231,7 +231,7 @@ StatusOr<Database::Impl::Changes> Database::Impl::ApplyFillBox(uint64_t seq, con
   Changes changed;
   for (uint64_t code : touched) {
     const ChunkCoord c = MortonDecode(code);
-    const VoxelBox chunk_box = frame().ChunkBox(c);
+    const VoxelBox chunk_box = frame().VoxelsOfChunk(c);
     const VoxelBox pbox = Intersect(box, chunk_box);
     const bool whole = BoxContains(box, chunk_box);
     Entry* e;

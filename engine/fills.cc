@@ -322,7 +322,7 @@ void FillSet::ForEachCandidateList(const ChunkCoord& c, Fn&& fn) const {
 }
 
 Chunk FillSet::Rasterise(const WorldFrame& frame, const ChunkCoord& c, uint64_t* version) const {
-  const VoxelBox chunk_box = frame.ChunkBox(c);
+  const VoxelBox chunk_box = frame.VoxelsOfChunk(c);
   const VoxelCoord origin = frame.ChunkOrigin(c);
   std::vector<const Fill*> hits;
   ForEachCandidateList(c, [&](const FillList& list) {
@@ -351,7 +351,7 @@ Chunk FillSet::Rasterise(const WorldFrame& frame, const ChunkCoord& c, uint64_t*
 }
 
 uint64_t FillSet::VersionOf(const WorldFrame& frame, const ChunkCoord& c) const {
-  const VoxelBox chunk_box = frame.ChunkBox(c);
+  const VoxelBox chunk_box = frame.VoxelsOfChunk(c);
   uint64_t newest = 0;
   ForEachCandidateList(c, [&](const FillList& list) {
     if (list.empty() || list.back().seq <= newest) return;

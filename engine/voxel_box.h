@@ -8,7 +8,7 @@
 //   (x - b.lo.x) + sx * ((y - b.lo.y) + sy * (z - b.lo.z)),  s = b.hi - b.lo.
 //
 // Example:
-//   const VoxelBox part = Intersect(box, frame.ChunkBox(c));
+//   const VoxelBox part = Intersect(box, frame.VoxelsOfChunk(c));
 //   if (!part.empty()) CopySubBox(part, part, chunk_part, box, out);
 //
 // Thread-safety: value types and pure functions.

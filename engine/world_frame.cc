@@ -90,7 +90,7 @@ VoxelBox WorldFrame::Bounds() const {
   return VoxelBox{{0, 0, 0}, {extent_[0], extent_[1], extent_[2]}};
 }
 
-VoxelBox WorldFrame::ChunkBox(const ChunkCoord& c) const {
+VoxelBox WorldFrame::VoxelsOfChunk(const ChunkCoord& c) const {
   VoxelCoord lo = ChunkOrigin(c);
   VoxelCoord hi{std::min(lo.x + chunk_edge_, extent_[0]), std::min(lo.y + chunk_edge_, extent_[1]),
                 std::min(lo.z + chunk_edge_, extent_[2])};

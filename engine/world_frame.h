@@ -109,7 +109,7 @@ class WorldFrame {
                       uint64_t{c.z} * chunk_edge_};
   }
   // The voxels of chunk c, clipped to the world (edge chunks may be partial).
-  VoxelBox ChunkBox(const ChunkCoord& c) const;
+  VoxelBox VoxelsOfChunk(const ChunkCoord& c) const;
   // Checked: OUT_OF_BOUNDS outside the world.
   StatusOr<ChunkKey> KeyOf(const VoxelCoord& v) const;
 

@@ -38,7 +38,7 @@ constexpr int kCoveringMaxLevel = 20;
 constexpr double kCoveringSlackRad = 1e-12;
 
 engine::VoxelBox ChunkVoxels(const engine::WorldFrame& frame, ChunkKey key) {
-  return frame.ChunkBox(key.coord());
+  return frame.VoxelsOfChunk(key.coord());
 }
 
 bool BandMeets(const std::optional<AltitudeBand>& band, double bottom, double top) {

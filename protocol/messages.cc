@@ -254,11 +254,18 @@ std::vector<uint8_t> GetChunksReply::Encode() const {
   }
   return w.Take();
 }
+void AppendChunkResult(FrameWriter& out, WireStatus status, uint64_t version,
+                       std::span<const uint8_t> bytes) {
+  out.AppendLE<uint16_t>(static_cast<uint16_t>(status));
+  out.AppendLE<uint64_t>(version);
+  out.AppendLE<uint32_t>(static_cast<uint32_t>(bytes.size()));
+  out.Append(bytes.data(), bytes.size());
+}
 absl::StatusOr<GetChunksReply> GetChunksReply::Decode(std::span<const uint8_t> p) {
   Reader r(p);
   GetChunksReply g;
   const uint32_t n = r.U32();
-  if (r.Count(n, 14)) {
+  if (r.Count(n, kChunkResultHeaderBytes)) {
     g.results.resize(n);
     for (ChunkResult& c : g.results) {
       c.status = r.U16();

@@ -71,6 +71,13 @@ struct ChunkResult {
   uint64_t version = 0;
   std::vector<uint8_t> bytes;  // OK: the chunk record; else the error message
 };
+// A ChunkResult on the wire: status u16, version u64, length u32, then the
+// bytes.
+inline constexpr size_t kChunkResultHeaderBytes = 14;
+// Appends one ChunkResult to a GET_CHUNKS reply being built in place (a
+// FrameWriter with a count prefix), without copying the record first.
+void AppendChunkResult(FrameWriter& out, WireStatus status, uint64_t version,
+                       std::span<const uint8_t> bytes);
 struct GetChunksReply {
   std::vector<ChunkResult> results;
   std::vector<uint8_t> Encode() const;

@@ -30,7 +30,7 @@ class ReferenceFills {
   const std::vector<Fill>& fills() const { return fills_; }
 
   Chunk Rasterise(const WorldFrame& frame, const ChunkCoord& c, uint64_t* version) const {
-    const VoxelBox chunk_box = frame.ChunkBox(c);
+    const VoxelBox chunk_box = frame.VoxelsOfChunk(c);
     const VoxelCoord origin = frame.ChunkOrigin(c);
     Chunk chunk(0);
     uint64_t newest = 0;

@@ -100,7 +100,7 @@ class LodTest : public ::testing::Test {
     if (!chunks_.count(c)) return {};
     const auto [x, y, z] = c;
     Dense dense(kChunkVoxels);
-    EXPECT_OK(db_->ReadBox(db_->frame().ChunkBox(ChunkCoord{x, y, z}), dense.data()));
+    EXPECT_OK(db_->ReadBox(db_->frame().VoxelsOfChunk(ChunkCoord{x, y, z}), dense.data()));
     return dense;
   }
 

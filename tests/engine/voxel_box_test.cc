@@ -139,7 +139,7 @@ TEST(VoxelBoxTest, ChunksCoveringHoldsExactlyTheChunksWithAVoxelOfTheBox) {
       for (uint32_t y = 0; y < frame.chunks_y(); ++y) {
         for (uint32_t x = 0; x < frame.chunks_x(); ++x) {
           const ChunkCoord cc{x, y, z};
-          EXPECT_EQ(c.Contains(cc), Meets(frame.ChunkBox(cc), b));
+          EXPECT_EQ(c.Contains(cc), Meets(frame.VoxelsOfChunk(cc), b));
         }
       }
     }

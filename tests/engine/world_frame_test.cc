@@ -48,7 +48,7 @@ TEST(WorldFrameTest, VoxelChunkConversions) {
   ASSERT_OK_AND_ASSIGN(ChunkKey key, f.KeyOf(v));
   EXPECT_EQ(key.coord(), (ChunkCoord{7, 1, 312'500}));
   // The last chunk on x is partial: 160,300,080 = 1,252,344 * 128 + 48.
-  const VoxelBox last = f.ChunkBox({1'252'344, 0, 0});
+  const VoxelBox last = f.VoxelsOfChunk({1'252'344, 0, 0});
   EXPECT_EQ(last.hi.x - last.lo.x, 48u);
 }
 

@@ -329,7 +329,7 @@ TEST(S2IndexTest, RegionDefinitionsAgreeWithPlainGeometry) {
     EXPECT_EQ(in, dist <= radius) << dist << " " << radius;
     inside += in;
     // The chunk's centre, by the frame's own conversion.
-    const engine::VoxelBox b = kFrame.ChunkBox(key.coord());
+    const engine::VoxelBox b = kFrame.VoxelsOfChunk(key.coord());
     const engine::GeoCoord g =
         kFrame.MetresToGeo({(b.lo.x + b.hi.x) / 2.0 * kFrame.voxel_size_m(),
                             (b.lo.y + b.hi.y) / 2.0 * kFrame.voxel_size_m(), 0});
@@ -373,7 +373,7 @@ TEST(S2IndexTest, UnflushedWritesAndDeletesAreSeen) {
   r = AllPages(*d.db, around, {});
   ASSERT_EQ(r.chunks.size(), 1u);
   EXPECT_EQ(r.chunks[0].key, b);
-  auto box = AllPages(*d.db, BoxRegion{kFrame.ChunkBox(a.coord())}, {});
+  auto box = AllPages(*d.db, BoxRegion{kFrame.VoxelsOfChunk(a.coord())}, {});
   EXPECT_TRUE(box.chunks.empty());
   ASSERT_OK(d.db->Flush());
   ExpectIndexMatchesChunks(*d.db);

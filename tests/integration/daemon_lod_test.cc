@@ -375,6 +375,9 @@ TEST_F(DaemonLodTest, ARebuildYieldsToOthersAndToSigterm) {
   EXPECT_GT(Stat("lod_dirty"), 0u) << "the rebuild ended too soon to test anything";
   // A LOD_SYNC waits for the rebuild's marks too; the stop answers it.
   ASSERT_OK_AND_ASSIGN(uint64_t sync, (*other)->Send(Opcode::kLodSync, {}));
+  // Received before the stop, else the gate answers it UNAVAILABLE without
+  // running it: in flight beside the rebuild.
+  ASSERT_TRUE(testing::WaitUntil([&] { return Stat("in_flight") >= 2; }, 10s));
   const auto t0 = std::chrono::steady_clock::now();
   const int status = daemon_->StopWith(SIGTERM);
   const double seconds =
