@@ -412,6 +412,9 @@ TEST_F(LodTest, RebuildMarksForTheBuilderAndWaitersHearTheEnd) {
 TEST_F(LodTest, WhenSyncedWaitsForWhatWasMarkedBeforeItWhileWritesGoOn) {
   std::atomic<bool> stop{false};
   std::atomic<int> flushes{0};
+  // Paced: the builder takes the lowest dirty level first, so a writer that
+  // marks level-1 nodes faster than it builds them would hold the levels
+  // above, and WhenSynced, back (the limit lod.h states).
   std::thread writer([&] {
     const VoxelCoord far = db_->frame().ChunkOrigin(At(64, 0, 0));
     for (uint64_t i = 0; !stop.load(); ++i) {
@@ -421,9 +424,19 @@ TEST_F(LodTest, WhenSyncedWaitsForWhatWasMarkedBeforeItWhileWritesGoOn) {
       if (i % 8 == 0) {
         ASSERT_OK(db_->Flush());
         ++flushes;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
     }
   });
+  // Stopped and joined however the test ends (a failed ASSERT returns).
+  struct Joiner {
+    std::atomic<bool>* stop;
+    std::thread* t;
+    ~Joiner() {
+      *stop = true;
+      if (t->joinable()) t->join();
+    }
+  } joiner{&stop, &writer};
   ASSERT_TRUE(testing::WaitUntil([&] { return flushes.load() >= 3; }, std::chrono::seconds(30)));
   for (uint32_t round = 0; round < 3; ++round) {
     const ChunkCoord c = At(round, 0, 0);
@@ -447,7 +460,7 @@ TEST_F(LodTest, WhenSyncedWaitsForWhatWasMarkedBeforeItWhileWritesGoOn) {
     EXPECT_GE(flushes.load(), before);
   }
   stop = true;
-  writer.join();
+  if (writer.joinable()) writer.join();
   Settle();
   EXPECT_EQ(lod_->DirtyCount(), 0u);
 }
