@@ -32,7 +32,6 @@
 #include "protocol/client.h"
 #include "protocol/version.h"
 
-
 namespace voxdb::cli {
 namespace {
 

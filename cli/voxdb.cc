@@ -19,7 +19,6 @@
 #include "cli/output.h"
 #include "protocol/version.h"
 
-
 namespace voxdb::cli {
 namespace {
 

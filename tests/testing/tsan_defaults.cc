@@ -8,6 +8,4 @@
 // over by the acknowledging thread) and freed by the last owner is then
 // reported as a race between the reader's use of the message and the free,
 // although the acq_rel decrement orders them. Only that frame is silenced.
-extern "C" const char* __tsan_default_suppressions() {
-  return "race:Status::UnrefNonInlined\n";
-}
+extern "C" const char* __tsan_default_suppressions() { return "race:Status::UnrefNonInlined\n"; }
