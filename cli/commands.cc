@@ -30,6 +30,7 @@
 #include "engine/voxel_box.h"
 #include "engine/world_frame.h"
 #include "protocol/client.h"
+#include "protocol/stats.h"
 #include "protocol/version.h"
 
 namespace voxdb::cli {
@@ -117,17 +118,10 @@ JsonObject CommandObject(const CommandLine& cl) {
 }
 
 // STATS text ("name value" lines) as a JSON object; numbers stay numbers.
-JsonObject StatsJson(std::string_view text) {
+StatusOr<JsonObject> StatsJson(std::string_view text) {
+  VOXDB_ASSIGN_OR_RETURN(const auto lines, protocol::ParseStatsText(text));
   JsonObject o;
-  while (!text.empty()) {
-    const size_t nl = text.find('\n');
-    const std::string_view line = text.substr(0, nl);
-    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
-    if (line.empty()) continue;
-    const size_t space = line.find(' ');
-    const std::string_view name = line.substr(0, space);
-    const std::string_view value =
-        space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
+  for (const auto& [name, value] : lines) {
     if (IsJsonNumber(value)) {
       o.Raw(name, value);
     } else {
@@ -204,7 +198,8 @@ absl::Status Ping(const CommandLine& cl) {
 absl::Status Info(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
   VOXDB_ASSIGN_OR_RETURN(std::string stats, s.client->Stats());
-  const std::vector<InfoSection> sections = BuildInfo(s.address, s.hello, stats);
+  VOXDB_ASSIGN_OR_RETURN(const std::vector<InfoSection> sections,
+                         BuildInfo(s.address, s.hello, stats));
   Emit(cl, InfoJson(sections), InfoText(sections));
   return absl::OkStatus();
 }
@@ -494,8 +489,9 @@ absl::Status Stats(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
   VOXDB_ASSIGN_OR_RETURN(std::string stats, s.client->Stats());
   if (!stats.empty() && stats.back() != '\n') stats += '\n';
+  VOXDB_ASSIGN_OR_RETURN(JsonObject fields, StatsJson(stats));
   JsonObject o = CommandObject(cl);
-  o.Object("stats", StatsJson(stats));
+  o.Object("stats", fields);
   Emit(cl, o, stats);
   return absl::OkStatus();
 }

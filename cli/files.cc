@@ -66,7 +66,7 @@ absl::StatusOr<std::vector<uint8_t>> ReadInputFile(const std::string& path,
     bytes.resize(size);
   } catch (const std::exception&) {  // bad_alloc, length_error
     ::close(fd);
-    return absl::ResourceExhaustedError(absl::StrFormat(
+    return absl::InternalError(absl::StrFormat(
         "cannot allocate %u bytes to read %s '%s': not enough memory", size, what, path));
   }
   size_t done = 0;

@@ -1,83 +1,14 @@
 #include "cli/info.h"
 
-#include <array>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/world_frame.h"
+#include "protocol/stats.h"
 
 namespace voxdb::cli {
 namespace {
 
-constexpr std::array<std::string_view, 8> kSections = {"server", "storage", "cache",   "journal",
-                                                       "index",  "lod",     "clients", "push"};
 constexpr std::string_view kOther = "other";
-
-// STATS name prefixes, first match wins (so "index_" before "in_").
-constexpr std::pair<std::string_view, std::string_view> kPrefixes[] = {
-    // server
-    {"uptime", "server"},
-    {"server_", "server"},
-    {"process_", "server"},
-    {"pid", "server"},
-    {"started", "server"},
-    {"version", "server"},
-    {"threads", "server"},
-    // the LOD pyramid
-    {"lod_", "lod"},
-    // index (before "in_flight" and the like)
-    {"index_", "index"},
-    {"s2", "index"},
-    {"reindex", "index"},
-    {"quer", "index"},  // query_*, queries
-    // storage
-    {"map_", "storage"},
-    {"store_", "storage"},
-    {"storage_", "storage"},
-    {"used_", "storage"},
-    {"data_", "storage"},
-    {"disk_", "storage"},
-    {"db_", "storage"},
-    {"chunk", "storage"},  // chunks, chunk_count, chunk_bytes
-    {"fills", "storage"},
-    {"max_map", "storage"},
-    {"readers", "storage"},
-    {"backup", "storage"},
-    // cache: the cache, dirty data, the flusher, back-pressure
-    {"cache_", "cache"},
-    {"dirty_", "cache"},
-    {"oldest_dirty", "cache"},
-    {"flush", "cache"},  // flushes, flushed_chunks, flushed_bytes
-    {"write_waits", "cache"},
-    {"busy_", "cache"},
-    // journal
-    {"journal_", "journal"},
-    {"last_seq", "journal"},
-    {"committed_seq", "journal"},
-    {"durable_seq", "journal"},
-    {"rollbacks", "journal"},
-    {"replayed_", "journal"},
-    {"commit", "journal"},
-    // clients: connections and requests
-    {"connection", "clients"},
-    {"client", "clients"},
-    {"auth_", "clients"},
-    {"snapshot", "clients"},  // snapshots_open: held by connections
-    {"permission_", "clients"},
-    {"idle_", "clients"},
-    {"slow_", "clients"},
-    {"protocol_", "clients"},
-    {"request", "clients"},
-    {"deferred_", "clients"},
-    {"bytes_", "clients"},
-    {"in_flight", "clients"},
-    {"errors", "clients"},
-    {"unsent_", "clients"},
-    // push: subscriptions, the change feed they read, streams
-    {"subscri", "push"},  // subscribers, subscription_*, subscribers_cut_off
-    {"change_feed", "push"},
-    {"stream", "push"},  // streams_open, stream_*
-};
 
 InfoSection* Find(std::vector<InfoSection>& sections, std::string_view name) {
   for (InfoSection& s : sections) {
@@ -94,16 +25,18 @@ void Add(InfoSection* s, std::string_view name, std::string value) {
 }  // namespace
 
 std::string_view InfoSectionOf(std::string_view stat_name) {
-  for (const auto& [prefix, section] : kPrefixes) {
-    if (stat_name.starts_with(prefix)) return section;
-  }
-  return kOther;
+  const protocol::StatInfo* row = protocol::FindStat(stat_name);
+  return row != nullptr ? row->section : kOther;
 }
 
-std::vector<InfoSection> BuildInfo(std::string_view address, const protocol::HelloReply& hello,
-                                   std::string_view stats) {
+StatusOr<std::vector<InfoSection>> BuildInfo(std::string_view address,
+                                             const protocol::HelloReply& hello,
+                                             std::string_view stats) {
+  VOXDB_ASSIGN_OR_RETURN(const auto stat_lines, protocol::ParseStatsText(stats));
   std::vector<InfoSection> sections;
-  for (std::string_view name : kSections) sections.push_back(InfoSection{std::string(name), {}});
+  for (std::string_view name : protocol::kStatSections) {
+    sections.push_back(InfoSection{std::string(name), {}});
+  }
   InfoSection* server = Find(sections, "server");
   Add(server, "address", std::string(address));
   Add(server, "server_version", hello.server_version);
@@ -131,16 +64,8 @@ std::vector<InfoSection> BuildInfo(std::string_view address, const protocol::Hel
   Add(clients, "max_batch", absl::StrCat(hello.max_batch));
   Add(clients, "max_box_voxels", absl::StrCat(hello.max_box_voxels));
 
-  while (!stats.empty()) {
-    const size_t nl = stats.find('\n');
-    const std::string_view line = stats.substr(0, nl);
-    stats = nl == std::string_view::npos ? std::string_view() : stats.substr(nl + 1);
-    if (line.empty()) continue;
-    const size_t space = line.find(' ');
-    const std::string_view name = line.substr(0, space);
-    const std::string_view value =
-        space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
-    Add(Find(sections, InfoSectionOf(name)), name, std::string(value));
+  for (const auto& [name, value] : stat_lines) {
+    Add(Find(sections, InfoSectionOf(name)), name, value);
   }
   return sections;
 }

@@ -2,17 +2,18 @@
 // INFO, built from the HELLO reply and the STATS text.
 //
 //   # server    address, server_version, protocol_version, role (HELLO), uptime
-//   # storage   the world frame (HELLO), map and store sizes, fills
-//   # cache     cache_*, dirty_*, the flusher, back-pressure
-//   # journal   journal_*, last_seq, committed_seq, replayed_records
-//   # index     the S2 index's counters
+//   # storage   the world frame (HELLO), the LMDB map and store, fills
+//   # cache     the cache, dirty chunks, the flusher, back-pressure
+//   # journal   journal records and commits, sequence numbers, rollbacks
+//   # index     the S2 index
+//   # lod       the LOD pyramid
 //   # clients   the request limits (HELLO), connections, requests, bytes
-//   # other     STATS names no section claims (only when there are some)
+//   # push      subscriptions, the change feed, streams
+//   # other     STATS names this CLI does not know (a newer server's)
 //
-// STATS names go to a section by prefix (InfoSectionOf), so counters the
-// server adds later land somewhere sensible without a CLI change. Every
-// section but `other` is always printed, empty or not, so that scripts can
-// rely on the layout.
+// A STATS name's section is its row's in protocol/stats.h, the table STATS
+// and /metrics come from too. Every section but `other` is always printed,
+// empty or not, so that scripts can rely on the layout.
 //
 // Thread-safety: pure functions.
 #ifndef VOXDB_CLI_INFO_H_
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "cli/output.h"
+#include "engine/status.h"
 #include "protocol/messages.h"
 
 namespace voxdb::cli {
@@ -33,14 +35,14 @@ struct InfoSection {
   std::vector<std::pair<std::string, std::string>> fields;  // name, value
 };
 
-// The section of a STATS name: "server", "storage", "cache", "journal",
-// "index", "clients" or "other".
+// The section of a STATS name (protocol/stats.h), "other" when unknown.
 std::string_view InfoSectionOf(std::string_view stat_name);
 
 // The sections, in the order above. `address` is the one connected to;
-// `stats` the STATS text ("name value" lines).
-std::vector<InfoSection> BuildInfo(std::string_view address, const protocol::HelloReply& hello,
-                                   std::string_view stats);
+// `stats` the STATS text ("name value" lines; INVALID when malformed).
+StatusOr<std::vector<InfoSection>> BuildInfo(std::string_view address,
+                                             const protocol::HelloReply& hello,
+                                             std::string_view stats);
 
 // "# server\naddress 127.0.0.1:7390\n...".
 std::string InfoText(const std::vector<InfoSection>& sections);

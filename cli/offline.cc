@@ -35,8 +35,7 @@ std::string Describe(const absl::Status& status) {
 }
 
 // An error of the database itself (cannot open it, in use, ...): exit 1
-// with its status name, as for a server's answer. (A plain BUSY, absl's
-// UNAVAILABLE, would read as "server unreachable", exit 3.)
+// with its status name, as for a server's answer, and a message prefix.
 absl::Status DatabaseError(const absl::Status& status, std::string_view prefix = "") {
   return protocol::ServerError(protocol::ToWireStatus(status),
                                std::string(prefix) + std::string(status.message()));

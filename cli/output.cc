@@ -5,6 +5,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_format.h"
 #include "cli/args.h"
+#include "engine/status.h"
 #include "protocol/client.h"
 
 namespace voxdb::cli {
@@ -13,11 +14,11 @@ namespace {
 // The payload of WithJsonPrinted.
 constexpr char kJsonPrintedUrl[] = "voxdb.cli/json-printed";
 
-// A failure of the connection itself rather than an answer: the client
-// marks every answer of the server (protocol::ServerStatusOf).
+// A failure of the connection itself rather than an answer: the server
+// could not be reached, the connection was lost, or no reply came in time.
 bool IsTransportError(const absl::Status& status) {
-  return !protocol::ServerStatusOf(status).has_value() &&
-         (absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status));
+  return IsUnreachable(status) ||
+         (absl::IsDeadlineExceeded(status) && !protocol::ServerStatusOf(status).has_value());
 }
 
 }  // namespace

@@ -2,8 +2,10 @@
 // status names, and the exit code of an error.
 //
 // Exit codes: 0 success; 1 the server refused the request (or answered
-// something this client cannot use); 2 a usage error (cli/args.h); 3 the
-// server cannot be reached or the connection was lost or timed out.
+// something this client cannot use), or a local failure (a file that cannot
+// be written: INTERNAL); 2 a usage error (cli/args.h); 3 the server cannot
+// be reached or the connection was lost or timed out (UNREACHABLE,
+// engine/status.h).
 //
 // Thread-safety: value types and functions of one thread.
 #ifndef VOXDB_CLI_OUTPUT_H_

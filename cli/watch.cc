@@ -19,6 +19,7 @@
 #include "engine/chunk.h"
 #include "engine/journal.h"
 #include "engine/morton.h"
+#include "engine/status.h"
 #include "protocol/frame.h"
 
 namespace voxdb::cli {
@@ -171,7 +172,7 @@ absl::Status Watch(protocol::Client& client, const WatchOptions& options) {
   // The connection is gone: the server stopped, or it cut this subscriber
   // off for falling behind the changes it retains.
   auto lost = [&](const absl::Status& status) {
-    return absl::UnavailableError(
+    return UnreachableError(
         absl::StrFormat("%s after seq %u: resume with the same voxdb watch command and --from %u",
                         status.message(), last_seq, last_seq));
   };

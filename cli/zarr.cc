@@ -58,7 +58,7 @@ absl::Status WriteFile(const fs::path& path, std::span<const uint8_t> bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   f.close();
-  if (!f) return absl::UnavailableError(absl::StrCat("cannot write ", path.string()));
+  if (!f) return IoError(absl::StrCat("cannot write ", path.string()));
   return absl::OkStatus();
 }
 
@@ -202,7 +202,7 @@ std::string ZarrayText(const engine::WorldFrame& frame, int level,
 absl::Status MakeDir(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", dir.string()));
+  if (ec) return IoError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
   return absl::OkStatus();
 }
 
@@ -374,7 +374,7 @@ absl::Status WriteMetadata(const fs::path& root, const engine::WorldFrame& frame
     }
   }
   fs::create_directories(array_dir, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", array_dir.string()));
+  if (ec) return IoError(absl::StrCat("cannot create ", array_dir.string(), ": ", ec.message()));
   VOXDB_RETURN_IF_ERROR(WriteText(root / ".zgroup", kZgroup));
   VOXDB_RETURN_IF_ERROR(WriteText(
       root / ".zattrs",

@@ -34,7 +34,7 @@ absl::StatusOr<std::span<const uint8_t>> Compress(ZarrCompressor compressor,
                                                   std::span<const uint8_t> raw, Scratch& scratch) {
   std::vector<uint8_t>& out = scratch.out;
   if (compressor == ZarrCompressor::kZstd) {
-    if (scratch.cctx == nullptr) return absl::ResourceExhaustedError("ZSTD_createCCtx failed");
+    if (scratch.cctx == nullptr) return absl::InternalError("ZSTD_createCCtx failed");
     if (out.size() < ZSTD_compressBound(raw.size())) out.resize(ZSTD_compressBound(raw.size()));
     // The same frame as ZSTD_compress at this level, without its context
     // allocation.
@@ -57,7 +57,7 @@ absl::StatusOr<std::span<const uint8_t>> Compress(ZarrCompressor compressor,
 absl::Status Decompress(ZarrCompressor compressor, std::span<const uint8_t> in, uint8_t* dense,
                         const std::string& name, Scratch& scratch) {
   if (compressor == ZarrCompressor::kZstd) {
-    if (scratch.dctx == nullptr) return absl::ResourceExhaustedError("ZSTD_createDCtx failed");
+    if (scratch.dctx == nullptr) return absl::InternalError("ZSTD_createDCtx failed");
     const size_t n =
         ZSTD_decompressDCtx(scratch.dctx.get(), dense, kChunkVoxels, in.data(), in.size());
     if (ZSTD_isError(n) || n != kChunkVoxels) {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "daemon/log.h"
+#include "engine/status.h"
 
 namespace voxdb::daemon {
 namespace {
@@ -79,7 +80,7 @@ void Server::Handlers::Dispatch(Connection& c, protocol::Frame frame) {
   if (server.stopping_) {
     // Read after the stop: not run (PROTOCOL.md, "Errors and connection
     // state"); the connection closes once nothing more is readable.
-    return fail(absl::CancelledError("voxdbd is shutting down: this request was not run"));
+    return fail(ClosingError("voxdbd is shutting down: this request was not run"));
   }
   const Role need = protocol::RequiredRole(static_cast<Opcode>(op));
   if (c.role() < need) {
@@ -108,7 +109,7 @@ void Server::Handlers::Dispatch(Connection& c, protocol::Frame frame) {
       return fail(absl::InvalidArgumentError(absl::StrFormat(
           "%s is pushed by the server, not a request", protocol::OpcodeName(Opcode(op)))));
     }
-    return fail(absl::UnimplementedError(absl::StrFormat("unknown opcode %u", op)));
+    return fail(UnsupportedError(absl::StrFormat("unknown opcode %u", op)));
   }
   Request request{op, id, std::move(frame.payload)};
   if (row->runs == Runs::kIoThread) return row->on_io(c, request);

@@ -1,6 +1,5 @@
 // HELLO, PING, STATS, FLUSH, BACKUP, REINDEX and LOD_REBUILD (daemon/dispatch.h).
 #include <chrono>
-#include <sstream>
 #include <string>
 #include <utility>
 
@@ -8,6 +7,8 @@
 #include "daemon/dispatch.h"
 #include "daemon/hello_throttle.h"
 #include "daemon/log.h"
+#include "daemon/stats_table.h"
+#include "engine/status.h"
 #include "protocol/version.h"
 
 namespace voxdb::daemon {
@@ -23,8 +24,8 @@ void Server::Handlers::Hello(Connection& c, Request& r) {
   if (!req.ok()) return fail(req.status());
   if (req->min_version > protocol::kProtocolVersion ||
       req->max_version < protocol::kProtocolVersion) {
-    return fail(absl::UnimplementedError(absl::StrFormat(
-        "this server speaks protocol version %u only", protocol::kProtocolVersion)));
+    return fail(UnsupportedError(absl::StrFormat("this server speaks protocol version %u only",
+                                                 protocol::kProtocolVersion)));
   }
   if (!options.tokens.empty()) {
     HelloThrottle& throttle = *server.hello_throttle_;
@@ -36,7 +37,7 @@ void Server::Handlers::Hello(Connection& c, Request& r) {
                  "address are still to be answered",
                  c.peer(), HelloThrottle::kMaxPending);
       c.CloseAfterReplies();
-      return fail(absl::UnavailableError(absl::StrFormat(
+      return fail(BusyError(absl::StrFormat(
           "%d failed HELLOs from this address are still to be answered (each failure "
           "slows the next, up to %d ms); retry later",
           HelloThrottle::kMaxPending, static_cast<int>(HelloThrottle::kMaxDelay.count()))));
@@ -127,7 +128,7 @@ void Server::Handlers::LodRebuild(Connection& c, Request& r) {
   };
   c.RunInBackground([self, lod, answer] {
     if (self->server().stopping_) {
-      return answer(absl::UnavailableError("voxdbd is stopping: LOD_REBUILD was not run"));
+      return answer(ClosingError("voxdbd is stopping: LOD_REBUILD was not run"));
     }
     const absl::Status s = lod->MarkAllForRebuild();
     if (!s.ok()) return answer(s);
@@ -135,7 +136,7 @@ void Server::Handlers::LodRebuild(Connection& c, Request& r) {
     // A stop that came meanwhile may have missed this waiter.
     if (self->server().stopping_) {
       lod->CancelWaiters(
-          absl::UnavailableError("voxdbd is stopping: the LOD rebuild goes on after the restart"));
+          ClosingError("voxdbd is stopping: the LOD rebuild goes on after the restart"));
     }
   });
 }
@@ -143,7 +144,7 @@ void Server::Handlers::LodRebuild(Connection& c, Request& r) {
 // LOD_SYNC: the reply goes out when the LOD builder has built every node
 // marked before the request; the builder's thread calls back, so no worker
 // is held meanwhile. On shutdown the waiter is cancelled (the server's stop
-// cancels every LOD waiter) and the reply is BUSY.
+// cancels every LOD waiter) and the reply is UNAVAILABLE.
 void Server::Handlers::LodSync(Connection& c, Request& r) {
   Server& server = c.server();
   if (absl::Status s = CheckLodLevel(server, 1); !s.ok()) return c.Reply(r.op, r.id, s);
@@ -157,57 +158,12 @@ void Server::Handlers::LodSync(Connection& c, Request& r) {
     });
   });
   // A stop that came meanwhile may have missed this waiter.
-  if (server.stopping_) lod->CancelWaiters(absl::UnavailableError("voxdbd is stopping"));
+  if (server.stopping_) lod->CancelWaiters(ClosingError("voxdbd is stopping"));
 }
 
 void Server::Handlers::Stats(Connection& c, Request& r) {
   const Server& server = c.server();
-  engine::Database* db = server.db_;
-  const engine::DatabaseStats st = db->Stats();
-  const ServerStats ss = server.stats();
-  std::ostringstream out;
-  out << "cache_hits " << st.cache_hits << "\ncache_misses " << st.cache_misses
-      << "\ncache_evictions " << st.cache_evictions << "\ncache_bytes " << st.cache_bytes
-      << "\ncache_chunks " << st.cache_chunks << "\ndirty_bytes " << st.dirty_bytes
-      << "\ndirty_chunks " << st.dirty_chunks << "\noldest_dirty_age_seconds "
-      << st.oldest_dirty_age_s << "\njournal_records " << st.journal_records << "\njournal_commits "
-      << st.journal_commits << "\nlast_seq " << st.last_seq << "\ncommitted_seq "
-      << st.committed_seq << "\ndurable_seq " << st.durable_seq << "\nrollbacks " << st.rollbacks
-      << "\njournal_waits " << st.journal_waits << "\nreplayed_records " << st.replayed_records
-      << "\nflushes " << st.flushes << "\nflushed_chunks " << st.flushed_chunks << "\nfills "
-      << st.fills << "\nconnections " << ss.connections_open << "\nconnections_accepted "
-      << ss.connections_accepted << "\nconnections_rejected " << ss.connections_rejected
-      << "\nauth_failures " << ss.auth_failures << "\npermission_denied " << ss.permission_denied
-      << "\nidle_closed " << ss.idle_closed << "\nslow_closed " << ss.slow_closed
-      << "\nprotocol_errors " << ss.protocol_errors << "\nrequests " << ss.requests
-      << "\ndeferred_writes " << ss.deferred_writes << "\nbytes_in " << ss.bytes_in
-      << "\nbytes_out " << ss.bytes_out << "\nin_flight " << ss.in_flight
-      << "\nrequest_buffer_bytes " << ss.request_buffer_bytes << "\nrequest_buffer_waits "
-      << ss.request_buffer_waits << "\nsnapshots_open " << ss.snapshots_open << "\nunsent_bytes "
-      << server.unsent_.load() << "\nsubscribers " << ss.subscriptions.subscribers
-      << "\nsubscription_events " << ss.subscriptions.events_pushed << "\nsubscription_frames "
-      << ss.subscriptions.frames_pushed << "\nsubscribers_cut_off " << ss.subscriptions.cut_off
-      << "\nsubscription_lag " << ss.subscriptions.lag << "\nchange_feed_records "
-      << db->changes().records() << "\nchange_feed_floor " << db->changes().resume_floor()
-      << "\nstreams_open " << ss.streams_open << "\nstream_chunks " << ss.stream_chunks
-      << "\nstream_bytes " << ss.stream_bytes << "\nstream_unloads " << ss.stream_unloads << "\n";
-  if (auto store = db->store().Stats(); store.ok()) {
-    out << "map_size_bytes " << store->map_size << "\nmax_map_size_bytes " << store->max_map_size
-        << "\nused_bytes " << store->used_bytes << "\nchunks_stored " << store->chunk_count
-        << "\nchunk_bytes " << store->chunk_bytes << "\nreaders_in_use " << store->readers_in_use
-        << "\n";
-  }
-  if (auto snap = db->store().BeginRead(); snap.ok()) {
-    if (auto n = (*snap)->Count(engine::Table::kS2Index); n.ok()) {
-      out << "index_columns " << *n << "\n";  // s2index entries: one per column
-    }
-  }
-  out << "lod_levels " << ss.lod_levels << "\n";
-  if (ss.lod_levels > 0) out << "lod_dirty " << ss.lod_dirty << "\n";
-  out << "uptime_seconds "
-      << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - server.started_).count()
-      << "\n";
-  const std::string text = out.str();
+  const std::string text = StatsText(ReadStats(server.stats(), *server.db_));
   c.Reply(r.op, r.id, WireStatus::kOk, std::vector<uint8_t>(text.begin(), text.end()));
 }
 

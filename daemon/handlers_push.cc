@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "daemon/dispatch.h"
+#include "engine/status.h"
 
 namespace voxdb::daemon {
 
@@ -29,12 +30,7 @@ void Server::Handlers::Subscribe(Connection& c, Request& r) {
   Session& session = c.session();
   const uint64_t sub = session.next_subscription++;
   auto seq = server.hub_->Add(c.shared_from_this(), sub, *region, band, req->detail, req->from_seq);
-  if (!seq.ok()) {
-    if (absl::IsOutOfRange(seq.status())) {
-      return c.ReplyError(r.op, r.id, WireStatus::kResync, seq.status().message());
-    }
-    return c.Reply(r.op, r.id, seq.status());
-  }
+  if (!seq.ok()) return c.Reply(r.op, r.id, seq.status());  // RESYNC among others
   session.subscriptions.insert(sub);
   c.Reply(r.op, r.id, WireStatus::kOk, protocol::SubscribeReply{sub, *seq}.Encode());
 }

@@ -7,6 +7,7 @@
 #include "daemon/dispatch.h"
 #include "daemon/metrics.h"
 #include "engine/chunk_codec.h"
+#include "engine/status.h"
 
 namespace voxdb::daemon {
 namespace {
@@ -40,7 +41,7 @@ const std::vector<uint8_t>& AirRecord() {
 absl::Status Server::Handlers::CheckLodLevel(const Server& server, int level) {
   const engine::LodPyramid* lod = server.options_.lod;
   if (lod == nullptr) {
-    return absl::UnimplementedError("this server keeps no LOD pyramid (lod-levels = 0)");
+    return UnsupportedError("this server keeps no LOD pyramid (lod-levels = 0)");
   }
   if (level < 1 || level > lod->levels()) {
     return absl::InvalidArgumentError(absl::StrFormat(

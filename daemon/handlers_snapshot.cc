@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "daemon/dispatch.h"
 #include "engine/coding.h"
+#include "engine/status.h"
 #include "engine/voxel_box.h"
 
 namespace voxdb::daemon {
@@ -35,16 +36,16 @@ void Server::Handlers::SnapshotOpen(Connection& c, Request& r) {
   Session& session = c.session();
   if (session.snapshots.size() + session.opening_snapshots >= Session::kMaxSnapshots) {
     return c.Reply(r.op, r.id,
-                   absl::UnavailableError(absl::StrFormat(
+                   BusyError(absl::StrFormat(
                        "this connection holds %u snapshots already: close one (SNAPSHOT_CLOSE)",
                        Session::kMaxSnapshots)));
   }
   if (++server.snapshots_open_ > static_cast<int64_t>(server.options_.max_snapshots)) {
     --server.snapshots_open_;
-    return c.Reply(r.op, r.id,
-                   absl::UnavailableError(
-                       absl::StrFormat("the server holds %u snapshots, its most: try again later",
-                                       server.options_.max_snapshots)));
+    return c.Reply(
+        r.op, r.id,
+        BusyError(absl::StrFormat("the server holds %u snapshots, its most: try again later",
+                                  server.options_.max_snapshots)));
   }
   ++session.opening_snapshots;
   auto self = c.shared_from_this();
@@ -60,7 +61,7 @@ void Server::Handlers::SnapshotOpen(Connection& c, Request& r) {
       --held.opening_snapshots;
       if (!s.ok() || self->closed()) {
         --self->server().snapshots_open_;  // not kept: its reader slot goes now
-        self->Reply(op, id, s.ok() ? absl::CancelledError("the connection closed") : s);
+        self->Reply(op, id, s.ok() ? ClosingError("the connection closed") : s);
         return;
       }
       const uint64_t handle = held.next_snapshot++;

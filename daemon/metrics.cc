@@ -16,8 +16,10 @@
 #include "absl/strings/str_format.h"
 #include "daemon/asio.h"
 #include "daemon/server.h"
+#include "daemon/stats_table.h"
 #include "protocol/messages.h"
 #include "protocol/opcodes.h"
+#include "protocol/stats.h"
 #include "protocol/version.h"
 
 namespace voxdb::daemon {
@@ -52,13 +54,6 @@ void AddSample(MetricFamily* f, double value, std::vector<ClientMetric::Label> l
     m.gauge.value = value;
   }
   f->metric.push_back(std::move(m));
-}
-
-// A family of one unlabelled sample.
-MetricFamily Single(std::string name, std::string help, MetricType type, double value) {
-  MetricFamily f = Family(std::move(name), std::move(help), type);
-  AddSample(&f, value);
-  return f;
 }
 
 // Adds one histogram sample (skipped while empty when skip_empty).
@@ -129,8 +124,8 @@ class Metrics::Collector : public prometheus::Collectable {
     AddSample(&info, 1, {{"version", kVersion}});
     out.push_back(std::move(info));
     CollectRequests(&out);
-    if (server_ != nullptr) CollectServer(&out);
-    if (db_ != nullptr) CollectDatabase(&out);
+    if (server_ != nullptr && db_ != nullptr) CollectTable(&out);
+    CollectHistograms(&out);
     return out;
   }
 
@@ -170,161 +165,48 @@ class Metrics::Collector : public prometheus::Collectable {
     out->push_back(std::move(errors));
   }
 
-  void CollectServer(std::vector<MetricFamily>* out) const {
-    const ServerStats s = server_->stats();
-    auto d = [](uint64_t v) { return static_cast<double>(v); };
-    out->push_back(
-        Single("voxdb_connections", "Connections open", MetricType::Gauge, d(s.connections_open)));
-    out->push_back(Single("voxdb_connections_accepted_total", "Connections accepted",
-                          MetricType::Counter, d(s.connections_accepted)));
-    out->push_back(Single("voxdb_connections_rejected_total",
-                          "Connections refused BUSY over max-connections", MetricType::Counter,
-                          d(s.connections_rejected)));
-    MetricFamily timed_out =
-        Family("voxdb_connections_timed_out_total",
-               "Connections closed by idle-timeout or send-timeout", MetricType::Counter);
-    AddSample(&timed_out, d(s.idle_closed), {{"timeout", "idle"}});
-    AddSample(&timed_out, d(s.slow_closed), {{"timeout", "send"}});
-    out->push_back(std::move(timed_out));
-    out->push_back(Single("voxdb_auth_failures_total",
-                          "Requests refused for a missing or wrong token", MetricType::Counter,
-                          d(s.auth_failures)));
-    out->push_back(Single("voxdb_permission_denied_total",
-                          "Requests refused for the role of their token", MetricType::Counter,
-                          d(s.permission_denied)));
-    out->push_back(Single("voxdb_protocol_errors_total",
-                          "Malformed frames (their connection is closed)", MetricType::Counter,
-                          d(s.protocol_errors)));
-    out->push_back(Single("voxdb_network_receive_bytes_total", "Bytes read from clients",
-                          MetricType::Counter, d(s.bytes_in)));
-    out->push_back(Single("voxdb_network_transmit_bytes_total", "Bytes written to clients",
-                          MetricType::Counter, d(s.bytes_out)));
-    out->push_back(Single("voxdb_requests_in_flight",
-                          "Requests answered later (writes, FLUSH) not answered yet",
-                          MetricType::Gauge, d(s.in_flight)));
-    out->push_back(Single("voxdb_request_buffer_bytes",
-                          "Bytes of partly received requests held, over all connections",
-                          MetricType::Gauge, d(s.request_buffer_bytes)));
-    out->push_back(Single("voxdb_request_buffer_waits_total",
-                          "Times a connection stopped being read for max-request-buffer-bytes",
-                          MetricType::Counter, d(s.request_buffer_waits)));
-    out->push_back(Single("voxdb_deferred_writes_total",
-                          "Writes handed to the worker thread under back-pressure",
-                          MetricType::Counter, d(s.deferred_writes)));
-    out->push_back(Single("voxdb_snapshots_open",
-                          "Snapshots (SNAPSHOT_OPEN) open, each holding an LMDB reader",
-                          MetricType::Gauge, d(s.snapshots_open)));
-    // Subscriptions and streams.
-    out->push_back(Single("voxdb_subscribers", "Subscriptions open (SUBSCRIBE)", MetricType::Gauge,
-                          d(s.subscriptions.subscribers)));
-    out->push_back(Single("voxdb_subscription_events_total", "Change events pushed to subscribers",
-                          MetricType::Counter, d(s.subscriptions.events_pushed)));
-    out->push_back(Single("voxdb_subscribers_cut_off_total",
-                          "Subscribers disconnected for falling behind the change window",
-                          MetricType::Counter, d(s.subscriptions.cut_off)));
-    out->push_back(Single("voxdb_subscription_lag_writes",
-                          "Writes the furthest-behind subscription has not been sent yet",
-                          MetricType::Gauge, d(s.subscriptions.lag)));
-    MetricFamily delay = Family("voxdb_event_delay_seconds",
-                                "Time from a change becoming durable to its event being queued",
-                                MetricType::Histogram);
-    AddHistogram(&delay, metrics_->event_delay_seconds_, {}, /*skip_empty=*/false);
-    out->push_back(std::move(delay));
-    out->push_back(Single("voxdb_streams_open", "Streaming sessions open (STREAM_UPDATE)",
-                          MetricType::Gauge, d(s.streams_open)));
-    out->push_back(Single("voxdb_stream_bytes_total", "STREAM_DATA bytes queued",
-                          MetricType::Counter, d(s.stream_bytes)));
-    out->push_back(Single("voxdb_stream_chunks_total", "Chunks and LOD nodes streamed",
-                          MetricType::Counter, d(s.stream_chunks)));
-    if (s.lod_levels > 0) {
-      out->push_back(Single("voxdb_lod_dirty_nodes", "LOD pyramid nodes waiting to be rebuilt",
-                            MetricType::Gauge, d(s.lod_dirty)));
+  // Every row of protocol/stats.h with a family, read by daemon/stats_table;
+  // rows sharing a family (a label apart) become one family. A value that
+  // cannot be read now (the LMDB figures while every reader slot is taken)
+  // is left out of this scrape.
+  void CollectTable(std::vector<MetricFamily>* out) const {
+    const StatsReading reading = ReadStats(server_->stats(), *db_);
+    std::vector<MetricFamily> families;
+    for (size_t i = 0; i < protocol::kStatCount; ++i) {
+      const protocol::StatInfo& row = protocol::kStats[i];
+      if (row.metric.empty() || !reading[i]) continue;
+      auto family = std::find_if(families.begin(), families.end(),
+                                 [&](const MetricFamily& f) { return f.name == row.metric; });
+      if (family == families.end()) {
+        families.push_back(Family(
+            std::string(row.metric), std::string(row.help),
+            row.kind == protocol::StatKind::kCounter ? MetricType::Counter : MetricType::Gauge));
+        family = families.end() - 1;
+      }
+      std::vector<ClientMetric::Label> labels;
+      if (const size_t eq = row.label.find('='); eq != std::string_view::npos) {
+        labels.push_back(
+            {std::string(row.label.substr(0, eq)), std::string(row.label.substr(eq + 1))});
+      }
+      AddSample(&*family, reading[i]->AsDouble(), std::move(labels));
     }
+    for (MetricFamily& f : families) out->push_back(std::move(f));
   }
 
-  void CollectDatabase(std::vector<MetricFamily>* out) const {
-    const engine::DatabaseStats s = db_->Stats();
-    auto d = [](uint64_t v) { return static_cast<double>(v); };
-    const MetricType counter = MetricType::Counter, gauge = MetricType::Gauge;
-    // Cache.
-    out->push_back(Single("voxdb_cache_hits_total", "Chunk lookups the cache answered", counter,
-                          d(s.cache_hits)));
-    out->push_back(Single("voxdb_cache_misses_total", "Chunk lookups that went to the store",
-                          counter, d(s.cache_misses)));
-    out->push_back(Single("voxdb_cache_evictions_total", "Clean chunks evicted from the cache",
-                          counter, d(s.cache_evictions)));
-    out->push_back(Single("voxdb_cache_bytes", "Memory of cached chunks, clean and dirty", gauge,
-                          d(s.cache_bytes)));
-    out->push_back(Single("voxdb_cache_chunks", "Cached chunks", gauge, d(s.cache_chunks)));
-    out->push_back(Single("voxdb_cache_dirty_bytes", "Memory of dirty (unflushed) chunks", gauge,
-                          d(s.dirty_bytes)));
-    out->push_back(
-        Single("voxdb_cache_dirty_chunks", "Dirty (unflushed) chunks", gauge, d(s.dirty_chunks)));
-    out->push_back(Single("voxdb_cache_oldest_dirty_age_seconds",
-                          "Age of the oldest unflushed change", gauge, s.oldest_dirty_age_s));
-    // Journal.
-    out->push_back(Single("voxdb_journal_records_total", "Journal records committed", counter,
-                          d(s.journal_records)));
-    out->push_back(Single("voxdb_journal_bytes_total", "Journal record bytes committed", counter,
-                          d(s.journal_bytes)));
-    out->push_back(Single("voxdb_journal_commits_total", "Journal commits (group commits)", counter,
-                          d(s.journal_commits)));
-    out->push_back(Single("voxdb_journal_last_sequence", "Sequence number of the newest write",
-                          gauge, d(s.last_seq)));
-    out->push_back(Single("voxdb_journal_committed_sequence",
-                          "Sequence number of the newest committed write", gauge,
-                          d(s.committed_seq)));
-    out->push_back(Single("voxdb_journal_replayed_records", "Journal records replayed at open",
-                          gauge, d(s.replayed_records)));
-    MetricFamily commit_seconds =
-        Family("voxdb_journal_commit_duration_seconds",
-               "Duration of a journal commit's LMDB transaction", MetricType::Histogram);
-    AddHistogram(&commit_seconds, metrics_->commit_seconds_, {}, /*skip_empty=*/false);
-    out->push_back(std::move(commit_seconds));
-    MetricFamily commit_writes =
-        Family("voxdb_journal_commit_writes", "Writes per journal commit (group size)",
-               MetricType::Histogram);
-    AddHistogram(&commit_writes, metrics_->commit_writes_, {}, /*skip_empty=*/false);
-    out->push_back(std::move(commit_writes));
-    // Flusher.
-    out->push_back(
-        Single("voxdb_flusher_runs_total", "Flush transactions written", counter, d(s.flushes)));
-    out->push_back(Single("voxdb_flusher_chunks_total", "Chunks written back by the flusher",
-                          counter, d(s.flushed_chunks)));
-    out->push_back(Single("voxdb_flusher_bytes_total",
-                          "Encoded chunk bytes written back by the flusher", counter,
-                          d(s.flushed_bytes)));
-    MetricFamily flush_seconds =
-        Family("voxdb_flusher_duration_seconds",
-               "Duration of a flush transaction, encoding included", MetricType::Histogram);
-    AddHistogram(&flush_seconds, metrics_->flush_seconds_, {}, /*skip_empty=*/false);
-    out->push_back(std::move(flush_seconds));
-    // Back-pressure and fills.
-    out->push_back(Single("voxdb_write_waits_total", "Writes that waited for the flusher", counter,
-                          d(s.write_waits)));
-    out->push_back(Single("voxdb_busy_rejections_total",
-                          "Writes failed BUSY after waiting busy_timeout", counter,
-                          d(s.busy_rejections)));
-    out->push_back(Single("voxdb_fills", "Fills recorded", gauge, d(s.fills)));
-    // LMDB.
-    auto store = db_->store().Stats();
-    if (!store.ok()) return;  // e.g. every reader slot taken: left out of this scrape
-    out->push_back(
-        Single("voxdb_lmdb_map_size_bytes", "Size of the LMDB map now", gauge, d(store->map_size)));
-    out->push_back(Single("voxdb_lmdb_max_map_size_bytes", "Largest the LMDB map may grow", gauge,
-                          d(store->max_map_size)));
-    out->push_back(Single("voxdb_lmdb_used_bytes", "Pages of the LMDB map in use", gauge,
-                          d(store->used_bytes)));
-    out->push_back(Single("voxdb_lmdb_map_grows_total", "Times the LMDB map grew", counter,
-                          d(store->map_grows)));
-    out->push_back(
-        Single("voxdb_lmdb_readers", "LMDB reader slots in use", gauge, d(store->readers_in_use)));
-    out->push_back(
-        Single("voxdb_lmdb_max_readers", "LMDB reader slots", gauge, d(store->max_readers)));
-    out->push_back(
-        Single("voxdb_stored_chunks", "Chunk records in the store", gauge, d(store->chunk_count)));
-    out->push_back(Single("voxdb_stored_chunk_bytes", "Pages of the chunks table", gauge,
-                          d(store->chunk_bytes)));
+  void CollectHistograms(std::vector<MetricFamily>* out) const {
+    const Metrics& m = *metrics_;
+    auto add = [&](const char* name, const char* help, const AtomicHistogram& h) {
+      MetricFamily f = Family(name, help, MetricType::Histogram);
+      AddHistogram(&f, h, {}, /*skip_empty=*/false);
+      out->push_back(std::move(f));
+    };
+    add("voxdb_event_delay_seconds",
+        "Time from a change becoming durable to its event being queued", m.event_delay_seconds_);
+    add("voxdb_journal_commit_duration_seconds", "Duration of a journal commit's LMDB transaction",
+        m.commit_seconds_);
+    add("voxdb_journal_commit_writes", "Writes per journal commit (group size)", m.commit_writes_);
+    add("voxdb_flusher_duration_seconds", "Duration of a flush transaction, encoding included",
+        m.flush_seconds_);
   }
 
   const Metrics* metrics_;
@@ -399,7 +281,7 @@ StatusOr<uint16_t> Metrics::Serve(const std::string& address, uint16_t port, eng
         std::to_string(kHttpThreads), "request_timeout_ms", std::to_string(kHttpTimeoutMs)});
   } catch (const std::exception& e) {
     // Debian's civetweb is built without IPv6.
-    return absl::UnavailableError(absl::StrFormat(
+    return IoError(absl::StrFormat(
         "cannot serve metrics on %s:%u (in use, not an address of this host%s): %s", host, port,
         host == address ? "" : ", or IPv6 unsupported by civetweb", e.what()));
   }
@@ -407,8 +289,7 @@ StatusOr<uint16_t> Metrics::Serve(const std::string& address, uint16_t port, eng
   const std::vector<int> ports = exposer_->GetListeningPorts();
   if (ports.empty()) {
     exposer_.reset();
-    return absl::UnavailableError(
-        absl::StrFormat("cannot serve metrics on %s:%u: no listening port", host, port));
+    return IoError(absl::StrFormat("cannot serve metrics on %s:%u: no listening port", host, port));
   }
   boost::system::error_code ec;
   wake_address_ = asio::ip::make_address(address, ec);

@@ -6,9 +6,9 @@
 //    latency (OnRequest, from the server's strands), errors by kind, and the
 //    journal commit and flush histograms (the engine's on_commit / on_flush
 //    hooks, see HookEngine). Lock-free: relaxed atomics.
-//  - Read at scrape time: the cache, journal, flusher and LMDB figures of
-//    Database::Stats() and ChunkStore::Stats(), and the connection and byte
-//    counters of Server::stats().
+//  - Read at scrape time: every row of protocol/stats.h that names a family
+//    (the figures STATS prints, read by daemon/stats_table.h), so /metrics,
+//    STATS and `voxdb info` show the same figures.
 //
 // Example (daemon/main.cc):
 //   Metrics metrics;
@@ -92,7 +92,7 @@ class Metrics {
 
   // Serves GET /metrics on address:port (port 0: any free port), reading
   // `db` and `server` at each scrape; they must stay valid until
-  // StopServing(). Returns the bound port; UNAVAILABLE if it cannot bind.
+  // StopServing(). Returns the bound port; INTERNAL (IoError) if it cannot bind.
   StatusOr<uint16_t> Serve(const std::string& address, uint16_t port, engine::Database* db,
                            const Server* server);
   // Stops the HTTP server; returns once no scrape runs.

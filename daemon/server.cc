@@ -7,6 +7,7 @@
 #include "daemon/connection.h"
 #include "daemon/hello_throttle.h"
 #include "daemon/log.h"
+#include "engine/status.h"
 #include "protocol/frame.h"
 
 namespace voxdb::daemon {
@@ -65,8 +66,8 @@ StatusOr<uint16_t> Server::Listen() {
   if (!ec) acceptor_.bind(endpoint, ec);
   if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    return absl::UnavailableError(absl::StrFormat(
-        "cannot listen on %s:%u: %s", options_.listen_address, options_.listen_port, ec.message()));
+    return IoError(absl::StrFormat("cannot listen on %s:%u: %s", options_.listen_address,
+                                   options_.listen_port, ec.message()));
   }
   Accept();
   log_timer_ = std::make_unique<asio::steady_timer>(io_);
@@ -196,6 +197,9 @@ ServerStats Server::stats() const {
     s.lod_levels = options_.lod->levels();
     s.lod_dirty = options_.lod->DirtyCount();
   }
+  s.unsent_bytes = unsent_;
+  s.uptime_seconds = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count());
   return s;
 }
 
@@ -217,7 +221,7 @@ void Server::Stop() {
     // marked: the builder resumes them after a restart).
     if (options_.lod != nullptr) {
       options_.lod->CancelWaiters(
-          absl::UnavailableError("voxdbd is stopping: the LOD rebuild goes on after the restart"));
+          ClosingError("voxdbd is stopping: the LOD rebuild goes on after the restart"));
     }
     Drain(Clock::now() + options_.shutdown_timeout);
   });

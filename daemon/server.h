@@ -99,6 +99,8 @@ struct ServerStats {
   uint64_t streams_open = 0, stream_chunks = 0, stream_bytes = 0, stream_unloads = 0;
   int lod_levels = 0;      // 0: no LOD pyramid
   uint64_t lod_dirty = 0;  // LOD nodes waiting to be rebuilt
+  uint64_t unsent_bytes = 0;  // queued on all connections, pushed ones too
+  uint64_t uptime_seconds = 0;
 };
 
 class Server {

@@ -8,6 +8,7 @@
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "engine/coding.h"
+#include "engine/status.h"
 #include "protocol/frame.h"
 
 namespace voxdb::daemon {
@@ -92,7 +93,7 @@ StatusOr<uint64_t> SubscriptionHub::Add(const std::shared_ptr<PushTarget>& targe
     const uint64_t last = feed.last_seq();
     if (from_seq) {
       if (*from_seq < feed.resume_floor()) {
-        return absl::OutOfRangeError(absl::StrFormat(
+        return ResyncError(absl::StrFormat(
             "the changes after %u are no longer retained (the server keeps those after %u): "
             "read the region again and subscribe without a resume point",
             *from_seq, feed.resume_floor()));

@@ -83,7 +83,7 @@ Status RemoveTempDir(const std::string& tmp) {
   std::error_code ec;
   if (!fs::exists(tmp, ec)) return absl::OkStatus();
   if (!fs::is_directory(tmp, ec)) {
-    return absl::FailedPreconditionError(absl::StrFormat(
+    return absl::InvalidArgumentError(absl::StrFormat(
         "%s is in the way of compact's temporary directory and is not a directory: remove it",
         tmp));
   }
@@ -92,7 +92,7 @@ Status RemoveTempDir(const std::string& tmp) {
        it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (std::find(kOurs.begin(), kOurs.end(), name) == kOurs.end()) {
-      return absl::FailedPreconditionError(
+      return absl::InvalidArgumentError(
           absl::StrFormat("%s holds %s, which voxdb compact did not put there: remove the "
                           "directory or move it away",
                           tmp, name));

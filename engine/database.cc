@@ -497,7 +497,7 @@ StatusOr<std::unique_ptr<DatabaseSnapshot>> Database::Snapshot() {
     for (auto& [code, d] : dirty) {
       snap->dirty_.emplace(code, DatabaseSnapshot::Dirty{std::move(d.first), d.second});
     }
-    if (!snapshots_->Add(snap.get())) return absl::CancelledError("the database is closing");
+    if (!snapshots_->Add(snap.get())) return ClosingError("the database is closing");
     // Only what is durable: a write in the view is not one that could still
     // fail (or be lost in a crash). If one failed, the view held it: again.
     if (impl_->WaitDurable(snap->seq_, epoch, /*any_mode=*/true)) return snap;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <optional>
 
+#include "engine/status.h"
+
 namespace voxdb::engine {
 
 bool SnapshotRegistry::Add(DatabaseSnapshot* snapshot) {
@@ -62,7 +64,7 @@ DatabaseSnapshot::~DatabaseSnapshot() {
 }
 
 Status DatabaseSnapshot::CheckOpen() const {
-  if (!store_) return absl::UnavailableError("the snapshot's database has closed");
+  if (!store_) return ClosingError("the snapshot's database has closed");
   return absl::OkStatus();
 }
 

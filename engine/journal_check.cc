@@ -90,13 +90,12 @@ Status TruncateJournal(ChunkStore& store, const JournalCheck& check, const std::
                                      }));
   }
   if (copied != check.drop_records) {
-    return absl::FailedPreconditionError(
-        "the journal changed since it was checked: check it again");
+    return ConflictError("the journal changed since it was checked: check it again");
   }
   const int fd = ::open(copy_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
     if (errno == EEXIST) {
-      return absl::AlreadyExistsError(absl::StrFormat(
+      return absl::InvalidArgumentError(absl::StrFormat(
           "%s already exists: move it away first (it may hold records dropped before)", copy_path));
     }
     return LmdbStatus(errno, "create " + copy_path);

@@ -182,7 +182,7 @@ void LodPyramid::Stop() {
   }
   cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
-  CancelWaiters(absl::UnavailableError(
+  CancelWaiters(ClosingError(
       "the LOD builder stopped; the nodes left stay marked and are built after a restart"));
 }
 
@@ -195,7 +195,7 @@ void LodPyramid::WhenBuilt(std::function<void(const Status&)> done) {
       return;
     }
   }
-  done(absl::UnavailableError("the LOD builder is stopped"));
+  done(ClosingError("the LOD builder is stopped"));
 }
 
 void LodPyramid::WhenSynced(std::function<void(const Status&)> done) {
@@ -207,7 +207,7 @@ void LodPyramid::WhenSynced(std::function<void(const Status&)> done) {
       return;
     }
   }
-  done(absl::UnavailableError("the LOD builder is stopped"));
+  done(ClosingError("the LOD builder is stopped"));
 }
 
 Status LodPyramid::WaitIdle(std::chrono::steady_clock::duration timeout) {
@@ -359,7 +359,7 @@ Status LodPyramid::ForEachFillBoundaryNode(const Fill& fill,
     total += x.count() * y.count() * z.count() - x.inside() * y.inside() * z.inside();
   }
   if (total > options_.max_rebuild_nodes) {
-    return absl::ResourceExhaustedError(
+    return TooLargeError(
         absl::StrFormat("fill %d has %d LOD nodes on its boundary, more than the limit %d",
                         fill.seq, total, options_.max_rebuild_nodes));
   }
@@ -526,7 +526,7 @@ Status LodPyramid::BuildLevel1(uint64_t node, uint8_t* dense, uint64_t* version)
   Status first_error;
   VOXDB_RETURN_IF_ERROR(db_->GetChunks(keys, [&](size_t i, const ChunkRead& read) {
     if (!first_error.ok()) return;
-    if (absl::IsNotFound(read.status) || absl::IsOutOfRange(read.status)) return;  // air
+    if (absl::IsNotFound(read.status) || IsOutOfBounds(read.status)) return;  // air
     if (!read.status.ok()) {
       first_error = read.status;
       return;
@@ -579,8 +579,8 @@ Status LodPyramid::MarkAllForRebuild() {
   auto add = [&](uint64_t node) -> Status {
     nodes.insert(node);
     if (nodes.size() > options_.max_rebuild_nodes) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "the LOD rebuild would build more than %u level-1 nodes", options_.max_rebuild_nodes));
+      return TooLargeError(absl::StrFormat("the LOD rebuild would build more than %u level-1 nodes",
+                                           options_.max_rebuild_nodes));
     }
     return absl::OkStatus();
   };

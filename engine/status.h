@@ -1,26 +1,47 @@
 // voxdb's status codes, on top of absl::Status.
 //
 // Every fallible call in voxdb returns an absl::Status or absl::StatusOr<T>.
-// voxdb's domain errors map onto canonical absl codes so that one table
-// (here) fixes what each code means everywhere, from the engine to the wire
-// protocol (protocol/PROTOCOL.md, "Status codes"; protocol/frame.h,
-// ToWireStatus):
+// This table fixes what each status means everywhere: in the engine, on the
+// wire (protocol/PROTOCOL.md, "Status codes"; protocol/frame.h, ToWireStatus
+// and FromWireStatus) and in the CLI's messages. Each name has one meaning
+// and one way to make it:
 //
-//   voxdb name      absl code              meaning
-//   OUT_OF_BOUNDS   kOutOfRange            a coordinate outside the world frame
-//   CORRUPT         kDataLoss              a stored record failed its checksum or decode
-//   STORAGE_FULL    kResourceExhausted     the map reached its maximum or the disk is full
-//   NOT_FOUND       kNotFound              no such chunk / key
-//   CONFLICT        kAborted               an expected version did not match
-//   BUSY            kUnavailable           back-pressure; retry later
-//   CLOSING         kCancelled             the database or server is shutting down
-//   INVALID         kInvalidArgument       malformed request or option
-//   MISMATCH        kFailedPrecondition    database created with another frame / format
-//   UNSUPPORTED     kUnimplemented         a record or file written by a newer format
-//   IO_ERROR        kInternal              the operating system or LMDB failed
-//   TOO_LARGE       kInvalidArgument       a request over a limit (INVALID with the
-//                   + payload kTooLargePayload  payload below, so it stays INVALID for
-//                                          code that does not know it)
+//   wire name, code      made by (absl code)             meaning
+//   INVALID 1            absl::InvalidArgumentError      malformed request, argument or option
+//   OUT_OF_BOUNDS 2      OutOfBoundsError (kOutOfRange)  a coordinate outside the world frame
+//   NOT_FOUND 3          absl::NotFoundError             no such chunk, key, handle or file
+//   CONFLICT 4           ConflictError (kAborted)        what the request expected changed
+//   CORRUPT 5            CorruptError (kDataLoss)        a stored record failed its checksum
+//                                                        or decode
+//   STORAGE_FULL 6       StorageFullError                the map reached its maximum or the
+//                        (kResourceExhausted)            disk is full
+//   BUSY 7               BusyError (kUnavailable)        back-pressure or a limit of the
+//                                                        moment: retry later
+//   UNAVAILABLE 8        ClosingError (kCancelled)       the database, LOD builder or server
+//                                                        is closing: the request was not run
+//                                                        or its wait was ended
+//   UNAUTHENTICATED 9    absl::UnauthenticatedError      no or wrong token
+//   PERMISSION_DENIED 10 absl::PermissionDeniedError     the token's role does not allow it
+//   UNSUPPORTED 11       UnsupportedError                an unknown opcode or version, a
+//                        (kUnimplemented)                feature this server lacks, a record
+//                                                        or file of a newer format
+//   MISMATCH 12          MismatchError                   the database was created with another
+//                        (kFailedPrecondition)           world frame or format
+//   TOO_LARGE 13         TooLargeError (kInvalidArgument a request over a limit (INVALID to
+//                        + kTooLargePayload)             code that ignores the payload)
+//   INTERNAL 14          IoError, absl::InternalError    the operating system or LMDB failed,
+//                        (kInternal)                     or a fault of voxdb itself
+//   RESYNC 15            ResyncError (kOutOfRange        a subscription's resume point is
+//                        + kResyncPayload)               older than the changes retained
+//   UNREACHABLE -        UnreachableError (kUnavailable  the client cannot reach the server or
+//                        + kUnreachablePayload)          lost its connection (client only)
+//
+// absl's names differ from voxdb's for the codes with a helper (absl's
+// UNAVAILABLE is voxdb's BUSY; voxdb's UNAVAILABLE is absl's CANCELLED), so
+// code makes and tests those statuses only through the helpers and Is*
+// functions below; tests/engine/status_helpers_test.sh checks the sources.
+// A timeout of the client waiting for a reply is absl::DeadlineExceededError
+// (the CLI names it UNREACHABLE too); the server never answers with it.
 //
 // Thread-safety: free functions, stateless.
 #ifndef VOXDB_ENGINE_STATUS_H_
@@ -54,12 +75,31 @@ inline Status TooLargeError(absl::string_view msg) {
   s.SetPayload(kTooLargePayload, absl::Cord("1"));
   return s;
 }
+inline constexpr absl::string_view kResyncPayload = "voxdb.resync";
+inline Status ResyncError(absl::string_view msg) {
+  Status s = absl::OutOfRangeError(msg);
+  s.SetPayload(kResyncPayload, absl::Cord("1"));
+  return s;
+}
+inline constexpr absl::string_view kUnreachablePayload = "voxdb.unreachable";
+inline Status UnreachableError(absl::string_view msg) {
+  Status s = absl::UnavailableError(msg);
+  s.SetPayload(kUnreachablePayload, absl::Cord("1"));
+  return s;
+}
 
-inline bool IsOutOfBounds(const Status& s) { return absl::IsOutOfRange(s); }
+inline bool IsResync(const Status& s) {
+  return absl::IsOutOfRange(s) && s.GetPayload(kResyncPayload).has_value();
+}
+inline bool IsUnreachable(const Status& s) {
+  return absl::IsUnavailable(s) && s.GetPayload(kUnreachablePayload).has_value();
+}
+inline bool IsOutOfBounds(const Status& s) { return absl::IsOutOfRange(s) && !IsResync(s); }
 inline bool IsCorrupt(const Status& s) { return absl::IsDataLoss(s); }
 inline bool IsStorageFull(const Status& s) { return absl::IsResourceExhausted(s); }
 inline bool IsConflict(const Status& s) { return absl::IsAborted(s); }
-inline bool IsBusy(const Status& s) { return absl::IsUnavailable(s); }
+inline bool IsBusy(const Status& s) { return absl::IsUnavailable(s) && !IsUnreachable(s); }
+inline bool IsClosing(const Status& s) { return absl::IsCancelled(s); }
 inline bool IsMismatch(const Status& s) { return absl::IsFailedPrecondition(s); }
 inline bool IsUnsupported(const Status& s) { return absl::IsUnimplemented(s); }
 inline bool IsTooLarge(const Status& s) {

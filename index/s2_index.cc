@@ -16,6 +16,7 @@
 #include "engine/coding.h"
 #include "engine/format.h"
 #include "engine/morton_box.h"
+#include "engine/status.h"
 #include "engine/voxel_box.h"
 
 namespace voxdb::index {
@@ -696,6 +697,11 @@ void S2Index::OnFlush(std::span<const engine::FlushedChunk> chunks, engine::Writ
   batch->Keep(std::move(all));
 }
 
+StatusOr<uint64_t> ColumnCount(engine::Database& db) {
+  VOXDB_ASSIGN_OR_RETURN(auto snapshot, db.store().BeginRead());
+  return snapshot->Count(Table::kS2Index);
+}
+
 Status Rebuild(engine::Database* db, uint64_t* chunks) {
   const engine::WorldFrame frame = db->frame();
   *chunks = 0;
@@ -734,8 +740,7 @@ Status EnsureBuilt(engine::Database* db,
     auto format = snapshot->Get(Table::kMeta, AsBytes(kMetaIndexFormat));
     if (format.ok()) {
       if (format->size() != 4 || engine::DecodeFixed32(format->data()) > kIndexFormat) {
-        return absl::FailedPreconditionError(
-            "the S2 index has an unknown format (written by a newer voxdb?)");
+        return UnsupportedError("the S2 index has an unknown format (written by a newer voxdb?)");
       }
       if (engine::DecodeFixed32(format->data()) == kIndexFormat) return absl::OkStatus();
       why = "the S2 index has an older format";

@@ -116,12 +116,15 @@ class S2Index : public engine::ChunkObserver {
 // (flushes wait meanwhile). *chunks gets the number of chunks indexed.
 Status Rebuild(engine::Database* db, uint64_t* chunks);
 // Rebuilds the index if the store has none (a database created before the
-// index existed) or has one of an older format. FAILED_PRECONDITION for a
-// newer format. Call once after opening.
+// index existed) or has one of an older format. UNSUPPORTED for a newer
+// format. Call once after opening.
 // `starting`, when set, is told why just before a rebuild of a database
 // with stored chunks starts (it is one write transaction over them all).
 Status EnsureBuilt(engine::Database* db,
                    const std::function<void(std::string_view why)>& starting = {});
+// The index's entries: one per column of stored chunks (STATS
+// index_columns).
+StatusOr<uint64_t> ColumnCount(engine::Database& db);
 
 // --- Queries -----------------------------------------------------------------
 

@@ -19,6 +19,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_format.h"
 #include "engine/coding.h"
+#include "engine/status.h"
 
 namespace voxdb::protocol {
 namespace {
@@ -113,7 +114,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& host,
   addrinfo* res = nullptr;
   const std::string service = std::to_string(port);
   if (int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &res); rc != 0) {
-    return absl::UnavailableError(absl::StrFormat("cannot resolve %s: %s", host, gai_strerror(rc)));
+    return UnreachableError(absl::StrFormat("cannot resolve %s: %s", host, gai_strerror(rc)));
   }
   const int timeout_ms = TimeoutMs(options.connect_timeout);
   int fd = -1;
@@ -134,7 +135,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& host,
     const std::string message =
         absl::StrFormat("cannot connect to %s:%u: %s", host, port, std::strerror(err));
     if (err == ETIMEDOUT && timeout_ms >= 0) return absl::DeadlineExceededError(message);
-    return absl::UnavailableError(message);
+    return UnreachableError(message);
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -164,7 +165,7 @@ absl::Status Client::Wait(bool write, std::optional<int> timeout_ms) {
                           write ? "we were sending a request" : "we were waiting for a reply"));
     }
     if (errno != EINTR) {
-      return absl::UnavailableError(absl::StrFormat("poll: %s", std::strerror(errno)));
+      return UnreachableError(absl::StrFormat("poll: %s", std::strerror(errno)));
     }
   }
   if (p.revents & (POLLIN | POLLHUP | POLLERR)) ReadAvailable();
@@ -186,13 +187,12 @@ void Client::ReadAvailable() {
       continue;
     }
     if (n == 0) {
-      read_error_ = absl::UnavailableError("the server closed the connection");
+      read_error_ = UnreachableError("the server closed the connection");
       return;
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      read_error_ =
-          absl::UnavailableError(absl::StrFormat("connection lost: %s", std::strerror(errno)));
+      read_error_ = UnreachableError(absl::StrFormat("connection lost: %s", std::strerror(errno)));
     }
     return;
   }
@@ -243,8 +243,8 @@ absl::Status Client::WriteAll(std::span<const uint8_t> bytes) {
       }
       continue;
     }
-    write_error_ = absl::UnavailableError(absl::StrFormat(
-        "connection lost while sending: %s", n < 0 ? std::strerror(errno) : "no progress"));
+    write_error_ = UnreachableError(absl::StrFormat("connection lost while sending: %s",
+                                                    n < 0 ? std::strerror(errno) : "no progress"));
     return write_error_;
   }
   return absl::OkStatus();

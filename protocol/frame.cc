@@ -62,7 +62,7 @@ WireStatus ToWireStatus(const absl::Status& s) {
     case absl::StatusCode::kInvalidArgument:
       return IsTooLarge(s) ? WireStatus::kTooLarge : WireStatus::kInvalid;
     case absl::StatusCode::kOutOfRange:
-      return WireStatus::kOutOfBounds;
+      return IsResync(s) ? WireStatus::kResync : WireStatus::kOutOfBounds;
     case absl::StatusCode::kNotFound:
       return WireStatus::kNotFound;
     case absl::StatusCode::kAborted:
@@ -98,29 +98,29 @@ absl::Status FromWireStatus(WireStatus code, std::string_view message) {
     case WireStatus::kTooLarge:
       return TooLargeError(m);
     case WireStatus::kOutOfBounds:
-      return absl::OutOfRangeError(m);
+      return OutOfBoundsError(m);
     case WireStatus::kNotFound:
       return absl::NotFoundError(m);
     case WireStatus::kConflict:
-      return absl::AbortedError(m);
+      return ConflictError(m);
     case WireStatus::kCorrupt:
-      return absl::DataLossError(m);
+      return CorruptError(m);
     case WireStatus::kStorageFull:
-      return absl::ResourceExhaustedError(m);
+      return StorageFullError(m);
     case WireStatus::kBusy:
-      return absl::UnavailableError(m);
+      return BusyError(m);
     case WireStatus::kUnavailable:
-      return absl::CancelledError(m);
+      return ClosingError(m);
     case WireStatus::kUnauthenticated:
       return absl::UnauthenticatedError(m);
     case WireStatus::kPermissionDenied:
       return absl::PermissionDeniedError(m);
     case WireStatus::kUnsupported:
-      return absl::UnimplementedError(m);
+      return UnsupportedError(m);
     case WireStatus::kMismatch:
-      return absl::FailedPreconditionError(m);
+      return MismatchError(m);
     case WireStatus::kResync:
-      return absl::OutOfRangeError(m);
+      return ResyncError(m);
     case WireStatus::kInternal:
       break;
   }
@@ -211,7 +211,7 @@ FrameDecoder::Result FrameDecoder::Feed(std::span<const uint8_t> in, size_t* con
     header_ = PeekHeader({p, kHeaderSize});
     error_request_id_ = header_.request_id;
     if (header_.version != kProtocolVersion) {
-      error_ = absl::UnimplementedError(
+      error_ = UnsupportedError(
           absl::StrFormat("protocol version %u is not supported (this server speaks %u)",
                           header_.version, kProtocolVersion));
       error_wire_status_ = WireStatus::kUnsupported;

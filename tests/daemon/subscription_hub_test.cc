@@ -224,7 +224,7 @@ TEST_F(SubscriptionHubTest, AResumePointReplaysWhatTheFeedRetains) {
   for (int i = 0; i < 8; ++i) Write(3);  // outside the region; pushes `first` out
   ASSERT_GT(db_->changes().resume_floor(), first);
   auto old = Subscribe(other, 1, Row(0, 1), first);
-  EXPECT_TRUE(absl::IsOutOfRange(old.status())) << old.status();
+  EXPECT_TRUE(IsResync(old.status())) << old.status();
 }
 
 // A subscriber that falls behind what the feed retains is cut off and its

@@ -102,7 +102,7 @@ TEST(CompactTest, RefusesATemporaryDirectoryHoldingOtherFiles) {
     std::fclose(f);
   }
   auto r = CompactDir(db);
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
   EXPECT_TRUE(std::filesystem::exists(tmp + "/mine"));
 }
 

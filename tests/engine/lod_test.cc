@@ -69,6 +69,7 @@ class LodTest : public ::testing::Test {
     ASSERT_OK_AND_ASSIGN(db_, Database::Open(dir_.path(), o));
     LodOptions lo;
     lo.levels = kLevels;
+    lo.max_rebuild_nodes = max_rebuild_nodes_;
     lod_ = std::make_unique<LodPyramid>(db_.get(), lo);
     if (start) lod_->Start();
   }
@@ -165,6 +166,7 @@ class LodTest : public ::testing::Test {
   LodObserver observer_;
   std::unique_ptr<Database> db_;
   std::unique_ptr<LodPyramid> lod_;
+  uint64_t max_rebuild_nodes_ = uint64_t{1} << 20;
   std::set<Coord> chunks_;
   std::map<int, std::map<Coord, Dense>> memo_;
 };
@@ -400,9 +402,26 @@ TEST_F(LodTest, RebuildMarksForTheBuilderAndWaitersHearTheEnd) {
   EXPECT_GT(lod_->DirtyCount(), 0u);
   std::promise<Status> stopped;
   lod_->WhenBuilt([&](const Status& s) { stopped.set_value(s); });
-  EXPECT_TRUE(absl::IsUnavailable(stopped.get_future().get()));
+  EXPECT_TRUE(IsClosing(stopped.get_future().get()));
   Reopen(/*start=*/true);  // resumes
   Settle();
+  ExpectMatchesNaive();
+}
+
+// A rebuild over more level-1 nodes than max_rebuild_nodes is a request
+// over a limit (TOO_LARGE on the wire, not STORAGE_FULL), and it is refused
+// before anything is dropped: the built nodes stay readable, none is marked.
+TEST_F(LodTest, ARebuildOverTheNodeLimitIsTooLargeAndDropsNothing) {
+  Put(At(0, 0, 0), testing::SampleSurfaceChunk(1));
+  Put(At(3, 2, 1), testing::SampleSurfaceChunk(2));  // another level-1 node
+  Settle();
+  max_rebuild_nodes_ = 1;
+  Reopen(/*start=*/true);
+  const Status s = lod_->MarkAllForRebuild();
+  EXPECT_TRUE(IsTooLarge(s)) << s;
+  EXPECT_EQ(lod_->DirtyCount(), 0u);
+  EXPECT_OK(lod_->GetLod(1, ChunkKey::FromCoord(At(0, 0, 0)).OctreeNode(1)).status());
+  EXPECT_OK(lod_->GetLod(1, ChunkKey::FromCoord(At(3, 2, 1)).OctreeNode(1)).status());
   ExpectMatchesNaive();
 }
 
@@ -472,12 +491,12 @@ TEST_F(LodTest, WhenSyncedOnAStoppedBuilderFails) {
   ASSERT_OK(db_->Flush());
   std::promise<Status> stopped;
   lod_->WhenSynced([&](const Status& s) { stopped.set_value(s); });
-  EXPECT_TRUE(absl::IsUnavailable(stopped.get_future().get()));
+  EXPECT_TRUE(IsClosing(stopped.get_future().get()));
   Reopen(/*start=*/false);
   EXPECT_GT(lod_->DirtyCount(), 0u);
   // Not started: nothing builds, so the wait runs out.
   const Status s = lod_->WaitIdle(std::chrono::milliseconds(50));
-  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_TRUE(IsBusy(s)) << s;
   lod_->Start();
   Settle();
   EXPECT_EQ(lod_->DirtyCount(), 0u);

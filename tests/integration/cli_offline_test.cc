@@ -26,6 +26,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "cli/json.h"
 #include "engine/chunk.h"
 #include "engine/chunk_codec.h"
@@ -37,6 +39,7 @@
 #include "engine/world_frame.h"
 #include "index/s2_index.h"
 #include "protocol/client.h"
+#include "protocol/stats.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/indexed_db.h"
 #include "tests/testing/run_process.h"
@@ -636,6 +639,22 @@ TEST(CliInfoTest, PrintsEverySectionAndJsonHasOneMemberPerSection) {
     }
   }
   EXPECT_EQ(r.out.find("# other"), std::string::npos) << r;
+  // Every STATS figure is printed once, in its protocol/stats.h row's section.
+  std::map<std::string, std::string> section_of;  // printed name -> section
+  std::string current;
+  for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
+    if (absl::StartsWith(line, "# ")) {
+      current = std::string(line.substr(2));
+      continue;
+    }
+    const std::string name(line.substr(0, line.find(' ')));
+    EXPECT_TRUE(section_of.emplace(name, current).second) << name << " printed twice";
+  }
+  for (const protocol::StatInfo& row : protocol::kStats) {
+    auto it = section_of.find(std::string(row.name));
+    ASSERT_NE(it, section_of.end()) << row.name << " missing from\n" << r;
+    EXPECT_EQ(it->second, row.section) << row.name;
+  }
 
   r = RunCli({"--address", address, "--json", "info"});
   EXPECT_EQ(r.exit_code, 0) << r;

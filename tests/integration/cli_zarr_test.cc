@@ -418,6 +418,20 @@ TEST(CliZarrImport, RefusesOtherLayouts) {
   EXPECT_EQ(Shell(server.Cli(absl::StrCat("export --out ", dir.Sub("x"), " --compressor lz4"))), 2);
 }
 
+// A local file error is the CLI's own failure, not an unreachable server:
+// INTERNAL, exit 1 (it used to read "UNREACHABLE", exit 3).
+TEST(CliZarrExport, AnUnwritableOutputIsALocalErrorNotAnUnreachableServer) {
+  testing::TempDir dir;
+  Server server(dir.Sub("db"));
+  const std::string file = dir.Sub("a-file");
+  std::ofstream(file) << "not a directory";
+  const auto r = testing::RunProcess({VOXDB_CLI_PATH, "--address",
+                                      absl::StrCat("127.0.0.1:", server.daemon.port()), "export",
+                                      "--out", file + "/store"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("voxdb: INTERNAL: cannot create " + file + "/store")) << r;
+}
+
 // Hostile stores (no zarr-python needed): a .zarray that is a directory or
 // 1 TiB, a chunk file of 1 TiB, a symlink loop or a symlink to a real chunk
 // file. Each import ends by itself, exit 1, with one line naming the path

@@ -229,12 +229,12 @@ TEST(DaemonStorageTest, FullMapIsExplainedAndSighupRaisesItWithoutARestart) {
     full = (*c)->WriteBox({{x, kY, kZ}, {x + 128, kY + 128, kZ + 128}}, voxels).status();
     if (!full.ok()) break;
   }
-  ASSERT_TRUE(absl::IsResourceExhausted(full)) << full;
+  ASSERT_TRUE(IsStorageFull(full)) << full;
   ASSERT_GT(written, 0u);
   EXPECT_THAT(full.message(), HasSubstr("maximum of 64 MiB")) << full;
   EXPECT_THAT(full.message(), HasSubstr("SIGHUP")) << full;
   const absl::Status flush = (*c)->Flush();
-  EXPECT_TRUE(absl::IsResourceExhausted(flush)) << flush;
+  EXPECT_TRUE(IsStorageFull(flush)) << flush;
   EXPECT_THAT(ReadFile(log), HasSubstr("ERROR the database map is at its maximum of 64 MiB"));
 
   // Raised in the config file, read on SIGHUP: no restart.

@@ -297,8 +297,8 @@ TEST_F(DaemonLodTest, RefusesLevelsItDoesNotKeep) {
 TEST_F(DaemonLodTest, WithoutAPyramidLodRequestsAreUnsupported) {
   Start({"--lod-levels", "0"});
   const uint64_t node = NodeCode(1, kCx, kCy, kCz);
-  EXPECT_TRUE(absl::IsUnimplemented(client_->GetChunks({&node, 1}, 1).status()));
-  EXPECT_TRUE(absl::IsUnimplemented(client_->LodRebuild()));
+  EXPECT_TRUE(IsUnsupported(client_->GetChunks({&node, 1}, 1).status()));
+  EXPECT_TRUE(IsUnsupported(client_->LodRebuild()));
   EXPECT_EQ(Stat("lod_levels"), 0u);
   // Level 0 is served as ever.
   const uint64_t chunk = ChunkKey::FromCoord({kCx, kCy, kCz}).code();
@@ -387,12 +387,12 @@ TEST_F(DaemonLodTest, ARebuildYieldsToOthersAndToSigterm) {
   auto reply = client_->Receive();
   ASSERT_OK(reply.status());
   EXPECT_EQ(reply->header.request_id, rebuild);
-  EXPECT_EQ(reply->header.status, static_cast<uint16_t>(protocol::WireStatus::kBusy))
+  EXPECT_EQ(reply->header.status, static_cast<uint16_t>(protocol::WireStatus::kUnavailable))
       << std::string(reply->payload.begin(), reply->payload.end());
   auto sync_reply = (*other)->Receive();
   ASSERT_OK(sync_reply.status());
   EXPECT_EQ(sync_reply->header.request_id, sync);
-  EXPECT_EQ(sync_reply->header.status, static_cast<uint16_t>(protocol::WireStatus::kBusy))
+  EXPECT_EQ(sync_reply->header.status, static_cast<uint16_t>(protocol::WireStatus::kUnavailable))
       << std::string(sync_reply->payload.begin(), sync_reply->payload.end());
   daemon_.reset();
 }
@@ -500,7 +500,7 @@ TEST_F(DaemonLodTest, LodSyncNeedsTheWriteRoleAndAPyramid) {
   daemon_.reset();
 
   Start({"--lod-levels", "0"});
-  EXPECT_TRUE(absl::IsUnimplemented(client_->LodSync()));
+  EXPECT_TRUE(IsUnsupported(client_->LodSync()));
 }
 
 }  // namespace

@@ -141,7 +141,7 @@ TEST_F(DaemonSnapshotTest, LimitsErrorsAndTheEndOfTheConnection) {
     handles.push_back(s.snapshot);
   }
   // A fifth is refused (BUSY) until one is closed.
-  EXPECT_TRUE(absl::IsUnavailable(c.SnapshotOpen().status()));
+  EXPECT_TRUE(IsBusy(c.SnapshotOpen().status()));
   ASSERT_OK(c.SnapshotClose(handles.back()));
   handles.pop_back();
   ASSERT_OK_AND_ASSIGN(protocol::SnapshotOpenReply fifth, c.SnapshotOpen());
@@ -158,7 +158,7 @@ TEST_F(DaemonSnapshotTest, LimitsErrorsAndTheEndOfTheConnection) {
       ASSERT_OK_AND_ASSIGN(protocol::SnapshotOpenReply s, protocol::SnapshotOpenReply::Decode(*r));
       handles.push_back(s.snapshot);
     } else {
-      EXPECT_TRUE(absl::IsUnavailable(r.status())) << r.status();
+      EXPECT_TRUE(IsBusy(r.status())) << r.status();
     }
   }
   EXPECT_EQ(granted, 1);
@@ -177,7 +177,7 @@ TEST_F(DaemonSnapshotTest, LimitsErrorsAndTheEndOfTheConnection) {
   EXPECT_TRUE(absl::IsInvalidArgument(c.SnapshotScan(scan).status()));
   scan.limit = 10;
   scan.box.hi.z = ~uint64_t{0};
-  EXPECT_TRUE(absl::IsOutOfRange(c.SnapshotScan(scan).status()));
+  EXPECT_TRUE(IsOutOfBounds(c.SnapshotScan(scan).status()));
   EXPECT_EQ(Stat(*other, "snapshots_open"), 4u);
   // The server's own limit (32 by default): 8 more connections of 4 each
   // reach it; the next is refused.
@@ -190,7 +190,7 @@ TEST_F(DaemonSnapshotTest, LimitsErrorsAndTheEndOfTheConnection) {
       if (s.ok()) {
         ++opened;
       } else {
-        EXPECT_TRUE(absl::IsUnavailable(s.status())) << s.status();
+        EXPECT_TRUE(IsBusy(s.status())) << s.status();
       }
     }
   }

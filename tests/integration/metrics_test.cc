@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/morton.h"
 #include "protocol/client.h"
+#include "protocol/stats.h"
 #include "protocol/version.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/status_matchers.h"
@@ -230,6 +231,50 @@ TEST(DaemonMetricsTest, CountersFollowALoadAndThePagePassesPromtool) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << findings;
   EXPECT_EQ(findings, "");
 
+  EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
+}
+
+// protocol/stats.h is the one table of the figures: STATS prints every row,
+// in table order, and /metrics has every row that names a family, with the
+// same value (on a quiet server, for the rows no read moves: the clients'
+// byte and request counters and the uptime change with the reads).
+TEST(DaemonMetricsTest, StatsAndMetricsComeFromOneTable) {
+  TempDir dir;
+  DaemonProcess daemon(VOXDBD_PATH, dir.Sub("data"));
+  auto c = Connect(daemon.port());
+  ASSERT_NE(c, nullptr);
+  ASSERT_OK(c->Hello("").status());
+  ASSERT_OK(c->SetVoxels(protocol::SetVoxelsRequest{{{{kX, kY, kZ}, 5}}}).status());
+  ASSERT_OK(c->Call(Opcode::kFlush, {}).status());
+
+  ASSERT_OK_AND_ASSIGN(const std::string text, c->Stats());
+  ASSERT_OK_AND_ASSIGN(const auto lines, protocol::ParseStatsText(text));
+  std::vector<std::string> names, rows;
+  for (const auto& [name, value] : lines) names.push_back(name);
+  for (const protocol::StatInfo& row : protocol::kStats) rows.emplace_back(row.name);
+  EXPECT_EQ(names, rows) << text;  // a LOD pyramid (the default) and free reader slots: all
+
+  const HttpReply reply = HttpGet(daemon.metrics_port(), "/metrics");
+  ASSERT_NE(reply.status_line.find(" 200"), std::string::npos) << reply.status_line;
+  const auto m = ParseSamples(reply.body);
+  for (const auto& [name, value] : lines) {
+    const protocol::StatInfo* row = protocol::FindStat(name);
+    ASSERT_NE(row, nullptr) << name;
+    if (row->metric.empty()) continue;
+    std::string series(row->metric);
+    if (const size_t eq = row->label.find('='); eq != std::string_view::npos) {
+      series += "{" + std::string(row->label.substr(0, eq)) + "=\"" +
+                std::string(row->label.substr(eq + 1)) + "\"}";
+    }
+    const double scraped = Value(m, series);
+    if (row->section == "clients" || row->section == "server" ||
+        name == "oldest_dirty_age_seconds") {
+      continue;
+    }
+    EXPECT_EQ(scraped, std::stod(value)) << name << " / " << series;
+  }
+  EXPECT_EQ(Value(m, "voxdb_journal_durable_sequence"), 1);
+  EXPECT_EQ(Value(m, "voxdb_lod_levels"), 4);
   EXPECT_EQ(daemon.StopWith(SIGTERM), 0);
 }
 

@@ -5,6 +5,8 @@
 #include <random>
 #include <vector>
 
+#include "engine/status.h"
+
 namespace voxdb::protocol {
 namespace {
 
@@ -95,7 +97,7 @@ TEST(FrameTest, UntrustworthyFramesAreStickyErrors) {
     FrameDecoder::Result last;
     FeedAll(d, bytes, 100, &last);
     EXPECT_EQ(last, FrameDecoder::Result::kError);
-    EXPECT_TRUE(absl::IsUnimplemented(d.error()));
+    EXPECT_TRUE(IsUnsupported(d.error()));
     EXPECT_EQ(d.error_wire_status(), WireStatus::kUnsupported);
     EXPECT_EQ(d.error_request_id(), 7u);
   }
@@ -139,17 +141,56 @@ TEST(FrameTest, RandomGarbageNeverCrashesOrGrowsUnbounded) {
 
 TEST(FrameTest, StatusCodesRoundTrip) {
   for (const absl::Status& s :
-       {absl::OkStatus(), absl::InvalidArgumentError("a"), absl::OutOfRangeError("b"),
-        absl::NotFoundError("c"), absl::AbortedError("d"), absl::DataLossError("e"),
-        absl::ResourceExhaustedError("f"), absl::UnavailableError("g"), absl::CancelledError("m"),
-        absl::UnauthenticatedError("h"), absl::PermissionDeniedError("i"),
-        absl::UnimplementedError("j"), absl::FailedPreconditionError("k"),
-        absl::InternalError("l")}) {
+       {absl::OkStatus(), absl::InvalidArgumentError("a"), OutOfBoundsError("b"),
+        absl::NotFoundError("c"), ConflictError("d"), CorruptError("e"), StorageFullError("f"),
+        BusyError("g"), ClosingError("m"), absl::UnauthenticatedError("h"),
+        absl::PermissionDeniedError("i"), UnsupportedError("j"), MismatchError("k"), IoError("l"),
+        TooLargeError("n"), ResyncError("o")}) {
     const absl::Status back =
         FromWireStatus(ToWireStatus(s), std::string_view(s.message().data(), s.message().size()));
-    EXPECT_EQ(back.code(), s.code()) << s;
-    EXPECT_EQ(back.message(), s.message());
+    EXPECT_EQ(back, s) << s;  // code, message and payload
   }
+  for (uint16_t code = 0; code <= static_cast<uint16_t>(WireStatus::kResync); ++code) {
+    const auto wire = static_cast<WireStatus>(code);
+    EXPECT_EQ(ToWireStatus(FromWireStatus(wire, "x")), wire) << WireStatusName(wire);
+  }
+}
+
+// engine/status.h's table: each helper has one wire status, and each name one
+// meaning (absl's UNAVAILABLE is BUSY; voxdb's UNAVAILABLE is the server or
+// database closing; a client that cannot reach the server is neither).
+TEST(FrameTest, EachStatusHelperHasItsWireStatus) {
+  const std::pair<absl::Status, const char*> table[] = {
+      {absl::InvalidArgumentError("x"), "INVALID"},
+      {OutOfBoundsError("x"), "OUT_OF_BOUNDS"},
+      {absl::NotFoundError("x"), "NOT_FOUND"},
+      {ConflictError("x"), "CONFLICT"},
+      {CorruptError("x"), "CORRUPT"},
+      {StorageFullError("x"), "STORAGE_FULL"},
+      {BusyError("x"), "BUSY"},
+      {ClosingError("x"), "UNAVAILABLE"},
+      {absl::UnauthenticatedError("x"), "UNAUTHENTICATED"},
+      {absl::PermissionDeniedError("x"), "PERMISSION_DENIED"},
+      {UnsupportedError("x"), "UNSUPPORTED"},
+      {MismatchError("x"), "MISMATCH"},
+      {TooLargeError("x"), "TOO_LARGE"},
+      {IoError("x"), "INTERNAL"},
+      {ResyncError("x"), "RESYNC"},
+  };
+  for (const auto& [status, name] : table) {
+    EXPECT_STREQ(WireStatusName(ToWireStatus(status)), name) << status;
+  }
+  EXPECT_TRUE(IsBusy(BusyError("x")));
+  EXPECT_FALSE(IsBusy(UnreachableError("x")));
+  EXPECT_TRUE(IsUnreachable(UnreachableError("x")));
+  EXPECT_FALSE(IsUnreachable(BusyError("x")));
+  EXPECT_FALSE(IsUnreachable(FromWireStatus(WireStatus::kBusy, "x")));
+  EXPECT_TRUE(IsClosing(FromWireStatus(WireStatus::kUnavailable, "x")));
+  EXPECT_FALSE(IsBusy(FromWireStatus(WireStatus::kUnavailable, "x")));
+  EXPECT_TRUE(IsResync(FromWireStatus(WireStatus::kResync, "x")));
+  EXPECT_FALSE(IsOutOfBounds(ResyncError("x")));
+  EXPECT_FALSE(IsResync(OutOfBoundsError("x")));
+  EXPECT_TRUE(IsTooLarge(FromWireStatus(WireStatus::kTooLarge, "x")));
 }
 
 TEST(FrameWriterTest, BuildsTheFrameEncodeFrameBuilds) {

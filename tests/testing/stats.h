@@ -9,8 +9,8 @@
 #include <string>
 
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "protocol/client.h"
+#include "protocol/stats.h"
 
 namespace voxdb::testing {
 
@@ -19,10 +19,14 @@ namespace voxdb::testing {
 inline uint64_t Stat(protocol::Client& client, const std::string& name) {
   auto text = client.Stats();
   EXPECT_TRUE(text.ok()) << text.status();
-  for (absl::string_view line : absl::StrSplit(text.value_or(""), '\n')) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(line, ' ');
+  auto lines = protocol::ParseStatsText(text.value_or(""));
+  if (!lines.ok()) {
+    ADD_FAILURE() << lines.status();
+    return 0;
+  }
+  for (const auto& [stat, value] : *lines) {
     uint64_t v = 0;
-    if (kv.first == name && absl::SimpleAtoi(kv.second, &v)) return v;
+    if (stat == name && absl::SimpleAtoi(value, &v)) return v;
   }
   ADD_FAILURE() << "no " << name << " in STATS";
   return 0;

@@ -1,0 +1,191 @@
+#include "daemon/stats_table.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "index/s2_index.h"
+
+namespace voxdb::daemon {
+namespace {
+
+using protocol::Stat;
+
+StatValue Count(uint64_t v) { return StatValue{v, 0, false}; }
+
+// Every source a row may read, gathered once per reading.
+struct Sources {
+  const ServerStats& server;
+  engine::DatabaseStats db;
+  StatusOr<engine::StoreStats> store;
+  StatusOr<uint64_t> index_columns;
+  uint64_t change_feed_records = 0, change_feed_floor = 0;
+};
+
+// The value of one row. A switch over every Stat: a row added to the table
+// without a source here does not compile (-Wswitch, warnings are errors).
+std::optional<StatValue> ValueOf(Stat id, const Sources& src) {
+  const ServerStats& s = src.server;
+  const engine::DatabaseStats& d = src.db;
+  const engine::StoreStats* store = src.store.ok() ? &*src.store : nullptr;
+  auto stored = [&](auto field) -> std::optional<StatValue> {  // a StoreStats member
+    if (store == nullptr) return std::nullopt;
+    return Count(static_cast<uint64_t>(store->*field));
+  };
+  switch (id) {
+    case Stat::kUptime:
+      return Count(s.uptime_seconds);
+    case Stat::kFills:
+      return Count(d.fills);
+    case Stat::kMapSize:
+      return stored(&engine::StoreStats::map_size);
+    case Stat::kMaxMapSize:
+      return stored(&engine::StoreStats::max_map_size);
+    case Stat::kUsedBytes:
+      return stored(&engine::StoreStats::used_bytes);
+    case Stat::kMapGrows:
+      return stored(&engine::StoreStats::map_grows);
+    case Stat::kChunksStored:
+      return stored(&engine::StoreStats::chunk_count);
+    case Stat::kChunkBytes:
+      return stored(&engine::StoreStats::chunk_bytes);
+    case Stat::kReadersInUse:
+      return stored(&engine::StoreStats::readers_in_use);
+    case Stat::kMaxReaders:
+      return stored(&engine::StoreStats::max_readers);
+    case Stat::kCacheHits:
+      return Count(d.cache_hits);
+    case Stat::kCacheMisses:
+      return Count(d.cache_misses);
+    case Stat::kCacheEvictions:
+      return Count(d.cache_evictions);
+    case Stat::kCacheBytes:
+      return Count(d.cache_bytes);
+    case Stat::kCacheChunks:
+      return Count(d.cache_chunks);
+    case Stat::kDirtyBytes:
+      return Count(d.dirty_bytes);
+    case Stat::kDirtyChunks:
+      return Count(d.dirty_chunks);
+    case Stat::kOldestDirtyAge:
+      return StatValue{0, d.oldest_dirty_age_s, true};
+    case Stat::kFlushes:
+      return Count(d.flushes);
+    case Stat::kFlushedChunks:
+      return Count(d.flushed_chunks);
+    case Stat::kFlushedBytes:
+      return Count(d.flushed_bytes);
+    case Stat::kWriteWaits:
+      return Count(d.write_waits);
+    case Stat::kBusyRejections:
+      return Count(d.busy_rejections);
+    case Stat::kJournalRecords:
+      return Count(d.journal_records);
+    case Stat::kJournalBytes:
+      return Count(d.journal_bytes);
+    case Stat::kJournalCommits:
+      return Count(d.journal_commits);
+    case Stat::kLastSeq:
+      return Count(d.last_seq);
+    case Stat::kCommittedSeq:
+      return Count(d.committed_seq);
+    case Stat::kDurableSeq:
+      return Count(d.durable_seq);
+    case Stat::kRollbacks:
+      return Count(d.rollbacks);
+    case Stat::kJournalWaits:
+      return Count(d.journal_waits);
+    case Stat::kReplayedRecords:
+      return Count(d.replayed_records);
+    case Stat::kIndexColumns:
+      if (!src.index_columns.ok()) return std::nullopt;
+      return Count(*src.index_columns);
+    case Stat::kLodLevels:
+      return Count(static_cast<uint64_t>(s.lod_levels));
+    case Stat::kLodDirty:
+      if (s.lod_levels == 0) return std::nullopt;
+      return Count(s.lod_dirty);
+    case Stat::kConnections:
+      return Count(s.connections_open);
+    case Stat::kConnectionsAccepted:
+      return Count(s.connections_accepted);
+    case Stat::kConnectionsRejected:
+      return Count(s.connections_rejected);
+    case Stat::kAuthFailures:
+      return Count(s.auth_failures);
+    case Stat::kPermissionDenied:
+      return Count(s.permission_denied);
+    case Stat::kIdleClosed:
+      return Count(s.idle_closed);
+    case Stat::kSlowClosed:
+      return Count(s.slow_closed);
+    case Stat::kProtocolErrors:
+      return Count(s.protocol_errors);
+    case Stat::kRequests:
+      return Count(s.requests);
+    case Stat::kDeferredWrites:
+      return Count(s.deferred_writes);
+    case Stat::kBytesIn:
+      return Count(s.bytes_in);
+    case Stat::kBytesOut:
+      return Count(s.bytes_out);
+    case Stat::kInFlight:
+      return Count(s.in_flight);
+    case Stat::kRequestBufferBytes:
+      return Count(s.request_buffer_bytes);
+    case Stat::kRequestBufferWaits:
+      return Count(s.request_buffer_waits);
+    case Stat::kSnapshotsOpen:
+      return Count(s.snapshots_open);
+    case Stat::kUnsentBytes:
+      return Count(s.unsent_bytes);
+    case Stat::kSubscribers:
+      return Count(s.subscriptions.subscribers);
+    case Stat::kSubscriptionEvents:
+      return Count(s.subscriptions.events_pushed);
+    case Stat::kSubscriptionFrames:
+      return Count(s.subscriptions.frames_pushed);
+    case Stat::kSubscribersCutOff:
+      return Count(s.subscriptions.cut_off);
+    case Stat::kSubscriptionLag:
+      return Count(s.subscriptions.lag);
+    case Stat::kChangeFeedRecords:
+      return Count(src.change_feed_records);
+    case Stat::kChangeFeedFloor:
+      return Count(src.change_feed_floor);
+    case Stat::kStreamsOpen:
+      return Count(s.streams_open);
+    case Stat::kStreamChunks:
+      return Count(s.stream_chunks);
+    case Stat::kStreamBytes:
+      return Count(s.stream_bytes);
+    case Stat::kStreamUnloads:
+      return Count(s.stream_unloads);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string StatValue::Text() const {
+  return is_seconds ? absl::StrFormat("%g", seconds) : absl::StrCat(count);
+}
+
+StatsReading ReadStats(const ServerStats& server, engine::Database& db) {
+  Sources src{server, db.Stats(), db.store().Stats(), index::ColumnCount(db)};
+  src.change_feed_records = db.changes().records();
+  src.change_feed_floor = db.changes().resume_floor();
+  StatsReading out;
+  for (size_t i = 0; i < protocol::kStatCount; ++i) out[i] = ValueOf(protocol::kStats[i].id, src);
+  return out;
+}
+
+std::string StatsText(const StatsReading& reading) {
+  std::string text;
+  for (size_t i = 0; i < protocol::kStatCount; ++i) {
+    if (!reading[i]) continue;
+    text.append(protocol::kStats[i].name);
+    absl::StrAppend(&text, " ", reading[i]->Text(), "\n");
+  }
+  return text;
+}
+
+}  // namespace voxdb::daemon

@@ -1,0 +1,47 @@
+// The values of protocol/stats.h's rows, read from the server, the database
+// and its store: what STATS prints and /metrics exports (daemon/metrics.cc).
+//
+// Example:
+//   const StatsReading r = ReadStats(server.stats(), *db);
+//   std::string text = StatsText(r);  // "uptime_seconds 12\nfills 0\n..."
+//
+// Thread-safety: ReadStats from any thread (it reads counters and opens an
+// LMDB read transaction); the rest are pure.
+#ifndef VOXDB_DAEMON_STATS_TABLE_H_
+#define VOXDB_DAEMON_STATS_TABLE_H_
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "daemon/server.h"
+#include "engine/database.h"
+#include "protocol/stats.h"
+
+namespace voxdb::daemon {
+
+// A count, or seconds with a fraction.
+struct StatValue {
+  uint64_t count = 0;
+  double seconds = 0;
+  bool is_seconds = false;
+
+  double AsDouble() const { return is_seconds ? seconds : static_cast<double>(count); }
+  // "12", or "0.25" for seconds (%g, as STATS always printed them).
+  std::string Text() const;
+};
+
+// One value per row of protocol::kStats, by index; absent when it cannot be
+// read now: the LMDB figures and index_columns while every reader slot is
+// taken, lod_dirty without a LOD pyramid.
+using StatsReading = std::array<std::optional<StatValue>, protocol::kStatCount>;
+
+StatsReading ReadStats(const ServerStats& server, engine::Database& db);
+
+// The STATS reply: "name value\n" for each value present, in table order.
+std::string StatsText(const StatsReading& reading);
+
+}  // namespace voxdb::daemon
+
+#endif  // VOXDB_DAEMON_STATS_TABLE_H_
