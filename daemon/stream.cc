@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include "absl/strings/str_format.h"
-#include "engine/coding.h"
 #include "engine/fills.h"
 #include "engine/voxel_box.h"
 #include "index/s2_index.h"
@@ -338,12 +337,9 @@ class FrameBuilder {
   }
   void Add(protocol::StreamItem::Kind kind, const NodeKey& key, uint64_t version,
            std::span<const uint8_t> record) {
-    uint8_t head[22];
-    head[0] = static_cast<uint8_t>(kind);
-    head[1] = key.level;
-    engine::EncodeFixed64(head + 2, key.code);
-    engine::EncodeFixed64(head + 10, version);
-    engine::EncodeFixed32(head + 18, static_cast<uint32_t>(record.size()));
+    uint8_t head[protocol::StreamItem::kHeadBytes];
+    protocol::StreamItem::EncodeHead(kind, key.level, key.code, version,
+                                     static_cast<uint32_t>(record.size()), head);
     writer_.Append(head, sizeof head);
     writer_.Append(record);
     ++n_;

@@ -668,14 +668,20 @@ absl::StatusOr<StreamUpdateRequest> StreamUpdateRequest::Decode(std::span<const 
   return s;
 }
 
+void StreamItem::EncodeHead(Kind kind, uint8_t level, uint64_t code, uint64_t version,
+                            uint32_t record_bytes, uint8_t* out) {
+  out[0] = static_cast<uint8_t>(kind);
+  out[1] = level;
+  engine::EncodeFixed64(out + 2, code);
+  engine::EncodeFixed64(out + 10, version);
+  engine::EncodeFixed32(out + 18, record_bytes);
+}
+
 void StreamItem::EncodeTo(std::vector<uint8_t>* out) const {
-  Writer w(out);
-  w.U8(static_cast<uint8_t>(kind));
-  w.U8(level);
-  w.U64(code);
-  w.U64(version);
-  w.U32(static_cast<uint32_t>(record.size()));
-  w.Bytes(record);
+  uint8_t head[kHeadBytes];
+  EncodeHead(kind, level, code, version, static_cast<uint32_t>(record.size()), head);
+  out->insert(out->end(), head, head + kHeadBytes);
+  out->insert(out->end(), record.begin(), record.end());
 }
 
 std::vector<uint8_t> StreamDataPush::Encode() const { return EncodeCounted(items); }
@@ -684,7 +690,9 @@ absl::StatusOr<StreamDataPush> StreamDataPush::Decode(std::span<const uint8_t> p
   Reader r(p);
   StreamDataPush push;
   const uint32_t n = r.U32();
-  if (!r.Count(n, 22)) return absl::InvalidArgumentError("malformed STREAM_DATA payload");
+  if (!r.Count(n, StreamItem::kHeadBytes)) {
+    return absl::InvalidArgumentError("malformed STREAM_DATA payload");
+  }
   for (uint32_t i = 0; i < n && r.ok(); ++i) {
     StreamItem item;
     const uint8_t kind = r.U8();

@@ -287,6 +287,13 @@ struct StreamItem {
   std::vector<uint8_t> record;  // kChunk: a chunk record
   friend bool operator==(const StreamItem&, const StreamItem&) = default;
   void EncodeTo(std::vector<uint8_t>* out) const;
+
+  // What comes before an item's record: kind u8, level u8, code u64,
+  // version u64, record length u32. EncodeHead writes it to `out`
+  // (kHeadBytes), for a writer that appends the record itself.
+  static constexpr size_t kHeadBytes = 22;
+  static void EncodeHead(Kind kind, uint8_t level, uint64_t code, uint64_t version,
+                         uint32_t record_bytes, uint8_t* out);
 };
 struct StreamDataPush {
   std::vector<StreamItem> items;
