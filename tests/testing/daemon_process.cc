@@ -1,16 +1,20 @@
 #include "tests/testing/daemon_process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
+
+#include "tests/testing/wait.h"
 
 namespace voxdb::testing {
 
@@ -54,9 +58,23 @@ DaemonProcess::DaemonProcess(const std::string& binary, const std::string& data_
   // Read stdout until the "listening on HOST:PORT" line, and the "metrics
   // on HOST:PORT" line that follows it when metrics are on.
   const bool want_metrics = metrics != "off";
+  // Up to 30 s (scaled, wait.h): a voxdbd that hangs before listening fails
+  // the test here rather than at ctest's timeout.
+  const auto deadline = DeadlineIn(std::chrono::seconds(30));
   std::string line;
   char c;
-  while (read(out[0], &c, 1) == 1) {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd p{out[0], POLLIN, 0};
+    const int ready = left.count() > 0 ? ::poll(&p, 1, static_cast<int>(left.count())) : 0;
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) {
+      std::fprintf(stderr, "voxdbd did not print its listening line within %lld ms\n",
+                   static_cast<long long>(Scaled(std::chrono::seconds(30)).count()));
+      break;
+    }
+    if (read(out[0], &c, 1) != 1) break;
     if (c != '\n') {
       line += c;
       continue;
@@ -75,6 +93,8 @@ DaemonProcess::DaemonProcess(const std::string& binary, const std::string& data_
   close(out[0]);  // later output goes nowhere (the daemon ignores EPIPE on stdout)
   if (port_ == 0 || (want_metrics && metrics_port_ == 0)) {
     std::fprintf(stderr, "voxdbd did not start (last line: %s)\n", line.c_str());
+    kill(pid_, SIGKILL);  // not left running after the test
+    waitpid(pid_, nullptr, 0);
     std::abort();
   }
 }
