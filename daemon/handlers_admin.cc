@@ -108,8 +108,9 @@ absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Reindex(engine::Database&
 
 // LOD_REBUILD: the worker drops the records and marks the nodes (one scan
 // of the stored chunks' keys); the LOD builder thread builds them in passes
-// that yield to shutdown, and the reply goes out when it is done, so the
-// shared worker is not held. On shutdown the reply is UNAVAILABLE and what
+// that yield to shutdown, and the reply goes out once what it marked is
+// built (LodPyramid::WhenSynced: later writes' marks are not waited for),
+// so the shared worker is not held. On shutdown the reply is UNAVAILABLE and what
 // is left stays marked, built after the restart.
 void Server::Handlers::LodRebuild(Connection& c, Request& r) {
   Server& server = c.server();
@@ -132,7 +133,7 @@ void Server::Handlers::LodRebuild(Connection& c, Request& r) {
     }
     const absl::Status s = lod->MarkAllForRebuild();
     if (!s.ok()) return answer(s);
-    lod->WhenBuilt(answer);
+    lod->WhenSynced(answer);  // the nodes it marked, and their parents, built
     // A stop that came meanwhile may have missed this waiter.
     if (self->server().stopping_) {
       lod->CancelWaiters(

@@ -186,18 +186,6 @@ void LodPyramid::Stop() {
       "the LOD builder stopped; the nodes left stay marked and are built after a restart"));
 }
 
-void LodPyramid::WhenBuilt(std::function<void(const Status&)> done) {
-  {
-    MutexLock lock(&mu_);
-    if (!stop_) {
-      waiters_.push_back(Waiter{passes_, std::move(done)});
-      cv_.SignalAll();
-      return;
-    }
-  }
-  done(ClosingError("the LOD builder is stopped"));
-}
-
 void LodPyramid::WhenSynced(std::function<void(const Status&)> done) {
   {
     MutexLock lock(&mu_);
@@ -225,14 +213,11 @@ Status LodPyramid::WaitIdle(std::chrono::steady_clock::duration timeout) {
 }
 
 void LodPyramid::CancelWaiters(const Status& why) {
-  std::vector<Waiter> waiters;
   std::vector<SyncWaiter> syncs;
   {
     MutexLock lock(&mu_);
-    waiters.swap(waiters_);
     syncs.swap(syncs_);
   }
-  for (Waiter& w : waiters) w.done(why);
   for (SyncWaiter& w : syncs) w.done(why);
 }
 
@@ -320,27 +305,12 @@ void LodPyramid::Run() {
       }
     }
     if (did_work && s.ok()) continue;
-    // Nothing left (or an error): the waiters from before this pass learn it.
-    std::vector<Waiter> fire;
-    for (auto it = waiters_.begin(); it != waiters_.end();) {
-      if (it->after < pass) {
-        fire.push_back(std::move(*it));
-        it = waiters_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    if (!fire.empty()) {
-      mu_.Unlock();
-      for (Waiter& w : fire) w.done(s);
-      mu_.Lock();
-      continue;
-    }
-    // Poll again shortly (at once for a new waiter).
-    const size_t waiting = waiters_.size() + syncs_.size();
+    // Nothing left (or an error): poll again shortly (at once for a new
+    // waiter).
+    const size_t waiting = syncs_.size();
     const auto until =
         std::chrono::steady_clock::now() + std::chrono::milliseconds(s.ok() ? 20 : 500);
-    while (!stop_ && waiters_.size() + syncs_.size() == waiting) {
+    while (!stop_ && syncs_.size() == waiting) {
       if (!cv_.WaitUntil(until)) break;
     }
   }

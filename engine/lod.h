@@ -32,7 +32,8 @@
 //   ...
 //   lod.Stop();  // before db is destroyed
 //
-// Thread-safety: every method is thread-safe.
+// Thread-safety: every method is thread-safe, but Start and Stop, which the
+// owner calls from one thread.
 #ifndef VOXDB_ENGINE_LOD_H_
 #define VOXDB_ENGINE_LOD_H_
 
@@ -113,8 +114,9 @@ class LodPyramid {
   // Starts / stops the background builder. The builder works in passes of
   // nodes_per_write nodes and checks for Stop between them, so Stop returns
   // within one pass (what is left stays marked: the next Start resumes it).
-  // Stop also fails the WhenBuilt waiters (UNAVAILABLE). Call it before the
-  // Database is destroyed.
+  // Stop also fails the WhenSynced waiters (UNAVAILABLE). Call
+  // it before the Database is destroyed. The owner calls Start and Stop from
+  // one thread (they are not safe against each other).
   void Start() ABSL_LOCKS_EXCLUDED(mu_);
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -130,15 +132,11 @@ class LodPyramid {
   Status RebuildAll() ABSL_LOCKS_EXCLUDED(build_mu_);
   // The first half of RebuildAll: drops every record and marks the nodes to
   // build: the level-1 parents of stored and dirty chunks (at most
-  // max_rebuild_nodes) and the fills' boundary nodes. The builder builds
-  // them (WhenBuilt tells when); a stop leaves them marked (resumable).
+  // max_rebuild_nodes, else TOO_LARGE before anything is dropped) and the
+  // fills' boundary nodes. The builder builds them (WhenSynced, called
+  // after, tells when); a stop leaves them marked (resumable).
   Status MarkAllForRebuild() ABSL_LOCKS_EXCLUDED(build_mu_);
-  // Calls done(OK) once a builder pass begun after this call finds no marker
-  // left, done(error) if such a pass fails, or done(UNAVAILABLE) on Stop or
-  // CancelWaiters. done runs on the builder's thread or the caller's, once;
-  // it must not block.
-  void WhenBuilt(std::function<void(const Status&)> done) ABSL_LOCKS_EXCLUDED(mu_);
-  // Fails every WhenBuilt waiter with `why` (the server is stopping).
+  // Fails every WhenSynced waiter with `why` (the server is stopping).
   void CancelWaiters(const Status& why) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Calls done(OK) once the pyramid has caught up with everything marked
@@ -172,10 +170,6 @@ class LodPyramid {
     int level;
     uint64_t node;
     std::vector<uint8_t> record;
-  };
-  struct Waiter {
-    uint64_t after;  // fires on a pass numbered above this
-    std::function<void(const Status&)> done;
   };
   // A WhenSynced caller. The first pass numbered above `after` arms it
   // (level 1); it then waits, level by level, until no marker of `level`
@@ -231,7 +225,6 @@ class LodPyramid {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   Status last_error_ ABSL_GUARDED_BY(mu_);
   uint64_t passes_ ABSL_GUARDED_BY(mu_) = 0;  // builder passes begun
-  std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   std::vector<SyncWaiter> syncs_ ABSL_GUARDED_BY(mu_);
   std::chrono::steady_clock::time_point last_sync_check_;  // the builder's thread only
   std::thread thread_;

@@ -390,7 +390,7 @@ TEST_F(LodTest, RebuildMarksForTheBuilderAndWaitersHearTheEnd) {
   Settle();
   ASSERT_OK(lod_->MarkAllForRebuild());
   std::promise<Status> done;
-  lod_->WhenBuilt([&](const Status& s) { done.set_value(s); });
+  lod_->WhenSynced([&](const Status& s) { done.set_value(s); });
   auto f = done.get_future();
   ASSERT_EQ(f.wait_for(testing::Scaled(std::chrono::seconds(60))), std::future_status::ready);
   EXPECT_OK(f.get());
@@ -401,7 +401,7 @@ TEST_F(LodTest, RebuildMarksForTheBuilderAndWaitersHearTheEnd) {
   ASSERT_OK(lod_->MarkAllForRebuild());
   EXPECT_GT(lod_->DirtyCount(), 0u);
   std::promise<Status> stopped;
-  lod_->WhenBuilt([&](const Status& s) { stopped.set_value(s); });
+  lod_->WhenSynced([&](const Status& s) { stopped.set_value(s); });
   EXPECT_TRUE(IsClosing(stopped.get_future().get()));
   Reopen(/*start=*/true);  // resumes
   Settle();

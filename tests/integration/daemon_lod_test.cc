@@ -263,6 +263,11 @@ TEST_F(DaemonLodTest, ServesLevelsThatMatchABruteForceDownsampling) {
   auto rebuilt = RunProcess({VOXDB_CLI_PATH, "--address", address, "lod", "rebuild"});
   EXPECT_EQ(rebuilt.exit_code, 0) << rebuilt;
   EXPECT_NE(rebuilt.out.find("ok LOD pyramid rebuilt"), std::string::npos) << rebuilt;
+  auto synced = RunProcess({VOXDB_CLI_PATH, "--address", address, "--json", "lod", "sync"});
+  EXPECT_EQ(synced.exit_code, 0) << synced;
+  EXPECT_NE(synced.out.find("\"action\":\"sync\",\"ok\":true"), std::string::npos) << synced;
+  auto wrong = RunProcess({VOXDB_CLI_PATH, "--address", address, "lod", "resync"});
+  EXPECT_EQ(wrong.exit_code, 2) << wrong;
   auto info = RunProcess({VOXDB_CLI_PATH, "--address", address, "info"});
   EXPECT_EQ(info.exit_code, 0) << info;
   EXPECT_NE(info.out.find("# lod\nlod_levels 4\nlod_dirty "), std::string::npos) << info;
@@ -434,8 +439,9 @@ TEST_F(DaemonLodTest, LodSyncAnswersOnceTheMarkedNodesAreBuilt) {
 }
 
 // Under a steady stream of writes and flushes from another connection,
-// LOD_SYNC still answers (it waits only for what was marked before it), and
-// this connection's flushed write has reached every level by then.
+// LOD_SYNC and LOD_REBUILD still answer (they wait only for what was marked
+// before them), and this connection's flushed write has reached every level
+// by then.
 TEST_F(DaemonLodTest, LodSyncAnswersWhileWritesKeepComing) {
   Start();
   std::atomic<bool> stop{false};
@@ -457,9 +463,10 @@ TEST_F(DaemonLodTest, LodSyncAnswersWhileWritesKeepComing) {
     }
   });
   ASSERT_TRUE(testing::WaitUntil([&] { return writes.load() >= 50; }, 30s));
+  uint64_t version = 0;
   for (int round = 0; round < 3; ++round) {
     ASSERT_OK_AND_ASSIGN(
-        uint64_t version,
+        version,
         client_->SetVoxels(
             {{{{kCx * kEdge + 1, kCy * kEdge + 2, kCz * kEdge + 3 + static_cast<uint64_t>(round)},
                static_cast<uint8_t>(50 + round)}}}));
@@ -471,6 +478,14 @@ TEST_F(DaemonLodTest, LodSyncAnswersWhileWritesKeepComing) {
       // The other writer's chunks lie under other nodes at every level.
       EXPECT_EQ(v, version) << "level " << level << ", round " << round;
     }
+  }
+  // LOD_REBUILD waits the same way: for the nodes it marked (and their
+  // parents), not for a moment with nothing marked.
+  ASSERT_OK(client_->LodRebuild());
+  for (int level = 1; level <= 4; ++level) {
+    uint64_t v = 0;
+    GetLod(level, NodeCode(level, kCx, kCy, kCz), &v);
+    EXPECT_EQ(v, version) << "level " << level << " after LOD_REBUILD";
   }
   // The other connection's writes were never held up: they go on.
   const int after = writes.load();
