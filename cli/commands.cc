@@ -517,17 +517,20 @@ absl::Status Reindex(const CommandLine& cl) {
 }
 
 absl::Status Lod(const CommandLine& cl) {
-  if (cl.args.size() != 1 || cl.args[0] != "rebuild") {
-    return UsageError("the only lod command is: lod rebuild");
-  }
+  const bool rebuild = cl.args.size() == 1 && cl.args[0] == "rebuild";
+  const bool sync = cl.args.size() == 1 && cl.args[0] == "sync";
+  if (!rebuild && !sync) return UsageError("the lod commands are: lod rebuild, lod sync");
   VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
   const auto start = std::chrono::steady_clock::now();
-  VOXDB_RETURN_IF_ERROR(s.client->LodRebuild());
+  VOXDB_RETURN_IF_ERROR(rebuild ? s.client->LodRebuild() : s.client->LodSync());
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   JsonObject o = CommandObject(cl);
-  o.Bool("ok", true).Raw("seconds", absl::StrFormat("%.3f", seconds));
-  Emit(cl, o, absl::StrFormat("ok LOD pyramid rebuilt in %.2f s\n", seconds));
+  o.Str("action", cl.args[0]).Bool("ok", true).Raw("seconds", absl::StrFormat("%.3f", seconds));
+  Emit(cl, o,
+       absl::StrFormat(
+           rebuild ? "ok LOD pyramid rebuilt in %.2f s\n" : "ok LOD pyramid caught up in %.2f s\n",
+           seconds));
   return absl::OkStatus();
 }
 
@@ -913,11 +916,13 @@ const CommandSpec kCommands[] = {
      "Asks the server to rebuild its S2 index from the stored chunks (admin role) and prints\n"
      "the number of entries: entries N. Queries give the same answers before and after.\n",
      0, false, false, Reindex},
-    {"lod", "rebuild", "rebuild the LOD pyramid from the chunks",
-     "Asks the server (admin role) to rebuild every level of its LOD pyramid from the\n"
-     "chunks and fills now, and prints how long it took. The pyramid is otherwise kept up\n"
-     "to date in the background as chunks are flushed; voxdb info shows the nodes still\n"
-     "waiting (lod_dirty). Read the levels with get-chunk --lod L and query --lod L.\n",
+    {"lod", "rebuild|sync", "rebuild the LOD pyramid, or wait until it has caught up",
+     "lod rebuild asks the server (admin role) to rebuild every level of its LOD pyramid\n"
+     "from the chunks and fills now, and prints how long it took. The pyramid is otherwise\n"
+     "kept up to date in the background as chunks are flushed; voxdb info shows the nodes\n"
+     "still waiting (lod_dirty). lod sync (write role) waits until the pyramid has built\n"
+     "everything marked before it (LOD_SYNC): run flush first to include writes not flushed\n"
+     "yet. Read the levels with get-chunk --lod L and query --lod L.\n",
      1, false, false, Lod},
     {"stats", "", "print the server's counters",
      "Prints the STATS text: one \"name value\" line per counter.\n", 0, false, false, Stats},
