@@ -1,0 +1,319 @@
+// engine/node.h: a node of 1, 8 and 200 partitions against one Database
+// holding everything (the oracle), under a random model of voxel edits,
+// boxes and fills across partition borders, deletes and whole chunks put;
+// reads of every kind must agree, before and after the node reopens.
+#include "engine/node.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "engine/chunk_codec.h"
+#include "engine/voxel_box.h"
+#include "engine/world_frame.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/test_database.h"
+
+namespace voxdb::engine {
+namespace {
+
+using testing::TempDir;
+
+constexpr uint64_t kEdge = 128;
+
+NodeOptions TestNodeOptions(int align_levels) {
+  NodeOptions o;
+  o.database = testing::TestOptions();
+  // Many partitions in one process: a small cache each.
+  o.database.cache_bytes = size_t{64} << 20;
+  o.database.dirty_bytes = size_t{16} << 20;
+  o.align_levels = align_levels;
+  return o;
+}
+
+// `count` partitions of the codes below `limit` (the rest of the key space
+// in the last), with random starts aligned to 8^align_levels.
+std::vector<PartitionSpec> RandomPartitions(const std::string& dir, size_t count, int align_levels,
+                                            uint64_t limit, std::mt19937_64& rng) {
+  const uint64_t unit = uint64_t{1} << (3 * align_levels);
+  std::set<uint64_t> starts{0};
+  while (starts.size() < count) starts.insert((1 + rng() % (limit / unit - 1)) * unit);
+  std::vector<uint64_t> s(starts.begin(), starts.end());
+  std::vector<PartitionSpec> parts;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const uint64_t end = i + 1 < s.size() ? s[i + 1] : MortonRange::All().end;
+    parts.push_back(PartitionSpec{i, {s[i], end}, absl::StrFormat("%s/p%u", dir, i)});
+  }
+  return parts;
+}
+
+class NodeModel {
+ public:
+  NodeModel(uint64_t region_chunks, uint64_t seed) : region_(region_chunks * kEdge), rng_(seed) {}
+
+  uint64_t Rand(uint64_t n) { return n == 0 ? 0 : rng_() % n; }
+
+  // A coordinate near a chunk border inside the region (where partitions
+  // meet), or anywhere in it.
+  uint64_t Coord() {
+    if (Rand(3) == 0) return Rand(region_);
+    const uint64_t border = (1 + Rand(region_ / kEdge - 1)) * kEdge;
+    return border - 24 + Rand(48);
+  }
+  VoxelCoord Voxel() { return {Coord(), Coord(), Coord()}; }
+  VoxelBox Box(uint64_t max_side) {
+    VoxelBox b;
+    b.lo = Voxel();
+    b.hi = {std::min(region_, b.lo.x + 1 + Rand(max_side)),
+            std::min(region_, b.lo.y + 1 + Rand(max_side)),
+            std::min(region_, b.lo.z + 1 + Rand(max_side))};
+    return b;
+  }
+  ChunkKey Chunk() {
+    const uint32_t n = static_cast<uint32_t>(region_ / kEdge);
+    return ChunkKey::FromCoord({static_cast<uint32_t>(Rand(n)), static_cast<uint32_t>(Rand(n)),
+                                static_cast<uint32_t>(Rand(n))});
+  }
+  uint8_t Material() { return static_cast<uint8_t>(1 + Rand(6)); }
+
+ private:
+  uint64_t region_;
+  std::mt19937_64 rng_;
+};
+
+// Both answer the same to reads of boxes, voxels and chunks.
+// `written`: boxes the model wrote lately, read back first.
+void ExpectSameReads(Node& node, Database& oracle, NodeModel& m, const std::string& where,
+                     std::vector<VoxelBox> written = {}) {
+  for (int i = 0; i < 3; ++i) written.push_back(m.Box(96));
+  for (const VoxelBox& box : written) {
+    std::vector<uint8_t> a(box.volume()), b(box.volume());
+    ASSERT_OK(node.ReadBox(box, a.data()));
+    ASSERT_OK(oracle.ReadBox(box, b.data()));
+    ASSERT_TRUE(a == b) << where << ": ReadBox " << box.lo.ToString() << "-" << box.hi.ToString();
+  }
+  std::vector<VoxelCoord> at;
+  for (int i = 0; i < 200; ++i) at.push_back(m.Voxel());
+  std::vector<uint8_t> a(at.size()), b(at.size());
+  ASSERT_OK(node.GetVoxels(at, a.data()));
+  ASSERT_OK(oracle.GetVoxels(at, b.data()));
+  ASSERT_EQ(a, b) << where << ": GetVoxels";
+
+  std::vector<ChunkKey> keys;
+  for (int i = 0; i < 6; ++i) keys.push_back(m.Chunk());
+  std::vector<std::vector<uint8_t>> dense_a(keys.size()), dense_b(keys.size());
+  std::vector<size_t> order;
+  auto decode = [&](std::vector<std::vector<uint8_t>>* out, bool node_side) {
+    return [out, node_side, &order](size_t i, const ChunkRead& r) {
+      if (node_side) order.push_back(i);
+      ASSERT_OK(r.status);
+      if (r.record.empty()) return;
+      (*out)[i].resize(kEdge * kEdge * kEdge);
+      ASSERT_OK(DecodeChunkToDense(r.record, (*out)[i].data()));
+    };
+  };
+  ASSERT_OK(node.GetChunks(keys, decode(&dense_a, true)));
+  ASSERT_OK(oracle.GetChunks(keys, decode(&dense_b, false)));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_EQ(order[i], i) << where << ": GetChunks calls back in key order";
+    ASSERT_TRUE(dense_a[i] == dense_b[i]) << where << ": chunk " << keys[i].ToString();
+  }
+}
+
+struct ModelCase {
+  size_t partitions;
+  int align_levels;
+  uint64_t region_chunks;  // per axis
+  int ops;
+};
+
+class NodeModelTest : public ::testing::TestWithParam<ModelCase> {};
+
+TEST_P(NodeModelTest, AgreesWithOneDatabase) {
+  const ModelCase c = GetParam();
+  TempDir dir;
+  std::mt19937_64 rng(c.partitions * 1000 + 17);
+  const uint64_t limit = c.region_chunks * c.region_chunks * c.region_chunks;
+  const std::vector<PartitionSpec> specs =
+      c.partitions == 1 ? std::vector<PartitionSpec>{{0, MortonRange::All(), dir.Sub("p0")}}
+                        : RandomPartitions(dir.path(), c.partitions, c.align_levels, limit, rng);
+  ASSERT_EQ(specs.size(), c.partitions);
+  const NodeOptions options = TestNodeOptions(c.align_levels);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Node> node, Node::Open(specs, options));
+  ASSERT_OK_AND_ASSIGN(auto oracle, Database::Open(dir.Sub("oracle"), testing::TestOptions()));
+  NodeModel m(c.region_chunks, c.partitions);
+
+  size_t crossing = 0;
+  std::vector<VoxelBox> written;
+  for (int op = 0; op < c.ops; ++op) {
+    const std::string where = absl::StrFormat("op %d", op);
+    SCOPED_TRACE(where);
+    switch (m.Rand(10)) {
+      case 0:
+      case 1:
+      case 2: {
+        std::vector<VoxelEdit> edits;
+        const uint64_t n = 1 + m.Rand(40);
+        for (uint64_t i = 0; i < n; ++i) edits.push_back({m.Voxel(), m.Material()});
+        const WriteResult a = node->SetVoxelsAndWait(edits);
+        ASSERT_OK(a.status);
+        ASSERT_OK(oracle->SetVoxelsAndWait(edits).status);
+        EXPECT_GT(a.version, 0u);
+        break;
+      }
+      case 3:
+      case 4:
+      case 5: {
+        const VoxelBox box = m.Box(80);
+        std::vector<uint8_t> v(box.volume());
+        for (uint8_t& x : v) x = static_cast<uint8_t>(m.Rand(4) == 0 ? m.Material() : 0);
+        if (node->ranges().Meeting(ChunksCovering(node->frame(), box)).size() > 1) ++crossing;
+        ASSERT_OK(node->WriteBoxAndWait(box, v).status);
+        ASSERT_OK(oracle->WriteBoxAndWait(box, v).status);
+        written.push_back(box);
+        break;
+      }
+      case 6:
+      case 7: {
+        const VoxelBox box = m.Box(300);
+        const uint8_t mat = m.Material();
+        ASSERT_OK(node->FillBoxAndWait(box, mat).status);
+        ASSERT_OK(oracle->FillBoxAndWait(box, mat).status);
+        written.push_back(box);
+        break;
+      }
+      case 8: {
+        const ChunkKey k = m.Chunk();
+        ASSERT_OK(node->DeleteChunkAndWait(k).status);
+        ASSERT_OK(oracle->DeleteChunkAndWait(k).status);
+        break;
+      }
+      case 9: {
+        // A whole chunk, copied from another one (when that one is stored).
+        const ChunkKey from = m.Chunk(), to = m.Chunk();
+        std::vector<uint8_t> rec;
+        ASSERT_OK(
+            oracle->GetChunks(std::span<const ChunkKey>(&from, 1), [&](size_t, const ChunkRead& r) {
+              if (r.status.ok() && r.source != ChunkRead::Source::kFills)
+                rec.assign(r.record.begin(), r.record.end());
+            }));
+        if (rec.empty()) break;
+        ASSERT_OK(node->PutChunkAndWait(to, rec, std::nullopt).status);
+        ASSERT_OK(oracle->PutChunkAndWait(to, rec, std::nullopt).status);
+        break;
+      }
+    }
+    if (op % 10 == 9) {
+      ExpectSameReads(*node, *oracle, m, where, std::move(written));
+      written.clear();
+    }
+    if (HasFatalFailure()) return;
+  }
+  if (c.partitions > 1) {
+    EXPECT_GT(crossing, 0u) << "no box crossed a partition border";
+  }
+
+  // Everything is durable in each partition: the reopened node agrees too.
+  node.reset();
+  ASSERT_OK_AND_ASSIGN(node, Node::Open(specs, options));
+  for (int i = 0; i < 5; ++i) ExpectSameReads(*node, *oracle, m, "after reopening");
+}
+
+INSTANTIATE_TEST_SUITE_P(Partitions, NodeModelTest,
+                         ::testing::Values(ModelCase{1, 4, 8, 120}, ModelCase{8, 4, 32, 160},
+                                           ModelCase{200, 0, 8, 160}),
+                         [](const ::testing::TestParamInfo<ModelCase>& p) {
+                           return absl::StrFormat("P%u", p.param.partitions);
+                         });
+
+TEST(NodeTest, RangesMustTileTheKeySpace) {
+  TempDir dir;
+  const NodeOptions o = TestNodeOptions(4);
+  // A gap.
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      Node::Open({{0, {0, 4096}, dir.Sub("a")}, {1, {8192, MortonRange::All().end}, dir.Sub("b")}},
+                 o)
+          .status()));
+  // Not aligned to 8^4.
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      Node::Open({{0, {0, 512}, dir.Sub("a")}, {1, {512, MortonRange::All().end}, dir.Sub("b")}}, o)
+          .status()));
+  // Two ids alike.
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      Node::Open({{3, {0, 4096}, dir.Sub("a")}, {3, {4096, MortonRange::All().end}, dir.Sub("b")}},
+                 o)
+          .status()));
+}
+
+// A request checked whole before any part is applied: an edit outside the
+// world, a box over the limit or of the wrong size change nothing anywhere.
+TEST(NodeTest, AMalformedWriteAcrossPartitionsChangesNothing) {
+  TempDir dir;
+  NodeOptions o = TestNodeOptions(4);
+  ASSERT_OK_AND_ASSIGN(auto node, Node::Open({{0, {0, 4096}, dir.Sub("a")},
+                                              {1, {4096, MortonRange::All().end}, dir.Sub("b")}},
+                                             o));
+  // Voxel 2048 on x is chunk 16: code 4096, the second partition.
+  const VoxelCoord a{2047, 0, 0}, b{2048, 0, 0};
+  ASSERT_EQ(node->ranges().Find(MortonEncode(15, 0, 0)), 0u);
+  ASSERT_EQ(node->ranges().Find(MortonEncode(16, 0, 0)), 1u);
+  const std::vector<VoxelEdit> bad{{a, 5}, {b, 5}, {{node->frame().extent_x(), 0, 0}, 5}};
+  EXPECT_TRUE(IsOutOfBounds(node->SetVoxelsAndWait(bad).status));
+  const VoxelBox box{{2040, 0, 0}, {2056, 4, 4}};
+  std::vector<uint8_t> v(box.volume() - 1, 7);
+  EXPECT_TRUE(absl::IsInvalidArgument(node->WriteBoxAndWait(box, v).status));
+  std::vector<uint8_t> out(box.volume(), 0xff);
+  ASSERT_OK(node->ReadBox(box, out.data()));
+  EXPECT_EQ(std::count(out.begin(), out.end(), 0), static_cast<long>(out.size()));
+  EXPECT_EQ(node->partition(0).Stats().last_seq, 0u);
+  EXPECT_EQ(node->partition(1).Stats().last_seq, 0u);
+
+  // A good one lands in both, each numbering its own part.
+  v.push_back(7);
+  const WriteResult r = node->WriteBoxAndWait(box, v);
+  ASSERT_OK(r.status);
+  EXPECT_EQ(node->partition(0).Stats().last_seq, 1u);
+  EXPECT_EQ(node->partition(1).Stats().last_seq, 1u);
+  EXPECT_EQ(r.version, 1u);
+  ASSERT_OK(node->ReadBox(box, out.data()));
+  EXPECT_EQ(out, v);
+}
+
+// Two fills that overlap across a border end the same way on both sides:
+// the later one wins in every partition.
+TEST(NodeTest, FillsEnterEveryPartitionInOneOrder) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto node, Node::Open({{0, {0, 4096}, dir.Sub("a")},
+                                              {1, {4096, MortonRange::All().end}, dir.Sub("b")}},
+                                             TestNodeOptions(4)));
+  const VoxelBox box{{1900, 0, 0}, {2200, 100, 100}};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i) {
+        node->FillBox(box, static_cast<uint8_t>(1 + t),
+                      [](const WriteResult& r) { EXPECT_OK(r.status); });
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  ASSERT_OK(node->Flush());
+  // Each fill is one piece in each partition: their materials come in the
+  // same order on both sides.
+  std::vector<uint8_t> order[2];
+  for (size_t p = 0; p < 2; ++p) {
+    for (const Fill& f : node->partition(p).Fills()->fills()) order[p].push_back(f.material);
+  }
+  EXPECT_EQ(order[0].size(), 2400u);
+  EXPECT_EQ(order[0], order[1]) << "the two partitions applied the fills in different orders";
+}
+
+}  // namespace
+}  // namespace voxdb::engine
