@@ -19,8 +19,9 @@
 //   VOXDB_ASSIGN_OR_RETURN(NodeManifest m, ReadNodeManifest(data_dir));
 //   std::vector<std::string> removed;
 //   VOXDB_RETURN_IF_ERROR(RemoveLeftovers(data_dir, m, &removed));
-//   for (const PartitionEntry& p : m.partitions) Open(PartitionDir(data_dir, p), p.range);
-//   ...
+//   for (const PartitionEntry& p : m.partitions) {
+//     // open a Database in PartitionDir(data_dir, p) serving p.range
+//   }
 //   VOXDB_ASSIGN_OR_RETURN(NodeManifest next, ManifestAfterSplit(m, /*id=*/0, at));
 //   // build PartitionDir(data_dir, *next.Find(m.next_id)) and the next id's dir, then:
 //   VOXDB_RETURN_IF_ERROR(WriteNodeManifest(data_dir, next));  // the commit point

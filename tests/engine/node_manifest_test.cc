@@ -177,6 +177,12 @@ TEST(NodeManifestTest, TornOrDamagedManifestIsCorruptNamingTheFile) {
                          "partition id=0 begin=0 end=9223372036854775808 dir=. state=active "
                          "extra=1\n"));
   EXPECT_TRUE(IsCorrupt(ReadNodeManifest(tmp.path()).status()));
+  WriteRaw(path, WithCrc("voxdb-node-manifest 1\nalign_levels=4\nnext_id=1\n"
+                         "partition id=0 begin=0 end=9223372036854775808 dir=. state=\n"));
+  EXPECT_TRUE(IsCorrupt(ReadNodeManifest(tmp.path()).status()));
+  WriteRaw(path, WithCrc("voxdb-node-manifest 1\nalign_levels=4\nnext_id=1\n"
+                         "partition  id=0 begin=0 end=9223372036854775808 dir=. state=active\n"));
+  EXPECT_TRUE(IsCorrupt(ReadNodeManifest(tmp.path()).status()));
   WriteRaw(path, WithCrc("voxdb-node-manifest 1\nalign_levels=4\nnext_id=01\n"
                          "partition id=0 begin=0 end=9223372036854775808 dir=. state=active\n"));
   EXPECT_TRUE(IsCorrupt(ReadNodeManifest(tmp.path()).status()));
@@ -267,6 +273,27 @@ TEST(NodeManifestTest, BadTilingIdsOrDirsAreRefused) {
     EXPECT_TRUE(IsCorrupt(r.status())) << lines << r.status();
     EXPECT_THAT(std::string(r.status().message()), HasSubstr(path));
   }
+}
+
+// A write that fails leaves the manifest in force as it was.
+TEST(NodeManifestTest, FailedWriteLeavesTheOldManifest) {
+  TempDir tmp;
+  const NodeManifest old = ThreePartitions();
+  ASSERT_OK(WriteNodeManifest(tmp.path(), old));
+  // The tmp file's name is taken by a directory: the write fails before the rename.
+  ASSERT_TRUE(fs::create_directory(tmp.Sub("node.manifest.tmp")));
+  const Status s = WriteNodeManifest(tmp.path(), NodeManifest::OnePartition());
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("node.manifest.tmp"));
+  ASSERT_OK_AND_ASSIGN(const NodeManifest read, ReadNodeManifest(tmp.path()));
+  EXPECT_EQ(read, old);
+  // No data directory: NOT_FOUND, nothing created.
+  EXPECT_TRUE(absl::IsNotFound(WriteNodeManifest(tmp.Sub("absent"), old)));
+  EXPECT_FALSE(fs::exists(tmp.Sub("absent")));
+  // A manifest that cannot be read is an error, never the implicit one.
+  TempDir other;
+  ASSERT_TRUE(fs::create_directory(other.Sub("node.manifest")));
+  EXPECT_FALSE(ReadNodeManifest(other.path()).ok());
 }
 
 TEST(NodeManifestTest, SplitAndMoveMakeTheNextLayout) {
