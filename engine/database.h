@@ -349,6 +349,15 @@ class DatabaseSnapshot {
   // `from` on: fn(key, version) until it returns false.
   Status ScanChunks(const ChunkBox& box, uint64_t from,
                     const std::function<bool(ChunkKey, uint64_t)>& fn) const;
+  // Every chunk record of the view with a code in `range`, as a copy of the
+  // database would store it: those written or stored, and the markers of
+  // deleted chunks (kFills records, which keep their version), in Morton
+  // order: fn(key, version, record) until it returns false. record() encodes
+  // the record (or points at the stored one) only when called; its span is
+  // valid until fn returns.
+  using RecordFn = std::function<std::span<const uint8_t>()>;
+  Status ScanRecords(const MortonRange& range,
+                     const std::function<bool(ChunkKey, uint64_t, const RecordFn&)>& fn) const;
 
  private:
   friend class Database;

@@ -139,4 +139,54 @@ Status DatabaseSnapshot::ScanChunks(const ChunkBox& box, uint64_t from,
   return absl::OkStatus();
 }
 
+Status DatabaseSnapshot::ScanRecords(
+    const MortonRange& range,
+    const std::function<bool(ChunkKey, uint64_t, const RecordFn&)>& fn) const {
+  VOXDB_RETURN_IF_ERROR(CheckOpen());
+  const CodecOptions codec{zstd_level_};
+  auto dirty = dirty_.lower_bound(range.begin);
+  const auto dirty_end = dirty_.lower_bound(range.end);
+  std::vector<uint8_t> owned;
+  // A dirty chunk as the flusher would store it: its record, or a marker
+  // when it was deleted (reads as the fills, keeps its version).
+  auto emit_dirty = [&](uint64_t code, const Dirty& d) {
+    return fn(ChunkKey::FromCode(code), d.version, [&]() -> std::span<const uint8_t> {
+      owned = d.chunk ? EncodeChunk(*d.chunk, d.version, NowMicros(), codec)
+                      : EncodeFillsMarker(d.version, NowMicros());
+      return owned;
+    });
+  };
+  bool stopped = false;
+  Status inner;
+  VOXDB_RETURN_IF_ERROR(
+      store_->ScanChunks(range, [&](ChunkKey key, std::span<const uint8_t> record) {
+        bool go_on = true;
+        for (; go_on && dirty != dirty_end && dirty->first <= key.code(); ++dirty) {
+          if (dirty->first == key.code()) {
+            go_on = emit_dirty(dirty->first, dirty->second);  // the dirty state wins
+            ++dirty;
+            stopped = !go_on;
+            return go_on;
+          }
+          go_on = emit_dirty(dirty->first, dirty->second);
+        }
+        if (!go_on) {
+          stopped = true;
+          return false;
+        }
+        auto view = ParseChunkRecord(record);
+        if (!view.ok()) {
+          inner = view.status();
+          return false;
+        }
+        stopped = !fn(key, view->header.version, [record] { return record; });
+        return !stopped;
+      }));
+  VOXDB_RETURN_IF_ERROR(inner);
+  for (; !stopped && dirty != dirty_end; ++dirty) {
+    if (!emit_dirty(dirty->first, dirty->second)) break;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace voxdb::engine

@@ -1,10 +1,15 @@
 #include "engine/node.h"
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
 #include <future>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "engine/partition_copy.h"
 #include "engine/voxel_box.h"
 #include "engine/world_frame.h"
 
@@ -66,10 +71,92 @@ VoxelBox VoxelsOfChunks(const WorldFrame& frame, const ChunkBox& cb) {
 
 }  // namespace
 
-Node::Node(PartitionRanges ranges, std::vector<Part> parts, int align_levels)
-    : ranges_(std::move(ranges)), parts_(std::move(parts)), align_levels_(align_levels) {}
+// Writes to one partition pass it while they are submitted (not while they
+// wait for their commit: a snapshot taken after Close covers every write
+// submitted before, Database::Snapshot). A split or move closes it to pause
+// them and retires it once the new partitions serve the range: writers
+// waiting then route again on the new layout.
+class Node::Gate {
+ public:
+  // Waits while closed; false once retired (nothing entered).
+  bool Enter() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !closed_ || retired_; });
+    if (retired_) return false;
+    ++inside_;
+    return true;
+  }
+  void Leave() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--inside_ == 0) cv_.notify_all();
+  }
+  // Stops new writes and waits for those inside to be submitted.
+  void Close() {
+    std::unique_lock<std::mutex> lock(mu_);
+    closed_ = true;
+    cv_.wait(lock, [&] { return inside_ == 0; });
+  }
+  void Reopen() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = false;
+    cv_.notify_all();
+  }
+  void Retire() {
+    std::lock_guard<std::mutex> lock(mu_);
+    retired_ = true;
+    cv_.notify_all();
+  }
 
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int inside_ = 0;
+  bool closed_ = false;
+  bool retired_ = false;
+};
+
+Node::Node(std::string data_dir, std::optional<DirectoryLock> lock, const NodeOptions& options)
+    : data_dir_(std::move(data_dir)), lock_(std::move(lock)), options_(options) {}
+
+// The partitions close first (members go in reverse order of declaration,
+// and layout_ is declared after lock_), then the node's lock goes.
 Node::~Node() = default;
+
+std::shared_ptr<const Node::Layout> Node::layout() const {
+  std::lock_guard<std::mutex> lock(layout_mu_);
+  return layout_;
+}
+
+DatabaseOptions Node::PartitionOptions(const PartitionSpec& spec, uint64_t parent) const {
+  DatabaseOptions o = options_.database;
+  // The root partition lives in DATA, whose lock the node holds.
+  if (!data_dir_.empty() && spec.dir == data_dir_) o.store.exclusive = false;
+  (void)parent;
+  return o;
+}
+
+namespace {
+
+// Opens the partitions' Databases in order; the first error names the
+// partition.
+StatusOr<std::vector<Node::Part>> OpenParts(
+    const std::vector<PartitionSpec>& specs,
+    const std::function<DatabaseOptions(const PartitionSpec&)>& options_of) {
+  std::vector<Node::Part> parts;
+  parts.reserve(specs.size());
+  for (const PartitionSpec& spec : specs) {
+    StatusOr<std::unique_ptr<Database>> db = Database::Open(spec.dir, options_of(spec));
+    if (!db.ok()) {
+      return Status(db.status().code(), absl::StrFormat("partition %u (%s): %s", spec.id, spec.dir,
+                                                        db.status().message()));
+    }
+    parts.push_back(Node::Part{spec, std::shared_ptr<Database>(std::move(*db)),
+                               std::make_shared<Node::Gate>()});
+  }
+  return parts;
+}
+
+}  // namespace
 
 StatusOr<std::unique_ptr<Node>> Node::Open(std::vector<PartitionSpec> specs,
                                            const NodeOptions& options) {
@@ -96,46 +183,86 @@ StatusOr<std::unique_ptr<Node>> Node::Open(std::vector<PartitionSpec> specs,
   }
   StatusOr<PartitionRanges> ranges = PartitionRanges::FromStarts(starts, options.align_levels);
   if (!ranges.ok()) return ranges.status();
-
-  std::vector<Part> parts;
-  parts.reserve(specs.size());
-  for (PartitionSpec& spec : specs) {
-    StatusOr<std::unique_ptr<Database>> db = Database::Open(spec.dir, options.database);
-    if (!db.ok()) {
-      return Status(db.status().code(), absl::StrFormat("partition %u (%s): %s", spec.id, spec.dir,
-                                                        db.status().message()));
-    }
-    parts.push_back(Part{std::move(spec), std::move(*db)});
-  }
-  return std::unique_ptr<Node>(
-      new Node(std::move(*ranges), std::move(parts), options.align_levels));
+  auto node = std::unique_ptr<Node>(new Node("", std::nullopt, options));
+  auto parts =
+      OpenParts(specs, [&](const PartitionSpec& spec) { return node->PartitionOptions(spec, 0); });
+  if (!parts.ok()) return parts.status();
+  node->frame_ = parts->front().db->frame();
+  node->layout_ = std::make_shared<Layout>(Layout{std::move(*ranges), std::move(*parts)});
+  return node;
 }
 
-const WorldFrame& Node::frame() const { return parts_.front().db->frame(); }
+StatusOr<std::unique_ptr<Node>> Node::Open(const std::string& data_dir,
+                                           const NodeOptions& options) {
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) {
+    return IoError(
+        absl::StrFormat("cannot create the data directory %s: %s", data_dir, ec.message()));
+  }
+  // The node's lock, before anything is read or removed: one process per
+  // data directory, whichever partitions it holds.
+  VOXDB_ASSIGN_OR_RETURN(DirectoryLock lock, ChunkStore::LockDirectory(data_dir));
+  VOXDB_ASSIGN_OR_RETURN(NodeManifest manifest, ReadNodeManifest(data_dir));
+  std::vector<std::string> removed;
+  VOXDB_RETURN_IF_ERROR(RemoveLeftovers(data_dir, manifest, &removed));
+  if (options.on_removed) {
+    for (const std::string& path : removed) options.on_removed(path);
+  }
+  std::vector<PartitionSpec> specs;
+  for (const PartitionEntry& e : manifest.partitions) {
+    specs.push_back(PartitionSpec{e.id, e.range, PartitionDir(data_dir, e)});
+  }
+  NodeOptions o = options;
+  o.align_levels = manifest.align_levels;
+  auto node = std::unique_ptr<Node>(new Node(data_dir, std::move(lock), o));
+  auto parts =
+      OpenParts(specs, [&](const PartitionSpec& spec) { return node->PartitionOptions(spec, 0); });
+  if (!parts.ok()) return parts.status();
+  node->frame_ = parts->front().db->frame();
+  node->layout_ = std::make_shared<Layout>(Layout{manifest.Ranges(), std::move(*parts)});
+  node->manifest_ = std::move(manifest);
+  return node;
+}
 
-std::vector<VoxelBox> Node::ClipToPartition(const VoxelBox& box, size_t i) const {
+std::vector<VoxelBox> Node::ClipToRange(const VoxelBox& box, const MortonRange& range) const {
   std::vector<VoxelBox> out;
-  for (const ChunkBox& piece : ClipBoxToRange(ChunksCovering(frame(), box), ranges_.range(i))) {
+  for (const ChunkBox& piece : ClipBoxToRange(ChunksCovering(frame(), box), range)) {
     out.push_back(Intersect(box, VoxelsOfChunks(frame(), piece)));
   }
   return out;
+}
+
+void Node::Route(const std::function<std::vector<size_t>(const Layout&)>& pick,
+                 const std::function<void(const Layout&, const std::vector<size_t>&)>& submit) {
+  for (;;) {
+    const std::shared_ptr<const Layout> layout = this->layout();
+    const std::vector<size_t> parts = pick(*layout);  // increasing
+    size_t entered = 0;
+    while (entered < parts.size() && layout->parts[parts[entered]].gate->Enter()) ++entered;
+    const bool replaced = entered < parts.size();
+    if (!replaced) submit(*layout, parts);
+    for (size_t k = 0; k < entered; ++k) layout->parts[parts[k]].gate->Leave();
+    if (!replaced) return;
+  }
 }
 
 // --- Reads ---------------------------------------------------------------------------
 
 Status Node::GetChunks(std::span<const ChunkKey> keys,
                        const std::function<void(size_t, const ChunkRead&)>& fn) {
-  if (parts_.size() == 1) return parts_[0].db->GetChunks(keys, fn);
+  const std::shared_ptr<const Layout> layout = this->layout();
+  if (layout->parts.size() == 1) return layout->parts[0].db->GetChunks(keys, fn);
   // Runs of consecutive keys in one partition, so that fn still sees the
   // keys in order.
   for (size_t begin = 0; begin < keys.size();) {
-    const size_t p = ranges_.Find(keys[begin].code());
-    const MortonRange r = ranges_.range(p);
+    const size_t p = layout->ranges.Find(keys[begin].code());
+    const MortonRange r = layout->ranges.range(p);
     size_t end = begin + 1;
     while (end < keys.size() && r.Contains(keys[end].code())) ++end;
-    Status s =
-        parts_[p].db->GetChunks(keys.subspan(begin, end - begin),
-                                [&](size_t i, const ChunkRead& read) { fn(begin + i, read); });
+    Status s = layout->parts[p].db->GetChunks(
+        keys.subspan(begin, end - begin),
+        [&](size_t i, const ChunkRead& read) { fn(begin + i, read); });
     if (!s.ok()) return s;
     begin = end;
   }
@@ -143,45 +270,47 @@ Status Node::GetChunks(std::span<const ChunkKey> keys,
 }
 
 Status Node::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
-  if (parts_.size() == 1) return parts_[0].db->GetVoxels(at, out);
+  const std::shared_ptr<const Layout> layout = this->layout();
+  if (layout->parts.size() == 1) return layout->parts[0].db->GetVoxels(at, out);
   for (const VoxelCoord& v : at) {
     if (!frame().Contains(v)) return frame().CheckVoxel(v);
   }
-  std::vector<std::vector<size_t>> by_part(parts_.size());
+  std::vector<std::vector<size_t>> by_part(layout->parts.size());
   for (size_t i = 0; i < at.size(); ++i) {
     const ChunkCoord c = frame().ChunkOf(at[i]);
-    by_part[ranges_.Find(MortonEncode(c.x, c.y, c.z))].push_back(i);
+    by_part[layout->ranges.Find(MortonEncode(c.x, c.y, c.z))].push_back(i);
   }
   std::vector<VoxelCoord> coords;
   std::vector<uint8_t> values;
-  for (size_t p = 0; p < parts_.size(); ++p) {
+  for (size_t p = 0; p < by_part.size(); ++p) {
     if (by_part[p].empty()) continue;
     coords.clear();
     for (size_t i : by_part[p]) coords.push_back(at[i]);
     values.resize(coords.size());
-    if (Status s = parts_[p].db->GetVoxels(coords, values.data()); !s.ok()) return s;
+    if (Status s = layout->parts[p].db->GetVoxels(coords, values.data()); !s.ok()) return s;
     for (size_t k = 0; k < coords.size(); ++k) out[by_part[p][k]] = values[k];
   }
   return absl::OkStatus();
 }
 
 Status Node::CheckBoxLimits(const VoxelBox& box) const {
-  return parts_.front().db->CheckBoxLimits(box);
+  return layout()->parts.front().db->CheckBoxLimits(box);
 }
 
-uint64_t Node::max_box_voxels() const { return parts_.front().db->max_box_voxels(); }
+uint64_t Node::max_box_voxels() const { return layout()->parts.front().db->max_box_voxels(); }
 
 Status Node::ReadBox(const VoxelBox& box, uint8_t* out, const std::atomic<bool>* cancel) {
-  if (parts_.size() == 1) return parts_[0].db->ReadBox(box, out, cancel);
-  if (Status s = CheckBoxLimits(box); !s.ok()) return s;
-  const std::vector<size_t> meeting = ranges_.Meeting(ChunksCovering(frame(), box));
-  if (meeting.size() == 1) return parts_[meeting[0]].db->ReadBox(box, out, cancel);
+  const std::shared_ptr<const Layout> layout = this->layout();
+  if (layout->parts.size() == 1) return layout->parts[0].db->ReadBox(box, out, cancel);
+  if (Status s = layout->parts[0].db->CheckBoxLimits(box); !s.ok()) return s;
+  const std::vector<size_t> meeting = layout->ranges.Meeting(ChunksCovering(frame(), box));
+  if (meeting.size() == 1) return layout->parts[meeting[0]].db->ReadBox(box, out, cancel);
   const std::span<uint8_t> dst(out, box.volume());
   std::vector<uint8_t> buf;
   for (size_t p : meeting) {
-    for (const VoxelBox& piece : ClipToPartition(box, p)) {
+    for (const VoxelBox& piece : ClipToRange(box, layout->ranges.range(p))) {
       buf.resize(piece.volume());
-      if (Status s = parts_[p].db->ReadBox(piece, buf.data(), cancel); !s.ok()) return s;
+      if (Status s = layout->parts[p].db->ReadBox(piece, buf.data(), cancel); !s.ok()) return s;
       CopySubBox(piece, piece, buf, box, dst);
     }
   }
@@ -191,31 +320,39 @@ Status Node::ReadBox(const VoxelBox& box, uint8_t* out, const std::atomic<bool>*
 // --- Writes --------------------------------------------------------------------------
 
 void Node::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done) {
-  if (parts_.size() == 1) return parts_[0].db->SetVoxels(edits, std::move(done));
   // Checked whole before any part is applied.
-  std::vector<std::vector<VoxelEdit>> by_part(parts_.size());
-  size_t used = 0, last = 0;
   for (const VoxelEdit& e : edits) {
     if (!frame().Contains(e.at)) {
       if (done) done({frame().CheckVoxel(e.at), 0});
       return;
     }
-    const ChunkCoord c = frame().ChunkOf(e.at);
-    const size_t p = ranges_.Find(MortonEncode(c.x, c.y, c.z));
-    if (by_part[p].empty()) ++used;
-    by_part[p].push_back(e);  // in order: a later edit of a voxel wins
-    last = p;
   }
-  if (used <= 1) return parts_[last].db->SetVoxels(edits, std::move(done));
-  std::vector<WriteDone> each = Join::Split(used, std::move(done));
-  size_t k = 0;
-  for (size_t p = 0; p < parts_.size(); ++p) {
-    if (!by_part[p].empty()) parts_[p].db->SetVoxels(by_part[p], std::move(each[k++]));
-  }
+  std::vector<std::vector<VoxelEdit>> by_part;
+  Route(
+      [&](const Layout& layout) {
+        by_part.assign(layout.parts.size(), {});
+        for (const VoxelEdit& e : edits) {
+          const ChunkCoord c = frame().ChunkOf(e.at);
+          // In order: a later edit of a voxel wins.
+          by_part[layout.ranges.Find(MortonEncode(c.x, c.y, c.z))].push_back(e);
+        }
+        std::vector<size_t> parts;
+        for (size_t p = 0; p < by_part.size(); ++p) {
+          if (!by_part[p].empty()) parts.push_back(p);
+        }
+        if (parts.empty()) parts.push_back(0);  // no edits: the partition says INVALID
+        return parts;
+      },
+      [&](const Layout& layout, const std::vector<size_t>& parts) {
+        if (parts.size() == 1) return layout.parts[parts[0]].db->SetVoxels(edits, std::move(done));
+        std::vector<WriteDone> each = Join::Split(parts.size(), std::move(done));
+        for (size_t k = 0; k < parts.size(); ++k) {
+          layout.parts[parts[k]].db->SetVoxels(by_part[parts[k]], std::move(each[k]));
+        }
+      });
 }
 
 void Node::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels, WriteDone done) {
-  if (parts_.size() == 1) return parts_[0].db->WriteBox(box, voxels, std::move(done));
   Status s = CheckBoxLimits(box);
   if (s.ok() && voxels.size() != box.volume()) {
     s = absl::InvalidArgumentError(absl::StrFormat("box holds %u voxels but %u bytes were given",
@@ -225,46 +362,68 @@ void Node::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels, WriteD
     if (done) done({s, 0});
     return;
   }
-  const std::vector<size_t> meeting = ranges_.Meeting(ChunksCovering(frame(), box));
-  if (meeting.size() == 1) return parts_[meeting[0]].db->WriteBox(box, voxels, std::move(done));
-  std::vector<std::pair<size_t, VoxelBox>> pieces;
-  for (size_t p : meeting) {
-    for (const VoxelBox& piece : ClipToPartition(box, p)) pieces.emplace_back(p, piece);
-  }
-  std::vector<WriteDone> each = Join::Split(pieces.size(), std::move(done));
-  std::vector<uint8_t> buf;
-  for (size_t k = 0; k < pieces.size(); ++k) {
-    const auto& [p, piece] = pieces[k];
-    buf.resize(piece.volume());
-    CopySubBox(piece, box, voxels, piece, buf);
-    parts_[p].db->WriteBox(piece, buf, std::move(each[k]));  // copies what it keeps
-  }
+  const ChunkBox chunks = ChunksCovering(frame(), box);
+  Route([&](const Layout& layout) { return layout.ranges.Meeting(chunks); },
+        [&](const Layout& layout, const std::vector<size_t>& parts) {
+          if (parts.size() == 1) {
+            return layout.parts[parts[0]].db->WriteBox(box, voxels, std::move(done));
+          }
+          std::vector<std::pair<size_t, VoxelBox>> pieces;
+          for (size_t p : parts) {
+            for (const VoxelBox& piece : ClipToRange(box, layout.ranges.range(p))) {
+              pieces.emplace_back(p, piece);
+            }
+          }
+          std::vector<WriteDone> each = Join::Split(pieces.size(), std::move(done));
+          std::vector<uint8_t> buf;
+          for (size_t k = 0; k < pieces.size(); ++k) {
+            const auto& [p, piece] = pieces[k];
+            buf.resize(piece.volume());
+            CopySubBox(piece, box, voxels, piece, buf);
+            layout.parts[p].db->WriteBox(piece, buf, std::move(each[k]));  // copies what it keeps
+          }
+        });
 }
 
 void Node::FillBox(const VoxelBox& box, uint8_t material, WriteDone done) {
-  if (parts_.size() == 1) return parts_[0].db->FillBox(box, material, std::move(done));
   if (Status s = frame().CheckBox(box); !s.ok()) {
     if (done) done({s, 0});
     return;
   }
-  std::vector<std::pair<size_t, VoxelBox>> pieces;
-  for (size_t p : ranges_.Meeting(ChunksCovering(frame(), box))) {
-    for (const VoxelBox& piece : ClipToPartition(box, p)) pieces.emplace_back(p, piece);
-  }
-  std::vector<WriteDone> each = Join::Split(pieces.size(), std::move(done));
+  const ChunkBox chunks = ChunksCovering(frame(), box);
   std::lock_guard<std::mutex> lock(fill_mu_);
-  for (size_t k = 0; k < pieces.size(); ++k) {
-    parts_[pieces[k].first].db->FillBox(pieces[k].second, material, std::move(each[k]));
-  }
+  Route([&](const Layout& layout) { return layout.ranges.Meeting(chunks); },
+        [&](const Layout& layout, const std::vector<size_t>& parts) {
+          if (parts.size() == 1) {
+            return layout.parts[parts[0]].db->FillBox(box, material, std::move(done));
+          }
+          std::vector<std::pair<size_t, VoxelBox>> pieces;
+          for (size_t p : parts) {
+            for (const VoxelBox& piece : ClipToRange(box, layout.ranges.range(p))) {
+              pieces.emplace_back(p, piece);
+            }
+          }
+          std::vector<WriteDone> each = Join::Split(pieces.size(), std::move(done));
+          for (size_t k = 0; k < pieces.size(); ++k) {
+            layout.parts[pieces[k].first].db->FillBox(pieces[k].second, material,
+                                                      std::move(each[k]));
+          }
+        });
 }
 
 void Node::PutChunk(ChunkKey key, std::span<const uint8_t> record,
                     std::optional<uint64_t> expected_version, WriteDone done) {
-  PartitionOf(key.code()).PutChunk(key, record, expected_version, std::move(done));
+  Route([&](const Layout& layout) { return std::vector<size_t>{layout.ranges.Find(key.code())}; },
+        [&](const Layout& layout, const std::vector<size_t>& parts) {
+          layout.parts[parts[0]].db->PutChunk(key, record, expected_version, std::move(done));
+        });
 }
 
 void Node::DeleteChunk(ChunkKey key, WriteDone done) {
-  PartitionOf(key.code()).DeleteChunk(key, std::move(done));
+  Route([&](const Layout& layout) { return std::vector<size_t>{layout.ranges.Find(key.code())}; },
+        [&](const Layout& layout, const std::vector<size_t>& parts) {
+          layout.parts[parts[0]].db->DeleteChunk(key, std::move(done));
+        });
 }
 
 WriteResult Node::SetVoxelsAndWait(std::span<const VoxelEdit> edits) {
@@ -286,13 +445,13 @@ WriteResult Node::DeleteChunkAndWait(ChunkKey key) {
 
 Status Node::Flush() {
   Status first;
-  for (Part& part : parts_) first.Update(part.db->Flush());
+  for (const Part& part : layout()->parts) first.Update(part.db->Flush());
   return first;
 }
 
 DatabaseStats Node::Stats() const {
   DatabaseStats sum;
-  for (const Part& part : parts_) {
+  for (const Part& part : layout()->parts) {
     const DatabaseStats s = part.db->Stats();
     sum.cache_hits += s.cache_hits;
     sum.cache_misses += s.cache_misses;
@@ -319,6 +478,158 @@ DatabaseStats Node::Stats() const {
     sum.fills += s.fills;
   }
   return sum;
+}
+
+// --- Layout changes ------------------------------------------------------------------
+
+StatusOr<LayoutChangeReport> Node::Split(uint64_t id, uint64_t at) {
+  if (data_dir_.empty()) {
+    return absl::FailedPreconditionError("a node opened without a manifest cannot split");
+  }
+  std::lock_guard<std::mutex> lock(change_mu_);
+  VOXDB_ASSIGN_OR_RETURN(NodeManifest next, ManifestAfterSplit(manifest_, id, at));
+  std::vector<PartitionSpec> specs;
+  for (uint64_t child : {manifest_.next_id, manifest_.next_id + 1}) {
+    const PartitionEntry* e = next.Find(child);
+    specs.push_back(PartitionSpec{e->id, e->range, PartitionDir(data_dir_, *e)});
+  }
+  return Replace(id, specs, next);
+}
+
+StatusOr<LayoutChangeReport> Node::Move(uint64_t id, const std::string& dir) {
+  if (data_dir_.empty()) {
+    return absl::FailedPreconditionError("a node opened without a manifest cannot move");
+  }
+  std::lock_guard<std::mutex> lock(change_mu_);
+  VOXDB_ASSIGN_OR_RETURN(NodeManifest next, ManifestAfterMove(manifest_, id, dir));
+  const PartitionEntry* e = next.Find(id);
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec) && !std::filesystem::is_empty(dir, ec)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s is not empty: a move goes to a new directory (a move interrupted by a crash leaves "
+        "its partial copy there, which nothing references: remove it first)",
+        dir));
+  }
+  return Replace(id, {PartitionSpec{id, e->range, PartitionDir(data_dir_, *e)}}, next);
+}
+
+StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<PartitionSpec>& next,
+                                           const NodeManifest& manifest) {
+  using Clock = std::chrono::steady_clock;
+  std::shared_ptr<const Layout> before = layout();
+  size_t index = before->parts.size();
+  for (size_t i = 0; i < before->parts.size(); ++i) {
+    if (before->parts[i].spec.id == id) index = i;
+  }
+  if (index == before->parts.size()) {
+    return absl::NotFoundError(absl::StrFormat("no partition %u on this node", id));
+  }
+  const Part& old = before->parts[index];
+  LayoutChangeReport report;
+  std::vector<CopyTarget> targets;
+  for (const PartitionSpec& spec : next) {
+    targets.push_back(CopyTarget{spec.range, spec.dir});
+    report.new_ids.push_back(spec.id);
+  }
+  // Whatever goes wrong before the manifest names the new environments,
+  // they are removed and the partition goes on as it was.
+  auto abandon = [&](const Status& why) -> Status {
+    for (const PartitionSpec& spec : next) {
+      std::error_code ec;
+      std::filesystem::remove_all(spec.dir, ec);
+    }
+    return why;
+  };
+  DatabaseOptions store_from = PartitionOptions(old.spec, 0);
+  auto copy = PartitionCopy::Create(targets, frame(), store_from.store);
+  if (!copy.ok()) return abandon(copy.status());
+
+  // Pass 1, writes going on.
+  const Clock::time_point copy_start = Clock::now();
+  {
+    auto first = old.db->Snapshot();
+    if (!first.ok()) return abandon(first.status());
+    if (Status s = (*copy)->Copy(**first); !s.ok()) return abandon(s);
+  }
+  report.copy_seconds = std::chrono::duration<double>(Clock::now() - copy_start).count();
+  const uint64_t first_chunks = (*copy)->progress().chunks;
+
+  // Pass 2, the partition's writes paused.
+  const Clock::time_point pause_start = Clock::now();
+  old.gate->Close();
+  Status s;
+  {
+    auto last = old.db->Snapshot();
+    s = last.status();
+    if (s.ok()) s = (*copy)->CatchUp(**last);
+  }
+  const CopyProgress progress = (*copy)->progress();
+  copy->reset();                                           // closes the new environments
+  if (s.ok()) s = WriteNodeManifest(data_dir_, manifest);  // the commit point
+  if (!s.ok()) {
+    old.gate->Reopen();
+    return abandon(s);
+  }
+  manifest_ = manifest;
+  report.chunks = progress.chunks;
+  report.bytes = progress.bytes;
+  report.caught_up_chunks = progress.chunks - first_chunks + progress.deleted;
+  // The new layout: the new partitions in place of the old one.
+  auto opened = OpenParts(next, [&](const PartitionSpec& spec) {
+    return PartitionOptions(spec, next.size() > 1 ? id : old.spec.id);
+  });
+  if (!opened.ok()) {
+    // The manifest names them: this range cannot be served until the node
+    // restarts and opens them (or says why it cannot). Writers waiting
+    // route again and wait on the retired partition's successor... there is
+    // none, so they stay refused: the old partition stays closed.
+    return Status(opened.status().code(),
+                  absl::StrFormat("the layout changed but its new partitions did not open "
+                                  "(restart voxdbd): %s",
+                                  opened.status().message()));
+  }
+  std::vector<Part> parts;
+  for (size_t i = 0; i < before->parts.size(); ++i) {
+    if (i != index) {
+      parts.push_back(before->parts[i]);
+    } else {
+      for (Part& p : *opened) parts.push_back(std::move(p));
+    }
+  }
+  std::vector<uint64_t> starts;
+  for (const Part& p : parts) starts.push_back(p.spec.range.begin);
+  StatusOr<PartitionRanges> ranges = PartitionRanges::FromStarts(starts, manifest.align_levels);
+  if (!ranges.ok()) return ranges.status();  // the manifest was validated: cannot happen
+  std::shared_ptr<Database> old_db = old.db;
+  const std::shared_ptr<Gate> old_gate = old.gate;
+  {
+    std::lock_guard<std::mutex> lock(layout_mu_);
+    layout_ = std::make_shared<Layout>(Layout{std::move(*ranges), std::move(parts)});
+  }
+  old_gate->Retire();  // paused writers route again, to the new partitions
+  report.pause_seconds = std::chrono::duration<double>(Clock::now() - pause_start).count();
+
+  // The old environment, once no reader holds it any more: closed, then
+  // removed with the other leftovers (or at the next start, if a reader
+  // holds it for longer than a minute).
+  before.reset();
+  const Clock::time_point deadline = Clock::now() + std::chrono::seconds(60);
+  while (old_db.use_count() > 1 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (old_db.use_count() == 1) {
+    old_db.reset();
+    std::vector<std::string> removed;
+    report.cleanup = RemoveLeftovers(data_dir_, manifest_, &removed);
+    if (options_.on_removed) {
+      for (const std::string& path : removed) options_.on_removed(path);
+    }
+  } else {
+    report.cleanup = BusyError(
+        "a reader held the old partition for a minute: its files go at "
+        "the next start");
+  }
+  return report;
 }
 
 }  // namespace voxdb::engine

@@ -32,6 +32,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -40,6 +41,7 @@
 #include <vector>
 
 #include "engine/database.h"
+#include "engine/node_manifest.h"
 #include "engine/partition_range.h"
 
 namespace voxdb::engine {
@@ -47,8 +49,13 @@ namespace voxdb::engine {
 struct NodeOptions {
   // Options of every partition's Database.
   DatabaseOptions database;
-  // Partition ranges are multiples of 8^align_levels. DEFAULT: 4.
+  // Partition ranges are multiples of 8^align_levels (for a new node; an
+  // existing one keeps its manifest's). DEFAULT: 4.
   int align_levels = kDefaultAlignLevels;
+  // Called with each partition's directory and id when a layout change
+  // removes leftovers (engine/node_manifest.h, RemoveLeftovers), for the
+  // log. DEFAULT: none.
+  std::function<void(const std::string& path)> on_removed;
 };
 
 // One partition to open: its id, range and directory.
@@ -58,12 +65,30 @@ struct PartitionSpec {
   std::string dir;
 };
 
+// What a split or move copied (engine/partition_copy.h) and how long the
+// partition's writes waited.
+struct LayoutChangeReport {
+  uint64_t chunks = 0, bytes = 0;  // copied, both passes
+  uint64_t caught_up_chunks = 0;   // copied again or deleted in the second pass
+  double copy_seconds = 0;         // the first pass, writes going on
+  double pause_seconds = 0;        // writes to the partition waited this long
+  std::vector<uint64_t> new_ids;   // the partitions made
+  // Removing the replaced environment, after the switch (which happened
+  // whatever this says; a failure leaves it for the next start).
+  Status cleanup;
+};
+
 class Node {
  public:
-  // Opens (creating where allowed) one Database per partition. The ranges
-  // must tile the key space, sorted, each aligned to 8^align_levels:
-  // INVALID otherwise. Returns the first partition's open error, after
-  // closing those already open.
+  // Opens the node in `data_dir` (engine/node_manifest.h): its manifest, or
+  // the root partition alone for a directory without one (every directory
+  // of a single database), after removing what a crashed split or move
+  // left behind. Each partition's Database is opened with options.database.
+  static StatusOr<std::unique_ptr<Node>> Open(const std::string& data_dir,
+                                              const NodeOptions& options);
+  // Opens the given partitions, without a manifest (tests and tools). The
+  // ranges must tile the key space, each aligned to 8^align_levels:
+  // INVALID otherwise. Split and Move are refused (no manifest to commit).
   static StatusOr<std::unique_ptr<Node>> Open(std::vector<PartitionSpec> parts,
                                               const NodeOptions& options);
   // Closes every partition (each flushes and closes, Database::~Database).
@@ -71,13 +96,24 @@ class Node {
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
-  const WorldFrame& frame() const;
-  size_t partition_count() const { return parts_.size(); }
-  const PartitionRanges& ranges() const { return ranges_; }
-  const PartitionSpec& spec(size_t i) const { return parts_[i].spec; }
-  Database& partition(size_t i) const { return *parts_[i].db; }
-  // The partition holding chunk `code`. REQUIRES: code <= kMaxCode.
-  Database& PartitionOf(uint64_t code) const { return partition(ranges_.Find(code)); }
+  const WorldFrame& frame() const { return frame_; }
+
+  // The partitions as they are now: a split or move replaces them. The
+  // Databases stay valid while the returned layout is held.
+  class Gate;  // engine/node.cc
+  struct Part {
+    PartitionSpec spec;
+    std::shared_ptr<Database> db;
+    // Writes enter it while they are submitted; a split or move closes it
+    // to pause them, then retires it.
+    std::shared_ptr<Gate> gate;
+  };
+  struct Layout {
+    PartitionRanges ranges;
+    std::vector<Part> parts;
+  };
+  std::shared_ptr<const Layout> layout() const;
+  size_t partition_count() const { return layout()->parts.size(); }
 
   // --- Reads: as Database's, over every partition --------------------------
   Status GetChunks(std::span<const ChunkKey> keys,
@@ -108,25 +144,54 @@ class Node {
   // their maximum, as each partition numbers its own writes).
   DatabaseStats Stats() const;
 
-  // The voxel boxes of `box` inside partition i's range, disjoint, in code
-  // order of their chunks (empty when the box does not meet it).
+  // --- Layout changes (online; one at a time) ------------------------------
+  // Splits partition `id` at code `at` (a multiple of 8^align_levels
+  // strictly inside its range) into two new partitions in
+  // DATA/partitions/<new id>/. Writes go on while the chunks are copied;
+  // the partition's writes then wait while what changed meanwhile is copied
+  // again (LayoutChangeReport::pause_seconds), the manifest switches, and
+  // they go on in the new partitions. Reads go on throughout and never go
+  // backwards. A crash at any step leaves the old layout or the new one
+  // (engine/node_manifest.h). INVALID for a bad id or code; the copy's
+  // errors (STORAGE_FULL, IO_ERROR) with the old layout kept.
+  StatusOr<LayoutChangeReport> Split(uint64_t id, uint64_t at);
+  // Moves partition `id`'s environment to `dir` (absolute; must not exist
+  // or be empty), the same way. A crash before the switch leaves a partial
+  // copy in `dir` that nothing references: remove it before trying again.
+  StatusOr<LayoutChangeReport> Move(uint64_t id, const std::string& dir);
+
+  // The voxel boxes of `box` inside `range`, disjoint, in code order of
+  // their chunks (empty when the box does not meet it).
   // REQUIRES: box inside the world frame and not empty.
-  std::vector<VoxelBox> ClipToPartition(const VoxelBox& box, size_t i) const;
+  std::vector<VoxelBox> ClipToRange(const VoxelBox& box, const MortonRange& range) const;
 
  private:
-  struct Part {
-    PartitionSpec spec;
-    std::unique_ptr<Database> db;
-  };
-  Node(PartitionRanges ranges, std::vector<Part> parts, int align_levels);
+  Node(std::string data_dir, std::optional<DirectoryLock> lock, const NodeOptions& options);
 
-  PartitionRanges ranges_;
-  std::vector<Part> parts_;
-  int align_levels_;
+  // Runs submit(layout, partitions) with the write gates of the partitions
+  // that pick(layout) names held (waiting while a split or move pauses
+  // them), again on the new layout when one of them was replaced meanwhile.
+  void Route(const std::function<std::vector<size_t>(const Layout&)>& pick,
+             const std::function<void(const Layout&, const std::vector<size_t>&)>& submit);
+  // A split or move of partition `id` into `next` (built by a copy, then
+  // committed by writing `manifest`).
+  StatusOr<LayoutChangeReport> Replace(uint64_t id, const std::vector<PartitionSpec>& next,
+                                       const NodeManifest& manifest);
+  DatabaseOptions PartitionOptions(const PartitionSpec& spec, uint64_t parent) const;
+
+  const std::string data_dir_;  // empty: opened without a manifest
+  std::optional<DirectoryLock> lock_;
+  NodeOptions options_;
+  WorldFrame frame_ = WorldFrame::Earth();  // the partitions'
+  mutable std::mutex layout_mu_;
+  std::shared_ptr<const Layout> layout_;  // GUARDED_BY(layout_mu_)
+  NodeManifest manifest_;                 // GUARDED_BY(change_mu_)
   // Held while a fill is submitted to each partition it meets, so that
   // fills enter every partition's journal in one node-wide order (a
   // Database orders its writes as they are submitted).
   std::mutex fill_mu_;
+  // One layout change at a time; the manifest is written under it.
+  std::mutex change_mu_;
 };
 
 }  // namespace voxdb::engine

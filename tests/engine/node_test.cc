@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 #include <string>
@@ -174,7 +177,8 @@ TEST_P(NodeModelTest, AgreesWithOneDatabase) {
         const VoxelBox box = m.Box(80);
         std::vector<uint8_t> v(box.volume());
         for (uint8_t& x : v) x = static_cast<uint8_t>(m.Rand(4) == 0 ? m.Material() : 0);
-        if (node->ranges().Meeting(ChunksCovering(node->frame(), box)).size() > 1) ++crossing;
+        if (node->layout()->ranges.Meeting(ChunksCovering(node->frame(), box)).size() > 1)
+          ++crossing;
         ASSERT_OK(node->WriteBoxAndWait(box, v).status);
         ASSERT_OK(oracle->WriteBoxAndWait(box, v).status);
         written.push_back(box);
@@ -233,6 +237,160 @@ INSTANTIATE_TEST_SUITE_P(Partitions, NodeModelTest,
                            return absl::StrFormat("P%u", p.param.partitions);
                          });
 
+// Splits and moves while a writer goes on: every write lands once, in the
+// partition that serves its chunk at the time, and the node keeps agreeing
+// with one Database that saw the same writes in the same order.
+TEST(NodeLayoutTest, SplitsAndMovesOnlineAgreeWithOneDatabase) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  NodeOptions options = TestNodeOptions(4);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Node> node, Node::Open(data, options));
+  ASSERT_EQ(node->partition_count(), 1u);
+  ASSERT_OK_AND_ASSIGN(auto oracle, Database::Open(dir.Sub("oracle"), testing::TestOptions()));
+  NodeModel m(32, 99);  // codes below 8 * 4096: eight aligned units
+
+  // The writer edits 64 chunks spread over the eight units, so that each
+  // can be compared whole at the end.
+  std::mt19937_64 rng(5);
+  std::vector<ChunkKey> hot;
+  for (int i = 0; i < 64; ++i) {
+    hot.push_back(
+        ChunkKey::FromCoord({static_cast<uint32_t>(rng() % 32), static_cast<uint32_t>(rng() % 32),
+                             static_cast<uint32_t>(rng() % 32)}));
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<int> writes{0};
+  std::thread writer([&] {
+    NodeModel w(32, 7);
+    while (!stop.load()) {
+      const ChunkCoord c = hot[w.Rand(hot.size())].coord();
+      const VoxelCoord o{c.x * kEdge, c.y * kEdge, c.z * kEdge};
+      if (w.Rand(4) == 0) {
+        const VoxelBox box{
+            {o.x + w.Rand(100), o.y + w.Rand(100), o.z + w.Rand(100)},
+            {o.x + 100 + w.Rand(60), o.y + 100 + w.Rand(60), o.z + 100 + w.Rand(60)}};
+        std::vector<uint8_t> v(box.volume(), w.Material());
+        ASSERT_OK(node->WriteBoxAndWait(box, v).status);
+        ASSERT_OK(oracle->WriteBoxAndWait(box, v).status);
+      } else {
+        std::vector<VoxelEdit> edits;
+        for (int i = 0; i < 20; ++i) {
+          edits.push_back(
+              {{o.x + w.Rand(kEdge), o.y + w.Rand(kEdge), o.z + w.Rand(kEdge)}, w.Material()});
+        }
+        ASSERT_OK(node->SetVoxelsAndWait(edits).status);
+        ASSERT_OK(oracle->SetVoxelsAndWait(edits).status);
+      }
+      ++writes;
+    }
+  });
+  auto expect_same_chunks = [&](const std::string& where) {
+    std::vector<std::vector<uint8_t>> a(hot.size()), b(hot.size());
+    auto decode = [](std::vector<std::vector<uint8_t>>* out) {
+      return [out](size_t i, const ChunkRead& r) {
+        ASSERT_OK(r.status);
+        (*out)[i].resize(kEdge * kEdge * kEdge);
+        ASSERT_OK(DecodeChunkToDense(r.record, (*out)[i].data()));
+      };
+    };
+    ASSERT_OK(node->GetChunks(hot, decode(&a)));
+    ASSERT_OK(oracle->GetChunks(hot, decode(&b)));
+    for (size_t i = 0; i < hot.size(); ++i) {
+      ASSERT_TRUE(a[i] == b[i]) << where << ": chunk " << hot[i].ToString();
+    }
+  };
+  // Split the whole space down to four units of 4096 codes (and the rest),
+  // then move two partitions to another directory.
+  const uint64_t unit = 4096;
+  std::vector<std::pair<uint64_t, uint64_t>> splits;  // (id to split, at)
+  uint64_t next_id = 1;
+  int during = 0;  // writes acknowledged while a split ran
+  auto split = [&](uint64_t id, uint64_t at) -> uint64_t {
+    while (writes.load() < 5) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const int before = writes.load();
+    StatusOr<LayoutChangeReport> r = node->Split(id, at);
+    during += writes.load() - before;
+    EXPECT_OK(r.status());
+    if (!r.ok()) return 0;
+    EXPECT_OK(r->cleanup);
+    EXPECT_EQ(r->new_ids, (std::vector<uint64_t>{next_id, next_id + 1}));
+    next_id += 2;
+    return r->new_ids[1];
+  };
+  uint64_t right = split(0, 4 * unit);  // [0, 4u) = 1, [4u, end) = 2
+  right = split(right, 8 * unit);       // [4u, 8u) = 3, [8u, end) = 4
+  split(1, 2 * unit);                   // [0, 2u) = 5, [2u, 4u) = 6
+  split(3, 5 * unit);                   // [4u, 5u) = 7, [5u, 8u) = 8
+  ASSERT_EQ(node->partition_count(), 5u);
+  EXPECT_GT(during, 0) << "no write went on during the splits";
+  ASSERT_OK_AND_ASSIGN(LayoutChangeReport moved, node->Move(5, dir.Sub("disk2/p5")));
+  EXPECT_OK(moved.cleanup);
+  EXPECT_GT(moved.chunks, 0u);
+  ASSERT_OK(node->Move(8, dir.Sub("disk2/p8")).status());
+  while (writes.load() < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  stop = true;
+  writer.join();
+  if (HasFatalFailure()) return;
+
+  expect_same_chunks("after the changes");
+  for (int i = 0; i < 10; ++i) ExpectSameReads(*node, *oracle, m, "after the changes");
+  // Only the partitions listed remain on disk.
+  std::set<std::string> dirs;
+  for (const auto& e : std::filesystem::directory_iterator(data + "/partitions")) {
+    dirs.insert(e.path().filename().string());
+  }
+  EXPECT_EQ(dirs, (std::set<std::string>{"4", "6", "7"}));
+  EXPECT_FALSE(std::filesystem::exists(data + "/data.mdb")) << "the root was split away";
+
+  node.reset();
+  ASSERT_OK_AND_ASSIGN(node, Node::Open(data, options));
+  EXPECT_EQ(node->partition_count(), 5u);
+  expect_same_chunks("after reopening");
+  for (int i = 0; i < 10; ++i) ExpectSameReads(*node, *oracle, m, "after reopening");
+}
+
+// A chunk's version keeps growing across a split: the children number
+// their writes after every version they inherited.
+TEST(NodeLayoutTest, VersionsKeepGrowingAcrossASplit) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto node, Node::Open(dir.path(), TestNodeOptions(4)));
+  const VoxelCoord v{10, 10, 10};
+  for (int i = 0; i < 20; ++i) ASSERT_OK(node->SetVoxelsAndWait({{{v, 3}}}).status);
+  const WriteResult last = node->SetVoxelsAndWait({{{v, 4}}});
+  ASSERT_OK(last.status);
+  ASSERT_OK(node->Split(0, 4096).status());
+  const WriteResult after = node->SetVoxelsAndWait({{{v, 5}}});
+  ASSERT_OK(after.status);
+  EXPECT_GT(after.version, last.version);
+  const ChunkKey key = ChunkKey::FromCoord({0, 0, 0});
+  ASSERT_OK(node->GetChunks(std::span<const ChunkKey>(&key, 1), [&](size_t, const ChunkRead& r) {
+    EXPECT_EQ(r.version, after.version);
+  }));
+}
+
+// A split at a code that is not aligned, outside the range, or of a
+// partition that does not exist changes nothing.
+TEST(NodeLayoutTest, ABadSplitOrMoveChangesNothing) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto node, Node::Open(dir.path(), TestNodeOptions(4)));
+  ASSERT_OK(node->SetVoxelsAndWait({{{{1, 1, 1}, 9}}}).status);
+  EXPECT_TRUE(absl::IsInvalidArgument(node->Split(0, 4096 + 8).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(node->Split(0, 0).status()));
+  EXPECT_FALSE(node->Split(7, 4096).ok());
+  EXPECT_FALSE(node->Move(0, "relative/dir").ok());
+  std::filesystem::create_directories(dir.Sub("full"));
+  { std::ofstream(dir.Sub("full/x")) << "x"; }
+  EXPECT_TRUE(absl::IsInvalidArgument(node->Move(0, dir.Sub("full")).status()));
+  EXPECT_EQ(node->partition_count(), 1u);
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("node.manifest")));
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("partitions")) &&
+               !std::filesystem::is_empty(dir.Sub("partitions")));
+  uint8_t got = 0;
+  const VoxelCoord at{1, 1, 1};
+  ASSERT_OK(node->GetVoxels(std::span<const VoxelCoord>(&at, 1), &got));
+  EXPECT_EQ(got, 9);
+}
+
 TEST(NodeTest, RangesMustTileTheKeySpace) {
   TempDir dir;
   const NodeOptions o = TestNodeOptions(4);
@@ -262,8 +420,8 @@ TEST(NodeTest, AMalformedWriteAcrossPartitionsChangesNothing) {
                                              o));
   // Voxel 2048 on x is chunk 16: code 4096, the second partition.
   const VoxelCoord a{2047, 0, 0}, b{2048, 0, 0};
-  ASSERT_EQ(node->ranges().Find(MortonEncode(15, 0, 0)), 0u);
-  ASSERT_EQ(node->ranges().Find(MortonEncode(16, 0, 0)), 1u);
+  ASSERT_EQ(node->layout()->ranges.Find(MortonEncode(15, 0, 0)), 0u);
+  ASSERT_EQ(node->layout()->ranges.Find(MortonEncode(16, 0, 0)), 1u);
   const std::vector<VoxelEdit> bad{{a, 5}, {b, 5}, {{node->frame().extent_x(), 0, 0}, 5}};
   EXPECT_TRUE(IsOutOfBounds(node->SetVoxelsAndWait(bad).status));
   const VoxelBox box{{2040, 0, 0}, {2056, 4, 4}};
@@ -272,15 +430,15 @@ TEST(NodeTest, AMalformedWriteAcrossPartitionsChangesNothing) {
   std::vector<uint8_t> out(box.volume(), 0xff);
   ASSERT_OK(node->ReadBox(box, out.data()));
   EXPECT_EQ(std::count(out.begin(), out.end(), 0), static_cast<long>(out.size()));
-  EXPECT_EQ(node->partition(0).Stats().last_seq, 0u);
-  EXPECT_EQ(node->partition(1).Stats().last_seq, 0u);
+  EXPECT_EQ(node->layout()->parts[0].db->Stats().last_seq, 0u);
+  EXPECT_EQ(node->layout()->parts[1].db->Stats().last_seq, 0u);
 
   // A good one lands in both, each numbering its own part.
   v.push_back(7);
   const WriteResult r = node->WriteBoxAndWait(box, v);
   ASSERT_OK(r.status);
-  EXPECT_EQ(node->partition(0).Stats().last_seq, 1u);
-  EXPECT_EQ(node->partition(1).Stats().last_seq, 1u);
+  EXPECT_EQ(node->layout()->parts[0].db->Stats().last_seq, 1u);
+  EXPECT_EQ(node->layout()->parts[1].db->Stats().last_seq, 1u);
   EXPECT_EQ(r.version, 1u);
   ASSERT_OK(node->ReadBox(box, out.data()));
   EXPECT_EQ(out, v);
@@ -309,7 +467,8 @@ TEST(NodeTest, FillsEnterEveryPartitionInOneOrder) {
   // same order on both sides.
   std::vector<uint8_t> order[2];
   for (size_t p = 0; p < 2; ++p) {
-    for (const Fill& f : node->partition(p).Fills()->fills()) order[p].push_back(f.material);
+    for (const Fill& f : node->layout()->parts[p].db->Fills()->fills())
+      order[p].push_back(f.material);
   }
   EXPECT_EQ(order[0].size(), 2400u);
   EXPECT_EQ(order[0], order[1]) << "the two partitions applied the fills in different orders";
