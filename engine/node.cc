@@ -204,6 +204,11 @@ StatusOr<std::unique_ptr<Node>> Node::Open(const std::string& data_dir,
   // data directory, whichever partitions it holds.
   VOXDB_ASSIGN_OR_RETURN(DirectoryLock lock, ChunkStore::LockDirectory(data_dir));
   VOXDB_ASSIGN_OR_RETURN(NodeManifest manifest, ReadNodeManifest(data_dir));
+  // A node without a manifest yet (one partition) takes the alignment of
+  // the options; once written, the manifest's holds.
+  if (!std::filesystem::exists(std::filesystem::path(data_dir) / kNodeManifestFile, ec)) {
+    manifest.align_levels = options.align_levels;
+  }
   std::vector<std::string> removed;
   VOXDB_RETURN_IF_ERROR(RemoveLeftovers(data_dir, manifest, &removed));
   if (options.on_removed) {
