@@ -81,7 +81,7 @@ class Node::Gate {
   // Waits while closed; false once retired (nothing entered).
   bool Enter() {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return !closed_ || retired_; });
+    cv_.wait(lock, [&] { return closers_ == 0 || retired_; });
     if (retired_) return false;
     ++inside_;
     return true;
@@ -90,28 +90,35 @@ class Node::Gate {
     std::lock_guard<std::mutex> lock(mu_);
     if (--inside_ == 0) cv_.notify_all();
   }
-  // Stops new writes and waits for those inside to be submitted.
-  void Close() {
+  // Stops new writes and waits for those inside to be submitted. Closes
+  // nest (a split's pause and a snapshot's); each is undone by Reopen.
+  // False (nothing closed) once retired.
+  bool Close() {
     std::unique_lock<std::mutex> lock(mu_);
-    closed_ = true;
+    if (retired_) return false;
+    ++closers_;
     cv_.wait(lock, [&] { return inside_ == 0; });
+    return true;
   }
   void Reopen() {
     std::lock_guard<std::mutex> lock(mu_);
-    closed_ = false;
-    cv_.notify_all();
+    if (--closers_ == 0) cv_.notify_all();
   }
   void Retire() {
     std::lock_guard<std::mutex> lock(mu_);
     retired_ = true;
     cv_.notify_all();
   }
+  bool closed() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return closers_ > 0;
+  }
 
  private:
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   int inside_ = 0;
-  bool closed_ = false;
+  int closers_ = 0;
   bool retired_ = false;
 };
 
@@ -250,6 +257,28 @@ void Node::Route(const std::function<std::vector<size_t>(const Layout&)>& pick,
     for (size_t k = 0; k < entered; ++k) layout->parts[parts[k]].gate->Leave();
     if (!replaced) return;
   }
+}
+
+bool Node::WithWritesPaused(const Layout& layout, const std::vector<size_t>& parts,
+                            const std::function<void()>& fn) {
+  size_t closed = 0;
+  bool replaced = false;
+  for (; closed < parts.size(); ++closed) {
+    if (!layout.parts[parts[closed]].gate->Close()) {
+      replaced = true;
+      break;
+    }
+  }
+  if (!replaced) fn();
+  for (size_t k = 0; k < closed; ++k) layout.parts[parts[k]].gate->Reopen();
+  return !replaced;
+}
+
+bool Node::WritesWouldWait() const {
+  for (const Part& part : layout()->parts) {
+    if (part.gate->closed() || part.db->WritesWouldWait()) return true;
+  }
+  return false;
 }
 
 // --- Reads ---------------------------------------------------------------------------
@@ -561,7 +590,7 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
 
   // Pass 2, the partition's writes paused.
   const Clock::time_point pause_start = Clock::now();
-  old.gate->Close();
+  if (!old.gate->Close()) return abandon(absl::InternalError("the partition was replaced"));
   Status s;
   {
     auto last = old.db->Snapshot();

@@ -144,6 +144,20 @@ class Node {
   // their maximum, as each partition numbers its own writes).
   DatabaseStats Stats() const;
 
+  // Runs fn() while no write is being submitted to the partitions `parts`
+  // of `layout` (indices, increasing): writes to them wait meanwhile; those
+  // already submitted are in their partition (Database::Snapshot then
+  // covers them). For a consistent cut across partitions: a write spanning
+  // several is submitted to all of them or to none. Returns false (fn not
+  // run) when one of them was replaced by a split or move: take the new
+  // layout and try again. Keep fn short: it holds up those writes.
+  bool WithWritesPaused(const Layout& layout, const std::vector<size_t>& parts,
+                        const std::function<void()>& fn);
+  // True when a write submitted now would likely wait: a partition's
+  // back-pressure (Database::WritesWouldWait) or a pause for a split or
+  // move. A hint for event loops, as Database's.
+  bool WritesWouldWait() const;
+
   // --- Layout changes (online; one at a time) ------------------------------
   // Splits partition `id` at code `at` (a multiple of 8^align_levels
   // strictly inside its range) into two new partitions in
