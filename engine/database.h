@@ -17,6 +17,14 @@
 // and across deletes. A chunk that is not stored reads as the fills that
 // intersect it (else air), with the newest such fill's number as version.
 //
+// Partitions: a database holds one partition of the key space
+// (DatabaseOptions::partition, engine/partition.h; by default all of it).
+// Reads and writes of chunks outside its range answer WRONG_PARTITION. The
+// owner of a partition fences it by epochs: AdoptEpoch makes a newer epoch
+// current, Fence makes older ones stale, and the group committer refuses
+// every journal commit that holds a write of a stale epoch, or that
+// DatabaseOptions::fence refuses, rolling it back as a failed commit.
+//
 // Example:
 //   DatabaseOptions options;
 //   VOXDB_ASSIGN_OR_RETURN(auto db, Database::Open("data", options));
