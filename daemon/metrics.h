@@ -102,7 +102,7 @@ class Metrics {
 
  private:
   friend class Collector;
-  static constexpr int kStatuses = 17;  // WireStatus 0..15, then "unknown"
+  static constexpr int kStatuses = 18;  // WireStatus 0..16, then "unknown"
 
   static int StatusIndex(protocol::WireStatus status);
 

@@ -20,7 +20,8 @@
 //   3. ChunkCache shard `mu`       one shard at a time
 //   4. leaves, nothing under them: CurrentFills' lock, GroupCommitter's
 //      commit_mu_ / durable_mu_ / ack_mu_, Flusher::flush_mu_,
-//      WriteAdmission's lock, SnapshotRegistry::mu, the ChangeFeed's lock.
+//      WriteAdmission's lock, SnapshotRegistry::mu, the ChangeFeed's lock,
+//      partition_mu_ (Impl, the epoch history).
 // LMDB's own write lock (ChunkStore::Write) may be taken under 1 and 2 (the
 // seq reservation, the undo of a failed commit, the final write of Close)
 // but under no lock of 3 or 4. A store read transaction is never held while
@@ -48,6 +49,7 @@
 #include "engine/database_impl.h"
 #include "engine/format.h"
 #include "engine/morton_box.h"
+#include "engine/partition_range.h"
 
 namespace voxdb::engine {
 
@@ -60,10 +62,11 @@ Status Database::Impl::CheckOptions(const DatabaseOptions& options) {
   if (!(options.flush_high_water > 0 && options.flush_high_water <= 1)) {
     return absl::InvalidArgumentError("flush_high_water must be in (0, 1]");
   }
-  return absl::OkStatus();
+  return CheckPartitionIdentity(options.partition);
 }
 
 Status Database::Impl::Open() {
+  VOXDB_RETURN_IF_ERROR(LoadPartition());
   VOXDB_RETURN_IF_ERROR(LoadFills());
   uint64_t last = 0;
   {
@@ -90,6 +93,137 @@ Status Database::Impl::Open() {
   committer_.Start(last);
   flusher_.Start();
   open_ = true;
+  return absl::OkStatus();
+}
+
+Status Database::Impl::LoadPartition() {
+  std::optional<PartitionIdentity> stored;
+  EpochHistory history;
+  {
+    VOXDB_ASSIGN_OR_RETURN(auto snap, store_->BeginRead());
+    // One meta value of `size` bytes (0: any), or nullopt when absent.
+    auto get = [&](std::string_view key,
+                   size_t size) -> StatusOr<std::optional<std::span<const uint8_t>>> {
+      auto v = snap->Get(Table::kMeta, AsBytes(key));
+      if (absl::IsNotFound(v.status())) return std::nullopt;
+      if (!v.ok()) return v.status();
+      if (size != 0 && v->size() != size) {
+        return CorruptError(absl::StrFormat("meta %s has %u bytes, not %u", key, v->size(), size));
+      }
+      return *v;
+    };
+    VOXDB_ASSIGN_OR_RETURN(auto id, get(kMetaPartitionId, 8));
+    VOXDB_ASSIGN_OR_RETURN(auto range, get(kMetaPartitionRange, 16));
+    VOXDB_ASSIGN_OR_RETURN(auto parent, get(kMetaPartitionParent, 8));
+    if (id || range || parent) {
+      // Written together: one without the others is damage.
+      if (!id || !range || !parent) {
+        return CorruptError(
+            "meta holds part of a partition identity (partition_id, "
+            "partition_range and partition_parent go together)");
+      }
+      PartitionIdentity p;
+      p.id = DecodeFixed64(id->data());
+      VOXDB_ASSIGN_OR_RETURN(p.range, DecodeMortonRange(*range));
+      p.parent = DecodeFixed64(parent->data());
+      stored = p;
+    }
+    VOXDB_ASSIGN_OR_RETURN(auto epochs, get(kMetaEpochHistory, 0));
+    if (epochs) {
+      VOXDB_ASSIGN_OR_RETURN(history, DecodeEpochHistory(*epochs));
+    }
+  }
+  const PartitionIdentity& wanted = options_.partition;
+  if (stored) {
+    if (stored->id != wanted.id || stored->range != wanted.range) {
+      return MismatchError(absl::StrCat("the database holds ", DescribePartition(*stored), ", not ",
+                                        DescribePartition(wanted), " as it was opened"));
+    }
+    partition_ = *stored;
+  } else {
+    // The first open that knows partitions: record the identity (older
+    // builds see unknown meta keys, engine/FORMAT.md).
+    WriteBatch batch;
+    std::vector<uint8_t> value(8);
+    EncodeFixed64(value.data(), wanted.id);
+    batch.Put(Table::kMeta, AsBytes(kMetaPartitionId), value);
+    batch.Put(Table::kMeta, AsBytes(kMetaPartitionRange), EncodeMortonRange(wanted.range));
+    EncodeFixed64(value.data(), wanted.parent);
+    batch.Put(Table::kMeta, AsBytes(kMetaPartitionParent), std::move(value));
+    Status s = store_->Write(batch);
+    if (s.ok()) s = store_->Sync();
+    if (!s.ok()) {
+      return Status(s.code(), absl::StrCat("cannot record the partition identity: ", s.message()));
+    }
+    partition_ = wanted;
+  }
+  whole_range_ = partition_.range == MortonRange::All();
+  MutexLock l(&partition_mu_);
+  epoch_ = history.empty() ? 0 : history.back().epoch;
+  epoch_history_ = std::move(history);
+  return absl::OkStatus();
+}
+
+Status Database::Impl::CheckInPartition(uint64_t code) const {
+  if (whole_range_ || partition_.range.Contains(code)) return absl::OkStatus();
+  return WrongPartitionError(absl::StrCat("chunk ", ChunkKey::FromCode(code).ToString(), " (code ",
+                                          code, ") is not in ", DescribePartition(partition_)));
+}
+
+Status Database::Impl::CheckBoxInPartition(const VoxelBox& box) const {
+  if (whole_range_) return absl::OkStatus();
+  // Inside the range when it meets neither side of it.
+  const ChunkBox chunks = ChunksCovering(frame(), box);
+  const MortonRange below{0, partition_.range.begin};
+  const MortonRange above{partition_.range.end, ChunkKey::kMaxCode + 1};
+  if (!BoxMeetsRange(chunks, below) && !BoxMeetsRange(chunks, above)) return absl::OkStatus();
+  return WrongPartitionError(absl::StrFormat(
+      "the box [%d,%d,%d .. %d,%d,%d) touches chunks that are not in %s", box.lo.x, box.lo.y,
+      box.lo.z, box.hi.x, box.hi.y, box.hi.z, DescribePartition(partition_)));
+}
+
+Status Database::Impl::CheckNotFenced() const {
+  const uint64_t epoch = epoch_.load(std::memory_order_acquire);
+  const uint64_t fenced = fenced_below_.load(std::memory_order_acquire);
+  if (epoch >= fenced) return absl::OkStatus();
+  return WrongPartitionError(absl::StrFormat("stale epoch %u, fenced at %u", epoch, fenced));
+}
+
+Status Database::Impl::CheckCommitEpoch(uint64_t first_seq) const {
+  uint64_t epoch;
+  {
+    MutexLock l(&partition_mu_);
+    epoch = EpochOfSeq(epoch_history_, first_seq);
+  }
+  if (options_.fence) VOXDB_RETURN_IF_ERROR(options_.fence(epoch));
+  // Read after the callback: a Fence while it ran still counts.
+  const uint64_t fenced = fenced_below_.load(std::memory_order_acquire);
+  if (epoch >= fenced) return absl::OkStatus();
+  return WrongPartitionError(absl::StrFormat("stale epoch %u, fenced at %u", epoch, fenced));
+}
+
+Status Database::Impl::AdoptEpoch(uint64_t epoch) {
+  MutexLock lock(&edit_mu_);
+  if (closing_) return ClosingError("the database is closing");
+  EpochHistory next = epoch_history();
+  const uint64_t current = next.empty() ? 0 : next.back().epoch;
+  if (epoch <= current) {
+    return ConflictError(
+        absl::StrFormat("epoch %u is not newer than the current epoch %u", epoch, current));
+  }
+  // Every write with a number from next_seq_ on is of the new epoch (writes
+  // take their numbers under edit_mu_, which this holds).
+  next.push_back({epoch, next_seq_});
+  WriteBatch batch;
+  batch.Put(Table::kMeta, AsBytes(kMetaEpochHistory), EncodeEpochHistory(next));
+  Status s = store_->Write(batch);
+  if (s.ok()) s = store_->Sync();
+  if (!s.ok()) {
+    return Status(s.code(), absl::StrCat("cannot record epoch ", epoch, ": ", s.message()));
+  }
+  MutexLock l(&partition_mu_);
+  epoch_history_ = std::move(next);
+  epoch_.store(epoch, std::memory_order_release);
   return absl::OkStatus();
 }
 
@@ -189,6 +323,11 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
       fn(i, read);
       continue;
     }
+    if (Status s = CheckInPartition(code); !s.ok()) {
+      read.status = s;
+      fn(i, read);
+      continue;
+    }
     // Dirty chunks come from the cache: chunk, fills and version of one
     // moment (taken under the shard lock), once that moment is durable.
     ChunkRef dirty;
@@ -226,6 +365,12 @@ Status Database::Impl::GetChunks(std::span<const ChunkKey> keys,
 
 Status Database::Impl::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
   for (const VoxelCoord& v : at) VOXDB_RETURN_IF_ERROR(frame().CheckVoxel(v));
+  if (!whole_range_) {
+    for (const VoxelCoord& v : at) {
+      const ChunkCoord c = frame().ChunkOf(v);
+      VOXDB_RETURN_IF_ERROR(CheckInPartition(MortonEncode(c.x, c.y, c.z)));
+    }
+  }
   for (;;) {
     // Read everything, then wait until what was read is durable (kSync);
     // read again if a failed commit rolled writes back meanwhile.
@@ -273,7 +418,7 @@ Status Database::Impl::CheckReadBox(const VoxelBox& box) const {
         "(a thin box crossing many chunks costs a chunk each): split it",
         touched, options_.max_box_chunks));
   }
-  return absl::OkStatus();
+  return CheckBoxInPartition(box);
 }
 
 Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out, const std::atomic<bool>* cancel) {
@@ -310,9 +455,12 @@ Status Database::Impl::ReadBox(const VoxelBox& box, uint8_t* out, const std::ato
 
 void Database::Impl::Fail(const Status& cause, std::vector<Pending> batch, bool written) {
   // The error the writers get: what failed, and that nothing was applied.
-  const Status error(
+  Status error(
       cause.code(),
       absl::StrCat("the journal commit failed, so the write was not applied: ", cause.message()));
+  // Keeps what the payloads say (WRONG_PARTITION from the fencing check).
+  cause.ForEachPayload(
+      [&](absl::string_view url, const absl::Cord& payload) { error.SetPayload(url, payload); });
   Status poison;
   if (written) {
     // The records are in a committed transaction whose sync failed: take
@@ -467,6 +615,11 @@ void Database::DeleteChunk(ChunkKey key, WriteDone done) {
   impl_->DeleteChunk(key, std::move(done));
 }
 Status Database::Flush() { return impl_->Flush(); }
+const PartitionIdentity& Database::partition() const { return impl_->partition(); }
+uint64_t Database::epoch() const { return impl_->epoch(); }
+EpochHistory Database::epoch_history() const { return impl_->epoch_history(); }
+Status Database::AdoptEpoch(uint64_t epoch) { return impl_->AdoptEpoch(epoch); }
+void Database::Fence(uint64_t min_epoch) { impl_->Fence(min_epoch); }
 DatabaseStats Database::Stats() const { return impl_->Stats(); }
 
 bool Database::WritesWouldWait() const { return impl_->WritesWouldWait(); }
@@ -490,6 +643,7 @@ StatusOr<std::unique_ptr<DatabaseSnapshot>> Database::Snapshot() {
     std::unique_ptr<DatabaseSnapshot> snap(new DatabaseSnapshot(impl_->frame()));
     snap->registry_ = snapshots_;
     snap->zstd_level_ = impl_->zstd_level();
+    snap->partition_ = impl_->partition();
     std::map<uint64_t, std::pair<std::shared_ptr<const Chunk>, uint64_t>> dirty;
     uint64_t epoch = 0;
     VOXDB_RETURN_IF_ERROR(

@@ -17,6 +17,14 @@
 // and across deletes. A chunk that is not stored reads as the fills that
 // intersect it (else air), with the newest such fill's number as version.
 //
+// Partitions: a database holds one partition of the key space
+// (DatabaseOptions::partition, engine/partition.h; by default all of it).
+// Reads and writes of chunks outside its range answer WRONG_PARTITION. The
+// owner of a partition fences it by epochs: AdoptEpoch makes a newer epoch
+// current, Fence makes older ones stale, and the group committer refuses
+// every journal commit that holds a write of a stale epoch, or that
+// DatabaseOptions::fence refuses, rolling it back as a failed commit.
+//
 // Example:
 //   DatabaseOptions options;
 //   VOXDB_ASSIGN_OR_RETURN(auto db, Database::Open("data", options));
@@ -49,6 +57,7 @@
 #include "engine/fills.h"
 #include "engine/morton.h"
 #include "engine/morton_box.h"
+#include "engine/partition.h"
 #include "engine/status.h"
 #include "engine/world_frame.h"
 
@@ -129,6 +138,18 @@ struct DatabaseOptions {
   std::function<void(double seconds, size_t chunks, size_t bytes)> on_flush;
   // How many committed writes the change feed retains (changes()).
   ChangeFeedOptions changes;
+  // The partition this database holds (engine/partition.h): chunks outside
+  // its range are WRONG_PARTITION to every read and write. Stored in meta at
+  // the first open that finds no identity there; an open whose id or range
+  // differs from the stored one fails with MISMATCH (the stored parent is
+  // kept). DEFAULT: id 0, the whole key space, no parent.
+  PartitionIdentity partition;
+  // Self-fencing: called by the group committer before each journal commit
+  // with the epoch of the oldest write in it (EpochOfSeq); an error fails
+  // the commit (its writes are not applied, as for a failed commit) with
+  // that status. On the committer thread: must be cheap, thread-safe, must
+  // not block long and must not call into the Database. DEFAULT: none.
+  std::function<Status(uint64_t epoch)> fence;
 };
 
 struct WriteResult {
@@ -200,12 +221,14 @@ class Database {
 
   // Calls fn(i, read) for each key in order. A dirty chunk comes from the
   // cache (encoded), a clean stored one zero-copy from LMDB, an unstored one
-  // rasterised from the fills. Per-chunk problems are in read.status; the
+  // rasterised from the fills. Per-chunk problems are in read.status
+  // (WRONG_PARTITION for a chunk outside the partition's range); the
   // return value is for failures of the whole call.
   Status GetChunks(std::span<const ChunkKey> keys,
                    const std::function<void(size_t, const ChunkRead&)>& fn);
   // Voxel values, out[i] for at[i]. OUT_OF_BOUNDS (nothing read) if any
-  // coordinate is outside the world; CORRUPT if a chunk does not decode.
+  // coordinate is outside the world, WRONG_PARTITION if any is in a chunk
+  // outside the partition's range; CORRUPT if a chunk does not decode.
   Status GetVoxels(std::span<const VoxelCoord> at, uint8_t* out);
   // A dense copy of the box (x fastest, then y, then z) into out
   // (box.volume() bytes). OUT_OF_BOUNDS / INVALID for a bad box or one over
@@ -215,7 +238,8 @@ class Database {
   Status ReadBox(const VoxelBox& box, uint8_t* out, const std::atomic<bool>* cancel = nullptr);
   // What ReadBox and WriteBox check of a box before they touch anything:
   // OUT_OF_BOUNDS / INVALID for a bad box, TOO_LARGE over max_box_voxels
-  // or max_box_chunks. For callers that allocate box.volume() bytes first.
+  // or max_box_chunks, WRONG_PARTITION when it touches a chunk outside the
+  // partition's range. For callers that allocate box.volume() bytes first.
   Status CheckBoxLimits(const VoxelBox& box) const;
   // DatabaseOptions::max_box_voxels: the largest box ReadBox and WriteBox
   // take (HELLO advertises it).
@@ -223,10 +247,14 @@ class Database {
 
   // --- Writes (asynchronous) -----------------------------------------------
   // `done` is called exactly once. Validation errors (OUT_OF_BOUNDS,
-  // INVALID, CONFLICT) complete inline before anything is applied; BUSY when
+  // INVALID, CONFLICT, and WRONG_PARTITION for a write touching a chunk
+  // outside the partition's range or while fenced, see Fence) complete
+  // inline before anything is applied; BUSY when
   // back-pressure waited longer than busy_timeout; CLOSING (kCancelled) after close
-  // began; STORAGE_FULL / IO_ERROR when the journal commit failed: the write
-  // is then not applied (the database rolls back to its durable state, and
+  // began; STORAGE_FULL / IO_ERROR when the journal commit failed, and
+  // WRONG_PARTITION (or the fence callback's error) when the epoch check
+  // before it refused it (DatabaseOptions::fence, Fence): the write is then
+  // not applied (the database rolls back to its durable state, and
   // every write queued behind it gets the error too), never visible to a
   // reader or subscriber and never made durable later.
 
@@ -258,6 +286,24 @@ class Database {
   Status Flush();
 
   DatabaseStats Stats() const;
+
+  // --- Partition and epochs ------------------------------------------------
+  // The identity stored in meta (DatabaseOptions::partition).
+  const PartitionIdentity& partition() const;
+  // The current epoch: the last of epoch_history(); 0 when it is empty.
+  uint64_t epoch() const;
+  EpochHistory epoch_history() const;
+  // Makes `epoch` current, recording (epoch, next sequence number) in the
+  // epoch history, durably, before it returns. CONFLICT unless epoch is
+  // greater than the current one; the store's errors (nothing recorded).
+  Status AdoptEpoch(uint64_t epoch);
+  // Epochs below `min_epoch` are stale (it only rises): every write is
+  // refused with WRONG_PARTITION, and every journal commit that begins
+  // after the call and holds a write of a stale epoch fails with it (those
+  // writes, and those queued behind them, are rolled back, never visible),
+  // until AdoptEpoch makes an epoch of at least min_epoch current. Not
+  // persisted: a reopened database is not fenced.
+  void Fence(uint64_t min_epoch);
 
   // An online backup: waits until every write submitted before the call is
   // in a journal commit, then copies the environment compacted (see
@@ -379,6 +425,8 @@ class DatabaseSnapshot {
   // Database closes); read without it, since reads must not run while the
   // Database is being destroyed (so not annotated ABSL_GUARDED_BY).
   std::unique_ptr<ChunkStore::Snapshot> store_;
+  // The database's partition: GetChunks answers WRONG_PARTITION outside it.
+  PartitionIdentity partition_;
   std::map<uint64_t, Dirty> dirty_;  // by Morton code
   std::shared_ptr<const FillSet> fills_;
   uint64_t seq_ = 0;

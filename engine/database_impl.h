@@ -35,10 +35,12 @@ class Database::Impl {
   Impl(const DatabaseOptions& options, std::unique_ptr<ChunkStore> store)
       : options_(options),
         store_(std::move(store)),
-        committer_(options_, store_.get(),
-                   [this](const Status& cause, std::vector<Pending> batch, bool written) {
-                     Fail(cause, std::move(batch), written);
-                   }),
+        committer_(
+            options_, store_.get(),
+            [this](const Status& cause, std::vector<Pending> batch, bool written) {
+              Fail(cause, std::move(batch), written);
+            },
+            [this](uint64_t first_seq) { return CheckCommitEpoch(first_seq); }),
         cache_(options_, store_.get(), &fills_),
         admission_(options_, &cache_, &committer_, [this] { flusher_.Wake(); }),
         flusher_(options_, store_.get(), &cache_, &fills_, &committer_, &admission_, &edit_mu_,
@@ -154,6 +156,22 @@ class Database::Impl {
 
   bool WritesWouldWait() const { return admission_.WritesWouldWait(); }
 
+  // --- Partition and epochs (see Database) ---
+  const PartitionIdentity& partition() const { return partition_; }
+  uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
+  EpochHistory epoch_history() const ABSL_LOCKS_EXCLUDED(partition_mu_) {
+    MutexLock l(&partition_mu_);
+    return epoch_history_;
+  }
+  Status AdoptEpoch(uint64_t epoch) ABSL_LOCKS_EXCLUDED(edit_mu_, partition_mu_);
+  void Fence(uint64_t min_epoch) {
+    uint64_t cur = fenced_below_.load(std::memory_order_acquire);
+    while (cur < min_epoch && !fenced_below_.compare_exchange_weak(cur, min_epoch)) {
+    }
+  }
+  // WRONG_PARTITION for a chunk code outside the partition's range.
+  Status CheckInPartition(uint64_t code) const;
+
  private:
   using Entry = ChunkCache::Entry;
   using ChunkRef = ChunkCache::ChunkRef;
@@ -195,6 +213,18 @@ class Database::Impl {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
   // Reads the fills table into fills_.
   Status LoadFills();
+  // Reads the partition identity and epoch history from meta, compares the
+  // identity with the options' (MISMATCH) or stores it when there is none.
+  Status LoadPartition() ABSL_LOCKS_EXCLUDED(partition_mu_);
+  // WRONG_PARTITION when some chunk of `box` (a valid box) is outside the
+  // partition's range.
+  Status CheckBoxInPartition(const VoxelBox& box) const;
+  // WRONG_PARTITION while the current epoch is fenced (Fence).
+  Status CheckNotFenced() const;
+  // The group committer's check before each journal commit: the epoch of
+  // the oldest write in it (`first_seq`) is not fenced, and the fence
+  // callback accepts it.
+  Status CheckCommitEpoch(uint64_t first_seq) const ABSL_LOCKS_EXCLUDED(partition_mu_);
   // Applies every journal record in the store.
   Status ReplayLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
   // Persists (synced) a new reservation of sequence numbers from next_seq_.
@@ -249,6 +279,18 @@ class Database::Impl {
   // CaptureSnapshotState and the rollback.
   Mutex store_write_mu_;
   Flusher flusher_;
+
+  // Partition: the identity is set by Open, before any other thread runs.
+  PartitionIdentity partition_;
+  bool whole_range_ = true;  // partition_.range is the whole key space
+  // A leaf: taken under edit_mu_ (AdoptEpoch) or alone (the committer).
+  mutable Mutex partition_mu_;
+  EpochHistory epoch_history_ ABSL_GUARDED_BY(partition_mu_);
+  // The last epoch of epoch_history_; written under edit_mu_ and
+  // partition_mu_, read anywhere.
+  std::atomic<uint64_t> epoch_{0};
+  // Epochs below it are stale (Fence); it only rises.
+  std::atomic<uint64_t> fenced_below_{0};
 
   uint64_t replayed_ = 0;
   bool open_ = false;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "absl/strings/str_cat.h"
 #include "engine/status.h"
 
 namespace voxdb::engine {
@@ -78,6 +79,13 @@ Status DatabaseSnapshot::GetChunks(std::span<const ChunkKey> keys,
     const ChunkCoord c = keys[i].coord();
     if (Status s = frame_.CheckChunk(c); !s.ok()) {
       read.status = s;
+      fn(i, read);
+      continue;
+    }
+    if (!partition_.range.Contains(keys[i].code())) {
+      read.status =
+          WrongPartitionError(absl::StrCat("chunk ", keys[i].ToString(), " (code ", keys[i].code(),
+                                           ") is not in ", DescribePartition(partition_)));
       fn(i, read);
       continue;
     }

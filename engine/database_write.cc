@@ -82,6 +82,8 @@ void Database::Impl::Submit(std::vector<uint8_t> record, WriteDone done, size_t 
       status = ClosingError("the database is closing");
     } else if (!poisoned_.ok()) {
       status = poisoned_;
+    } else if (!(status = CheckNotFenced()).ok()) {
+      // A stale epoch: nothing applied, no number handed out.
     } else if (next_seq_ > seq_reserved_ && !(status = ReserveSeqs()).ok()) {
       // Nothing applied, no number handed out.
     } else {
@@ -324,6 +326,10 @@ void Database::Impl::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done)
     const ChunkCoord c = frame().ChunkOf(e.at);
     const uint64_t code = MortonEncode(c.x, c.y, c.z);
     if (code != last_code) {
+      if (Status s = CheckInPartition(code); !s.ok()) {
+        if (done) done({s, 0});
+        return;
+      }
       size_t g = 0;
       if (index.empty()) {
         while (g < group_codes.size() && group_codes[g] != code) ++g;
@@ -404,7 +410,9 @@ void Database::Impl::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxe
 }
 
 void Database::Impl::FillBox(const VoxelBox& box, uint8_t material, WriteDone done) {
-  if (Status s = frame().CheckBox(box); !s.ok()) {
+  Status s = frame().CheckBox(box);
+  if (s.ok()) s = CheckBoxInPartition(box);
+  if (!s.ok()) {
     if (done) done({s, 0});
     return;
   }
@@ -423,6 +431,7 @@ void Database::Impl::PutChunk(ChunkKey key, std::span<const uint8_t> record,
                               std::optional<uint64_t> expected_version, WriteDone done) {
   size_t memory = sizeof(Chunk);
   Status s = frame().CheckChunk(key.coord());
+  if (s.ok()) s = CheckInPartition(key.code());
   if (s.ok()) {
     auto view = ParseChunkRecord(record);
     s = view.status();
@@ -446,7 +455,9 @@ void Database::Impl::PutChunk(ChunkKey key, std::span<const uint8_t> record,
 }
 
 void Database::Impl::DeleteChunk(ChunkKey key, WriteDone done) {
-  if (Status s = frame().CheckChunk(key.coord()); !s.ok()) {
+  Status s = frame().CheckChunk(key.coord());
+  if (s.ok()) s = CheckInPartition(key.code());
+  if (!s.ok()) {
     if (done) done({s, 0});
     return;
   }

@@ -46,11 +46,20 @@ inline constexpr std::string_view kMetaLastSeq = "last_seq";
 inline constexpr std::string_view kMetaSeqReserved = "seq_reserved";
 // u32: the S2 index's format, once built; written by index/.
 inline constexpr std::string_view kMetaIndexFormat = "s2index_format";
+// The partition's identity (engine/partition.h), written by Database at the
+// first open that finds none: u64 id; begin, end (u64 each); u64 parent.
+inline constexpr std::string_view kMetaPartitionId = "partition_id";
+inline constexpr std::string_view kMetaPartitionRange = "partition_range";
+inline constexpr std::string_view kMetaPartitionParent = "partition_parent";
+// (epoch, first_seq) pairs (u64 each), oldest first; written by
+// Database::AdoptEpoch. Absent: epoch 0.
+inline constexpr std::string_view kMetaEpochHistory = "epoch_history";
 
 // Every meta key this build writes (anything else is unknown).
-inline constexpr std::string_view kMetaKeys[] = {kMetaFormatVersion, kMetaWorldFrame,
-                                                 kMetaCreated,       kMetaLastSeq,
-                                                 kMetaSeqReserved,   kMetaIndexFormat};
+inline constexpr std::string_view kMetaKeys[] = {
+    kMetaFormatVersion,   kMetaWorldFrame,  kMetaCreated,     kMetaLastSeq,
+    kMetaSeqReserved,     kMetaIndexFormat, kMetaPartitionId, kMetaPartitionRange,
+    kMetaPartitionParent, kMetaEpochHistory};
 
 // --- The database directory (FORMAT.md, "The database directory") ----------
 

@@ -6,8 +6,9 @@
 
 namespace voxdb::engine {
 
-GroupCommitter::GroupCommitter(const DatabaseOptions& options, ChunkStore* store, FailFn fail)
-    : options_(options), store_(store), fail_(std::move(fail)) {}
+GroupCommitter::GroupCommitter(const DatabaseOptions& options, ChunkStore* store, FailFn fail,
+                               CheckFn check)
+    : options_(options), store_(store), fail_(std::move(fail)), check_(std::move(check)) {}
 
 void GroupCommitter::Start(uint64_t last_seq) {
   committed_seq_ = last_seq;
@@ -81,6 +82,16 @@ void GroupCommitter::CommitterLoop() {
     }
     if (batch.empty()) {
       SyncUnacked(&unacked);
+      continue;
+    }
+    // The fencing check, immediately before the commit: a refused batch
+    // fails as a failed commit does (nothing was written), so that its
+    // writes and those queued behind it are rolled back.
+    if (Status refused = check_ ? check_(batch.front().seq) : absl::OkStatus(); !refused.ok()) {
+      if (!unacked.empty()) SyncUnacked(&unacked);
+      fail_(refused, std::move(batch), /*written=*/false);
+      MutexLock l(&commit_mu_);
+      inflight_oldest_us_ = 0;
       continue;
     }
     WriteBatch wb;

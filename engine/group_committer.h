@@ -15,6 +15,11 @@
 // only once the following commit, or a Sync when the committer goes idle,
 // has flushed its meta page: its writers are answered then.
 //
+// Immediately before each journal commit, the committer asks the owner's
+// `check` function whether the batch may commit (engine/database.cc: the
+// batch's epoch is not fenced); when it refuses, the batch fails as a
+// commit that failed would, with its status.
+//
 // When a commit fails, the committer calls the owner's `fail` function with
 // the batch (engine/database.cc rolls the database back to its durable state,
 // then calls TakeQueued, MarkRolledBack and Answer here).
@@ -67,9 +72,14 @@ class GroupCommitter {
   // Called on the committer thread when a batch failed (`written`: its
   // transaction committed but its sync failed), with no lock held.
   using FailFn = std::function<void(const Status& cause, std::vector<Pending> batch, bool written)>;
+  // Called on the committer thread before each commit with the sequence
+  // number of the batch's oldest write, with no lock held: an error fails
+  // the batch (FailFn, not written).
+  using CheckFn = std::function<Status(uint64_t first_seq)>;
 
-  // `store` must outlive the committer.
-  GroupCommitter(const DatabaseOptions& options, ChunkStore* store, FailFn fail);
+  // `store` must outlive the committer. `check` may be empty.
+  GroupCommitter(const DatabaseOptions& options, ChunkStore* store, FailFn fail,
+                 CheckFn check = {});
   GroupCommitter(const GroupCommitter&) = delete;
   GroupCommitter& operator=(const GroupCommitter&) = delete;
 
@@ -139,6 +149,7 @@ class GroupCommitter {
   const DatabaseOptions& options_;
   ChunkStore* const store_;
   const FailFn fail_;
+  const CheckFn check_;
   // Committed writes, published once durable (created by Start).
   std::unique_ptr<ChangeFeed> feed_;
 

@@ -33,6 +33,9 @@
 //                        (kInternal)                     or a fault of voxdb itself
 //   RESYNC 15            ResyncError (kOutOfRange        a subscription's resume point is
 //                        + kResyncPayload)               older than the changes retained
+//   WRONG_PARTITION 16   WrongPartitionError             the key is not in a partition this
+//                        (kFailedPrecondition            node serves, or the partition's epoch
+//                        + kWrongPartitionPayload)       is fenced: refresh the partition map
 //   UNREACHABLE -        UnreachableError (kUnavailable  the client cannot reach the server or
 //                        + kUnreachablePayload)          lost its connection (client only)
 //
@@ -81,6 +84,12 @@ inline Status ResyncError(absl::string_view msg) {
   s.SetPayload(kResyncPayload, absl::Cord("1"));
   return s;
 }
+inline constexpr absl::string_view kWrongPartitionPayload = "voxdb.wrong_partition";
+inline Status WrongPartitionError(absl::string_view msg) {
+  Status s = absl::FailedPreconditionError(msg);
+  s.SetPayload(kWrongPartitionPayload, absl::Cord("1"));
+  return s;
+}
 inline constexpr absl::string_view kUnreachablePayload = "voxdb.unreachable";
 inline Status UnreachableError(absl::string_view msg) {
   Status s = absl::UnavailableError(msg);
@@ -94,13 +103,18 @@ inline bool IsResync(const Status& s) {
 inline bool IsUnreachable(const Status& s) {
   return absl::IsUnavailable(s) && s.GetPayload(kUnreachablePayload).has_value();
 }
+inline bool IsWrongPartition(const Status& s) {
+  return absl::IsFailedPrecondition(s) && s.GetPayload(kWrongPartitionPayload).has_value();
+}
 inline bool IsOutOfBounds(const Status& s) { return absl::IsOutOfRange(s) && !IsResync(s); }
 inline bool IsCorrupt(const Status& s) { return absl::IsDataLoss(s); }
 inline bool IsStorageFull(const Status& s) { return absl::IsResourceExhausted(s); }
 inline bool IsConflict(const Status& s) { return absl::IsAborted(s); }
 inline bool IsBusy(const Status& s) { return absl::IsUnavailable(s) && !IsUnreachable(s); }
 inline bool IsClosing(const Status& s) { return absl::IsCancelled(s); }
-inline bool IsMismatch(const Status& s) { return absl::IsFailedPrecondition(s); }
+inline bool IsMismatch(const Status& s) {
+  return absl::IsFailedPrecondition(s) && !IsWrongPartition(s);
+}
 inline bool IsUnsupported(const Status& s) { return absl::IsUnimplemented(s); }
 inline bool IsTooLarge(const Status& s) {
   return absl::IsInvalidArgument(s) && s.GetPayload(kTooLargePayload).has_value();

@@ -10,6 +10,7 @@
 #include "engine/fills.h"
 #include "engine/format.h"
 #include "engine/journal.h"
+#include "engine/partition.h"
 
 namespace voxdb::engine {
 
@@ -125,6 +126,27 @@ void VerifyPass::CheckMeta() {
   }
   if (auto v = MetaValue(kMetaSeqReserved, 8, true)) {
     seq_reserved_ = DecodeFixed64(v->data());
+  }
+  // The partition identity: three keys written together, or none.
+  const bool has_id = MetaValue(kMetaPartitionId, 8, true).has_value();
+  const bool has_parent = MetaValue(kMetaPartitionParent, 8, true).has_value();
+  bool has_range = false;
+  if (auto v = MetaValue(kMetaPartitionRange, 16, true)) {
+    has_range = true;
+    auto range = DecodeMortonRange(*v);
+    PartitionIdentity p;
+    if (range.ok()) p.range = *range;
+    if (Status s = range.ok() ? CheckPartitionIdentity(p) : range.status(); !s.ok()) {
+      MetaProblem("partition_range: " + Describe(s));
+    }
+  }
+  if ((has_id || has_range || has_parent) && !(has_id && has_range && has_parent)) {
+    MetaProblem("partition_id, partition_range and partition_parent are not all present");
+  }
+  if (auto v = MetaValue(kMetaEpochHistory, 0, true)) {
+    if (auto history = DecodeEpochHistory(*v); !history.ok()) {
+      MetaProblem("epoch_history: " + Describe(history.status()));
+    }
   }
   if (options_.hook) options_.hook->CheckMeta(*this);
   uint64_t scanned = 0;

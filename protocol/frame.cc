@@ -51,6 +51,8 @@ const char* WireStatusName(WireStatus code) {
       return "INTERNAL";
     case WireStatus::kResync:
       return "RESYNC";
+    case WireStatus::kWrongPartition:
+      return "WRONG_PARTITION";
   }
   return "UNKNOWN_STATUS";
 }
@@ -82,7 +84,7 @@ WireStatus ToWireStatus(const absl::Status& s) {
     case absl::StatusCode::kUnimplemented:
       return WireStatus::kUnsupported;
     case absl::StatusCode::kFailedPrecondition:
-      return WireStatus::kMismatch;
+      return IsWrongPartition(s) ? WireStatus::kWrongPartition : WireStatus::kMismatch;
     default:
       return WireStatus::kInternal;
   }
@@ -121,6 +123,8 @@ absl::Status FromWireStatus(WireStatus code, std::string_view message) {
       return MismatchError(m);
     case WireStatus::kResync:
       return ResyncError(m);
+    case WireStatus::kWrongPartition:
+      return WrongPartitionError(m);
     case WireStatus::kInternal:
       break;
   }

@@ -56,7 +56,8 @@ enum class WireStatus : uint16_t {
   kMismatch = 12,     // world frame / format mismatch
   kTooLarge = 13,     // a request over a limit
   kInternal = 14,
-  kResync = 15,  // a subscription's resume point is older than the retained changes
+  kResync = 15,          // a subscription's resume point is older than the retained changes
+  kWrongPartition = 16,  // the key is not in a partition this node serves
 };
 
 // "OK", "INVALID", ... as in PROTOCOL.md; "UNKNOWN_STATUS" otherwise.

@@ -145,12 +145,12 @@ TEST(FrameTest, StatusCodesRoundTrip) {
         absl::NotFoundError("c"), ConflictError("d"), CorruptError("e"), StorageFullError("f"),
         BusyError("g"), ClosingError("m"), absl::UnauthenticatedError("h"),
         absl::PermissionDeniedError("i"), UnsupportedError("j"), MismatchError("k"), IoError("l"),
-        TooLargeError("n"), ResyncError("o")}) {
+        TooLargeError("n"), ResyncError("o"), WrongPartitionError("p")}) {
     const absl::Status back =
         FromWireStatus(ToWireStatus(s), std::string_view(s.message().data(), s.message().size()));
     EXPECT_EQ(back, s) << s;  // code, message and payload
   }
-  for (uint16_t code = 0; code <= static_cast<uint16_t>(WireStatus::kResync); ++code) {
+  for (uint16_t code = 0; code <= static_cast<uint16_t>(WireStatus::kWrongPartition); ++code) {
     const auto wire = static_cast<WireStatus>(code);
     EXPECT_EQ(ToWireStatus(FromWireStatus(wire, "x")), wire) << WireStatusName(wire);
   }
@@ -176,6 +176,7 @@ TEST(FrameTest, EachStatusHelperHasItsWireStatus) {
       {TooLargeError("x"), "TOO_LARGE"},
       {IoError("x"), "INTERNAL"},
       {ResyncError("x"), "RESYNC"},
+      {WrongPartitionError("x"), "WRONG_PARTITION"},
   };
   for (const auto& [status, name] : table) {
     EXPECT_STREQ(WireStatusName(ToWireStatus(status)), name) << status;
@@ -191,6 +192,9 @@ TEST(FrameTest, EachStatusHelperHasItsWireStatus) {
   EXPECT_FALSE(IsOutOfBounds(ResyncError("x")));
   EXPECT_FALSE(IsResync(OutOfBoundsError("x")));
   EXPECT_TRUE(IsTooLarge(FromWireStatus(WireStatus::kTooLarge, "x")));
+  EXPECT_TRUE(IsWrongPartition(FromWireStatus(WireStatus::kWrongPartition, "x")));
+  EXPECT_FALSE(IsMismatch(WrongPartitionError("x")));
+  EXPECT_FALSE(IsWrongPartition(MismatchError("x")));
 }
 
 TEST(FrameWriterTest, BuildsTheFrameEncodeFrameBuilds) {
