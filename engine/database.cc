@@ -402,22 +402,8 @@ Status Database::Impl::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
 }
 
 Status Database::Impl::CheckReadBox(const VoxelBox& box) const {
-  VOXDB_RETURN_IF_ERROR(frame().CheckBox(box));
-  if (box.volume() > options_.max_box_voxels) {
-    return TooLargeError(absl::StrFormat(
-        "the box holds %s voxels, more than the limit of %u for reading or writing voxels",
-        box.volume() == UINT64_MAX ? std::string("over 2^64") : absl::StrCat(box.volume()),
-        options_.max_box_voxels));
-  }
-  const ChunkBox chunks = ChunksCovering(frame(), box);
-  const uint64_t touched = uint64_t{chunks.hi.x - chunks.lo.x + 1} *
-                           (chunks.hi.y - chunks.lo.y + 1) * (chunks.hi.z - chunks.lo.z + 1);
-  if (touched > options_.max_box_chunks) {
-    return TooLargeError(absl::StrFormat(
-        "the box touches %u chunks, more than the limit of %u for reading or writing voxels "
-        "(a thin box crossing many chunks costs a chunk each): split it",
-        touched, options_.max_box_chunks));
-  }
+  VOXDB_RETURN_IF_ERROR(
+      engine::CheckBoxLimits(frame(), box, options_.max_box_voxels, options_.max_box_chunks));
   return CheckBoxInPartition(box);
 }
 

@@ -138,7 +138,7 @@ DatabaseOptions Node::PartitionOptions(const PartitionSpec& spec, uint64_t paren
   DatabaseOptions o = options_.database;
   // The root partition lives in DATA, whose lock the node holds.
   if (!data_dir_.empty() && spec.dir == data_dir_) o.store.exclusive = false;
-  (void)parent;
+  o.partition = PartitionIdentity{spec.id, spec.range, parent};
   return o;
 }
 
@@ -328,7 +328,8 @@ Status Node::GetVoxels(std::span<const VoxelCoord> at, uint8_t* out) {
 }
 
 Status Node::CheckBoxLimits(const VoxelBox& box) const {
-  return layout()->parts.front().db->CheckBoxLimits(box);
+  return engine::CheckBoxLimits(frame(), box, options_.database.max_box_voxels,
+                                options_.database.max_box_chunks);
 }
 
 uint64_t Node::max_box_voxels() const { return layout()->parts.front().db->max_box_voxels(); }
@@ -336,7 +337,7 @@ uint64_t Node::max_box_voxels() const { return layout()->parts.front().db->max_b
 Status Node::ReadBox(const VoxelBox& box, uint8_t* out, const std::atomic<bool>* cancel) {
   const std::shared_ptr<const Layout> layout = this->layout();
   if (layout->parts.size() == 1) return layout->parts[0].db->ReadBox(box, out, cancel);
-  if (Status s = layout->parts[0].db->CheckBoxLimits(box); !s.ok()) return s;
+  if (Status s = CheckBoxLimits(box); !s.ok()) return s;
   const std::vector<size_t> meeting = layout->ranges.Meeting(ChunksCovering(frame(), box));
   if (meeting.size() == 1) return layout->parts[meeting[0]].db->ReadBox(box, out, cancel);
   const std::span<uint8_t> dst(out, box.volume());
@@ -561,8 +562,12 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
   const Part& old = before->parts[index];
   LayoutChangeReport report;
   std::vector<CopyTarget> targets;
+  // A split's children name their parent; a moved partition keeps its
+  // own. Both inherit the epochs (fencing goes on across the change).
+  const uint64_t parent = next.size() > 1 ? id : old.db->partition().parent;
   for (const PartitionSpec& spec : next) {
-    targets.push_back(CopyTarget{spec.range, spec.dir});
+    targets.push_back(
+        CopyTarget{spec.range, spec.dir, {spec.id, spec.range, parent}, old.db->epoch_history()});
     report.new_ids.push_back(spec.id);
   }
   // Whatever goes wrong before the manifest names the new environments,
@@ -609,9 +614,8 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
   report.bytes = progress.bytes;
   report.caught_up_chunks = progress.chunks - first_chunks + progress.deleted;
   // The new layout: the new partitions in place of the old one.
-  auto opened = OpenParts(next, [&](const PartitionSpec& spec) {
-    return PartitionOptions(spec, next.size() > 1 ? id : old.spec.id);
-  });
+  auto opened =
+      OpenParts(next, [&](const PartitionSpec& spec) { return PartitionOptions(spec, parent); });
   if (!opened.ok()) {
     // The manifest names them: this range cannot be served until the node
     // restarts and opens them (or says why it cannot). Writers waiting

@@ -92,7 +92,16 @@ Status PartitionCopy::CopyFillsAndSeq(const DatabaseSnapshot& snap, Target& t) {
   // The new environment numbers its writes after every version it holds.
   std::vector<uint8_t> last(8);
   EncodeFixed64(last.data(), snap.seq());
-  batch.Put(Table::kMeta, AsBytes(kMetaLastSeq), std::move(last));
+  batch.Put(Table::kMeta, AsBytes(kMetaLastSeq), last);
+  const PartitionIdentity& p = t.spec.identity;
+  EncodeFixed64(last.data(), p.id);
+  batch.Put(Table::kMeta, AsBytes(kMetaPartitionId), last);
+  batch.Put(Table::kMeta, AsBytes(kMetaPartitionRange), EncodeMortonRange(p.range));
+  EncodeFixed64(last.data(), p.parent);
+  batch.Put(Table::kMeta, AsBytes(kMetaPartitionParent), std::move(last));
+  if (!t.spec.epochs.empty()) {
+    batch.Put(Table::kMeta, AsBytes(kMetaEpochHistory), EncodeEpochHistory(t.spec.epochs));
+  }
   return t.store->Write(batch);
 }
 

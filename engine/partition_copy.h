@@ -10,8 +10,9 @@
 //      is copied again, one that no longer has a record is deleted, and new
 //      fills are added). Its cost is a scan of the keys plus the changed
 //      chunks, not a second copy.
-// Records keep their versions, fills their sequence numbers, and each new
-// environment's last_seq is the last snapshot's, so a chunk's version keeps
+// Records keep their versions, fills their sequence numbers, each new
+// environment records its partition identity and inherited epochs, and its
+// last_seq is the last snapshot's, so a chunk's version keeps
 // growing across the split or move (engine/FORMAT.md, "Node layout").
 //
 // The new environments are not a Database yet: the caller opens them once
@@ -31,12 +32,17 @@
 #include "engine/chunk_store.h"
 #include "engine/database.h"
 #include "engine/morton.h"
+#include "engine/partition.h"
 
 namespace voxdb::engine {
 
 struct CopyTarget {
   MortonRange range;
   std::string dir;  // created; must not hold a database yet
+  // Recorded in the new environment's meta (engine/partition.h): the
+  // partition it will be, and the epochs it inherits.
+  PartitionIdentity identity;
+  EpochHistory epochs;
 };
 
 struct CopyProgress {
@@ -75,8 +81,8 @@ class PartitionCopy {
 
   // Writes the records of `keys` (read from `snap`) into `t`, batch by batch.
   Status CopyChunks(const DatabaseSnapshot& snap, Target& t, const std::vector<uint64_t>& keys);
-  // The fills of `snap` newer than t.fill_seq that touch t's range; and
-  // last_seq.
+  // The fills of `snap` newer than t.fill_seq that touch t's range;
+  // last_seq; the identity and epochs.
   Status CopyFillsAndSeq(const DatabaseSnapshot& snap, Target& t);
 
   std::vector<Target> targets_;

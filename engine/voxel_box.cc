@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/status.h"
 #include "engine/world_frame.h"
@@ -43,6 +44,27 @@ void CopySubBox(const VoxelBox& part, const VoxelBox& src_box, std::span<const u
       std::memcpy(dst.data() + d, src.data() + s, px);
     }
   }
+}
+
+Status CheckBoxLimits(const WorldFrame& frame, const VoxelBox& box, uint64_t max_voxels,
+                      uint64_t max_chunks) {
+  VOXDB_RETURN_IF_ERROR(frame.CheckBox(box));
+  if (box.volume() > max_voxels) {
+    return TooLargeError(absl::StrFormat(
+        "the box holds %s voxels, more than the limit of %u for reading or writing voxels",
+        box.volume() == UINT64_MAX ? std::string("over 2^64") : absl::StrCat(box.volume()),
+        max_voxels));
+  }
+  const ChunkBox chunks = ChunksCovering(frame, box);
+  const uint64_t touched = uint64_t{chunks.hi.x - chunks.lo.x + 1} *
+                           (chunks.hi.y - chunks.lo.y + 1) * (chunks.hi.z - chunks.lo.z + 1);
+  if (touched > max_chunks) {
+    return TooLargeError(absl::StrFormat(
+        "the box touches %u chunks, more than the limit of %u for reading or writing voxels "
+        "(a thin box crossing many chunks costs a chunk each): split it",
+        touched, max_chunks));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace voxdb::engine

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "engine/morton_box.h"
+#include "engine/status.h"
 
 namespace voxdb::engine {
 
@@ -71,6 +72,12 @@ inline bool Meets(const VoxelBox& a, const VoxelBox& b) {
 // chunk of box.hi - 1, inclusive. The box is not clipped to the world.
 // REQUIRES: !box.empty(), and box.hi - 1 within the 21-bit chunk grid.
 ChunkBox ChunksCovering(const WorldFrame& frame, const VoxelBox& box);
+
+// What a read or write of a box checks before it touches anything: INVALID
+// or OUT_OF_BOUNDS for an empty box or one outside the frame, TOO_LARGE for
+// more than max_voxels voxels or more than max_chunks chunks touched.
+Status CheckBoxLimits(const WorldFrame& frame, const VoxelBox& box, uint64_t max_voxels,
+                      uint64_t max_chunks);
 
 // Copies the voxels of `part` from `src`, the dense array of `src_box`, into
 // `dst`, the dense array of `dst_box` (see the file comment for the layout).

@@ -356,9 +356,19 @@ TEST(NodeLayoutTest, VersionsKeepGrowingAcrossASplit) {
   ASSERT_OK_AND_ASSIGN(auto node, Node::Open(dir.path(), TestNodeOptions(4)));
   const VoxelCoord v{10, 10, 10};
   for (int i = 0; i < 20; ++i) ASSERT_OK(node->SetVoxelsAndWait({{{v, 3}}}).status);
+  ASSERT_OK(node->layout()->parts[0].db->AdoptEpoch(5));
   const WriteResult last = node->SetVoxelsAndWait({{{v, 4}}});
   ASSERT_OK(last.status);
   ASSERT_OK(node->Split(0, 4096).status());
+  // The children know what they are, and keep the parent's epochs.
+  for (const Node::Part& p : node->layout()->parts) {
+    EXPECT_EQ(p.db->partition().id, p.spec.id);
+    EXPECT_EQ(p.db->partition().range, p.spec.range);
+    EXPECT_EQ(p.db->partition().parent, 0u);
+    EXPECT_EQ(p.db->epoch(), 5u);
+  }
+  EXPECT_EQ(node->layout()->parts[1].db->partition().range,
+            (MortonRange{4096, MortonRange::All().end}));
   const WriteResult after = node->SetVoxelsAndWait({{{v, 5}}});
   ASSERT_OK(after.status);
   EXPECT_GT(after.version, last.version);
