@@ -54,6 +54,8 @@
 
 namespace voxdb::engine {
 
+class NodeResources;
+
 enum class Durability {
   kSync,   // acknowledged after the journal commit is on disk
   kAsync,  // acknowledged when applied; on disk within commit_interval
@@ -129,6 +131,12 @@ struct DatabaseOptions {
   std::function<void(double seconds, size_t chunks, size_t bytes)> on_flush;
   // How many committed writes the change feed retains (changes()).
   ChangeFeedOptions changes;
+  // The node's shared budgets (engine/node_resources.h), when the node hosts
+  // several Databases. With one, its cache and dirty budgets and its
+  // high-water mark replace cache_bytes, dirty_bytes and flush_high_water
+  // (dirty_bytes still bounds one write, which may dirty at most half of it:
+  // TOO_LARGE). Null: this Database's own budgets. DEFAULT: null.
+  std::shared_ptr<NodeResources> node;
 };
 
 struct WriteResult {

@@ -10,6 +10,7 @@
 #include "engine/format.h"
 #include "engine/group_committer.h"
 #include "engine/journal.h"
+#include "engine/node_resources.h"
 #include "engine/write_admission.h"
 
 namespace voxdb::engine {
@@ -17,6 +18,7 @@ Flusher::Flusher(const DatabaseOptions& options, ChunkStore* store, ChunkCache* 
                  const CurrentFills* fills, GroupCommitter* committer, WriteAdmission* admission,
                  Mutex* edit_mu, Mutex* store_write_mu, const std::atomic<uint64_t>* last_seq)
     : options_(options),
+      node_(options.node.get()),
       store_(store),
       cache_(cache),
       fills_(fills),
@@ -28,9 +30,12 @@ Flusher::Flusher(const DatabaseOptions& options, ChunkStore* store, ChunkCache* 
 
 void Flusher::Start() {
   thread_ = std::thread([this] { FlusherLoop(); });
+  if (node_) node_->RegisterFlusher(this);
 }
 
 void Flusher::Stop() {
+  // Waits for a WakeFlushers calling us to finish.
+  if (node_) node_->UnregisterFlusher(this);
   {
     MutexLock l(&flush_mu_);
     stop_flusher_ = true;
@@ -83,6 +88,7 @@ Status Flusher::Flush(uint64_t target) {
 }
 
 bool Flusher::OverHighWater() const {
+  if (node_) return node_->FlushWanted() && cache_->dirty_bytes() > 0;
   const int64_t high_water =
       static_cast<int64_t>(options_.flush_high_water * static_cast<double>(options_.dirty_bytes));
   return cache_->dirty_bytes() > high_water ||

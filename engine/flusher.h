@@ -13,6 +13,12 @@
 // durable), BuildWriteBatch (encode, outside every lock), WriteAndRetire
 // (write, then mark the chunks clean, under the store-write lock).
 //
+// With a NodeResources (DatabaseOptions::node) the high-water mark and the
+// waiting writers are the node's: the flusher registers with the node while
+// its thread runs, is woken by it, and writes back its own dirty chunks
+// (oldest first) while the node's dirty bytes are above the node's
+// high-water mark or writers of any database wait for room.
+//
 // Locks: the dirty set is guarded by the database's edit lock (`edit_mu`,
 // given at construction: every write lists its chunks here while it
 // applies). The flusher takes the store-write lock before the edit lock,
@@ -49,6 +55,7 @@ namespace voxdb::engine {
 class ChunkCache;
 class CurrentFills;
 class GroupCommitter;
+class NodeResources;
 class WriteAdmission;
 
 class Flusher {
@@ -154,6 +161,7 @@ class Flusher {
   void RetireLocked(const Batch& b, bool written) ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
 
   const DatabaseOptions& options_;
+  NodeResources* const node_;  // null: the database's own budget
   ChunkStore* const store_;
   ChunkCache* const cache_;
   const CurrentFills* const fills_;
