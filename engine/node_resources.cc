@@ -17,11 +17,21 @@ StatusOr<std::shared_ptr<NodeResources>> NodeResources::Create(
   if (!(options.flush_high_water > 0 && options.flush_high_water <= 1)) {
     return absl::InvalidArgumentError("node flush_high_water must be in (0, 1]");
   }
+  if (options.commit_threads < 0 || options.flush_threads < 0 ||
+      (options.commit_threads == 0) != (options.flush_threads == 0)) {
+    return absl::InvalidArgumentError(
+        "node commit_threads and flush_threads must be both 0 or both positive");
+  }
   return std::make_shared<NodeResources>(options);
 }
 
 NodeResources::NodeResources(const NodeResourcesOptions& options)
-    : options_(options), cache_budget_(options.cache_bytes), dirty_budget_(options.dirty_bytes) {}
+    : options_(options), cache_budget_(options.cache_bytes), dirty_budget_(options.dirty_bytes) {
+  if (options.commit_threads > 0 && options.flush_threads > 0) {
+    commit_pool_ = std::make_unique<WorkerPool>(options.commit_threads, "voxdb-commit");
+    flush_pool_ = std::make_unique<WorkerPool>(options.flush_threads, "voxdb-flush");
+  }
+}
 
 NodeResources::~NodeResources() {
   MutexLock l(&registry_mu_);

@@ -24,10 +24,18 @@
 //   2. room_mu_ (the dirty reservations: ReserveDirty)
 //   3. registry_mu_ (the members; held while evicting from them or waking
 //      them)
-//   4. one ChunkCache shard lock at a time (ChunkCache::Evict)
+//   4. one ChunkCache shard lock at a time (ChunkCache::Evict), or one
+//      Flusher's flush_mu_ (Flusher::Wake: on a pool it posts a task)
+//   5. a WorkerPool's lock (a leaf; also taken under a GroupCommitter's
+//      commit_mu_ and ack_mu_ to post their tasks)
 // A cache never calls into the node while it holds a shard lock, and the
 // node never holds one cache's lock while it calls into another: Evict
-// takes and releases each shard lock itself. Flusher::Wake takes no lock.
+// takes and releases each shard lock itself.
+//
+// With commit_threads and flush_threads the node also runs the Databases'
+// group committers, ackers and flushers on two shared WorkerPools, so that
+// hundreds of Databases need a handful of threads (LOD builders, which the
+// daemon runs per Database, are not shared).
 //
 // Example:
 //   NodeResourcesOptions n;
@@ -39,7 +47,9 @@
 //   auto db = Database::Open(dir, o);
 //
 // Thread-safety: thread-safe. It must outlive its Databases (they hold it
-// through their options).
+// through their options), and its last reference must not be dropped on one
+// of its own threads (a WriteDone callback, an observer): that would join
+// the thread from itself.
 #ifndef VOXDB_ENGINE_NODE_RESOURCES_H_
 #define VOXDB_ENGINE_NODE_RESOURCES_H_
 
@@ -52,6 +62,7 @@
 
 #include "engine/mutex.h"
 #include "engine/status.h"
+#include "engine/worker_pool.h"
 
 namespace voxdb::engine {
 
@@ -72,6 +83,13 @@ struct NodeResourcesOptions {
   // idle: it is entitled to no share of the cache budget, and is the first
   // to give up clean chunks to the others. DEFAULT: 1 s.
   std::chrono::milliseconds idle_after{1000};
+  // Threads the Databases' group committers and ackers share, and threads
+  // their flushers share (WorkerPool). Two pools: a flush waits for the
+  // journal commits it covers, so flushes must not hold every thread
+  // commits could run on. 0 (both): each Database runs threads of its own.
+  // REQUIRES: both 0 or both > 0. DEFAULT: 2 and 2.
+  int commit_threads = 2;
+  int flush_threads = 2;
 };
 
 class NodeResources {
@@ -106,6 +124,10 @@ class NodeResources {
   uint64_t cross_evicted_bytes() const { return cross_evicted_bytes_.load(); }
   size_t caches() const ABSL_LOCKS_EXCLUDED(registry_mu_);
   size_t flushers() const ABSL_LOCKS_EXCLUDED(registry_mu_);
+
+  // --- The shared threads (null: each Database runs its own) ---
+  WorkerPool* commit_pool() const { return commit_pool_.get(); }
+  WorkerPool* flush_pool() const { return flush_pool_.get(); }
 
   // --- For the caches ---
   void RegisterCache(ChunkCache* cache) ABSL_LOCKS_EXCLUDED(registry_mu_);
@@ -167,6 +189,11 @@ class NodeResources {
   mutable Mutex registry_mu_;
   std::vector<ChunkCache*> caches_ ABSL_GUARDED_BY(registry_mu_);
   std::vector<Flusher*> flushers_ ABSL_GUARDED_BY(registry_mu_);
+
+  // Declared last, so joined first: a worker may still be in ReleaseDirty
+  // or WakeFlushers.
+  std::unique_ptr<WorkerPool> commit_pool_;
+  std::unique_ptr<WorkerPool> flush_pool_;
 };
 
 }  // namespace voxdb::engine

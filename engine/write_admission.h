@@ -11,8 +11,9 @@
 //
 // Locks: mu_ (the reservations) is a leaf: nothing is taken under it. A
 // writer waiting for room wakes the flusher through `wake_flusher`, which
-// must take no lock. With a node, its room lock is taken instead of mu_
-// (see engine/node_resources.h for its place in the lock order).
+// must take no lock. With a node, the node's room lock is taken instead of
+// mu_, and the node wakes the flushers (engine/node_resources.h has the lock
+// order).
 //
 // Thread-safety: thread-safe.
 #ifndef VOXDB_ENGINE_WRITE_ADMISSION_H_

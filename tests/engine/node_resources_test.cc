@@ -9,8 +9,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -63,7 +65,7 @@ std::vector<uint8_t> ChunkData(uint32_t db, uint32_t i) {
                       : testing::SampleSurfaceChunk(db * 100 + i);
 }
 
-DatabaseOptions NodeOptions(std::shared_ptr<NodeResources> node) {
+DatabaseOptions SharedOptions(std::shared_ptr<NodeResources> node) {
   DatabaseOptions o = testing::TestOptions();
   o.node = std::move(node);
   return o;
@@ -146,7 +148,7 @@ TEST(NodeResourcesTest, EightDatabasesStayWithinOneCacheBudget) {
   std::vector<std::unique_ptr<Database>> dbs;
   for (uint32_t d = 0; d < kDbs; ++d) {
     dirs.push_back(std::make_unique<TempDir>());
-    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dirs.back()->path(), NodeOptions(node)));
+    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dirs.back()->path(), SharedOptions(node)));
     dbs.push_back(std::move(db));
   }
   EXPECT_EQ(node->caches(), kDbs);
@@ -199,8 +201,8 @@ TEST(NodeResourcesTest, AColdDatabaseGivesUpItsCacheToAHotOne) {
   n.idle_after = std::chrono::milliseconds(100);
   ASSERT_OK_AND_ASSIGN(auto node, NodeResources::Create(n));
   TempDir cold_dir, hot_dir;
-  ASSERT_OK_AND_ASSIGN(auto cold, Database::Open(cold_dir.path(), NodeOptions(node)));
-  ASSERT_OK_AND_ASSIGN(auto hot, Database::Open(hot_dir.path(), NodeOptions(node)));
+  ASSERT_OK_AND_ASSIGN(auto cold, Database::Open(cold_dir.path(), SharedOptions(node)));
+  ASSERT_OK_AND_ASSIGN(auto hot, Database::Open(hot_dir.path(), SharedOptions(node)));
   // The cold database fills most of the budget, then goes quiet.
   for (uint32_t i = 0; i < 4; ++i) {
     ASSERT_OK(cold->WriteBoxAndWait(ChunkBox(i), ChunkData(0, i)).status);
@@ -235,8 +237,8 @@ TEST(NodeResourcesTest, TwoBusyDatabasesShareTheCache) {
   n.idle_after = std::chrono::seconds(60);
   ASSERT_OK_AND_ASSIGN(auto node, NodeResources::Create(n));
   TempDir a_dir, b_dir;
-  ASSERT_OK_AND_ASSIGN(auto a, Database::Open(a_dir.path(), NodeOptions(node)));
-  ASSERT_OK_AND_ASSIGN(auto b, Database::Open(b_dir.path(), NodeOptions(node)));
+  ASSERT_OK_AND_ASSIGN(auto a, Database::Open(a_dir.path(), SharedOptions(node)));
+  ASSERT_OK_AND_ASSIGN(auto b, Database::Open(b_dir.path(), SharedOptions(node)));
   for (uint32_t i = 0; i < 8; ++i) {
     ASSERT_OK(a->WriteBoxAndWait(ChunkBox(i), ChunkData(0, i)).status);
     ASSERT_OK(b->WriteBoxAndWait(ChunkBox(i), ChunkData(1, i)).status);
@@ -264,14 +266,14 @@ TEST(NodeResourcesTest, DirtyBackPressureSpansDatabases) {
   ASSERT_OK_AND_ASSIGN(auto node, NodeResources::Create(n));
   TempDir a_dir, b_dir, c_dir;
   FlushGate gate;
-  DatabaseOptions bo = NodeOptions(node);
+  DatabaseOptions bo = SharedOptions(node);
   bo.observers = {&gate};
   bo.busy_timeout = std::chrono::milliseconds(300);
   ASSERT_OK_AND_ASSIGN(auto b, Database::Open(b_dir.path(), bo));
-  DatabaseOptions ao = NodeOptions(node);
+  DatabaseOptions ao = SharedOptions(node);
   ao.busy_timeout = std::chrono::seconds(60);
   ASSERT_OK_AND_ASSIGN(auto a, Database::Open(a_dir.path(), ao));
-  DatabaseOptions co = NodeOptions(node);
+  DatabaseOptions co = SharedOptions(node);
   co.busy_timeout = std::chrono::milliseconds(200);
   ASSERT_OK_AND_ASSIGN(auto c, Database::Open(c_dir.path(), co));
   // Whatever happens, the gate opens before the databases close.
@@ -345,7 +347,7 @@ TEST(NodeResourcesTest, FlushersStartAtTheNodesHighWaterMark) {
   std::vector<std::unique_ptr<Database>> dbs;
   for (uint32_t d = 0; d < kDbs; ++d) {
     dirs.push_back(std::make_unique<TempDir>());
-    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dirs.back()->path(), NodeOptions(node)));
+    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dirs.back()->path(), SharedOptions(node)));
     dbs.push_back(std::move(db));
   }
   for (uint32_t d = 0; d < kDbs; ++d) {
@@ -361,6 +363,142 @@ TEST(NodeResourcesTest, FlushersStartAtTheNodesHighWaterMark) {
   for (uint32_t d = 0; d < kDbs; ++d) {
     for (uint32_t i = 0; i < 2; ++i) EXPECT_EQ(ReadChunk(*dbs[d], i), ChunkData(d, i));
   }
+}
+
+// Threads of this process now.
+int CountThreads() {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) n += e.exists();
+  return n;
+}
+
+TEST(NodeResourcesTest, TwoHundredDatabasesRunOnAFewThreads) {
+  TempDir root;
+  // Without shared threads a Database has three: committer, acker, flusher.
+  {
+    const int before = CountThreads();
+    std::vector<std::unique_ptr<Database>> own;
+    for (int d = 0; d < 4; ++d) {
+      ASSERT_OK_AND_ASSIGN(
+          auto db, Database::Open(root.Sub("own" + std::to_string(d)), testing::TestOptions()));
+      own.push_back(std::move(db));
+    }
+    EXPECT_EQ(CountThreads(), before + 12);
+  }
+  NodeResourcesOptions n;
+  n.cache_bytes = 256 * kMiB;
+  n.dirty_bytes = 64 * kMiB;
+  n.commit_threads = 2;
+  n.flush_threads = 2;
+  const int before_node = CountThreads();
+  ASSERT_OK_AND_ASSIGN(auto node, NodeResources::Create(n));
+  const int before = CountThreads();
+  EXPECT_EQ(before, before_node + 4);
+  constexpr int kDbs = 200;
+  std::vector<std::unique_ptr<Database>> dbs;
+  for (int d = 0; d < kDbs; ++d) {
+    DatabaseOptions o = SharedOptions(node);
+    // Half of them acknowledge before the commit (the gathering timer).
+    if (d % 2) o.durability = Durability::kAsync;
+    ASSERT_OK_AND_ASSIGN(auto db, Database::Open(root.Sub("p" + std::to_string(d)), o));
+    dbs.push_back(std::move(db));
+  }
+  EXPECT_EQ(CountThreads(), before);
+  EXPECT_EQ(node->flushers(), static_cast<size_t>(kDbs));
+  // Writes and reads on all of them at once, from four threads.
+  auto at = [](int d, int k) {
+    return VoxelCoord{kX + static_cast<uint64_t>(d), kY + static_cast<uint64_t>(k), kZ};
+  };
+  auto material = [](int d, int k) { return static_cast<uint8_t>(1 + (d * 7 + k) % 250); };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < 3; ++k) {
+        for (int d = t; d < kDbs; d += 4) {
+          const WriteResult r =
+              dbs[d]->SetVoxelsAndWait(std::vector<VoxelEdit>{{at(d, k), material(d, k)}});
+          ASSERT_OK(r.status);
+          uint8_t v = 0;
+          const VoxelCoord c = at(d, k);
+          ASSERT_OK(dbs[d]->GetVoxels({&c, 1}, &v));
+          EXPECT_EQ(v, material(d, k));
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(CountThreads(), before);
+  // Every write commits, kAsync ones within their interval.
+  for (int d = 0; d < kDbs; ++d) {
+    EXPECT_TRUE(testing::WaitUntil(
+        [&] { return dbs[d]->Stats().committed_seq >= dbs[d]->Stats().last_seq; },
+        std::chrono::seconds(10)))
+        << d;
+  }
+  for (int d = 0; d < kDbs; d += 2) ASSERT_OK(dbs[d]->Flush());
+  EXPECT_GT(dbs[0]->Stats().flushes, 0u);
+  // Closing is clean: everything is written back, no thread is left over.
+  dbs.clear();
+  EXPECT_EQ(CountThreads(), before);
+  EXPECT_EQ(node->flushers(), 0u);
+  EXPECT_EQ(node->caches(), 0u);
+  EXPECT_EQ(node->dirty_bytes(), 0);
+  // What was written is there after reopening.
+  for (int d : {0, 1, 198, 199}) {
+    ASSERT_OK_AND_ASSIGN(auto db,
+                         Database::Open(root.Sub("p" + std::to_string(d)), SharedOptions(node)));
+    EXPECT_EQ(db->Stats().replayed_records, 0u);  // the close flushed it all
+    for (int k = 0; k < 3; ++k) {
+      uint8_t v = 0;
+      const VoxelCoord c = at(d, k);
+      ASSERT_OK(db->GetVoxels({&c, 1}, &v));
+      EXPECT_EQ(v, material(d, k)) << d << " " << k;
+    }
+  }
+}
+
+TEST(NodeResourcesTest, AsyncCommitsOnTheSharedThreadsKeepTheirInterval) {
+  NodeResourcesOptions n;
+  n.commit_threads = 1;
+  n.flush_threads = 1;
+  ASSERT_OK_AND_ASSIGN(auto node, NodeResources::Create(n));
+  TempDir dir;
+  DatabaseOptions o = SharedOptions(node);
+  o.durability = Durability::kAsync;
+  o.commit_interval = std::chrono::milliseconds(100);
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), o));
+  const WriteResult w = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX, kY, kZ}, 4}});
+  ASSERT_OK(w.status);
+  // Acknowledged, not yet committed: the commit waits for the interval.
+  EXPECT_LT(db->Stats().committed_seq, w.version);
+  EXPECT_TRUE(testing::WaitUntil([&] { return db->Stats().committed_seq >= w.version; },
+                                 std::chrono::seconds(5)));
+  // Flush asks for the commit now rather than at the end of the interval.
+  const WriteResult w2 = db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX, kY, kZ}, 5}});
+  ASSERT_OK(w2.status);
+  ASSERT_OK(db->Flush());
+  EXPECT_GE(db->Stats().committed_seq, w2.version);
+  EXPECT_EQ(db->Stats().dirty_chunks, 0u);
+  uint8_t v = 0;
+  const VoxelCoord c{kX, kY, kZ};
+  ASSERT_OK(db->GetVoxels({&c, 1}, &v));
+  EXPECT_EQ(v, 5);
+}
+
+TEST(NodeResourcesTest, CreateRefusesOnePoolWithoutTheOther) {
+  NodeResourcesOptions n;
+  n.commit_threads = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(NodeResources::Create(n).status()));
+  n.flush_threads = 0;
+  ASSERT_OK_AND_ASSIGN(auto node, NodeResources::Create(n));
+  EXPECT_EQ(node->commit_pool(), nullptr);
+  // Then each Database runs its own threads, on the node's budgets.
+  TempDir dir;
+  const int before = CountThreads();
+  ASSERT_OK_AND_ASSIGN(auto db, Database::Open(dir.path(), SharedOptions(node)));
+  EXPECT_EQ(CountThreads(), before + 3);
+  ASSERT_OK(db->SetVoxelsAndWait(std::vector<VoxelEdit>{{{kX, kY, kZ}, 9}}).status);
+  EXPECT_GT(node->dirty_bytes(), 0);
 }
 
 }  // namespace
