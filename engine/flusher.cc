@@ -104,6 +104,8 @@ Status Flusher::Flush(uint64_t target) {
   return flush_status_;
 }
 
+bool Flusher::HoldsDirty() const { return cache_->dirty_bytes() > 0; }
+
 bool Flusher::OverHighWater() const {
   if (node_) return node_->FlushWanted() && cache_->dirty_bytes() > 0;
   const int64_t high_water =

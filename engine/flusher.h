@@ -95,6 +95,9 @@ class Flusher {
     flush_cv_.SignalAll();
   }
 
+  // Whether the database has dirty chunks now (no lock).
+  bool HoldsDirty() const;
+
   // --- The dirty set: the database's edit lock held ---
   void AssertEditLockHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK(edit_mu_) {}
   // `seq` changed the chunk `code`.

@@ -173,7 +173,10 @@ void NodeResources::WakeFlushers() {
     return;
   }
   MutexLock l(&registry_mu_);
-  for (Flusher* f : flushers_) f->Wake();
+  // Those with nothing dirty have nothing to write back.
+  for (Flusher* f : flushers_) {
+    if (f->HoldsDirty()) f->Wake();
+  }
 }
 
 }  // namespace voxdb::engine

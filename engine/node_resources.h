@@ -167,7 +167,8 @@ class NodeResources {
   // Whether the flushers should write back now: above the high-water mark,
   // or writers wait for room.
   bool FlushWanted() const { return dirty_bytes() > high_water() || waiting_writers() > 0; }
-  // Asks every flusher to look for work (at most once a millisecond).
+  // Asks every flusher holding dirty chunks to look for work (at most once a
+  // millisecond).
   void WakeFlushers() ABSL_LOCKS_EXCLUDED(registry_mu_);
 
  private:
