@@ -5,14 +5,36 @@
 #include "engine/chunk_codec.h"
 #include "engine/coding.h"
 #include "engine/format.h"
+#include "engine/group_committer.h"
 
 namespace voxdb::engine {
 
 ChunkCache::ChunkCache(const DatabaseOptions& options, ChunkStore* store, const CurrentFills* fills)
     : options_(options),
+      node_(options.node.get()),
       store_(store),
       fills_(fills),
-      shards_(static_cast<size_t>(std::max(1, options.cache_shards))) {}
+      shards_(static_cast<size_t>(std::max(1, options.cache_shards))) {
+  if (node_) {
+    last_active_us_ = SteadyMicros();
+    node_->RegisterCache(this);
+  }
+}
+
+ChunkCache::~ChunkCache() {
+  if (!node_) return;
+  // Waits for a MakeRoom evicting from us; then our memory leaves the node.
+  node_->UnregisterCache(this);
+  node_->AddBytes(-cache_bytes_.load(), -dirty_bytes_.load());
+}
+
+void ChunkCache::NoteActiveSlow() {
+  const int64_t now = SteadyMicros();
+  // Written at most once a millisecond: readers of many threads share it.
+  if (now - last_active_us_.load(std::memory_order_relaxed) >= 1000) {
+    last_active_us_.store(now, std::memory_order_relaxed);
+  }
+}
 
 Status ChunkCache::LoadFromStore(uint64_t code, ChunkRef* out, Need need) {
   const ChunkCoord c = MortonDecode(code);
@@ -64,7 +86,7 @@ void ChunkCache::TouchLocked(Shard& shard, Entry& e) {
 
 bool ChunkCache::MarkCleanLocked(Shard& shard, uint64_t code, Entry& e) {
   if (!e.chunk) {  // virtual and clean: not cached
-    cache_bytes_ -= static_cast<int64_t>(e.bytes);
+    AddBytes(-static_cast<int64_t>(e.bytes), 0);
     shard.map.erase(code);
     return false;
   }
@@ -84,13 +106,17 @@ void ChunkCache::InsertClean(Shard& shard, uint64_t code, ChunkRef ref, uint64_t
     e.version = ref.version;
     e.bytes = EntryBytes(e.chunk);
     e.readers_may_hold = true;  // the reader keeps its reference
-    cache_bytes_ += static_cast<int64_t>(e.bytes);
+    AddBytes(static_cast<int64_t>(e.bytes), 0);
     MarkCleanLocked(shard, code, e);
   }
   MaybeEvict();
 }
 
 void ChunkCache::MaybeEvict(size_t headroom) {
+  if (node_) {
+    node_->MakeRoom(this, headroom);
+    return;
+  }
   const int64_t budget =
       static_cast<int64_t>(options_.cache_bytes) - static_cast<int64_t>(headroom);
   for (size_t tries = 0; cache_bytes_.load() > budget && tries < shards_.size(); ++tries) {
@@ -109,18 +135,56 @@ void ChunkCache::MaybeEvict(size_t headroom) {
   }
 }
 
+size_t ChunkCache::Evict(size_t bytes) {
+  size_t freed = 0;
+  // The shards in turn, each's oldest first: about LRU order overall.
+  for (size_t tries = 0; freed < bytes && tries < shards_.size(); ++tries) {
+    Shard& shard = shards_[evict_cursor_++ % shards_.size()];
+    MutexLock l(&shard.mu);
+    while (freed < bytes && !shard.lru.empty()) {
+      const uint64_t code = shard.lru.back();
+      shard.lru.pop_back();
+      auto it = shard.map.find(code);
+      VOXDB_CHECK(it != shard.map.end() && !it->second.dirty && !it->second.pinned);
+      AddBytes(-static_cast<int64_t>(it->second.bytes), 0);
+      freed += it->second.bytes;
+      shard.map.erase(it);
+      ++shard.epoch;
+      ++evictions_;
+    }
+  }
+  return freed;
+}
+
 void ChunkCache::Clear() {
+  if (!node_) {
+    for (Shard& shard : shards_) {
+      MutexLock l(&shard.mu);
+      shard.map.clear();
+      shard.lru.clear();
+      ++shard.epoch;
+    }
+    cache_bytes_ = 0;
+    dirty_bytes_ = 0;
+    return;
+  }
+  // The node's totals lose exactly what leaves, shard by shard.
   for (Shard& shard : shards_) {
     MutexLock l(&shard.mu);
+    int64_t bytes = 0, dirty = 0;
+    for (const auto& [code, e] : shard.map) {
+      bytes += static_cast<int64_t>(e.bytes);
+      if (e.dirty) dirty += static_cast<int64_t>(e.bytes);
+    }
+    AddBytes(-bytes, -dirty);
     shard.map.clear();
     shard.lru.clear();
     ++shard.epoch;
   }
-  cache_bytes_ = 0;
-  dirty_bytes_ = 0;
 }
 
 Status ChunkCache::Read(uint64_t code, ChunkRef* out) {
+  NoteActive();
   Shard& shard = ShardOf(code);
   uint64_t epoch;
   {
@@ -164,6 +228,7 @@ bool ChunkCache::ReadDirty(uint64_t code, const std::shared_ptr<const FillSet>& 
 
 bool ChunkCache::ReadVoxelInPlace(uint64_t code, ChunkCoord offset, uint8_t* voxel,
                                   uint64_t* version) {
+  NoteActive();
   Shard& shard = ShardOf(code);
   MutexLock l(&shard.mu);
   auto e = shard.map.find(code);
@@ -197,6 +262,7 @@ bool ChunkCache::Peek(uint64_t code, uint64_t* version, bool* present) const {
 }
 
 Status ChunkCache::PinForWrite(uint64_t code, Entry** out, Need need) {
+  NoteActive();
   Shard& shard = ShardOf(code);
   {
     MutexLock l(&shard.mu);
@@ -224,7 +290,7 @@ Status ChunkCache::PinForWrite(uint64_t code, Entry** out, Need need) {
     if (!e.chunk) e.fills = ref.fills;
     e.version = ref.version;
     e.bytes = EntryBytes(e.chunk);
-    cache_bytes_ += static_cast<int64_t>(e.bytes);
+    AddBytes(static_cast<int64_t>(e.bytes), 0);
   } else if (e.in_lru) {  // a reader cached it meanwhile: the same stored state
     shard.lru.erase(e.lru);
     e.in_lru = false;
@@ -292,7 +358,7 @@ void ChunkCache::MarkClean(uint64_t code) {
   MutexLock l(&shard.mu);
   Entry& e = shard.map.at(code);
   e.dirty = false;
-  dirty_bytes_ -= static_cast<int64_t>(e.bytes);
+  AddBytes(0, -static_cast<int64_t>(e.bytes));
   ++shard.epoch;
   if (!e.pinned) MarkCleanLocked(shard, code, e);
 }

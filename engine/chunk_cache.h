@@ -18,12 +18,19 @@
 //
 // Also here: CurrentFills, the database's current (immutable) fill set.
 //
+// With a NodeResources (DatabaseOptions::node) the cache registers itself
+// with it and keeps the node's totals in step with its own; room is then
+// made against the node's cache budget (NodeResources::MakeRoom), which may
+// evict from this cache on another database's behalf (Evict).
+//
 // Locks: each shard's `mu` guards its map, LRU list and epoch, and the
 // fields of its entries. Under it the cache takes only CurrentFills' lock
 // (a leaf). The database calls PinForWrite, Unpin and MarkDirty with its
 // edit lock held, and the flusher MarkClean and TakeForFlush with it held;
 // nothing here needs it. No store read transaction is held under a shard
-// lock.
+// lock. The cache calls into its NodeResources only with no shard lock held
+// (MaybeEvict); the node calls Evict with its registry lock held, and Evict
+// takes the shard locks one at a time.
 //
 // Thread-safety: thread-safe. A writer's Entry* stays valid while it is
 // pinned (the map is node-based and pinned entries are never erased).
@@ -45,6 +52,7 @@
 #include "engine/fills.h"
 #include "engine/morton.h"
 #include "engine/mutex.h"
+#include "engine/node_resources.h"
 #include "engine/status.h"
 #include "engine/world_frame.h"
 
@@ -106,6 +114,7 @@ class ChunkCache {
 
   // Neither is owned; both must outlive the cache.
   ChunkCache(const DatabaseOptions& options, ChunkStore* store, const CurrentFills* fills);
+  ~ChunkCache();
   ChunkCache(const ChunkCache&) = delete;
   ChunkCache& operator=(const ChunkCache&) = delete;
 
@@ -156,8 +165,13 @@ class ChunkCache {
   void MarkClean(uint64_t code);
 
   // Evicts clean chunks until the cache, plus `headroom` bytes about to be
-  // added, fits cache_bytes (or nothing clean is left).
+  // added, fits cache_bytes (or nothing clean is left). With a node: until
+  // the node's caches fit its budget (NodeResources::MakeRoom).
+  // REQUIRES: no shard lock held.
   void MaybeEvict(size_t headroom = 0);
+  // Evicts the oldest clean chunks, about `bytes` of them, or all there are.
+  // Returns the bytes freed. For NodeResources::MakeRoom.
+  size_t Evict(size_t bytes);
   // Forgets every entry, dirty or not (a rollback).
   void Clear();
 
@@ -166,6 +180,8 @@ class ChunkCache {
   uint64_t hits() const { return hits_.load(); }
   uint64_t misses() const { return misses_.load(); }
   uint64_t evictions() const { return evictions_.load(); }
+  // With a node: when the cache was last read or written (SteadyMicros).
+  int64_t last_active_us() const { return last_active_us_.load(std::memory_order_relaxed); }
   // Entries cached now (takes each shard's lock in turn).
   uint64_t CountEntries() const;
 
@@ -202,11 +218,25 @@ class ChunkCache {
   // leaves the cache (the fills it reads as change). False when it left.
   bool MarkCleanLocked(Shard& shard, uint64_t code, Entry& e)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Every change of the byte counts goes through here: with a node, its
+  // totals follow.
+  void AddBytes(int64_t cache_delta, int64_t dirty_delta) {
+    if (cache_delta != 0) cache_bytes_ += cache_delta;
+    if (dirty_delta != 0) dirty_bytes_ += dirty_delta;
+    if (node_) node_->AddBytes(cache_delta, dirty_delta);
+  }
+  // With a node: notes that the cache is in use (see
+  // NodeResourcesOptions::idle_after).
+  void NoteActive() {
+    if (node_) NoteActiveSlow();
+  }
+  void NoteActiveSlow();
   static size_t EntryBytes(const std::shared_ptr<Chunk>& chunk) {
     return chunk ? chunk->MemoryUsage() + kVirtualEntryBytes : kVirtualEntryBytes;
   }
 
   const DatabaseOptions& options_;
+  NodeResources* const node_;  // null: the database's own budget
   ChunkStore* const store_;
   const CurrentFills* const fills_;
   std::vector<Shard> shards_;
@@ -214,6 +244,7 @@ class ChunkCache {
   std::atomic<int64_t> dirty_bytes_{0};
   std::atomic<uint64_t> hits_{0}, misses_{0}, evictions_{0};
   std::atomic<size_t> evict_cursor_{0};
+  std::atomic<int64_t> last_active_us_{0};
 };
 
 template <typename F>
@@ -224,11 +255,10 @@ ChangedChunk ChunkCache::MarkDirty(uint64_t code, Entry* e, uint64_t seq, F&& mu
   if (e->chunk) e->fills.reset();
   const size_t bytes = EntryBytes(e->chunk);
   const int64_t delta = static_cast<int64_t>(bytes) - static_cast<int64_t>(e->bytes);
-  cache_bytes_ += delta;
   if (e->dirty) {
-    dirty_bytes_ += delta;
+    AddBytes(delta, delta);
   } else {
-    dirty_bytes_ += static_cast<int64_t>(bytes);
+    AddBytes(delta, static_cast<int64_t>(bytes));
     e->dirty = true;
   }
   e->bytes = bytes;

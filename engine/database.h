@@ -63,6 +63,8 @@
 
 namespace voxdb::engine {
 
+class NodeResources;
+
 enum class Durability {
   kSync,   // acknowledged after the journal commit is on disk
   kAsync,  // acknowledged when applied; on disk within commit_interval
@@ -150,6 +152,12 @@ struct DatabaseOptions {
   // that status. On the committer thread: must be cheap, thread-safe, must
   // not block long and must not call into the Database. DEFAULT: none.
   std::function<Status(uint64_t epoch)> fence;
+  // The node's shared budgets (engine/node_resources.h), when the node hosts
+  // several Databases. With one, its cache and dirty budgets and its
+  // high-water mark replace cache_bytes, dirty_bytes and flush_high_water
+  // (dirty_bytes still bounds one write, which may dirty at most half of it:
+  // TOO_LARGE). Null: this Database's own budgets. DEFAULT: null.
+  std::shared_ptr<NodeResources> node;
 };
 
 struct WriteResult {

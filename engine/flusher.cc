@@ -10,6 +10,7 @@
 #include "engine/format.h"
 #include "engine/group_committer.h"
 #include "engine/journal.h"
+#include "engine/node_resources.h"
 #include "engine/write_admission.h"
 
 namespace voxdb::engine {
@@ -17,6 +18,8 @@ Flusher::Flusher(const DatabaseOptions& options, ChunkStore* store, ChunkCache* 
                  const CurrentFills* fills, GroupCommitter* committer, WriteAdmission* admission,
                  Mutex* edit_mu, Mutex* store_write_mu, const std::atomic<uint64_t>* last_seq)
     : options_(options),
+      node_(options.node.get()),
+      pool_(options.node ? options.node->flush_pool() : nullptr),
       store_(store),
       cache_(cache),
       fills_(fills),
@@ -27,14 +30,32 @@ Flusher::Flusher(const DatabaseOptions& options, ChunkStore* store, ChunkCache* 
       last_seq_(last_seq) {}
 
 void Flusher::Start() {
-  thread_ = std::thread([this] { FlusherLoop(); });
+  if (pool_) {
+    MutexLock l(&flush_mu_);
+    ArmTickLocked();
+  } else {
+    thread_ = std::thread([this] { FlusherLoop(); });
+  }
+  if (node_) node_->RegisterFlusher(this);
 }
 
 void Flusher::Stop() {
+  // Waits for a WakeFlushers calling us to finish.
+  if (node_) node_->UnregisterFlusher(this);
+  // No tick timer calls us from here on (it might post a task after the
+  // last one has run).
+  if (pool_) token_->Kill();
   {
     MutexLock l(&flush_mu_);
     stop_flusher_ = true;
+    if (pool_) {
+      // The last FlushTask serves the requests still pending, then
+      // unschedules.
+      KickLocked();
+      while (flush_scheduled_) flushed_cv_.Wait();
+    }
   }
+  if (pool_) return;
   flush_cv_.SignalAll();
   thread_.join();
 }
@@ -77,21 +98,105 @@ Status Flusher::Flush(uint64_t target) {
   MutexLock l(&flush_mu_);
   const uint64_t generation = ++flush_requested_;
   flush_target_ = std::max(flush_target_, target);
+  KickLocked();
   flush_cv_.SignalAll();
   while (flush_served_ < generation) flushed_cv_.Wait();
   return flush_status_;
 }
 
+bool Flusher::HoldsDirty() const { return cache_->dirty_bytes() > 0; }
+
 bool Flusher::OverHighWater() const {
+  if (node_) return node_->FlushWanted() && cache_->dirty_bytes() > 0;
   const int64_t high_water =
       static_cast<int64_t>(options_.flush_high_water * static_cast<double>(options_.dirty_bytes));
   return cache_->dirty_bytes() > high_water ||
          (admission_->waiting_writers() > 0 && cache_->dirty_bytes() > 0);
 }
 
+std::chrono::milliseconds Flusher::Tick() const {
+  return std::chrono::milliseconds(
+      std::clamp<int64_t>(options_.max_dirty_age.count() / 4, 10, 1000));
+}
+
+Status Flusher::FlushDue() {
+  Status status;
+  bool more = true;
+  // Oldest first, until below the high-water mark, or further while
+  // writers wait for room.
+  while (more && status.ok() && OverHighWater()) {
+    status = FlushBatch(UINT64_MAX, INT64_MAX, options_.flush_batch_bytes, &more);
+  }
+  // Then anything older than the maximum age.
+  const int64_t cutoff = SteadyMicros() - options_.max_dirty_age.count() * 1000;
+  more = true;
+  while (more && status.ok()) {
+    status = FlushBatch(UINT64_MAX, cutoff, options_.flush_batch_bytes, &more);
+  }
+  return status;
+}
+
+void Flusher::KickLocked() {
+  if (!pool_ || flush_scheduled_) return;
+  flush_scheduled_ = true;
+  pool_->Post([this] { FlushTask(); });
+}
+
+void Flusher::ArmTickLocked() {
+  if (tick_armed_ || stop_flusher_) return;
+  tick_armed_ = true;
+  pool_->PostAt(std::chrono::steady_clock::now() + Tick(), token_, [this] {
+    MutexLock l(&flush_mu_);
+    tick_armed_ = false;
+    tick_due_ = true;
+    KickLocked();
+  });
+}
+
+void Flusher::FlushTask() {
+  uint64_t target = 0, generation = 0;
+  bool requested = false;
+  {
+    MutexLock l(&flush_mu_);
+    if (flush_requested_ > flush_served_) {
+      requested = true;
+      generation = flush_requested_;
+      target = flush_target_;
+    } else if (stop_flusher_ ||
+               !(tick_due_ ||
+                 (OverHighWater() && std::chrono::steady_clock::now() >= backoff_until_))) {
+      // Nothing to do until woken or the next tick.
+      flush_scheduled_ = false;
+      flushed_cv_.SignalAll();  // Stop waits for the last task
+      ArmTickLocked();
+      return;
+    }
+    tick_due_ = false;
+  }
+  Status status;
+  if (requested) {
+    // Everything dirty at the time of the request.
+    bool more = true;
+    while (more && status.ok()) {
+      status = FlushBatch(target, INT64_MAX, options_.flush_batch_bytes, &more);
+    }
+    MutexLock l(&flush_mu_);
+    flush_served_ = generation;
+    flush_status_ = status;
+    flushed_cv_.SignalAll();
+  } else if (!(status = FlushDue()).ok()) {
+    // Storage full or an I/O error: back off one tick; writers meet
+    // back-pressure.
+    MutexLock l(&flush_mu_);
+    backoff_until_ = std::chrono::steady_clock::now() + Tick();
+  }
+  // Again, behind the other databases' tasks: it finds out whether there is
+  // more to do.
+  pool_->Post([this] { FlushTask(); });
+}
+
 void Flusher::FlusherLoop() {
-  const auto tick =
-      std::chrono::milliseconds(std::clamp<int64_t>(options_.max_dirty_age.count() / 4, 10, 1000));
+  const auto tick = Tick();
   for (;;) {
     uint64_t target = 0, generation = 0;
     bool requested = false;
@@ -121,17 +226,7 @@ void Flusher::FlusherLoop() {
       flushed_cv_.SignalAll();
       continue;
     }
-    // Oldest first, until below the high-water mark, or further while
-    // writers wait for room.
-    while (more && status.ok() && OverHighWater()) {
-      status = FlushBatch(UINT64_MAX, INT64_MAX, options_.flush_batch_bytes, &more);
-    }
-    // Then anything older than the maximum age.
-    const int64_t cutoff = SteadyMicros() - options_.max_dirty_age.count() * 1000;
-    more = true;
-    while (more && status.ok()) {
-      status = FlushBatch(UINT64_MAX, cutoff, options_.flush_batch_bytes, &more);
-    }
+    status = FlushDue();
     if (!status.ok()) {
       // Storage full or an I/O error: back off; writers meet back-pressure.
       MutexLock l(&flush_mu_);

@@ -13,6 +13,17 @@
 // durable), BuildWriteBatch (encode, outside every lock), WriteAndRetire
 // (write, then mark the chunks clean, under the store-write lock).
 //
+// With a NodeResources (DatabaseOptions::node) the high-water mark and the
+// waiting writers are the node's: the flusher registers with the node while
+// its thread runs, is woken by it, and writes back its own dirty chunks
+// (oldest first) while the node's dirty bytes are above the node's
+// high-water mark or writers of any database wait for room.
+//
+// With a node that has a flush pool, the flusher is a task on the pool
+// instead of a thread: posted when woken, asked to flush or stopped, and by
+// a timer every tick (for max_dirty_age); at most one runs at a time
+// (flush_scheduled_).
+//
 // Locks: the dirty set is guarded by the database's edit lock (`edit_mu`,
 // given at construction: every write lists its chunks here while it
 // applies). The flusher takes the store-write lock before the edit lock,
@@ -27,6 +38,7 @@
 #define VOXDB_ENGINE_FLUSHER_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -43,12 +55,14 @@
 #include "engine/fills.h"
 #include "engine/mutex.h"
 #include "engine/status.h"
+#include "engine/worker_pool.h"
 
 namespace voxdb::engine {
 
 class ChunkCache;
 class CurrentFills;
 class GroupCommitter;
+class NodeResources;
 class WriteAdmission;
 
 class Flusher {
@@ -71,8 +85,18 @@ class Flusher {
   // (and the fills and journal they cover). The first error of those
   // writes.
   Status Flush(uint64_t target) ABSL_LOCKS_EXCLUDED(flush_mu_);
-  // Asks the flusher to look for work now (writers wait for room).
-  void Wake() { flush_cv_.SignalAll(); }
+  // Asks the flusher to look for work now (writers wait for room). On a
+  // pool it takes flush_mu_ (a leaf but for the pool's lock).
+  void Wake() ABSL_LOCKS_EXCLUDED(flush_mu_) {
+    if (pool_) {
+      MutexLock l(&flush_mu_);
+      KickLocked();
+    }
+    flush_cv_.SignalAll();
+  }
+
+  // Whether the database has dirty chunks now (no lock).
+  bool HoldsDirty() const;
 
   // --- The dirty set: the database's edit lock held ---
   void AssertEditLockHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK(edit_mu_) {}
@@ -125,6 +149,18 @@ class Flusher {
   };
 
   void FlusherLoop() ABSL_LOCKS_EXCLUDED(flush_mu_);
+  // How often the flusher looks for chunks older than max_dirty_age.
+  std::chrono::milliseconds Tick() const;
+  // The flush work FlusherLoop does once awake (not for a request): above
+  // the high-water mark, then what is too old. Its first error.
+  Status FlushDue();
+  // On a pool: one pass of FlusherLoop without waiting; posts itself again
+  // while there is work.
+  void FlushTask() ABSL_LOCKS_EXCLUDED(flush_mu_);
+  // On a pool: posts FlushTask unless it is scheduled.
+  void KickLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flush_mu_);
+  // On a pool: sets the tick timer unless one is set.
+  void ArmTickLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flush_mu_);
   // Whether the flusher should flush without a request.
   bool OverHighWater() const;
   // Flushes up to one batch of dirty chunks whose first_seq <= max_first_seq
@@ -154,6 +190,9 @@ class Flusher {
   void RetireLocked(const Batch& b, bool written) ABSL_EXCLUSIVE_LOCKS_REQUIRED(edit_mu_);
 
   const DatabaseOptions& options_;
+  NodeResources* const node_;  // null: the database's own budget
+  WorkerPool* const pool_;     // the node's flush pool; null: a thread of our own
+  const std::shared_ptr<PoolToken> token_ = std::make_shared<PoolToken>();
   ChunkStore* const store_;
   ChunkCache* const cache_;
   const CurrentFills* const fills_;
@@ -183,6 +222,13 @@ class Flusher {
   // Of the last requested flush.
   Status flush_status_ ABSL_GUARDED_BY(flush_mu_);
   bool stop_flusher_ ABSL_GUARDED_BY(flush_mu_) = false;
+  // On a pool: FlushTask is posted or running; the tick timer is set; it
+  // fired (time for FlushDue); after a failed flush, no FlushDue before
+  // backoff_until_.
+  bool flush_scheduled_ ABSL_GUARDED_BY(flush_mu_) = false;
+  bool tick_armed_ ABSL_GUARDED_BY(flush_mu_) = false;
+  bool tick_due_ ABSL_GUARDED_BY(flush_mu_) = false;
+  std::chrono::steady_clock::time_point backoff_until_ ABSL_GUARDED_BY(flush_mu_);
 
   std::atomic<uint64_t> flushes_{0}, flushed_chunks_{0}, flushed_bytes_{0};
   std::atomic<uint64_t> flush_generation_{0};

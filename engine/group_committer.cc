@@ -3,28 +3,43 @@
 #include <algorithm>
 
 #include "engine/journal.h"
+#include "engine/node_resources.h"
 
 namespace voxdb::engine {
 
 GroupCommitter::GroupCommitter(const DatabaseOptions& options, ChunkStore* store, FailFn fail,
                                CheckFn check)
-    : options_(options), store_(store), fail_(std::move(fail)), check_(std::move(check)) {}
+    : options_(options),
+      store_(store),
+      fail_(std::move(fail)),
+      check_(std::move(check)),
+      pool_(options.node ? options.node->commit_pool() : nullptr) {}
 
 void GroupCommitter::Start(uint64_t last_seq) {
   committed_seq_ = last_seq;
   durable_seq_ = last_seq;
   feed_ = std::make_unique<ChangeFeed>(options_.changes, last_seq);
+  if (pool_) return;  // tasks are posted when there is work
   committer_ = std::thread([this] { CommitterLoop(); });
   acker_ = std::thread([this] { AckerLoop(); });
 }
 
 void GroupCommitter::Stop() {
+  // No gathering timer calls us from here on: Stop ends the gathering.
+  if (pool_) token_->Kill();
   {
     MutexLock l(&commit_mu_);
     stop_committer_ = true;
+    if (pool_) {
+      // The last CommitTask commits what is queued, then unschedules.
+      KickLocked(/*now=*/true);
+      while (commit_scheduled_) committed_cv_.Wait();
+    }
   }
-  commit_cv_.SignalAll();
-  committer_.join();
+  if (!pool_) {
+    commit_cv_.SignalAll();
+    committer_.join();
+  }
   {
     MutexLock l(&durable_mu_);
     committer_stopped_ = true;
@@ -33,17 +48,82 @@ void GroupCommitter::Stop() {
   {
     MutexLock l(&ack_mu_);
     stop_acker_ = true;
+    if (pool_) {
+      while (ack_scheduled_ || !acks_.empty()) ack_cv_.Wait();
+    }
   }
-  ack_cv_.SignalAll();
-  acker_.join();
+  if (!pool_) {
+    ack_cv_.SignalAll();
+    acker_.join();
+  }
 }
 
 void GroupCommitter::Enqueue(Pending pending) {
   {
     MutexLock l(&commit_mu_);
     pending_.push_back(std::move(pending));
+    KickLocked(/*now=*/false);
   }
   commit_cv_.Signal();
+}
+
+void GroupCommitter::KickLocked(bool now) {
+  if (!pool_) return;
+  if (!commit_scheduled_) {
+    commit_scheduled_ = true;
+    pool_->Post([this] { CommitTask(); });
+  } else if (now && gathering_) {
+    // The pending timer finds its generation gone and does nothing.
+    gathering_ = false;
+    ++gather_gen_;
+    pool_->Post([this] { CommitTask(); });
+  }
+}
+
+void GroupCommitter::CommitTask() {
+  const bool async = options_.durability == Durability::kAsync;
+  std::vector<Pending> batch;
+  {
+    MutexLock l(&commit_mu_);
+    if (pending_.empty()) {
+      if (unacked_.empty()) {
+        commit_now_ = false;
+        commit_scheduled_ = false;
+        committed_cv_.SignalAll();
+        return;
+      }
+      // Idle: make the last commit durable now rather than wait (below,
+      // without the lock).
+    } else {
+      if (async && !stop_committer_ && !commit_now_) {
+        // Gather for one interval (a timer: the thread serves others).
+        const auto now = std::chrono::steady_clock::now();
+        if (!gather_deadline_) gather_deadline_ = now + options_.commit_interval;
+        if (now < *gather_deadline_) {
+          gathering_ = true;
+          const uint64_t gen = ++gather_gen_;
+          pool_->PostAt(*gather_deadline_, token_, [this, gen] {
+            MutexLock timer_lock(&commit_mu_);
+            if (!gathering_ || gather_gen_ != gen) return;
+            gathering_ = false;
+            pool_->Post([this] { CommitTask(); });
+          });
+          return;
+        }
+      }
+      gather_deadline_.reset();
+      commit_now_ = false;
+      batch.swap(pending_);
+      inflight_oldest_us_ = batch.front().enqueued_us;
+    }
+  }
+  if (batch.empty()) {
+    SyncUnacked(&unacked_);
+  } else {
+    CommitBatch(std::move(batch), &unacked_);
+  }
+  // Again, behind the other databases' tasks.
+  pool_->Post([this] { CommitTask(); });
 }
 
 void GroupCommitter::CommitterLoop() {
@@ -84,6 +164,14 @@ void GroupCommitter::CommitterLoop() {
       SyncUnacked(&unacked);
       continue;
     }
+    CommitBatch(std::move(batch), &unacked);
+  }
+}
+
+void GroupCommitter::CommitBatch(std::vector<Pending> batch, std::vector<Pending>* unacked_out) {
+  const bool async = options_.durability == Durability::kAsync;
+  std::vector<Pending>& unacked = *unacked_out;
+  {
     // The fencing check, immediately before the commit: a refused batch
     // fails as a failed commit does (nothing was written), so that its
     // writes and those queued behind it are rolled back.
@@ -92,7 +180,7 @@ void GroupCommitter::CommitterLoop() {
       fail_(refused, std::move(batch), /*written=*/false);
       MutexLock l(&commit_mu_);
       inflight_oldest_us_ = 0;
-      continue;
+      return;
     }
     WriteBatch wb;
     uint64_t bytes = 0;
@@ -123,7 +211,7 @@ void GroupCommitter::CommitterLoop() {
       fail_(s, std::move(batch), written);
       MutexLock l(&commit_mu_);
       inflight_oldest_us_ = 0;
-      continue;
+      return;
     }
     // This commit's data sync also flushed the previous commit's meta page.
     if (!unacked.empty()) Acknowledge(std::move(unacked));
@@ -184,8 +272,31 @@ void GroupCommitter::Answer(Status status, std::vector<Pending> batch) {
   {
     MutexLock l(&ack_mu_);
     acks_.emplace_back(std::move(status), std::move(batch));
+    if (pool_ && !ack_scheduled_) {
+      ack_scheduled_ = true;
+      pool_->Post([this] { AckTask(); });
+    }
   }
   ack_cv_.Signal();
+}
+
+void GroupCommitter::AckTask() {
+  std::vector<std::pair<Status, std::vector<Pending>>> work;
+  {
+    MutexLock l(&ack_mu_);
+    if (acks_.empty()) {
+      ack_scheduled_ = false;
+      ack_cv_.SignalAll();  // Stop waits for the last answers
+      return;
+    }
+    work.swap(acks_);
+  }
+  for (auto& [status, batch] : work) {
+    for (Pending& p : batch) {
+      if (p.done) p.done({status, status.ok() ? p.seq : 0});
+    }
+  }
+  pool_->Post([this] { AckTask(); });
 }
 
 void GroupCommitter::AckerLoop() {
@@ -221,6 +332,7 @@ bool GroupCommitter::WaitDurable(uint64_t seq, uint64_t epoch, bool any_mode) {
     // commit now in case it is gathering.
     MutexLock l(&commit_mu_);
     commit_now_ = true;
+    KickLocked(/*now=*/true);
   }
   commit_cv_.SignalAll();
   MutexLock l(&durable_mu_);
@@ -248,6 +360,7 @@ bool GroupCommitter::WaitForLag(int64_t bound_us, std::chrono::steady_clock::tim
     if (!counted) ++journal_waits_;
     if (std::chrono::steady_clock::now() >= deadline) return false;
     commit_now_ = true;
+    KickLocked(/*now=*/true);
     commit_cv_.SignalAll();
     committed_cv_.WaitFor(std::chrono::milliseconds(2));
   }

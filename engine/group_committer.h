@@ -24,9 +24,17 @@
 // the batch (engine/database.cc rolls the database back to its durable state,
 // then calls TakeQueued, MarkRolledBack and Answer here).
 //
+// With a NodeResources that has a commit pool (DatabaseOptions::node), the
+// committer and the acker are tasks on the node's pool instead of threads:
+// each is posted when it has work, at most one of each runs at a time (the
+// commit_scheduled_ and ack_scheduled_ flags), and the kAsync gathering
+// interval is a timer of the pool. Commits stay in order, and answers come
+// after durability, as with threads.
+//
 // Locks: commit_mu_ (the queue, the commit-now flag, committed_seq_'s
 // waiters), durable_mu_ (durable_seq_'s waiters) and ack_mu_ (the answers)
-// are leaves: nothing is taken under them, and no callback runs under them.
+// are leaves but for the pool's lock (posting a task): nothing else is taken
+// under them, and no callback runs under them.
 // A caller may hold the database's edit lock (and the store-write lock)
 // while calling Enqueue, TakeQueued or MarkRolledBack.
 //
@@ -39,6 +47,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -48,6 +57,7 @@
 #include "engine/database.h"
 #include "engine/mutex.h"
 #include "engine/status.h"
+#include "engine/worker_pool.h"
 
 namespace voxdb::engine {
 
@@ -135,6 +145,16 @@ class GroupCommitter {
  private:
   void CommitterLoop();
   void AckerLoop();
+  // Commits `batch` (taken from pending_), and acknowledges or fails it and
+  // what `unacked` held.
+  void CommitBatch(std::vector<Pending> batch, std::vector<Pending>* unacked);
+  // On a pool: one pass of CommitterLoop, without waiting; posts itself
+  // again while there is work.
+  void CommitTask() ABSL_LOCKS_EXCLUDED(commit_mu_);
+  // On a pool: posts CommitTask unless it is scheduled; `now` also ends a
+  // kAsync gathering interval early.
+  void KickLocked(bool now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_);
+  void AckTask() ABSL_LOCKS_EXCLUDED(ack_mu_);
   // A batch is durable: publishes it, moves durable_seq_, queues its
   // acknowledgements.
   void Acknowledge(std::vector<Pending> batch);
@@ -150,6 +170,9 @@ class GroupCommitter {
   ChunkStore* const store_;
   const FailFn fail_;
   const CheckFn check_;
+  // The node's commit pool; null: threads of our own.
+  WorkerPool* const pool_;
+  const std::shared_ptr<PoolToken> token_ = std::make_shared<PoolToken>();
   // Committed writes, published once durable (created by Start).
   std::unique_ptr<ChangeFeed> feed_;
 
@@ -161,6 +184,14 @@ class GroupCommitter {
   bool stop_committer_ ABSL_GUARDED_BY(commit_mu_) = false;
   // The batch committing: its oldest write's enqueue time.
   int64_t inflight_oldest_us_ ABSL_GUARDED_BY(commit_mu_) = 0;
+  // On a pool: CommitTask is posted or running (or gathering: waiting for
+  // its timer, whose generation is gather_gen_).
+  bool commit_scheduled_ ABSL_GUARDED_BY(commit_mu_) = false;
+  bool gathering_ ABSL_GUARDED_BY(commit_mu_) = false;
+  uint64_t gather_gen_ ABSL_GUARDED_BY(commit_mu_) = 0;
+  std::optional<std::chrono::steady_clock::time_point> gather_deadline_ ABSL_GUARDED_BY(commit_mu_);
+  // On a pool: CommitterLoop's `unacked`, used by one CommitTask at a time.
+  std::vector<Pending> unacked_;
   // Written under commit_mu_ (or after Stop); read anywhere.
   std::atomic<uint64_t> committed_seq_{0};
   std::atomic<uint64_t> journal_waits_{0};
@@ -184,6 +215,7 @@ class GroupCommitter {
   CondVar ack_cv_{&ack_mu_};
   std::vector<std::pair<Status, std::vector<Pending>>> acks_ ABSL_GUARDED_BY(ack_mu_);
   bool stop_acker_ ABSL_GUARDED_BY(ack_mu_) = false;
+  bool ack_scheduled_ ABSL_GUARDED_BY(ack_mu_) = false;  // on a pool: AckTask posted or running
 
   std::thread committer_;
   std::thread acker_;

@@ -12,6 +12,7 @@ namespace voxdb::engine {
 WriteAdmission::WriteAdmission(const DatabaseOptions& options, const ChunkCache* cache,
                                GroupCommitter* committer, std::function<void()> wake_flusher)
     : options_(options),
+      node_(options.node.get()),
       cache_(cache),
       committer_(committer),
       wake_flusher_(std::move(wake_flusher)) {}
@@ -25,6 +26,17 @@ bool WriteAdmission::FitsLocked(int64_t want) const {
 
 Status WriteAdmission::ReserveRoom(size_t estimate) {
   const int64_t want = static_cast<int64_t>(estimate);
+  if (node_) {
+    if (node_->ReserveDirty(want, std::chrono::steady_clock::now() + options_.busy_timeout,
+                            &write_waits_)) {
+      return absl::OkStatus();
+    }
+    ++busy_rejections_;
+    return BusyError(absl::StrFormat(
+        "dirty data of the node is at its budget of %u bytes and the flushers did not make room "
+        "within %d ms",
+        node_->dirty_budget(), static_cast<int>(options_.busy_timeout.count())));
+  }
   MutexLock l(&mu_);
   if (!FitsLocked(want)) {
     ++write_waits_;
@@ -49,6 +61,10 @@ Status WriteAdmission::ReserveRoom(size_t estimate) {
 }
 
 void WriteAdmission::ReleaseRoom(size_t estimate) {
+  if (node_) {
+    node_->ReleaseDirty(static_cast<int64_t>(estimate));
+    return;
+  }
   {
     MutexLock l(&mu_);
     reserved_ -= static_cast<int64_t>(estimate);
@@ -76,6 +92,7 @@ Status WriteAdmission::WaitForJournal() {
 }
 
 bool WriteAdmission::WritesWouldWait() const {
+  if (node_) return node_->WritesWouldWait();
   return waiting_writers_.load() > 0 ||
          cache_->dirty_bytes() >= static_cast<int64_t>(options_.dirty_bytes);
 }

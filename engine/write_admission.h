@@ -4,9 +4,16 @@
 // lags too far behind the writes already acknowledged (WaitForJournal).
 // Either wait fails with BUSY after DatabaseOptions::busy_timeout.
 //
+// With a NodeResources (DatabaseOptions::node) the dirty-bytes budget is the
+// node's: the reservations are the node's (NodeResources::ReserveDirty), so
+// a writer of this database waits while any database of the node holds the
+// room, and the flushers of all of them are woken.
+//
 // Locks: mu_ (the reservations) is a leaf: nothing is taken under it. A
 // writer waiting for room wakes the flusher through `wake_flusher`, which
-// must take no lock.
+// must take no lock. With a node, the node's room lock is taken instead of
+// mu_, and the node wakes the flushers (engine/node_resources.h has the lock
+// order).
 //
 // Thread-safety: thread-safe.
 #ifndef VOXDB_ENGINE_WRITE_ADMISSION_H_
@@ -19,6 +26,7 @@
 
 #include "engine/database.h"
 #include "engine/mutex.h"
+#include "engine/node_resources.h"
 #include "engine/status.h"
 
 namespace voxdb::engine {
@@ -43,7 +51,10 @@ class WriteAdmission {
   void ReleaseRoom(size_t estimate) ABSL_LOCKS_EXCLUDED(mu_);
   // Dirty bytes went down, or the database closes: wakes the writers
   // waiting for room to look again.
-  void WakeWriters() { room_cv_.SignalAll(); }
+  void WakeWriters() {
+    if (node_) node_->WakeWriters();
+    room_cv_.SignalAll();
+  }
 
   // kAsync back-pressure: waits while the oldest write not yet committed is
   // older than AsyncLagBoundMicros(). BUSY after busy_timeout.
@@ -61,6 +72,7 @@ class WriteAdmission {
   int64_t AsyncLagBoundMicros() const;
 
   const DatabaseOptions& options_;
+  NodeResources* const node_;  // null: the database's own budget
   const ChunkCache* const cache_;
   GroupCommitter* const committer_;
   const std::function<void()> wake_flusher_;
