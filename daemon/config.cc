@@ -322,7 +322,7 @@ std::string ConfigHelp() {
   return out.str();
 }
 
-void ReloadConfig(const DaemonConfig& config, engine::ChunkStore& store) {
+void ReloadConfig(const DaemonConfig& config, engine::Node& node) {
   if (config.config_file.empty()) {
     Log(LogLevel::kWarn, "SIGHUP: no --config file to re-read");
     return;
@@ -356,12 +356,19 @@ void ReloadConfig(const DaemonConfig& config, engine::ChunkStore& store) {
     Log(LogLevel::kError, "SIGHUP: max-map-size '%s' is not a size; unchanged", text);
     return;
   }
-  if (n == store.max_map_size()) return;
-  if (absl::Status s = store.SetMaxMapSize(n); !s.ok()) {
-    Log(LogLevel::kError, "SIGHUP: max-map-size unchanged: %s", s.message());
-    return;
+  // Each partition's map (engine/node.h).
+  bool changed = false;
+  for (const engine::Node::Part& part : node.layout()->parts) {
+    engine::ChunkStore& store = part.db->store();
+    if (n == store.max_map_size()) continue;
+    if (absl::Status s = store.SetMaxMapSize(n); !s.ok()) {
+      Log(LogLevel::kError, "SIGHUP: max-map-size of %s unchanged: %s", part.spec.dir,
+          s.message());
+      continue;
+    }
+    changed = true;
   }
-  Log(LogLevel::kWarn, "SIGHUP: max-map-size is now %s", text);
+  if (changed) Log(LogLevel::kWarn, "SIGHUP: max-map-size is now %s", text);
 }
 
 bool ParseSize(const std::string& s, uint64_t* out) {

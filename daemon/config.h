@@ -12,7 +12,7 @@
 //   if (!action.ok()) { print "voxdbd: " + message; exit 2; }
 //   if (*action == ConfigAction::kHelp) std::cout << ConfigHelp() << "\n";
 //   ...
-//   on SIGHUP: ReloadConfig(config, db->store());
+//   on SIGHUP: ReloadConfig(config, *node);
 //
 // Thread-safety: the functions keep no state; a DaemonConfig is a value,
 // used by one thread at a time.
@@ -33,6 +33,7 @@
 #include "engine/chunk_store.h"
 #include "engine/database.h"
 #include "engine/lod.h"
+#include "engine/node.h"
 
 namespace voxdb::daemon {
 
@@ -121,10 +122,10 @@ std::string ConfigHelp();
 
 // SIGHUP: re-reads config.config_file for the options that change while the
 // daemon runs: the log level (the file's, or the default if it names none)
-// and max-map-size (if the file names one: the map may grow to it from now
-// on, so a database whose map was full takes writes again). Problems are
-// logged, and leave the setting as it was.
-void ReloadConfig(const DaemonConfig& config, engine::ChunkStore& store);
+// and max-map-size (if the file names one: each partition's map may grow
+// to it from now on, so a database whose map was full takes writes again).
+// Problems are logged, and leave the setting as it was.
+void ReloadConfig(const DaemonConfig& config, engine::Node& node);
 
 // "64GiB", "512MiB", "1000", "10k": bytes. Returns false on anything else
 // (no number, more than 19 digits, an unknown unit, or more than 2^64-1).

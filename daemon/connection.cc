@@ -577,7 +577,7 @@ void Server::Connection::ReplyAfter(uint8_t op, uint64_t id, std::chrono::millis
 }
 
 void Server::Connection::SubmitWrite(std::function<void()> submit) {
-  if (deferred_writes_ == 0 && !server_->db_->WritesWouldWait()) return submit();
+  if (deferred_writes_ == 0 && !server_->node_->WritesWouldWait()) return submit();
   ++deferred_writes_;
   ++server_->deferred_writes_;
   auto self = shared_from_this();

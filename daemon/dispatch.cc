@@ -14,10 +14,13 @@ using protocol::Opcode;
 using protocol::Role;
 using H = Server::Handlers;
 
-constexpr HandlerRow Io(Opcode op, IoHandler fn) { return {op, Runs::kIoThread, fn, nullptr}; }
-constexpr HandlerRow Worker(Opcode op, WorkerHandler fn) {
-  return {op, Runs::kWorker, nullptr, fn};
+constexpr HandlerRow Io(Opcode op, IoHandler fn, Spans spans = Spans::kPartitions) {
+  return {op, Runs::kIoThread, fn, nullptr, spans};
 }
+constexpr HandlerRow Worker(Opcode op, WorkerHandler fn, Spans spans = Spans::kPartitions) {
+  return {op, Runs::kWorker, nullptr, fn, spans};
+}
+constexpr Spans kOne = Spans::kOnePartition;
 
 constexpr HandlerRow kHandlers[] = {
     Io(Opcode::kHello, &H::Hello),
@@ -34,22 +37,22 @@ constexpr HandlerRow kHandlers[] = {
     Io(Opcode::kStats, &H::Stats),
     // A read of the index and the cache: on the I/O thread (a LOD level
     // goes to the worker).
-    Io(Opcode::kQueryRadius, &H::Query),
-    Io(Opcode::kQueryCell, &H::Query),
-    Io(Opcode::kQueryRect, &H::Query),
-    Io(Opcode::kQueryBox, &H::Query),
-    Worker(Opcode::kReindex, &H::Reindex),
-    Worker(Opcode::kBackup, &H::Backup),
-    Io(Opcode::kLodRebuild, &H::LodRebuild),
-    Io(Opcode::kLodSync, &H::LodSync),
-    Io(Opcode::kSnapshotOpen, &H::SnapshotOpen),
-    Io(Opcode::kSnapshotScan, &H::SnapshotScan),
-    Io(Opcode::kSnapshotGet, &H::SnapshotGet),
-    Io(Opcode::kSnapshotClose, &H::SnapshotClose),
-    Io(Opcode::kSubscribe, &H::Subscribe),
-    Io(Opcode::kUnsubscribe, &H::Unsubscribe),
-    Io(Opcode::kStreamUpdate, &H::StreamUpdate),
-    Io(Opcode::kStreamClose, &H::StreamClose),
+    Io(Opcode::kQueryRadius, &H::Query, kOne),
+    Io(Opcode::kQueryCell, &H::Query, kOne),
+    Io(Opcode::kQueryRect, &H::Query, kOne),
+    Io(Opcode::kQueryBox, &H::Query, kOne),
+    Worker(Opcode::kReindex, &H::Reindex, kOne),
+    Worker(Opcode::kBackup, &H::Backup, kOne),
+    Io(Opcode::kLodRebuild, &H::LodRebuild, kOne),
+    Io(Opcode::kLodSync, &H::LodSync, kOne),
+    Io(Opcode::kSnapshotOpen, &H::SnapshotOpen, kOne),
+    Io(Opcode::kSnapshotScan, &H::SnapshotScan, kOne),
+    Io(Opcode::kSnapshotGet, &H::SnapshotGet, kOne),
+    Io(Opcode::kSnapshotClose, &H::SnapshotClose, kOne),
+    Io(Opcode::kSubscribe, &H::Subscribe, kOne),
+    Io(Opcode::kUnsubscribe, &H::Unsubscribe, kOne),
+    Io(Opcode::kStreamUpdate, &H::StreamUpdate, kOne),
+    Io(Opcode::kStreamClose, &H::StreamClose, kOne),
 };
 
 // kHandlers' row of each byte value, -1 for none.
@@ -111,11 +114,17 @@ void Server::Handlers::Dispatch(Connection& c, protocol::Frame frame) {
     }
     return fail(UnsupportedError(absl::StrFormat("unknown opcode %u", op)));
   }
+  if (row->spans == Spans::kOnePartition && server.db_ == nullptr) {
+    return fail(UnsupportedError(absl::StrFormat(
+        "%s is not served yet on a node of several partitions (this one has %u)",
+        protocol::OpcodeName(static_cast<Opcode>(op)), server.node_->partition_count())));
+  }
   Request request{op, id, std::move(frame.payload)};
   if (row->runs == Runs::kIoThread) return row->on_io(c, request);
-  engine::Database* db = server.db_;
-  c.RunOnWorker(
-      op, id, [db, fn = row->on_worker, request = std::move(request)] { return fn(*db, request); });
+  engine::Node* node = server.node_;
+  c.RunOnWorker(op, id, [node, fn = row->on_worker, request = std::move(request)] {
+    return fn(*node, request);
+  });
 }
 
 StatusOr<index::Region> ToRegion(const protocol::QueryRequest& q) {

@@ -57,14 +57,20 @@ struct Request {
 };
 
 using IoHandler = void (*)(Server::Connection& c, Request& r);
-using WorkerHandler = absl::StatusOr<std::vector<uint8_t>> (*)(engine::Database& db,
+using WorkerHandler = absl::StatusOr<std::vector<uint8_t>> (*)(engine::Node& node,
                                                                const Request& r);
+
+// Whether a request is served on a node of several partitions
+// (engine/node.h). Those that are not yet answer UNSUPPORTED there; on a
+// node of one partition (every data directory never split) all are.
+enum class Spans : uint8_t { kPartitions, kOnePartition };
 
 struct HandlerRow {
   protocol::Opcode op;
   Runs runs;
   IoHandler on_io = nullptr;          // kIoThread
   WorkerHandler on_worker = nullptr;  // kWorker
+  Spans spans = Spans::kPartitions;
 };
 
 // One row per request opcode of protocol/opcodes.h, in opcode order.
@@ -84,9 +90,9 @@ struct Server::Handlers {
   static void Stats(Connection& c, Request& r);
   static void LodRebuild(Connection& c, Request& r);
   static void LodSync(Connection& c, Request& r);
-  static absl::StatusOr<std::vector<uint8_t>> Flush(engine::Database& db, const Request& r);
-  static absl::StatusOr<std::vector<uint8_t>> Backup(engine::Database& db, const Request& r);
-  static absl::StatusOr<std::vector<uint8_t>> Reindex(engine::Database& db, const Request& r);
+  static absl::StatusOr<std::vector<uint8_t>> Flush(engine::Node& node, const Request& r);
+  static absl::StatusOr<std::vector<uint8_t>> Backup(engine::Node& node, const Request& r);
+  static absl::StatusOr<std::vector<uint8_t>> Reindex(engine::Node& node, const Request& r);
 
   // handlers_chunks.cc
   static void GetChunks(Connection& c, Request& r);

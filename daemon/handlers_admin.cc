@@ -60,11 +60,11 @@ void Server::Handlers::Hello(Connection& c, Request& r) {
   }
   protocol::HelloReply reply;
   reply.version = protocol::kProtocolVersion;
-  reply.world_frame = server.db_->frame().Encode();
+  reply.world_frame = server.node_->frame().Encode();
   reply.server_version = kServerVersion;
   reply.max_payload = options.max_frame_payload;
   reply.max_batch = options.max_batch;
-  reply.max_box_voxels = server.db_->max_box_voxels();
+  reply.max_box_voxels = server.node_->max_box_voxels();
   reply.role = static_cast<uint8_t>(c.role());
   c.Reply(r.op, r.id, WireStatus::kOk, reply.Encode());
 }
@@ -74,8 +74,8 @@ void Server::Handlers::Ping(Connection& c, Request& r) {
 }
 
 // Flush waits on the disk: on the worker.
-absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Flush(engine::Database& db, const Request&) {
-  const absl::Status s = db.Flush();
+absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Flush(engine::Node& node, const Request&) {
+  const absl::Status s = node.Flush();
   if (!s.ok()) {
     Log(LogLevel::kError, "flush failed: %s", s.ToString());
     return s;
@@ -83,23 +83,25 @@ absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Flush(engine::Database& d
   return std::vector<uint8_t>();
 }
 
-// Copies the whole environment: on the worker.
-absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Backup(engine::Database& db,
+// Copies the whole environment: on the worker. A node of one partition
+// only (Spans::kOnePartition).
+absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Backup(engine::Node& node,
                                                               const Request& r) {
   const std::string dest(r.payload.begin(), r.payload.end());
   uint64_t bytes = 0;
-  const absl::Status s = db.Backup(dest, &bytes);
+  const absl::Status s = node.layout()->parts[0].db->Backup(dest, &bytes);
   Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "backup to %s: %s, %u bytes", dest, s.ToString(),
       bytes);
   if (!s.ok()) return s;
   return protocol::EncodeU64(bytes);
 }
 
-// One write transaction over every chunk: on the worker.
-absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Reindex(engine::Database& db,
+// One write transaction over every chunk: on the worker. A node of one
+// partition only (Spans::kOnePartition).
+absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Reindex(engine::Node& node,
                                                                const Request&) {
   uint64_t entries = 0;
-  const absl::Status s = index::Rebuild(&db, &entries);
+  const absl::Status s = index::Rebuild(node.layout()->parts[0].db.get(), &entries);
   Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "reindex: %s, %u entries", s.ToString(),
       entries);
   if (!s.ok()) return s;
@@ -164,7 +166,7 @@ void Server::Handlers::LodSync(Connection& c, Request& r) {
 
 void Server::Handlers::Stats(Connection& c, Request& r) {
   const Server& server = c.server();
-  const std::string text = StatsText(ReadStats(server.stats(), *server.db_));
+  const std::string text = StatsText(ReadStats(server.stats(), *server.node_));
   c.Reply(r.op, r.id, WireStatus::kOk, std::vector<uint8_t>(text.begin(), text.end()));
 }
 

@@ -32,11 +32,11 @@ void Server::Handlers::GetChunks(Connection& c, Request& r) {
   if (req->level != 0) return GetLodChunks(c, r, *req);
   auto keys = ToChunkKeys(req->codes);
   if (!keys.ok()) return c.Reply(r.op, r.id, keys.status());
-  engine::Database* db = c.server().db_;
+  engine::Node* node = c.server().node_;
   ReplyChunks(c, r, *keys,
-              [db](std::span<const engine::ChunkKey> k,
+              [node](std::span<const engine::ChunkKey> k,
                    const std::function<void(size_t, const engine::ChunkRead&)>& fn) {
-                return db->GetChunks(k, fn);
+                return node->GetChunks(k, fn);
               });
 }
 
@@ -76,7 +76,7 @@ void Server::Handlers::GetVoxels(Connection& c, Request& r) {
   at.reserve(req->at.size());
   for (const auto& v : req->at) at.push_back(ToVoxel(v));
   std::vector<uint8_t> out(at.size());
-  if (absl::Status s = c.server().db_->GetVoxels(at, out.data()); !s.ok()) {
+  if (absl::Status s = c.server().node_->GetVoxels(at, out.data()); !s.ok()) {
     return c.Reply(r.op, r.id, s);
   }
   c.Reply(r.op, r.id, WireStatus::kOk, std::move(out));
@@ -86,34 +86,34 @@ void Server::Handlers::GetVoxels(Connection& c, Request& r) {
 // pool, where it stops early (its reply then goes nowhere) once the
 // connection has closed.
 void Server::Handlers::ReadBox(Connection& c, Request& r) {
-  engine::Database* db = c.server().db_;
+  engine::Node* node = c.server().node_;
   const uint32_t max_payload = c.server().options_.max_frame_payload;
   auto req = protocol::BoxRequest::DecodeReadBox(r.payload);
   if (!req.ok()) return c.Reply(r.op, r.id, req.status());
   const engine::VoxelBox box = ToBox(req->box);
   // Every limit before the reply's buffer is allocated.
-  if (absl::Status s = db->CheckBoxLimits(box); !s.ok()) return c.Reply(r.op, r.id, s);
+  if (absl::Status s = node->CheckBoxLimits(box); !s.ok()) return c.Reply(r.op, r.id, s);
   if (box.volume() > max_payload) {
     return c.Reply(r.op, r.id,
                    TooLargeError(absl::StrFormat(
                        "the box holds %u voxels, more than the largest frame (%u bytes)",
                        box.volume(), max_payload)));
   }
-  const engine::ChunkBox covered = engine::ChunksCovering(db->frame(), box);
+  const engine::ChunkBox covered = engine::ChunksCovering(node->frame(), box);
   const uint64_t chunks = uint64_t{covered.hi.x - covered.lo.x + 1} *
                           (covered.hi.y - covered.lo.y + 1) * (covered.hi.z - covered.lo.z + 1);
   if (chunks > kInlineReadChunks) {
     return c.RunOnReadPool(
         r.op, r.id,
-        [db, box, op = r.op, id = r.id, gone = c.gone()]() -> absl::StatusOr<std::vector<uint8_t>> {
+        [node, box, op = r.op, id = r.id, gone = c.gone()]() -> absl::StatusOr<std::vector<uint8_t>> {
           protocol::FrameWriter out(box.volume());
-          absl::Status s = db->ReadBox(box, out.Extend(box.volume()), gone.get());
+          absl::Status s = node->ReadBox(box, out.Extend(box.volume()), gone.get());
           if (!s.ok()) return s;
           return out.Seal(op, id, protocol::kFlagReply, WireStatus::kOk);
         });
   }
   protocol::FrameWriter out(box.volume());
-  if (absl::Status s = db->ReadBox(box, out.Extend(box.volume())); !s.ok()) {
+  if (absl::Status s = node->ReadBox(box, out.Extend(box.volume())); !s.ok()) {
     return c.Reply(r.op, r.id, s);
   }
   c.Enqueue(out.Seal(r.op, r.id, protocol::kFlagReply, WireStatus::kOk));
@@ -128,17 +128,17 @@ void Server::Handlers::SetVoxels(Connection& c, Request& r) {
   auto edits = std::make_shared<std::vector<engine::VoxelEdit>>();
   edits->reserve(req->edits.size());
   for (const auto& e : req->edits) edits->push_back({ToVoxel(e.at), e.material});
-  engine::Database* db = c.server().db_;
-  c.SubmitWrite([db, edits, done = c.WriteDone(r.op, r.id)] { db->SetVoxels(*edits, done); });
+  engine::Node* node = c.server().node_;
+  c.SubmitWrite([node, edits, done = c.WriteDone(r.op, r.id)] { node->SetVoxels(*edits, done); });
 }
 
 void Server::Handlers::WriteBox(Connection& c, Request& r) {
   auto req = protocol::BoxRequest::DecodeWriteBox(r.payload);
   if (!req.ok()) return c.Reply(r.op, r.id, req.status());
   auto box = std::make_shared<protocol::BoxRequest>(std::move(*req));
-  engine::Database* db = c.server().db_;
-  c.SubmitWrite([db, box, done = c.WriteDone(r.op, r.id)] {
-    db->WriteBox(ToBox(box->box), box->voxels, done);
+  engine::Node* node = c.server().node_;
+  c.SubmitWrite([node, box, done = c.WriteDone(r.op, r.id)] {
+    node->WriteBox(ToBox(box->box), box->voxels, done);
   });
 }
 
@@ -147,9 +147,9 @@ void Server::Handlers::FillBox(Connection& c, Request& r) {
   if (!req.ok()) return c.Reply(r.op, r.id, req.status());
   const engine::VoxelBox box = ToBox(req->box);
   const uint8_t material = req->material;
-  engine::Database* db = c.server().db_;
+  engine::Node* node = c.server().node_;
   c.SubmitWrite(
-      [db, box, material, done = c.WriteDone(r.op, r.id)] { db->FillBox(box, material, done); });
+      [node, box, material, done = c.WriteDone(r.op, r.id)] { node->FillBox(box, material, done); });
 }
 
 void Server::Handlers::PutChunk(Connection& c, Request& r) {
@@ -159,9 +159,9 @@ void Server::Handlers::PutChunk(Connection& c, Request& r) {
     return c.Reply(r.op, r.id, absl::InvalidArgumentError("bad chunk key"));
   }
   auto put = std::make_shared<protocol::PutChunkRequest>(std::move(*req));
-  engine::Database* db = c.server().db_;
-  c.SubmitWrite([db, put, done = c.WriteDone(r.op, r.id)] {
-    db->PutChunk(engine::ChunkKey::FromCode(put->code), put->record, put->expected_version, done);
+  engine::Node* node = c.server().node_;
+  c.SubmitWrite([node, put, done = c.WriteDone(r.op, r.id)] {
+    node->PutChunk(engine::ChunkKey::FromCode(put->code), put->record, put->expected_version, done);
   });
 }
 
@@ -172,8 +172,8 @@ void Server::Handlers::DeleteChunk(Connection& c, Request& r) {
     return c.Reply(r.op, r.id, absl::InvalidArgumentError("bad chunk key"));
   }
   const engine::ChunkKey key = engine::ChunkKey::FromCode(*code);
-  engine::Database* db = c.server().db_;
-  c.SubmitWrite([db, key, done = c.WriteDone(r.op, r.id)] { db->DeleteChunk(key, done); });
+  engine::Node* node = c.server().node_;
+  c.SubmitWrite([node, key, done = c.WriteDone(r.op, r.id)] { node->DeleteChunk(key, done); });
 }
 
 }  // namespace voxdb::daemon

@@ -112,7 +112,7 @@ class Metrics::Collector : public prometheus::Collectable {
  public:
   explicit Collector(const Metrics* metrics) : metrics_(metrics) {}
 
-  void Attach(engine::Database* db, const Server* server) {
+  void Attach(engine::Node* db, const Server* server) {
     db_ = db;
     server_ = server;
   }
@@ -210,7 +210,7 @@ class Metrics::Collector : public prometheus::Collectable {
   }
 
   const Metrics* metrics_;
-  engine::Database* db_ = nullptr;
+  engine::Node* db_ = nullptr;
   const Server* server_ = nullptr;
 };
 
@@ -265,7 +265,7 @@ void Metrics::OnError(WireStatus status) {
   errors_[StatusIndex(status)].fetch_add(1, std::memory_order_relaxed);
 }
 
-StatusOr<uint16_t> Metrics::Serve(const std::string& address, uint16_t port, engine::Database* db,
+StatusOr<uint16_t> Metrics::Serve(const std::string& address, uint16_t port, engine::Node* db,
                                   const Server* server) {
   StopServing();
   collector_->Attach(db, server);

@@ -14,7 +14,7 @@
 //   Metrics metrics;
 //   metrics.HookEngine(&db_options);        // before Database::Open
 //   server_options.metrics = &metrics;      // before the Server
-//   auto port = metrics.Serve("127.0.0.1", 9464, db, server);  // once both exist
+//   auto port = metrics.Serve("127.0.0.1", 9464, node, server);  // once both exist
 //   ...
 //   metrics.StopServing();                  // before the database or server go
 //
@@ -34,6 +34,7 @@
 
 #include "daemon/asio.h"
 #include "engine/database.h"
+#include "engine/node.h"
 #include "engine/status.h"
 #include "protocol/frame.h"
 
@@ -91,9 +92,9 @@ class Metrics {
   void OnEventDelay(std::chrono::steady_clock::duration delay);
 
   // Serves GET /metrics on address:port (port 0: any free port), reading
-  // `db` and `server` at each scrape; they must stay valid until
+  // `node` and `server` at each scrape; they must stay valid until
   // StopServing(). Returns the bound port; INTERNAL (IoError) if it cannot bind.
-  StatusOr<uint16_t> Serve(const std::string& address, uint16_t port, engine::Database* db,
+  StatusOr<uint16_t> Serve(const std::string& address, uint16_t port, engine::Node* node,
                            const Server* server);
   // Stops the HTTP server; returns once no scrape runs.
   void StopServing();

@@ -31,6 +31,7 @@
 #include "daemon/stream.h"
 #include "daemon/subscriptions.h"
 #include "engine/database.h"
+#include "engine/node.h"
 #include "engine/lod.h"
 #include "protocol/messages.h"
 
@@ -105,7 +106,9 @@ struct ServerStats {
 
 class Server {
  public:
-  Server(const ServerOptions& options, engine::Database* db);
+  // Serves `node`, whose layout must not change while the server runs
+  // (no split or move yet: those are offline, `voxdb partition`).
+  Server(const ServerOptions& options, engine::Node* node);
   ~Server();
 
   // Binds and listens. Returns the bound port (useful with port 0).
@@ -146,6 +149,9 @@ class Server {
   void TickLogs();
 
   ServerOptions options_;
+  engine::Node* node_;
+  // The node's one partition, for what is not yet served across partitions
+  // (Spans::kOnePartition in daemon/dispatch.h): null on a node of several.
   engine::Database* db_;
   // Declared before io_, so destroyed after it: the streams that the I/O
   // context still holds count into these and take buffers from them.

@@ -18,6 +18,7 @@ struct Sources {
   StatusOr<engine::StoreStats> store;
   StatusOr<uint64_t> index_columns;
   uint64_t change_feed_records = 0, change_feed_floor = 0;
+  uint64_t partitions = 1;
 };
 
 // The value of one row. A switch over every Stat: a row added to the table
@@ -35,6 +36,8 @@ std::optional<StatValue> ValueOf(Stat id, const Sources& src) {
       return Count(s.uptime_seconds);
     case Stat::kFills:
       return Count(d.fills);
+    case Stat::kPartitions:
+      return Count(src.partitions);
     case Stat::kMapSize:
       return stored(&engine::StoreStats::map_size);
     case Stat::kMaxMapSize:
@@ -173,6 +176,43 @@ StatsReading ReadStats(const ServerStats& server, engine::Database& db) {
   Sources src{server, db.Stats(), db.store().Stats(), index::ColumnCount(db)};
   src.change_feed_records = db.changes().records();
   src.change_feed_floor = db.changes().resume_floor();
+  StatsReading out;
+  for (size_t i = 0; i < protocol::kStatCount; ++i) out[i] = ValueOf(protocol::kStats[i].id, src);
+  return out;
+}
+
+StatsReading ReadStats(const ServerStats& server, engine::Node& node) {
+  const std::shared_ptr<const engine::Node::Layout> layout = node.layout();
+  if (layout->parts.size() == 1) return ReadStats(server, *layout->parts[0].db);
+  // The partitions' figures summed (engine::Node::Stats; the store's and
+  // the index's here), so that one page describes the node.
+  engine::StoreStats store;
+  uint64_t columns = 0;
+  Status failed;
+  Sources src{server, node.Stats(), store, 0};
+  for (const engine::Node::Part& part : layout->parts) {
+    StatusOr<engine::StoreStats> s = part.db->store().Stats();
+    if (!s.ok()) {
+      failed = s.status();
+      continue;
+    }
+    store.map_size += s->map_size;
+    store.max_map_size += s->max_map_size;
+    store.used_bytes += s->used_bytes;
+    store.chunk_count += s->chunk_count;
+    store.chunk_bytes += s->chunk_bytes;
+    store.max_readers += s->max_readers;
+    store.readers_in_use += s->readers_in_use;
+    store.stale_readers_cleared += s->stale_readers_cleared;
+    store.map_grows += s->map_grows;
+    StatusOr<uint64_t> c = index::ColumnCount(*part.db);
+    if (c.ok()) columns += *c;
+    if (!c.ok()) failed = c.status();
+    src.change_feed_records += part.db->changes().records();
+  }
+  src.store = failed.ok() ? StatusOr<engine::StoreStats>(store) : failed;
+  src.index_columns = failed.ok() ? StatusOr<uint64_t>(columns) : failed;
+  src.partitions = layout->parts.size();
   StatsReading out;
   for (size_t i = 0; i < protocol::kStatCount; ++i) out[i] = ValueOf(protocol::kStats[i].id, src);
   return out;

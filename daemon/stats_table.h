@@ -17,6 +17,7 @@
 
 #include "daemon/server.h"
 #include "engine/database.h"
+#include "engine/node.h"
 #include "protocol/stats.h"
 
 namespace voxdb::daemon {
@@ -38,6 +39,9 @@ struct StatValue {
 using StatsReading = std::array<std::optional<StatValue>, protocol::kStatCount>;
 
 StatsReading ReadStats(const ServerStats& server, engine::Database& db);
+// The same for a node: its one partition's, or the partitions' summed (an
+// index column split over partitions counts once in each).
+StatsReading ReadStats(const ServerStats& server, engine::Node& node);
 
 // The STATS reply: "name value\n" for each value present, in table order.
 std::string StatsText(const StatsReading& reading);

@@ -51,6 +51,7 @@ void SubscriptionHub::Signal::Notify() {
 SubscriptionHub::SubscriptionHub(engine::Database* db, const SubscriptionOptions& options,
                                  Metrics* metrics)
     : db_(db), options_(options), metrics_(metrics) {
+  if (db_ == nullptr) return;  // no subscriptions on this node (yet): see the header
   db_->changes().AddListener([signal = signal_] { signal->Notify(); });
   thread_ = std::thread([this] { Run(); });
 }
@@ -136,6 +137,7 @@ SubscriptionStats SubscriptionHub::stats() const {
   s.events_pushed = events_;
   s.frames_pushed = frames_;
   s.cut_off = cut_off_;
+  if (db_ == nullptr) return s;
   const uint64_t last = db_->changes().last_seq();
   std::lock_guard<std::mutex> l(mu_);
   s.subscribers = subs_.size();

@@ -74,7 +74,9 @@ struct SubscriptionStats {
 
 class SubscriptionHub {
  public:
-  // `metrics` (may be null) is told each frame's delay.
+  // `metrics` (may be null) is told each frame's delay. `db` null: a node
+  // of several partitions, where SUBSCRIBE is not served yet (daemon/
+  // dispatch.h, Spans): the hub then runs no thread and counts nothing.
   SubscriptionHub(engine::Database* db, const SubscriptionOptions& options, Metrics* metrics);
   ~SubscriptionHub();  // Stop()s
   // Stops the dispatcher (it reads the database): before the database goes.

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "engine/node_resources.h"
 #include "engine/partition_copy.h"
 #include "engine/voxel_box.h"
 #include "engine/world_frame.h"
@@ -125,6 +126,25 @@ class Node::Gate {
 Node::Node(std::string data_dir, std::optional<DirectoryLock> lock, const NodeOptions& options)
     : data_dir_(std::move(data_dir)), lock_(std::move(lock)), options_(options) {}
 
+namespace {
+
+// The options with the node's shared budgets and threads: the Databases'
+// cache_bytes, dirty_bytes and flush_high_water become the node's
+// (engine/node_resources.h), unless the caller set resources of its own.
+StatusOr<NodeOptions> WithResources(const NodeOptions& options) {
+  NodeOptions o = options;
+  if (o.database.node == nullptr) {
+    NodeResourcesOptions r;
+    r.cache_bytes = o.database.cache_bytes;
+    r.dirty_bytes = o.database.dirty_bytes;
+    r.flush_high_water = o.database.flush_high_water;
+    VOXDB_ASSIGN_OR_RETURN(o.database.node, NodeResources::Create(r));
+  }
+  return o;
+}
+
+}  // namespace
+
 // The partitions close first (members go in reverse order of declaration,
 // and layout_ is declared after lock_), then the node's lock goes.
 Node::~Node() = default;
@@ -190,7 +210,8 @@ StatusOr<std::unique_ptr<Node>> Node::Open(std::vector<PartitionSpec> specs,
   }
   StatusOr<PartitionRanges> ranges = PartitionRanges::FromStarts(starts, options.align_levels);
   if (!ranges.ok()) return ranges.status();
-  auto node = std::unique_ptr<Node>(new Node("", std::nullopt, options));
+  VOXDB_ASSIGN_OR_RETURN(const NodeOptions with_resources, WithResources(options));
+  auto node = std::unique_ptr<Node>(new Node("", std::nullopt, with_resources));
   auto parts =
       OpenParts(specs, [&](const PartitionSpec& spec) { return node->PartitionOptions(spec, 0); });
   if (!parts.ok()) return parts.status();
@@ -225,7 +246,7 @@ StatusOr<std::unique_ptr<Node>> Node::Open(const std::string& data_dir,
   for (const PartitionEntry& e : manifest.partitions) {
     specs.push_back(PartitionSpec{e.id, e.range, PartitionDir(data_dir, e)});
   }
-  NodeOptions o = options;
+  VOXDB_ASSIGN_OR_RETURN(NodeOptions o, WithResources(options));
   o.align_levels = manifest.align_levels;
   auto node = std::unique_ptr<Node>(new Node(data_dir, std::move(lock), o));
   auto parts =
@@ -519,7 +540,7 @@ DatabaseStats Node::Stats() const {
 
 StatusOr<LayoutChangeReport> Node::Split(uint64_t id, uint64_t at) {
   if (data_dir_.empty()) {
-    return absl::FailedPreconditionError("a node opened without a manifest cannot split");
+    return absl::InvalidArgumentError("a node opened without a manifest cannot split");
   }
   std::lock_guard<std::mutex> lock(change_mu_);
   VOXDB_ASSIGN_OR_RETURN(NodeManifest next, ManifestAfterSplit(manifest_, id, at));
@@ -533,7 +554,7 @@ StatusOr<LayoutChangeReport> Node::Split(uint64_t id, uint64_t at) {
 
 StatusOr<LayoutChangeReport> Node::Move(uint64_t id, const std::string& dir) {
   if (data_dir_.empty()) {
-    return absl::FailedPreconditionError("a node opened without a manifest cannot move");
+    return absl::InvalidArgumentError("a node opened without a manifest cannot move");
   }
   std::lock_guard<std::mutex> lock(change_mu_);
   VOXDB_ASSIGN_OR_RETURN(NodeManifest next, ManifestAfterMove(manifest_, id, dir));

@@ -463,37 +463,52 @@ TEST(ConfigFileTest, ShippedConfigFileHasEveryOptionWithItsDefault) {
   EXPECT_EQ(from_file.metrics_port, from_defaults.metrics_port);
 }
 
-// SIGHUP's re-read, against a real store.
+// SIGHUP's re-read, against a real node of two partitions: each one's map
+// takes the new maximum.
 TEST(ReloadConfigTest, LogLevelAndMaxMapSize) {
   TempDir dir;
-  auto store = engine::ChunkStore::Open(dir.Sub("data"), engine::StoreOptions());
-  ASSERT_OK(store.status());
+  engine::NodeOptions options;
+  options.database.store.sync = false;
+  {
+    auto node = engine::Node::Open(dir.Sub("data"), options);
+    ASSERT_OK(node.status());
+    ASSERT_OK((*node)->Split(0, 4096).status());
+  }
+  auto node = engine::Node::Open(dir.Sub("data"), options);
+  ASSERT_OK(node.status());
+  ASSERT_EQ((*node)->partition_count(), 2u);
+  auto max_map_sizes = [&] {
+    std::vector<size_t> sizes;
+    for (const auto& p : (*node)->layout()->parts) sizes.push_back(p.db->store().max_map_size());
+    return sizes;
+  };
+  const std::vector<size_t> two_tib{size_t{2} << 40, size_t{2} << 40};
   const LogLevel before = GetLogLevel();
   DaemonConfig c;
   c.config_file = dir.Sub("voxdb.conf");
   std::ofstream(c.config_file) << "log-level = error\nmax-map-size = 2TiB\n";
-  ReloadConfig(c, **store);
+  ReloadConfig(c, **node);
   EXPECT_EQ(GetLogLevel(), LogLevel::kError);
-  EXPECT_EQ((*store)->max_map_size(), size_t{2} << 40);
+  EXPECT_EQ(max_map_sizes(), two_tib);
   // A value that is not a size, a file that does not parse: unchanged.
   std::ofstream(c.config_file) << "log-level = error\nmax-map-size = lots\n";
-  ReloadConfig(c, **store);
-  EXPECT_EQ((*store)->max_map_size(), size_t{2} << 40);
+  ReloadConfig(c, **node);
+  EXPECT_EQ(max_map_sizes(), two_tib);
   std::ofstream(c.config_file) << "log-level = debug\nbogus = 1\n";
-  ReloadConfig(c, **store);
+  ReloadConfig(c, **node);
   EXPECT_EQ(GetLogLevel(), LogLevel::kError);
   // A file that names no log level sets the default (program_options
   // stores defaults as values), as voxdbd always has.
   std::ofstream(c.config_file) << "max-map-size = 2TiB\n";
-  ReloadConfig(c, **store);
+  ReloadConfig(c, **node);
   EXPECT_EQ(GetLogLevel(), LogLevel::kInfo);
   SetLogLevel(LogLevel::kError);
   // No file named, or one that is gone: nothing changes.
-  ReloadConfig(DaemonConfig(), **store);
+  ReloadConfig(DaemonConfig(), **node);
   std::remove(c.config_file.c_str());
-  ReloadConfig(c, **store);
+  ReloadConfig(c, **node);
   EXPECT_EQ(GetLogLevel(), LogLevel::kError);
-  EXPECT_EQ((*store)->max_map_size(), size_t{2} << 40);
+  EXPECT_EQ(max_map_sizes(), two_tib);
   SetLogLevel(before);
 }
 
