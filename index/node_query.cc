@@ -1,13 +1,21 @@
 #include "index/node_query.h"
 
+#include <s2/s1angle.h>
+#include <s2/s1interval.h>
+#include <s2/s2cap.h>
+#include <s2/s2cell.h>
+#include <s2/s2latlng_rect.h>
+
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <queue>
 #include <utility>
 #include <vector>
 
+#include "engine/chunk.h"
 #include "engine/coding.h"
 #include "engine/morton_box.h"
 
@@ -85,19 +93,19 @@ Status Fetch(const engine::WorldFrame& frame, const Region& region, const QueryO
 // A radius, cell or rect query: every partition's answer, merged by order
 // key.
 StatusOr<QueryResult> QueryCells(const engine::WorldFrame& frame, const Node::Layout& layout,
-                                 const Region& region, const QueryOptions& options,
-                                 uint32_t batch) {
+                                 const std::vector<size_t>& parts, const Region& region,
+                                 const QueryOptions& options, uint32_t batch) {
   QueryOptions o;
   o.band = options.band;
   o.limit = std::min(batch, options.limit);
-  std::vector<Stream> streams(layout.parts.size());
+  std::vector<Stream> streams(parts.size());
   auto later = [&](size_t a, size_t b) {  // a's next hit after b's: a min-heap
     return std::memcmp(streams[a].keys[streams[a].at].data(), streams[b].keys[streams[b].at].data(),
                        kIndexKeySize) > 0;
   };
   std::priority_queue<size_t, std::vector<size_t>, decltype(later)> heap(later);
   for (size_t p = 0; p < streams.size(); ++p) {
-    streams[p].db = layout.parts[p].db.get();
+    streams[p].db = layout.parts[parts[p]].db.get();
     o.cursor = options.cursor;
     VOXDB_RETURN_IF_ERROR(Fetch(frame, region, o, &streams[p]));
     if (!streams[p].hits.empty()) heap.push(p);
@@ -122,6 +130,71 @@ StatusOr<QueryResult> QueryCells(const engine::WorldFrame& frame, const Node::La
   // A next page when one more hit follows the page's last.
   if (!heap.empty()) result.next_cursor.assign(last.begin(), last.end());
   return result;
+}
+
+// The chunk index of a position `metres` along an axis of `chunks` chunks,
+// moved by `margin` chunks and clamped to the grid.
+uint32_t ChunkIndex(double metres, double chunk_m, double margin, uint32_t chunks) {
+  const double c = std::floor(metres / chunk_m) + margin;
+  return static_cast<uint32_t>(std::clamp(c, 0.0, static_cast<double>(chunks) - 1));
+}
+
+// The partitions a radius, cell or rect query's chunks and fills can lie
+// in: those meeting the chunk boxes (two when the region crosses the
+// antimeridian) of the region's lat/lon bound and the band, grown by two
+// chunks on each side. A chunk in the region has its centre in the bound;
+// a fill piece that meets the region and band has a chunk in the boxes
+// (its chunks are a box, all in its partition). The margin covers the
+// rounding of the bound and the clamping of chunk centres at the world's
+// edges (the world is a few metres wider than the sphere).
+std::vector<size_t> CellQueryPartitions(const engine::WorldFrame& frame, const Node::Layout& layout,
+                                        const Region& region,
+                                        const std::optional<AltitudeBand>& band) {
+  S2LatLngRect bound = S2LatLngRect::Full();
+  if (const auto* r = std::get_if<RadiusRegion>(&region)) {
+    const double angle = r->radius_m / engine::kEarthRadiusM;
+    if (angle < M_PI) {
+      bound = S2Cap(r->centre.Normalized().ToPoint(), S1Angle::Radians(angle)).GetRectBound();
+    }
+  } else if (const auto* c = std::get_if<CellRegion>(&region)) {
+    bound = S2Cell(c->cell).GetRectBound();
+  } else {
+    bound = std::get<RectRegion>(region).rect;
+  }
+  const double chunk_m = frame.voxel_size_m() * engine::kChunkEdge;
+  auto x_of = [&](double lon_rad) { return frame.GeoToMetres({0, lon_rad * 180 / M_PI, 0}).x; };
+  const double y_lo = frame.GeoToMetres({bound.lat_lo().degrees(), 0, 0}).y;
+  const double y_hi = frame.GeoToMetres({bound.lat_hi().degrees(), 0, 0}).y;
+  engine::ChunkBox box;
+  box.lo.y = ChunkIndex(y_lo, chunk_m, -2, frame.chunks_y());
+  box.hi.y = ChunkIndex(y_hi, chunk_m, 2, frame.chunks_y());
+  box.lo.z = 0;
+  box.hi.z = frame.chunks_z() - 1;
+  if (band) {
+    // Chunk z holds altitudes [AltitudeOfZ(128 z), AltitudeOfZ(128 (z + 1))).
+    const double sea_m = -frame.AltitudeOfZ(0);
+    box.lo.z = ChunkIndex(band->min_m + sea_m, chunk_m, -1, frame.chunks_z());
+    box.hi.z = ChunkIndex(band->max_m + sea_m, chunk_m, 1, frame.chunks_z());
+  }
+  std::vector<std::pair<double, double>> xs;  // metres, west to east
+  const S1Interval lng = bound.lng();
+  if (lng.is_full() || lng.hi() - lng.lo() >= 2 * M_PI - 1e-9) {
+    xs.push_back({-1e300, 1e300});
+  } else if (lng.is_inverted()) {  // across the antimeridian
+    xs.push_back({x_of(lng.lo()), 1e300});
+    xs.push_back({-1e300, x_of(lng.hi())});
+  } else {
+    xs.push_back({x_of(lng.lo()), x_of(lng.hi())});
+  }
+  std::vector<size_t> parts;
+  for (const auto& [west, east] : xs) {
+    box.lo.x = ChunkIndex(std::max(west, -1e18), chunk_m, -2, frame.chunks_x());
+    box.hi.x = ChunkIndex(std::min(east, 1e18), chunk_m, 2, frame.chunks_x());
+    for (const size_t p : layout.ranges.Meeting(box)) parts.push_back(p);
+  }
+  std::sort(parts.begin(), parts.end());
+  parts.erase(std::unique(parts.begin(), parts.end()), parts.end());
+  return parts;
 }
 
 // The fills of the partitions `parts` that meet the region and band, by
@@ -173,8 +246,8 @@ StatusOr<QueryResult> QueryWithBatch(Node& node, const Region& region, const Que
     parts = layout->ranges.Meeting(chunks);
     result = QueryBox(*layout, region, chunks, options);
   } else {
-    for (size_t p = 0; p < layout->parts.size(); ++p) parts.push_back(p);
-    result = QueryCells(frame, *layout, region, options, std::max(batch, 1u));
+    parts = CellQueryPartitions(frame, *layout, region, options.band);
+    result = QueryCells(frame, *layout, parts, region, options, std::max(batch, 1u));
   }
   if (result.ok() && options.cursor.empty()) {
     result->fills = NodeFills(frame, *layout, parts, region, options.band);

@@ -6,11 +6,13 @@
 // The chunks a query lists, their order, its pages and cursors, and its
 // errors and limits are exactly those of one Database holding every
 // partition's chunks:
-//   - cell-ordered queries (radius, cell, rect) ask every partition (a
-//     region's chunks may lie in any of them: the index order, by S2 cell,
-//     does not follow the Morton ranges) and merge the answers by order key
-//     (leaf cell, column, z), which is also the cursor: a partition resumes
-//     right after it whatever it holds;
+//   - cell-ordered queries (radius, cell, rect) ask the partitions that
+//     meet the chunk boxes of the region's lat/lon bound and the band
+//     (grown by a margin; two boxes across the antimeridian, every
+//     longitude near a pole), and merge their answers by order key (leaf
+//     cell, column, z; the index order does not follow the Morton ranges),
+//     which is also the cursor: a partition resumes right after it
+//     whatever it holds;
 //   - box queries ask the partitions whose range meets the box, in range
 //     order, which is Morton code order: a page is the next partitions'
 //     answers one after another, and the cursor is a chunk code as before.
