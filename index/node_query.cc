@@ -186,6 +186,13 @@ std::vector<size_t> CellQueryPartitions(const engine::WorldFrame& frame, const N
   } else {
     xs.push_back({x_of(lng.lo()), x_of(lng.hi())});
   }
+  // A box at x = 0 starts at longitude -180, the meridian 180 (its
+  // footprint, BoxFootprint): a region at that meridian meets fills at both
+  // edges of the world.
+  if (lng.Contains(M_PI)) {
+    xs.push_back({-1e300, x_of(-M_PI)});
+    xs.push_back({x_of(M_PI), 1e300});
+  }
   std::vector<size_t> parts;
   for (const auto& [west, east] : xs) {
     box.lo.x = ChunkIndex(std::max(west, -1e18), chunk_m, -2, frame.chunks_x());

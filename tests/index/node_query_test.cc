@@ -371,6 +371,97 @@ TEST_P(NodeQueryTest, ForEachChunkInBoxListsTheOraclesChunks) {
 
 INSTANTIATE_TEST_SUITE_P(Partitions, NodeQueryTest, ::testing::Values(1, 8, 200));
 
+// Chunks at the world's edges and poles, each 2x2x2 cube of them its own
+// partition, under regions and bands that just reach them: the partitions a
+// query asks (from the region's bound and the band) must hold every hit.
+TEST(NodeQueryEdgesTest, EdgesAndPolesOfTheWorld) {
+  TempDir dir;
+  std::mt19937_64 rng(11);
+  const uint32_t nx = kFrame.chunks_x(), ny = kFrame.chunks_y(), nz = kFrame.chunks_z();
+  std::vector<ChunkCoord> world;
+  for (uint32_t x : {0u, 1u, nx / 2, nx - 2, nx - 1}) {
+    for (uint32_t y : {0u, 1u, ny / 2, ny - 2, ny - 1}) {
+      for (uint32_t z : {0u, test_world::kSeaCz - 1, test_world::kSeaCz, nz - 1}) {
+        world.push_back({x, y, z});
+      }
+    }
+  }
+  std::set<uint64_t> starts{0};
+  const uint64_t unit = uint64_t{1} << (3 * kAlignLevels);
+  for (const ChunkCoord& c : world) starts.insert(ChunkKey::FromCoord(c).code() / unit * unit);
+  std::vector<PartitionSpec> specs;
+  const std::vector<uint64_t> s(starts.begin(), starts.end());
+  for (size_t i = 0; i < s.size(); ++i) {
+    specs.push_back({i,
+                     {s[i], i + 1 < s.size() ? s[i + 1] : MortonRange::All().end},
+                     absl::StrFormat("%s/p%u", dir.Sub("node"), i)});
+  }
+  IndexedNode n(std::move(specs));
+  testing::IndexedDb oracle(dir.Sub("oracle"));
+  for (const ChunkCoord& c : world) {
+    const ChunkKey key = ChunkKey::FromCoord(c);
+    ASSERT_OK(n.node->PutChunkAndWait(key, Uniform(4), std::nullopt).status);
+    ASSERT_OK(oracle.db->PutChunkAndWait(key, Uniform(4), std::nullopt).status);
+  }
+  // Fills along the world's edges, across partitions.
+  for (const VoxelBox& box :
+       {VoxelBox{{0, 0, 0}, {300, 300, 300}},
+        VoxelBox{{kFrame.extent_x() - 300, kFrame.extent_y() - 300, kFrame.extent_z() - 300},
+                 {kFrame.extent_x(), kFrame.extent_y(), kFrame.extent_z()}}}) {
+    ASSERT_OK(n.node->FillBoxAndWait(box, 9).status);
+    ASSERT_OK(oracle.db->FillBoxAndWait(box, 9).status);
+  }
+  ASSERT_OK(n.node->Flush());
+  ASSERT_OK(oracle.db->Flush());
+
+  std::vector<Region> regions;
+  for (const ChunkCoord& c : world) {
+    const ChunkKey key = ChunkKey::FromCoord(c);
+    const S2LatLng centre = ChunkCentre(kFrame, key);
+    regions.push_back(CellRegion{ChunkCell(kFrame, key)});
+    regions.push_back(RadiusRegion{centre, 0});
+    regions.push_back(RadiusRegion{centre, 20});
+    regions.push_back(RectRegion{S2LatLngRect(centre, centre)});
+  }
+  for (double lon : {-180.0, 180.0}) {
+    regions.push_back(*MakeRectRegion(-90, lon, 90, lon));  // the meridian 180
+  }
+  regions.push_back(*MakeRectRegion(-90, 180, 90, -180));   // the same
+  regions.push_back(*MakeRectRegion(90, -180, 90, 180));    // the north pole
+  regions.push_back(*MakeRectRegion(-90, -180, -90, 180));  // the south pole
+  regions.push_back(*MakeRectRegion(89.9999, 179.9999, 90, -179.9999));
+  regions.push_back(*MakeRadiusRegion(90, 0, 100));
+  regions.push_back(*MakeRadiusRegion(-90, 0, 100));
+  regions.push_back(*MakeRadiusRegion(0, 180, 100));
+  regions.push_back(*MakeRadiusRegion(0, -180, 100));
+  const double sea = test_world::kSeaCz;
+  const double chunk_m = kFrame.voxel_size_m() * engine::kChunkEdge;
+  const std::vector<std::optional<AltitudeBand>> bands = {
+      std::nullopt,
+      AltitudeBand{0, 0},                // the bottom of the sea-level layer only
+      AltitudeBand{-chunk_m, -chunk_m},  // the bottom of the layer below it
+      AltitudeBand{-1e9, -1e9},
+      AltitudeBand{1e9, 1e9},
+      AltitudeBand{kFrame.AltitudeOfZ(0), kFrame.AltitudeOfZ(0)},
+      AltitudeBand{kFrame.AltitudeOfZ(kFrame.extent_z()) - 1,
+                   kFrame.AltitudeOfZ(kFrame.extent_z()) - 1},
+      AltitudeBand{(1 - sea) * chunk_m, (1 - sea) * chunk_m}};
+  Coverage coverage;
+  size_t hits = 0;
+  for (size_t r = 0; r < regions.size(); ++r) {
+    for (size_t b = 0; b < bands.size(); ++b) {
+      QueryOptions options;
+      options.band = bands[b];
+      options.limit = r % 2 ? 1 : 65536;
+      hits += ExpectSamePages(*n.node, *oracle.db, regions[r], options, 0, rng,
+                              absl::StrFormat("region %u band %u", r, b), &coverage);
+      if (HasFailure()) return;
+    }
+  }
+  EXPECT_GT(hits, world.size());
+  EXPECT_GT(coverage.listed_fills, 0);
+}
+
 // A malformed query is refused with the one-Database error, before any
 // partition is asked.
 TEST(NodeQueryErrorsTest, SameErrorsAsOneDatabase) {
