@@ -828,11 +828,17 @@ Status CheckRegionAndBand(const engine::WorldFrame& frame, const Region& region,
   return CheckRegion(frame, region);
 }
 
+Status CheckQuery(const engine::WorldFrame& frame, const Region& region,
+                  const QueryOptions& options) {
+  VOXDB_RETURN_IF_ERROR(CheckRegion(frame, region));
+  const bool box = std::holds_alternative<BoxRegion>(region);
+  return CheckOptions(options, box ? 8 : kIndexKeySize);
+}
+
 StatusOr<QueryResult> Query(engine::Database& db, const Region& region,
                             const QueryOptions& options) {
-  VOXDB_RETURN_IF_ERROR(CheckRegion(db.frame(), region));
+  VOXDB_RETURN_IF_ERROR(CheckQuery(db.frame(), region, options));
   const bool box = std::holds_alternative<BoxRegion>(region);
-  VOXDB_RETURN_IF_ERROR(CheckOptions(options, box ? 8 : kIndexKeySize));
   StatusOr<QueryResult> result = box ? QueryBox(db, std::get<BoxRegion>(region).box, options)
                                      : QueryCells(db, region, options);
   if (result.ok() && options.cursor.empty()) {

@@ -33,6 +33,7 @@
 // z; Morton code for box queries), `limit` per page, with a cursor for the
 // next page (OrderKey of the last chunk; its code for box queries). Fills
 // come with the first page.
+// index/node_query.h runs the same queries over a node's partitions.
 //
 // Thread-safety: S2Index's observer methods run on the flusher thread;
 // Query and Rebuild may be called from any thread.
@@ -178,6 +179,12 @@ StatusOr<Region> MakeRadiusRegion(double lat_deg, double lon_deg, double radius_
 StatusOr<Region> MakeCellRegion(uint64_t cell_id);
 StatusOr<Region> MakeRectRegion(double lat_lo_deg, double lon_lo_deg, double lat_hi_deg,
                                 double lon_hi_deg);
+
+// OK when Query accepts the region and options; else the error it answers
+// (INVALID, or OUT_OF_BOUNDS for a box outside the world), checked in the
+// same order. The cursor's size is checked, not its content.
+Status CheckQuery(const engine::WorldFrame& frame, const Region& region,
+                  const QueryOptions& options);
 
 // INVALID for a malformed region, band, limit or cursor (a region S2 would
 // abort on: an invalid centre, cell or rectangle, a NaN or negative
