@@ -125,7 +125,7 @@ Status NodeSnapshot::ScanChunks(const ChunkBox& box, uint64_t from,
     return !stopped;
   };
   for (const Part& p : parts_) {
-    if (stopped || from > box.MaxCode()) break;
+    if (stopped || from > box.MaxCode() || p.spec.range.begin > box.MaxCode()) break;
     if (p.spec.range.end <= from || !BoxMeetsRange(box, p.spec.range)) continue;
     VOXDB_RETURN_IF_ERROR(p.snapshot->ScanChunks(box, std::max(from, p.spec.range.begin), go_on));
   }

@@ -435,8 +435,8 @@ TEST(NodeSnapshotTest, ARegionCoversItsPartitionsOnly) {
   }
   EXPECT_GT(covered, 0u);
   EXPECT_GT(outside, 0u);
-  EXPECT_TRUE(absl::IsOutOfRange(a.back().status)) << a.back().status;
-  EXPECT_TRUE(absl::IsOutOfRange(b.back().status)) << b.back().status;
+  EXPECT_TRUE(IsOutOfBounds(a.back().status)) << a.back().status;
+  EXPECT_TRUE(IsOutOfBounds(b.back().status)) << b.back().status;
   // A scan lists the chunks of its partitions only.
   const ChunkBox all{{0, 0, 0}, {7, 7, 7}};
   std::vector<uint64_t> want;
@@ -447,8 +447,61 @@ TEST(NodeSnapshotTest, ARegionCoversItsPartitionsOnly) {
   EXPECT_EQ(Codes(Scan(*snap, all)), want);
 
   EXPECT_TRUE(absl::IsInvalidArgument(SnapshotOf(*node, ChunkBox{{2, 0, 0}, {1, 0, 0}}).status()));
-  EXPECT_TRUE(absl::IsOutOfRange(
+  EXPECT_TRUE(IsOutOfBounds(
       SnapshotOf(*node, ChunkBox{{0, 0, 0}, {0, 0, node->frame().chunks_z()}}).status()));
+}
+
+// When a partition cannot give its snapshot (every LMDB reader slot held),
+// SnapshotOf fails with its error, ends the snapshots it took of the
+// others and lets writes go on.
+TEST(NodeSnapshotTest, AFailedPartitionFailsTheSnapshotAndReleasesTheRest) {
+  TempDir dir;
+  std::vector<PartitionSpec> specs;
+  for (uint64_t i = 0; i < 4; ++i) {
+    specs.push_back(PartitionSpec{i,
+                                  {i * 8, i < 3 ? (i + 1) * 8 : MortonRange::All().end},
+                                  absl::StrFormat("%s/p%u", dir.path(), i)});
+  }
+  NodeOptions options = TestNodeOptions(0);
+  options.database.store.max_readers = 4;
+  ASSERT_OK_AND_ASSIGN(auto node, Node::Open(specs, options));
+  // A voxel in each partition.
+  std::vector<VoxelEdit> edits;
+  for (uint64_t i = 0; i < 4; ++i) {
+    const VoxelCoord o = node->frame().ChunkOrigin(MortonDecode(i * 8));
+    edits.push_back({{o.x + 1, o.y + 2, o.z + 3}, static_cast<uint8_t>(10 + i)});
+  }
+  ASSERT_OK(node->SetVoxelsAndWait(edits).status);
+  std::vector<std::unique_ptr<DatabaseSnapshot>> held;
+  for (int i = 0; i < 16; ++i) {
+    auto s = node->layout()->parts[2].db->Snapshot();
+    if (!s.ok()) break;
+    held.push_back(std::move(*s));
+  }
+  ASSERT_FALSE(held.empty());
+  // More attempts than partition 0 has reader slots: each ended what it took.
+  for (int i = 0; i < 10; ++i) {
+    const auto failed = SnapshotOf(*node, std::nullopt);
+    ASSERT_FALSE(failed.ok());
+    EXPECT_TRUE(IsBusy(failed.status())) << failed.status();
+  }
+  // Writes were not left paused.
+  for (VoxelEdit& e : edits) e.material += 10;
+  ASSERT_OK(node->SetVoxelsAndWait(edits).status);
+  // A region without partition 2 needs none of its slots.
+  const ChunkCoord c0 = MortonDecode(0);
+  ASSERT_OK_AND_ASSIGN(auto part0, SnapshotOf(*node, ChunkBox{c0, c0}));
+  EXPECT_EQ(part0->partition_count(), 1u);
+  part0.reset();
+  held.clear();
+  ASSERT_OK_AND_ASSIGN(auto snap, SnapshotOf(*node, std::nullopt));
+  std::vector<ChunkKey> keys;
+  for (uint64_t i = 0; i < 4; ++i) keys.push_back(ChunkKey::FromCode(i * 8));
+  const std::vector<Read> reads = ReadChunks(*snap, keys);
+  for (uint64_t i = 0; i < 4; ++i) {
+    ASSERT_OK(reads[i].status);
+    EXPECT_EQ(VoxelOf(reads[i].dense, edits[i].at), 20 + i);
+  }
 }
 
 // Writers write boxes across partition borders, each box always whole with
