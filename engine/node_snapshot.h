@@ -18,11 +18,15 @@
 // Fills: a fill that spans partitions was recorded in each as its own
 // pieces (clipped to the partition's chunks, numbered by the partition),
 // and a partition made by a split holds the fills of its parent that meet
-// its range, unclipped. FillsMeeting gives them as a client rasterises
-// them: every piece once, in sequence order. Pieces of different
-// partitions never share a voxel unless they are the same inherited fill,
-// so that order gives every chunk the fills its own partition applies, in
-// its order; sequence numbers are only comparable within a partition.
+// its range, unclipped (with their sequence numbers, below every number
+// the child gives). FillsMeeting gives them as a client rasterises them:
+// every fill once (an inherited one is in each child), in sequence order.
+// A voxel is then covered by exactly the fills of the partition holding
+// its chunk, in that partition's order: a partition's own pieces stay in
+// its chunks, and a fill of another partition that covers the voxel was
+// inherited from an ancestor of both, so the voxel's partition holds it
+// too. Sequence numbers are only comparable within a partition (two
+// partitions may each have a fill numbered n, in different chunks).
 // partition(i).fills() is one partition's own FillSet.
 //
 // Example:

@@ -504,6 +504,34 @@ TEST(NodeSnapshotTest, AFailedPartitionFailsTheSnapshotAndReleasesTheRest) {
   }
 }
 
+// After a split both children hold a fill made before it; a later fill of
+// the first child over part of it must still win there, though the second
+// child (later in code order) holds the older fill too.
+TEST(NodeSnapshotTest, FillsListInheritedFillsOnceAndInOrder) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto node, Node::Open(dir.path(), TestNodeOptions(4)));
+  // Chunks 0..31 on x: codes below 4096 are x, y, z < 16.
+  const VoxelBox wide{{0, 0, 0}, {32 * kEdge, 10, 10}};
+  ASSERT_OK(node->FillBoxAndWait(wide, 1).status);
+  ASSERT_OK(node->Split(0, 4096).status());
+  ASSERT_EQ(node->partition_count(), 2u);
+  const VoxelBox own{{5, 0, 0}, {15, 10, 10}};  // in the first child
+  ASSERT_OK(node->FillBoxAndWait(own, 2).status);
+  ASSERT_OK_AND_ASSIGN(auto snap, SnapshotOf(*node, std::nullopt));
+  const std::vector<Fill> fills = snap->FillsMeeting(wide);
+  size_t wide_count = 0;
+  for (const Fill& f : fills) wide_count += f.box.lo == wide.lo && f.box.hi == wide.hi;
+  EXPECT_EQ(wide_count, 1u) << "the inherited fill is listed once";
+  EXPECT_EQ(FillsAt(fills, {1, 1, 1}), 1);
+  EXPECT_EQ(FillsAt(fills, {7, 1, 1}), 2);
+  EXPECT_EQ(FillsAt(fills, {20 * kEdge, 1, 1}), 1);
+  // As the chunks read.
+  const std::vector<Read> reads = ReadChunks(*snap, {ChunkKey::FromCoord({0, 0, 0})});
+  ASSERT_OK(reads[0].status);
+  EXPECT_EQ(VoxelOf(reads[0].dense, {7, 1, 1}), 2);
+  EXPECT_EQ(VoxelOf(reads[0].dense, {1, 1, 1}), 1);
+}
+
 // Writers write boxes across partition borders, each box always whole with
 // one material, a new one each time, while snapshots are taken: every
 // snapshot holds each box in one material (never part of a write), and at
@@ -687,6 +715,16 @@ TEST(NodeSnapshotTest, ASnapshotTakenDuringASplitReadsTheNode) {
   ExpectSameView(*held, *osnap, r, false, {});
   join_late_split.Run();  // ends the snapshot, which the split's cleanup waits for
   RecordProperty("snapshots_across_a_split", across);
+  // Writes and fills after the splits: the children's own fills come after
+  // those they inherited, and the fills of the view still rasterise as the
+  // oracle's.
+  for (int i = 0; i < 60; ++i) {
+    RandomWrite(*node, *oracle, r);
+    if (HasFatalFailure()) return;
+  }
+  ASSERT_OK_AND_ASSIGN(auto after, SnapshotOf(*node, std::nullopt));
+  ASSERT_OK_AND_ASSIGN(auto oafter, oracle->Snapshot());
+  ExpectSameView(*after, *oafter, r, false, {});
 }
 
 }  // namespace
