@@ -943,6 +943,21 @@ const CommandSpec kCommands[] = {
      "refused while it runs); a crash at any point leaves the old or the new file, whole.\n"
      "Needs free space for the copy. Prints the file's size before and after.\n",
      0, false, false, Compact},
+    {"partition", "list|split ID AT|move ID DIR --data DIR",
+     "list, split or move the partitions of a stopped node (offline)",
+     "A data directory holds one or more partitions: ranges of chunk codes, each its own\n"
+     "LMDB environment (engine/FORMAT.md, \"Node layout\"). voxdbd must be stopped (the\n"
+     "directory's lock is held throughout).\n"
+     "  list          one line per partition: id, [begin, end) of chunk codes, directory,\n"
+     "                chunks stored, bytes used, epoch (--json: one object per line)\n"
+     "  split ID AT   splits partition ID at chunk code AT (a multiple of 8^4 = 4096 strictly\n"
+     "                inside its range) into two new partitions in DATA/partitions/\n"
+     "  move ID DIR   moves partition ID's environment to DIR (absolute; new or empty)\n"
+     "Each copies the partition, then switches the layout by renaming DATA/node.manifest:\n"
+     "a crash at any step leaves the old layout or the new one, and what it left behind\n"
+     "is removed at the next open (a move's partial copy in DIR is not: remove it).\n"
+     "Prints what was copied and how long writes would have paused.\n",
+     kVariableArgs, false, false, Partition},
     {"recover", "--data DIR [--truncate-journal]",
      "report (or drop) a damaged journal record that keeps voxdbd from opening (offline)",
      "For a database voxdbd refuses to open because a journal record is damaged (\"journal\n"

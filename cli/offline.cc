@@ -15,8 +15,13 @@
 #include "cli/output.h"
 #include "engine/compact.h"
 #include "engine/format.h"
+#include "engine/lod.h"
+#include "engine/node.h"
+#include "engine/node_manifest.h"
 #include "engine/status.h"
 #include "engine/verify.h"
+#include "engine/world_frame.h"
+#include "index/s2_index.h"
 #include "index/s2_index_verify.h"
 #include "protocol/client.h"
 
@@ -211,7 +216,8 @@ std::string HumanBytes(uint64_t n) {
 }  // namespace
 
 bool TakesDataOption(std::string_view command) {
-  return command == "verify" || command == "compact" || command == "recover";
+  return command == "verify" || command == "compact" || command == "recover" ||
+         command == "partition";
 }
 
 absl::Status Verify(const CommandLine& cl) {
@@ -268,6 +274,111 @@ absl::Status Compact(const CommandLine& cl) {
     std::printf("compacted %s: data.mdb %s -> %s (%.1f%% smaller), %s\n", dir.c_str(),
                 HumanBytes(r.bytes_before).c_str(), HumanBytes(r.bytes_after).c_str(), saved,
                 Count(r.chunks, "chunk").c_str());
+  }
+  return absl::OkStatus();
+}
+
+// --- partition -----------------------------------------------------------------
+
+namespace {
+
+StatusOr<uint64_t> ParseU64(const std::string& text, const char* what) {
+  uint64_t v = 0;
+  if (text.empty() || !absl::SimpleAtoi(text, &v)) {
+    return UsageError(absl::StrFormat("%s '%s' is not a whole number", what, text));
+  }
+  return v;
+}
+
+void PrintReport(const CommandLine& cl, const char* verb, uint64_t id,
+                 const engine::LayoutChangeReport& r) {
+  if (cl.json) {
+    JsonObject o;
+    o.Str("command", "partition").Str("action", verb).Num("id", id);
+    std::string ids;
+    for (uint64_t n : r.new_ids) absl::StrAppend(&ids, ids.empty() ? "" : ",", n);
+    o.Raw("new_ids", absl::StrCat("[", ids, "]"))
+        .Num("chunks", r.chunks)
+        .Num("bytes", r.bytes)
+        .Num("caught_up_chunks", r.caught_up_chunks)
+        .Double("copy_seconds", r.copy_seconds)
+        .Double("pause_seconds", r.pause_seconds);
+    PrintJson(o);
+    return;
+  }
+  std::printf("%s partition %llu into %s: %s, %s copied in %.3f s, writes paused %.3f s\n", verb,
+              static_cast<unsigned long long>(id), absl::StrJoin(r.new_ids, ", ").c_str(),
+              Count(r.chunks, "chunk").c_str(), HumanBytes(r.bytes).c_str(), r.copy_seconds,
+              r.pause_seconds);
+  if (!r.cleanup.ok()) std::printf("note: %s\n", std::string(r.cleanup.message()).c_str());
+}
+
+}  // namespace
+
+absl::Status Partition(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(std::string dir, DataDir(cl));
+  const std::string action = cl.args.empty() ? "" : cl.args[0];
+  const size_t want = action == "list" ? 1 : action == "split" || action == "move" ? 3 : 0;
+  if (want == 0 || cl.args.size() != want) {
+    return UsageError("partition takes list, split ID AT or move ID DIR");
+  }
+  struct stat st;
+  if (::stat((dir + "/" + engine::kDataFile).c_str(), &st) != 0 &&
+      ::stat((dir + "/" + engine::kNodeManifestFile).c_str(), &st) != 0) {
+    return DatabaseError(absl::NotFoundError(absl::StrFormat(
+        "no voxdb data directory at %s (neither data.mdb nor node.manifest there)", dir)));
+  }
+  // Opened as voxdbd opens it, so that what the partitions flush when they
+  // close keeps the index (and the LOD marks) as voxdbd would.
+  engine::NodeOptions options;
+  options.database.store.frame = engine::WorldFrame::Earth();
+  options.database.store.create_if_missing = false;
+  index::S2Index s2(engine::WorldFrame::Earth());
+  engine::LodObserver lod;
+  options.database.observers = {&s2, &lod};
+  options.on_removed = [](const std::string& path) {
+    std::fprintf(stderr, "voxdb: removed %s, left by a split or move a crash interrupted\n",
+                 path.c_str());
+  };
+  auto node = engine::Node::Open(dir, options);
+  if (!node.ok()) return OpenError(node.status(), dir);
+  if (action == "split" || action == "move") {
+    VOXDB_ASSIGN_OR_RETURN(const uint64_t id, ParseU64(cl.args[1], "the partition id"));
+    StatusOr<engine::LayoutChangeReport> r;
+    if (action == "split") {
+      VOXDB_ASSIGN_OR_RETURN(const uint64_t at, ParseU64(cl.args[2], "the chunk code AT"));
+      r = (*node)->Split(id, at);
+    } else {
+      r = (*node)->Move(id, cl.args[2]);
+    }
+    if (!r.ok()) return DatabaseError(r.status(), absl::StrCat(action, ": "));
+    PrintReport(cl, action == "split" ? "split" : "moved", id, *r);
+    return absl::OkStatus();
+  }
+  // list
+  const std::shared_ptr<const engine::Node::Layout> layout = (*node)->layout();
+  for (const engine::Node::Part& p : layout->parts) {
+    StatusOr<engine::StoreStats> s = p.db->store().Stats();
+    const uint64_t chunks = s.ok() ? s->chunk_count : 0;
+    const uint64_t bytes = s.ok() ? s->used_bytes : 0;
+    if (cl.json) {
+      JsonObject o;
+      o.Num("id", p.spec.id)
+          .Num("begin", p.spec.range.begin)
+          .Num("end", p.spec.range.end)
+          .Str("dir", p.spec.dir)
+          .Num("chunks", chunks)
+          .Num("used_bytes", bytes)
+          .Num("epoch", p.db->epoch());
+      PrintJson(o);
+    } else {
+      std::printf("partition %llu [%llu, %llu) %s: %s, %s, epoch %llu\n",
+                  static_cast<unsigned long long>(p.spec.id),
+                  static_cast<unsigned long long>(p.spec.range.begin),
+                  static_cast<unsigned long long>(p.spec.range.end), p.spec.dir.c_str(),
+                  Count(chunks, "chunk").c_str(), HumanBytes(bytes).c_str(),
+                  static_cast<unsigned long long>(p.db->epoch()));
+    }
   }
   return absl::OkStatus();
 }

@@ -6,6 +6,8 @@
 //   voxdb verify --data DIR   checks every record and the index; exit 1 on
 //                             any problem
 //   voxdb compact --data DIR  rewrites data.mdb without its free pages
+//   voxdb partition list|split|move --data DIR
+//                             lists, splits or moves the node's partitions
 //
 // The checks and the compaction are the engine's (engine/verify.h with the
 // index's hook, index/s2_index_verify.h; engine/compact.h): this file
@@ -28,6 +30,8 @@ bool TakesDataOption(std::string_view command);
 // The commands (CommandSpec::run).
 absl::Status Verify(const CommandLine& cl);
 absl::Status Compact(const CommandLine& cl);
+// voxdb partition list|split ID AT|move ID DIR --data DIR (engine/node.h).
+absl::Status Partition(const CommandLine& cl);
 
 }  // namespace voxdb::cli
 

@@ -37,10 +37,10 @@ constexpr HandlerRow kHandlers[] = {
     Io(Opcode::kStats, &H::Stats),
     // A read of the index and the cache: on the I/O thread (a LOD level
     // goes to the worker).
-    Io(Opcode::kQueryRadius, &H::Query, kOne),
-    Io(Opcode::kQueryCell, &H::Query, kOne),
-    Io(Opcode::kQueryRect, &H::Query, kOne),
-    Io(Opcode::kQueryBox, &H::Query, kOne),
+    Io(Opcode::kQueryRadius, &H::Query),
+    Io(Opcode::kQueryCell, &H::Query),
+    Io(Opcode::kQueryRect, &H::Query),
+    Io(Opcode::kQueryBox, &H::Query),
     Worker(Opcode::kReindex, &H::Reindex, kOne),
     Worker(Opcode::kBackup, &H::Backup, kOne),
     Io(Opcode::kLodRebuild, &H::LodRebuild, kOne),

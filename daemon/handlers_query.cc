@@ -8,6 +8,7 @@
 #include "daemon/metrics.h"
 #include "engine/chunk_codec.h"
 #include "engine/status.h"
+#include "index/node_query.h"
 
 namespace voxdb::daemon {
 namespace {
@@ -74,7 +75,7 @@ void Server::Handlers::Query(Connection& c, Request& r) {
                            return EncodeQuery(index::QueryLod(*db, *lod, level, region, options));
                          });
   }
-  auto reply = EncodeQuery(index::Query(*server.db_, *region, options));
+  auto reply = EncodeQuery(index::Query(*server.node_, *region, options));
   if (!reply.ok()) return c.Reply(r.op, r.id, reply.status());
   c.Reply(r.op, r.id, WireStatus::kOk, std::move(*reply));
 }
