@@ -156,8 +156,6 @@ std::shared_ptr<const Node::Layout> Node::layout() const {
 
 DatabaseOptions Node::PartitionOptions(const PartitionSpec& spec, uint64_t parent) const {
   DatabaseOptions o = options_.database;
-  // The root partition lives in DATA, whose lock the node holds.
-  if (!data_dir_.empty() && spec.dir == data_dir_) o.store.exclusive = false;
   o.partition = PartitionIdentity{spec.id, spec.range, parent};
   return o;
 }
@@ -228,19 +226,25 @@ StatusOr<std::unique_ptr<Node>> Node::Open(const std::string& data_dir,
     return IoError(
         absl::StrFormat("cannot create the data directory %s: %s", data_dir, ec.message()));
   }
-  // The node's lock, before anything is read or removed: one process per
-  // data directory, whichever partitions it holds.
-  VOXDB_ASSIGN_OR_RETURN(DirectoryLock lock, ChunkStore::LockDirectory(data_dir));
   VOXDB_ASSIGN_OR_RETURN(NodeManifest manifest, ReadNodeManifest(data_dir));
   // A node without a manifest yet (one partition) takes the alignment of
   // the options; once written, the manifest's holds.
   if (!std::filesystem::exists(std::filesystem::path(data_dir) / kNodeManifestFile, ec)) {
     manifest.align_levels = options.align_levels;
   }
-  std::vector<std::string> removed;
-  VOXDB_RETURN_IF_ERROR(RemoveLeftovers(data_dir, manifest, &removed));
-  if (options.on_removed) {
-    for (const std::string& path : removed) options.on_removed(path);
+  // One process per data directory. Each partition's exclusive open takes
+  // its environment's locks (DIR/LOCK and the lock on its data.mdb, which
+  // holds even when LOCK is deleted: ChunkStore); the root's are DATA's.
+  // A node whose root was split away takes DATA/LOCK itself. Leftovers are
+  // removed only once every listed partition is held, so that a second
+  // process never removes what the first is building.
+  std::optional<DirectoryLock> lock;
+  const bool has_root =
+      std::any_of(manifest.partitions.begin(), manifest.partitions.end(),
+                  [](const PartitionEntry& e) { return e.dir == kRootPartitionDir; });
+  if (!has_root) {
+    VOXDB_ASSIGN_OR_RETURN(DirectoryLock l, ChunkStore::LockDirectory(data_dir));
+    lock.emplace(std::move(l));
   }
   std::vector<PartitionSpec> specs;
   for (const PartitionEntry& e : manifest.partitions) {
@@ -252,6 +256,11 @@ StatusOr<std::unique_ptr<Node>> Node::Open(const std::string& data_dir,
   auto parts =
       OpenParts(specs, [&](const PartitionSpec& spec) { return node->PartitionOptions(spec, 0); });
   if (!parts.ok()) return parts.status();
+  std::vector<std::string> removed;
+  VOXDB_RETURN_IF_ERROR(RemoveLeftovers(data_dir, manifest, &removed));
+  if (options.on_removed) {
+    for (const std::string& path : removed) options.on_removed(path);
+  }
   node->frame_ = parts->front().db->frame();
   node->layout_ = std::make_shared<Layout>(Layout{manifest.Ranges(), std::move(*parts)});
   node->manifest_ = std::move(manifest);

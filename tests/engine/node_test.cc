@@ -401,6 +401,29 @@ TEST(NodeLayoutTest, ABadSplitOrMoveChangesNothing) {
   EXPECT_EQ(got, 9);
 }
 
+// One process per data directory, even with DATA/LOCK deleted: a second
+// open is refused (BUSY) before it removes anything, so it never deletes
+// what the first is building.
+TEST(NodeLayoutTest, ASecondOpenIsRefusedBeforeItRemovesAnything) {
+  TempDir dir;
+  for (bool split : {false, true}) {
+    const std::string data = dir.Sub(split ? "split" : "root");
+    ASSERT_OK_AND_ASSIGN(auto node, Node::Open(data, TestNodeOptions(4)));
+    if (split) ASSERT_OK(node->Split(0, 4096).status());
+    // What a split in progress looks like: a directory the manifest does
+    // not name yet.
+    std::filesystem::create_directories(data + "/partitions/99");
+    { std::ofstream(data + "/partitions/99/data.mdb") << "being built"; }
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (attempt == 1) std::filesystem::remove(data + "/LOCK");
+      auto second = Node::Open(data, TestNodeOptions(4));
+      EXPECT_TRUE(IsBusy(second.status())) << second.status();
+      EXPECT_TRUE(std::filesystem::exists(data + "/partitions/99/data.mdb"));
+    }
+    ASSERT_OK(node->SetVoxelsAndWait({{{{1, 1, 1}, 9}}}).status);
+  }
+}
+
 TEST(NodeTest, RangesMustTileTheKeySpace) {
   TempDir dir;
   const NodeOptions o = TestNodeOptions(4);
