@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "engine/format.h"
 #include "engine/node_resources.h"
 #include "engine/partition_copy.h"
 #include "engine/voxel_box.h"
@@ -670,6 +671,7 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
   if (!ranges.ok()) return ranges.status();  // the manifest was validated: cannot happen
   std::shared_ptr<Database> old_db = old.db;
   const std::shared_ptr<Gate> old_gate = old.gate;
+  const PartitionSpec old_spec = old.spec;
   {
     std::lock_guard<std::mutex> lock(layout_mu_);
     layout_ = std::make_shared<Layout>(Layout{std::move(*ranges), std::move(parts)});
@@ -689,6 +691,20 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
     old_db.reset();
     std::vector<std::string> removed;
     report.cleanup = RemoveLeftovers(data_dir_, manifest_, &removed);
+    // An environment outside DATA (moved there before) is not searched by
+    // RemoveLeftovers: its files go here, and the directory if then empty.
+    const std::filesystem::path old_dir = std::filesystem::path(old_spec.dir).lexically_normal();
+    const std::filesystem::path data = std::filesystem::path(data_dir_).lexically_normal();
+    if (old_dir.lexically_relative(data).empty() ||
+        *old_dir.lexically_relative(data).begin() == "..") {
+      for (const char* name : {kDataFile, "lock.mdb", kLockFile}) {
+        std::error_code ec;
+        if (std::filesystem::remove(old_dir / name, ec))
+          removed.push_back((old_dir / name).string());
+      }
+      std::error_code ec;
+      std::filesystem::remove(old_dir, ec);  // only when empty
+    }
     if (options_.on_removed) {
       for (const std::string& path : removed) options_.on_removed(path);
     }

@@ -327,6 +327,9 @@ TEST(NodeLayoutTest, SplitsAndMovesOnlineAgreeWithOneDatabase) {
   EXPECT_OK(moved.cleanup);
   EXPECT_GT(moved.chunks, 0u);
   ASSERT_OK(node->Move(8, dir.Sub("disk2/p8")).status());
+  // Moved again: the environment it leaves outside DATA goes too.
+  ASSERT_OK(node->Move(5, dir.Sub("disk2/p5b")).status());
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("disk2/p5")));
   while (writes.load() < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   stop = true;
   writer.join();
