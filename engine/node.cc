@@ -276,6 +276,18 @@ std::vector<VoxelBox> Node::ClipToRange(const VoxelBox& box, const MortonRange& 
   return out;
 }
 
+std::vector<std::pair<size_t, VoxelBox>> Node::BoxPieces(const Layout& layout,
+                                                         const std::vector<size_t>& parts,
+                                                         const VoxelBox& box) const {
+  std::vector<std::pair<size_t, VoxelBox>> pieces;
+  for (size_t p : parts) {
+    for (const VoxelBox& piece : ClipToRange(box, layout.ranges.range(p))) {
+      pieces.emplace_back(p, piece);
+    }
+  }
+  return pieces;
+}
+
 void Node::Route(const std::function<std::vector<size_t>(const Layout&)>& pick,
                  const std::function<void(const Layout&, const std::vector<size_t>&)>& submit) {
   for (;;) {
@@ -434,12 +446,7 @@ void Node::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels, WriteD
           if (parts.size() == 1) {
             return layout.parts[parts[0]].db->WriteBox(box, voxels, std::move(done));
           }
-          std::vector<std::pair<size_t, VoxelBox>> pieces;
-          for (size_t p : parts) {
-            for (const VoxelBox& piece : ClipToRange(box, layout.ranges.range(p))) {
-              pieces.emplace_back(p, piece);
-            }
-          }
+          const std::vector<std::pair<size_t, VoxelBox>> pieces = BoxPieces(layout, parts, box);
           std::vector<WriteDone> each = Join::Split(pieces.size(), std::move(done));
           std::vector<uint8_t> buf;
           for (size_t k = 0; k < pieces.size(); ++k) {
@@ -463,12 +470,7 @@ void Node::FillBox(const VoxelBox& box, uint8_t material, WriteDone done) {
           if (parts.size() == 1) {
             return layout.parts[parts[0]].db->FillBox(box, material, std::move(done));
           }
-          std::vector<std::pair<size_t, VoxelBox>> pieces;
-          for (size_t p : parts) {
-            for (const VoxelBox& piece : ClipToRange(box, layout.ranges.range(p))) {
-              pieces.emplace_back(p, piece);
-            }
-          }
+          const std::vector<std::pair<size_t, VoxelBox>> pieces = BoxPieces(layout, parts, box);
           std::vector<WriteDone> each = Join::Split(pieces.size(), std::move(done));
           for (size_t k = 0; k < pieces.size(); ++k) {
             layout.parts[pieces[k].first].db->FillBox(pieces[k].second, material,

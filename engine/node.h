@@ -38,6 +38,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/database.h"
@@ -191,6 +192,11 @@ class Node {
   // them), again on the new layout when one of them was replaced meanwhile.
   void Route(const std::function<std::vector<size_t>(const Layout&)>& pick,
              const std::function<void(const Layout&, const std::vector<size_t>&)>& submit);
+  // The pieces of `box` in the partitions `parts` of `layout`, in order:
+  // (partition index, voxel box).
+  std::vector<std::pair<size_t, VoxelBox>> BoxPieces(const Layout& layout,
+                                                     const std::vector<size_t>& parts,
+                                                     const VoxelBox& box) const;
   // A split or move of partition `id` into `next` (built by a copy, then
   // committed by writing `manifest`).
   StatusOr<LayoutChangeReport> Replace(uint64_t id, const std::vector<PartitionSpec>& next,

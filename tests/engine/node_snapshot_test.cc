@@ -25,6 +25,7 @@
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/test_database.h"
+#include "tests/testing/test_node.h"
 
 namespace voxdb::engine {
 namespace {
@@ -33,32 +34,8 @@ using testing::TempDir;
 
 constexpr uint64_t kEdge = 128;
 
-NodeOptions TestNodeOptions(int align_levels) {
-  NodeOptions o;
-  o.database = testing::TestOptions();
-  // Many partitions in one process: a small cache each.
-  o.database.cache_bytes = size_t{64} << 20;
-  o.database.dirty_bytes = size_t{16} << 20;
-  o.align_levels = align_levels;
-  return o;
-}
-
-// `count` partitions of the codes below `limit` (the rest of the key space
-// in the last), with random starts aligned to 8^align_levels.
-std::vector<PartitionSpec> RandomPartitions(const std::string& dir, size_t count, int align_levels,
-                                            uint64_t limit, std::mt19937_64& rng) {
-  if (count == 1) return {PartitionSpec{0, MortonRange::All(), dir + "/p0"}};
-  const uint64_t unit = uint64_t{1} << (3 * align_levels);
-  std::set<uint64_t> starts{0};
-  while (starts.size() < count) starts.insert((1 + rng() % (limit / unit - 1)) * unit);
-  std::vector<uint64_t> s(starts.begin(), starts.end());
-  std::vector<PartitionSpec> parts;
-  for (size_t i = 0; i < s.size(); ++i) {
-    const uint64_t end = i + 1 < s.size() ? s[i + 1] : MortonRange::All().end;
-    parts.push_back(PartitionSpec{i, {s[i], end}, absl::StrFormat("%s/p%u", dir, i)});
-  }
-  return parts;
-}
+using testing::RandomPartitions;
+using testing::TestNodeOptions;
 
 class Rand {
  public:
