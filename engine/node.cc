@@ -80,13 +80,22 @@ VoxelBox VoxelsOfChunks(const WorldFrame& frame, const ChunkBox& cb) {
 // waiting then route again on the new layout.
 class Node::Gate {
  public:
-  // Waits while closed; false once retired (nothing entered).
-  bool Enter() {
+  // Waits while closed; false once retired (nothing entered); the error
+  // once failed (nothing entered).
+  StatusOr<bool> Enter() {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return closers_ == 0 || retired_; });
+    cv_.wait(lock, [&] { return closers_ == 0 || retired_ || !failed_.ok(); });
+    if (!failed_.ok()) return failed_;
     if (retired_) return false;
     ++inside_;
     return true;
+  }
+  // Every write waiting or to come gets `why` (the partition cannot be
+  // served until the node restarts).
+  void Fail(const Status& why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    failed_ = why;
+    cv_.notify_all();
   }
   void Leave() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -122,6 +131,7 @@ class Node::Gate {
   int inside_ = 0;
   int closers_ = 0;
   bool retired_ = false;
+  Status failed_;
 };
 
 Node::Node(std::string data_dir, std::optional<DirectoryLock> lock, const NodeOptions& options)
@@ -289,16 +299,26 @@ std::vector<std::pair<size_t, VoxelBox>> Node::BoxPieces(const Layout& layout,
 }
 
 void Node::Route(const std::function<std::vector<size_t>(const Layout&)>& pick,
-                 const std::function<void(const Layout&, const std::vector<size_t>&)>& submit) {
+                 const std::function<void(const Layout&, const std::vector<size_t>&)>& submit,
+                 WriteDone& done) {
   for (;;) {
     const std::shared_ptr<const Layout> layout = this->layout();
     const std::vector<size_t> parts = pick(*layout);  // increasing
     size_t entered = 0;
-    while (entered < parts.size() && layout->parts[parts[entered]].gate->Enter()) ++entered;
-    const bool replaced = entered < parts.size();
-    if (!replaced) submit(*layout, parts);
+    StatusOr<bool> in = true;
+    while (entered < parts.size() && (in = layout->parts[parts[entered]].gate->Enter()).ok() &&
+           *in) {
+      ++entered;
+    }
+    const bool all_in = entered == parts.size();
+    if (all_in) submit(*layout, parts);
     for (size_t k = 0; k < entered; ++k) layout->parts[parts[k]].gate->Leave();
-    if (!replaced) return;
+    if (all_in) return;
+    if (!in.ok()) {
+      if (done) done({in.status(), 0});
+      return;
+    }
+    // A partition was replaced meanwhile: again, on the new layout.
   }
 }
 
@@ -427,7 +447,8 @@ void Node::SetVoxels(std::span<const VoxelEdit> edits, WriteDone done) {
         for (size_t k = 0; k < parts.size(); ++k) {
           layout.parts[parts[k]].db->SetVoxels(by_part[parts[k]], std::move(each[k]));
         }
-      });
+      },
+      done);
 }
 
 void Node::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels, WriteDone done) {
@@ -455,7 +476,8 @@ void Node::WriteBox(const VoxelBox& box, std::span<const uint8_t> voxels, WriteD
             CopySubBox(piece, box, voxels, piece, buf);
             layout.parts[p].db->WriteBox(piece, buf, std::move(each[k]));  // copies what it keeps
           }
-        });
+        },
+        done);
 }
 
 void Node::FillBox(const VoxelBox& box, uint8_t material, WriteDone done) {
@@ -476,7 +498,8 @@ void Node::FillBox(const VoxelBox& box, uint8_t material, WriteDone done) {
             layout.parts[pieces[k].first].db->FillBox(pieces[k].second, material,
                                                       std::move(each[k]));
           }
-        });
+        },
+        done);
 }
 
 void Node::PutChunk(ChunkKey key, std::span<const uint8_t> record,
@@ -484,14 +507,16 @@ void Node::PutChunk(ChunkKey key, std::span<const uint8_t> record,
   Route([&](const Layout& layout) { return std::vector<size_t>{layout.ranges.Find(key.code())}; },
         [&](const Layout& layout, const std::vector<size_t>& parts) {
           layout.parts[parts[0]].db->PutChunk(key, record, expected_version, std::move(done));
-        });
+        },
+        done);
 }
 
 void Node::DeleteChunk(ChunkKey key, WriteDone done) {
   Route([&](const Layout& layout) { return std::vector<size_t>{layout.ranges.Find(key.code())}; },
         [&](const Layout& layout, const std::vector<size_t>& parts) {
           layout.parts[parts[0]].db->DeleteChunk(key, std::move(done));
-        });
+        },
+        done);
 }
 
 WriteResult Node::SetVoxelsAndWait(std::span<const VoxelEdit> edits) {
@@ -603,12 +628,31 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
         CopyTarget{spec.range, spec.dir, {spec.id, spec.range, parent}, old.db->epoch_history()});
     report.new_ids.push_back(spec.id);
   }
+  // The new environments go in directories that do not exist (a split's,
+  // under partitions/: the node removed its leftovers when it opened) or
+  // are empty (a move's destination, checked by Move).
+  std::vector<bool> existed;
+  for (const PartitionSpec& spec : next) {
+    std::error_code ec;
+    const bool exists = std::filesystem::exists(spec.dir, ec);
+    if (exists && (next.size() > 1 || !std::filesystem::is_empty(spec.dir, ec))) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s exists and is no partition of this node: move it away first", spec.dir));
+    }
+    existed.push_back(exists);
+  }
   // Whatever goes wrong before the manifest names the new environments,
-  // they are removed and the partition goes on as it was.
+  // what this made of them is removed, and the partition goes on as it was.
   auto abandon = [&](const Status& why) -> Status {
-    for (const PartitionSpec& spec : next) {
+    for (size_t i = 0; i < next.size(); ++i) {
       std::error_code ec;
-      std::filesystem::remove_all(spec.dir, ec);
+      if (!existed[i]) {
+        std::filesystem::remove_all(next[i].dir, ec);
+        continue;
+      }
+      for (const char* name : {kDataFile, "lock.mdb", kLockFile}) {
+        std::filesystem::remove(std::filesystem::path(next[i].dir) / name, ec);
+      }
     }
     return why;
   };
@@ -650,14 +694,15 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
   auto opened =
       OpenParts(next, [&](const PartitionSpec& spec) { return PartitionOptions(spec, parent); });
   if (!opened.ok()) {
-    // The manifest names them: this range cannot be served until the node
-    // restarts and opens them (or says why it cannot). Writers waiting
-    // route again and wait on the retired partition's successor... there is
-    // none, so they stay refused: the old partition stays closed.
-    return Status(opened.status().code(),
-                  absl::StrFormat("the layout changed but its new partitions did not open "
-                                  "(restart voxdbd): %s",
-                                  opened.status().message()));
+    // The manifest names them: their range takes no write until the node
+    // restarts and opens them (or says why it cannot); reads go on from
+    // the old partition, which holds the same.
+    const Status failed(opened.status().code(),
+                        absl::StrFormat("the layout changed but its new partitions did not "
+                                        "open (restart voxdbd): %s",
+                                        opened.status().message()));
+    old.gate->Fail(failed);
+    return failed;
   }
   std::vector<Part> parts;
   for (size_t i = 0; i < before->parts.size(); ++i) {

@@ -190,8 +190,11 @@ class Node {
   // Runs submit(layout, partitions) with the write gates of the partitions
   // that pick(layout) names held (waiting while a split or move pauses
   // them), again on the new layout when one of them was replaced meanwhile.
+  // `done` gets the error (and submit is not run) when a partition can take
+  // no write (a layout change that could not open its new partitions).
   void Route(const std::function<std::vector<size_t>(const Layout&)>& pick,
-             const std::function<void(const Layout&, const std::vector<size_t>&)>& submit);
+             const std::function<void(const Layout&, const std::vector<size_t>&)>& submit,
+             WriteDone& done);
   // The pieces of `box` in the partitions `parts` of `layout`, in order:
   // (partition index, voxel box).
   std::vector<std::pair<size_t, VoxelBox>> BoxPieces(const Layout& layout,

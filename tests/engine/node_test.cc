@@ -372,6 +372,13 @@ TEST(NodeLayoutTest, ABadSplitOrMoveChangesNothing) {
   std::filesystem::create_directories(dir.Sub("full"));
   { std::ofstream(dir.Sub("full/x")) << "x"; }
   EXPECT_TRUE(absl::IsInvalidArgument(node->Move(0, dir.Sub("full")).status()));
+  // A directory in the way of a split's new partition is not the node's:
+  // refused, and left as it was.
+  std::filesystem::create_directories(dir.Sub("partitions/1"));
+  { std::ofstream(dir.Sub("partitions/1/keep")) << "not voxdb's"; }
+  EXPECT_TRUE(absl::IsInvalidArgument(node->Split(0, 4096).status()));
+  EXPECT_TRUE(std::filesystem::exists(dir.Sub("partitions/1/keep")));
+  std::filesystem::remove_all(dir.Sub("partitions"));
   EXPECT_EQ(node->partition_count(), 1u);
   EXPECT_FALSE(std::filesystem::exists(dir.Sub("node.manifest")));
   EXPECT_FALSE(std::filesystem::exists(dir.Sub("partitions")) &&
