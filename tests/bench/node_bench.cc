@@ -351,7 +351,7 @@ void During() {
     std::vector<double> n, p50, p99, max;
   };
   Phase phases[3];
-  std::vector<double> pause, total;
+  std::vector<double> pause, total, caught;
   for (int run = 0; run < g_flags.runs; ++run) {
     testing::TempDir dir;
     const std::string data = dir.path() + "/data";
@@ -411,8 +411,10 @@ void During() {
     }
     pause.push_back(r->pause_seconds * 1e3);
     total.push_back(Seconds(move_end - move_start));
+    caught.push_back(static_cast<double>(r->caught_up_chunks));
   }
-  std::printf("move: %.3f s, pause %.2f ms\n", Median(total), Median(pause));
+  std::printf("move: %.3f s, pause %.2f ms, %.0f chunks caught up\n", Median(total), Median(pause),
+              Median(caught));
   std::printf("%-8s %8s %9s %9s %9s\n", "phase", "writes", "p50 us", "p99 us", "max us");
   const char* names[3] = {"before", "during", "after"};
   for (int i = 0; i < 3; ++i) {
