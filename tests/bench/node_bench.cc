@@ -15,6 +15,9 @@
 //   build/tests/node_bench --only serve --runs 3    # one part
 //   build/tests/node_bench --smoke                  # tiny, for ctest
 //
+// --commit-threads N gives the node a pool of N commit threads instead of
+// NodeResources' default (what durable writes to many partitions need).
+//
 // The 16 partitions split a 64 x 64 x 64-chunk block (2^18 Morton codes)
 // into 16 ranges of 2^14 codes (aligned to 8^4, the default alignment); the
 // first and last also hold the rest of the key space. Reads and writes go
@@ -42,6 +45,7 @@
 #include "engine/database.h"
 #include "engine/morton.h"
 #include "engine/node.h"
+#include "engine/node_resources.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/terrain.h"
 
@@ -61,6 +65,7 @@ struct Flags {
   int mb = 128;              // data in the partition split or moved
   int move_writers = 4;      // writer threads during the move
   double phase_seconds = 2;  // before and after the move
+  int commit_threads = 0;    // > 0: the node's commit pool (default: NodeResources')
   std::string only;          // serve, layout, during; empty: all
 };
 Flags g_flags;
@@ -120,6 +125,16 @@ NodeOptions Options(Durability d) {
   o.database.store.initial_map_size = size_t{1} << 30;
   // Nothing is flushed behind the benchmark's back.
   o.database.max_dirty_age = std::chrono::hours(1);
+  if (g_flags.commit_threads > 0) {
+    NodeResourcesOptions r;
+    r.cache_bytes = o.database.cache_bytes;
+    r.dirty_bytes = o.database.dirty_bytes;
+    r.flush_high_water = o.database.flush_high_water;
+    r.commit_threads = g_flags.commit_threads;
+    auto resources = NodeResources::Create(r);
+    Check(resources.status(), "node resources");
+    o.database.node = *resources;
+  }
   return o;
 }
 
@@ -446,6 +461,8 @@ int main(int argc, char** argv) {
       g_flags.mb = std::atoi(next());
     } else if (a == "--writers") {
       g_flags.move_writers = std::atoi(next());
+    } else if (a == "--commit-threads") {
+      g_flags.commit_threads = std::atoi(next());
     } else if (a == "--only") {
       g_flags.only = next();
     } else if (a == "--smoke") {
@@ -461,7 +478,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: node_bench [--runs N] [--seconds S] [--mb MB] [--writers N] "
-                   "[--only serve|layout|during] [--smoke]\n");
+                   "[--commit-threads N] [--only serve|layout|during] [--smoke]\n");
       return 2;
     }
   }
