@@ -142,13 +142,18 @@ namespace {
 // The options with the node's shared budgets and threads: the Databases'
 // cache_bytes, dirty_bytes and flush_high_water become the node's
 // (engine/node_resources.h), unless the caller set resources of its own.
-StatusOr<NodeOptions> WithResources(const NodeOptions& options) {
+// A node opened with one partition keeps a committer, acker and flusher
+// thread of its own, as a single database always had (the pools pay off
+// with several partitions; a partition split from it later runs its own
+// threads too, until the node opens again).
+StatusOr<NodeOptions> WithResources(const NodeOptions& options, size_t partitions) {
   NodeOptions o = options;
   if (o.database.node == nullptr) {
     NodeResourcesOptions r;
     r.cache_bytes = o.database.cache_bytes;
     r.dirty_bytes = o.database.dirty_bytes;
     r.flush_high_water = o.database.flush_high_water;
+    if (partitions == 1) r.commit_threads = r.flush_threads = 0;
     VOXDB_ASSIGN_OR_RETURN(o.database.node, NodeResources::Create(r));
   }
   return o;
@@ -219,7 +224,7 @@ StatusOr<std::unique_ptr<Node>> Node::Open(std::vector<PartitionSpec> specs,
   }
   StatusOr<PartitionRanges> ranges = PartitionRanges::FromStarts(starts, options.align_levels);
   if (!ranges.ok()) return ranges.status();
-  VOXDB_ASSIGN_OR_RETURN(const NodeOptions with_resources, WithResources(options));
+  VOXDB_ASSIGN_OR_RETURN(const NodeOptions with_resources, WithResources(options, specs.size()));
   auto node = std::unique_ptr<Node>(new Node("", std::nullopt, with_resources));
   auto parts =
       OpenParts(specs, [&](const PartitionSpec& spec) { return node->PartitionOptions(spec, 0); });
@@ -261,7 +266,7 @@ StatusOr<std::unique_ptr<Node>> Node::Open(const std::string& data_dir,
   for (const PartitionEntry& e : manifest.partitions) {
     specs.push_back(PartitionSpec{e.id, e.range, PartitionDir(data_dir, e)});
   }
-  VOXDB_ASSIGN_OR_RETURN(NodeOptions o, WithResources(options));
+  VOXDB_ASSIGN_OR_RETURN(NodeOptions o, WithResources(options, manifest.partitions.size()));
   o.align_levels = manifest.align_levels;
   auto node = std::unique_ptr<Node>(new Node(data_dir, std::move(lock), o));
   auto parts =

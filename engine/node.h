@@ -50,9 +50,9 @@ namespace voxdb::engine {
 struct NodeOptions {
   // Options of every partition's Database. Their cache_bytes, dirty_bytes
   // and flush_high_water are the node's, shared by all partitions, which
-  // also share a pool of commit and flush threads (engine/
-  // node_resources.h): the node makes those resources unless database.node
-  // is set already.
+  // also share pools of commit and flush threads when the node opens with
+  // several (engine/node_resources.h): the node makes those resources
+  // unless database.node is set already.
   DatabaseOptions database;
   // Partition ranges are multiples of 8^align_levels (for a new node; an
   // existing one keeps its manifest's). DEFAULT: 4.
