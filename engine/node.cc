@@ -655,7 +655,7 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
         std::filesystem::remove_all(next[i].dir, ec);
         continue;
       }
-      for (const char* name : {kDataFile, "lock.mdb", kLockFile}) {
+      for (const char* name : {kDataFile, kLmdbLockFile, kLockFile}) {
         std::filesystem::remove(std::filesystem::path(next[i].dir) / name, ec);
       }
     }
@@ -749,7 +749,7 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
     const std::filesystem::path data = std::filesystem::path(data_dir_).lexically_normal();
     if (old_dir.lexically_relative(data).empty() ||
         *old_dir.lexically_relative(data).begin() == "..") {
-      for (const char* name : {kDataFile, "lock.mdb", kLockFile}) {
+      for (const char* name : {kDataFile, kLmdbLockFile, kLockFile}) {
         std::error_code ec;
         if (std::filesystem::remove(old_dir / name, ec))
           removed.push_back((old_dir / name).string());

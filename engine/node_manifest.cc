@@ -33,7 +33,7 @@ constexpr absl::string_view kActive = "active";
 constexpr size_t kMaxManifestBytes = size_t{64} << 20;
 // The files a partition's directory may hold (FORMAT.md, "The database
 // directory"): anything else makes RemoveLeftovers refuse.
-constexpr std::array<absl::string_view, 3> kPartitionFiles = {kDataFile, kLmdbLockFile, kLockFile};
+const std::array<absl::string_view, 3> kPartitionFiles = {kDataFile, kLmdbLockFile, kLockFile};
 
 std::string Join(const std::string& dir, absl::string_view name) {
   return absl::StrCat(dir, "/", name);
