@@ -362,8 +362,7 @@ void ReloadConfig(const DaemonConfig& config, engine::Node& node) {
     engine::ChunkStore& store = part.db->store();
     if (n == store.max_map_size()) continue;
     if (absl::Status s = store.SetMaxMapSize(n); !s.ok()) {
-      Log(LogLevel::kError, "SIGHUP: max-map-size of %s unchanged: %s", part.spec.dir,
-          s.message());
+      Log(LogLevel::kError, "SIGHUP: max-map-size of %s unchanged: %s", part.spec.dir, s.message());
       continue;
     }
     changed = true;

@@ -98,8 +98,7 @@ absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Backup(engine::Node& node
 
 // One write transaction over every chunk: on the worker. A node of one
 // partition only (Spans::kOnePartition).
-absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Reindex(engine::Node& node,
-                                                               const Request&) {
+absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Reindex(engine::Node& node, const Request&) {
   uint64_t entries = 0;
   const absl::Status s = index::Rebuild(node.layout()->parts[0].db.get(), &entries);
   Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "reindex: %s, %u entries", s.ToString(),

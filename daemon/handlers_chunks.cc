@@ -35,7 +35,7 @@ void Server::Handlers::GetChunks(Connection& c, Request& r) {
   engine::Node* node = c.server().node_;
   ReplyChunks(c, r, *keys,
               [node](std::span<const engine::ChunkKey> k,
-                   const std::function<void(size_t, const engine::ChunkRead&)>& fn) {
+                     const std::function<void(size_t, const engine::ChunkRead&)>& fn) {
                 return node->GetChunks(k, fn);
               });
 }
@@ -103,14 +103,15 @@ void Server::Handlers::ReadBox(Connection& c, Request& r) {
   const uint64_t chunks = uint64_t{covered.hi.x - covered.lo.x + 1} *
                           (covered.hi.y - covered.lo.y + 1) * (covered.hi.z - covered.lo.z + 1);
   if (chunks > kInlineReadChunks) {
-    return c.RunOnReadPool(
-        r.op, r.id,
-        [node, box, op = r.op, id = r.id, gone = c.gone()]() -> absl::StatusOr<std::vector<uint8_t>> {
-          protocol::FrameWriter out(box.volume());
-          absl::Status s = node->ReadBox(box, out.Extend(box.volume()), gone.get());
-          if (!s.ok()) return s;
-          return out.Seal(op, id, protocol::kFlagReply, WireStatus::kOk);
-        });
+    return c.RunOnReadPool(r.op, r.id,
+                           [node, box, op = r.op, id = r.id,
+                            gone = c.gone()]() -> absl::StatusOr<std::vector<uint8_t>> {
+                             protocol::FrameWriter out(box.volume());
+                             absl::Status s =
+                                 node->ReadBox(box, out.Extend(box.volume()), gone.get());
+                             if (!s.ok()) return s;
+                             return out.Seal(op, id, protocol::kFlagReply, WireStatus::kOk);
+                           });
   }
   protocol::FrameWriter out(box.volume());
   if (absl::Status s = node->ReadBox(box, out.Extend(box.volume())); !s.ok()) {
@@ -148,8 +149,9 @@ void Server::Handlers::FillBox(Connection& c, Request& r) {
   const engine::VoxelBox box = ToBox(req->box);
   const uint8_t material = req->material;
   engine::Node* node = c.server().node_;
-  c.SubmitWrite(
-      [node, box, material, done = c.WriteDone(r.op, r.id)] { node->FillBox(box, material, done); });
+  c.SubmitWrite([node, box, material, done = c.WriteDone(r.op, r.id)] {
+    node->FillBox(box, material, done);
+  });
 }
 
 void Server::Handlers::PutChunk(Connection& c, Request& r) {

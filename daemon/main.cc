@@ -163,8 +163,8 @@ int main(int argc, char** argv) {
                                                           why);
                                             });
         !s.ok()) {
-      std::fprintf(stderr, "voxdbd: cannot build the S2 index of %s: %s\n",
-                   part.spec.dir.c_str(), std::string(s.message()).c_str());
+      std::fprintf(stderr, "voxdbd: cannot build the S2 index of %s: %s\n", part.spec.dir.c_str(),
+                   std::string(s.message()).c_str());
       return 1;
     }
   }

@@ -31,8 +31,8 @@
 #include "daemon/stream.h"
 #include "daemon/subscriptions.h"
 #include "engine/database.h"
-#include "engine/node.h"
 #include "engine/lod.h"
+#include "engine/node.h"
 #include "protocol/messages.h"
 
 namespace voxdb::daemon {

@@ -38,7 +38,7 @@ enum class StatKind : uint8_t { kCounter, kGauge };
   X(kUptime, "uptime_seconds", "server", "", "", kGauge, "")                                       \
   X(kFills, "fills", "storage", "voxdb_fills", "", kGauge, "Fills recorded")                       \
   X(kPartitions, "partitions", "storage", "voxdb_partitions", "", kGauge,                          \
-    "Partitions (Morton ranges, one LMDB environment each) this node holds")                        \
+    "Partitions (Morton ranges, one LMDB environment each) this node holds")                       \
   X(kMapSize, "map_size_bytes", "storage", "voxdb_lmdb_map_size_bytes", "", kGauge,                \
     "Size of the LMDB map now")                                                                    \
   X(kMaxMapSize, "max_map_size_bytes", "storage", "voxdb_lmdb_max_map_size_bytes", "", kGauge,     \
