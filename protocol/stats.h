@@ -52,7 +52,7 @@ enum class StatKind : uint8_t { kCounter, kGauge };
   X(kChunkBytes, "chunk_bytes", "storage", "voxdb_stored_chunk_bytes", "", kGauge,                 \
     "Pages of the chunks table")                                                                   \
   X(kReadersInUse, "readers_in_use", "storage", "voxdb_lmdb_readers", "", kGauge,                  \
-    "LMDB reader slots in use")                                                                    \
+    "LMDB reader slots taken (a high-water mark)")                                                 \
   X(kMaxReaders, "max_readers", "storage", "voxdb_lmdb_max_readers", "", kGauge,                   \
     "LMDB reader slots")                                                                           \
   X(kCacheHits, "cache_hits", "cache", "voxdb_cache_hits_total", "", kCounter,                     \
