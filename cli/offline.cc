@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -215,16 +216,49 @@ std::string HumanBytes(uint64_t n) {
 
 }  // namespace
 
+absl::StatusOr<std::vector<Target>> TargetsOf(const std::string& data) {
+  struct stat st;
+  if (::stat((data + "/" + engine::kNodeManifestFile).c_str(), &st) != 0) {
+    return std::vector<Target>{{std::nullopt, data}};
+  }
+  absl::StatusOr<engine::NodeManifest> m = engine::ReadNodeManifest(data);
+  if (!m.ok()) return DatabaseError(m.status());
+  std::vector<Target> targets;
+  for (const engine::PartitionEntry& p : m->partitions) {
+    targets.push_back({p, engine::PartitionDir(data, p)});
+  }
+  return targets;
+}
+
+std::string PartitionLine(const Target& t) {
+  return absl::StrFormat("partition %u [%u, %u) in %s", t.partition->id, t.partition->range.begin,
+                         t.partition->range.end, t.dir);
+}
+
+std::string JsonArray(const std::vector<Target>& targets, std::vector<JsonObject> objects) {
+  std::vector<std::string> items;
+  for (size_t i = 0; i < objects.size(); ++i) {
+    JsonObject o;
+    o.Num("partition", targets[i].partition->id)
+        .Num("begin", targets[i].partition->range.begin)
+        .Num("end", targets[i].partition->range.end)
+        .Raw("result", objects[i].ToString());
+    items.push_back(o.ToString());
+  }
+  return absl::StrCat("[", absl::StrJoin(items, ","), "]");
+}
+
 bool TakesDataOption(std::string_view command) {
   return command == "verify" || command == "compact" || command == "recover" ||
          command == "partition";
 }
 
-absl::Status Verify(const CommandLine& cl) {
-  VOXDB_ASSIGN_OR_RETURN(std::string dir, DataDir(cl));
+namespace {
+
+// Verifies the database in `dir` (exclusively: voxdbd cannot start while
+// this runs, and this refuses to run next to it).
+StatusOr<VerifyReport> VerifyOne(const std::string& dir) {
   VOXDB_RETURN_IF_ERROR(CheckIsDatabase(dir));
-  // Exclusive: voxdbd cannot start while this runs, and this refuses to run
-  // next to it.
   auto store = ChunkStore::Open(dir, ToolStoreOptions(/*exclusive=*/true));
   if (!store.ok()) return OpenError(store.status(), dir);
   index::S2IndexVerifyHook index_hook;
@@ -235,45 +269,97 @@ absl::Status Verify(const CommandLine& cl) {
   auto report = engine::VerifyStore(**store, options);
   engine::GiveLockFilesToTheOwner(dir);
   if (!report.ok()) return DatabaseError(report.status(), "verify: ");
-  if (cl.json) {
-    PrintJson(VerifyJson(dir, *report));
+  return report;
+}
+
+}  // namespace
+
+absl::Status Verify(const CommandLine& cl) {
+  VOXDB_ASSIGN_OR_RETURN(std::string dir, DataDir(cl));
+  VOXDB_ASSIGN_OR_RETURN(const std::vector<Target> targets, TargetsOf(dir));
+  uint64_t problems = 0;
+  if (!targets[0].partition.has_value()) {
+    VOXDB_ASSIGN_OR_RETURN(const VerifyReport report, VerifyOne(dir));
+    if (cl.json) {
+      PrintJson(VerifyJson(dir, report));
+    } else {
+      const std::string text = VerifyText(dir, report);
+      std::fwrite(text.data(), 1, text.size(), stdout);
+    }
+    problems = report.problem_count;
   } else {
-    const std::string text = VerifyText(dir, *report);
-    std::fwrite(text.data(), 1, text.size(), stdout);
+    // A node of several partitions (or one moved or split before): each
+    // partition's environment in turn, every one of them checked.
+    std::vector<JsonObject> objects;
+    for (const Target& t : targets) {
+      VOXDB_ASSIGN_OR_RETURN(const VerifyReport report, VerifyOne(t.dir));
+      problems += report.problem_count;
+      if (cl.json) {
+        objects.push_back(VerifyJson(t.dir, report));
+      } else {
+        const std::string text = PartitionLine(t) + ":\n" + VerifyText(t.dir, report);
+        std::fwrite(text.data(), 1, text.size(), stdout);
+      }
+    }
+    if (cl.json) {
+      JsonObject o;
+      o.Str("command", "verify")
+          .Str("data", dir)
+          .Bool("ok", problems == 0)
+          .Raw("partitions", JsonArray(targets, std::move(objects)));
+      PrintJson(o);
+    } else {
+      std::printf("%s: %s in %s\n", problems == 0 ? "ok" : "DAMAGED",
+                  Count(problems, "problem").c_str(), Count(targets.size(), "partition").c_str());
+    }
   }
-  if (report->ok()) return absl::OkStatus();
-  absl::Status damaged = DatabaseError(CorruptError(
-      absl::StrFormat("verify found %s in %s", Count(report->problem_count, "problem"), dir)));
+  if (problems == 0) return absl::OkStatus();
+  absl::Status damaged = DatabaseError(
+      CorruptError(absl::StrFormat("verify found %s in %s", Count(problems, "problem"), dir)));
   return cl.json ? WithJsonPrinted(std::move(damaged)) : damaged;
 }
 
 absl::Status Compact(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(std::string dir, DataDir(cl));
-  VOXDB_RETURN_IF_ERROR(CheckIsDatabase(dir));
-  auto compacted = engine::CompactDir(dir);
-  if (!compacted.ok()) {
-    // BUSY: another process holds the directory.
-    return IsBusy(compacted.status()) ? OpenError(compacted.status(), dir)
-                                      : DatabaseError(compacted.status());
-  }
-  const engine::CompactResult& r = *compacted;
-  JsonObject o;
-  o.Str("command", "compact")
-      .Str("data", dir)
-      .Num("bytes_before", r.bytes_before)
-      .Num("bytes_after", r.bytes_after)
-      .Num("chunks", r.chunks);
-  if (cl.json) {
-    PrintJson(o);
-  } else {
+  VOXDB_ASSIGN_OR_RETURN(const std::vector<Target> targets, TargetsOf(dir));
+  std::vector<JsonObject> objects;
+  for (const Target& t : targets) {
+    VOXDB_RETURN_IF_ERROR(CheckIsDatabase(t.dir));
+    auto compacted = engine::CompactDir(t.dir);
+    if (!compacted.ok()) {
+      // BUSY: another process holds the directory.
+      return IsBusy(compacted.status()) ? OpenError(compacted.status(), t.dir)
+                                        : DatabaseError(compacted.status());
+    }
+    const engine::CompactResult& r = *compacted;
+    JsonObject o;
+    o.Str("command", "compact")
+        .Str("data", t.dir)
+        .Num("bytes_before", r.bytes_before)
+        .Num("bytes_after", r.bytes_after)
+        .Num("chunks", r.chunks);
+    if (cl.json) {
+      objects.push_back(std::move(o));
+      continue;
+    }
     const double saved =
         r.bytes_before == 0
             ? 0
             : 100.0 * (static_cast<double>(r.bytes_before) - static_cast<double>(r.bytes_after)) /
                   static_cast<double>(r.bytes_before);
-    std::printf("compacted %s: data.mdb %s -> %s (%.1f%% smaller), %s\n", dir.c_str(),
+    std::printf("compacted %s: data.mdb %s -> %s (%.1f%% smaller), %s\n",
+                t.partition ? PartitionLine(t).c_str() : t.dir.c_str(),
                 HumanBytes(r.bytes_before).c_str(), HumanBytes(r.bytes_after).c_str(), saved,
                 Count(r.chunks, "chunk").c_str());
+  }
+  if (cl.json) {
+    if (!targets[0].partition.has_value()) {
+      PrintJson(objects[0]);
+    } else {
+      JsonObject o;
+      o.Str("command", "compact").Str("data", dir).Raw("partitions", JsonArray(targets, objects));
+      PrintJson(o);
+    }
   }
   return absl::OkStatus();
 }

@@ -6,6 +6,7 @@
 //   voxdb verify --data DIR   checks every record and the index; exit 1 on
 //                             any problem
 //   voxdb compact --data DIR  rewrites data.mdb without its free pages
+//   (both, on a node split or moved before, for each partition in turn)
 //   voxdb partition list|split|move --data DIR
 //                             lists, splits or moves the node's partitions
 //
@@ -17,15 +18,39 @@
 #ifndef VOXDB_CLI_OFFLINE_H_
 #define VOXDB_CLI_OFFLINE_H_
 
+#include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "cli/args.h"
+#include "cli/json.h"
+#include "engine/node_manifest.h"
 
 namespace voxdb::cli {
 
 // Whether `command` takes --data DIR (the offline commands).
 bool TakesDataOption(std::string_view command);
+
+// One database an offline command works on.
+struct Target {
+  std::optional<engine::PartitionEntry> partition;  // none: DATA itself
+  std::string dir;                                  // its environment's directory
+};
+
+// The databases under DATA: DATA itself when it was never split or moved
+// (no node.manifest), else each partition the manifest lists, in range
+// order. The manifest's errors otherwise.
+absl::StatusOr<std::vector<Target>> TargetsOf(const std::string& data);
+
+// "partition 2 [4096, 8192) in DIR". REQUIRES: t.partition.
+std::string PartitionLine(const Target& t);
+
+// The JSON objects of the partitions' results, one per target, as one
+// array of {"partition", "begin", "end", "result"}.
+std::string JsonArray(const std::vector<Target>& targets, std::vector<JsonObject> objects);
 
 // The commands (CommandSpec::run).
 absl::Status Verify(const CommandLine& cl);

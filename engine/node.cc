@@ -757,9 +757,8 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
       std::error_code ec;
       std::filesystem::remove(old_dir, ec);  // only when empty
     }
-    if (options_.on_removed) {
-      for (const std::string& path : removed) options_.on_removed(path);
-    }
+    // The replaced environment's own files: what a layout change removes,
+    // not leftovers of a crash, so not told to on_removed.
   } else {
     report.cleanup = BusyError(
         "a reader held the old partition for a minute: its files go at "

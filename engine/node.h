@@ -57,9 +57,9 @@ struct NodeOptions {
   // Partition ranges are multiples of 8^align_levels (for a new node; an
   // existing one keeps its manifest's). DEFAULT: 4.
   int align_levels = kDefaultAlignLevels;
-  // Called with each partition's directory and id when a layout change
-  // removes leftovers (engine/node_manifest.h, RemoveLeftovers), for the
-  // log. DEFAULT: none.
+  // Called by Open with each file or directory it removes as a leftover of
+  // a split or move that a crash interrupted (engine/node_manifest.h,
+  // RemoveLeftovers), for the log. DEFAULT: none.
   std::function<void(const std::string& path)> on_removed;
 };
 

@@ -6,6 +6,7 @@
 // and can split it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -130,10 +131,32 @@ TEST(UpgradeTest, ADataDirectoryOfVersion01OpensReplaysAndSplits) {
   }
   testing::ProcessResult verify = RunCli({"verify", "--data", data});
   EXPECT_EQ(verify.exit_code, 0) << verify;
+  EXPECT_TRUE(absl::StrContains(verify.out, "ok: no problems")) << verify;
 
   testing::ProcessResult split =
       RunCli({"partition", "split", "0", std::to_string(border), "--data", data});
   ASSERT_EQ(split.exit_code, 0) << split;
+  EXPECT_EQ(split.err, "") << "the split's own removals are not leftovers of a crash";
+  // The offline tools go through every partition.
+  verify = RunCli({"verify", "--data", data});
+  EXPECT_EQ(verify.exit_code, 0) << verify;
+  EXPECT_TRUE(absl::StrContains(verify.out, "partition 1 [0, " + std::to_string(border) + ")"))
+      << verify;
+  EXPECT_TRUE(absl::StrContains(verify.out, "partition 2 [" + std::to_string(border) + ", "))
+      << verify;
+  EXPECT_TRUE(absl::StrContains(verify.out, "ok: 0 problems in 2 partitions")) << verify;
+  verify = RunCli({"verify", "--data", data, "--json"});
+  EXPECT_EQ(verify.exit_code, 0) << verify;
+  EXPECT_TRUE(absl::StartsWith(verify.out, R"({"command":"verify","data":")")) << verify;
+  EXPECT_TRUE(absl::StrContains(verify.out, R"("ok":true,"partitions":[{"partition":1,)"))
+      << verify;
+  EXPECT_EQ(std::count(verify.out.begin(), verify.out.end(), '\n'), 1) << "one object";
+  testing::ProcessResult compact = RunCli({"compact", "--data", data});
+  EXPECT_EQ(compact.exit_code, 0) << compact;
+  EXPECT_TRUE(absl::StrContains(compact.out, "compacted partition 2 [")) << compact;
+  testing::ProcessResult recover = RunCli({"recover", "--data", data, "--json"});
+  EXPECT_EQ(recover.exit_code, 0) << recover;
+  EXPECT_TRUE(absl::StrContains(recover.out, R"("damaged":false,"partitions":[)")) << recover;
   {
     DaemonProcess d(VOXDBD_PATH, data);
     ExpectWhatTheOldBuildRead(d.port(), dir.path());
@@ -157,6 +180,12 @@ TEST(UpgradeTest, ADataDirectoryOfVersion01OpensReplaysAndSplits) {
     EXPECT_EQ(*right, first_new + 1);
     ASSERT_EQ(d.StopWith(SIGTERM), 0);
   }
+  // A partition's environment gone: the tools say which.
+  std::filesystem::remove_all(data + "/partitions/2");
+  verify = RunCli({"verify", "--data", data});
+  EXPECT_EQ(verify.exit_code, 1) << verify;
+  EXPECT_TRUE(absl::StrContains(verify.err, "NOT_FOUND")) << verify;
+  EXPECT_TRUE(absl::StrContains(verify.err, "partitions/2")) << verify;
 }
 
 }  // namespace
