@@ -9,6 +9,7 @@
 #include "daemon/log.h"
 #include "daemon/stats_table.h"
 #include "engine/status.h"
+#include "index/node_query.h"
 #include "protocol/version.h"
 
 namespace voxdb::daemon {
@@ -83,24 +84,23 @@ absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Flush(engine::Node& node,
   return std::vector<uint8_t>();
 }
 
-// Copies the whole environment: on the worker. A node of one partition
-// only (Spans::kOnePartition).
+// Copies the whole node (engine::Node::Backup): on the worker.
 absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Backup(engine::Node& node,
                                                               const Request& r) {
   const std::string dest(r.payload.begin(), r.payload.end());
   uint64_t bytes = 0;
-  const absl::Status s = node.layout()->parts[0].db->Backup(dest, &bytes);
+  const absl::Status s = node.Backup(dest, &bytes);
   Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "backup to %s: %s, %u bytes", dest, s.ToString(),
       bytes);
   if (!s.ok()) return s;
   return protocol::EncodeU64(bytes);
 }
 
-// One write transaction over every chunk: on the worker. A node of one
-// partition only (Spans::kOnePartition).
+// One write transaction over every chunk of each partition in turn: on
+// the worker.
 absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Reindex(engine::Node& node, const Request&) {
   uint64_t entries = 0;
-  const absl::Status s = index::Rebuild(node.layout()->parts[0].db.get(), &entries);
+  const absl::Status s = index::Rebuild(&node, &entries);
   Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "reindex: %s, %u entries", s.ToString(),
       entries);
   if (!s.ok()) return s;

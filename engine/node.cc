@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "engine/chunk_store.h"
 #include "engine/format.h"
 #include "engine/node_resources.h"
 #include "engine/partition_copy.h"
@@ -609,6 +610,65 @@ StatusOr<LayoutChangeReport> Node::Move(uint64_t id, const std::string& dir) {
         dir));
   }
   return Replace(id, {PartitionSpec{id, e->range, PartitionDir(data_dir_, *e)}}, next);
+}
+
+Status Node::Backup(const std::string& dest, uint64_t* bytes) {
+  *bytes = 0;
+  if (data_dir_.empty()) {
+    return absl::InvalidArgumentError("a node opened without a manifest has no backup");
+  }
+  VOXDB_RETURN_IF_ERROR(ChunkStore::CheckBackupDestination(dest));
+  std::lock_guard<std::mutex> lock(change_mu_);
+  const std::shared_ptr<const Layout> layout = this->layout();
+  if (manifest_.partitions.size() == 1 && manifest_.partitions[0].dir == ".") {
+    // Never split or moved: the backup is a single database, as before
+    // partitions.
+    return layout->parts[0].db->Backup(dest, bytes);
+  }
+  const std::string tmp = dest + ".partial";
+  std::error_code ec;
+  if (!std::filesystem::create_directory(tmp, ec)) {
+    if (!ec) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s exists (left by an interrupted backup, or not a backup at all): BACKUP deletes "
+          "nothing it did not create; remove it, or choose another destination",
+          tmp));
+    }
+    return LmdbStatus(ec.value(), "create backup directory " + tmp);
+  }
+  std::filesystem::permissions(tmp, std::filesystem::perms::owner_all, ec);
+  NodeManifest copy = manifest_;
+  Status s = absl::OkStatus();
+  for (PartitionEntry& e : copy.partitions) {
+    e.dir = absl::StrFormat("%s/%u", kPartitionsDir, e.id);
+    const std::string parts = tmp + "/" + kPartitionsDir;
+    if (std::filesystem::create_directory(parts, ec); ec) {
+      s = LmdbStatus(ec.value(), "create backup directory " + parts);
+      break;
+    }
+    std::filesystem::permissions(parts, std::filesystem::perms::owner_all, ec);
+    auto part = std::find_if(layout->parts.begin(), layout->parts.end(),
+                             [&](const Part& p) { return p.spec.id == e.id; });
+    if (part == layout->parts.end()) {
+      s = absl::InternalError(absl::StrFormat("partition %u is not in the layout", e.id));
+      break;
+    }
+    uint64_t n = 0;
+    s = part->db->Backup(tmp + "/" + e.dir, &n);
+    if (!s.ok()) break;
+    *bytes += n;
+  }
+  if (s.ok()) s = WriteNodeManifest(tmp, copy);
+  if (s.ok() && ::rename(tmp.c_str(), dest.c_str()) != 0) {
+    s = LmdbStatus(errno, "rename " + tmp + " to " + dest);
+  }
+  if (s.ok()) {
+    return FsyncDirectory(std::filesystem::path(dest).parent_path().string());
+  }
+  // Only what this call made: DEST.partial did not exist before it.
+  std::filesystem::remove_all(tmp, ec);
+  *bytes = 0;
+  return s;
 }
 
 StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<PartitionSpec>& next,

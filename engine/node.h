@@ -179,6 +179,19 @@ class Node {
   // copy in `dir` that nothing references: remove it before trying again.
   StatusOr<LayoutChangeReport> Move(uint64_t id, const std::string& dir);
 
+  // Copies the node online into `dest` (absolute, must not exist), a data
+  // directory voxdbd can be started on: DEST/node.manifest and each
+  // partition's environment in DEST/partitions/<id>/ (Database::Backup),
+  // built in DEST.partial and renamed to DEST once whole. Each partition is
+  // copied as of its own moment, in range order: a write across partitions
+  // made during the backup may be in one partition's copy and not another's
+  // (as such a write is atomic within each partition only). Splits and moves
+  // wait meanwhile. *bytes: the environments' bytes. INVALID for a bad or
+  // existing destination (DEST.partial included: nothing this call did not
+  // create is deleted); the copy's errors otherwise, with DEST.partial
+  // removed.
+  Status Backup(const std::string& dest, uint64_t* bytes);
+
   // The voxel boxes of `box` inside `range`, disjoint, in code order of
   // their chunks (empty when the box does not meet it).
   // REQUIRES: box inside the world frame and not empty.

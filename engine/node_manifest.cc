@@ -95,15 +95,6 @@ Status Corrupt(const std::string& path, absl::string_view what) {
   return CorruptError(absl::StrFormat("node manifest %s: %s", path, what));
 }
 
-Status FsyncDir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return LmdbStatus(errno, "open " + dir);
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  return rc == 0 ? absl::OkStatus() : LmdbStatus(err, "fsync " + dir);
-}
-
 Status WriteAll(int fd, absl::string_view bytes, const std::string& path) {
   while (!bytes.empty()) {
     const ssize_t n = ::write(fd, bytes.data(), bytes.size());
@@ -349,7 +340,7 @@ Status WriteNodeManifest(const std::string& data_dir, const NodeManifest& m) {
   }
   // Durable once DATA's entry is: until then a power cut may bring back the
   // old manifest, which is still a whole one.
-  return FsyncDir(data_dir);
+  return FsyncDirectory(data_dir);
 }
 
 StatusOr<NodeManifest> ReadNodeManifest(const std::string& data_dir) {
@@ -461,9 +452,18 @@ Status RemoveLeftovers(const std::string& data_dir, const NodeManifest& m,
     if (::rmdir(dir.c_str()) != 0) return LmdbStatus(errno, "remove " + dir);
     removed->push_back(dir);
   }
-  if (!dirs.empty()) VOXDB_RETURN_IF_ERROR(FsyncDir(parts));
-  if (!files.empty()) VOXDB_RETURN_IF_ERROR(FsyncDir(data_dir));
+  if (!dirs.empty()) VOXDB_RETURN_IF_ERROR(FsyncDirectory(parts));
+  if (!files.empty()) VOXDB_RETURN_IF_ERROR(FsyncDirectory(data_dir));
   return absl::OkStatus();
+}
+
+Status FsyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return LmdbStatus(errno, "open " + dir);
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  return rc == 0 ? absl::OkStatus() : LmdbStatus(err, "fsync " + dir);
 }
 
 std::string PartitionDir(const std::string& data_dir, const PartitionEntry& p) {

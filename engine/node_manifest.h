@@ -134,6 +134,9 @@ StatusOr<NodeManifest> ReadNodeManifest(const std::string& data_dir);
 Status RemoveLeftovers(const std::string& data_dir, const NodeManifest& m,
                        std::vector<std::string>* removed);
 
+// fsync(2) of a directory, so that names created or renamed in it last.
+Status FsyncDirectory(const std::string& dir);
+
 // The directory of `p`'s environment: DATA for ".", DATA/<dir> for another
 // relative dir, the dir itself when absolute.
 std::string PartitionDir(const std::string& data_dir, const PartitionEntry& p);

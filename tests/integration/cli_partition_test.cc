@@ -165,6 +165,63 @@ TEST(CliPartitionTest, ASplitAndMovedNodeServesWhatItHeld) {
   }
 }
 
+// BACKUP and REINDEX on a node of several partitions: the backup is a node
+// (manifest + one environment per partition) that voxdbd serves as it was.
+TEST(CliPartitionTest, BackupAndReindexCoverEveryPartition) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  const std::vector<uint8_t> voxels = BoxVoxels(7);
+  {
+    DaemonProcess d(VOXDBD_PATH, data);
+    auto c = testing::ConnectWithHello(d.port());
+    ASSERT_NE(c, nullptr);
+    ASSERT_OK(c->WriteBox(AcrossTheBorder(), voxels).status());
+    ASSERT_EQ(d.StopWith(SIGTERM), 0);
+  }
+  ASSERT_EQ(RunCli({"partition", "split", "0", std::to_string(kBorder), "--data", data}).exit_code,
+            0);
+  const std::string backup = std::filesystem::absolute(dir.Sub("backup")).string();
+  std::vector<uint64_t> codes;
+  {
+    DaemonProcess d(VOXDBD_PATH, data);
+    auto c = testing::ConnectWithHello(d.port());
+    ASSERT_NE(c, nullptr);
+    auto entries = c->Reindex();
+    ASSERT_OK(entries.status());
+    EXPECT_EQ(*entries, 2u) << "one chunk on each side of the border";
+    codes = QueryCodes(*c);
+    EXPECT_EQ(codes.size(), 2u);
+    // A fill after the reindex: the backup holds it too.
+    protocol::SetVoxelsRequest set;
+    set.edits = {{{kBorderX, kY, kZ}, 99}};
+    ASSERT_OK(c->SetVoxels(set).status());
+    auto bytes = c->Backup(backup);
+    ASSERT_OK(bytes.status());
+    EXPECT_GT(*bytes, 0u);
+    // Refused, nothing touched: an existing destination, a relative one.
+    EXPECT_TRUE(IsInvalidArgument(c->Backup(backup).status()));
+    EXPECT_TRUE(IsInvalidArgument(c->Backup("relative/dir").status()));
+    ASSERT_EQ(d.StopWith(SIGTERM), 0);
+  }
+  EXPECT_TRUE(std::filesystem::exists(backup + "/node.manifest"));
+  EXPECT_FALSE(std::filesystem::exists(backup + ".partial"));
+  testing::ProcessResult verify = RunCli({"verify", "--data", backup});
+  EXPECT_EQ(verify.exit_code, 0) << verify;
+  {
+    DaemonProcess d(VOXDBD_PATH, backup);
+    auto c = testing::ConnectWithHello(d.port());
+    ASSERT_NE(c, nullptr);
+    EXPECT_EQ(testing::Stat(*c, "partitions"), 2u);
+    std::vector<uint8_t> want = voxels;
+    want[kBorderX - (kBorderX - 40)] = 99;
+    auto read = c->ReadBox(AcrossTheBorder());
+    ASSERT_OK(read.status());
+    EXPECT_TRUE(*read == want);
+    EXPECT_EQ(QueryCodes(*c), codes);
+    ASSERT_EQ(d.StopWith(SIGTERM), 0);
+  }
+}
+
 // The offline command refuses to run beside voxdbd, and says how it is used.
 TEST(CliPartitionTest, RefusedWhileVoxdbdRunsAndOnBadUsage) {
   TempDir dir;
