@@ -359,6 +359,47 @@ TEST(NodeLayoutTest, VersionsKeepGrowingAcrossASplit) {
   }));
 }
 
+// A backup of a split node is a node: it opens with the same layout and
+// contents. Its refusals touch nothing.
+TEST(NodeLayoutTest, ABackupOfASplitNodeIsANode) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  ASSERT_OK_AND_ASSIGN(auto node, Node::Open(data, TestNodeOptions(4)));
+  const VoxelCoord a{1, 1, 1}, b{16 * 128 + 1, 1, 1};  // chunk codes 0 and 4096
+  ASSERT_OK(node->SetVoxelsAndWait({{{a, 3}, {b, 4}}}).status);
+  uint64_t bytes = 0;
+  // Never split: a single database, as before partitions.
+  ASSERT_OK(node->Backup(dir.Sub("one"), &bytes));
+  EXPECT_TRUE(std::filesystem::exists(dir.Sub("one/data.mdb")));
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("one/node.manifest")));
+  ASSERT_OK(node->Split(0, 4096).status());
+  ASSERT_OK(node->SetVoxelsAndWait({{{b, 5}}}).status);
+  // An existing DEST.partial is not the backup's: refused and kept.
+  std::filesystem::create_directories(dir.Sub("busy.partial"));
+  { std::ofstream(dir.Sub("busy.partial/keep")) << "not voxdb's"; }
+  EXPECT_TRUE(absl::IsInvalidArgument(node->Backup(dir.Sub("busy"), &bytes)));
+  EXPECT_TRUE(std::filesystem::exists(dir.Sub("busy.partial/keep")));
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("busy")));
+  EXPECT_TRUE(absl::IsInvalidArgument(node->Backup("relative", &bytes)));
+  EXPECT_TRUE(absl::IsInvalidArgument(node->Backup(dir.Sub("one"), &bytes)));
+
+  ASSERT_OK(node->Backup(dir.Sub("two"), &bytes));
+  EXPECT_GT(bytes, 0u);
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("two.partial")));
+  node.reset();
+  ASSERT_OK_AND_ASSIGN(auto copy, Node::Open(dir.Sub("two"), TestNodeOptions(4)));
+  ASSERT_EQ(copy->partition_count(), 2u);
+  EXPECT_EQ(copy->layout()->parts[1].spec.range.begin, 4096u);
+  uint8_t got[2] = {0, 0};
+  const VoxelCoord at[2] = {a, b};
+  ASSERT_OK(copy->GetVoxels(at, got));
+  EXPECT_EQ(got[0], 3);
+  EXPECT_EQ(got[1], 5);
+  ASSERT_OK_AND_ASSIGN(auto one, Node::Open(dir.Sub("one"), TestNodeOptions(4)));
+  ASSERT_OK(one->GetVoxels(at, got));
+  EXPECT_EQ(got[1], 4);
+}
+
 // A split at a code that is not aligned, outside the range, or of a
 // partition that does not exist changes nothing.
 TEST(NodeLayoutTest, ABadSplitOrMoveChangesNothing) {
