@@ -88,6 +88,9 @@ absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Flush(engine::Node& node,
 absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Backup(engine::Node& node,
                                                               const Request& r) {
   const std::string dest(r.payload.begin(), r.payload.end());
+  // A split queued before it may have run on the worker meanwhile.
+  if (node.partition_count() != 1)
+    return UnsupportedError("BACKUP of a node of several partitions");
   uint64_t bytes = 0;
   const absl::Status s = node.layout()->parts[0].db->Backup(dest, &bytes);
   Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "backup to %s: %s, %u bytes", dest, s.ToString(),
@@ -99,6 +102,10 @@ absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Backup(engine::Node& node
 // One write transaction over every chunk: on the worker. A node of one
 // partition only (Spans::kOnePartition).
 absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Reindex(engine::Node& node, const Request&) {
+  // A split queued before it may have run on the worker meanwhile.
+  if (node.partition_count() != 1) {
+    return UnsupportedError("REINDEX of a node of several partitions");
+  }
   uint64_t entries = 0;
   const absl::Status s = index::Rebuild(node.layout()->parts[0].db.get(), &entries);
   Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "reindex: %s, %u entries", s.ToString(),
@@ -116,7 +123,7 @@ absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Reindex(engine::Node& nod
 void Server::Handlers::LodRebuild(Connection& c, Request& r) {
   Server& server = c.server();
   if (absl::Status s = CheckLodLevel(server, 1); !s.ok()) return c.Reply(r.op, r.id, s);
-  engine::LodPyramid* lod = server.options_.lod;
+  engine::LodPyramid* lod = server.lod();
   auto self = c.shared_from_this();
   const Clock::time_point start = c.BeginAsync();
   const auto t0 = Clock::now();
@@ -132,6 +139,8 @@ void Server::Handlers::LodRebuild(Connection& c, Request& r) {
     if (self->server().stopping_) {
       return answer(ClosingError("voxdbd is stopping: LOD_REBUILD was not run"));
     }
+    // A split or move ran on the worker meanwhile: its pyramid is stopped.
+    if (self->server().lod() != lod) return answer(RelayoutBusy());
     const absl::Status s = lod->MarkAllForRebuild();
     if (!s.ok()) return answer(s);
     lod->WhenSynced(answer);  // the nodes it marked, and their parents, built
@@ -150,7 +159,7 @@ void Server::Handlers::LodRebuild(Connection& c, Request& r) {
 void Server::Handlers::LodSync(Connection& c, Request& r) {
   Server& server = c.server();
   if (absl::Status s = CheckLodLevel(server, 1); !s.ok()) return c.Reply(r.op, r.id, s);
-  engine::LodPyramid* lod = server.options_.lod;
+  engine::LodPyramid* lod = server.lod();
   auto self = c.shared_from_this();
   const Clock::time_point start = c.BeginAsync();
   lod->WhenSynced([self, op = r.op, id = r.id, start](const absl::Status& s) {
