@@ -214,6 +214,10 @@ TEST(DaemonPartitionTest, MoveTheOnlyPartitionOnlineKeepsLodAndQueries) {
     DaemonProcess d(VOXDBD_PATH, data);
     Writer writer(d.port());
     ASSERT_NE(writer.client, nullptr);
+    // A connection holding a snapshot: closed by the change.
+    auto holder = testing::ConnectWithHello(d.port());
+    ASSERT_NE(holder, nullptr);
+    ASSERT_OK(holder->SnapshotOpen().status());
     std::thread w([&] { writer.Run(); });
     while (writer.writes < 50) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     testing::ProcessResult moved = Cli(d.port(), {"partition", "move", "0", elsewhere});
@@ -229,10 +233,19 @@ TEST(DaemonPartitionTest, MoveTheOnlyPartitionOnlineKeepsLodAndQueries) {
     EXPECT_TRUE(std::filesystem::exists(elsewhere + "/data.mdb"));
     EXPECT_FALSE(std::filesystem::exists(data + "/data.mdb"));
 
+    EXPECT_FALSE(holder->Ping().ok()) << "the snapshot's connection was closed";
     auto c = testing::ConnectWithHello(d.port());
     ASSERT_NE(c, nullptr);
     EXPECT_EQ(testing::Stat(*c, "partitions"), 1u);
     ExpectAcked(*c, writer.acked);
+    // A snapshot of the moved partition opens and reads what was written.
+    auto snap = c->SnapshotOpen();
+    ASSERT_OK(snap.status());
+    auto got = c->SnapshotGet(snap->snapshot, std::vector<uint64_t>{kRightChunk});
+    ASSERT_OK(got.status());
+    ASSERT_EQ(got->results.size(), 1u);
+    EXPECT_GT(got->results[0].version, 0u);
+    ASSERT_OK(c->SnapshotClose(snap->snapshot));
     acked = writer.acked;
     // One partition again: LOD, queries and subscriptions are served, from
     // the new environment (its pyramid rebuilt from the chunks).
