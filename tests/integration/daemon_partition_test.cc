@@ -218,6 +218,31 @@ TEST(DaemonPartitionTest, MoveTheOnlyPartitionOnlineKeepsLodAndQueries) {
     auto holder = testing::ConnectWithHello(d.port());
     ASSERT_NE(holder, nullptr);
     ASSERT_OK(holder->SnapshotOpen().status());
+    // Reads of the LOD pyramid and LOD queries throughout: each answers OK,
+    // or BUSY while the partition is detached, and nothing else.
+    auto lod_reader = testing::ConnectWithHello(d.port());
+    ASSERT_NE(lod_reader, nullptr);
+    std::atomic<bool> stop_lod{false};
+    std::atomic<int> lod_reads{0}, lod_busy{0}, lod_other{0};
+    absl::Status lod_error;
+    std::thread l([&] {
+      protocol::QueryRequest q;
+      q.kind = protocol::QueryKind::kBox;
+      q.box = {{kBorderX - 128, kY, kZ}, {kBorderX + 128, kY + 32, kZ + 32}};
+      q.level = 1;
+      while (!stop_lod) {
+        absl::Status s = lod_reader->GetChunks(std::vector<uint64_t>{kRightChunk >> 3}, 1).status();
+        if (s.ok()) s = lod_reader->Query(q).status();
+        if (s.ok()) {
+          ++lod_reads;
+        } else if (IsBusy(s)) {
+          ++lod_busy;
+        } else {
+          ++lod_other;
+          lod_error = s;
+        }
+      }
+    });
     std::thread w([&] { writer.Run(); });
     while (writer.writes < 50) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     testing::ProcessResult moved = Cli(d.port(), {"partition", "move", "0", elsewhere});
@@ -227,6 +252,10 @@ TEST(DaemonPartitionTest, MoveTheOnlyPartitionOnlineKeepsLodAndQueries) {
     }
     writer.stop = true;
     w.join();
+    stop_lod = true;
+    l.join();
+    EXPECT_EQ(lod_other, 0) << lod_error;
+    EXPECT_GT(lod_reads, 0);
     ASSERT_EQ(moved.exit_code, 0) << moved;
     EXPECT_TRUE(absl::StartsWith(moved.out, "ok moved partition 0 into 0: ")) << moved;
     EXPECT_EQ(writer.failures, 0) << writer.last_error;
