@@ -281,8 +281,12 @@ bool Server::CutOffSessions(const std::string& why) {
       ++held->visited;
     });
   }
+  // A closed connection's session (its stream) goes with the connection:
+  // hold none of them while waiting.
+  const size_t visits = open.size();
+  open.clear();
   // Each visit is a short task on its connection's strand.
-  if (!WaitUntil([&] { return held->visited == open.size(); }, std::chrono::seconds(10))) {
+  if (!WaitUntil([&] { return held->visited == visits; }, std::chrono::seconds(10))) {
     return false;
   }
   std::vector<std::weak_ptr<const void>> all;

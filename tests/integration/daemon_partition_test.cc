@@ -150,6 +150,15 @@ TEST(DaemonPartitionTest, SplitOnlineWhileWritesAndReadsGoOn) {
     req.region.kind = protocol::QueryKind::kBox;
     req.region.box = {{kBorderX - 128, kY, kZ}, {kBorderX + 128, kY + 32, kZ + 32}};
     ASSERT_OK(sub->Subscribe(req).status());
+    // A stream over the written chunks whose client never reads: its
+    // connection is closed too, and its stream lets go at once.
+    auto streamer = testing::ConnectWithHello(d.port());
+    ASSERT_NE(streamer, nullptr);
+    protocol::StreamUpdateRequest update;
+    update.viewers = {{1, static_cast<double>(kBorderX), static_cast<double>(kY),
+                       static_cast<double>(kZ), 0, 0, 0, 500}};
+    update.window_bytes = 64 << 10;
+    ASSERT_OK(streamer->StreamUpdate(update));
 
     std::thread w([&] { writer.Run(); });
     std::thread r([&] { reader.Run(); });
@@ -178,6 +187,7 @@ TEST(DaemonPartitionTest, SplitOnlineWhileWritesAndReadsGoOn) {
     // The subscriber's connection was closed; subscribing again is refused
     // as on any node of several partitions.
     EXPECT_FALSE(sub->Ping().ok());
+    EXPECT_FALSE(streamer->Ping().ok());
     auto again = c->Subscribe(req);
     EXPECT_TRUE(IsUnsupported(again.status())) << again.status();
     // The new partitions are indexed: a query finds both chunks.
