@@ -140,9 +140,7 @@ int main(int argc, char** argv) {
   engine::NodeOptions node_options;
   node_options.database = config.db;
   node_options.on_removed = [](const std::string& path) {
-    daemon::Log(daemon::LogLevel::kWarn,
-                "removed %s: a partition's old environment after a split or move, or what one "
-                "a crash interrupted left",
+    daemon::Log(daemon::LogLevel::kWarn, "removed %s, left by a split or move a crash interrupted",
                 path);
   };
   auto node = engine::Node::Open(config.data, node_options);

@@ -271,11 +271,14 @@ bool Server::CutOffSessions(const std::string& why) {
   for (auto& c : open) {
     asio::post(c->executor(), [c, held, why] {
       Session& s = c->session();
-      if (!c->closed() &&
-          (!s.snapshots.empty() || s.stream || !s.subscriptions.empty() || s.opening_snapshots)) {
+      {
+        // A connection closed already may still have a stream job running.
         std::lock_guard<std::mutex> l(held->mu);
         for (const auto& [_, snap] : s.snapshots) held->held.push_back(snap);
         if (s.stream) held->held.push_back(s.stream);
+      }
+      if (!c->closed() &&
+          (!s.snapshots.empty() || s.stream || !s.subscriptions.empty() || s.opening_snapshots)) {
         c->CutOff(why);
       }
       ++held->visited;
