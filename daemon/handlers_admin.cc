@@ -88,9 +88,6 @@ absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Flush(engine::Node& node,
 absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Backup(engine::Node& node,
                                                               const Request& r) {
   const std::string dest(r.payload.begin(), r.payload.end());
-  // A split queued before it may have run on the worker meanwhile.
-  if (node.partition_count() != 1)
-    return UnsupportedError("BACKUP of a node of several partitions");
   uint64_t bytes = 0;
   const absl::Status s = node.layout()->parts[0].db->Backup(dest, &bytes);
   Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "backup to %s: %s, %u bytes", dest, s.ToString(),
@@ -102,10 +99,6 @@ absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Backup(engine::Node& node
 // One write transaction over every chunk: on the worker. A node of one
 // partition only (Spans::kOnePartition).
 absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Reindex(engine::Node& node, const Request&) {
-  // A split queued before it may have run on the worker meanwhile.
-  if (node.partition_count() != 1) {
-    return UnsupportedError("REINDEX of a node of several partitions");
-  }
   uint64_t entries = 0;
   const absl::Status s = index::Rebuild(node.layout()->parts[0].db.get(), &entries);
   Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "reindex: %s, %u entries", s.ToString(),
