@@ -14,9 +14,12 @@
 #include <utility>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "cli/files.h"
 #include "cli/info.h"
 #include "cli/offline.h"
@@ -507,6 +510,71 @@ absl::Status Backup(const CommandLine& cl) {
   return absl::OkStatus();
 }
 
+// voxdb partition: with --data, offline on a stopped node (cli/offline.cc);
+// else asks the server (PARTITION_SPLIT, PARTITION_MOVE; list reads STATS).
+absl::Status PartitionCommand(const CommandLine& cl) {
+  if (cl.data.has_value()) return Partition(cl);
+  const std::string action = cl.args.empty() ? "" : cl.args[0];
+  const size_t want = action == "list" ? 1 : action == "split" || action == "move" ? 3 : 0;
+  if (want == 0 || cl.args.size() != want) {
+    return UsageError("partition takes list, split ID AT or move ID DIR");
+  }
+  auto number = [](const std::string& text, const char* what) -> absl::StatusOr<uint64_t> {
+    uint64_t v = 0;
+    if (text.empty() || !absl::SimpleAtoi(text, &v)) {
+      return UsageError(absl::StrFormat("%s '%s' is not a whole number", what, text));
+    }
+    return v;
+  };
+  if (action == "list") {
+    VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+    VOXDB_ASSIGN_OR_RETURN(std::string stats, s.client->Stats());
+    VOXDB_ASSIGN_OR_RETURN(JsonObject fields, StatsJson(stats));
+    uint64_t partitions = 0;
+    for (absl::string_view line : absl::StrSplit(stats, '\n')) {
+      if (absl::ConsumePrefix(&line, "partitions ")) (void)absl::SimpleAtoi(line, &partitions);
+    }
+    JsonObject o = CommandObject(cl);
+    o.Num("partitions", partitions);
+    Emit(cl, o,
+         absl::StrFormat("partitions %u (voxdb partition list --data DIR, with voxdbd stopped, "
+                         "lists each)\n",
+                         partitions));
+    return absl::OkStatus();
+  }
+  VOXDB_ASSIGN_OR_RETURN(const uint64_t id, number(cl.args[1], "the partition id"));
+  std::vector<uint8_t> payload;
+  protocol::Opcode op;
+  if (action == "split") {
+    VOXDB_ASSIGN_OR_RETURN(const uint64_t at, number(cl.args[2], "the chunk code AT"));
+    payload = protocol::PartitionSplitRequest{id, at}.Encode();
+    op = protocol::Opcode::kPartitionSplit;
+  } else {
+    protocol::PartitionMoveRequest req;
+    req.id = id;
+    req.dir = cl.args[2];
+    payload = req.Encode();
+    op = protocol::Opcode::kPartitionMove;
+  }
+  VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
+  VOXDB_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, s.client->Call(op, payload));
+  VOXDB_ASSIGN_OR_RETURN(protocol::PartitionChangeReply r,
+                         protocol::PartitionChangeReply::Decode(bytes));
+  const char* verb = action == "split" ? "split" : "moved";
+  JsonObject o = CommandObject(cl);
+  o.Str("action", verb).Num("id", id);
+  o.Raw("new_ids", absl::StrCat("[", absl::StrJoin(r.new_ids, ","), "]"))
+      .Num("chunks", r.chunks)
+      .Num("bytes", r.bytes)
+      .Double("pause_seconds", static_cast<double>(r.pause_us) / 1e6);
+  Emit(cl, o,
+       absl::StrFormat("ok %s partition %u into %s: %u chunks, %u bytes copied, writes paused "
+                       "%.3f s\n",
+                       verb, id, absl::StrJoin(r.new_ids, ", "), r.chunks, r.bytes,
+                       static_cast<double>(r.pause_us) / 1e6));
+  return absl::OkStatus();
+}
+
 absl::Status Reindex(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
   VOXDB_ASSIGN_OR_RETURN(uint64_t entries, s.client->Reindex());
@@ -943,10 +1011,15 @@ const CommandSpec kCommands[] = {
      "refused while it runs); a crash at any point leaves the old or the new file, whole.\n"
      "Needs free space for the copy. Prints the file's size before and after.\n",
      0, false, false, Compact},
-    {"partition", "list|split ID AT|move ID DIR --data DIR",
-     "list, split or move the partitions of a stopped node (offline)",
+    {"partition", "list|split ID AT|move ID DIR [--data DIR]",
+     "list, split or move the partitions of a node (online, or offline with --data)",
      "A data directory holds one or more partitions: ranges of chunk codes, each its own\n"
-     "LMDB environment (engine/FORMAT.md, \"Node layout\"). voxdbd must be stopped (the\n"
+     "LMDB environment (engine/FORMAT.md, \"Node layout\"). Without --data, asks the\n"
+     "server (admin role): split and move run while writes go on (those to the partition\n"
+     "pause for the catch-up, typically tens of ms) and print ok once the new layout is\n"
+     "committed and serving; list prints the number of partitions (STATS). Connections\n"
+     "holding a snapshot, a stream or a subscription are closed by the change (PROTOCOL.md,\n"
+     "\"Partitions\"). With --data DIR, works on the stopped node in DIR itself (the\n"
      "directory's lock is held throughout).\n"
      "  list          one line per partition: id, [begin, end) of chunk codes, directory,\n"
      "                chunks stored, bytes used, epoch (--json: one object per line)\n"
@@ -957,7 +1030,7 @@ const CommandSpec kCommands[] = {
      "a crash at any step leaves the old layout or the new one, and what it left behind\n"
      "is removed at the next open (a move's partial copy in DIR is not: remove it).\n"
      "Prints what was copied and how long writes would have paused.\n",
-     kVariableArgs, false, false, Partition},
+     kVariableArgs, false, false, PartitionCommand},
     {"recover", "--data DIR [--truncate-journal]",
      "report (or drop) a damaged journal record that keeps voxdbd from opening (offline)",
      "For a database voxdbd refuses to open because a journal record is damaged (\"journal\n"

@@ -1,6 +1,7 @@
 #include "daemon/dispatch.h"
 
 #include <array>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -53,6 +54,9 @@ constexpr HandlerRow kHandlers[] = {
     Io(Opcode::kUnsubscribe, &H::Unsubscribe, kOne),
     Io(Opcode::kStreamUpdate, &H::StreamUpdate, kOne),
     Io(Opcode::kStreamClose, &H::StreamClose, kOne),
+    // Checked on the I/O thread, run on the worker (Server::ChangeLayout).
+    Io(Opcode::kPartitionSplit, &H::PartitionSplit),
+    Io(Opcode::kPartitionMove, &H::PartitionMove),
 };
 
 // kHandlers' row of each byte value, -1 for none.
@@ -114,10 +118,17 @@ void Server::Handlers::Dispatch(Connection& c, protocol::Frame frame) {
     }
     return fail(UnsupportedError(absl::StrFormat("unknown opcode %u", op)));
   }
-  if (row->spans == Spans::kOnePartition && server.db_ == nullptr) {
-    return fail(UnsupportedError(absl::StrFormat(
-        "%s is not served yet on a node of several partitions (this one has %u)",
-        protocol::OpcodeName(static_cast<Opcode>(op)), server.node_->partition_count())));
+  // Held while a kOnePartition handler runs here: a split or move waits for
+  // it before it detaches the partition (Server::ChangeLayout).
+  std::optional<OnePartitionUse> use;
+  if (row->spans == Spans::kOnePartition) {
+    use.emplace(server);
+    if (!use->ok()) return fail(RelayoutBusy());
+    if (server.db_.load() == nullptr) {
+      return fail(UnsupportedError(absl::StrFormat(
+          "%s is not served yet on a node of several partitions (this one has %u)",
+          protocol::OpcodeName(static_cast<Opcode>(op)), server.node_->partition_count())));
+    }
   }
   Request request{op, id, std::move(frame.payload)};
   if (row->runs == Runs::kIoThread) return row->on_io(c, request);

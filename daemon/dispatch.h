@@ -11,8 +11,9 @@
 // The handlers live by area: daemon/handlers_chunks.cc (GET_CHUNKS,
 // GET_VOXELS, READ_BOX, the writes), handlers_query.cc (the queries, LOD),
 // handlers_snapshot.cc (SNAPSHOT_*), handlers_push.cc (SUBSCRIBE,
-// UNSUBSCRIBE, STREAM_*) and handlers_admin.cc (HELLO, PING, FLUSH, STATS,
-// BACKUP, REINDEX, LOD_REBUILD).
+// UNSUBSCRIBE, STREAM_*), handlers_admin.cc (HELLO, PING, FLUSH, STATS,
+// BACKUP, REINDEX, LOD_REBUILD) and handlers_partition.cc (PARTITION_SPLIT,
+// PARTITION_MOVE).
 //
 // Thread-safety: Dispatch and the kIoThread handlers run on the request's
 // connection's strand; kWorker handlers on the server's worker thread.
@@ -93,6 +94,10 @@ struct Server::Handlers {
   static absl::StatusOr<std::vector<uint8_t>> Flush(engine::Node& node, const Request& r);
   static absl::StatusOr<std::vector<uint8_t>> Backup(engine::Node& node, const Request& r);
   static absl::StatusOr<std::vector<uint8_t>> Reindex(engine::Node& node, const Request& r);
+
+  // handlers_partition.cc
+  static void PartitionSplit(Connection& c, Request& r);
+  static void PartitionMove(Connection& c, Request& r);
 
   // handlers_chunks.cc
   static void GetChunks(Connection& c, Request& r);

@@ -116,7 +116,7 @@ absl::StatusOr<std::vector<uint8_t>> Server::Handlers::Reindex(engine::Node& nod
 void Server::Handlers::LodRebuild(Connection& c, Request& r) {
   Server& server = c.server();
   if (absl::Status s = CheckLodLevel(server, 1); !s.ok()) return c.Reply(r.op, r.id, s);
-  engine::LodPyramid* lod = server.options_.lod;
+  engine::LodPyramid* lod = server.lod();
   auto self = c.shared_from_this();
   const Clock::time_point start = c.BeginAsync();
   const auto t0 = Clock::now();
@@ -132,6 +132,8 @@ void Server::Handlers::LodRebuild(Connection& c, Request& r) {
     if (self->server().stopping_) {
       return answer(ClosingError("voxdbd is stopping: LOD_REBUILD was not run"));
     }
+    // A split or move ran on the worker meanwhile: its pyramid is stopped.
+    if (self->server().lod() != lod) return answer(RelayoutBusy());
     const absl::Status s = lod->MarkAllForRebuild();
     if (!s.ok()) return answer(s);
     lod->WhenSynced(answer);  // the nodes it marked, and their parents, built
@@ -150,7 +152,7 @@ void Server::Handlers::LodRebuild(Connection& c, Request& r) {
 void Server::Handlers::LodSync(Connection& c, Request& r) {
   Server& server = c.server();
   if (absl::Status s = CheckLodLevel(server, 1); !s.ok()) return c.Reply(r.op, r.id, s);
-  engine::LodPyramid* lod = server.options_.lod;
+  engine::LodPyramid* lod = server.lod();
   auto self = c.shared_from_this();
   const Clock::time_point start = c.BeginAsync();
   lod->WhenSynced([self, op = r.op, id = r.id, start](const absl::Status& s) {

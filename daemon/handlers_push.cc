@@ -24,7 +24,8 @@ void Server::Handlers::Subscribe(Connection& c, Request& r) {
   if (req->region.band) {
     band = index::AltitudeBand{req->region.band->min_m, req->region.band->max_m};
   }
-  if (absl::Status s = index::CheckRegionAndBand(server.db_->frame(), *region, band); !s.ok()) {
+  if (absl::Status s = index::CheckRegionAndBand(server.db_.load()->frame(), *region, band);
+      !s.ok()) {
     return c.Reply(r.op, r.id, s);
   }
   Session& session = c.session();
@@ -56,7 +57,7 @@ void Server::Handlers::StreamUpdate(Connection& c, Request& r) {
     // Pump(); the stream stops when the connection closes.
     Connection* conn = &c;
     stream = std::make_shared<Stream>(
-        c.executor(), server.io_.get_executor(), server.db_, server.options_.lod,
+        c.executor(), server.io_.get_executor(), server.db_.load(), server.lod(),
         server.options_.streams, &server.stream_counters_, &server.frame_buffers_,
         [conn](std::vector<uint8_t> frame) {
           // Nothing new while shutting down (it would keep the drain waiting).

@@ -40,7 +40,7 @@ const std::vector<uint8_t>& AirRecord() {
 }  // namespace
 
 absl::Status Server::Handlers::CheckLodLevel(const Server& server, int level) {
-  const engine::LodPyramid* lod = server.options_.lod;
+  const engine::LodPyramid* lod = server.lod();
   if (lod == nullptr) {
     return UnsupportedError("this server keeps no LOD pyramid (lod-levels = 0)");
   }
@@ -64,14 +64,19 @@ void Server::Handlers::Query(Connection& c, Request& r) {
   options.cursor = std::move(req->cursor);
   if (req->level != 0) {
     // Evaluates the whole level-0 answer: off the I/O threads.
+    OnePartitionUse use(server);
+    if (!use.ok()) return c.Reply(r.op, r.id, RelayoutBusy());
     if (absl::Status s = CheckLodLevel(server, req->level); !s.ok()) {
       return c.Reply(r.op, r.id, s);
     }
-    engine::Database* db = server.db_;
-    engine::LodPyramid* lod = server.options_.lod;
+    engine::Database* db = server.db_.load();
+    engine::LodPyramid* lod = server.lod();
+    Server* s = &server;
     return c.RunOnWorker(r.op, r.id,
-                         [db, lod, level = req->level, region = *region,
+                         [s, db, lod, level = req->level, region = *region,
                           options = std::move(options)]() -> absl::StatusOr<std::vector<uint8_t>> {
+                           // A split or move ran on the worker meanwhile.
+                           if (s->lod() != lod || s->db_.load() != db) return RelayoutBusy();
                            return EncodeQuery(index::QueryLod(*db, *lod, level, region, options));
                          });
   }
@@ -86,7 +91,9 @@ void Server::Handlers::Query(Connection& c, Request& r) {
 void Server::Handlers::GetLodChunks(Connection& c, const Request& r,
                                     const protocol::GetChunksRequest& req) {
   const ServerOptions& options = c.server().options_;
-  engine::LodPyramid* lod = options.lod;
+  OnePartitionUse use(c.server());
+  if (!use.ok()) return c.Reply(r.op, r.id, RelayoutBusy());
+  engine::LodPyramid* lod = c.server().lod();
   if (absl::Status s = CheckLodLevel(c.server(), req.level); !s.ok()) {
     return c.Reply(r.op, r.id, s);
   }

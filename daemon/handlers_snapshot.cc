@@ -51,10 +51,16 @@ void Server::Handlers::SnapshotOpen(Connection& c, Request& r) {
   auto self = c.shared_from_this();
   const Clock::time_point start = c.BeginAsync();
   c.RunInBackground([self, op = r.op, id = r.id, start] {
-    auto snap = self->server().db_->Snapshot();
+    // Run after a split or move queued before it: the partition served now.
+    engine::Database* db = self->server().db_.load();
     std::shared_ptr<const engine::DatabaseSnapshot> shared;
-    absl::Status s = snap.status();
-    if (snap.ok()) shared = std::move(*snap);
+    absl::Status s =
+        UnsupportedError("SNAPSHOT_OPEN is not served on a node of several partitions");
+    if (db != nullptr) {
+      auto snap = db->Snapshot();
+      s = snap.status();
+      if (snap.ok()) shared = std::move(*snap);
+    }
     asio::post(self->executor(), [self, s, shared, op, id, start] {
       self->EndAsync(start);
       Session& held = self->session();
@@ -77,7 +83,7 @@ void Server::Handlers::SnapshotScan(Connection& c, Request& r) {
   if (!req.ok()) return c.Reply(r.op, r.id, req.status());
   auto snap = FindSnapshot(c.session(), req->snapshot);
   if (!snap.ok()) return c.Reply(r.op, r.id, snap.status());
-  const engine::WorldFrame& frame = c.server().db_->frame();
+  const engine::WorldFrame& frame = c.server().db_.load()->frame();
   const engine::VoxelBox box = ToBox(req->box);
   if (absl::Status s = frame.CheckBox(box); !s.ok()) return c.Reply(r.op, r.id, s);
   if (req->limit == 0 || req->limit > protocol::kMaxQueryLimit) {

@@ -150,7 +150,9 @@ int main(int argc, char** argv) {
     PrintJournalRecoveryHint(node.status(), config.data);
     return 1;
   }
-  const std::shared_ptr<const engine::Node::Layout> layout = (*node)->layout();
+  // Released before serving: a split or move closes the Database it
+  // replaces once nothing holds it.
+  std::shared_ptr<const engine::Node::Layout> layout = (*node)->layout();
   // A database from before the index, or with an older index format:
   // build it now (once).
   for (const engine::Node::Part& part : layout->parts) {
@@ -168,19 +170,40 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  std::unique_ptr<engine::LodPyramid> lod;
-  if (config.lod_levels > 0 && layout->parts.size() == 1) {
-    engine::LodOptions lod_options;
-    lod_options.levels = config.lod_levels;
-    lod = std::make_unique<engine::LodPyramid>(layout->parts[0].db.get(), lod_options);
+  // The LOD pyramid of the node's one partition. A split or move
+  // (PARTITION_SPLIT, PARTITION_MOVE) stops it and, when the node has one
+  // partition after, starts one over it (rebuilt from its chunks when the
+  // environment is new); the stopped ones are kept until the end.
+  std::vector<std::unique_ptr<engine::LodPyramid>> lods;
+  engine::LodPyramid* lod = nullptr;
+  engine::LodOptions lod_options;
+  lod_options.levels = config.lod_levels;
+  auto start_lod = [&](engine::Database* db, bool rebuild) -> engine::LodPyramid* {
+    if (lod != nullptr) lod->Stop();
+    lod = nullptr;
+    if (db == nullptr) return nullptr;
+    lods.push_back(std::make_unique<engine::LodPyramid>(db, lod_options));
+    lod = lods.back().get();
+    if (rebuild) {
+      if (absl::Status s = lod->MarkAllForRebuild(); !s.ok()) {
+        daemon::Log(daemon::LogLevel::kError, "the LOD pyramid of the moved partition: %s",
+                    s.message());
+      }
+    }
     lod->Start();
-    config.server.lod = lod.get();
+    return lod;
+  };
+  if (config.lod_levels > 0) config.server.rebind_lod = start_lod;
+  config.server.data_dir = config.data;
+  if (config.lod_levels > 0 && layout->parts.size() == 1) {
+    config.server.lod = start_lod(layout->parts[0].db.get(), /*rebuild=*/false);
   } else if (config.lod_levels > 0) {
     daemon::Log(daemon::LogLevel::kWarn,
                 "the LOD pyramid is not kept yet on a node of several partitions (%u): "
                 "GET_CHUNKS at a level above 0 answers UNSUPPORTED",
                 layout->parts.size());
   }
+  layout.reset();
   auto server = std::make_unique<daemon::Server>(config.server, node->get());
   auto port = server->Listen();
   if (!port.ok()) {
@@ -235,7 +258,7 @@ int main(int argc, char** argv) {
   // Markers the builder has not reached stay in the store for the next start.
   if (lod != nullptr) lod->Stop();
   if (metrics != nullptr) metrics->StopServing();  // scrapes read the database
-  lod.reset();
+  lods.clear();
   node->reset();
   server.reset();
   if (!flushed.ok()) {

@@ -7,7 +7,9 @@
 #include "daemon/connection.h"
 #include "daemon/hello_throttle.h"
 #include "daemon/log.h"
+#include "daemon/session.h"
 #include "engine/status.h"
+#include "index/s2_index.h"
 #include "protocol/frame.h"
 
 namespace voxdb::daemon {
@@ -25,8 +27,9 @@ Server::Server(const ServerOptions& options, engine::Node* node)
     : options_(options),
       node_(node),
       db_(node->partition_count() == 1 ? node->layout()->parts[0].db.get() : nullptr),
+      lod_(options.lod),
       acceptor_(io_),
-      hub_(std::make_unique<SubscriptionHub>(db_, options.subscriptions, options.metrics)),
+      hub_(std::make_unique<SubscriptionHub>(db_.load(), options.subscriptions, options.metrics)),
       hello_throttle_(std::make_unique<HelloThrottle>()),
       read_pool_(std::make_unique<asio::thread_pool>(2)) {
   background_ = std::thread([this] {
@@ -194,9 +197,12 @@ ServerStats Server::stats() const {
   s.stream_chunks = stream_counters_.chunks;
   s.stream_bytes = stream_counters_.bytes;
   s.stream_unloads = stream_counters_.unloads;
-  if (options_.lod != nullptr) {
-    s.lod_levels = options_.lod->levels();
-    s.lod_dirty = options_.lod->DirtyCount();
+  {
+    std::lock_guard<std::mutex> l(lod_mu_);
+    if (engine::LodPyramid* lod = lod_.load(); lod != nullptr) {
+      s.lod_levels = lod->levels();
+      s.lod_dirty = lod->DirtyCount();
+    }
   }
   s.unsent_bytes = unsent_;
   s.uptime_seconds = static_cast<uint64_t>(
@@ -220,12 +226,153 @@ void Server::Stop() {
     for (auto& c : open) c->NotifyStop();
     // A LOD_REBUILD waiting for the builder is answered now (its nodes stay
     // marked: the builder resumes them after a restart).
-    if (options_.lod != nullptr) {
-      options_.lod->CancelWaiters(
+    if (engine::LodPyramid* lod = lod_.load(); lod != nullptr) {
+      lod->CancelWaiters(
           ClosingError("voxdbd is stopping: the LOD rebuild goes on after the restart"));
     }
     Drain(Clock::now() + options_.shutdown_timeout);
   });
+}
+
+absl::Status Server::RelayoutBusy() {
+  return BusyError("a partition split or move is under way: retry in a moment");
+}
+
+namespace {
+
+// Waits until pred() or `limit` passes; pred()'s last value.
+bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds limit) {
+  const auto deadline = Clock::now() + limit;
+  while (!pred()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+}  // namespace
+
+bool Server::CutOffSessions(const std::string& why) {
+  std::vector<std::shared_ptr<Connection>> open;
+  {
+    std::lock_guard<std::mutex> l(live_mu_);
+    for (auto& [_, weak] : live_) {
+      if (auto c = weak.lock()) open.push_back(std::move(c));
+    }
+  }
+  // What the closed connections' sessions held: once none is left, no
+  // stream job or snapshot read uses the partition any more.
+  struct Held {
+    std::mutex mu;
+    std::vector<std::weak_ptr<const void>> held;  // GUARDED_BY(mu)
+    std::atomic<size_t> visited{0};
+  };
+  auto held = std::make_shared<Held>();
+  for (auto& c : open) {
+    asio::post(c->executor(), [c, held, why] {
+      Session& s = c->session();
+      {
+        // A connection closed already may still have a stream job running.
+        std::lock_guard<std::mutex> l(held->mu);
+        for (const auto& [_, snap] : s.snapshots) held->held.push_back(snap);
+        if (s.stream) held->held.push_back(s.stream);
+      }
+      if (!c->closed() &&
+          (!s.snapshots.empty() || s.stream || !s.subscriptions.empty() || s.opening_snapshots)) {
+        c->CutOff(why);
+      }
+      ++held->visited;
+    });
+  }
+  // A closed connection's session (its stream) goes with the connection:
+  // hold none of them while waiting.
+  const size_t visits = open.size();
+  open.clear();
+  // Each visit is a short task on its connection's strand.
+  if (!WaitUntil([&] { return held->visited == visits; }, std::chrono::seconds(10))) {
+    return false;
+  }
+  std::vector<std::weak_ptr<const void>> all;
+  {
+    std::lock_guard<std::mutex> l(held->mu);
+    all.swap(held->held);
+  }
+  return WaitUntil(
+      [&] {
+        for (const auto& w : all) {
+          if (!w.expired()) return false;
+        }
+        return true;
+      },
+      std::chrono::seconds(10));
+}
+
+StatusOr<engine::LayoutChangeReport> Server::ChangeLayout(
+    const std::function<StatusOr<engine::LayoutChangeReport>()>& change) {
+  engine::Database* before = db_.load();
+  auto rebind = [&](engine::Database* db) {
+    if (db != nullptr) hub_->Rebind(db);
+    engine::LodPyramid* lod = nullptr;
+    if (db != nullptr && options_.rebind_lod) lod = options_.rebind_lod(db, db != before);
+    {
+      std::lock_guard<std::mutex> l(lod_mu_);
+      lod_ = lod;
+    }
+    db_ = db;
+    relayout_ = false;
+  };
+  if (before != nullptr) {
+    relayout_ = true;
+    // Requests that read db_ or lod_ before the flag was set finish their
+    // synchronous part; those on the worker run after this task and check
+    // again there.
+    WaitUntil([&] { return one_users_.load() == 0; }, std::chrono::hours(1));
+    {
+      std::lock_guard<std::mutex> l(lod_mu_);
+      lod_ = nullptr;
+    }
+    if (options_.rebind_lod) {
+      options_.rebind_lod(nullptr, false);  // stops the builder
+    } else if (options_.lod != nullptr) {
+      options_.lod->Stop();
+    }
+    hub_->Rebind(nullptr);  // the dispatcher no longer reads the partition
+    if (!CutOffSessions("a partition split or move detaches snapshots, streams and "
+                        "subscriptions: reconnect (subscriptions resume with from_seq)")) {
+      rebind(before);
+      return BusyError(
+          "a closed connection's stream or snapshot did not let go of the partition within "
+          "10 s: nothing changed, try again");
+    }
+    db_ = nullptr;
+  }
+  StatusOr<engine::LayoutChangeReport> result = change();
+  const std::shared_ptr<const engine::Node::Layout> now = node_->layout();
+  // The S2 index is not copied (engine/partition_copy.h): each new
+  // partition's is built from its chunks before the reply says OK (the
+  // flusher indexes what is written meanwhile).
+  if (result.ok()) {
+    for (const engine::Node::Part& part : now->parts) {
+      if (std::find(result->new_ids.begin(), result->new_ids.end(), part.spec.id) ==
+          result->new_ids.end()) {
+        continue;
+      }
+      uint64_t entries = 0;
+      if (absl::Status s = index::Rebuild(part.db.get(), &entries); !s.ok()) {
+        Log(LogLevel::kError, "the S2 index of partition %u was not built: %s", part.spec.id,
+            s.ToString());
+        result = absl::Status(s.code(), absl::StrFormat("the layout changed, but the S2 index of "
+                                                        "new partition %u was not built (REINDEX "
+                                                        "or a restart builds it): %s",
+                                                        part.spec.id, s.message()));
+        break;
+      }
+    }
+  }
+  // The layout's Database stays open while the node serves it: a later
+  // change of it comes through here again.
+  rebind(now->parts.size() == 1 ? now->parts[0].db.get() : nullptr);
+  return result;
 }
 
 void Server::Register(const std::shared_ptr<Connection>& c) {

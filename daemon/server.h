@@ -46,7 +46,10 @@ struct Token {
 };
 
 struct ServerOptions {
-  std::string listen_address = "127.0.0.1";     // DEFAULT: loopback only
+  std::string listen_address = "127.0.0.1";  // DEFAULT: loopback only
+  // The node's data directory: PARTITION_SPLIT and PARTITION_MOVE read its
+  // manifest and refuse to move a partition inside it.
+  std::string data_dir;
   uint16_t listen_port = 7390;                  // 0: an ephemeral port
   int io_threads = 0;                           // 0: the core count
   uint32_t max_frame_payload = 64u << 20;       // bytes
@@ -74,6 +77,14 @@ struct ServerOptions {
   // LOD_REBUILD rebuilds. Not owned; must outlive the Server. nullptr: LOD
   // is off (those requests fail UNSUPPORTED).
   engine::LodPyramid* lod = nullptr;
+  // Called on the worker around a partition split or move
+  // (PARTITION_SPLIT, PARTITION_MOVE): stops the LOD pyramid it returned
+  // before, if any, and returns one started over `db` (nullptr: none, as
+  // for a node of several partitions). The pyramids it returned must stay
+  // valid (stopped) until the Server is destroyed. Empty: the LOD pyramid
+  // (`lod`) is not kept across a layout change.
+  // `rebuild`: `db` is a new environment, which holds no LOD records yet.
+  std::function<engine::LodPyramid*(engine::Database* db, bool rebuild)> rebind_lod;
   // Subscriptions: per connection, pushed bytes buffered (PROTOCOL.md,
   // "Subscriptions").
   SubscriptionOptions subscriptions;
@@ -98,16 +109,17 @@ struct ServerStats {
   uint64_t snapshots_open = 0;        // SNAPSHOT_OPEN handles not closed yet
   SubscriptionStats subscriptions;
   uint64_t streams_open = 0, stream_chunks = 0, stream_bytes = 0, stream_unloads = 0;
-  int lod_levels = 0;      // 0: no LOD pyramid
-  uint64_t lod_dirty = 0;  // LOD nodes waiting to be rebuilt
+  int lod_levels = 0;         // 0: no LOD pyramid
+  uint64_t lod_dirty = 0;     // LOD nodes waiting to be rebuilt
   uint64_t unsent_bytes = 0;  // queued on all connections, pushed ones too
   uint64_t uptime_seconds = 0;
 };
 
 class Server {
  public:
-  // Serves `node`, whose layout must not change while the server runs
-  // (no split or move yet: those are offline, `voxdb partition`).
+  // Serves `node`. Its layout changes only through PARTITION_SPLIT and
+  // PARTITION_MOVE (ChangeLayout), which re-bind what is served from the
+  // one partition of a node of one.
   Server(const ServerOptions& options, engine::Node* node);
   ~Server();
 
@@ -150,9 +162,51 @@ class Server {
 
   ServerOptions options_;
   engine::Node* node_;
+  // Runs `change` (a Node::Split or Node::Move) on the worker: first
+  // detaches what is bound to the one partition of a node of one (new
+  // requests bound to it answer BUSY, those in their synchronous part are
+  // waited for, the LOD pyramid stops, connections holding a snapshot, a
+  // stream or a subscription are closed and their sessions waited for),
+  // then, whatever `change` returned, binds them again to the one
+  // partition of the layout that serves now (none on a node of several).
+  // BUSY (nothing changed) if a closed connection's stream or snapshot does
+  // not let go within 10 s.
+  StatusOr<engine::LayoutChangeReport> ChangeLayout(
+      const std::function<StatusOr<engine::LayoutChangeReport>()>& change);
+  // Closes every connection holding a snapshot, a stream or a
+  // subscription; true once their sessions have let go of them.
+  bool CutOffSessions(const std::string& why);
+  // The LOD pyramid, or nullptr.
+  engine::LodPyramid* lod() const { return lod_.load(); }
+
+  // Held while a request uses db_ or lod_ in its synchronous part (the
+  // gate's kOnePartition rows, LOD reads): false, and not held, while a
+  // layout change detaches them (the request answers BUSY then).
+  class OnePartitionUse {
+   public:
+    explicit OnePartitionUse(Server& s) : s_(s) {
+      ++s_.one_users_;
+      ok_ = !s_.relayout_.load();
+    }
+    ~OnePartitionUse() { --s_.one_users_; }
+    bool ok() const { return ok_; }
+
+   private:
+    Server& s_;
+    bool ok_ = false;
+  };
+  static absl::Status RelayoutBusy();
+
   // The node's one partition, for what is not yet served across partitions
   // (Spans::kOnePartition in daemon/dispatch.h): null on a node of several.
-  engine::Database* db_;
+  // Swapped by ChangeLayout on the worker while no request uses it.
+  std::atomic<engine::Database*> db_;
+  // The LOD pyramid (options_.lod, then what rebind_lod returned). stats()
+  // reads it under lod_mu_ (the metrics thread passes no gate).
+  std::atomic<engine::LodPyramid*> lod_;
+  mutable std::mutex lod_mu_;
+  std::atomic<bool> relayout_{false};  // a layout change is detaching db_
+  std::atomic<int> one_users_{0};      // OnePartitionUse held
   // Declared before io_, so destroyed after it: the streams that the I/O
   // context still holds count into these and take buffers from them.
   StreamCounters stream_counters_;

@@ -64,7 +64,31 @@ void SubscriptionHub::Stop() {
     signal_->stop = true;
   }
   signal_->cv.notify_one();
+  std::lock_guard<std::mutex> l(thread_mu_);
   if (thread_.joinable()) thread_.join();
+}
+
+void SubscriptionHub::Rebind(engine::Database* db) {
+  std::lock_guard<std::mutex> pass(db_mu_);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [key, sub] : subs_) {
+      sub->removed = true;
+      if (auto target = sub->target.lock()) {
+        target->CutOff("the partition was split or moved: subscribe again (from_seq resumes)");
+      }
+    }
+    subs_.clear();
+  }
+  db_ = db;
+  if (db_ == nullptr) return;
+  db_->changes().AddListener([signal = signal_] { signal->Notify(); });
+  std::lock_guard<std::mutex> t(thread_mu_);
+  {
+    std::lock_guard<std::mutex> l(signal_->mu);
+    if (signal_->stop) return;
+  }
+  if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
 }
 
 StatusOr<uint64_t> SubscriptionHub::Add(const std::shared_ptr<PushTarget>& target, uint64_t id,
@@ -79,6 +103,8 @@ StatusOr<uint64_t> SubscriptionHub::Add(const std::shared_ptr<PushTarget>& targe
   sub->region = region;
   sub->band = band;
   sub->detail = detail;
+  std::lock_guard<std::mutex> db_lock(db_mu_);
+  if (db_ == nullptr) return BusyError("subscriptions are being moved to another partition");
   engine::ChangeFeed& feed = db_->changes();
   uint64_t start = 0;
   {
@@ -137,6 +163,7 @@ SubscriptionStats SubscriptionHub::stats() const {
   s.events_pushed = events_;
   s.frames_pushed = frames_;
   s.cut_off = cut_off_;
+  std::lock_guard<std::mutex> db_lock(db_mu_);
   if (db_ == nullptr) return s;
   const uint64_t last = db_->changes().last_seq();
   std::lock_guard<std::mutex> l(mu_);
@@ -183,6 +210,8 @@ struct SubscriptionHub::PassChunk {
 };
 
 bool SubscriptionHub::Pass() {
+  std::lock_guard<std::mutex> db_lock(db_mu_);
+  if (db_ == nullptr) return false;
   std::vector<std::shared_ptr<Subscription>> subs;
   {
     std::lock_guard<std::mutex> l(mu_);

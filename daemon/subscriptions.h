@@ -81,6 +81,12 @@ class SubscriptionHub {
   ~SubscriptionHub();  // Stop()s
   // Stops the dispatcher (it reads the database): before the database goes.
   void Stop();
+  // Serves the partition `db` from now on (nullptr: none), after a split or
+  // move (Server::ChangeLayout): waits out the dispatcher's pass, cuts off
+  // every subscriber left (its connection closes: the client subscribes
+  // again, resuming with from_seq or told RESYNC) and starts the
+  // dispatcher if it was not running.
+  void Rebind(engine::Database* db);
 
   // Adds subscription `id` of `target` (an id the caller keeps unique per
   // target). REQUIRES: index::CheckRegionAndBand(region, band) is OK.
@@ -115,7 +121,10 @@ class SubscriptionHub {
              const std::vector<std::shared_ptr<const engine::ChangeRecord>>& records,
              const std::function<const std::vector<PassChunk>&(size_t)>& chunks_of);
 
-  engine::Database* db_;
+  // Held through each dispatcher pass, stats() and Add(), and by Rebind.
+  mutable std::mutex db_mu_;
+  engine::Database* db_;  // GUARDED_BY(db_mu_)
+  std::mutex thread_mu_;  // Stop's join against Rebind's start
   const SubscriptionOptions options_;
   Metrics* metrics_;
   mutable std::mutex mu_;

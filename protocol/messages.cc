@@ -806,6 +806,62 @@ absl::StatusOr<QueryReply> QueryReply::Decode(std::span<const uint8_t> p) {
   return q;
 }
 
+std::vector<uint8_t> PartitionSplitRequest::Encode() const {
+  Writer w;
+  w.U64(id);
+  w.U64(at);
+  return w.Take();
+}
+absl::StatusOr<PartitionSplitRequest> PartitionSplitRequest::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  PartitionSplitRequest q;
+  q.id = r.U64();
+  q.at = r.U64();
+  if (absl::Status s = r.Finish("PARTITION_SPLIT"); !s.ok()) return s;
+  return q;
+}
+
+std::vector<uint8_t> PartitionMoveRequest::Encode() const {
+  Writer w;
+  w.U64(id);
+  w.Str16(dir);
+  return w.Take();
+}
+absl::StatusOr<PartitionMoveRequest> PartitionMoveRequest::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  PartitionMoveRequest q;
+  q.id = r.U64();
+  q.dir = r.Str16();
+  if (absl::Status s = r.Finish("PARTITION_MOVE"); !s.ok()) return s;
+  if (q.dir.size() > kMaxDirBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("malformed PARTITION_MOVE payload: the directory has %u bytes (at most %u)",
+                        q.dir.size(), kMaxDirBytes));
+  }
+  return q;
+}
+
+std::vector<uint8_t> PartitionChangeReply::Encode() const {
+  Writer w;
+  w.U64(chunks);
+  w.U64(bytes);
+  w.U64(pause_us);
+  w.U8(static_cast<uint8_t>(new_ids.size()));
+  for (uint64_t id : new_ids) w.U64(id);
+  return w.Take();
+}
+absl::StatusOr<PartitionChangeReply> PartitionChangeReply::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  PartitionChangeReply q;
+  q.chunks = r.U64();
+  q.bytes = r.U64();
+  q.pause_us = r.U64();
+  const uint8_t n = r.U8();
+  for (uint8_t i = 0; i < n; ++i) q.new_ids.push_back(r.U64());
+  if (absl::Status s = r.Finish("PARTITION_SPLIT/PARTITION_MOVE reply"); !s.ok()) return s;
+  return q;
+}
+
 std::vector<uint8_t> EncodeU64(uint64_t v) {
   Writer w;
   w.U64(v);

@@ -301,6 +301,31 @@ struct StreamDataPush {
   static absl::StatusOr<StreamDataPush> Decode(std::span<const uint8_t> p);
 };
 
+// PARTITION_SPLIT: split partition `id` at chunk code `at`.
+struct PartitionSplitRequest {
+  uint64_t id = 0, at = 0;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<PartitionSplitRequest> Decode(std::span<const uint8_t> p);
+};
+// PARTITION_MOVE: move partition `id` to directory `dir` (absolute, at most
+// kMaxDirBytes bytes; the server checks the rest).
+struct PartitionMoveRequest {
+  static constexpr size_t kMaxDirBytes = 4096;
+  uint64_t id = 0;
+  std::string dir;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<PartitionMoveRequest> Decode(std::span<const uint8_t> p);
+};
+// The OK reply of PARTITION_SPLIT and PARTITION_MOVE: what the layout change
+// copied, how long the partition's writes waited, the partitions it made.
+struct PartitionChangeReply {
+  uint64_t chunks = 0, bytes = 0;
+  uint64_t pause_us = 0;
+  std::vector<uint64_t> new_ids;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<PartitionChangeReply> Decode(std::span<const uint8_t> p);
+};
+
 // Single u64 payloads: DELETE_CHUNK requests (a chunk code), the replies of
 // writes (the new version) and of REINDEX (the index entries).
 std::vector<uint8_t> EncodeU64(uint64_t v);

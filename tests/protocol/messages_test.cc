@@ -620,5 +620,37 @@ TEST(MessagesTest, EmptyPayloadRequestsRefuseAnyByte) {
   EXPECT_FALSE(GetChunksRequest::Decode(get).ok());
 }
 
+TEST(MessagesTest, PartitionMessagesRoundTripAndBoundTheirFields) {
+  const PartitionSplitRequest split{7, 4096 * 3};
+  auto split_back = PartitionSplitRequest::Decode(split.Encode());
+  ASSERT_TRUE(split_back.ok()) << split_back.status();
+  EXPECT_EQ(split_back->id, 7u);
+  EXPECT_EQ(split_back->at, 4096u * 3);
+  std::vector<uint8_t> longer = split.Encode();
+  longer.push_back(0);
+  EXPECT_TRUE(absl::IsInvalidArgument(PartitionSplitRequest::Decode(longer).status()));
+
+  PartitionMoveRequest move;
+  move.id = 2;
+  move.dir = "/srv/disk2/p2";
+  auto move_back = PartitionMoveRequest::Decode(move.Encode());
+  ASSERT_TRUE(move_back.ok()) << move_back.status();
+  EXPECT_EQ(move_back->id, 2u);
+  EXPECT_EQ(move_back->dir, move.dir);
+  move.dir = "/" + std::string(PartitionMoveRequest::kMaxDirBytes, 'a');
+  EXPECT_TRUE(absl::IsInvalidArgument(PartitionMoveRequest::Decode(move.Encode()).status()));
+  std::vector<uint8_t> cut = PartitionMoveRequest{2, "/x"}.Encode();
+  cut.pop_back();
+  EXPECT_TRUE(absl::IsInvalidArgument(PartitionMoveRequest::Decode(cut).status()));
+
+  const PartitionChangeReply reply{10, 2048, 30'000, {3, 4}};
+  auto reply_back = PartitionChangeReply::Decode(reply.Encode());
+  ASSERT_TRUE(reply_back.ok()) << reply_back.status();
+  EXPECT_EQ(reply_back->chunks, 10u);
+  EXPECT_EQ(reply_back->bytes, 2048u);
+  EXPECT_EQ(reply_back->pause_us, 30'000u);
+  EXPECT_EQ(reply_back->new_ids, (std::vector<uint64_t>{3, 4}));
+}
+
 }  // namespace
 }  // namespace voxdb::protocol
