@@ -53,6 +53,7 @@ constexpr HandlerRow kHandlers[] = {
     Io(Opcode::kUnsubscribe, &H::Unsubscribe, kOne),
     Io(Opcode::kStreamUpdate, &H::StreamUpdate, kOne),
     Io(Opcode::kStreamClose, &H::StreamClose, kOne),
+    Io(Opcode::kPartitions, &H::Partitions),
 };
 
 // kHandlers' row of each byte value, -1 for none.

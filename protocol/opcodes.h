@@ -61,7 +61,8 @@ enum class OpcodeKind : uint8_t {
   X(kStreamUpdate, 27, "STREAM_UPDATE", kRead, kRequest)   \
   X(kStreamClose, 28, "STREAM_CLOSE", kRead, kRequest)     \
   X(kStreamData, 29, "STREAM_DATA", kNone, kPush)          \
-  X(kLodSync, 30, "LOD_SYNC", kWrite, kRequest)
+  X(kLodSync, 30, "LOD_SYNC", kWrite, kRequest)            \
+  X(kPartitions, 31, "PARTITIONS", kRead, kRequest)
 
 enum class Opcode : uint8_t {
 #define VOXDB_PROTOCOL_OPCODE_ENUM(id, value, name, role, kind) id = value,
