@@ -203,7 +203,11 @@ absl::Status Info(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(std::string stats, s.client->Stats());
   VOXDB_ASSIGN_OR_RETURN(const std::vector<InfoSection> sections,
                          BuildInfo(s.address, s.hello, stats));
-  Emit(cl, InfoJson(sections), InfoText(sections));
+  // A server older than PARTITIONS answers UNSUPPORTED: no partitions then.
+  absl::StatusOr<protocol::PartitionsReply> parts = s.client->Partitions();
+  if (!parts.ok() && !IsUnsupported(parts.status())) return parts.status();
+  const std::vector<protocol::PartitionInfo>* list = parts.ok() ? &parts->partitions : nullptr;
+  Emit(cl, InfoJson(sections, list), InfoText(sections, list));
   return absl::OkStatus();
 }
 

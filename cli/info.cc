@@ -70,16 +70,31 @@ StatusOr<std::vector<InfoSection>> BuildInfo(std::string_view address,
   return sections;
 }
 
-std::string InfoText(const std::vector<InfoSection>& sections) {
+std::string PartitionLine(const protocol::PartitionInfo& p) {
+  auto figure = [&](uint64_t v) { return p.has_store ? absl::StrCat(v) : std::string("?"); };
+  return absl::StrFormat("%u range=[%u,%u) dir=%s chunks=%s bytes=%s last_seq=%u epoch=%u", p.id,
+                         p.begin, p.end, p.dir, figure(p.chunks), figure(p.chunk_bytes), p.last_seq,
+                         p.epoch);
+}
+
+std::string InfoText(const std::vector<InfoSection>& sections,
+                     const std::vector<protocol::PartitionInfo>* partitions) {
   std::string text;
   for (const InfoSection& s : sections) {
     absl::StrAppend(&text, text.empty() ? "" : "\n", "# ", s.name, "\n");
     for (const auto& [name, value] : s.fields) absl::StrAppend(&text, name, " ", value, "\n");
   }
+  if (partitions != nullptr) {
+    absl::StrAppend(&text, text.empty() ? "" : "\n", "# partitions\n");
+    for (const protocol::PartitionInfo& p : *partitions) {
+      absl::StrAppend(&text, PartitionLine(p), "\n");
+    }
+  }
   return text;
 }
 
-JsonObject InfoJson(const std::vector<InfoSection>& sections) {
+JsonObject InfoJson(const std::vector<InfoSection>& sections,
+                    const std::vector<protocol::PartitionInfo>* partitions) {
   JsonObject o;
   o.Str("command", "info");
   for (const InfoSection& s : sections) {
@@ -92,6 +107,20 @@ JsonObject InfoJson(const std::vector<InfoSection>& sections) {
       }
     }
     o.Object(s.name, section);
+  }
+  if (partitions != nullptr) {
+    std::string list = "[";
+    for (const protocol::PartitionInfo& p : *partitions) {
+      auto figure = [&](uint64_t v) { return p.has_store ? absl::StrCat(v) : std::string("null"); };
+      JsonObject e;
+      e.Num("id", p.id).Num("begin", p.begin).Num("end", p.end).Str("dir", p.dir);
+      e.Raw("chunks", figure(p.chunks)).Raw("bytes", figure(p.chunk_bytes));
+      e.Raw("used_bytes", figure(p.used_bytes)).Raw("map_size_bytes", figure(p.map_size));
+      e.Raw("max_map_size_bytes", figure(p.max_map_size));
+      e.Num("last_seq", p.last_seq).Num("epoch", p.epoch);
+      absl::StrAppend(&list, list.size() > 1 ? "," : "", e.ToString());
+    }
+    o.Raw("partitions", list + "]");
   }
   return o;
 }

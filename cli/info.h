@@ -9,6 +9,9 @@
 //   # lod       the LOD pyramid
 //   # clients   the request limits (HELLO), connections, requests, bytes
 //   # push      subscriptions, the change feed, streams
+//   # partitions one line per partition (PARTITIONS): id, range of chunk
+//               codes, directory, chunks, chunk bytes, last seq, epoch;
+//               left out against a server older than PARTITIONS
 //   # other     STATS names this CLI does not know (a newer server's)
 //
 // A STATS name's section is its row's in protocol/stats.h, the table STATS
@@ -44,10 +47,21 @@ StatusOr<std::vector<InfoSection>> BuildInfo(std::string_view address,
                                              const protocol::HelloReply& hello,
                                              std::string_view stats);
 
+// One partition's line: "0 range=[0,4096) dir=. chunks=12 bytes=49152
+// last_seq=7 epoch=0" (figures the server could not read: "?").
+std::string PartitionLine(const protocol::PartitionInfo& p);
+
 // "# server\naddress 127.0.0.1:7390\n...".
-std::string InfoText(const std::vector<InfoSection>& sections);
+// With `partitions`, a "# partitions" section last.
+std::string InfoText(const std::vector<InfoSection>& sections,
+                     const std::vector<protocol::PartitionInfo>* partitions = nullptr);
 // {"command":"info","server":{...},"storage":{...},...}: numbers stay numbers.
-JsonObject InfoJson(const std::vector<InfoSection>& sections);
+// With `partitions`, "partitions": [{"id":0,"begin":0,"end":..,"dir":".",
+// "chunks":..,"bytes":..,"used_bytes":..,"map_size_bytes":..,
+// "max_map_size_bytes":..,"last_seq":..,"epoch":..}, ...] (the store's
+// figures null when the server could not read them).
+JsonObject InfoJson(const std::vector<InfoSection>& sections,
+                    const std::vector<protocol::PartitionInfo>* partitions = nullptr);
 
 }  // namespace voxdb::cli
 

@@ -356,12 +356,14 @@ void ReloadConfig(const DaemonConfig& config, engine::Node& node) {
     Log(LogLevel::kError, "SIGHUP: max-map-size '%s' is not a size; unchanged", text);
     return;
   }
-  // Each partition's map (engine/node.h).
+  // Each partition's map, capped to its share of the node's address-space
+  // budget (engine/node.h, MaxMapSizePerPartition).
   bool changed = false;
+  const size_t each = node.MaxMapSizePerPartition(n);
   for (const engine::Node::Part& part : node.layout()->parts) {
     engine::ChunkStore& store = part.db->store();
-    if (n == store.max_map_size()) continue;
-    if (absl::Status s = store.SetMaxMapSize(n); !s.ok()) {
+    if (each == store.max_map_size()) continue;
+    if (absl::Status s = store.SetMaxMapSize(each); !s.ok()) {
       Log(LogLevel::kError, "SIGHUP: max-map-size of %s unchanged: %s", part.spec.dir, s.message());
       continue;
     }

@@ -54,6 +54,7 @@ constexpr HandlerRow kHandlers[] = {
     Io(Opcode::kUnsubscribe, &H::Unsubscribe, kOne),
     Io(Opcode::kStreamUpdate, &H::StreamUpdate, kOne),
     Io(Opcode::kStreamClose, &H::StreamClose, kOne),
+    Io(Opcode::kPartitions, &H::Partitions),
     // Checked on the I/O thread, run on the worker (Server::ChangeLayout).
     Io(Opcode::kPartitionSplit, &H::PartitionSplit),
     Io(Opcode::kPartitionMove, &H::PartitionMove),

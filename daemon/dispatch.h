@@ -89,6 +89,7 @@ struct Server::Handlers {
   static void Hello(Connection& c, Request& r);
   static void Ping(Connection& c, Request& r);
   static void Stats(Connection& c, Request& r);
+  static void Partitions(Connection& c, Request& r);
   static void LodRebuild(Connection& c, Request& r);
   static void LodSync(Connection& c, Request& r);
   static absl::StatusOr<std::vector<uint8_t>> Flush(engine::Node& node, const Request& r);

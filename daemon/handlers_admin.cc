@@ -171,4 +171,29 @@ void Server::Handlers::Stats(Connection& c, Request& r) {
   c.Reply(r.op, r.id, WireStatus::kOk, std::vector<uint8_t>(text.begin(), text.end()));
 }
 
+// Like STATS, bounded work on the I/O thread: one LMDB read transaction
+// per partition.
+void Server::Handlers::Partitions(Connection& c, Request& r) {
+  const Server& server = c.server();
+  protocol::PartitionsReply reply;
+  for (const PartitionFigures& f : ReadPartitions(*server.node_)) {
+    protocol::PartitionInfo& p = reply.partitions.emplace_back();
+    p.id = f.id;
+    p.begin = f.range.begin;
+    p.end = f.range.end;
+    p.dir = f.dir;
+    if (f.store) {
+      p.has_store = true;
+      p.chunks = f.store->chunk_count;
+      p.chunk_bytes = f.store->chunk_bytes;
+      p.used_bytes = f.store->used_bytes;
+      p.map_size = f.store->map_size;
+      p.max_map_size = f.store->max_map_size;
+    }
+    p.last_seq = f.last_seq;
+    p.epoch = f.epoch;
+  }
+  c.Reply(r.op, r.id, WireStatus::kOk, reply.Encode());
+}
+
 }  // namespace voxdb::daemon

@@ -125,6 +125,7 @@ class Metrics::Collector : public prometheus::Collectable {
     out.push_back(std::move(info));
     CollectRequests(&out);
     if (server_ != nullptr && db_ != nullptr) CollectTable(&out);
+    if (db_ != nullptr) CollectPartitions(&out);
     CollectHistograms(&out);
     return out;
   }
@@ -191,6 +192,55 @@ class Metrics::Collector : public prometheus::Collectable {
       AddSample(&*family, reading[i]->AsDouble(), std::move(labels));
     }
     for (MetricFamily& f : families) out->push_back(std::move(f));
+  }
+
+  // The per-partition gauges, while the node holds at most
+  // kMaxPartitionSeries partitions. A store figure that cannot be read now
+  // (every reader slot taken) leaves that partition's sample out.
+  void CollectPartitions(std::vector<MetricFamily>* out) const {
+    if (db_->partition_count() > kMaxPartitionSeries) return;
+    const std::vector<PartitionFigures> parts = ReadPartitions(*db_);
+    if (parts.size() > kMaxPartitionSeries) return;  // split meanwhile
+    using Store = engine::StoreStats;
+    struct StoreGauge {
+      const char* name;
+      const char* help;
+      uint64_t Store::*field;
+    };
+    static constexpr StoreGauge kStoreGauges[] = {
+        {"voxdb_partition_stored_chunks", "Chunk records in the partition's store",
+         &Store::chunk_count},
+        {"voxdb_partition_stored_chunk_bytes", "Pages of the partition's chunks table",
+         &Store::chunk_bytes},
+        {"voxdb_partition_lmdb_used_bytes", "Pages of the partition's LMDB map in use",
+         &Store::used_bytes},
+        {"voxdb_partition_lmdb_map_size_bytes", "Size of the partition's LMDB map now",
+         &Store::map_size},
+        {"voxdb_partition_lmdb_max_map_size_bytes",
+         "Largest the partition's LMDB map may grow (max-map-size, capped to its share of the "
+         "node's address-space budget)",
+         &Store::max_map_size},
+    };
+    for (const StoreGauge& g : kStoreGauges) {
+      MetricFamily f = Family(g.name, g.help, MetricType::Gauge);
+      for (const PartitionFigures& p : parts) {
+        if (!p.store) continue;
+        AddSample(&f, static_cast<double>((*p.store).*g.field),
+                  {{"partition", std::to_string(p.id)}});
+      }
+      if (!f.metric.empty()) out->push_back(std::move(f));
+    }
+    MetricFamily seq =
+        Family("voxdb_partition_last_sequence", "Last sequence number the partition's journal gave",
+               MetricType::Gauge);
+    MetricFamily epoch =
+        Family("voxdb_partition_epoch", "The partition's current epoch", MetricType::Gauge);
+    for (const PartitionFigures& p : parts) {
+      AddSample(&seq, static_cast<double>(p.last_seq), {{"partition", std::to_string(p.id)}});
+      AddSample(&epoch, static_cast<double>(p.epoch), {{"partition", std::to_string(p.id)}});
+    }
+    out->push_back(std::move(seq));
+    out->push_back(std::move(epoch));
   }
 
   void CollectHistograms(std::vector<MetricFamily>* out) const {

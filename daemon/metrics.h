@@ -9,6 +9,13 @@
 //  - Read at scrape time: every row of protocol/stats.h that names a family
 //    (the figures STATS prints, read by daemon/stats_table.h), so /metrics,
 //    STATS and `voxdb info` show the same figures.
+//  - Read at scrape time too, per partition: a few gauges labelled
+//    partition="<id>" (voxdb_partition_*; CollectPartitions), while the
+//    node holds at most kMaxPartitionSeries partitions. Past that bound only
+//    the node-wide totals and voxdb_partitions are served, so that a node
+//    split into many partitions cannot flood the scraper with series. They
+//    are built from the layout at each scrape: a partition split or moved
+//    away leaves no series behind.
 //
 // Example (daemon/main.cc):
 //   Metrics metrics;
@@ -98,6 +105,10 @@ class Metrics {
                            const Server* server);
   // Stops the HTTP server; returns once no scrape runs.
   void StopServing();
+
+  // The most partitions a node may hold and still have its per-partition
+  // series served.
+  static constexpr size_t kMaxPartitionSeries = 256;
 
   class Collector;
 

@@ -1,5 +1,7 @@
 #include "daemon/stats_table.h"
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "index/s2_index.h"
@@ -215,6 +217,31 @@ StatsReading ReadStats(const ServerStats& server, engine::Node& node) {
   src.partitions = layout->parts.size();
   StatsReading out;
   for (size_t i = 0; i < protocol::kStatCount; ++i) out[i] = ValueOf(protocol::kStats[i].id, src);
+  return out;
+}
+
+std::vector<PartitionFigures> ReadPartitions(const engine::Node& node) {
+  const std::shared_ptr<const engine::Node::Layout> layout = node.layout();
+  std::vector<PartitionFigures> out;
+  out.reserve(layout->parts.size());
+  for (const engine::Node::Part& part : layout->parts) {
+    PartitionFigures f;
+    f.id = part.spec.id;
+    f.range = part.spec.range;
+    f.dir = part.spec.dir;
+    if (!node.data_dir().empty()) {
+      const std::filesystem::path rel =
+          std::filesystem::path(part.spec.dir)
+              .lexically_normal()
+              .lexically_relative(std::filesystem::path(node.data_dir()).lexically_normal());
+      // Outside the data directory (moved there): the path as it is.
+      if (!rel.empty() && *rel.begin() != "..") f.dir = rel.string();
+    }
+    if (StatusOr<engine::StoreStats> s = part.db->store().Stats(); s.ok()) f.store = *s;
+    f.last_seq = part.db->Stats().last_seq;
+    f.epoch = part.db->epoch();
+    out.push_back(std::move(f));
+  }
   return out;
 }
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "daemon/server.h"
 #include "engine/database.h"
@@ -42,6 +43,23 @@ StatsReading ReadStats(const ServerStats& server, engine::Database& db);
 // The same for a node: its one partition's, or the partitions' summed (an
 // index column split over partitions counts once in each).
 StatsReading ReadStats(const ServerStats& server, engine::Node& node);
+
+// One partition of a node as it is now: what /metrics labels by partition
+// and PARTITIONS lists.
+struct PartitionFigures {
+  uint64_t id = 0;
+  engine::MortonRange range;
+  // Its environment's directory: relative to the data directory ("." for
+  // the root, "partitions/3"), or absolute when it lives outside it (moved).
+  std::string dir;
+  // Its store's figures; absent while every LMDB reader slot is taken.
+  std::optional<engine::StoreStats> store;
+  uint64_t last_seq = 0;  // the last sequence number its journal gave
+  uint64_t epoch = 0;     // its current epoch (engine/database.h)
+};
+
+// The node's partitions, in range order.
+std::vector<PartitionFigures> ReadPartitions(const engine::Node& node);
 
 // The STATS reply: "name value\n" for each value present, in table order.
 std::string StatsText(const StatsReading& reading);

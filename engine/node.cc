@@ -171,9 +171,23 @@ std::shared_ptr<const Node::Layout> Node::layout() const {
   return layout_;
 }
 
-DatabaseOptions Node::PartitionOptions(const PartitionSpec& spec, uint64_t parent) const {
+size_t MaxMapSizePerPartition(const NodeOptions& options, size_t partitions,
+                              std::optional<size_t> configured) {
+  const size_t want = configured.value_or(options.database.store.max_map_size);
+  const uint64_t share = options.map_budget_bytes / std::max<size_t>(partitions, 1);
+  const uint64_t cap = std::max<uint64_t>(share, options.database.store.initial_map_size);
+  return static_cast<size_t>(std::min<uint64_t>(want, cap));
+}
+
+size_t Node::MaxMapSizePerPartition(size_t configured) const {
+  return engine::MaxMapSizePerPartition(options_, partition_count(), configured);
+}
+
+DatabaseOptions Node::PartitionOptions(const PartitionSpec& spec, uint64_t parent,
+                                       size_t partitions) const {
   DatabaseOptions o = options_.database;
   o.partition = PartitionIdentity{spec.id, spec.range, parent};
+  o.store.max_map_size = engine::MaxMapSizePerPartition(options_, partitions);
   return o;
 }
 
@@ -227,8 +241,9 @@ StatusOr<std::unique_ptr<Node>> Node::Open(std::vector<PartitionSpec> specs,
   if (!ranges.ok()) return ranges.status();
   VOXDB_ASSIGN_OR_RETURN(const NodeOptions with_resources, WithResources(options, specs.size()));
   auto node = std::unique_ptr<Node>(new Node("", std::nullopt, with_resources));
-  auto parts =
-      OpenParts(specs, [&](const PartitionSpec& spec) { return node->PartitionOptions(spec, 0); });
+  auto parts = OpenParts(specs, [&](const PartitionSpec& spec) {
+    return node->PartitionOptions(spec, 0, specs.size());
+  });
   if (!parts.ok()) return parts.status();
   node->frame_ = parts->front().db->frame();
   node->layout_ = std::make_shared<Layout>(Layout{std::move(*ranges), std::move(*parts)});
@@ -270,8 +285,9 @@ StatusOr<std::unique_ptr<Node>> Node::Open(const std::string& data_dir,
   VOXDB_ASSIGN_OR_RETURN(NodeOptions o, WithResources(options, manifest.partitions.size()));
   o.align_levels = manifest.align_levels;
   auto node = std::unique_ptr<Node>(new Node(data_dir, std::move(lock), o));
-  auto parts =
-      OpenParts(specs, [&](const PartitionSpec& spec) { return node->PartitionOptions(spec, 0); });
+  auto parts = OpenParts(specs, [&](const PartitionSpec& spec) {
+    return node->PartitionOptions(spec, 0, specs.size());
+  });
   if (!parts.ok()) return parts.status();
   std::vector<std::string> removed;
   VOXDB_RETURN_IF_ERROR(RemoveLeftovers(data_dir, manifest, &removed));
@@ -683,6 +699,7 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
     return absl::NotFoundError(absl::StrFormat("no partition %u on this node", id));
   }
   const Part& old = before->parts[index];
+  const size_t partitions_after = before->parts.size() - 1 + next.size();
   LayoutChangeReport report;
   std::vector<CopyTarget> targets;
   // A split's children name their parent; a moved partition keeps its
@@ -721,7 +738,7 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
     }
     return why;
   };
-  DatabaseOptions store_from = PartitionOptions(old.spec, 0);
+  DatabaseOptions store_from = PartitionOptions(old.spec, 0, partitions_after);
   auto copy = PartitionCopy::Create(targets, frame(), store_from.store);
   if (!copy.ok()) return abandon(copy.status());
 
@@ -756,8 +773,9 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
   report.bytes = progress.bytes;
   report.caught_up_chunks = progress.chunks - first_chunks + progress.deleted;
   // The new layout: the new partitions in place of the old one.
-  auto opened =
-      OpenParts(next, [&](const PartitionSpec& spec) { return PartitionOptions(spec, parent); });
+  auto opened = OpenParts(next, [&](const PartitionSpec& spec) {
+    return PartitionOptions(spec, parent, partitions_after);
+  });
   if (!opened.ok()) {
     // The manifest names them: their range takes no write until the node
     // restarts and opens them (or says why it cannot); reads go on from
@@ -789,6 +807,14 @@ StatusOr<LayoutChangeReport> Node::Replace(uint64_t id, const std::vector<Partit
     layout_ = std::make_shared<Layout>(Layout{std::move(*ranges), std::move(parts)});
   }
   old_gate->Retire();  // paused writers route again, to the new partitions
+  // The partitions kept share the address-space budget with one more now
+  // (a split): their maps may grow to the new share only. A map already
+  // past it (SetMaxMapSize refuses: a map does not shrink while open) keeps
+  // its maximum until the node opens again, which caps it.
+  const size_t cap = engine::MaxMapSizePerPartition(options_, partitions_after);
+  for (const Part& p : layout()->parts) {
+    if (p.db->store().max_map_size() > cap) (void)p.db->store().SetMaxMapSize(cap);
+  }
   report.pause_seconds = std::chrono::duration<double>(Clock::now() - pause_start).count();
 
   // The old environment, once no reader holds it any more: closed, then

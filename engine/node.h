@@ -61,7 +61,23 @@ struct NodeOptions {
   // a split or move that a crash interrupted (engine/node_manifest.h,
   // RemoveLeftovers), for the log. DEFAULT: none.
   std::function<void(const std::string& path)> on_removed;
+  // Address space the partitions' LMDB maps may take together. Each
+  // partition's map may grow to MaxMapSizePerPartition of
+  // database.store.max_map_size: that, capped at this budget shared by the
+  // partitions, and never below database.store.initial_map_size. LMDB maps
+  // a whole environment into the process, so without a cap a node of many
+  // partitions could grow past the address space and fail mmap at any
+  // write. DEFAULT: 64 TiB, half of x86-64's 128 TiB user space: up to 64
+  // partitions keep the default 1 TiB each.
+  uint64_t map_budget_bytes = kDefaultMapBudgetBytes;
+  static constexpr uint64_t kDefaultMapBudgetBytes = uint64_t{64} << 40;
 };
+
+// The largest map each of `partitions` partitions may grow to with these
+// options: min(configured, max(initial_map_size, map_budget_bytes /
+// partitions)), configured being database.store.max_map_size unless given.
+size_t MaxMapSizePerPartition(const NodeOptions& options, size_t partitions,
+                              std::optional<size_t> configured = std::nullopt);
 
 // One partition to open: its id, range and directory.
 struct PartitionSpec {
@@ -102,6 +118,12 @@ class Node {
   Node& operator=(const Node&) = delete;
 
   const WorldFrame& frame() const { return frame_; }
+  // The data directory; empty for a node opened without a manifest.
+  const std::string& data_dir() const { return data_dir_; }
+
+  // MaxMapSizePerPartition for the partitions there are now: what
+  // max-map-size `configured` becomes for each (SIGHUP, daemon/config.cc).
+  size_t MaxMapSizePerPartition(size_t configured) const;
 
   // The partitions as they are now: a split or move replaces them. The
   // Databases stay valid while the returned layout is held.
@@ -217,7 +239,10 @@ class Node {
   // committed by writing `manifest`).
   StatusOr<LayoutChangeReport> Replace(uint64_t id, const std::vector<PartitionSpec>& next,
                                        const NodeManifest& manifest);
-  DatabaseOptions PartitionOptions(const PartitionSpec& spec, uint64_t parent) const;
+  // The options of one of `partitions` partitions: its identity, and its
+  // map capped (MaxMapSizePerPartition).
+  DatabaseOptions PartitionOptions(const PartitionSpec& spec, uint64_t parent,
+                                   size_t partitions) const;
 
   const std::string data_dir_;  // empty: opened without a manifest
   std::optional<DirectoryLock> lock_;

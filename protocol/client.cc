@@ -548,4 +548,10 @@ absl::StatusOr<std::string> Client::Stats() {
   return std::string(reply->begin(), reply->end());
 }
 
+absl::StatusOr<PartitionsReply> Client::Partitions() {
+  auto reply = Call(Opcode::kPartitions, {});
+  if (!reply.ok()) return reply.status();
+  return PartitionsReply::Decode(*reply);
+}
+
 }  // namespace voxdb::protocol

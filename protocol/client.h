@@ -159,6 +159,9 @@ class Client {
   absl::Status Flush();
   // The STATS text, one "name value" per line.
   absl::StatusOr<std::string> Stats();
+  // The partitions the node holds (PARTITIONS); UNSUPPORTED from a server
+  // older than the opcode.
+  absl::StatusOr<PartitionsReply> Partitions();
 
   // The raw socket, for tests that misbehave on purpose.
   int fd() const { return fd_; }

@@ -161,6 +161,7 @@ absl::Status CheckEmptyPayload(Opcode op, std::span<const uint8_t> payload) {
     case Opcode::kSnapshotOpen:
     case Opcode::kStreamClose:
     case Opcode::kLodSync:
+    case Opcode::kPartitions:
       if (payload.empty()) return absl::OkStatus();
       return absl::InvalidArgumentError(
           absl::StrFormat("malformed %s payload: it takes none, %u bytes were sent", OpcodeName(op),
@@ -706,6 +707,56 @@ absl::StatusOr<StreamDataPush> StreamDataPush::Decode(std::span<const uint8_t> p
   }
   if (absl::Status st = r.Finish("STREAM_DATA"); !st.ok()) return st;
   return push;
+}
+
+// A PartitionInfo on the wire: 10 u64, a u8 of flags, then the directory
+// (Str16): at least 83 bytes.
+constexpr size_t kPartitionInfoMinBytes = 10 * 8 + 1 + 2;
+
+std::vector<uint8_t> PartitionsReply::Encode() const {
+  Writer w;
+  w.U32(static_cast<uint32_t>(partitions.size()));
+  for (const PartitionInfo& p : partitions) {
+    w.U64(p.id);
+    w.U64(p.begin);
+    w.U64(p.end);
+    w.U64(p.chunks);
+    w.U64(p.chunk_bytes);
+    w.U64(p.used_bytes);
+    w.U64(p.map_size);
+    w.U64(p.max_map_size);
+    w.U64(p.last_seq);
+    w.U64(p.epoch);
+    w.U8(p.has_store ? 1 : 0);
+    w.Str16(p.dir);
+  }
+  return w.Take();
+}
+absl::StatusOr<PartitionsReply> PartitionsReply::Decode(std::span<const uint8_t> p) {
+  Reader r(p);
+  PartitionsReply o;
+  const uint32_t n = r.U32();
+  if (r.Count(n, kPartitionInfoMinBytes)) {
+    o.partitions.resize(n);
+    for (PartitionInfo& info : o.partitions) {
+      info.id = r.U64();
+      info.begin = r.U64();
+      info.end = r.U64();
+      info.chunks = r.U64();
+      info.chunk_bytes = r.U64();
+      info.used_bytes = r.U64();
+      info.map_size = r.U64();
+      info.max_map_size = r.U64();
+      info.last_seq = r.U64();
+      info.epoch = r.U64();
+      const uint8_t flags = r.U8();
+      if (flags > 1) r.Fail();
+      info.has_store = flags == 1;
+      info.dir = r.Str16();
+    }
+  }
+  if (absl::Status s = r.Finish("PARTITIONS reply"); !s.ok()) return s;
+  return o;
 }
 
 std::vector<uint8_t> SnapshotOpenReply::Encode() const {

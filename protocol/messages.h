@@ -35,7 +35,7 @@ struct Box {
 // 0. INVALID otherwise (the connection stays).
 absl::Status CheckRequestHeader(const FrameHeader& header);
 // The requests whose payload is empty (FLUSH, STATS, REINDEX, LOD_REBUILD,
-// SNAPSHOT_OPEN, STREAM_CLOSE, LOD_SYNC): INVALID when `payload` is not. OK for every
+// SNAPSHOT_OPEN, STREAM_CLOSE, LOD_SYNC, PARTITIONS): INVALID when `payload` is not. OK for every
 // other opcode (their Decode checks their payload).
 absl::Status CheckEmptyPayload(Opcode op, std::span<const uint8_t> payload);
 
@@ -178,6 +178,28 @@ struct QueryReply {
   friend bool operator==(const QueryReply&, const QueryReply&) = default;
   std::vector<uint8_t> Encode() const;
   static absl::StatusOr<QueryReply> Decode(std::span<const uint8_t> p);
+};
+
+// PARTITIONS' reply (PROTOCOL.md, "Partitions"): the partitions the node
+// holds now, in range order.
+struct PartitionInfo {
+  uint64_t id = 0;
+  uint64_t begin = 0, end = 0;  // its range of chunk codes, [begin, end)
+  // Its environment's directory: relative to the data directory ("." for
+  // the root partition), or absolute when it lives outside it.
+  std::string dir;
+  // The store's figures; false when they could not be read (every LMDB
+  // reader slot taken): the five below are then 0.
+  bool has_store = false;
+  uint64_t chunks = 0, chunk_bytes = 0, used_bytes = 0, map_size = 0, max_map_size = 0;
+  uint64_t last_seq = 0;  // the last sequence number its journal gave
+  uint64_t epoch = 0;     // its current epoch
+  friend bool operator==(const PartitionInfo&, const PartitionInfo&) = default;
+};
+struct PartitionsReply {
+  std::vector<PartitionInfo> partitions;
+  std::vector<uint8_t> Encode() const;
+  static absl::StatusOr<PartitionsReply> Decode(std::span<const uint8_t> p);
 };
 
 // SNAPSHOT_OPEN / SNAPSHOT_SCAN / SNAPSHOT_GET / SNAPSHOT_CLOSE

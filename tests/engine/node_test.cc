@@ -472,6 +472,52 @@ TEST(NodeTest, RangesMustTileTheKeySpace) {
           .status()));
 }
 
+// Each partition's map may grow to its share of the node's address-space
+// budget, never below the initial map, and never past max-map-size; a
+// split lowers the shares of the partitions kept.
+TEST(NodeTest, EachPartitionsMapIsCappedToItsShareOfTheBudget) {
+  NodeOptions o = TestNodeOptions(4);
+  o.database.store.initial_map_size = size_t{1} << 20;
+  o.database.store.max_map_size = size_t{64} << 20;
+  o.map_budget_bytes = uint64_t{128} << 20;
+  EXPECT_EQ(MaxMapSizePerPartition(o, 1), size_t{64} << 20);  // max-map-size is below
+  EXPECT_EQ(MaxMapSizePerPartition(o, 4), size_t{32} << 20);
+  EXPECT_EQ(MaxMapSizePerPartition(o, 1000), size_t{1} << 20);  // the initial map at least
+  EXPECT_EQ(MaxMapSizePerPartition(o, 4, size_t{16} << 20), size_t{16} << 20);
+  // The default budget leaves the default 1 TiB alone up to 64 partitions.
+  NodeOptions d;
+  EXPECT_EQ(MaxMapSizePerPartition(d, 1), size_t{1} << 40);
+  EXPECT_EQ(MaxMapSizePerPartition(d, 64), size_t{1} << 40);
+  EXPECT_EQ(MaxMapSizePerPartition(d, 256), size_t{256} << 30);
+
+  TempDir dir;
+  const uint64_t end = MortonRange::All().end;
+  {
+    ASSERT_OK_AND_ASSIGN(auto node, Node::Open({{0, {0, 4096}, dir.Sub("a")},
+                                                {1, {4096, 8192}, dir.Sub("b")},
+                                                {2, {8192, 12288}, dir.Sub("c")},
+                                                {3, {12288, end}, dir.Sub("d")}},
+                                               o));
+    for (const Node::Part& p : node->layout()->parts) {
+      EXPECT_EQ(p.db->store().max_map_size(), size_t{32} << 20) << p.spec.id;
+      ASSERT_OK_AND_ASSIGN(StoreStats st, p.db->store().Stats());
+      EXPECT_EQ(st.max_map_size, uint64_t{32} << 20);
+    }
+    EXPECT_EQ(node->MaxMapSizePerPartition(size_t{1} << 40), size_t{32} << 20);
+    EXPECT_EQ(node->MaxMapSizePerPartition(size_t{8} << 20), size_t{8} << 20);
+  }
+  // A node in a data directory: one partition keeps max-map-size; split in
+  // two, each gets half the budget, the partition kept included.
+  ASSERT_OK_AND_ASSIGN(auto node, Node::Open(dir.Sub("node"), o));
+  EXPECT_EQ(node->layout()->parts[0].db->store().max_map_size(), size_t{64} << 20);
+  ASSERT_OK_AND_ASSIGN(LayoutChangeReport r, node->Split(0, end / 8 / 4096 * 4096));
+  ASSERT_OK(node->Split(r.new_ids[0], 4096).status());
+  ASSERT_EQ(node->partition_count(), 3u);
+  for (const Node::Part& p : node->layout()->parts) {
+    EXPECT_EQ(p.db->store().max_map_size(), (size_t{128} << 20) / 3) << p.spec.id;
+  }
+}
+
 // A request checked whole before any part is applied: an edit outside the
 // world, a box over the limit or of the wrong size change nothing anywhere.
 TEST(NodeTest, AMalformedWriteAcrossPartitionsChangesNothing) {

@@ -241,6 +241,55 @@ TEST(MessagesTest, QueryReplyRoundTrips) {
   EXPECT_EQ(QueryReply().Encode().size(), 10u);
 }
 
+// PROTOCOL.md, "PARTITIONS": the example reply's layout and size.
+TEST(MessagesTest, PartitionsReplyRoundTrips) {
+  PartitionsReply reply;
+  PartitionInfo a;
+  a.id = 1;
+  a.begin = 0;
+  a.end = uint64_t{1} << 60;
+  a.dir = "partitions/1";
+  a.has_store = true;
+  a.chunks = 12;
+  a.chunk_bytes = 49152;
+  a.used_bytes = 131072;
+  a.map_size = 67108864;
+  a.max_map_size = uint64_t{1} << 40;
+  a.last_seq = 40;
+  PartitionInfo b;
+  b.id = 2;
+  b.begin = uint64_t{1} << 60;
+  b.end = uint64_t{1} << 63;
+  b.dir = "/mnt/b/p2";
+  b.last_seq = 7;
+  b.epoch = 3;  // store figures unread: has_store false, the five are 0
+  reply.partitions = {a, b};
+  const std::vector<uint8_t> bytes = reply.Encode();
+  EXPECT_EQ(bytes.size(), 191u);
+  EXPECT_EQ(bytes[0], 2);        // n u32, little-endian
+  EXPECT_EQ(bytes[4], 1);        // the first id
+  EXPECT_EQ(bytes[4 + 80], 1);   // its flags: the store's figures read
+  EXPECT_EQ(bytes[4 + 81], 12);  // dir_len
+  EXPECT_EQ(std::string(bytes.begin() + 4 + 83, bytes.begin() + 4 + 83 + 12), "partitions/1");
+  auto back = PartitionsReply::Decode(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->partitions, reply.partitions);
+  ExpectPrefixesRefused(bytes, PartitionsReply::Decode, false);
+  // None, and a flags byte with an unknown bit.
+  back = PartitionsReply::Decode(PartitionsReply().Encode());
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->partitions.empty());
+  std::vector<uint8_t> bad = bytes;
+  bad[4 + 80] = 2;
+  EXPECT_TRUE(absl::IsInvalidArgument(PartitionsReply::Decode(bad).status()));
+  // A count that lies.
+  EXPECT_FALSE(PartitionsReply::Decode(std::vector<uint8_t>{0xff, 0xff, 0xff, 0xff}).ok());
+  // The request takes no payload.
+  EXPECT_TRUE(CheckEmptyPayload(Opcode::kPartitions, {}).ok());
+  const std::vector<uint8_t> one = {0};
+  EXPECT_TRUE(absl::IsInvalidArgument(CheckEmptyPayload(Opcode::kPartitions, one)));
+}
+
 TEST(MessagesTest, CountsThatLieAreRefusedBeforeAllocating) {
   // A count of 4 billion items in a 4-byte payload.
   const std::vector<uint8_t> lie = {0xff, 0xff, 0xff, 0xff};
@@ -554,7 +603,9 @@ TEST(MessagesTest, RolesAreOrderedAndEveryOpcodeHasOne) {
   EXPECT_STREQ(OpcodeName(Opcode::kStreamData), "STREAM_DATA");
   EXPECT_STREQ(OpcodeName(Opcode::kLodSync), "LOD_SYNC");
   EXPECT_EQ(RequiredRole(Opcode::kLodSync), Role::kWrite);
-  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(31)), "UNKNOWN");
+  EXPECT_STREQ(OpcodeName(Opcode::kPartitions), "PARTITIONS");
+  EXPECT_EQ(RequiredRole(Opcode::kPartitions), Role::kRead);
+  EXPECT_STREQ(OpcodeName(static_cast<Opcode>(200)), "UNKNOWN");
   EXPECT_LT(Role::kRead, Role::kWrite);
   EXPECT_LT(Role::kWrite, Role::kAdmin);
   EXPECT_STREQ(RoleName(Role::kAdmin), "admin");
