@@ -49,8 +49,8 @@ constexpr HandlerRow kHandlers[] = {
     Io(Opcode::kSnapshotScan, &H::SnapshotScan, kOne),
     Io(Opcode::kSnapshotGet, &H::SnapshotGet, kOne),
     Io(Opcode::kSnapshotClose, &H::SnapshotClose, kOne),
-    Io(Opcode::kSubscribe, &H::Subscribe, kOne),
-    Io(Opcode::kUnsubscribe, &H::Unsubscribe, kOne),
+    Io(Opcode::kSubscribe, &H::Subscribe),
+    Io(Opcode::kUnsubscribe, &H::Unsubscribe),
     Io(Opcode::kStreamUpdate, &H::StreamUpdate, kOne),
     Io(Opcode::kStreamClose, &H::StreamClose, kOne),
 };

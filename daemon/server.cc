@@ -26,7 +26,7 @@ Server::Server(const ServerOptions& options, engine::Node* node)
       node_(node),
       db_(node->partition_count() == 1 ? node->layout()->parts[0].db.get() : nullptr),
       acceptor_(io_),
-      hub_(std::make_unique<SubscriptionHub>(db_, options.subscriptions, options.metrics)),
+      hub_(std::make_unique<SubscriptionHub>(node_, options.subscriptions, options.metrics)),
       hello_throttle_(std::make_unique<HelloThrottle>()),
       read_pool_(std::make_unique<asio::thread_pool>(2)) {
   background_ = std::thread([this] {
