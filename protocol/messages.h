@@ -243,7 +243,7 @@ struct SubscribeReply {
   // A server of several partitions: the range of each partition the region
   // meets and the seq its events follow (`seq` is then the highest). Empty
   // from a server of one partition (the reply is then 16 bytes).
-  std::vector<RangeSeq> ranges;
+  std::vector<RangeSeq> ranges = {};
   std::vector<uint8_t> Encode() const;
   static absl::StatusOr<SubscribeReply> Decode(std::span<const uint8_t> p);
 };
