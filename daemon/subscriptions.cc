@@ -146,7 +146,7 @@ StatusOr<SubscriptionStart> SubscriptionHub::Add(
   SubscriptionStart start;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (stopped_) return absl::UnavailableError("the server is stopping");
+    if (stopped_) return ClosingError("the server is stopping");
     const auto first = subs_.lower_bound({target.get(), 0});
     size_t mine = 0;
     for (auto it = first; it != subs_.end() && it->first.first == target.get(); ++it) ++mine;
