@@ -24,16 +24,17 @@ void Server::Handlers::Subscribe(Connection& c, Request& r) {
   if (req->region.band) {
     band = index::AltitudeBand{req->region.band->min_m, req->region.band->max_m};
   }
-  if (absl::Status s = index::CheckRegionAndBand(server.db_.load()->frame(), *region, band);
-      !s.ok()) {
+  if (absl::Status s = index::CheckRegionAndBand(server.node_->frame(), *region, band); !s.ok()) {
     return c.Reply(r.op, r.id, s);
   }
   Session& session = c.session();
   const uint64_t sub = session.next_subscription++;
-  auto seq = server.hub_->Add(c.shared_from_this(), sub, *region, band, req->detail, req->from_seq);
-  if (!seq.ok()) return c.Reply(r.op, r.id, seq.status());  // RESYNC among others
+  auto start = server.hub_->Add(c.shared_from_this(), sub, *region, band, req->detail,
+                                req->from_seq, req->from_ranges);
+  if (!start.ok()) return c.Reply(r.op, r.id, start.status());  // RESYNC among others
   session.subscriptions.insert(sub);
-  c.Reply(r.op, r.id, WireStatus::kOk, protocol::SubscribeReply{sub, *seq}.Encode());
+  c.Reply(r.op, r.id, WireStatus::kOk,
+          protocol::SubscribeReply{sub, start->seq, std::move(start->ranges)}.Encode());
 }
 
 void Server::Handlers::Unsubscribe(Connection& c, Request& r) {

@@ -29,7 +29,7 @@ Server::Server(const ServerOptions& options, engine::Node* node)
       db_(node->partition_count() == 1 ? node->layout()->parts[0].db.get() : nullptr),
       lod_(options.lod),
       acceptor_(io_),
-      hub_(std::make_unique<SubscriptionHub>(db_.load(), options.subscriptions, options.metrics)),
+      hub_(std::make_unique<SubscriptionHub>(node_, options.subscriptions, options.metrics)),
       hello_throttle_(std::make_unique<HelloThrottle>()),
       read_pool_(std::make_unique<asio::thread_pool>(2)) {
   background_ = std::thread([this] {
@@ -311,7 +311,7 @@ StatusOr<engine::LayoutChangeReport> Server::ChangeLayout(
     const std::function<StatusOr<engine::LayoutChangeReport>()>& change) {
   engine::Database* before = db_.load();
   auto rebind = [&](engine::Database* db) {
-    if (db != nullptr) hub_->Rebind(db);
+    hub_->Wake();  // it follows the node's layout itself
     engine::LodPyramid* lod = nullptr;
     if (db != nullptr && options_.rebind_lod) lod = options_.rebind_lod(db, db != before);
     {
@@ -336,7 +336,6 @@ StatusOr<engine::LayoutChangeReport> Server::ChangeLayout(
     } else if (options_.lod != nullptr) {
       options_.lod->Stop();
     }
-    hub_->Rebind(nullptr);  // the dispatcher no longer reads the partition
     if (!CutOffSessions("a partition split or move detaches snapshots, streams and "
                         "subscriptions: reconnect (subscriptions resume with from_seq)")) {
       rebind(before);

@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <unordered_map>
+#include <variant>
 
 #include "absl/strings/str_format.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "engine/coding.h"
 #include "engine/status.h"
+#include "engine/voxel_box.h"
 #include "protocol/frame.h"
 
 namespace voxdb::daemon {
@@ -27,6 +29,16 @@ protocol::Box FromBox(const engine::VoxelBox& b) {
 
 }  // namespace
 
+// A subscription's place in one partition's feed.
+struct SubscriptionHub::Cursor {
+  uint64_t part_id = 0;
+  engine::MortonRange range;
+  // Held while the subscription follows it (a split or move that replaces
+  // it cuts the subscription off, letting go of it).
+  std::shared_ptr<engine::Database> db;
+  std::atomic<uint64_t> seq{0};  // the last seq looked at; written by the dispatcher
+};
+
 struct SubscriptionHub::Subscription {
   explicit Subscription(index::RegionMatcher m) : matcher(std::move(m)) {}
   std::weak_ptr<PushTarget> target;
@@ -36,7 +48,7 @@ struct SubscriptionHub::Subscription {
   std::optional<index::AltitudeBand> band;
   index::RegionMatcher matcher;
   protocol::EventDetail detail = protocol::EventDetail::kNone;
-  std::atomic<uint64_t> cursor{0};  // the last seq looked at; written by the dispatcher
+  std::vector<std::unique_ptr<Cursor>> cursors;  // set before it is added, in code order
   std::atomic<bool> removed{false};
 };
 
@@ -48,11 +60,25 @@ void SubscriptionHub::Signal::Notify() {
   cv.notify_one();
 }
 
+SubscriptionHub::SubscriptionHub(engine::Node* node, const SubscriptionOptions& options,
+                                 Metrics* metrics)
+    : layout_of_([node] { return node->layout(); }),
+      frame_(&node->frame()),
+      options_(options),
+      metrics_(metrics) {
+  Follow();
+  thread_ = std::thread([this] { Run(); });
+}
+
 SubscriptionHub::SubscriptionHub(engine::Database* db, const SubscriptionOptions& options,
                                  Metrics* metrics)
-    : db_(db), options_(options), metrics_(metrics) {
-  if (db_ == nullptr) return;  // no subscriptions on this node (yet): see the header
-  db_->changes().AddListener([signal = signal_] { signal->Notify(); });
+    : frame_(&db->frame()), options_(options), metrics_(metrics) {
+  engine::Node::Part part;
+  part.db = std::shared_ptr<engine::Database>(db, [](engine::Database*) {});  // not owned
+  auto layout = std::make_shared<const engine::Node::Layout>(
+      engine::Node::Layout{engine::PartitionRanges::Whole(), {std::move(part)}});
+  layout_of_ = [layout] { return layout; };
+  Follow();
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -64,38 +90,34 @@ void SubscriptionHub::Stop() {
     signal_->stop = true;
   }
   signal_->cv.notify_one();
-  std::lock_guard<std::mutex> l(thread_mu_);
   if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> l(mu_);
+  stopped_ = true;
+  for (auto& [key, sub] : subs_) sub->removed = true;
+  subs_.clear();
+  followed_.reset();
 }
 
-void SubscriptionHub::Rebind(engine::Database* db) {
-  std::lock_guard<std::mutex> pass(db_mu_);
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    for (auto& [key, sub] : subs_) {
-      sub->removed = true;
-      if (auto target = sub->target.lock()) {
-        target->CutOff("the partition was split or moved: subscribe again (from_seq resumes)");
-      }
+std::shared_ptr<const engine::Node::Layout> SubscriptionHub::Follow() {
+  std::shared_ptr<const engine::Node::Layout> layout = layout_of_();
+  std::lock_guard<std::mutex> l(mu_);
+  if (layout == followed_ || stopped_) return layout;
+  for (const engine::Node::Part& part : layout->parts) {
+    bool known = false;
+    if (followed_) {
+      for (const engine::Node::Part& old : followed_->parts) known |= old.db == part.db;
     }
-    subs_.clear();
+    if (!known) part.db->changes().AddListener([signal = signal_] { signal->Notify(); });
   }
-  db_ = db;
-  if (db_ == nullptr) return;
-  db_->changes().AddListener([signal = signal_] { signal->Notify(); });
-  std::lock_guard<std::mutex> t(thread_mu_);
-  {
-    std::lock_guard<std::mutex> l(signal_->mu);
-    if (signal_->stop) return;
-  }
-  if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  followed_ = layout;
+  return layout;
 }
 
-StatusOr<uint64_t> SubscriptionHub::Add(const std::shared_ptr<PushTarget>& target, uint64_t id,
-                                        const index::Region& region,
-                                        const std::optional<index::AltitudeBand>& band,
-                                        protocol::EventDetail detail,
-                                        std::optional<uint64_t> from_seq) {
+StatusOr<SubscriptionStart> SubscriptionHub::Add(
+    const std::shared_ptr<PushTarget>& target, uint64_t id, const index::Region& region,
+    const std::optional<index::AltitudeBand>& band, protocol::EventDetail detail,
+    std::optional<uint64_t> from_seq,
+    const std::optional<std::vector<protocol::RangeSeq>>& from_ranges) {
   auto sub = std::make_shared<Subscription>(index::RegionMatcher(region, band));
   sub->target = target;
   sub->key = target.get();
@@ -103,12 +125,28 @@ StatusOr<uint64_t> SubscriptionHub::Add(const std::shared_ptr<PushTarget>& targe
   sub->region = region;
   sub->band = band;
   sub->detail = detail;
-  std::lock_guard<std::mutex> db_lock(db_mu_);
-  if (db_ == nullptr) return BusyError("subscriptions are being moved to another partition");
-  engine::ChangeFeed& feed = db_->changes();
-  uint64_t start = 0;
+  // Listening before reading each feed's newest seq: no publish after it
+  // goes unnoticed.
+  const std::shared_ptr<const engine::Node::Layout> layout = Follow();
+  const bool several = layout->parts.size() > 1;
+  if (several && from_seq) {
+    return absl::InvalidArgumentError(
+        "this server has several partitions, each numbering its own writes: resume with "
+        "per-range points (has_from 2) from the ranges of the SUBSCRIBE reply");
+  }
+  // The partitions the region meets: those of a box's chunks; every one for
+  // the other kinds (a partition none of whose chunks is in the region
+  // sends nothing).
+  std::vector<size_t> parts;
+  if (const auto* box = std::get_if<index::BoxRegion>(&region)) {
+    parts = layout->ranges.Meeting(engine::ChunksCovering(*frame_, box->box));
+  } else {
+    for (size_t p = 0; p < layout->parts.size(); ++p) parts.push_back(p);
+  }
+  SubscriptionStart start;
   {
     std::lock_guard<std::mutex> l(mu_);
+    if (stopped_) return ClosingError("the server is stopping");
     const auto first = subs_.lower_bound({target.get(), 0});
     size_t mine = 0;
     for (auto it = first; it != subs_.end() && it->first.first == target.get(); ++it) ++mine;
@@ -117,25 +155,67 @@ StatusOr<uint64_t> SubscriptionHub::Add(const std::shared_ptr<PushTarget>& targe
           "this connection has %u subscriptions, the most it may have: UNSUBSCRIBE one first",
           options_.max_per_connection));
     }
-    const uint64_t last = feed.last_seq();
-    if (from_seq) {
-      if (*from_seq < feed.resume_floor()) {
-        return ResyncError(absl::StrFormat(
-            "the changes after %u are no longer retained (the server keeps those after %u): "
-            "read the region again and subscribe without a resume point",
-            *from_seq, feed.resume_floor()));
+    for (size_t p : parts) {
+      const engine::Node::Part& part = layout->parts[p];
+      const engine::MortonRange range = layout->ranges.range(p);
+      engine::ChangeFeed& feed = part.db->changes();
+      const uint64_t last = feed.last_seq();
+      std::optional<uint64_t> from = from_seq;
+      if (from_ranges) {
+        for (const protocol::RangeSeq& rs : *from_ranges) {
+          if (rs.begin <= range.begin && range.end <= rs.end) from = rs.seq;
+        }
+        if (!from) {
+          return ResyncError(absl::StrFormat(
+              "no resume range holds the partition of chunk codes [%u, %u): read the region "
+              "again and subscribe without a resume point",
+              range.begin, range.end));
+        }
       }
-      if (*from_seq > last) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("resume point %u is past the newest change, %u", *from_seq, last));
+      if (from) {
+        if (*from < feed.resume_floor()) {
+          if (several) {
+            return ResyncError(absl::StrFormat(
+                "the changes of chunk codes [%u, %u) after %u are no longer retained (the server "
+                "keeps those after %u): read the region again and subscribe without a resume "
+                "point",
+                range.begin, range.end, *from, feed.resume_floor()));
+          }
+          return ResyncError(absl::StrFormat(
+              "the changes after %u are no longer retained (the server keeps those after %u): "
+              "read the region again and subscribe without a resume point",
+              *from, feed.resume_floor()));
+        }
+        if (*from > last) {
+          return absl::InvalidArgumentError(
+              absl::StrFormat("resume point %u is past the newest change, %u", *from, last));
+        }
       }
+      auto cursor = std::make_unique<Cursor>();
+      cursor->part_id = part.spec.id;
+      cursor->range = range;
+      cursor->db = part.db;
+      cursor->seq = from.value_or(last);
+      start.seq = std::max(start.seq, cursor->seq.load());
+      if (several) start.ranges.push_back({range.begin, range.end, cursor->seq});
+      sub->cursors.push_back(std::move(cursor));
     }
-    start = from_seq.value_or(last);
-    sub->cursor = start;
     subs_[{target.get(), id}] = sub;
   }
-  if (from_seq) signal_->Notify();  // owed the retained changes now
+  // Owed the retained changes now; or, when the layout changed meanwhile,
+  // to be cut off.
+  signal_->Notify();
   return start;
+}
+
+StatusOr<uint64_t> SubscriptionHub::Add(const std::shared_ptr<PushTarget>& target, uint64_t id,
+                                        const index::Region& region,
+                                        const std::optional<index::AltitudeBand>& band,
+                                        protocol::EventDetail detail,
+                                        std::optional<uint64_t> from_seq) {
+  StatusOr<SubscriptionStart> start = Add(target, id, region, band, detail, from_seq, std::nullopt);
+  if (!start.ok()) return start.status();
+  return start->seq;
 }
 
 bool SubscriptionHub::Remove(const PushTarget* target, uint64_t id) {
@@ -163,14 +243,21 @@ SubscriptionStats SubscriptionHub::stats() const {
   s.events_pushed = events_;
   s.frames_pushed = frames_;
   s.cut_off = cut_off_;
-  std::lock_guard<std::mutex> db_lock(db_mu_);
-  if (db_ == nullptr) return s;
-  const uint64_t last = db_->changes().last_seq();
   std::lock_guard<std::mutex> l(mu_);
   s.subscribers = subs_.size();
-  for (const auto& [key, sub] : subs_)
-    s.lag = std::max(s.lag, last - std::min(last, sub->cursor.load()));
+  for (const auto& [key, sub] : subs_) {
+    for (const auto& c : sub->cursors) {
+      const uint64_t last = c->db->changes().last_seq();
+      s.lag = std::max(s.lag, last - std::min(last, c->seq.load()));
+    }
+  }
   return s;
+}
+
+void SubscriptionHub::CutOff(Subscription& sub, PushTarget& target, const std::string& why) {
+  cut_off_++;
+  Remove(sub.key, sub.id);
+  target.CutOff(why);
 }
 
 void SubscriptionHub::Run() {
@@ -210,16 +297,13 @@ struct SubscriptionHub::PassChunk {
 };
 
 bool SubscriptionHub::Pass() {
-  std::lock_guard<std::mutex> db_lock(db_mu_);
-  if (db_ == nullptr) return false;
+  const std::shared_ptr<const engine::Node::Layout> layout = Follow();
   std::vector<std::shared_ptr<Subscription>> subs;
   {
     std::lock_guard<std::mutex> l(mu_);
     subs.reserve(subs_.size());
     for (const auto& [key, sub] : subs_) subs.push_back(sub);
   }
-  engine::ChangeFeed& feed = db_->changes();
-  const uint64_t floor = feed.resume_floor();
   // Who is served this pass: not those over their window, nor (to gather
   // events into fewer frames) those whose connection is still writing.
   struct Ready {
@@ -227,56 +311,90 @@ bool SubscriptionHub::Pass() {
     std::shared_ptr<PushTarget> target;
   };
   std::vector<Ready> ready;
-  uint64_t from = UINT64_MAX;
+  std::vector<uint64_t> from(layout->parts.size(), UINT64_MAX);  // per partition
+  std::vector<size_t> part_of;  // each ready cursor's partition, in order
   for (const auto& sub : subs) {
     std::shared_ptr<PushTarget> target = sub->target.lock();
     if (!target || sub->removed) continue;
-    const uint64_t cursor = sub->cursor;
-    if (cursor < floor) {
-      cut_off_++;
-      const std::string why = absl::StrFormat(
-          "subscription %u fell behind the retained changes (it was sent up to %u; the server "
-          "keeps those after %u)",
-          sub->id, cursor, floor);
-      Remove(sub->key, sub->id);
-      target->CutOff(why);
+    std::string why;
+    const size_t mark = part_of.size();
+    for (const auto& c : sub->cursors) {
+      size_t p = 0;
+      while (p < layout->parts.size() && layout->parts[p].db != c->db) ++p;
+      if (p == layout->parts.size()) {
+        why = absl::StrFormat(
+            "subscription %u follows partition %u (chunk codes [%u, %u)), which a split or move "
+            "replaced: resume from the ranges it was sent",
+            sub->id, c->part_id, c->range.begin, c->range.end);
+        break;
+      }
+      const uint64_t floor = c->db->changes().resume_floor();
+      if (c->seq < floor) {
+        why = absl::StrFormat(
+            "subscription %u fell behind the retained changes (it was sent up to %u; the server "
+            "keeps those after %u)",
+            sub->id, c->seq.load(), floor);
+        break;
+      }
+      part_of.push_back(p);
+    }
+    if (!why.empty()) {
+      part_of.resize(mark);
+      CutOff(*sub, *target, why);
       continue;
     }
     if (target->PushBacklog() > 0) {
       target->WakeWhenDrained();
       // If it drained before the flag was set, no drain will wake us: look
       // again (both sides are sequentially consistent atomics).
-      if (target->PushBacklog() > 0) continue;
+      if (target->PushBacklog() > 0) {
+        part_of.resize(mark);
+        continue;
+      }
     }
-    from = std::min(from, cursor);
+    for (size_t k = 0; k < sub->cursors.size(); ++k) {
+      from[part_of[mark + k]] = std::min(from[part_of[mark + k]], sub->cursors[k]->seq.load());
+    }
     ready.push_back({sub.get(), std::move(target)});
   }
   if (ready.empty()) return false;
-  std::vector<std::shared_ptr<const engine::ChangeRecord>> records;
-  // A concurrent drop past `from` is caught by the next pass's floor check.
-  if (!feed.Read(from, kRecordsPerPass, &records) || records.empty()) return false;
-  bool more = records.size() == kRecordsPerPass;
 
-  const engine::WorldFrame& frame = db_->frame();
-  std::vector<std::vector<PassChunk>> chunks(records.size());  // built when first needed
-  std::vector<bool> built(records.size(), false);
-  auto chunks_of = [&](size_t r) -> const std::vector<PassChunk>& {
-    if (!built[r]) {
-      chunks[r].reserve(records[r]->chunks.size());
-      for (const auto& c : records[r]->chunks) chunks[r].emplace_back(frame, *records[r], c);
-      built[r] = true;
+  bool more = false;
+  const engine::WorldFrame& frame = *frame_;
+  for (size_t p = 0; p < layout->parts.size(); ++p) {
+    if (from[p] == UINT64_MAX) continue;
+    std::vector<std::shared_ptr<const engine::ChangeRecord>> records;
+    // A concurrent drop past `from` is caught by the next pass's floor check.
+    if (!layout->parts[p].db->changes().Read(from[p], kRecordsPerPass, &records) ||
+        records.empty()) {
+      continue;
     }
-    return chunks[r];
-  };
-  for (Ready& r : ready) more |= Serve(*r.sub, *r.target, records, chunks_of);
+    more |= records.size() == kRecordsPerPass;
+    std::vector<std::vector<PassChunk>> chunks(records.size());  // built when first needed
+    std::vector<bool> built(records.size(), false);
+    auto chunks_of = [&](size_t r) -> const std::vector<PassChunk>& {
+      if (!built[r]) {
+        chunks[r].reserve(records[r]->chunks.size());
+        for (const auto& c : records[r]->chunks) chunks[r].emplace_back(frame, *records[r], c);
+        built[r] = true;
+      }
+      return chunks[r];
+    };
+    size_t at = 0;  // into part_of, walking the ready subscriptions' cursors
+    for (Ready& r : ready) {
+      for (const auto& c : r.sub->cursors) {
+        if (part_of[at++] == p) more |= Serve(*r.sub, *c, *r.target, records, chunks_of);
+      }
+    }
+  }
   return more;
 }
 
-bool SubscriptionHub::Serve(Subscription& sub, PushTarget& target,
+bool SubscriptionHub::Serve(Subscription& sub, Cursor& at, PushTarget& target,
                             const std::vector<std::shared_ptr<const engine::ChangeRecord>>& records,
                             const std::function<const std::vector<PassChunk>&(size_t)>& chunks_of) {
-  const engine::WorldFrame& frame = db_->frame();
-  const uint64_t cursor = sub.cursor;
+  const engine::WorldFrame& frame = *frame_;
+  const uint64_t cursor = at.seq;
   size_t first = 0;
   while (first < records.size() && records[first]->seq <= cursor) ++first;
   if (first == records.size()) return false;
@@ -327,7 +445,7 @@ bool SubscriptionHub::Serve(Subscription& sub, PushTarget& target,
                  out.size() < kMaxRecordFrameBytes) {
         // The record while this version is still current; a newer version
         // has its own event, which carries its record.
-        (void)db_->GetChunks({&key, 1}, [&](size_t, const engine::ChunkRead& read) {
+        (void)at.db->GetChunks({&key, 1}, [&](size_t, const engine::ChunkRead& read) {
           if (read.status.ok() && read.version == rec.seq) {
             event.detail = protocol::EventDetailKind::kRecord;
             event.record.assign(read.record.begin(), read.record.end());
@@ -346,7 +464,7 @@ bool SubscriptionHub::Serve(Subscription& sub, PushTarget& target,
     }
     if (n > before && !oldest) oldest = rec.durable;
   }
-  sub.cursor = done;
+  at.seq = done;
   if (n == 0) return more;
   writer.set_count(n);
   events_ += n;

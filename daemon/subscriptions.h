@@ -1,12 +1,18 @@
 // Subscriptions (protocol/PROTOCOL.md, "Subscriptions"): one dispatcher
-// thread follows the database's change feed (engine/change_feed.h) and
-// pushes an EVENTS frame to each subscription with the changes in its
-// region, in commit order, each change once.
+// thread follows the change feed (engine/change_feed.h) of every partition
+// of the node and pushes an EVENTS frame to each subscription with the
+// changes in its region, in commit order within each partition, each
+// change once.
 //
-// Every subscription has a cursor: the last sequence number it was sent.
-// The dispatcher wakes when the feed publishes (or a connection drains),
-// reads the records after each cursor, keeps those in the region, and
-// queues them on the connection as one frame. A connection with bytes not
+// Every subscription has a cursor per partition its region meets: the last
+// sequence number of that partition it was sent (each partition numbers
+// its own writes). The dispatcher wakes when a feed publishes (or a
+// connection drains), reads the records after each cursor, keeps those in
+// the region, and queues them on the connection as one frame; the events of
+// different partitions interleave in any order. When a split or move
+// replaces a partition a subscription follows, the subscription is cut off
+// (its connection closed) and resumes with per-range points from the new
+// partitions, whose sequence numbers continue the replaced one's. A connection with bytes not
 // yet written (PushTarget::PushBacklog) gets nothing more until they are
 // written, and the changes of the meantime gather into its next frame: a
 // slow subscriber holds about one frame (max_frame_bytes) in the server,
@@ -36,6 +42,7 @@
 #include <vector>
 
 #include "engine/database.h"
+#include "engine/node.h"
 #include "index/s2_index.h"
 #include "protocol/messages.h"
 
@@ -69,32 +76,46 @@ struct SubscriptionStats {
   uint64_t events_pushed = 0;  // events queued on connections since start
   uint64_t frames_pushed = 0;  // EVENTS frames
   uint64_t cut_off = 0;        // subscribers closed for falling behind the feed
-  uint64_t lag = 0;            // newest seq minus the furthest-behind cursor
+  // The most, over subscriptions and their partitions, of the partition's
+  // newest seq minus the subscription's cursor in it.
+  uint64_t lag = 0;
+};
+
+// Where a subscription starts: after `seq` (one partition), or on a node
+// of several partitions after each range's seq.
+struct SubscriptionStart {
+  uint64_t seq = 0;                        // the highest of `ranges`' on several
+  std::vector<protocol::RangeSeq> ranges;  // empty on a node of one partition
 };
 
 class SubscriptionHub {
  public:
-  // `metrics` (may be null) is told each frame's delay. `db` null: a node
-  // of several partitions, where SUBSCRIBE is not served yet (daemon/
-  // dispatch.h, Spans): the hub then runs no thread and counts nothing.
+  // `metrics` (may be null) is told each frame's delay.
+  SubscriptionHub(engine::Node* node, const SubscriptionOptions& options, Metrics* metrics);
+  // Follows one Database, as a node of that one partition (tests).
   SubscriptionHub(engine::Database* db, const SubscriptionOptions& options, Metrics* metrics);
   ~SubscriptionHub();  // Stop()s
-  // Stops the dispatcher (it reads the database): before the database goes.
+  // Stops the dispatcher and lets go of the partitions (it reads them):
+  // before the node goes.
   void Stop();
-  // Serves the partition `db` from now on (nullptr: none), after a split or
-  // move (Server::ChangeLayout): waits out the dispatcher's pass, cuts off
-  // every subscriber left (its connection closes: the client subscribes
-  // again, resuming with from_seq or told RESYNC) and starts the
-  // dispatcher if it was not running.
-  void Rebind(engine::Database* db);
 
   // Adds subscription `id` of `target` (an id the caller keeps unique per
-  // target). REQUIRES: index::CheckRegionAndBand(region, band) is OK.
-  // Returns the sequence number after which its events follow: from_seq
-  // when given, else the newest published. OUT_OF_RANGE (RESYNC on the
-  // wire) when from_seq is older than the feed retains, and only then;
-  // INVALID for a from_seq past the newest change or too many
+  // target). REQUIRES: index::CheckRegionAndBand(region, band) is OK;
+  // at most one of from_seq and from_ranges. Returns where its events
+  // follow: per partition the seq of the resume point (from_seq on one
+  // partition; on several, that of the range of from_ranges holding the
+  // partition's range), else the newest published. OUT_OF_RANGE (RESYNC
+  // on the wire) when a resume point is older than its feed retains or no
+  // range of from_ranges holds a partition's; INVALID for a point past the
+  // newest change, from_seq on a node of several partitions, or too many
   // subscriptions on `target`.
+  StatusOr<SubscriptionStart> Add(
+      const std::shared_ptr<PushTarget>& target, uint64_t id, const index::Region& region,
+      const std::optional<index::AltitudeBand>& band, protocol::EventDetail detail,
+      std::optional<uint64_t> from_seq,
+      const std::optional<std::vector<protocol::RangeSeq>>& from_ranges);
+  // The same without per-range points: where events follow (the highest
+  // of the ranges' on several partitions).
   StatusOr<uint64_t> Add(const std::shared_ptr<PushTarget>& target, uint64_t id,
                          const index::Region& region,
                          const std::optional<index::AltitudeBand>& band,
@@ -110,25 +131,36 @@ class SubscriptionHub {
 
  private:
   struct Subscription;
+  struct Cursor;
   struct PassChunk;
   void Run();
+  // Listens to the feed of every partition of the node's current layout
+  // (new ones after a split or move); returns it.
+  std::shared_ptr<const engine::Node::Layout> Follow();
   // Reads the feed once for every subscription ready for more and serves
   // them; true if some are owed more.
   bool Pass();
-  // Pushes what `sub` is owed of `records`, up to one frame; true if it is
-  // owed more.
-  bool Serve(Subscription& sub, PushTarget& target,
+  // Cuts `sub` off (its connection closed), for `why`.
+  void CutOff(Subscription& sub, PushTarget& target, const std::string& why);
+  // Pushes what `cursor` of `sub` is owed of `records` (of its partition),
+  // up to one frame; true if it is owed more.
+  bool Serve(Subscription& sub, Cursor& cursor, PushTarget& target,
              const std::vector<std::shared_ptr<const engine::ChangeRecord>>& records,
              const std::function<const std::vector<PassChunk>&(size_t)>& chunks_of);
 
-  // Held through each dispatcher pass, stats() and Add(), and by Rebind.
-  mutable std::mutex db_mu_;
-  engine::Database* db_;  // GUARDED_BY(db_mu_)
-  std::mutex thread_mu_;  // Stop's join against Rebind's start
+  // The partitions now (a node's layout(), or one Database's), and their
+  // frame.
+  std::function<std::shared_ptr<const engine::Node::Layout>()> layout_of_;
+  const engine::WorldFrame* frame_;
   const SubscriptionOptions options_;
   Metrics* metrics_;
   mutable std::mutex mu_;
   std::map<std::pair<const PushTarget*, uint64_t>, std::shared_ptr<Subscription>> subs_;  // mu_
+  // The layout whose partitions' feeds the hub listens to (mu_). Holding
+  // it keeps them open until the hub looks at the next one, so no new
+  // partition shares an address with one of it.
+  std::shared_ptr<const engine::Node::Layout> followed_;
+  bool stopped_ = false;  // mu_
   // The dispatcher's wake-up, shared with the feed's listener (which may
   // outlive the hub).
   struct Signal {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/coding.h"
+#include "engine/morton.h"
 
 namespace voxdb::protocol {
 namespace {
@@ -502,13 +503,46 @@ absl::StatusOr<QueryRequest> QueryRequest::Decode(Opcode op, std::span<const uin
   return q;
 }
 
+namespace {
+
+// `n u16` then n × (begin u64, end u64, seq u64).
+void WriteRangeSeqs(const std::vector<RangeSeq>& ranges, Writer& w) {
+  w.U16(static_cast<uint16_t>(ranges.size()));
+  for (const RangeSeq& rs : ranges) {
+    w.U64(rs.begin);
+    w.U64(rs.end);
+    w.U64(rs.seq);
+  }
+}
+
+// The count is checked against kMaxResumeRanges and the bytes left before
+// anything is allocated.
+absl::StatusOr<std::vector<RangeSeq>> ReadRangeSeqs(Reader& r, const char* what) {
+  const size_t n = r.U16();
+  if (n > kMaxResumeRanges || n * 24 > r.left()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: %u ranges announced, more than the payload holds or the most allowed (%u)", what, n,
+        kMaxResumeRanges));
+  }
+  std::vector<RangeSeq> out(n);
+  for (RangeSeq& rs : out) {
+    rs.begin = r.U64();
+    rs.end = r.U64();
+    rs.seq = r.U64();
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<uint8_t> SubscribeRequest::Encode() const {
   Writer w;
   w.U8(static_cast<uint8_t>(region.kind));
   WriteRegion(region, w);
   w.U8(static_cast<uint8_t>(detail));
-  w.U8(from_seq ? 1 : 0);
+  w.U8(from_ranges ? 2 : from_seq ? 1 : 0);
   w.U64(from_seq.value_or(0));
+  if (from_ranges) WriteRangeSeqs(*from_ranges, w);
   return w.Take();
 }
 
@@ -526,8 +560,24 @@ absl::StatusOr<SubscribeRequest> SubscribeRequest::Decode(std::span<const uint8_
   s.detail = static_cast<EventDetail>(detail);
   const uint8_t has_from = r.U8();
   const uint64_t from = r.U64();
-  if (has_from > 1) r.Fail();
+  if (has_from > 2) r.Fail();
   if (has_from == 1) s.from_seq = from;
+  if (has_from == 2) {
+    auto ranges = ReadRangeSeqs(r, "SUBSCRIBE");
+    if (!ranges.ok()) return ranges.status();
+    // Sorted, disjoint, non-empty and inside the key space: one range holds
+    // a partition's at most once.
+    uint64_t after = 0;
+    for (const RangeSeq& rs : *ranges) {
+      if (rs.begin < after || rs.begin >= rs.end || rs.end > engine::ChunkKey::kMaxCode + 1) {
+        return absl::InvalidArgumentError(
+            "SUBSCRIBE: resume ranges must be non-empty, inside the key space, sorted and "
+            "disjoint");
+      }
+      after = rs.end;
+    }
+    s.from_ranges = std::move(*ranges);
+  }
   if (absl::Status st = r.Finish("SUBSCRIBE"); !st.ok()) return st;
   return s;
 }
@@ -536,6 +586,7 @@ std::vector<uint8_t> SubscribeReply::Encode() const {
   Writer w;
   w.U64(subscription);
   w.U64(seq);
+  if (!ranges.empty()) WriteRangeSeqs(ranges, w);
   return w.Take();
 }
 
@@ -544,6 +595,11 @@ absl::StatusOr<SubscribeReply> SubscribeReply::Decode(std::span<const uint8_t> p
   SubscribeReply s;
   s.subscription = r.U64();
   s.seq = r.U64();
+  if (r.left() > 0) {
+    auto ranges = ReadRangeSeqs(r, "SUBSCRIBE reply");
+    if (!ranges.ok()) return ranges.status();
+    s.ranges = std::move(*ranges);
+  }
   if (absl::Status st = r.Finish("SUBSCRIBE reply"); !st.ok()) return st;
   return s;
 }

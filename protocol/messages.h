@@ -239,10 +239,22 @@ enum class EventDetail : uint8_t {
   kVoxels = 1,   // also the changed voxels: SET_VOXELS edits, the WRITE_BOX box
   kRecords = 2,  // also the chunk record at that version, while it is current
 };
+// A range of chunk codes [begin, end) and a sequence number in it: where a
+// subscription on a server of several partitions starts or resumes.
+struct RangeSeq {
+  uint64_t begin = 0, end = 0;
+  uint64_t seq = 0;
+  friend bool operator==(const RangeSeq&, const RangeSeq&) = default;
+};
+// The most resume points one SUBSCRIBE may carry.
+inline constexpr size_t kMaxResumeRanges = 4096;
 struct SubscribeRequest {
   QueryRequest region;  // kind, its region fields and band
   EventDetail detail = EventDetail::kNone;
-  std::optional<uint64_t> from_seq;  // resume: every change after it
+  std::optional<uint64_t> from_seq;  // resume (has_from 1): every change after it
+  // Resume per range (has_from 2; set with from_seq unset): sorted by
+  // begin, each non-empty and inside the key space, disjoint.
+  std::optional<std::vector<RangeSeq>> from_ranges;
   friend bool operator==(const SubscribeRequest&, const SubscribeRequest&) = default;
   std::vector<uint8_t> Encode() const;
   static absl::StatusOr<SubscribeRequest> Decode(std::span<const uint8_t> p);
@@ -250,6 +262,10 @@ struct SubscribeRequest {
 struct SubscribeReply {
   uint64_t subscription = 0;  // its id on this connection (the request id of its EVENTS)
   uint64_t seq = 0;           // events follow for every change after this
+  // A server of several partitions: the range of each partition the region
+  // meets and the seq its events follow (`seq` is then the highest). Empty
+  // from a server of one partition (the reply is then 16 bytes).
+  std::vector<RangeSeq> ranges = {};
   std::vector<uint8_t> Encode() const;
   static absl::StatusOr<SubscribeReply> Decode(std::span<const uint8_t> p);
 };
