@@ -515,7 +515,7 @@ absl::Status Backup(const CommandLine& cl) {
 }
 
 // voxdb partition: with --data, offline on a stopped node (cli/offline.cc);
-// else asks the server (PARTITION_SPLIT, PARTITION_MOVE; list reads STATS).
+// else asks the server (PARTITIONS, PARTITION_SPLIT, PARTITION_MOVE).
 absl::Status PartitionCommand(const CommandLine& cl) {
   if (cl.data.has_value()) return Partition(cl);
   const std::string action = cl.args.empty() ? "" : cl.args[0];
@@ -532,18 +532,10 @@ absl::Status PartitionCommand(const CommandLine& cl) {
   };
   if (action == "list") {
     VOXDB_ASSIGN_OR_RETURN(Session s, Connect(cl));
-    VOXDB_ASSIGN_OR_RETURN(std::string stats, s.client->Stats());
-    VOXDB_ASSIGN_OR_RETURN(JsonObject fields, StatsJson(stats));
-    uint64_t partitions = 0;
-    for (absl::string_view line : absl::StrSplit(stats, '\n')) {
-      if (absl::ConsumePrefix(&line, "partitions ")) (void)absl::SimpleAtoi(line, &partitions);
+    VOXDB_ASSIGN_OR_RETURN(protocol::PartitionsReply r, s.client->Partitions());
+    for (const protocol::PartitionInfo& p : r.partitions) {
+      PrintPartition(cl, p.id, p.begin, p.end, p.dir, p.chunks, p.used_bytes, p.epoch);
     }
-    JsonObject o = CommandObject(cl);
-    o.Num("partitions", partitions);
-    Emit(cl, o,
-         absl::StrFormat("partitions %u (voxdb partition list --data DIR, with voxdbd stopped, "
-                         "lists each)\n",
-                         partitions));
     return absl::OkStatus();
   }
   VOXDB_ASSIGN_OR_RETURN(const uint64_t id, number(cl.args[1], "the partition id"));

@@ -447,26 +447,30 @@ absl::Status Partition(const CommandLine& cl) {
     StatusOr<engine::StoreStats> s = p.db->store().Stats();
     const uint64_t chunks = s.ok() ? s->chunk_count : 0;
     const uint64_t bytes = s.ok() ? s->used_bytes : 0;
-    if (cl.json) {
-      JsonObject o;
-      o.Num("id", p.spec.id)
-          .Num("begin", p.spec.range.begin)
-          .Num("end", p.spec.range.end)
-          .Str("dir", p.spec.dir)
-          .Num("chunks", chunks)
-          .Num("used_bytes", bytes)
-          .Num("epoch", p.db->epoch());
-      PrintJson(o);
-    } else {
-      std::printf("partition %llu [%llu, %llu) %s: %s, %s, epoch %llu\n",
-                  static_cast<unsigned long long>(p.spec.id),
-                  static_cast<unsigned long long>(p.spec.range.begin),
-                  static_cast<unsigned long long>(p.spec.range.end), p.spec.dir.c_str(),
-                  Count(chunks, "chunk").c_str(), HumanBytes(bytes).c_str(),
-                  static_cast<unsigned long long>(p.db->epoch()));
-    }
+    PrintPartition(cl, p.spec.id, p.spec.range.begin, p.spec.range.end, p.spec.dir, chunks, bytes,
+                   p.db->epoch());
   }
   return absl::OkStatus();
+}
+
+void PrintPartition(const CommandLine& cl, uint64_t id, uint64_t begin, uint64_t end,
+                    const std::string& dir, uint64_t chunks, uint64_t used_bytes, uint64_t epoch) {
+  if (cl.json) {
+    JsonObject o;
+    o.Num("id", id)
+        .Num("begin", begin)
+        .Num("end", end)
+        .Str("dir", dir)
+        .Num("chunks", chunks)
+        .Num("used_bytes", used_bytes)
+        .Num("epoch", epoch);
+    PrintJson(o);
+  } else {
+    std::printf("%s\n",
+                absl::StrFormat("partition %u [%u, %u) %s: %s, %s, epoch %u", id, begin, end, dir,
+                                Count(chunks, "chunk"), HumanBytes(used_bytes), epoch)
+                    .c_str());
+  }
 }
 
 }  // namespace voxdb::cli

@@ -52,6 +52,11 @@ std::string PartitionLine(const Target& t);
 // array of {"partition", "begin", "end", "result"}.
 std::string JsonArray(const std::vector<Target>& targets, std::vector<JsonObject> objects);
 
+// One line of `voxdb partition list` (one JSON object with --json), offline
+// or from the server's PARTITIONS.
+void PrintPartition(const CommandLine& cl, uint64_t id, uint64_t begin, uint64_t end,
+                    const std::string& dir, uint64_t chunks, uint64_t used_bytes, uint64_t epoch);
+
 // The commands (CommandSpec::run).
 absl::Status Verify(const CommandLine& cl);
 absl::Status Compact(const CommandLine& cl);

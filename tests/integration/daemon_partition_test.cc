@@ -204,7 +204,8 @@ TEST(DaemonPartitionTest, SplitOnlineWhileWritesAndReadsGoOn) {
                                             std::max(kLeftChunk, kRightChunk)}));
     testing::ProcessResult list = Cli(d.port(), {"partition", "list"});
     EXPECT_EQ(list.exit_code, 0) << list;
-    EXPECT_TRUE(absl::StartsWith(list.out, "partitions 2")) << list;
+    EXPECT_TRUE(absl::StartsWith(list.out, "partition 1 [0, ")) << list;
+    EXPECT_TRUE(absl::StrContains(list.out, "\npartition 2 [")) << list;
     ASSERT_EQ(d.StopWith(SIGTERM), 0);
   }
   EXPECT_TRUE(std::filesystem::exists(data + "/node.manifest"));
