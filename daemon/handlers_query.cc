@@ -42,6 +42,10 @@ const std::vector<uint8_t>& AirRecord() {
 absl::Status Server::Handlers::CheckLodLevel(const Server& server, int level) {
   const engine::LodPyramid* lod = server.lod();
   if (lod == nullptr) {
+    if (const size_t n = server.node_->partition_count(); n > 1) {
+      return UnsupportedError(absl::StrFormat(
+          "LOD levels are not kept yet on a node of several partitions (%u): level 0 only", n));
+    }
     return UnsupportedError("this server keeps no LOD pyramid (lod-levels = 0)");
   }
   if (level < 1 || level > lod->levels()) {

@@ -191,6 +191,10 @@ TEST(DaemonPartitionTest, SplitOnlineWhileWritesAndReadsGoOn) {
     auto again = c->Subscribe(req);
     ASSERT_OK(again.status());
     EXPECT_EQ(again->ranges.size(), 2u);
+    // LOD levels are not kept on a node of several partitions yet: said so.
+    auto lod = c->GetChunks(std::vector<uint64_t>{kLeftChunk}, 1);
+    EXPECT_TRUE(IsUnsupported(lod.status())) << lod.status();
+    EXPECT_TRUE(absl::StrContains(lod.status().message(), "several partitions")) << lod.status();
     // The new partitions are indexed: a query finds both chunks.
     protocol::QueryRequest q;
     q.kind = protocol::QueryKind::kBox;
