@@ -8,6 +8,7 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 
 namespace voxdb::cli {
 namespace {
@@ -55,6 +56,36 @@ absl::StatusOr<uint64_t> ParseU64(std::string_view text, std::string_view what) 
   }
   return value;
 }
+
+namespace {
+
+// "BEGIN-END:SEQ,...": per-range resume points (PROTOCOL.md, "Subscriptions").
+absl::StatusOr<std::vector<protocol::RangeSeq>> ParseResumeRanges(const std::string& text) {
+  std::vector<protocol::RangeSeq> ranges;
+  const std::vector<std::string> items = absl::StrSplit(text, ',');
+  for (const std::string& whole : items) {
+    const std::string_view item = whole;
+    if (ranges.size() == protocol::kMaxResumeRanges) {
+      return UsageError(absl::StrFormat("--from: more than %u ranges", protocol::kMaxResumeRanges));
+    }
+    const size_t dash = item.find('-'), colon = item.find(':');
+    if (dash == std::string_view::npos || colon == std::string_view::npos || colon < dash) {
+      return UsageError(absl::StrFormat(
+          "--from '%s': give SEQ, or BEGIN-END:SEQ,... as voxdb watch prints it", item));
+    }
+    protocol::RangeSeq r;
+    auto begin = ParseU64(item.substr(0, dash), "--from's BEGIN");
+    if (!begin.ok()) return begin.status();
+    auto end = ParseU64(item.substr(dash + 1, colon - dash - 1), "--from's END");
+    if (!end.ok()) return end.status();
+    auto seq = ParseU64(item.substr(colon + 1), "--from's SEQ");
+    if (!seq.ok()) return seq.status();
+    ranges.push_back({*begin, *end, *seq});
+  }
+  return ranges;
+}
+
+}  // namespace
 
 absl::StatusOr<uint8_t> ParseMaterial(std::string_view text) {
   auto value = ParseU64(text, "MATERIAL");
@@ -223,7 +254,7 @@ const char* CommandLine::FirstPageOption() const {
 }
 
 const char* CommandLine::FirstWatchOption() const {
-  if (from_seq.has_value()) return "--from";
+  if (from_seq.has_value() || from_ranges.has_value()) return "--from";
   if (detail.has_value()) return "--detail";
   if (count.has_value()) return "--count";
   return nullptr;
@@ -315,6 +346,12 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
     } else if (name == "--from" || name == "--count") {
       auto v = value();
       if (!v.ok()) return v.status();
+      if (name == "--from" && v->find(':') != std::string::npos) {
+        auto ranges = ParseResumeRanges(*v);
+        if (!ranges.ok()) return ranges.status();
+        cl.from_ranges = std::move(*ranges);
+        continue;
+      }
       auto n = ParseU64(*v, name);
       if (!n.ok()) return n.status();
       if (name == "--count" && *n == 0) return UsageError("--count 0: give at least 1");

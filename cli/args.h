@@ -100,6 +100,9 @@ struct CommandLine {
   std::optional<uint64_t> lod;
   // The options of `voxdb watch` (checked there: --count's range).
   std::optional<uint64_t> from_seq;             // --from SEQ: resume after SEQ
+  // --from BEGIN-END:SEQ,...: resume per range of chunk codes (a server of
+  // several partitions), as watch prints it.
+  std::optional<std::vector<protocol::RangeSeq>> from_ranges;
   std::optional<protocol::EventDetail> detail;  // --detail none|voxels|records
   std::optional<uint64_t> count;                // --count N: stop after N events
   // The first option given of each group ("--limit"), or nullptr when none

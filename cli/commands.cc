@@ -805,6 +805,7 @@ absl::Status WatchRegion(const CommandLine& cl) {
   VOXDB_ASSIGN_OR_RETURN(options.request.region, ParseRegion(cl));
   options.request.detail = cl.detail.value_or(protocol::EventDetail::kNone);
   options.request.from_seq = cl.from_seq;
+  options.request.from_ranges = cl.from_ranges;
   options.region = absl::StrJoin(cl.args, " ");
   options.json = cl.json;
   options.count = cl.count;
@@ -949,6 +950,9 @@ const CommandSpec kCommands[] = {
      "  --from SEQ          every change after SEQ (the seq of the last line seen), if the\n"
      "                      server still keeps them; else it fails with RESYNC: read the\n"
      "                      region again (voxdb query) and watch without --from\n"
+     "  --from BEGIN-END:SEQ,...\n"
+     "                      the same on a server of several partitions, one point per\n"
+     "                      range of chunk codes, as watch prints it when it stops\n"
      "  --detail voxels     also what changed: \", N voxels\" (set-voxel and SET_VOXELS) or\n"
      "                      \", box X0 Y0 Z0 X1 Y1 Z1\" (write-box: the part in the chunk)\n"
      "  --detail records    also the chunk's record, while that version is the current one:\n"

@@ -164,8 +164,18 @@ absl::Status Watch(protocol::Client& client, const WatchOptions& options) {
     return reply.status();
   }
   InstallStopHandlers();
-  absl::FPrintF(stderr, "watching %s after seq %u\n", WatchedText(options), reply->seq);
   uint64_t last_seq = reply->seq;  // every event up to it was printed
+  // A server of several partitions: the same per range of chunk codes.
+  std::vector<protocol::RangeSeq> ranges = reply->ranges;
+  // "seq N" or "BEGIN-END:SEQ,...", and the --from that resumes there.
+  auto from = [&] {
+    if (ranges.empty()) return std::to_string(last_seq);
+    return absl::StrJoin(ranges, ",", [](std::string* out, const protocol::RangeSeq& r) {
+      absl::StrAppendFormat(out, "%u-%u:%u", r.begin, r.end, r.seq);
+    });
+  };
+  auto after = [&] { return ranges.empty() ? "seq " + from() : from(); };
+  absl::FPrintF(stderr, "watching %s after %s\n", WatchedText(options), after());
   uint64_t printed = 0;
   auto last_event = std::chrono::steady_clock::now();
   auto last_traffic = last_event;  // the last push received or PING answered
@@ -173,13 +183,13 @@ absl::Status Watch(protocol::Client& client, const WatchOptions& options) {
   // off for falling behind the changes it retains.
   auto lost = [&](const absl::Status& status) {
     return UnreachableError(
-        absl::StrFormat("%s after seq %u: resume with the same voxdb watch command and --from %u",
-                        status.message(), last_seq, last_seq));
+        absl::StrFormat("%s after %s: resume with the same voxdb watch command and --from %s",
+                        status.message(), after(), from()));
   };
   for (;;) {
     if (stop_signal != 0) {
-      absl::FPrintF(stderr, "stopped (%s) after seq %u: resume with --from %u\n",
-                    stop_signal == SIGINT ? "SIGINT" : "SIGTERM", last_seq, last_seq);
+      absl::FPrintF(stderr, "stopped (%s) after %s: resume with --from %s\n",
+                    stop_signal == SIGINT ? "SIGINT" : "SIGTERM", after(), from());
       return absl::OkStatus();
     }
     std::chrono::milliseconds wait = kSlice;
@@ -187,8 +197,8 @@ absl::Status Watch(protocol::Client& client, const WatchOptions& options) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           last_event + options.idle_timeout - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
-        absl::FPrintF(stderr, "stopped (no change for %s) after seq %u: resume with --from %u\n",
-                      DurationText(options.idle_timeout), last_seq, last_seq);
+        absl::FPrintF(stderr, "stopped (no change for %s) after %s: resume with --from %s\n",
+                      DurationText(options.idle_timeout), after(), from());
         return absl::OkStatus();
       }
       wait = std::min(wait, left);
@@ -225,6 +235,17 @@ absl::Status Watch(protocol::Client& client, const WatchOptions& options) {
       if (!line.ok()) return line.status();
       if (absl::Status s = PrintLine(*line); !s.ok()) return s;
       last_seq = event.seq;
+      // The range of the event's partition: its chunk's, or a fill's (its
+      // box is clipped to one partition).
+      const uint64_t code =
+          event.kind == EventKind::kFill
+              ? engine::MortonEncode(static_cast<uint32_t>(event.box.lo.x / engine::kChunkEdge),
+                                     static_cast<uint32_t>(event.box.lo.y / engine::kChunkEdge),
+                                     static_cast<uint32_t>(event.box.lo.z / engine::kChunkEdge))
+              : event.chunk;
+      for (protocol::RangeSeq& r : ranges) {
+        if (r.begin <= code && code < r.end) r.seq = event.seq;
+      }
       if (options.count.has_value() && ++printed == *options.count) return absl::OkStatus();
     }
     last_event = std::chrono::steady_clock::now();

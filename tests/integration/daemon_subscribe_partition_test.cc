@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "engine/coding.h"
 #include "engine/morton.h"
 #include "protocol/client.h"
@@ -394,6 +395,72 @@ TEST_F(DaemonSubscribePartitionTest, OnOnePartitionARangeHoldingItResumes) {
   resume.from_ranges = {{0, kBorder, v1}};
   auto r = other->Subscribe(resume);
   EXPECT_EQ(protocol::ServerStatusOf(r.status()), WireStatus::kResync) << r.status();
+}
+
+
+// `voxdb watch` on a node of several partitions: it says where it stopped
+// per range, and `--from` with that resumes with exactly the changes after.
+TEST_F(DaemonSubscribePartitionTest, WatchPrintsAndTakesPerRangeResumePoints) {
+  StartSplit();
+  auto writer = Connect();
+  ASSERT_NE(writer, nullptr);
+  const protocol::Box row = ChunkRow(kFrom, kTo);
+  const std::vector<std::string> watch = {VOXDB_CLI_PATH,
+                                          "watch",
+                                          "box",
+                                          std::to_string(row.lo.x),
+                                          std::to_string(row.lo.y),
+                                          std::to_string(row.lo.z),
+                                          std::to_string(row.hi.x),
+                                          std::to_string(row.hi.y),
+                                          std::to_string(row.hi.z),
+                                          "--address",
+                                          "127.0.0.1:" + std::to_string(daemon_->port())};
+  auto run = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = watch;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return testing::RunProcess(argv, {"VOXDB_ADDRESS", "VOXDB_TOKEN"});
+  };
+  // One change on each side, then the watcher stops after both.
+  testing::ChildProcess first(
+      [&] {
+        std::vector<std::string> argv = watch;
+        argv.insert(argv.end(), {"--count", "2"});
+        return argv;
+      }(),
+      {"VOXDB_ADDRESS", "VOXDB_TOKEN"});
+  ASSERT_TRUE(first.ReadLine(testing::ChildProcess::kErr, std::chrono::seconds(30)).has_value());
+  ASSERT_OK_AND_ASSIGN(const uint64_t left, writer->SetVoxels({{{VoxelOf(12), 3}}}));
+  ASSERT_OK_AND_ASSIGN(const uint64_t right, writer->SetVoxels({{{VoxelOf(18), 4}}}));
+  testing::ProcessResult r = first.Wait(std::chrono::seconds(30));
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.out.find(absl::StrFormat("seq %u chunk", left)), std::string::npos) << r;
+  EXPECT_NE(r.out.find(absl::StrFormat("seq %u chunk", right)), std::string::npos) << r;
+  // Missed meanwhile: one change on each side.
+  ASSERT_OK_AND_ASSIGN(const uint64_t left2, writer->SetVoxels({{{VoxelOf(13), 5}}}));
+  ASSERT_OK_AND_ASSIGN(const uint64_t right2, writer->SetVoxels({{{VoxelOf(19), 6}}}));
+  const std::string from = absl::StrFormat("0-%u:%u,%u-%u:%u", kBorder, left, kBorder,
+                                           engine::ChunkKey::kMaxCode + 1, right);
+  r = run({"--from", from, "--timeout", "700ms"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, absl::StrFormat("seq %u chunk %u,%u,%u key %u changed\n"
+                                   "seq %u chunk %u,%u,%u key %u changed\n",
+                                   left2, kCx + 13, kCy, kCz, Code(13), right2, kCx + 19, kCy, kCz,
+                                   Code(19)))
+      << r;
+  EXPECT_NE(r.err.find("watching box "), std::string::npos) << r;
+  EXPECT_NE(r.err.find("after " + from + "\n"), std::string::npos) << r;
+  EXPECT_NE(r.err.find(absl::StrFormat("resume with --from 0-%u:%u,%u-%u:%u\n", kBorder, left2,
+                                       kBorder, engine::ChunkKey::kMaxCode + 1, right2)),
+            std::string::npos)
+      << r;
+  // A single --from means nothing across partitions; a malformed list is a
+  // usage error.
+  r = run({"--from", std::to_string(left), "--timeout", "1"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_NE(r.err.find("per-range"), std::string::npos) << r;
+  r = run({"--from", "5-:7", "--timeout", "1"});
+  EXPECT_EQ(r.exit_code, 2) << r;
 }
 
 }  // namespace
