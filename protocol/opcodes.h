@@ -31,38 +31,38 @@ enum class OpcodeKind : uint8_t {
 
 // X(enumerator, value, name, role, kind). Pushes need no role: a client
 // sending one is answered INVALID whatever its role.
-#define VOXDB_PROTOCOL_OPCODES(X)                          \
-  X(kHello, 1, "HELLO", kNone, kRequest)                   \
-  X(kPing, 2, "PING", kNone, kRequest)                     \
-  X(kGetChunks, 3, "GET_CHUNKS", kRead, kRequest)          \
-  X(kPutChunk, 4, "PUT_CHUNK", kWrite, kRequest)           \
-  X(kDeleteChunk, 5, "DELETE_CHUNK", kWrite, kRequest)     \
-  X(kGetVoxels, 6, "GET_VOXELS", kRead, kRequest)          \
-  X(kSetVoxels, 7, "SET_VOXELS", kWrite, kRequest)         \
-  X(kReadBox, 8, "READ_BOX", kRead, kRequest)              \
-  X(kWriteBox, 9, "WRITE_BOX", kWrite, kRequest)           \
-  X(kFillBox, 10, "FILL_BOX", kWrite, kRequest)            \
-  X(kFlush, 11, "FLUSH", kAdmin, kRequest)                 \
-  X(kStats, 12, "STATS", kRead, kRequest)                  \
-  X(kQueryRadius, 13, "QUERY_RADIUS", kRead, kRequest)     \
-  X(kQueryCell, 14, "QUERY_CELL", kRead, kRequest)         \
-  X(kQueryRect, 15, "QUERY_RECT", kRead, kRequest)         \
-  X(kQueryBox, 16, "QUERY_BOX", kRead, kRequest)           \
-  X(kReindex, 17, "REINDEX", kAdmin, kRequest)             \
-  X(kBackup, 18, "BACKUP", kAdmin, kRequest)               \
-  X(kLodRebuild, 19, "LOD_REBUILD", kAdmin, kRequest)      \
-  X(kSnapshotOpen, 20, "SNAPSHOT_OPEN", kRead, kRequest)   \
-  X(kSnapshotScan, 21, "SNAPSHOT_SCAN", kRead, kRequest)   \
-  X(kSnapshotGet, 22, "SNAPSHOT_GET", kRead, kRequest)     \
-  X(kSnapshotClose, 23, "SNAPSHOT_CLOSE", kRead, kRequest) \
-  X(kSubscribe, 24, "SUBSCRIBE", kRead, kRequest)          \
-  X(kUnsubscribe, 25, "UNSUBSCRIBE", kRead, kRequest)      \
-  X(kEvents, 26, "EVENTS", kNone, kPush)                   \
-  X(kStreamUpdate, 27, "STREAM_UPDATE", kRead, kRequest)   \
-  X(kStreamClose, 28, "STREAM_CLOSE", kRead, kRequest)     \
-  X(kStreamData, 29, "STREAM_DATA", kNone, kPush)          \
-  X(kLodSync, 30, "LOD_SYNC", kWrite, kRequest)            \
-  X(kPartitions, 31, "PARTITIONS", kRead, kRequest) \
+#define VOXDB_PROTOCOL_OPCODES(X)                             \
+  X(kHello, 1, "HELLO", kNone, kRequest)                      \
+  X(kPing, 2, "PING", kNone, kRequest)                        \
+  X(kGetChunks, 3, "GET_CHUNKS", kRead, kRequest)             \
+  X(kPutChunk, 4, "PUT_CHUNK", kWrite, kRequest)              \
+  X(kDeleteChunk, 5, "DELETE_CHUNK", kWrite, kRequest)        \
+  X(kGetVoxels, 6, "GET_VOXELS", kRead, kRequest)             \
+  X(kSetVoxels, 7, "SET_VOXELS", kWrite, kRequest)            \
+  X(kReadBox, 8, "READ_BOX", kRead, kRequest)                 \
+  X(kWriteBox, 9, "WRITE_BOX", kWrite, kRequest)              \
+  X(kFillBox, 10, "FILL_BOX", kWrite, kRequest)               \
+  X(kFlush, 11, "FLUSH", kAdmin, kRequest)                    \
+  X(kStats, 12, "STATS", kRead, kRequest)                     \
+  X(kQueryRadius, 13, "QUERY_RADIUS", kRead, kRequest)        \
+  X(kQueryCell, 14, "QUERY_CELL", kRead, kRequest)            \
+  X(kQueryRect, 15, "QUERY_RECT", kRead, kRequest)            \
+  X(kQueryBox, 16, "QUERY_BOX", kRead, kRequest)              \
+  X(kReindex, 17, "REINDEX", kAdmin, kRequest)                \
+  X(kBackup, 18, "BACKUP", kAdmin, kRequest)                  \
+  X(kLodRebuild, 19, "LOD_REBUILD", kAdmin, kRequest)         \
+  X(kSnapshotOpen, 20, "SNAPSHOT_OPEN", kRead, kRequest)      \
+  X(kSnapshotScan, 21, "SNAPSHOT_SCAN", kRead, kRequest)      \
+  X(kSnapshotGet, 22, "SNAPSHOT_GET", kRead, kRequest)        \
+  X(kSnapshotClose, 23, "SNAPSHOT_CLOSE", kRead, kRequest)    \
+  X(kSubscribe, 24, "SUBSCRIBE", kRead, kRequest)             \
+  X(kUnsubscribe, 25, "UNSUBSCRIBE", kRead, kRequest)         \
+  X(kEvents, 26, "EVENTS", kNone, kPush)                      \
+  X(kStreamUpdate, 27, "STREAM_UPDATE", kRead, kRequest)      \
+  X(kStreamClose, 28, "STREAM_CLOSE", kRead, kRequest)        \
+  X(kStreamData, 29, "STREAM_DATA", kNone, kPush)             \
+  X(kLodSync, 30, "LOD_SYNC", kWrite, kRequest)               \
+  X(kPartitions, 31, "PARTITIONS", kRead, kRequest)           \
   X(kPartitionSplit, 32, "PARTITION_SPLIT", kAdmin, kRequest) \
   X(kPartitionMove, 33, "PARTITION_MOVE", kAdmin, kRequest)
 

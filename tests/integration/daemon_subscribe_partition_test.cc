@@ -397,7 +397,6 @@ TEST_F(DaemonSubscribePartitionTest, OnOnePartitionARangeHoldingItResumes) {
   EXPECT_EQ(protocol::ServerStatusOf(r.status()), WireStatus::kResync) << r.status();
 }
 
-
 // `voxdb watch` on a node of several partitions: it says where it stopped
 // per range, and `--from` with that resumes with exactly the changes after.
 TEST_F(DaemonSubscribePartitionTest, WatchPrintsAndTakesPerRangeResumePoints) {
